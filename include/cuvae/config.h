@@ -1,0 +1,68 @@
+/* The run configuration: INI sections [data] [model] [train]. The schema (keys, types, ranges, defaults, help)
+ * lives in exactly one place, the key table in src/config.c; this struct is its in-memory form. */
+#ifndef CUVAE_CONFIG_H
+#define CUVAE_CONFIG_H
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CUVAE_MAX_HIDDEN 8
+#define CUVAE_PATH_MAX 1024
+
+typedef enum { CUVAE_ACT_RELU = 0, CUVAE_ACT_TANH = 1, CUVAE_ACT_NONE = 2 } cuvae_activation;
+typedef enum { CUVAE_LIK_BERNOULLI = 0, CUVAE_LIK_GAUSSIAN = 1 } cuvae_likelihood;
+
+typedef struct cuvae_config {
+  /* [data] */
+  char dataset[64];                     /* "fashion-mnist", or "" when explicit paths are given */
+  char train_images[CUVAE_PATH_MAX];    /* IDX (plain or .gz) or .npy; resolved from dataset when set */
+  char train_labels[CUVAE_PATH_MAX];    /* optional ("" = none) */
+  char test_images[CUVAE_PATH_MAX];
+  char test_labels[CUVAE_PATH_MAX];
+  /* [model] */
+  int n_hidden;                         /* number of hidden layers in the encoder (decoder mirrors it) */
+  int hidden[CUVAE_MAX_HIDDEN];         /* widths, input side first */
+  int latent;                           /* Z */
+  cuvae_likelihood likelihood;
+  float sigma;                          /* Gaussian decoder's fixed standard deviation */
+  cuvae_activation activation;          /* hidden-layer activation: relu | tanh */
+  /* [train] */
+  int epochs;
+  int batch_size;
+  float lr;
+  float beta1, beta2, adam_eps;
+  float clip_norm;                      /* global gradient-norm clip; 0 = off */
+  uint64_t seed;
+  int64_t max_steps;                    /* 0 = no limit */
+  int eval_batch_size;
+  int log_every;                        /* steps between plain log lines / progress refreshes */
+  int threads;                          /* 0 = all cores */
+} cuvae_config;
+
+void cuvae_config_defaults(cuvae_config *c);
+/* Reads an INI file over c. Unknown sections/keys and bad values fail with "FILE:LINE: [section] key: problem". */
+int cuvae_config_load_file(cuvae_config *c, const char *path);
+/* Same, from text in memory; `name` is used in messages (e.g. the checkpoint path). */
+int cuvae_config_load_string(cuvae_config *c, const char *text, const char *name);
+/* One override "section.key=value" (as given to --set). */
+int cuvae_config_set(cuvae_config *c, const char *assignment);
+/* Cross-key checks (e.g. dataset or all paths given) and filling the paths of a named dataset. */
+int cuvae_config_finalize(cuvae_config *c);
+/* The effective config as INI text, loadable by cuvae_config_load_string. Caller frees. */
+char *cuvae_config_to_ini(const cuvae_config *c);
+/* Prints the schema (every key, type, default, help) for `cuvae help config`. */
+void cuvae_config_print_schema(FILE *out);
+/* 0 when the two configs describe the same architecture (input handled separately); otherwise -1 with a
+ * message naming the first differing key. */
+int cuvae_config_same_architecture(const cuvae_config *a, const cuvae_config *b);
+
+const char *cuvae_activation_name(cuvae_activation a);
+const char *cuvae_likelihood_name(cuvae_likelihood l);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

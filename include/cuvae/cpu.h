@@ -1,0 +1,82 @@
+/* The CPU reference backend: the VAE's forward and backward in plain C with dense layers in cblas_sgemm.
+ * Each fused function below is the CPU twin of a CUDA kernel with the same name stem (kernels/NAME.cu).
+ * All matrices are row-major, one row per example. Loss reductions are deterministic (per-row values summed
+ * in double, in row order). */
+#ifndef CUVAE_CPU_H
+#define CUVAE_CPU_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cuvae/config.h"
+#include "cuvae/model.h"
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- fused kernels' CPU twins ---------------------------------------------------------------------- */
+
+/* y[B][out] = x[B][in] W^T  (W[out][in], through cblas_sgemm); then bias_act_forward. */
+void dense_forward_cpu(const float *x, const float *W, const float *b, float *y, int B, int in, int out,
+                       cuvae_activation act);
+/* Given dy = dL/dy (post-activation, overwritten with the pre-activation gradient):
+ * dW = dy^T x, db = column sums of dy (both overwritten), dx = dy W (skipped when dx == NULL). */
+void dense_backward_cpu(const float *x, const float *W, const float *y, float *dy, float *dW, float *db,
+                        float *dx, int B, int in, int out, cuvae_activation act);
+/* y = act(y + b) in place, b broadcast over rows. */
+void bias_act_forward_cpu(float *y, const float *b, int B, int n, cuvae_activation act);
+/* dy *= act'(.) expressed through the output y (relu: y > 0; tanh: 1 - y^2). */
+void bias_act_backward_cpu(const float *y, float *dy, int B, int n, cuvae_activation act);
+
+/* Reparameterization + KL, MATH.md sections 2-3. mulv[B][2Z] holds [mu | lv] per row, eps[B][Z].
+ * z = mu + exp(0.5 lv) * eps;  kl_row[b] = 0.5 * sum_j (mu^2 + exp(lv) - 1 - lv). */
+void reparam_kl_forward_cpu(const float *mulv, const float *eps, float *z, float *kl_row, int B, int Z);
+/* Given dz = dL/dz and kl_scale = dL/dKL_b (1/B for a batch mean):
+ * dmu = dz + kl_scale * mu;  dlv = dz * eps * 0.5 exp(0.5 lv) + kl_scale * 0.5 (exp(lv) - 1). */
+void reparam_kl_backward_cpu(const float *mulv, const float *eps, const float *dz, float kl_scale,
+                             float *dmulv, int B, int Z);
+
+/* Bernoulli decoder, logits l (MATH.md section 4): nll_row[b] = sum_d softplus(l) - x l (stable form);
+ * dl = scale * (sigmoid(l) - x). dl may be NULL (forward only). */
+void bernoulli_nll_grad_cpu(const float *logits, const float *x, float *nll_row, float *dlogits, float scale,
+                            int B, int D);
+/* Gaussian decoder, fixed sigma: nll_row[b] = 0.5 sum_d [(x - f)^2 / s^2 + log s^2 + log 2pi];
+ * df = scale * (f - x) / s^2. df may be NULL. */
+void gaussian_nll_grad_cpu(const float *f, const float *x, float sigma, float *nll_row, float *df,
+                           float scale, int B, int D);
+
+/* Adam (MATH.md section 7), bias-corrected, step t >= 1, over the whole buffer:
+ * g' = grad_scale * g; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;
+ * p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps). */
+void adam_update_cpu(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
+                     float eps, int64_t t, float grad_scale);
+/* sqrt(sum g^2), summed in double. */
+double grad_norm_cpu(const float *g, size_t n);
+
+/* ---- whole-model forward / backward ------------------------------------------------------------------ */
+
+typedef struct cuvae_loss {
+  double nelbo, recon, kl;  /* batch means, nats per data point: nelbo = recon + kl */
+} cuvae_loss;
+
+typedef struct cuvae_cpu_ws cuvae_cpu_ws;  /* activations and scratch for batches up to max_batch */
+
+cuvae_cpu_ws *cuvae_cpu_ws_create(const cuvae_model *m, int max_batch);
+void cuvae_cpu_ws_destroy(cuvae_cpu_ws *ws);
+
+/* Negative ELBO of x[B][D] with noise eps[B][Z]; when grad != NULL also its gradient w.r.t. every
+ * parameter (overwritten, same layout as params). Returns 0, or -1 if B exceeds the workspace. */
+int cuvae_cpu_loss_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *x,
+                        const float *eps, int B, float *grad, cuvae_loss *out);
+/* The part of the loss after the encoder, from given mulv[B][2Z]; dmulv (may be NULL) receives dL/d[mu|lv].
+ * Used by cuvae_cpu_loss_grad and by the gradient check of mu and lv. grad receives the decoder's part. */
+int cuvae_cpu_latent_loss_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params,
+                               const float *mulv, const float *x, const float *eps, int B, float *grad,
+                               float *dmulv, cuvae_loss *out);
+/* Encoder forward only: mulv[B][2Z] (written into a buffer owned by ws; returned). */
+const float *cuvae_cpu_encode(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *x,
+                              int B);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

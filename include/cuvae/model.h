@@ -1,0 +1,68 @@
+/* The VAE's shapes and its ONE parameter buffer: the layout table (name, shape, offset) is defined here and
+ * built in src/model.c; gradients and Adam moments use the same layout. Weights are stored like PyTorch's
+ * nn.Linear: W[out][in] row-major, then b[out].
+ *
+ * Encoder: D -> hidden[0] -> ... -> hidden[k-1] -> (mu, lv), each of size Z.
+ * Decoder: Z -> hidden[k-1] -> ... -> hidden[0] -> D outputs (Bernoulli logits, or Gaussian means).
+ * The two encoder heads are stored as enc.mu.weight, enc.lv.weight, enc.mu.bias, enc.lv.bias, so that they
+ * form one contiguous [2Z, hidden[k-1]] weight and one [2Z] bias: one GEMM produces a row [mu | lv]. */
+#ifndef CUVAE_MODEL_H
+#define CUVAE_MODEL_H
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cuvae/config.h"
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CUVAE_MAX_LAYERS (CUVAE_MAX_HIDDEN + 1)
+#define CUVAE_MAX_TENSORS (4 * CUVAE_MAX_LAYERS + 2)
+#define CUVAE_TENSOR_NAME 32
+/* Refuse models with more parameters than this (2^31 floats = 8 GiB) before allocating. */
+#define CUVAE_MAX_PARAMS ((size_t)1 << 31)
+
+typedef struct cuvae_tensor {
+  char name[CUVAE_TENSOR_NAME]; /* e.g. "enc.0.weight" */
+  int rank;                     /* 1 or 2 */
+  size_t shape[2];              /* rank 2: [out, in]; rank 1: [out, 1] */
+  size_t offset;                /* in floats, into the parameter buffer */
+  size_t count;
+} cuvae_tensor;
+
+typedef struct cuvae_layer {
+  size_t in, out;
+  size_t w, b;                  /* offsets of W[out][in] and b[out] */
+  cuvae_activation act;         /* applied after the affine map; NONE for heads */
+} cuvae_layer;
+
+typedef struct cuvae_model {
+  size_t input_dim;             /* D */
+  size_t latent;                /* Z */
+  cuvae_likelihood likelihood;
+  float sigma;
+  cuvae_activation activation;
+  int n_enc;                    /* hidden layers + the (mu, lv) head (out = 2Z) */
+  cuvae_layer enc[CUVAE_MAX_LAYERS];
+  int n_dec;                    /* hidden layers + the output layer (out = D) */
+  cuvae_layer dec[CUVAE_MAX_LAYERS];
+  int n_tensors;
+  cuvae_tensor tensors[CUVAE_MAX_TENSORS];
+  size_t n_params;
+} cuvae_model;
+
+/* Builds shapes and layout for input dimension D from the [model] section of cfg. */
+int cuvae_model_build(cuvae_model *m, size_t input_dim, const cuvae_config *cfg);
+/* Initial parameters: He-normal (ReLU) or Xavier-uniform (tanh) hidden weights, Xavier-uniform heads and
+ * output layer, zero biases. Deterministic in seed (see docs/ARCHITECTURE.md, "Random numbers"). */
+int cuvae_model_init(const cuvae_model *m, float *params, uint64_t seed);
+const cuvae_tensor *cuvae_model_find(const cuvae_model *m, const char *name);
+void cuvae_model_print_layout(const cuvae_model *m, FILE *out);
+/* FLOPs of one training step (forward + backward of the dense layers) for a batch of B, for reporting. */
+double cuvae_model_step_flops(const cuvae_model *m, int B);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,39 @@
+/* Random numbers. Gaussian noise comes from cuRAND's Philox4_32_10 generator (the host generator here; the
+ * CUDA backend uses the device generator with the same seed and offsets, which draws the identical values).
+ * The scheme (also in docs/ARCHITECTURE.md, "Random numbers"):
+ *   training eps, step t (0-based, counted across epochs): seed = cfg seed, n = B*Z normals drawn at
+ *     offset t * cuvae_noise_stride(B*Z)  [stride = B*Z rounded up to a multiple of 4, one Philox block];
+ *   evaluation eps, batch k of a pass:  seed = cfg seed ^ CUVAE_SEED_EVAL, offset k * stride(Be*Z);
+ *   initial weights:                      seed = cfg seed ^ CUVAE_SEED_INIT, offset 0, tensor by tensor in
+ *                                         layout order, each at the next multiple-of-4 offset;
+ *   epoch shuffle: Fisher-Yates driven by splitmix64 of (seed, epoch, i) (cuvae_shuffle), host only. */
+#ifndef CUVAE_RNG_H
+#define CUVAE_RNG_H
+#include <stddef.h>
+#include <stdint.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CUVAE_SEED_EVAL UINT64_C(0x5EEDE7A15EEDE7A1)
+#define CUVAE_SEED_INIT UINT64_C(0x1A17A15E1A17A15E)
+
+typedef struct cuvae_noise cuvae_noise;
+
+cuvae_noise *cuvae_noise_create(uint64_t seed);   /* NULL + cuvae_last_error() on failure */
+void cuvae_noise_destroy(cuvae_noise *g);
+/* n standard normals starting at `offset` in the stream (offset must be a multiple of 4). */
+int cuvae_noise_normal(cuvae_noise *g, uint64_t offset, float *out, size_t n);
+/* n uniforms in (0, 1] starting at `offset` (multiple of 4). */
+int cuvae_noise_uniform(cuvae_noise *g, uint64_t offset, float *out, size_t n);
+/* n rounded up to a multiple of 4: the stream positions one draw of n values occupies. */
+static inline uint64_t cuvae_noise_stride(size_t n) { return ((uint64_t)n + 3u) & ~(uint64_t)3u; }
+
+uint64_t cuvae_splitmix64(uint64_t x);
+/* perm[0..n) = the shuffled order of epoch `epoch` for `seed` (a permutation of 0..n-1). */
+void cuvae_shuffle(uint32_t *perm, size_t n, uint64_t seed, int64_t epoch);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

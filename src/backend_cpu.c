@@ -1,0 +1,138 @@
+/* The CPU reference backend: parameters, gradients and Adam moments in host memory (one layout), minibatch
+ * gather from the host data set, eps from the Philox host stream, loss and gradient from src/cpu/vae_cpu.c. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "cuvae/error.h"
+#include "cuvae/rng.h"
+
+typedef struct cpu_backend {
+  cuvae_backend base;
+  const cuvae_model *model;
+  const cuvae_config *cfg;
+  const cuvae_dataset *train;
+  float *params, *grad, *adam_m, *adam_v;
+  float *x_batch, *eps;        /* [max_batch, D], [max_batch, Z] */
+  int max_batch;
+  cuvae_cpu_ws *ws;
+  cuvae_noise *train_noise, *eval_noise;
+} cpu_backend;
+
+static void gather_rows(const cuvae_dataset *ds, const uint32_t *rows, int B, float *out) {
+  for (int b = 0; b < B; b++)
+    memcpy(out + (size_t)b * ds->dim, ds->x + (size_t)rows[b] * ds->dim, ds->dim * sizeof(float));
+}
+
+static int cpu_train_step(cuvae_backend *base, const uint32_t *rows, int B, int64_t step, cuvae_step_result *out) {
+  cpu_backend *be = (cpu_backend *)base;
+  const cuvae_model *m = be->model;
+  const size_t nz = (size_t)B * m->latent;
+  gather_rows(be->train, rows, B, be->x_batch);
+  if (cuvae_noise_normal(be->train_noise, (uint64_t)step * cuvae_noise_stride(nz), be->eps, nz)) return -1;
+  if (cuvae_cpu_loss_grad(m, be->ws, be->params, be->x_batch, be->eps, B, be->grad, &out->loss)) return -1;
+  out->grad_norm = grad_norm_cpu(be->grad, m->n_params);
+  if (!isfinite(out->loss.nelbo))
+    return cuvae_error("step %lld: loss is not finite (nelbo %g, recon %g, kl %g); training diverged",
+                       (long long)step + 1, out->loss.nelbo, out->loss.recon, out->loss.kl);
+  if (!isfinite(out->grad_norm))
+    return cuvae_error("step %lld: gradient is not finite (loss %g); training diverged", (long long)step + 1,
+                       out->loss.nelbo);
+  /* Gradient-norm clipping: scale g by clip / ||g|| when ||g|| > clip. */
+  float scale = 1.0f;
+  if (be->cfg->clip_norm > 0.0f && out->grad_norm > be->cfg->clip_norm)
+    scale = (float)(be->cfg->clip_norm / out->grad_norm);
+  adam_update_cpu(be->params, be->grad, be->adam_m, be->adam_v, m->n_params, be->cfg->lr, be->cfg->beta1,
+                  be->cfg->beta2, be->cfg->adam_eps, step + 1, scale);
+  return 0;
+}
+
+static int cpu_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch, cuvae_loss *out) {
+  cpu_backend *be = (cpu_backend *)base;
+  const cuvae_model *m = be->model;
+  if (batch > be->max_batch) batch = be->max_batch;
+  double recon = 0.0, kl = 0.0;
+  int64_t k = 0;
+  for (size_t start = 0; start < ds->n; start += (size_t)batch, k++) {
+    const int B = (int)(ds->n - start < (size_t)batch ? ds->n - start : (size_t)batch);
+    const size_t nz = (size_t)B * m->latent;
+    /* Every evaluation batch k draws at offset k * stride(batch * Z), whatever its own length. */
+    const uint64_t offset = (uint64_t)k * cuvae_noise_stride((size_t)batch * m->latent);
+    if (cuvae_noise_normal(be->eval_noise, offset, be->eps, nz)) return -1;
+    cuvae_loss l;
+    if (cuvae_cpu_loss_grad(m, be->ws, be->params, ds->x + start * ds->dim, be->eps, B, NULL, &l)) return -1;
+    recon += l.recon * B;
+    kl += l.kl * B;
+  }
+  out->recon = recon / (double)ds->n;
+  out->kl = kl / (double)ds->n;
+  out->nelbo = out->recon + out->kl;
+  return 0;
+}
+
+static int cpu_get_state(cuvae_backend *base, float *params, float *adam_m, float *adam_v) {
+  cpu_backend *be = (cpu_backend *)base;
+  const size_t bytes = be->model->n_params * sizeof(float);
+  if (params) memcpy(params, be->params, bytes);
+  if (adam_m) memcpy(adam_m, be->adam_m, bytes);
+  if (adam_v) memcpy(adam_v, be->adam_v, bytes);
+  return 0;
+}
+
+static int cpu_set_state(cuvae_backend *base, const float *params, const float *adam_m, const float *adam_v) {
+  cpu_backend *be = (cpu_backend *)base;
+  const size_t bytes = be->model->n_params * sizeof(float);
+  if (params) memcpy(be->params, params, bytes);
+  if (adam_m) memcpy(be->adam_m, adam_m, bytes);
+  if (adam_v) memcpy(be->adam_v, adam_v, bytes);
+  return 0;
+}
+
+static void cpu_destroy(cuvae_backend *base) {
+  cpu_backend *be = (cpu_backend *)base;
+  if (!be) return;
+  free(be->params);
+  free(be->grad);
+  free(be->adam_m);
+  free(be->adam_v);
+  free(be->x_batch);
+  free(be->eps);
+  cuvae_cpu_ws_destroy(be->ws);
+  cuvae_noise_destroy(be->train_noise);
+  cuvae_noise_destroy(be->eval_noise);
+  free(be);
+}
+
+cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train) {
+  cpu_backend *be = calloc(1, sizeof *be);
+  if (!be) {
+    cuvae_error("out of memory creating the CPU backend");
+    return NULL;
+  }
+  be->base = (cuvae_backend){"cpu", cpu_train_step, cpu_evaluate, cpu_get_state, cpu_set_state, cpu_destroy};
+  be->model = m;
+  be->cfg = cfg;
+  be->train = train;
+  be->max_batch = cfg->batch_size > cfg->eval_batch_size ? cfg->batch_size : cfg->eval_batch_size;
+  const size_t n = m->n_params, B = (size_t)be->max_batch;
+  be->params = malloc(n * sizeof(float));
+  be->grad = malloc(n * sizeof(float));
+  be->adam_m = calloc(n, sizeof(float));
+  be->adam_v = calloc(n, sizeof(float));
+  be->x_batch = malloc(B * m->input_dim * sizeof(float));
+  be->eps = malloc((size_t)cuvae_noise_stride(B * m->latent) * sizeof(float));
+  if (!be->params || !be->grad || !be->adam_m || !be->adam_v || !be->x_batch || !be->eps) {
+    cpu_destroy(&be->base);
+    cuvae_error("out of memory: the model needs %zu parameters x 4 buffers", n);
+    return NULL;
+  }
+  be->ws = cuvae_cpu_ws_create(m, be->max_batch);
+  be->train_noise = be->ws ? cuvae_noise_create(cfg->seed) : NULL;
+  be->eval_noise = be->train_noise ? cuvae_noise_create(cfg->seed ^ CUVAE_SEED_EVAL) : NULL;
+  if (!be->eval_noise || cuvae_model_init(m, be->params, cfg->seed)) {
+    cpu_destroy(&be->base);
+    return NULL;
+  }
+  return &be->base;
+}

@@ -1,0 +1,16 @@
+/* Subcommands of the cuvae program. Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted. */
+#ifndef CUVAE_CLI_H
+#define CUVAE_CLI_H
+
+#define CUVAE_EXIT_FAIL 1
+#define CUVAE_EXIT_USAGE 2
+#define CUVAE_EXIT_INTERRUPTED 130
+
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+void help_train(void);
+void help_eval(void);
+/* "--flag VALUE" or "--flag=VALUE" at argv[*i]; advances *i past the value. NULL when argv[*i] is not flag. */
+const char *cli_flag_value(int argc, char **argv, int *i, const char *flag, int *missing);
+
+#endif

@@ -1,0 +1,168 @@
+/* cuvae train CONFIG [--set section.key=value]... [--out RUN_DIR] [--device D] [--resume RUN_DIR] */
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "cuvae/config.h"
+#include "cuvae/error.h"
+#include "cuvae/train.h"
+
+#define MAX_SETS 256
+
+void help_train(void) {
+  printf("usage: cuvae train CONFIG [options]\n"
+         "       cuvae train [CONFIG] --resume RUN_DIR [options]\n\n"
+         "Trains the VAE described by CONFIG (an INI file with [data] [model] [train]; `cuvae help config`\n"
+         "lists every key). Progress goes to stderr (a live bar on a terminal, plain lines otherwise); the final\n"
+         "result is one JSON line on stdout. The run directory receives:\n"
+         "  config.ini         the effective config (CONFIG plus --set overrides)\n"
+         "  metrics.jsonl      one JSON object per epoch (train/test negative ELBO, recon, kl, samples/s, ...)\n"
+         "  steps.jsonl        per-step losses every [train] log_every steps\n"
+         "  checkpoint.cuvae   the latest checkpoint (written atomically at every epoch end)\n\n"
+         "options:\n"
+         "  --set S.K=V       override config key K of section S (repeatable), e.g. --set train.epochs=3\n"
+         "  --out RUN_DIR     run directory (default: runs/<config name>, numbered if taken)\n"
+         "  --device D        auto (default: cuda when present, else cpu), cpu or cuda\n"
+         "  --resume RUN_DIR  continue the run in RUN_DIR from its checkpoint; the losses equal those of an\n"
+         "                    uninterrupted run. CONFIG defaults to RUN_DIR/config.ini; its architecture must\n"
+         "                    match the checkpoint; epochs and max_steps may be raised to train longer.\n"
+         "  --progress P      auto (default), bar or lines\n"
+         "  -h, --help        this help\n\n"
+         "Ctrl-C saves a checkpoint at the current step and stops (exit 130); a second Ctrl-C stops at once.\n"
+         "A non-finite loss stops training with a message naming the step (exit 1); the last checkpoint stays.\n");
+}
+
+static void on_sigint(int sig) {
+  (void)sig;
+  cuvae_train_request_stop();
+}
+
+static int dir_exists(const char *p) {
+  struct stat st;
+  return stat(p, &st) == 0;
+}
+
+/* runs/<config file name without .ini>, with -2, -3, ... appended when taken. */
+static void default_run_dir(const char *config_path, char *out, size_t n) {
+  char tmp[CUVAE_PATH_MAX];
+  if (snprintf(tmp, sizeof tmp, "%s", config_path) >= (int)sizeof tmp) tmp[0] = '\0';
+  char *stem = basename(tmp);
+  char *dot = strrchr(stem, '.');
+  if (dot && dot != stem) *dot = '\0';
+  if (snprintf(out, n, "runs/%s", stem) >= (int)n) return;
+  for (int k = 2; dir_exists(out) && k < 10000; k++)
+    if (snprintf(out, n, "runs/%s-%d", stem, k) >= (int)n) return;
+}
+
+int cmd_train(int argc, char **argv) {
+  const char *config_path = NULL, *out = NULL, *resume = NULL, *device = "auto", *progress = "auto", *v;
+  const char *sets[MAX_SETS];
+  int n_sets = 0;
+  for (int i = 1; i < argc; i++) {
+    int missing = 0;
+    if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+      help_train();
+      return 0;
+    } else if ((v = cli_flag_value(argc, argv, &i, "--set", &missing))) {
+      if (n_sets == MAX_SETS) {
+        fprintf(stderr, "error: more than %d --set overrides\n", MAX_SETS);
+        return CUVAE_EXIT_USAGE;
+      }
+      sets[n_sets++] = v;
+    } else if (!missing && (v = cli_flag_value(argc, argv, &i, "--out", &missing))) {
+      out = v;
+    } else if (!missing && (v = cli_flag_value(argc, argv, &i, "--device", &missing))) {
+      device = v;
+    } else if (!missing && (v = cli_flag_value(argc, argv, &i, "--resume", &missing))) {
+      resume = v;
+    } else if (!missing && (v = cli_flag_value(argc, argv, &i, "--progress", &missing))) {
+      progress = v;
+    } else if (missing) {
+      return CUVAE_EXIT_USAGE;
+    } else if (argv[i][0] == '-') {
+      fprintf(stderr, "error: unknown option '%s' for train (see cuvae train --help)\n", argv[i]);
+      return CUVAE_EXIT_USAGE;
+    } else if (config_path) {
+      fprintf(stderr, "error: train takes one CONFIG, got '%s' and '%s'\n", config_path, argv[i]);
+      return CUVAE_EXIT_USAGE;
+    } else {
+      config_path = argv[i];
+    }
+  }
+  if (strcmp(device, "auto") && strcmp(device, "cpu") && strcmp(device, "cuda")) {
+    fprintf(stderr, "error: --device '%s': expected auto, cpu or cuda\n", device);
+    return CUVAE_EXIT_USAGE;
+  }
+  cuvae_progress_mode mode;
+  if (strcmp(progress, "auto") == 0) {
+    mode = CUVAE_PROGRESS_AUTO;
+  } else if (strcmp(progress, "bar") == 0) {
+    mode = CUVAE_PROGRESS_BAR;
+  } else if (strcmp(progress, "lines") == 0) {
+    mode = CUVAE_PROGRESS_LINES;
+  } else {
+    fprintf(stderr, "error: --progress '%s': expected auto, bar or lines\n", progress);
+    return CUVAE_EXIT_USAGE;
+  }
+  if (resume && out && strcmp(resume, out) != 0) {
+    fprintf(stderr, "error: --resume %s continues that run in place; --out %s conflicts with it\n", resume, out);
+    return CUVAE_EXIT_USAGE;
+  }
+  char resume_config[CUVAE_PATH_MAX + 16];
+  if (!config_path && resume) {
+    snprintf(resume_config, sizeof resume_config, "%s/config.ini", resume);
+    config_path = resume_config;
+  }
+  if (!config_path) {
+    fprintf(stderr, "error: train needs a CONFIG file (see cuvae train --help)\n");
+    return CUVAE_EXIT_USAGE;
+  }
+
+  cuvae_config cfg;
+  cuvae_config_defaults(&cfg);
+  if (cuvae_config_load_file(&cfg, config_path)) {
+    fprintf(stderr, "error: %s\n", cuvae_last_error());
+    return CUVAE_EXIT_FAIL;
+  }
+  for (int k = 0; k < n_sets; k++) {
+    if (cuvae_config_set(&cfg, sets[k])) {
+      fprintf(stderr, "error: %s\n", cuvae_last_error());
+      return CUVAE_EXIT_USAGE;
+    }
+  }
+  if (cuvae_config_finalize(&cfg)) {
+    fprintf(stderr, "error: %s\n", cuvae_last_error());
+    return CUVAE_EXIT_FAIL;
+  }
+
+  char run_dir[CUVAE_PATH_MAX];
+  if (resume)
+    snprintf(run_dir, sizeof run_dir, "%s", resume);
+  else if (out)
+    snprintf(run_dir, sizeof run_dir, "%s", out);
+  else
+    default_run_dir(config_path, run_dir, sizeof run_dir);
+
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sigint;
+  sa.sa_flags = SA_RESETHAND;  /* a second Ctrl-C terminates at once */
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+
+  cuvae_train_opts opts = {run_dir, resume != NULL, device, mode, stderr};
+  cuvae_train_summary s;
+  if (cuvae_train(&cfg, &opts, &s)) {
+    fprintf(stderr, "error: %s\n", cuvae_last_error());
+    return CUVAE_EXIT_FAIL;
+  }
+  printf("{\"run_dir\": \"%s\", \"step\": %lld, \"epochs\": %d, \"test_nelbo\": %.6f, \"recon\": %.6f, "
+         "\"kl\": %.6f, \"seconds\": %.1f, \"interrupted\": %s}\n",
+         run_dir, (long long)s.step, s.epochs_completed, s.test.nelbo, s.test.recon, s.test.kl, s.seconds,
+         s.interrupted ? "true" : "false");
+  return s.interrupted ? CUVAE_EXIT_INTERRUPTED : 0;
+}

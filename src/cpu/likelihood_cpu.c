@@ -1,0 +1,53 @@
+/* Decoder negative log-likelihoods with their gradients, one pass each (MATH.md section 4).
+ * CPU twin of kernels/likelihood.cu. */
+#include <math.h>
+
+#include "cuvae/cpu.h"
+
+#define LOG_2PI 1.8378770664093454836  /* log(2 pi) */
+
+/* softplus(l) = log(1 + e^l) = max(l, 0) + log1p(e^-|l|): never overflows, exact for large |l|. */
+static inline float softplus_stable(float l) { return fmaxf(l, 0.0f) + log1pf(expf(-fabsf(l))); }
+
+/* sigmoid without overflow: for l < 0 use e^l / (1 + e^l). */
+static inline float sigmoid_stable(float l) {
+  if (l >= 0.0f) return 1.0f / (1.0f + expf(-l));
+  const float e = expf(l);
+  return e / (1.0f + e);
+}
+
+/* -log p(x|z) = sum_d softplus(l_d) - x_d l_d;  d/dl = sigmoid(l) - x. */
+void bernoulli_nll_grad_cpu(const float *logits, const float *x, float *nll_row, float *dlogits, float scale,
+                            int B, int D) {
+  for (int b = 0; b < B; b++) {
+    const float *l = logits + (size_t)b * D, *xr = x + (size_t)b * D;
+    double nll = 0.0;
+    for (int d = 0; d < D; d++) nll += softplus_stable(l[d]) - xr[d] * l[d];
+    nll_row[b] = (float)nll;
+    if (dlogits) {
+      float *g = dlogits + (size_t)b * D;
+      for (int d = 0; d < D; d++) g[d] = scale * (sigmoid_stable(l[d]) - xr[d]);
+    }
+  }
+}
+
+/* -log p(x|z) = 0.5 sum_d [(x_d - f_d)^2 / s^2 + log s^2 + log 2pi];  d/df = (f - x) / s^2. */
+void gaussian_nll_grad_cpu(const float *f, const float *x, float sigma, float *nll_row, float *df, float scale,
+                           int B, int D) {
+  const double inv_s2 = 1.0 / ((double)sigma * sigma);
+  const double const_term = 0.5 * D * (log((double)sigma * sigma) + LOG_2PI);
+  const float g_scale = (float)(scale * inv_s2);
+  for (int b = 0; b < B; b++) {
+    const float *fr = f + (size_t)b * D, *xr = x + (size_t)b * D;
+    double sq = 0.0;
+    for (int d = 0; d < D; d++) {
+      const double r = (double)xr[d] - fr[d];
+      sq += r * r;
+    }
+    nll_row[b] = (float)(0.5 * sq * inv_s2 + const_term);
+    if (df) {
+      float *g = df + (size_t)b * D;
+      for (int d = 0; d < D; d++) g[d] = g_scale * (fr[d] - xr[d]);
+    }
+  }
+}

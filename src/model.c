@@ -1,0 +1,157 @@
+/* Model shapes and the parameter layout table (the one place that fixes where every tensor lives). */
+#include "cuvae/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuvae/error.h"
+#include "cuvae/rng.h"
+
+static int add_tensor(cuvae_model *m, const char *name, size_t out, size_t in, size_t *offset) {
+  if (m->n_tensors >= CUVAE_MAX_TENSORS) return cuvae_error("model: too many tensors");
+  cuvae_tensor *t = &m->tensors[m->n_tensors++];
+  snprintf(t->name, sizeof t->name, "%s", name);
+  t->rank = in ? 2 : 1;
+  t->shape[0] = out;
+  t->shape[1] = in ? in : 1;
+  t->count = out * (in ? in : 1);
+  t->offset = *offset;
+  *offset += t->count;
+  return 0;
+}
+
+/* One dense layer "PREFIX.weight" [out, in] then "PREFIX.bias" [out]. */
+static int add_dense(cuvae_model *m, cuvae_layer *l, const char *prefix, size_t in, size_t out,
+                     cuvae_activation act, size_t *offset) {
+  char name[CUVAE_TENSOR_NAME];
+  l->in = in;
+  l->out = out;
+  l->act = act;
+  l->w = *offset;
+  snprintf(name, sizeof name, "%s.weight", prefix);
+  if (add_tensor(m, name, out, in, offset)) return -1;
+  l->b = *offset;
+  snprintf(name, sizeof name, "%s.bias", prefix);
+  return add_tensor(m, name, out, 0, offset);
+}
+
+int cuvae_model_build(cuvae_model *m, size_t input_dim, const cuvae_config *cfg) {
+  memset(m, 0, sizeof *m);
+  if (input_dim == 0) return cuvae_error("model: input dimension is 0");
+  if (cfg->latent < 1) return cuvae_error("[model] latent: must be >= 1 (got %d)", cfg->latent);
+  if (cfg->n_hidden < 0 || cfg->n_hidden > CUVAE_MAX_HIDDEN)
+    return cuvae_error("[model] hidden: %d layers (at most %d)", cfg->n_hidden, CUVAE_MAX_HIDDEN);
+  m->input_dim = input_dim;
+  m->latent = (size_t)cfg->latent;
+  m->likelihood = cfg->likelihood;
+  m->sigma = cfg->sigma;
+  m->activation = cfg->activation;
+
+  /* Count parameters in double first, so absurd sizes are refused before any size_t overflow. */
+  double count = 0.0, prev = (double)input_dim;
+  for (int i = 0; i < cfg->n_hidden; i++) {
+    if (cfg->hidden[i] < 1) return cuvae_error("[model] hidden: width %d must be >= 1", cfg->hidden[i]);
+    count += 2.0 * ((prev + 1.0) * cfg->hidden[i]);  /* encoder layer + its decoder mirror */
+    prev = cfg->hidden[i];
+  }
+  count += (prev + 1.0) * 2.0 * cfg->latent + ((double)cfg->latent + 1.0) * prev;
+  if (count > (double)CUVAE_MAX_PARAMS)
+    return cuvae_error("model: %.3g parameters is more than the supported %zu", count, CUVAE_MAX_PARAMS);
+
+  size_t off = 0, in = input_dim;
+  const size_t Z = m->latent;
+  char prefix[16];
+  for (int i = 0; i < cfg->n_hidden; i++) {
+    snprintf(prefix, sizeof prefix, "enc.%d", i);
+    if (add_dense(m, &m->enc[i], prefix, in, (size_t)cfg->hidden[i], cfg->activation, &off)) return -1;
+    in = (size_t)cfg->hidden[i];
+  }
+  /* (mu, lv) head: enc.mu.weight, enc.lv.weight, enc.mu.bias, enc.lv.bias = one [2Z, in] layer. */
+  cuvae_layer *head = &m->enc[cfg->n_hidden];
+  head->in = in;
+  head->out = 2 * Z;
+  head->act = CUVAE_ACT_NONE;
+  head->w = off;
+  if (add_tensor(m, "enc.mu.weight", Z, in, &off) || add_tensor(m, "enc.lv.weight", Z, in, &off)) return -1;
+  head->b = off;
+  if (add_tensor(m, "enc.mu.bias", Z, 0, &off) || add_tensor(m, "enc.lv.bias", Z, 0, &off)) return -1;
+  m->n_enc = cfg->n_hidden + 1;
+
+  in = Z;
+  for (int i = 0; i < cfg->n_hidden; i++) {
+    size_t out = (size_t)cfg->hidden[cfg->n_hidden - 1 - i];
+    snprintf(prefix, sizeof prefix, "dec.%d", i);
+    if (add_dense(m, &m->dec[i], prefix, in, out, cfg->activation, &off)) return -1;
+    in = out;
+  }
+  if (add_dense(m, &m->dec[cfg->n_hidden], "dec.out", in, input_dim, CUVAE_ACT_NONE, &off)) return -1;
+  m->n_dec = cfg->n_hidden + 1;
+  m->n_params = off;
+  return 0;
+}
+
+const cuvae_tensor *cuvae_model_find(const cuvae_model *m, const char *name) {
+  for (int i = 0; i < m->n_tensors; i++)
+    if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
+  return NULL;
+}
+
+/* Initial weights, tensor by tensor in layout order, from the init noise stream (include/cuvae/rng.h):
+ *   hidden layers, ReLU: He normal      W ~ N(0, 2 / fan_in);
+ *   hidden layers, tanh: Xavier uniform W ~ U(-a, a), a = sqrt(6 / (fan_in + fan_out));
+ *   heads and output layer (no activation): Xavier uniform; all biases 0. */
+int cuvae_model_init(const cuvae_model *m, float *params, uint64_t seed) {
+  cuvae_noise *g = cuvae_noise_create(seed ^ CUVAE_SEED_INIT);
+  if (!g) return -1;
+  memset(params, 0, m->n_params * sizeof *params);
+  uint64_t pos = 0;
+  int rc = 0;
+  for (int i = 0; i < m->n_tensors && rc == 0; i++) {
+    const cuvae_tensor *t = &m->tensors[i];
+    if (t->rank != 2) continue;
+    const double fan_out = (double)t->shape[0], fan_in = (double)t->shape[1];
+    const int hidden = strstr(t->name, ".mu.") == NULL && strstr(t->name, ".lv.") == NULL &&
+                       strstr(t->name, ".out.") == NULL;
+    float *w = params + t->offset;
+    if (hidden && m->activation == CUVAE_ACT_RELU) {
+      rc = cuvae_noise_normal(g, pos, w, t->count);
+      const float s = (float)sqrt(2.0 / fan_in);
+      for (size_t k = 0; k < t->count; k++) w[k] *= s;
+    } else {
+      rc = cuvae_noise_uniform(g, pos, w, t->count);
+      const float a = (float)sqrt(6.0 / (fan_in + fan_out));
+      for (size_t k = 0; k < t->count; k++) w[k] = a * (2.0f * w[k] - 1.0f);
+    }
+    pos += cuvae_noise_stride(t->count);
+  }
+  cuvae_noise_destroy(g);
+  return rc;
+}
+
+void cuvae_model_print_layout(const cuvae_model *m, FILE *out) {
+  fprintf(out, "%-16s %-14s %12s %12s\n", "tensor", "shape", "offset", "count");
+  for (int i = 0; i < m->n_tensors; i++) {
+    const cuvae_tensor *t = &m->tensors[i];
+    char shape[40];
+    if (t->rank == 2)
+      snprintf(shape, sizeof shape, "[%zu, %zu]", t->shape[0], t->shape[1]);
+    else
+      snprintf(shape, sizeof shape, "[%zu]", t->shape[0]);
+    fprintf(out, "%-16s %-14s %12zu %12zu\n", t->name, shape, t->offset, t->count);
+  }
+  fprintf(out, "%-16s %-14s %12s %12zu\n", "total", "", "", m->n_params);
+}
+
+/* A dense layer costs 2*B*in*out FLOPs forward and twice that backward (dW and dx), except that the first
+ * encoder layer needs no dx. */
+double cuvae_model_step_flops(const cuvae_model *m, int B) {
+  double f = 0.0;
+  for (int i = 0; i < m->n_enc; i++) {
+    const double mac = (double)B * m->enc[i].in * m->enc[i].out;
+    f += 2.0 * mac * (i == 0 ? 2.0 : 3.0);
+  }
+  for (int i = 0; i < m->n_dec; i++) f += 6.0 * (double)B * m->dec[i].in * m->dec[i].out;
+  return f;
+}

@@ -1,0 +1,98 @@
+/* Noise streams (cuRAND Philox4_32_10, host generator) and the epoch shuffle. Scheme: include/cuvae/rng.h. */
+#include "cuvae/rng.h"
+
+#include <curand.h>
+#include <stdlib.h>
+
+#include "cuvae/error.h"
+
+struct cuvae_noise {
+  curandGenerator_t gen;
+  float *scratch;        /* for draws whose length is odd (cuRAND draws normals in pairs) */
+  size_t scratch_len;
+};
+
+static int curand_check(curandStatus_t s, const char *what) {
+  if (s == CURAND_STATUS_SUCCESS) return 0;
+  return cuvae_error("cuRAND %s failed with status %d", what, (int)s);
+}
+
+cuvae_noise *cuvae_noise_create(uint64_t seed) {
+  cuvae_noise *g = calloc(1, sizeof *g);
+  if (!g) {
+    cuvae_error("out of memory creating the noise generator");
+    return NULL;
+  }
+  if (curand_check(curandCreateGeneratorHost(&g->gen, CURAND_RNG_PSEUDO_PHILOX4_32_10),
+                   "curandCreateGeneratorHost(PHILOX4_32_10)") ||
+      curand_check(curandSetGeneratorOrdering(g->gen, CURAND_ORDERING_PSEUDO_DEFAULT), "set ordering") ||
+      curand_check(curandSetPseudoRandomGeneratorSeed(g->gen, seed), "set seed")) {
+    if (g->gen) curandDestroyGenerator(g->gen);
+    free(g);
+    return NULL;
+  }
+  return g;
+}
+
+void cuvae_noise_destroy(cuvae_noise *g) {
+  if (!g) return;
+  curandDestroyGenerator(g->gen);
+  free(g->scratch);
+  free(g);
+}
+
+static float *scratch_for(cuvae_noise *g, size_t n) {
+  if (g->scratch_len < n) {
+    float *p = realloc(g->scratch, n * sizeof *p);
+    if (!p) return NULL;
+    g->scratch = p;
+    g->scratch_len = n;
+  }
+  return g->scratch;
+}
+
+int cuvae_noise_normal(cuvae_noise *g, uint64_t offset, float *out, size_t n) {
+  if (n == 0) return 0;
+  if (offset % 4) return cuvae_error("noise offset %llu is not a multiple of 4", (unsigned long long)offset);
+  if (curand_check(curandSetGeneratorOffset(g->gen, offset), "set offset")) return -1;
+  if (n % 2 == 0) return curand_check(curandGenerateNormal(g->gen, out, n, 0.0f, 1.0f), "normal draw");
+  /* Odd n: draw n+1 (Box-Muller pairs) and keep the first n; the same values as an even-length draw. */
+  float *tmp = scratch_for(g, n + 1);
+  if (!tmp) return cuvae_error("out of memory drawing %zu normals", n);
+  if (curand_check(curandGenerateNormal(g->gen, tmp, n + 1, 0.0f, 1.0f), "normal draw")) return -1;
+  for (size_t i = 0; i < n; i++) out[i] = tmp[i];
+  return 0;
+}
+
+int cuvae_noise_uniform(cuvae_noise *g, uint64_t offset, float *out, size_t n) {
+  if (n == 0) return 0;
+  if (offset % 4) return cuvae_error("noise offset %llu is not a multiple of 4", (unsigned long long)offset);
+  if (curand_check(curandSetGeneratorOffset(g->gen, offset), "set offset")) return -1;
+  return curand_check(curandGenerateUniform(g->gen, out, n), "uniform draw");
+}
+
+/* splitmix64 (Steele, Lea, Flood 2014): a bijective 64-bit mixer. */
+uint64_t cuvae_splitmix64(uint64_t x) {
+  x += UINT64_C(0x9E3779B97F4A7C15);
+  x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+  x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
+  return x ^ (x >> 31);
+}
+
+/* Fisher-Yates over the identity; swap partner j for position i is uniform in [0, i] by rejection sampling
+ * on a 64-bit counter-based draw r = splitmix64(splitmix64(seed ^ epoch') ^ (i, attempt)). */
+void cuvae_shuffle(uint32_t *perm, size_t n, uint64_t seed, int64_t epoch) {
+  for (size_t i = 0; i < n; i++) perm[i] = (uint32_t)i;
+  const uint64_t key = cuvae_splitmix64(seed ^ cuvae_splitmix64((uint64_t)epoch + UINT64_C(0x243F6A8885A308D3)));
+  for (size_t i = n; i-- > 1;) {
+    const uint64_t range = (uint64_t)i + 1, limit = UINT64_MAX - UINT64_MAX % range;
+    uint64_t r, attempt = 0;
+    do {
+      r = cuvae_splitmix64(key ^ cuvae_splitmix64(((uint64_t)i << 8) ^ attempt++));
+    } while (r >= limit);
+    const size_t j = (size_t)(r % range);
+    const uint32_t t = perm[i];
+    perm[i] = perm[j];
+    perm[j] = t;
+  }
+}

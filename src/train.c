@@ -1,0 +1,286 @@
+/* The training loop (see include/cuvae/train.h). Order of work: everything that can fail on bad input
+ * (config, data, model, checkpoint to resume) is checked before the run directory is touched. */
+#include "cuvae/train.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "backend.h"
+#include "cuvae/checkpoint.h"
+#include "cuvae/data.h"
+#include "cuvae/error.h"
+#include "cuvae/rng.h"
+#include "progress.h"
+#include "train_internal.h"
+
+static volatile sig_atomic_t stop_requested = 0;
+
+void cuvae_train_request_stop(void) { stop_requested = 1; }
+
+int cuvae_load_split(const cuvae_config *cfg, int which, cuvae_dataset *ds) {
+  const char *images = which == 0 ? cfg->train_images : cfg->test_images;
+  const char *labels = which == 0 ? cfg->train_labels : cfg->test_labels;
+  if (cuvae_dataset_load(ds, images, labels)) return -1;
+  if (cfg->likelihood == CUVAE_LIK_BERNOULLI) {
+    /* A Bernoulli decoder models x in [0, 1]; anything else makes the loss meaningless. */
+    const size_t total = ds->n * ds->dim;
+    for (size_t i = 0; i < total; i++) {
+      if (!(ds->x[i] >= 0.0f && ds->x[i] <= 1.0f)) {
+        cuvae_error("%s: value %g at example %zu, feature %zu is outside [0, 1], which the Bernoulli decoder "
+                    "needs (use likelihood = gaussian for other data)",
+                    images, (double)ds->x[i], i / ds->dim, i % ds->dim);
+        cuvae_dataset_free(ds);
+        return -1;
+      }
+    }
+  }
+  return 0;
+}
+
+/* mkdir -p */
+static int make_dirs(const char *path) {
+  char buf[CUVAE_PATH_MAX];
+  if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return cuvae_error("path too long: %s", path);
+  for (char *p = buf + 1;; p++) {
+    if (*p == '/' || *p == '\0') {
+      const char saved = *p;
+      *p = '\0';
+      if (mkdir(buf, 0777) != 0 && errno != EEXIST) return cuvae_error("cannot create directory %s: %s", buf, strerror(errno));
+      *p = saved;
+      if (saved == '\0') break;
+    }
+  }
+  struct stat st;
+  if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return cuvae_error("%s is not a directory", path);
+  return 0;
+}
+
+static int file_exists(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+static int write_text_file(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  if (!f) return cuvae_error("cannot write %s: %s", path, strerror(errno));
+  const size_t n = strlen(text);
+  const int ok = fwrite(text, 1, n, f) == n;
+  if (fclose(f) != 0 || !ok) return cuvae_error("cannot write %s: %s", path, strerror(errno));
+  return 0;
+}
+
+/* All the state of one run, so the loop below reads as the algorithm. */
+typedef struct run {
+  const cuvae_config *cfg;
+  cuvae_dataset train, test;
+  cuvae_model model;
+  cuvae_backend *be;
+  char *config_text;
+  float *params, *adam_m, *adam_v;   /* host copies for checkpoints */
+  uint32_t *perm;
+  char ckpt_path[CUVAE_PATH_MAX + 32], metrics_path[CUVAE_PATH_MAX + 32], steps_path[CUVAE_PATH_MAX + 32];
+  FILE *metrics, *steps;
+} run;
+
+static void run_free(run *r) {
+  if (r->be) r->be->destroy(r->be);
+  cuvae_dataset_free(&r->train);
+  cuvae_dataset_free(&r->test);
+  free(r->config_text);
+  free(r->params);
+  free(r->adam_m);
+  free(r->adam_v);
+  free(r->perm);
+  if (r->metrics) fclose(r->metrics);
+  if (r->steps) fclose(r->steps);
+}
+
+static int save_checkpoint(run *r, int64_t step) {
+  if (r->be->get_state(r->be, r->params, r->adam_m, r->adam_v)) return -1;
+  cuvae_checkpoint ck;
+  memset(&ck, 0, sizeof ck);
+  ck.config_ini = r->config_text;
+  ck.input_dim = r->model.input_dim;
+  ck.n_tensors = r->model.n_tensors;
+  memcpy(ck.tensors, r->model.tensors, sizeof ck.tensors);
+  ck.n_params = r->model.n_params;
+  ck.params = r->params;
+  ck.adam_m = r->adam_m;
+  ck.adam_v = r->adam_v;
+  ck.step = step;
+  ck.rng_offset = (uint64_t)step * cuvae_noise_stride((size_t)r->cfg->batch_size * r->model.latent);
+  return cuvae_checkpoint_save(r->ckpt_path, &ck);
+}
+
+/* Restores the state saved in the run's checkpoint after checking it belongs to this architecture. */
+static int resume_from_checkpoint(run *r, int64_t *step, FILE *log) {
+  cuvae_checkpoint ck;
+  if (cuvae_checkpoint_load(r->ckpt_path, &ck)) return -1;
+  cuvae_config saved;
+  cuvae_config_defaults(&saved);
+  int rc = cuvae_config_load_string(&saved, ck.config_ini, r->ckpt_path);
+  if (rc == 0 && cuvae_config_same_architecture(&saved, r->cfg))
+    rc = cuvae_error("--resume %s: the config describes a different architecture than the run: %s", r->ckpt_path,
+                     cuvae_last_error());
+  if (rc == 0 && cuvae_checkpoint_check_layout(&ck, &r->model))
+    rc = cuvae_error("--resume %s: %s", r->ckpt_path, cuvae_last_error());
+  if (rc == 0 && (saved.batch_size != r->cfg->batch_size || saved.seed != r->cfg->seed))
+    fprintf(log, "note: resuming with a different batch_size or seed than the run started with; the result will "
+                 "not match an uninterrupted run\n");
+  if (rc == 0) rc = r->be->set_state(r->be, ck.params, ck.adam_m, ck.adam_v);
+  *step = ck.step;
+  cuvae_checkpoint_free(&ck);
+  return rc;
+}
+
+static int prepare(run *r, const cuvae_config *cfg, const cuvae_train_opts *opts, int64_t *start_step, FILE *log) {
+  r->cfg = cfg;
+  if (cuvae_load_split(cfg, 0, &r->train) || cuvae_load_split(cfg, 1, &r->test)) return -1;
+  if (r->train.dim != r->test.dim)
+    return cuvae_error("train data has %zu features per example but test data has %zu", r->train.dim, r->test.dim);
+  if ((size_t)cfg->batch_size > r->train.n)
+    return cuvae_error("[train] batch_size: %d is larger than the training set (%zu examples)", cfg->batch_size,
+                       r->train.n);
+  if (r->train.n > UINT32_MAX) return cuvae_error("training set of %zu examples is too large", r->train.n);
+  if (cuvae_model_build(&r->model, r->train.dim, cfg)) return -1;
+  r->be = cuvae_backend_create(opts->device ? opts->device : "auto", &r->model, cfg, &r->train);
+  if (!r->be) return -1;
+  const size_t n = r->model.n_params;
+  r->params = malloc(n * sizeof(float));
+  r->adam_m = malloc(n * sizeof(float));
+  r->adam_v = malloc(n * sizeof(float));
+  r->perm = malloc(r->train.n * sizeof(uint32_t));
+  r->config_text = cuvae_config_to_ini(cfg);
+  if (!r->params || !r->adam_m || !r->adam_v || !r->perm || !r->config_text) return cuvae_error("out of memory");
+
+  snprintf(r->ckpt_path, sizeof r->ckpt_path, "%s/checkpoint.cuvae", opts->out_dir);
+  snprintf(r->metrics_path, sizeof r->metrics_path, "%s/metrics.jsonl", opts->out_dir);
+  snprintf(r->steps_path, sizeof r->steps_path, "%s/steps.jsonl", opts->out_dir);
+  *start_step = 0;
+  if (opts->resume) {
+    if (!file_exists(r->ckpt_path)) return cuvae_error("--resume %s: no checkpoint.cuvae there", opts->out_dir);
+    if (resume_from_checkpoint(r, start_step, log)) return -1;
+  } else if (file_exists(r->ckpt_path)) {
+    return cuvae_error("%s already holds a run (checkpoint.cuvae); continue it with --resume %s or choose another "
+                       "--out", opts->out_dir, opts->out_dir);
+  }
+
+  /* Nothing has been written so far; from here on the run directory is ours. */
+  if (make_dirs(opts->out_dir)) return -1;
+  char path[CUVAE_PATH_MAX + 32];
+  snprintf(path, sizeof path, "%s/config.ini", opts->out_dir);
+  if (write_text_file(path, r->config_text)) return -1;
+  const char *mode = opts->resume ? "a" : "w";
+  r->metrics = fopen(r->metrics_path, mode);
+  r->steps = r->metrics ? fopen(r->steps_path, mode) : NULL;
+  if (!r->metrics || !r->steps) return cuvae_error("cannot open %s for writing: %s", r->metrics_path, strerror(errno));
+  return 0;
+}
+
+int cuvae_train(const cuvae_config *cfg, const cuvae_train_opts *opts, cuvae_train_summary *summary) {
+  FILE *log = opts->log ? opts->log : stderr;
+  run r;
+  memset(&r, 0, sizeof r);
+  memset(summary, 0, sizeof *summary);
+  stop_requested = 0;
+  int64_t step = 0;
+  if (prepare(&r, cfg, opts, &step, log)) {
+    run_free(&r);
+    return -1;
+  }
+
+  const int B = cfg->batch_size;
+  const int64_t steps_per_epoch = (int64_t)(r.train.n / (size_t)B);  /* the last partial batch is dropped */
+  int64_t total = steps_per_epoch * cfg->epochs;
+  if (cfg->max_steps > 0 && cfg->max_steps < total) total = cfg->max_steps;
+  fprintf(log, "cuvae %s | device %s | data %zu train, %zu test, D=%zu | model %zu parameters | %lld steps "
+               "(%lld per epoch)%s\n",
+          CUVAE_VERSION_STRING, r.be->name, r.train.n, r.test.n, r.train.dim, r.model.n_params, (long long)total,
+          (long long)steps_per_epoch, step > 0 ? " | resumed" : "");
+  if (step >= total) fprintf(log, "nothing to train: the run is already at step %lld of %lld\n", (long long)step,
+                             (long long)total);
+
+  cuvae_progress prog;
+  cuvae_progress_begin(&prog, log, opts->progress, cfg->log_every, step, total, cfg->epochs);
+  const double t_run = cuvae_now_seconds();
+  int rc = 0;
+  int64_t epoch_loaded = -1;
+  cuvae_loss acc = {0, 0, 0};
+  int64_t acc_steps = 0;
+  double t_epoch = cuvae_now_seconds(), train_seconds = 0.0;
+
+  while (step < total && rc == 0) {
+    const int64_t epoch = step / steps_per_epoch;
+    if (epoch != epoch_loaded) {
+      cuvae_shuffle(r.perm, r.train.n, cfg->seed, epoch);
+      epoch_loaded = epoch;
+    }
+    cuvae_step_result res;
+    const double t0 = cuvae_now_seconds();
+    if (r.be->train_step(r.be, r.perm + (size_t)(step % steps_per_epoch) * (size_t)B, B, step, &res)) {
+      rc = -1;
+      break;
+    }
+    train_seconds += cuvae_now_seconds() - t0;
+    step++;
+    acc.nelbo += res.loss.nelbo;
+    acc.recon += res.loss.recon;
+    acc.kl += res.loss.kl;
+    acc_steps++;
+    if (step % cfg->log_every == 0)
+      fprintf(r.steps, "{\"step\": %" PRId64 ", \"epoch\": %" PRId64 ", \"nelbo\": %.9g, \"recon\": %.9g, \"kl\": %.9g, "
+                       "\"grad_norm\": %.9g}\n", step, epoch + 1, res.loss.nelbo, res.loss.recon, res.loss.kl,
+              res.grad_norm);
+    const double sps = train_seconds > 0 ? (double)acc_steps * B / train_seconds : 0.0;
+    cuvae_progress_step(&prog, step, (int)epoch + 1, &res.loss, sps);
+
+    const int epoch_end = step % steps_per_epoch == 0 || step == total;
+    if (epoch_end || stop_requested) {
+      cuvae_loss test;
+      if (r.be->evaluate(r.be, &r.test, cfg->eval_batch_size, &test)) {
+        rc = -1;
+        break;
+      }
+      const double seconds = cuvae_now_seconds() - t_epoch;
+      fprintf(r.metrics,
+              "{\"epoch\": %" PRId64 ", \"step\": %" PRId64 ", \"train_nelbo\": %.6f, \"train_recon\": %.6f, "
+              "\"train_kl\": %.6f, \"test_nelbo\": %.6f, \"recon\": %.6f, \"kl\": %.6f, \"samples_per_s\": %.1f, "
+              "\"seconds\": %.3f, \"complete\": %s}\n",
+              epoch + 1, step, acc.nelbo / acc_steps, acc.recon / acc_steps, acc.kl / acc_steps, test.nelbo,
+              test.recon, test.kl, sps, seconds, step % steps_per_epoch == 0 ? "true" : "false");
+      fflush(r.metrics);
+      fflush(r.steps);
+      cuvae_progress_log(&prog, "epoch %lld step %lld: train nelbo %.3f | test nelbo %.3f (recon %.3f, kl %.3f) | "
+                                "%.0f samples/s | %.1f s",
+                         (long long)epoch + 1, (long long)step, acc.nelbo / acc_steps, test.nelbo, test.recon,
+                         test.kl, sps, seconds);
+      if (save_checkpoint(&r, step)) {
+        rc = -1;
+        break;
+      }
+      summary->test = test;
+      summary->epochs_completed = (int)(step / steps_per_epoch);
+      acc = (cuvae_loss){0, 0, 0};
+      acc_steps = 0;
+      train_seconds = 0.0;
+      t_epoch = cuvae_now_seconds();
+      if (stop_requested && step < total) {
+        summary->interrupted = 1;
+        cuvae_progress_log(&prog, "stopped at step %lld; checkpoint saved; continue with --resume", (long long)step);
+        break;
+      }
+    }
+  }
+  cuvae_progress_end(&prog);
+  if (rc != 0 && file_exists(r.ckpt_path))
+    fprintf(log, "the last good checkpoint is %s\n", r.ckpt_path);
+  summary->step = step;
+  summary->seconds = cuvae_now_seconds() - t_run;
+  run_free(&r);
+  return rc;
+}

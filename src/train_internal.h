@@ -1,0 +1,11 @@
+/* Shared by train.c and eval.c: loading the configured data and checking it against the config. */
+#ifndef CUVAE_TRAIN_INTERNAL_H
+#define CUVAE_TRAIN_INTERNAL_H
+#include "cuvae/config.h"
+#include "cuvae/data.h"
+
+/* Loads the train (which = 0) or test (which = 1) split named by cfg and checks it fits the model
+ * (finite, in [0, 1] for a Bernoulli decoder). */
+int cuvae_load_split(const cuvae_config *cfg, int which, cuvae_dataset *ds);
+
+#endif

@@ -1,0 +1,184 @@
+// The CPU backend against PyTorch: tests/data/torch_ref_<name>.txt hold float64 PyTorch losses and gradients
+// of two tiny VAEs (written by scripts/make_torch_ref.py; the file format is documented there). This test
+// parses a file, builds the same architecture, copies the weights by tensor name, runs cuvae_cpu_loss_grad in
+// float32 and compares. The weights, x and eps in the files are float32 values, so both sides start from the
+// same inputs and the differences measure float32 arithmetic only.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cuvae/cpu.h"
+#include "cuvae/error.h"
+#include "cuvae/model.h"
+
+namespace {
+
+// Loss: a float32 forward sums ~100 terms (B x (D + Z) per-element losses, each from a dense chain of <= 8-term
+// dot products); worst-case rounding ~100 u = 6e-6 relative, typically far less. The KL (~0.1) has an
+// absolute floor: exp(lv) - 1 - lv cancels for small lv, leaving ~u per term, ~1e-6 in all.
+constexpr double kLossRtol = 1e-5;
+constexpr double kLossAtol = 2e-6;
+// Gradients, |ours - torch| <= atol + rtol |torch|: values are O(0.01 .. 1); a float32 backward through
+// <= 6 dense layers of width <= 7 carries ~tens of u (~1e-6) of error relative to the gradient scale, even
+// where cancellation makes an entry small. atol = 1e-5 and rtol = 1e-4 leave ~10x headroom; a bug (wrong
+// factor, missing term, transposed weight) moves entries by the gradient's own size.
+constexpr double kGradAtol = 1e-5;
+constexpr double kGradRtol = 1e-4;
+
+struct TorchRef {
+  std::map<std::string, std::vector<std::string>> config;
+  std::map<std::string, double> scalar;
+  std::map<std::string, std::vector<double>> data, param, grad;
+  std::vector<std::string> param_order;
+};
+
+// Parses the text format of scripts/make_torch_ref.py; false + *err on any malformed record.
+bool ParseRef(const std::string &path, TorchRef *r, std::string *err) {
+  std::ifstream in(path);
+  if (!in) {
+    *err = path + ": cannot open";
+    return false;
+  }
+  std::string line;
+  for (int lineno = 1; std::getline(in, line); lineno++) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream ss(line);
+    std::string kind, name;
+    const std::string where = path + ":" + std::to_string(lineno) + ": ";
+    if (!(ss >> kind >> name)) {
+      *err = where + "expected KIND NAME";
+      return false;
+    }
+    if (kind == "config") {
+      std::string v;
+      while (ss >> v) r->config[name].push_back(v);
+      continue;
+    }
+    if (kind == "scalar") {
+      double v;
+      if (!(ss >> v)) {
+        *err = where + "scalar without a value";
+        return false;
+      }
+      r->scalar[name] = v;
+      continue;
+    }
+    std::map<std::string, std::vector<double>> *dst = kind == "data"    ? &r->data
+                                                      : kind == "param" ? &r->param
+                                                      : kind == "grad"  ? &r->grad
+                                                                        : nullptr;
+    size_t count = 0;
+    if (!dst || !(ss >> count)) {
+      *err = where + "unknown record '" + kind + "' or missing COUNT";
+      return false;
+    }
+    std::vector<double> v;
+    double e;
+    while (ss >> e) v.push_back(e);
+    if (v.size() != count || !ss.eof()) {
+      *err = where + name + ": " + std::to_string(v.size()) + " values, COUNT says " + std::to_string(count);
+      return false;
+    }
+    if (kind == "param") r->param_order.push_back(name);
+    (*dst)[name] = std::move(v);
+  }
+  return true;
+}
+
+int ConfigInt(const TorchRef &r, const std::string &key) {
+  auto it = r.config.find(key);
+  return it == r.config.end() || it->second.empty() ? -1 : std::stoi(it->second[0]);
+}
+
+class TorchRefTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TorchRefTest, LossAndGradientsMatchPyTorch) {
+  const std::string path = std::string(CUVAE_TEST_DATA) + "/torch_ref_" + GetParam() + ".txt";
+  TorchRef ref;
+  std::string err;
+  ASSERT_TRUE(ParseRef(path, &ref, &err)) << err;
+
+  // The architecture from the file's config records.
+  cuvae_config c;
+  cuvae_config_defaults(&c);
+  const std::vector<std::string> &hidden = ref.config["hidden"];
+  ASSERT_FALSE(hidden.empty()) << path << ": no config hidden";
+  ASSERT_LE(hidden.size(), (size_t)CUVAE_MAX_HIDDEN);
+  c.n_hidden = (int)hidden.size();
+  for (size_t i = 0; i < hidden.size(); i++) c.hidden[i] = std::stoi(hidden[i]);
+  c.latent = ConfigInt(ref, "latent");
+  const int D = ConfigInt(ref, "input_dim"), B = ConfigInt(ref, "batch");
+  ASSERT_GT(c.latent, 0);
+  ASSERT_GT(D, 0);
+  ASSERT_GT(B, 0);
+  ASSERT_EQ(ref.config["likelihood"].size(), 1u);
+  ASSERT_EQ(ref.config["activation"].size(), 1u);
+  ASSERT_EQ(ref.config["sigma"].size(), 1u);
+  c.likelihood = ref.config["likelihood"][0] == "gaussian" ? CUVAE_LIK_GAUSSIAN : CUVAE_LIK_BERNOULLI;
+  c.activation = ref.config["activation"][0] == "tanh" ? CUVAE_ACT_TANH : CUVAE_ACT_RELU;
+  c.sigma = std::stof(ref.config["sigma"][0]);
+  cuvae_model m;
+  ASSERT_EQ(cuvae_model_build(&m, (size_t)D, &c), 0) << cuvae_last_error();
+
+  // Weights by name: every file tensor must exist with the same size, and every model tensor must be given.
+  std::vector<float> params(m.n_params, NAN);
+  ASSERT_EQ(ref.param.size(), (size_t)m.n_tensors) << path << ": tensor count differs from the model's";
+  for (const auto &[name, v] : ref.param) {
+    const cuvae_tensor *t = cuvae_model_find(&m, name.c_str());
+    ASSERT_NE(t, nullptr) << path << ": model has no tensor " << name;
+    ASSERT_EQ(t->count, v.size()) << name;
+    ASSERT_EQ(ref.grad.count(name), 1u) << path << ": no grad record for " << name;
+    ASSERT_EQ(ref.grad[name].size(), v.size()) << name;
+    for (size_t i = 0; i < v.size(); i++) params[t->offset + i] = (float)v[i];
+  }
+  for (size_t i = 0; i < m.n_params; i++) ASSERT_FALSE(std::isnan(params[i])) << "parameter " << i << " not set";
+  ASSERT_EQ(ref.data["x"].size(), (size_t)B * D);
+  ASSERT_EQ(ref.data["eps"].size(), (size_t)B * c.latent);
+  const std::vector<float> x(ref.data["x"].begin(), ref.data["x"].end());
+  const std::vector<float> eps(ref.data["eps"].begin(), ref.data["eps"].end());
+
+  cuvae_cpu_ws *ws = cuvae_cpu_ws_create(&m, B);
+  ASSERT_NE(ws, nullptr) << cuvae_last_error();
+  std::vector<float> grad(m.n_params, NAN);
+  cuvae_loss loss;
+  const int rc = cuvae_cpu_loss_grad(&m, ws, params.data(), x.data(), eps.data(), B, grad.data(), &loss);
+  cuvae_cpu_ws_destroy(ws);
+  ASSERT_EQ(rc, 0) << cuvae_last_error();
+
+  std::printf("%s: nelbo ours %.9g torch %.9g | recon %.9g %.9g | kl %.9g %.9g\n", GetParam().c_str(), loss.nelbo,
+              ref.scalar["nelbo"], loss.recon, ref.scalar["recon"], loss.kl, ref.scalar["kl"]);
+  for (const char *s : {"nelbo", "recon", "kl"}) ASSERT_EQ(ref.scalar.count(s), 1u) << path << ": no scalar " << s;
+  EXPECT_NEAR(loss.nelbo, ref.scalar["nelbo"], kLossAtol + kLossRtol * std::fabs(ref.scalar["nelbo"]));
+  EXPECT_NEAR(loss.recon, ref.scalar["recon"], kLossAtol + kLossRtol * std::fabs(ref.scalar["recon"]));
+  EXPECT_NEAR(loss.kl, ref.scalar["kl"], kLossAtol + kLossRtol * std::fabs(ref.scalar["kl"]));
+
+  // Every gradient entry of every tensor, reported per tensor.
+  for (const std::string &name : ref.param_order) {
+    const cuvae_tensor *t = cuvae_model_find(&m, name.c_str());
+    const std::vector<double> &g = ref.grad[name];
+    double max_err = 0, max_g = 0;
+    int bad = 0;
+    for (size_t i = 0; i < g.size(); i++) {
+      const double ours = grad[t->offset + i], err = std::fabs(ours - g[i]);
+      max_err = std::max(max_err, err);
+      max_g = std::max(max_g, std::fabs(g[i]));
+      if (!(err <= kGradAtol + kGradRtol * std::fabs(g[i])) && ++bad <= 5) {
+        ADD_FAILURE() << name << "[" << i << "]: ours " << ours << ", torch " << g[i];
+      }
+    }
+    std::printf("  %-16s %4zu entries  max|err| %.2e  max|grad| %.2e\n", name.c_str(), g.size(), max_err, max_g);
+    EXPECT_EQ(bad, 0) << name;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Archs, TorchRefTest, ::testing::Values("a", "b"),
+                         [](const ::testing::TestParamInfo<std::string> &i) { return i.param; });
+
+}  // namespace

@@ -1,0 +1,662 @@
+/* The run configuration. One key table (k_keys) is the schema: every key's section, type, place in
+ * cuvae_config, range, default and help. Defaults, INI parsing (inih), --set overrides, validation,
+ * to_ini and the printed schema are all driven by it, so each fact about a key lives in one place. */
+#define _POSIX_C_SOURCE 200809L /* open_memstream */
+#include "cuvae/config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuvae/error.h"
+
+/* ---- the schema ------------------------------------------------------------------------------------ */
+
+typedef enum { T_INT, T_INT64, T_UINT64, T_FLOAT, T_STRING, T_ENUM, T_INT_LIST } key_type;
+enum { HAS_MIN = 1, HAS_MAX = 2, MIN_EXCL = 4, MAX_EXCL = 8 }; /* key_def.bounds */
+
+typedef struct {
+  const char *section, *name;
+  key_type type;
+  size_t offset, size;          /* the field in cuvae_config (strings: buffer incl. NUL; lists: whole array) */
+  unsigned bounds;              /* which of min/max apply, and whether they are exclusive */
+  double min, max;              /* numbers; for lists, the bounds of each entry */
+  const char *def;              /* default, as INI text */
+  const char *const *choices;   /* enum: names in value order; string: the allowed values (NULL = any) */
+  const char *help;
+  size_t count_offset;          /* lists: the int holding the number of entries */
+} key_def;
+
+static const char *const k_likelihoods[] = {"bernoulli", "gaussian", NULL}; /* cuvae_likelihood order */
+static const char *const k_activations[] = {"relu", "tanh", NULL};          /* cuvae_activation order */
+static const char *const k_datasets[] = {"fashion-mnist", "", NULL};        /* "" = explicit paths */
+
+/* Named datasets: their default directory (replaced by $CUVAE_DATA_DIR) and the files in it, in the order
+ * train_images, train_labels, test_images, test_labels. */
+static const struct {
+  const char *name, *dir, *files[4];
+} k_dataset_files[] = {
+    {"fashion-mnist", "/usr/share/datasets/fashion-mnist",
+     {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+      "t10k-labels-idx1-ubyte.gz"}},
+};
+static const char *const k_path_keys[4] = {"train_images", "train_labels", "test_images", "test_labels"};
+
+#define FIELD(f) offsetof(cuvae_config, f), sizeof(((cuvae_config *)0)->f)
+#define MAX_DIM (1 << 20)
+
+static const key_def k_keys[] = {
+    {"data", "dataset", T_STRING, FIELD(dataset), 0, 0, 0, "fashion-mnist", k_datasets,
+     "named dataset, files under /usr/share/datasets/NAME or $CUVAE_DATA_DIR; empty = the paths below", 0},
+    {"data", "train_images", T_STRING, FIELD(train_images), 0, 0, 0, "", NULL,
+     "training images: IDX (plain or .gz) or .npy; only with dataset empty", 0},
+    {"data", "train_labels", T_STRING, FIELD(train_labels), 0, 0, 0, "", NULL, "training labels (optional)", 0},
+    {"data", "test_images", T_STRING, FIELD(test_images), 0, 0, 0, "", NULL, "test images; only with dataset empty", 0},
+    {"data", "test_labels", T_STRING, FIELD(test_labels), 0, 0, 0, "", NULL, "test labels (optional)", 0},
+    {"model", "hidden", T_INT_LIST, FIELD(hidden), HAS_MIN | HAS_MAX, 1, MAX_DIM, "400", NULL,
+     "encoder hidden widths, input side first, comma-separated (decoder mirrors); empty = none",
+     offsetof(cuvae_config, n_hidden)},
+    {"model", "latent", T_INT, FIELD(latent), HAS_MIN | HAS_MAX, 1, MAX_DIM, "20", NULL, "latent dimension Z", 0},
+    {"model", "likelihood", T_ENUM, FIELD(likelihood), 0, 0, 0, "bernoulli", k_likelihoods,
+     "decoder likelihood: bernoulli, or gaussian with fixed sigma", 0},
+    {"model", "sigma", T_FLOAT, FIELD(sigma), HAS_MIN | MIN_EXCL, 0, 0, "1", NULL,
+     "standard deviation of the gaussian decoder", 0},
+    {"model", "activation", T_ENUM, FIELD(activation), 0, 0, 0, "relu", k_activations, "hidden-layer activation", 0},
+    {"train", "epochs", T_INT, FIELD(epochs), HAS_MIN, 1, 0, "10", NULL, "passes over the training set", 0},
+    {"train", "batch_size", T_INT, FIELD(batch_size), HAS_MIN, 1, 0, "128", NULL, "examples per step", 0},
+    {"train", "lr", T_FLOAT, FIELD(lr), HAS_MIN | MIN_EXCL, 0, 0, "1e-3", NULL, "Adam learning rate", 0},
+    {"train", "beta1", T_FLOAT, FIELD(beta1), HAS_MIN | HAS_MAX | MAX_EXCL, 0, 1, "0.9", NULL,
+     "Adam first-moment decay", 0},
+    {"train", "beta2", T_FLOAT, FIELD(beta2), HAS_MIN | HAS_MAX | MAX_EXCL, 0, 1, "0.999", NULL,
+     "Adam second-moment decay", 0},
+    {"train", "adam_eps", T_FLOAT, FIELD(adam_eps), HAS_MIN | MIN_EXCL, 0, 0, "1e-8", NULL, "Adam epsilon", 0},
+    {"train", "clip_norm", T_FLOAT, FIELD(clip_norm), HAS_MIN, 0, 0, "0", NULL,
+     "clip the global gradient norm to this; 0 = off", 0},
+    {"train", "seed", T_UINT64, FIELD(seed), 0, 0, 0, "1", NULL, "seed of every random draw", 0},
+    {"train", "max_steps", T_INT64, FIELD(max_steps), HAS_MIN, 0, 0, "0", NULL,
+     "stop after this many steps; 0 = no limit", 0},
+    {"train", "eval_batch_size", T_INT, FIELD(eval_batch_size), HAS_MIN, 1, 0, "1000", NULL,
+     "examples per evaluation batch", 0},
+    {"train", "log_every", T_INT, FIELD(log_every), HAS_MIN, 1, 0, "50", NULL, "steps between log lines", 0},
+    {"train", "threads", T_INT, FIELD(threads), HAS_MIN | HAS_MAX, 0, 1024, "0", NULL,
+     "CPU threads; 0 = all cores", 0},
+};
+#define N_KEYS ((int)(sizeof k_keys / sizeof k_keys[0]))
+
+_Static_assert(sizeof(cuvae_likelihood) == sizeof(int), "enums are stored as int");
+_Static_assert(sizeof(cuvae_activation) == sizeof(int), "enums are stored as int");
+_Static_assert(sizeof(long long) == sizeof(int64_t), "int64 keys are parsed with strtoll");
+_Static_assert(sizeof(unsigned long long) == sizeof(uint64_t), "uint64 keys are parsed with strtoull");
+
+#define MAX_LINE 4096            /* longest accepted INI line, in characters */
+#define MAX_FILE ((size_t)1 << 20) /* largest accepted config file */
+
+static int find_key(const char *section, const char *name) {
+  for (int i = 0; i < N_KEYS; i++)
+    if (strcmp(k_keys[i].section, section) == 0 && strcmp(k_keys[i].name, name) == 0) return i;
+  return -1;
+}
+
+static bool section_known(const char *section) {
+  for (int i = 0; i < N_KEYS; i++)
+    if (strcmp(k_keys[i].section, section) == 0) return true;
+  return false;
+}
+
+/* "[data], [model], [train]": the sections in table order. */
+static const char *section_list(char *buf, size_t n) {
+  buf[0] = '\0';
+  for (int i = 0; i < N_KEYS; i++) {
+    if (i > 0 && strcmp(k_keys[i].section, k_keys[i - 1].section) == 0) continue;
+    size_t len = strlen(buf);
+    snprintf(buf + len, n - len, "%s[%s]", len ? ", " : "", k_keys[i].section);
+  }
+  return buf;
+}
+
+/* "epochs, batch_size, ...": the keys of one section. */
+static const char *key_list(const char *section, char *buf, size_t n) {
+  buf[0] = '\0';
+  for (int i = 0; i < N_KEYS; i++) {
+    if (strcmp(k_keys[i].section, section) != 0) continue;
+    size_t len = strlen(buf);
+    snprintf(buf + len, n - len, "%s%s", len ? ", " : "", k_keys[i].name);
+  }
+  return buf;
+}
+
+/* "a, b, \"\" (empty)": the choices of an enum or restricted string. */
+static const char *choice_list(const char *const *choices, const char *sep, char *buf, size_t n) {
+  buf[0] = '\0';
+  for (int i = 0; choices[i]; i++) {
+    size_t len = strlen(buf);
+    snprintf(buf + len, n - len, "%s%s", i ? sep : "", choices[i][0] ? choices[i] : "\"\" (empty)");
+  }
+  return buf;
+}
+
+/* ---- parsing and validating one value ------------------------------------------------------------- */
+
+/* Writes a problem (printf-style) into why and returns -1. */
+static int problem(char *why, size_t n, const char *fmt, ...) CUVAE_PRINTF(3, 4);
+static int problem(char *why, size_t n, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(why, n, fmt, ap);
+  va_end(ap);
+  return -1;
+}
+
+/* A number outside the key's range is a problem. */
+static int check_bounds(const key_def *k, double x, const char *text, char *why, size_t n) {
+  bool has_min = k->bounds & HAS_MIN, has_max = k->bounds & HAS_MAX;
+  bool min_excl = k->bounds & MIN_EXCL, max_excl = k->bounds & MAX_EXCL;
+  if (has_min && min_excl && !(x > k->min)) return problem(why, n, "'%.100s' must be greater than %.10g", text, k->min);
+  if (has_min && !min_excl && x < k->min) return problem(why, n, "'%.100s' is below the minimum %.10g", text, k->min);
+  if (has_max && max_excl && !(x < k->max)) return problem(why, n, "'%.100s' must be less than %.10g", text, k->max);
+  if (has_max && !max_excl && x > k->max) return problem(why, n, "'%.100s' is above the maximum %.10g", text, k->max);
+  return 0;
+}
+
+/* Strict base-10 integer: the whole text, no overflow. */
+static int parse_ll(const char *text, long long *out, char *why, size_t n) {
+  char *end;
+  errno = 0;
+  long long v = strtoll(text, &end, 10);
+  if (end == text || *end != '\0') return problem(why, n, "'%.100s' is not an integer", text);
+  if (errno == ERANGE) return problem(why, n, "'%.100s' is out of range", text);
+  *out = v;
+  return 0;
+}
+
+/* Strict float: the whole text, finite, representable as a float (strtof rounds once, straight to float). */
+static int parse_float(const char *text, float *out, char *why, size_t n) {
+  char *end;
+  errno = 0;
+  float f = strtof(text, &end);
+  if (end == text || *end != '\0') return problem(why, n, "'%.100s' is not a number", text);
+  /* ERANGE: overflow, or underflow to a subnormal or zero */
+  if (errno == ERANGE) return problem(why, n, "'%.100s' is out of range for a float", text);
+  if (!isfinite(f)) return problem(why, n, "'%.100s' is not a finite number", text);
+  *out = f;
+  return 0;
+}
+
+/* Comma-separated list of integers, each within the key's bounds; "" is the empty list. */
+static int parse_int_list(const key_def *k, const char *text, int *vals, int *count, char *why, size_t n) {
+  int max_count = (int)(k->size / sizeof(int));
+  *count = 0;
+  if (*text == '\0') return 0;
+  for (const char *p = text;; p++) {
+    const char *comma = strchr(p, ',');
+    size_t len = comma ? (size_t)(comma - p) : strlen(p);
+    while (len && (*p == ' ' || *p == '\t')) p++, len--; /* trim the entry */
+    while (len && (p[len - 1] == ' ' || p[len - 1] == '\t')) len--;
+    char tok[32];
+    long long v = 0;
+    if (len == 0 || len >= sizeof tok)
+      return problem(why, n, "'%.100s' is not a comma-separated list of integers", text);
+    memcpy(tok, p, len);
+    tok[len] = '\0';
+    if (parse_ll(tok, &v, why, n) != 0 || check_bounds(k, (double)v, tok, why, n) != 0) return -1;
+    if (*count == max_count) return problem(why, n, "'%.100s' has more than %d entries", text, max_count);
+    vals[(*count)++] = (int)v; /* within [min, max], so fits an int */
+    if (!comma) return 0;
+    p = comma;
+  }
+}
+
+/* A string value must survive a round trip through an INI file: no control characters, and nothing
+ * inih would read as a comment. Restricted strings must be one of their choices. */
+static int check_string(const key_def *k, const char *text, char *why, size_t n) {
+  char list[256];
+  size_t len = strlen(text);
+  if (len >= k->size) return problem(why, n, "value is longer than %zu characters", k->size - 1);
+  for (size_t i = 0; i < len; i++) {
+    unsigned char ch = (unsigned char)text[i];
+    bool comment = (ch == ';' || ch == '#') && (i == 0 || text[i - 1] == ' ' || text[i - 1] == '\t');
+    if (ch < 0x20 || ch == 0x7f || comment)
+      return problem(why, n, "'%.100s' contains a control character or a comment start (';' or '#')", text);
+  }
+  if (!k->choices) return 0;
+  for (int i = 0; k->choices[i]; i++)
+    if (strcmp(text, k->choices[i]) == 0) return 0;
+  return problem(why, n, "unknown %s '%.100s' (known: %s)", k->name, text,
+                 choice_list(k->choices, ", ", list, sizeof list));
+}
+
+/* Parses `text` (already trimmed) for key k and stores it in c. On failure c is unchanged and the problem
+ * is written into why. Stored values are canonical (unused string and list bytes zeroed), so two configs
+ * with the same values compare equal field by field. */
+static int set_value(cuvae_config *c, const key_def *k, const char *text, char *why, size_t n) {
+  char *field = (char *)c + k->offset, *end, list[256];
+  long long ll = 0;
+  unsigned long long u = 0;
+  float f = 0;
+  int vals[64], count = 0;
+  switch (k->type) {
+  case T_INT:
+    if (parse_ll(text, &ll, why, n) != 0) return -1;
+    if (ll < INT_MIN || ll > INT_MAX) return problem(why, n, "'%.100s' is out of range", text);
+    if (check_bounds(k, (double)ll, text, why, n) != 0) return -1;
+    *(int *)field = (int)ll;
+    return 0;
+  case T_INT64:
+    if (parse_ll(text, &ll, why, n) != 0 || check_bounds(k, (double)ll, text, why, n) != 0) return -1;
+    *(int64_t *)field = (int64_t)ll;
+    return 0;
+  case T_UINT64:
+    errno = 0;
+    u = strtoull(text, &end, 10);
+    if (end == text || *end != '\0' || text[0] == '-') /* strtoull silently negates "-1" */
+      return problem(why, n, "'%.100s' is not an unsigned integer", text);
+    if (errno == ERANGE) return problem(why, n, "'%.100s' is out of range", text);
+    *(uint64_t *)field = (uint64_t)u;
+    return 0;
+  case T_FLOAT:
+    if (parse_float(text, &f, why, n) != 0 || check_bounds(k, f, text, why, n) != 0) return -1;
+    *(float *)field = f;
+    return 0;
+  case T_STRING:
+    if (check_string(k, text, why, n) != 0) return -1;
+    memset(field, 0, k->size);
+    memcpy(field, text, strlen(text));
+    return 0;
+  case T_ENUM:
+    for (int i = 0; k->choices[i]; i++) {
+      if (strcmp(text, k->choices[i]) == 0) {
+        memcpy(field, &i, sizeof i);
+        return 0;
+      }
+    }
+    return problem(why, n, "'%.100s' is not one of: %s", text, choice_list(k->choices, ", ", list, sizeof list));
+  case T_INT_LIST:
+    if (k->size > sizeof vals || parse_int_list(k, text, vals, &count, why, n) != 0) return -1;
+    memset(field, 0, k->size);
+    memcpy(field, vals, (size_t)count * sizeof(int));
+    *(int *)((char *)c + k->count_offset) = count;
+    return 0;
+  }
+  return problem(why, n, "internal error: key has no type");
+}
+
+/* Shortest "%.Ng" text that reads back as exactly f. */
+static void format_float(float f, char *buf, size_t n) {
+  for (int prec = 1; prec <= 9; prec++) {
+    snprintf(buf, n, "%.*g", prec, (double)f);
+    if (strtof(buf, NULL) == f) return;
+  }
+  snprintf(buf, n, "%.9g", (double)f); /* 9 significant digits always identify a float */
+}
+
+/* The value of key k in c, as INI text. */
+static void format_value(const cuvae_config *c, const key_def *k, char *buf, size_t n) {
+  const char *field = (const char *)c + k->offset;
+  int i;
+  buf[0] = '\0';
+  switch (k->type) {
+  case T_INT: snprintf(buf, n, "%d", *(const int *)field); break;
+  case T_INT64: snprintf(buf, n, "%" PRId64, *(const int64_t *)field); break;
+  case T_UINT64: snprintf(buf, n, "%" PRIu64, *(const uint64_t *)field); break;
+  case T_FLOAT: format_float(*(const float *)field, buf, n); break;
+  case T_STRING: snprintf(buf, n, "%.*s", (int)k->size, field); break;
+  case T_ENUM: {
+    memcpy(&i, field, sizeof i);
+    int count = 0;
+    while (k->choices[count]) count++;
+    snprintf(buf, n, "%s", i >= 0 && i < count ? k->choices[i] : "?");
+    break;
+  }
+  case T_INT_LIST: {
+    int count = *(const int *)((const char *)c + k->count_offset);
+    for (i = 0; i < count && i < (int)(k->size / sizeof(int)); i++) {
+      size_t len = strlen(buf);
+      snprintf(buf + len, n - len, "%s%d", i ? ", " : "", ((const int *)field)[i]);
+    }
+    break;
+  }
+  }
+}
+
+/* ---- defaults, files and --set ------------------------------------------------------------------- */
+
+void cuvae_config_defaults(cuvae_config *c) {
+  char why[256];
+  memset(c, 0, sizeof *c);
+  /* The defaults are valid values of their keys (test Config.Defaults checks every one). */
+  for (int i = 0; i < N_KEYS; i++) (void)set_value(c, &k_keys[i], k_keys[i].def, why, sizeof why);
+}
+
+/* State shared by the line reader and the key handler during one parse. */
+typedef struct {
+  cuvae_config *c;
+  const char *name;          /* file name for messages */
+  const char *text;
+  size_t pos, len;
+  int lineno;                /* line of the text most recently handed to inih */
+  bool at_line_start;
+  bool failed;               /* a message is stored; stop */
+  int seen_line[N_KEYS];     /* line where each key was set, 0 = not yet (duplicates are errors) */
+} parse_state;
+
+/* The name of a section header at the start of line p ("" if the line is not one). */
+static void header_name(const char *p, const char *stop, char *out, size_t n) {
+  out[0] = '\0';
+  while (p < stop && (*p == ' ' || *p == '\t')) p++;
+  if (p == stop || *p != '[') return;
+  const char *close = memchr(p, ']', (size_t)(stop - p));
+  const char *nl = memchr(p, '\n', (size_t)(stop - p));
+  if (!close || (nl && nl < close)) return; /* malformed: inih reports it */
+  size_t len = (size_t)(close - ++p); /* untrimmed, as inih hands it to the handler */
+  if (len >= n) len = n - 1;
+  memcpy(out, p, len);
+  out[len] = '\0';
+}
+
+/* inih's fgets-like reader over the text: counts lines (inih's handler does not get them in this build)
+ * and rejects unknown section headers, which inih would not report when the section has no keys. */
+static char *read_line(char *str, int num, void *stream) {
+  parse_state *st = stream;
+  if (st->failed || st->pos >= st->len || num < 2) return NULL;
+  const char *p = st->text + st->pos, *stop = st->text + st->len;
+  if (st->at_line_start) {
+    char section[128], list[128];
+    st->lineno++;
+    header_name(p, stop, section, sizeof section);
+    if (section[0] && !section_known(section)) {
+      cuvae_error("%s:%d: unknown section [%s] (valid sections: %s)", st->name, st->lineno, section,
+                  section_list(list, sizeof list));
+      st->failed = true;
+      return NULL;
+    }
+  }
+  size_t n = 0;
+  while (n < (size_t)num - 1 && p + n < stop) {
+    str[n] = p[n];
+    if (p[n++] == '\n') break;
+  }
+  str[n] = '\0';
+  st->pos += n;
+  st->at_line_start = str[n - 1] == '\n';
+  return str;
+}
+
+static int on_pair(void *user, const char *section, const char *name, const char *value) {
+  parse_state *st = user;
+  char why[512], list[256];
+  if (st->failed) return 0;
+  st->failed = true; /* until the pair is accepted */
+  int i = find_key(section, name);
+  if (section[0] == '\0') {
+    cuvae_error("%s:%d: key '%s' is outside any section (put it under one of %s)", st->name, st->lineno, name,
+                section_list(list, sizeof list));
+  } else if (!section_known(section)) {
+    cuvae_error("%s:%d: unknown section [%s] (valid sections: %s)", st->name, st->lineno, section,
+                section_list(list, sizeof list));
+  } else if (i < 0) {
+    cuvae_error("%s:%d: unknown key '%s' in [%s] (valid keys: %s)", st->name, st->lineno, name, section,
+                key_list(section, list, sizeof list));
+  } else if (st->seen_line[i]) {
+    cuvae_error("%s:%d: [%s] %s: duplicate key (already set on line %d)", st->name, st->lineno, section, name,
+                st->seen_line[i]);
+  } else if (set_value(st->c, &k_keys[i], value, why, sizeof why) != 0) {
+    cuvae_error("%s:%d: [%s] %s: %s", st->name, st->lineno, section, name, why);
+  } else {
+    st->seen_line[i] = st->lineno;
+    st->failed = false;
+  }
+  return !st->failed;
+}
+
+/* inih keeps its options in globals (Debian's build makes them run-time variables). parse_text sets ours
+ * for one parse and then restores the previous values for any other user of inih in the process: a heap
+ * line buffer that holds the longest line; indented lines are keys, not continuations (so a repeated key is
+ * a duplicate, not a multi-line value); ';' and '#' start comments, also after a value; stop at an error. */
+static char k_comment_chars[] = ";#";
+#define INIH_OPTIONS(X)                                                                                      \
+  X(bool, ini_use_stack, false) X(bool, ini_allow_realloc, true) X(int, ini_max_line, MAX_LINE + 3)          \
+  X(int, ini_initial_alloc, MAX_LINE + 3) X(bool, ini_allow_multiline, false)                                 \
+  X(bool, ini_allow_inline_comments, true) X(char *, ini_inline_comment_prefixes, k_comment_chars)           \
+  X(char *, ini_start_comment_prefixes, k_comment_chars) X(bool, ini_allow_no_value, false)                  \
+  X(bool, ini_stop_on_first_error, true)
+#define INIH_SAVE_AND_SET(type, var, value) type saved_##var = var; var = value;
+#define INIH_RESTORE(type, var, value) var = saved_##var;
+
+/* Parses INI text over c; c changes only if the whole text is valid. */
+static int parse_text(cuvae_config *c, const char *text, size_t len, const char *name) {
+  if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) text += 3, len -= 3; /* UTF-8 byte-order mark */
+  /* Lines must fit inih's buffer, else inih would split them into two lines silently. */
+  int line = 1;
+  for (size_t start = 0, i = 0; i <= len; i++) {
+    if (i < len && text[i] != '\n') continue;
+    if (i - start > MAX_LINE) return cuvae_error("%s:%d: line is longer than %d characters", name, line, MAX_LINE);
+    start = i + 1;
+    line++;
+  }
+  cuvae_config tmp = *c;
+  parse_state st = {.c = &tmp, .name = name, .text = text, .len = len, .at_line_start = true};
+  INIH_OPTIONS(INIH_SAVE_AND_SET)
+  int rc = ini_parse_stream(read_line, &st, on_pair, &st);
+  INIH_OPTIONS(INIH_RESTORE)
+  if (st.failed) return -1;
+  if (rc == -2) return cuvae_error("%s: out of memory while parsing", name);
+  if (rc > 0) { /* a syntax error inih found on line rc: quote that line */
+    size_t start = 0;
+    for (int l = 1; l < rc && start < len; start++)
+      if (text[start] == '\n') l++;
+    int n = 0;
+    while (start + (size_t)n < len && text[start + n] != '\n' && text[start + n] != '\r' && n < 80) n++;
+    return cuvae_error("%s:%d: cannot parse '%.*s' (expected '[section]' or 'key = value')", name, rc, n,
+                       text + start);
+  }
+  if (rc != 0) return cuvae_error("%s: parse error %d", name, rc);
+  *c = tmp;
+  return 0;
+}
+
+int cuvae_config_load_string(cuvae_config *c, const char *text, const char *name) {
+  if (!name) name = "<config>";
+  if (!c || !text) return cuvae_error("%s: no config text", name);
+  return parse_text(c, text, strlen(text), name);
+}
+
+int cuvae_config_load_file(cuvae_config *c, const char *path) {
+  if (!c || !path) return cuvae_error("config: no file name");
+  FILE *f = fopen(path, "rb");
+  if (!f) return cuvae_error("%s: cannot open config: %s", path, strerror(errno));
+  char *buf = malloc(MAX_FILE + 1);
+  if (!buf) {
+    fclose(f);
+    return cuvae_error("%s: out of memory", path);
+  }
+  size_t n = fread(buf, 1, MAX_FILE + 1, f);
+  int err = ferror(f) ? (errno ? errno : EIO) : 0;
+  fclose(f);
+  int rc;
+  if (err) {
+    rc = cuvae_error("%s: cannot read config: %s", path, strerror(err));
+  } else if (n > MAX_FILE) {
+    rc = cuvae_error("%s: config is larger than %zu bytes", path, MAX_FILE);
+  } else if (memchr(buf, '\0', n)) {
+    rc = cuvae_error("%s: config contains a NUL byte (not a text file?)", path);
+  } else {
+    rc = parse_text(c, buf, n, path);
+  }
+  free(buf);
+  return rc;
+}
+
+static char *trim(char *s) {
+  while (*s == ' ' || *s == '\t') s++;
+  size_t n = strlen(s);
+  while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r')) s[--n] = '\0';
+  return s;
+}
+
+int cuvae_config_set(cuvae_config *c, const char *assignment) {
+  char buf[MAX_LINE + 1], why[512], list[256];
+  if (!c || !assignment) return cuvae_error("--set: no assignment");
+  if (strlen(assignment) >= sizeof buf) return cuvae_error("--set: assignment is longer than %d characters", MAX_LINE);
+  strcpy(buf, assignment);
+  char *eq = strchr(buf, '='), *dot = eq ? memchr(buf, '.', (size_t)(eq - buf)) : NULL;
+  if (!eq || !dot) return cuvae_error("--set '%.100s': expected section.key=value, e.g. train.lr=3e-4", assignment);
+  *eq = *dot = '\0';
+  const char *section = trim(buf), *name = trim(dot + 1), *value = trim(eq + 1);
+  int i = find_key(section, name);
+  if (!section_known(section))
+    return cuvae_error("--set %s.%s: unknown section [%s] (valid sections: %s)", section, name, section,
+                       section_list(list, sizeof list));
+  if (i < 0)
+    return cuvae_error("--set %s.%s: unknown key '%s' in [%s] (valid keys: %s)", section, name, name, section,
+                       key_list(section, list, sizeof list));
+  if (set_value(c, &k_keys[i], value, why, sizeof why) != 0)
+    return cuvae_error("--set %s.%s: %s", section, name, why);
+  return 0;
+}
+
+/* ---- cross-key checks and output ------------------------------------------------------------------ */
+
+/* The four paths of a named dataset, under $CUVAE_DATA_DIR when set. */
+static int dataset_paths(const char *dataset, char out[4][CUVAE_PATH_MAX]) {
+  for (size_t d = 0; d < sizeof k_dataset_files / sizeof k_dataset_files[0]; d++) {
+    if (strcmp(dataset, k_dataset_files[d].name) != 0) continue;
+    const char *dir = getenv("CUVAE_DATA_DIR");
+    if (!dir || !dir[0]) dir = k_dataset_files[d].dir;
+    size_t dlen = strlen(dir);
+    while (dlen > 1 && dir[dlen - 1] == '/') dlen--; /* "dir/" and "dir" name the same files */
+    for (int j = 0; j < 4; j++) {
+      int w = snprintf(out[j], CUVAE_PATH_MAX, "%.*s/%s", (int)dlen, dir, k_dataset_files[d].files[j]);
+      if (w < 0 || w >= CUVAE_PATH_MAX)
+        return cuvae_error("config: [data] dataset %s: CUVAE_DATA_DIR '%.100s...' makes paths longer than %d", dataset,
+                           dir, CUVAE_PATH_MAX - 1);
+    }
+    return 0;
+  }
+  return cuvae_error("config: [data] dataset: unknown dataset '%s'", dataset);
+}
+
+int cuvae_config_finalize(cuvae_config *c) {
+  if (!c) return cuvae_error("config: no config");
+  if (c->dataset[0] == '\0') {
+    if (!c->train_images[0]) return cuvae_error("config: [data] train_images is required when dataset is empty");
+    if (!c->test_images[0]) return cuvae_error("config: [data] test_images is required when dataset is empty");
+    return 0;
+  }
+  char paths[4][CUVAE_PATH_MAX];
+  if (dataset_paths(c->dataset, paths) != 0) return -1;
+  /* A path already equal to the dataset's own is fine, so finalizing twice is harmless. */
+  for (int j = 0; j < 4; j++) {
+    const key_def *k = &k_keys[find_key("data", k_path_keys[j])];
+    const char *field = (const char *)c + k->offset;
+    if (field[0] && strcmp(field, paths[j]) != 0)
+      return cuvae_error("config: [data] dataset = %s and %s = %.200s are both set (ambiguous); set dataset = "
+                         "\"\" to use explicit paths, or remove the paths",
+                         c->dataset, k->name, field);
+  }
+  for (int j = 0; j < 4; j++) {
+    char *field = (char *)c + k_keys[find_key("data", k_path_keys[j])].offset;
+    memset(field, 0, CUVAE_PATH_MAX);
+    strcpy(field, paths[j]);
+  }
+  return 0;
+}
+
+char *cuvae_config_to_ini(const cuvae_config *c) {
+  char *text = NULL, value[CUVAE_PATH_MAX + 64], paths[4][CUVAE_PATH_MAX];
+  size_t size = 0;
+  if (!c) {
+    cuvae_error("config: no config");
+    return NULL;
+  }
+  FILE *f = open_memstream(&text, &size);
+  if (!f) {
+    cuvae_error("config: out of memory writing the config");
+    return NULL;
+  }
+  /* With a dataset, paths equal to its own are written as comments: reloading then finalizing gives them
+   * back, and the text stays valid if the data directory moves. Other paths are written as they are. */
+  bool resolved = c->dataset[0] && dataset_paths(c->dataset, paths) == 0;
+  fprintf(f, "; cuvae configuration (every key; `cuvae help config` describes them)\n");
+  for (int i = 0; i < N_KEYS; i++) {
+    const key_def *k = &k_keys[i];
+    if (i == 0 || strcmp(k->section, k_keys[i - 1].section) != 0) fprintf(f, "%s[%s]\n", i ? "\n" : "", k->section);
+    format_value(c, k, value, sizeof value);
+    bool from_dataset = false;
+    for (int j = 0; j < 4; j++)
+      if (resolved && strcmp(k->name, k_path_keys[j]) == 0 && strcmp(value, paths[j]) == 0) from_dataset = true;
+    fprintf(f, "%s%s = %s\n", from_dataset ? "; (from dataset) " : "", k->name, value);
+  }
+  bool failed = ferror(f) != 0;
+  if (fclose(f) != 0 || failed) {
+    free(text);
+    cuvae_error("config: out of memory writing the config");
+    return NULL;
+  }
+  return text;
+}
+
+void cuvae_config_print_schema(FILE *out) {
+  char range[256], list[256];
+  static const char *const type_names[] = {"int", "int64", "uint64", "float", "string", "enum", "int list"};
+  fprintf(out, "Config keys (INI sections [data] [model] [train]; override with --set section.key=value):\n");
+  for (int i = 0; i < N_KEYS; i++) {
+    const key_def *k = &k_keys[i];
+    if (i == 0 || strcmp(k->section, k_keys[i - 1].section) != 0) fprintf(out, "\n[%s]\n", k->section);
+    range[0] = '\0';
+    if (k->choices) {
+      snprintf(range, sizeof range, "one of: %s", choice_list(k->choices, " | ", list, sizeof list));
+    } else if (k->bounds & (HAS_MIN | HAS_MAX)) {
+      char lo[64] = "", hi[64] = "";
+      if (k->bounds & HAS_MIN) snprintf(lo, sizeof lo, "%s %.10g", k->bounds & MIN_EXCL ? ">" : ">=", k->min);
+      if (k->bounds & HAS_MAX) snprintf(hi, sizeof hi, "%s %.10g", k->bounds & MAX_EXCL ? "<" : "<=", k->max);
+      snprintf(range, sizeof range, "%s%s%s%s", k->type == T_INT_LIST ? "each " : "", lo, lo[0] && hi[0] ? ", " : "",
+               hi);
+    }
+    fprintf(out, "  %-16s %-9s default %-*s%s%s\n", k->name, type_names[k->type], range[0] ? 16 : 0,
+            k->def[0] ? k->def : "\"\"", range[0] ? " " : "", range);
+    fprintf(out, "      %s\n", k->help);
+  }
+}
+
+static void hidden_text(const cuvae_config *c, char *buf, size_t n) {
+  format_value(c, &k_keys[find_key("model", "hidden")], buf, n);
+  if (!buf[0]) snprintf(buf, n, "(none)");
+}
+
+int cuvae_config_same_architecture(const cuvae_config *a, const cuvae_config *b) {
+  char va[256], vb[256];
+  if (!a || !b) return cuvae_error("config: no config to compare");
+  hidden_text(a, va, sizeof va);
+  hidden_text(b, vb, sizeof vb);
+  if (strcmp(va, vb) != 0) return cuvae_error("[model] hidden: checkpoint has %s, config has %s", va, vb);
+  if (a->latent != b->latent)
+    return cuvae_error("[model] latent: checkpoint has %d, config has %d", a->latent, b->latent);
+  if (a->likelihood != b->likelihood)
+    return cuvae_error("[model] likelihood: checkpoint has %s, config has %s", cuvae_likelihood_name(a->likelihood),
+                       cuvae_likelihood_name(b->likelihood));
+  /* sigma only enters the model through the gaussian likelihood */
+  if (a->likelihood == CUVAE_LIK_GAUSSIAN && a->sigma != b->sigma) {
+    format_float(a->sigma, va, sizeof va);
+    format_float(b->sigma, vb, sizeof vb);
+    return cuvae_error("[model] sigma: checkpoint has %s, config has %s", va, vb);
+  }
+  if (a->activation != b->activation)
+    return cuvae_error("[model] activation: checkpoint has %s, config has %s", cuvae_activation_name(a->activation),
+                       cuvae_activation_name(b->activation));
+  return 0;
+}
+
+const char *cuvae_activation_name(cuvae_activation a) {
+  if (a == CUVAE_ACT_NONE) return "none";
+  return (unsigned)a < sizeof k_activations / sizeof k_activations[0] - 1 ? k_activations[a] : "unknown";
+}
+
+const char *cuvae_likelihood_name(cuvae_likelihood l) {
+  return (unsigned)l < sizeof k_likelihoods / sizeof k_likelihoods[0] - 1 ? k_likelihoods[l] : "unknown";
+}

@@ -1,5 +1,6 @@
 /* The CPU reference backend: parameters, gradients and Adam moments in host memory (one layout), minibatch
  * gather from the host data set, eps from the Philox host stream, loss and gradient from src/cpu/vae_cpu.c. */
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,6 +128,7 @@ cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config
     cuvae_error("out of memory: the model needs %zu parameters x 4 buffers", n);
     return NULL;
   }
+  if (cfg->threads > 0) openblas_set_num_threads(cfg->threads);  /* 0: OpenBLAS's default, all cores */
   be->ws = cuvae_cpu_ws_create(m, be->max_batch);
   be->train_noise = be->ws ? cuvae_noise_create(cfg->seed) : NULL;
   be->eval_noise = be->train_noise ? cuvae_noise_create(cfg->seed ^ CUVAE_SEED_EVAL) : NULL;

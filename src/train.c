@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "backend.h"
+#include "cuvae/blas.h"
 #include "cuvae/checkpoint.h"
 #include "cuvae/data.h"
 #include "cuvae/error.h"
@@ -198,9 +199,9 @@ int cuvae_train(const cuvae_config *cfg, const cuvae_train_opts *opts, cuvae_tra
   const int64_t steps_per_epoch = (int64_t)(r.train.n / (size_t)B);  /* the last partial batch is dropped */
   int64_t total = steps_per_epoch * cfg->epochs;
   if (cfg->max_steps > 0 && cfg->max_steps < total) total = cfg->max_steps;
-  fprintf(log, "cuvae %s | device %s | data %zu train, %zu test, D=%zu | model %zu parameters | %lld steps "
+  fprintf(log, "cuvae %s | device %s (%s) | data %zu train, %zu test, D=%zu | model %zu parameters | %lld steps "
                "(%lld per epoch)%s\n",
-          CUVAE_VERSION_STRING, r.be->name, r.train.n, r.test.n, r.train.dim, r.model.n_params, (long long)total,
+          CUVAE_VERSION_STRING, r.be->name, cuvae_blas_describe(), r.train.n, r.test.n, r.train.dim, r.model.n_params, (long long)total,
           (long long)steps_per_epoch, step > 0 ? " | resumed" : "");
   if (step >= total) fprintf(log, "nothing to train: the run is already at step %lld of %lld\n", (long long)step,
                              (long long)total);

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cuvae/blas.h"
 #include "cuvae/config.h"
 
 static void help_main(void) {
@@ -53,6 +54,7 @@ static int help_topic(const char *topic) {
 }
 
 int main(int argc, char **argv) {
+  cuvae_blas_select_kernels(argv);
   if (argc < 2) {
     help_main();
     return CUVAE_EXIT_USAGE;

@@ -6,28 +6,24 @@
 
 #define LOG_2PI 1.8378770664093454836  /* log(2 pi) */
 
-/* softplus(l) = log(1 + e^l) = max(l, 0) + log1p(e^-|l|): never overflows, exact for large |l|. */
-static inline float softplus_stable(float l) { return fmaxf(l, 0.0f) + log1pf(expf(-fabsf(l))); }
-
-/* sigmoid without overflow: for l < 0 use e^l / (1 + e^l). */
-static inline float sigmoid_stable(float l) {
-  if (l >= 0.0f) return 1.0f / (1.0f + expf(-l));
-  const float e = expf(l);
-  return e / (1.0f + e);
-}
-
-/* -log p(x|z) = sum_d softplus(l_d) - x_d l_d;  d/dl = sigmoid(l) - x. */
+/* -log p(x|z) = sum_d softplus(l_d) - x_d l_d;  d/dl = sigmoid(l) - x.
+ * Stable forms sharing one exponential e = exp(-|l|) (never overflows):
+ *   softplus(l) = max(l, 0) + log1p(e);  sigmoid(l) = 1 / (1 + e) for l >= 0, e / (1 + e) for l < 0. */
 void bernoulli_nll_grad_cpu(const float *logits, const float *x, float *nll_row, float *dlogits, float scale,
                             int B, int D) {
   for (int b = 0; b < B; b++) {
     const float *l = logits + (size_t)b * D, *xr = x + (size_t)b * D;
+    float *g = dlogits ? dlogits + (size_t)b * D : NULL;
     double nll = 0.0;
-    for (int d = 0; d < D; d++) nll += softplus_stable(l[d]) - xr[d] * l[d];
-    nll_row[b] = (float)nll;
-    if (dlogits) {
-      float *g = dlogits + (size_t)b * D;
-      for (int d = 0; d < D; d++) g[d] = scale * (sigmoid_stable(l[d]) - xr[d]);
+    for (int d = 0; d < D; d++) {
+      const float e = expf(-fabsf(l[d]));
+      nll += fmaxf(l[d], 0.0f) + log1pf(e) - xr[d] * l[d];
+      if (g) {
+        const float sig = (l[d] >= 0.0f ? 1.0f : e) / (1.0f + e);
+        g[d] = scale * (sig - xr[d]);
+      }
     }
+    nll_row[b] = (float)nll;
   }
 }
 

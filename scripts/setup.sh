@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what cuvae needs on a fresh Debian 12 machine (only what is missing) and builds it.
+#   scripts/setup.sh [BUILD_DIR] [extra cmake args...]      (default BUILD_DIR: build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(build-essential cmake pkg-config libopenblas-dev libinih-dev zlib1g-dev libgtest-dev googletest
+          dataset-fashion-mnist)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# cuRAND (its host Philox generator draws the noise) comes with the CUDA toolkit.
+if [ -d /usr/local/cuda/bin ]; then export PATH="/usr/local/cuda/bin:$PATH"; fi
+if ! ls /usr/local/cuda/lib64/libcurand.so* >/dev/null 2>&1 && ! ldconfig -p | grep -q libcurand; then
+  echo "setup: error: the CUDA toolkit (for cuRAND) was not found; install it (nvcc, libcurand) first" >&2
+  exit 1
+fi
+
+build_dir="${1:-build}"
+shift || true
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
+cmake --build "$build_dir" -j"$(nproc)"

@@ -35,6 +35,7 @@ typedef struct {
 
 static const char *const k_likelihoods[] = {"bernoulli", "gaussian", NULL}; /* cuvae_likelihood order */
 static const char *const k_activations[] = {"relu", "tanh", NULL};          /* cuvae_activation order */
+static const char *const k_inits[] = {"torch", "he", NULL};                 /* cuvae_init order */
 static const char *const k_datasets[] = {"fashion-mnist", "", NULL};        /* "" = explicit paths */
 
 /* Named datasets: their default directory (replaced by $CUVAE_DATA_DIR) and the files in it, in the order
@@ -68,6 +69,9 @@ static const key_def k_keys[] = {
     {"model", "sigma", T_FLOAT, FIELD(sigma), HAS_MIN | MIN_EXCL, 0, 0, "1", NULL,
      "standard deviation of the gaussian decoder", 0},
     {"model", "activation", T_ENUM, FIELD(activation), 0, 0, 0, "relu", k_activations, "hidden-layer activation", 0},
+    {"model", "init", T_ENUM, FIELD(init), 0, 0, 0, "torch", k_inits,
+     "initial weights: torch = W, b ~ U(+-1/sqrt(fan_in)) (nn.Linear default); he = He-normal (relu) or "
+     "Xavier-uniform weights, zero biases", 0},
     {"train", "epochs", T_INT, FIELD(epochs), HAS_MIN, 1, 0, "10", NULL, "passes over the training set", 0},
     {"train", "batch_size", T_INT, FIELD(batch_size), HAS_MIN, 1, 0, "128", NULL, "examples per step", 0},
     {"train", "lr", T_FLOAT, FIELD(lr), HAS_MIN | MIN_EXCL, 0, 0, "1e-3", NULL, "Adam learning rate", 0},
@@ -91,6 +95,7 @@ static const key_def k_keys[] = {
 
 _Static_assert(sizeof(cuvae_likelihood) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(cuvae_activation) == sizeof(int), "enums are stored as int");
+_Static_assert(sizeof(cuvae_init) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(long long) == sizeof(int64_t), "int64 keys are parsed with strtoll");
 _Static_assert(sizeof(unsigned long long) == sizeof(uint64_t), "uint64 keys are parsed with strtoull");
 
@@ -659,4 +664,8 @@ const char *cuvae_activation_name(cuvae_activation a) {
 
 const char *cuvae_likelihood_name(cuvae_likelihood l) {
   return (unsigned)l < sizeof k_likelihoods / sizeof k_likelihoods[0] - 1 ? k_likelihoods[l] : "unknown";
+}
+
+const char *cuvae_init_name(cuvae_init i) {
+  return (unsigned)i < sizeof k_inits / sizeof k_inits[0] - 1 ? k_inits[i] : "unknown";
 }

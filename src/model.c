@@ -48,6 +48,7 @@ int cuvae_model_build(cuvae_model *m, size_t input_dim, const cuvae_config *cfg)
   m->likelihood = cfg->likelihood;
   m->sigma = cfg->sigma;
   m->activation = cfg->activation;
+  m->init = cfg->init;
 
   /* Count parameters in double first, so absurd sizes are refused before any size_t overflow. */
   double count = 0.0, prev = (double)input_dim;
@@ -98,34 +99,46 @@ const cuvae_tensor *cuvae_model_find(const cuvae_model *m, const char *name) {
   return NULL;
 }
 
-/* Initial weights, tensor by tensor in layout order, from the init noise stream (include/cuvae/rng.h):
- *   hidden layers, ReLU: He normal      W ~ N(0, 2 / fan_in);
- *   hidden layers, tanh: Xavier uniform W ~ U(-a, a), a = sqrt(6 / (fan_in + fan_out));
- *   heads and output layer (no activation): Xavier uniform; all biases 0. */
+/* Initial parameters, layer by layer in layout order, from the init noise stream (include/cuvae/rng.h); each
+ * draw starts at the next multiple-of-4 position. The (mu, lv) head counts as one [2Z, in] layer.
+ *   init = torch: W ~ U(-k, k) then b ~ U(-k, k), k = 1/sqrt(fan_in) (PyTorch nn.Linear's default);
+ *   init = he:    hidden ReLU layers W ~ N(0, 2/fan_in) (He); tanh layers, the head and the output layer
+ *                 W ~ U(-a, a), a = sqrt(6/(fan_in + fan_out)) (Xavier); b = 0. */
+static int init_layer(const cuvae_model *m, const cuvae_layer *l, float *params, cuvae_noise *g, uint64_t *pos) {
+  const size_t nw = l->in * l->out;
+  float *w = params + l->w, *b = params + l->b;
+  int rc;
+  if (m->init == CUVAE_INIT_TORCH) {
+    const float k = (float)(1.0 / sqrt((double)l->in));
+    rc = cuvae_noise_uniform(g, *pos, w, nw);
+    *pos += cuvae_noise_stride(nw);
+    if (rc == 0) rc = cuvae_noise_uniform(g, *pos, b, l->out);
+    *pos += cuvae_noise_stride(l->out);
+    for (size_t i = 0; i < nw; i++) w[i] = k * (2.0f * w[i] - 1.0f);
+    for (size_t i = 0; i < l->out; i++) b[i] = k * (2.0f * b[i] - 1.0f);
+    return rc;
+  }
+  memset(b, 0, l->out * sizeof *b);
+  if (l->act == CUVAE_ACT_RELU) {
+    rc = cuvae_noise_normal(g, *pos, w, nw);
+    const float s = (float)sqrt(2.0 / (double)l->in);
+    for (size_t i = 0; i < nw; i++) w[i] *= s;
+  } else {
+    rc = cuvae_noise_uniform(g, *pos, w, nw);
+    const float a = (float)sqrt(6.0 / (double)(l->in + l->out));
+    for (size_t i = 0; i < nw; i++) w[i] = a * (2.0f * w[i] - 1.0f);
+  }
+  *pos += cuvae_noise_stride(nw);
+  return rc;
+}
+
 int cuvae_model_init(const cuvae_model *m, float *params, uint64_t seed) {
   cuvae_noise *g = cuvae_noise_create(seed ^ CUVAE_SEED_INIT);
   if (!g) return -1;
-  memset(params, 0, m->n_params * sizeof *params);
   uint64_t pos = 0;
   int rc = 0;
-  for (int i = 0; i < m->n_tensors && rc == 0; i++) {
-    const cuvae_tensor *t = &m->tensors[i];
-    if (t->rank != 2) continue;
-    const double fan_out = (double)t->shape[0], fan_in = (double)t->shape[1];
-    const int hidden = strstr(t->name, ".mu.") == NULL && strstr(t->name, ".lv.") == NULL &&
-                       strstr(t->name, ".out.") == NULL;
-    float *w = params + t->offset;
-    if (hidden && m->activation == CUVAE_ACT_RELU) {
-      rc = cuvae_noise_normal(g, pos, w, t->count);
-      const float s = (float)sqrt(2.0 / fan_in);
-      for (size_t k = 0; k < t->count; k++) w[k] *= s;
-    } else {
-      rc = cuvae_noise_uniform(g, pos, w, t->count);
-      const float a = (float)sqrt(6.0 / (fan_in + fan_out));
-      for (size_t k = 0; k < t->count; k++) w[k] = a * (2.0f * w[k] - 1.0f);
-    }
-    pos += cuvae_noise_stride(t->count);
-  }
+  for (int i = 0; i < m->n_enc && rc == 0; i++) rc = init_layer(m, &m->enc[i], params, g, &pos);
+  for (int i = 0; i < m->n_dec && rc == 0; i++) rc = init_layer(m, &m->dec[i], params, g, &pos);
   cuvae_noise_destroy(g);
   return rc;
 }

@@ -14,6 +14,9 @@ extern "C" {
 
 typedef enum { CUVAE_ACT_RELU = 0, CUVAE_ACT_TANH = 1, CUVAE_ACT_NONE = 2 } cuvae_activation;
 typedef enum { CUVAE_LIK_BERNOULLI = 0, CUVAE_LIK_GAUSSIAN = 1 } cuvae_likelihood;
+/* torch: W, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch nn.Linear's default (He-uniform with a = sqrt 5);
+ * he: He-normal (ReLU) / Xavier-uniform (tanh, heads, output) weights, zero biases. */
+typedef enum { CUVAE_INIT_TORCH = 0, CUVAE_INIT_HE = 1 } cuvae_init;
 
 typedef struct cuvae_config {
   /* [data] */
@@ -29,6 +32,7 @@ typedef struct cuvae_config {
   cuvae_likelihood likelihood;
   float sigma;                          /* Gaussian decoder's fixed standard deviation */
   cuvae_activation activation;          /* hidden-layer activation: relu | tanh */
+  cuvae_init init;                      /* initial weights: torch | he */
   /* [train] */
   int epochs;
   int batch_size;
@@ -61,6 +65,7 @@ int cuvae_config_same_architecture(const cuvae_config *a, const cuvae_config *b)
 
 const char *cuvae_activation_name(cuvae_activation a);
 const char *cuvae_likelihood_name(cuvae_likelihood l);
+const char *cuvae_init_name(cuvae_init i);
 
 #ifdef __cplusplus
 }

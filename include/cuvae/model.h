@@ -43,6 +43,7 @@ typedef struct cuvae_model {
   cuvae_likelihood likelihood;
   float sigma;
   cuvae_activation activation;
+  cuvae_init init;
   int n_enc;                    /* hidden layers + the (mu, lv) head (out = 2Z) */
   cuvae_layer enc[CUVAE_MAX_LAYERS];
   int n_dec;                    /* hidden layers + the output layer (out = D) */
@@ -54,8 +55,8 @@ typedef struct cuvae_model {
 
 /* Builds shapes and layout for input dimension D from the [model] section of cfg. */
 int cuvae_model_build(cuvae_model *m, size_t input_dim, const cuvae_config *cfg);
-/* Initial parameters: He-normal (ReLU) or Xavier-uniform (tanh) hidden weights, Xavier-uniform heads and
- * output layer, zero biases. Deterministic in seed (see docs/ARCHITECTURE.md, "Random numbers"). */
+/* Initial parameters by [model] init (see cuvae_init in config.h). Deterministic in seed (see
+ * docs/ARCHITECTURE.md, "Random numbers"). */
 int cuvae_model_init(const cuvae_model *m, float *params, uint64_t seed);
 const cuvae_tensor *cuvae_model_find(const cuvae_model *m, const char *name);
 void cuvae_model_print_layout(const cuvae_model *m, FILE *out);

@@ -24,6 +24,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <ostream>
 #include <vector>
 
 #include "cuvae/cpu.h"
@@ -49,6 +50,8 @@ struct Arch {
   int Z, D, B;
   float sigma;
 };
+// How gtest names the parameter in its output (instead of a byte dump).
+void PrintTo(const Arch &a, std::ostream *os) { *os << "arch " << a.name; }
 
 // The workspace, freed on every path (including a failed ASSERT).
 using Workspace = std::unique_ptr<cuvae_cpu_ws, decltype(&cuvae_cpu_ws_destroy)>;

@@ -13,4 +13,8 @@ void help_eval(void);
 /* "--flag VALUE" or "--flag=VALUE" at argv[*i]; advances *i past the value. NULL when argv[*i] is not flag. */
 const char *cli_flag_value(int argc, char **argv, int *i, const char *flag, int *missing);
 
+/* Writes s as a JSON string literal (quotes, backslashes and control characters escaped). */
+#include <stdio.h>
+void cli_json_string(FILE *out, const char *s);
+
 #endif

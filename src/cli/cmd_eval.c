@@ -53,7 +53,9 @@ int cmd_eval(int argc, char **argv) {
     fprintf(stderr, "error: %s\n", cuvae_last_error());
     return CUVAE_EXIT_FAIL;
   }
-  printf("{\"checkpoint\": \"%s\", \"step\": %" PRId64 ", \"test_nelbo\": %.6f, \"recon\": %.6f, \"kl\": %.6f}\n",
-         path, step, loss.nelbo, loss.recon, loss.kl);
+  printf("{\"checkpoint\": ");
+  cli_json_string(stdout, path);
+  printf(", \"step\": %" PRId64 ", \"test_nelbo\": %.6f, \"recon\": %.6f, \"kl\": %.6f}\n", step, loss.nelbo,
+         loss.recon, loss.kl);
   return 0;
 }

@@ -160,9 +160,11 @@ int cmd_train(int argc, char **argv) {
     fprintf(stderr, "error: %s\n", cuvae_last_error());
     return CUVAE_EXIT_FAIL;
   }
-  printf("{\"run_dir\": \"%s\", \"step\": %lld, \"epochs\": %d, \"test_nelbo\": %.6f, \"recon\": %.6f, "
+  printf("{\"run_dir\": ");
+  cli_json_string(stdout, run_dir);
+  printf(", \"step\": %lld, \"epochs\": %d, \"test_nelbo\": %.6f, \"recon\": %.6f, "
          "\"kl\": %.6f, \"seconds\": %.1f, \"interrupted\": %s}\n",
-         run_dir, (long long)s.step, s.epochs_completed, s.test.nelbo, s.test.recon, s.test.kl, s.seconds,
+         (long long)s.step, s.epochs_completed, s.test.nelbo, s.test.recon, s.test.kl, s.seconds,
          s.interrupted ? "true" : "false");
   return s.interrupted ? CUVAE_EXIT_INTERRUPTED : 0;
 }

@@ -37,6 +37,19 @@ const char *cli_flag_value(int argc, char **argv, int *i, const char *flag, int 
   return argv[*i];
 }
 
+void cli_json_string(FILE *out, const char *s) {
+  fputc('"', out);
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '"' || *p == '\\')
+      fprintf(out, "\\%c", *p);
+    else if (*p < 0x20)
+      fprintf(out, "\\u%04x", *p);
+    else
+      fputc(*p, out);
+  }
+  fputc('"', out);
+}
+
 static int help_topic(const char *topic) {
   if (!topic) {
     help_main();

@@ -1,8 +1,16 @@
 /* Backend selection: --device auto | cpu | cuda. */
+#include <stdio.h>
 #include <string.h>
 
 #include "backend.h"
 #include "cuvae/error.h"
+
+#if !CUVAE_HAVE_CUDA
+int cuvae_cuda_device_count(char *desc, size_t n) {
+  if (desc && n) snprintf(desc, n, "built without CUDA");
+  return 0;
+}
+#endif
 
 cuvae_backend *cuvae_backend_create(const char *device, const cuvae_model *m, const cuvae_config *cfg,
                                     const cuvae_dataset *train) {

@@ -3,6 +3,7 @@
  * moments in the ONE layout of cuvae_model, so state moves between backends as three flat arrays. */
 #ifndef CUVAE_BACKEND_H
 #define CUVAE_BACKEND_H
+#include <stddef.h>
 #include <stdint.h>
 
 #include "cuvae/config.h"
@@ -34,6 +35,8 @@ struct cuvae_backend {
  * Adam moments; train is the training set (kept by reference or uploaded). */
 cuvae_backend *cuvae_backend_create(const char *device, const cuvae_model *m, const cuvae_config *cfg,
                                     const cuvae_dataset *train);
+/* Number of usable CUDA devices (0 in builds without CUDA); desc receives a one-line description. */
+int cuvae_cuda_device_count(char *desc, size_t n);
 cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train);
 
 #endif

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "backend.h"
 #include "cli.h"
 #include "cuvae/blas.h"
 #include "cuvae/config.h"
@@ -75,7 +76,9 @@ int main(int argc, char **argv) {
   const char *cmd = argv[1];
   if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0) return help_topic(NULL);
   if (strcmp(cmd, "-V") == 0 || strcmp(cmd, "--version") == 0) {
-    printf("cuvae %s (backends: cpu%s)\n", CUVAE_VERSION_STRING, CUVAE_HAVE_CUDA ? ", cuda build enabled" : "");
+    char devices[256];
+    cuvae_cuda_device_count(devices, sizeof devices);
+    printf("cuvae %s (backends: cpu; CUDA backend: not yet built, %s)\n", CUVAE_VERSION_STRING, devices);
     return 0;
   }
   if (strcmp(cmd, "help") == 0) return help_topic(argc > 2 ? argv[2] : NULL);

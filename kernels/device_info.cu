@@ -1,0 +1,21 @@
+// Device discovery for --device auto and `cuvae --version`. Host code only; the fused kernels of the CUDA
+// backend (issue 4) live beside it, one file per kernel.
+#include <cuda_runtime.h>
+#include <stdio.h>
+
+extern "C" int cuvae_cuda_device_count(char *desc, size_t n) {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    if (desc && n) snprintf(desc, n, "no CUDA device (%s)", cudaGetErrorString(err));
+    return 0;
+  }
+  if (desc && n) {
+    cudaDeviceProp prop;
+    if (count > 0 && cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
+      snprintf(desc, n, "%d CUDA device(s), first: %s (sm_%d%d)", count, prop.name, prop.major, prop.minor);
+    else
+      snprintf(desc, n, "%d CUDA device(s)", count);
+  }
+  return count;
+}

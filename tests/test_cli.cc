@@ -66,6 +66,17 @@ TEST_F(Cli, HelpAndVersion) {
   EXPECT_NE(r.out.find("batch_size"), std::string::npos);
 }
 
+// docs/CONFIG.md is generated from `cuvae help config`; a schema change without regenerating it fails here.
+TEST_F(Cli, ConfigDocMatchesSchema) {
+  Result r = run("help config");
+  ASSERT_EQ(r.code, 0);
+  std::string doc = read_file(std::string(CUVAE_TEST_DATA) + "/../../docs/CONFIG.md");
+  ASSERT_FALSE(doc.empty());
+  size_t start = doc.find("```\n"), end = doc.rfind("```");
+  ASSERT_NE(start, std::string::npos);
+  EXPECT_EQ(doc.substr(start + 4, end - start - 4), r.out) << "run scripts/gen_config_doc.sh";
+}
+
 TEST_F(Cli, UsageErrors) {
   expect_error(run("frobnicate"), 2, "unknown command 'frobnicate'");
   expect_error(run("train"), 2, "needs a CONFIG");

@@ -11,6 +11,10 @@
 #include "cuvae/data.h"
 #include "cuvae/model.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct cuvae_backend cuvae_backend;
 
 typedef struct cuvae_step_result {
@@ -39,4 +43,7 @@ cuvae_backend *cuvae_backend_create(const char *device, const cuvae_model *m, co
 int cuvae_cuda_device_count(char *desc, size_t n);
 cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -166,9 +166,16 @@ static int prepare(run *r, const cuvae_config *cfg, const cuvae_train_opts *opts
   if (opts->resume) {
     if (!file_exists(r->ckpt_path)) return cuvae_error("--resume %s: no checkpoint.cuvae there", opts->out_dir);
     if (resume_from_checkpoint(r, start_step, log)) return -1;
-  } else if (file_exists(r->ckpt_path)) {
-    return cuvae_error("%s already holds a run (checkpoint.cuvae); continue it with --resume %s or choose another "
-                       "--out", opts->out_dir, opts->out_dir);
+  } else {
+    /* A fresh run never overwrites anything: not a finished run, nor the files of one that stopped early. */
+    static const char *const run_files[] = {"checkpoint.cuvae", "config.ini", "metrics.jsonl", "steps.jsonl"};
+    for (size_t i = 0; i < sizeof run_files / sizeof run_files[0]; i++) {
+      char path[CUVAE_PATH_MAX + 32];
+      snprintf(path, sizeof path, "%s/%s", opts->out_dir, run_files[i]);
+      if (file_exists(path))
+        return cuvae_error("%s already holds a run (%s); continue it with --resume %s, or choose another --out",
+                           opts->out_dir, run_files[i], opts->out_dir);
+    }
   }
 
   /* Nothing has been written so far; from here on the run directory is ours. */

@@ -1,6 +1,7 @@
 // The training loop end to end on small synthetic data: run directory, metrics, resume determinism (bit for
 // bit), divergence detection that leaves the last checkpoint intact, and refusals of bad runs.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cmath>
 #include <map>
@@ -143,6 +144,17 @@ TEST_F(TrainFixture, RefusesToOverwriteAnExistingRun) {
   EXPECT_EQ(train(config("max_steps = 2\n"), dir + "/run", false, &s), -1);
   EXPECT_NE(std::string(cuvae_last_error()).find("already holds a run"), std::string::npos) << cuvae_last_error();
   EXPECT_EQ(read_file(dir + "/run/checkpoint.cuvae"), before);
+}
+
+// A run that stopped before its first checkpoint (here: its files, faked) is not overwritten either.
+TEST_F(TrainFixture, RefusesToOverwriteFilesOfAStoppedRun) {
+  ASSERT_EQ(mkdir((dir + "/run").c_str(), 0777), 0);
+  write_file(dir + "/run/metrics.jsonl", "precious\n");
+  cuvae_train_summary s;
+  EXPECT_EQ(train(config("max_steps = 2\n"), dir + "/run", false, &s), -1);
+  EXPECT_NE(std::string(cuvae_last_error()).find("metrics.jsonl"), std::string::npos) << cuvae_last_error();
+  EXPECT_EQ(read_file(dir + "/run/metrics.jsonl"), "precious\n");
+  EXPECT_FALSE(fopen((dir + "/run/config.ini").c_str(), "r"));
 }
 
 TEST_F(TrainFixture, ResumeWithAnotherArchitectureFails) {

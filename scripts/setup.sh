@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(build-essential cmake pkg-config libopenblas-dev libinih-dev zlib1g-dev libgtest-dev googletest
+packages=(build-essential cmake pkg-config libopenblas-dev libinih-dev zlib1g-dev libgtest-dev googletest libboost-context-dev
           dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,59 @@
+// Interfaces between the parts of the CUDA emulation (see docs/CUDA_EMULATION.md). Not for emulated code:
+// kernels and host code include kernels/cuda_compat.h, which pulls in cuda_emu.h under emulation.
+//
+// The emulated device: one device, all memory is host memory, every stream executes its work synchronously on
+// the calling host thread in issue order (so the emulation is a valid, fully serialised CUDA schedule), except
+// while a stream is being captured, when work is recorded into a graph instead and runs on cudaGraphLaunch.
+#pragma once
+#include <cuda_runtime_api.h>
+#include <stddef.h>
+
+#include <functional>
+
+namespace cuda_emu {
+
+// Limits of the emulated device (an sm_90-class part). exec checks launches against them; runtime reports them
+// through cudaGetDeviceProperties / cudaDeviceGetAttribute.
+constexpr int kWarpSize = 32;
+constexpr int kMaxThreadsPerBlock = 1024;
+constexpr int kMaxBlockDim[3] = {1024, 1024, 64};
+constexpr unsigned kMaxGridDim[3] = {2147483647u, 65535u, 65535u};
+constexpr size_t kSharedMemPerBlock = 48 * 1024;         // default dynamic + static limit per block
+constexpr size_t kSharedMemPerBlockOptin = 227 * 1024;   // with cudaFuncAttributeMaxDynamicSharedMemorySize
+constexpr int kComputeMajor = 9, kComputeMinor = 0;
+constexpr int kMultiProcessorCount = 1;
+
+// ---- owned by emu_runtime.cc ------------------------------------------------------------------------------
+// Records an error as a failed asynchronous operation would: returned (and reset) by cudaGetLastError,
+// returned by cudaPeekAtLastError.
+void set_last_error(cudaError_t e);
+// Runs `op` in stream order: at once (the emulation is synchronous), or, while `stream` is capturing, appends it
+// to the capture's graph. `what` names the operation in reports ("kernel foo", "cublasSgemm"). Returns
+// cudaErrorInvalidResourceHandle for a destroyed/unknown stream, else cudaSuccess.
+cudaError_t enqueue(cudaStream_t stream, const char *what, std::function<void()> op);
+// True when [p, p + n) lies inside one live device allocation (cudaMalloc).
+bool is_device_range(const void *p, size_t n);
+
+// ---- owned by emu_exec.cc ---------------------------------------------------------------------------------
+// Validates the configuration like CUDA (cudaErrorInvalidConfiguration for bad block/grid dimensions,
+// cudaErrorInvalidValue for too much dynamic shared memory), then enqueues the grid on `stream`: every block in
+// turn, each thread of a block on its own fiber running `body`. On a configuration error nothing runs and the
+// error is also recorded with set_last_error. `fn` identifies the kernel (for cudaFuncSetAttribute).
+cudaError_t launch(const void *fn, const char *kernel, const char *file, int line, dim3 grid, dim3 block,
+                   size_t dynamic_smem, cudaStream_t stream, std::function<void()> body);
+// The dynamic shared memory opt-in of kernel `fn` (cudaFuncSetAttribute with
+// cudaFuncAttributeMaxDynamicSharedMemorySize). Returns cudaErrorInvalidValue above kSharedMemPerBlockOptin.
+cudaError_t set_max_dynamic_smem(const void *fn, int bytes);
+// Reports a fault in emulated code (deadlock, bad shuffle, ...) on stderr as "cuda_emu: <message>", adding the
+// running kernel, block and thread when inside a kernel, then aborts.
+[[noreturn]] void fault(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+// Inside a kernel: "kernel K (launched at F:L), block (x,y,z), thread (x,y,z)"; outside: "host code".
+const char *where();
+
+}  // namespace cuda_emu
+
+// C entry points for tests.
+extern "C" {
+// Number and total bytes of live device allocations.
+size_t cuda_emu_live_allocations(size_t *bytes);
+}

@@ -1,6 +1,6 @@
 // Device discovery for --device auto and `cuvae --version`. Host code only; the fused kernels of the CUDA
 // backend (issue 4) live beside it, one file per kernel.
-#include <cuda_runtime.h>
+#include "cuda_compat.h"
 #include <stdio.h>
 
 extern "C" int cuvae_cuda_device_count(char *desc, size_t n) {

@@ -333,13 +333,10 @@ bool try_release_warp(int warp) {
                      o.line, o.width);
             block_fault(msg);
           }
+          // Reading a lane outside the mask gives an undefined value in CUDA (code may discard it): poison,
+          // all bits set (NaN for floats, -1 for integers), so using it shows up.
           const int src = shuffle_source(o.op, k, o.arg, o.width);
-          if (src < 0 || src >= n_lanes || !(mask & (1u << src))) {
-            snprintf(msg, sizeof msg, "%s at %s:%d: %s (lane %d) reads lane %d, which is not in mask 0x%08x",
-                     op_name(o.op), o.file, o.line, thread_name(o).c_str(), k, src, mask);
-            block_fault(msg);
-          }
-          results[k] = lanes[src].value;
+          results[k] = src < 0 || src >= n_lanes || !(mask & (1u << src)) ? ~UINT64_C(0) : lanes[src].value;
         }
       }
     }
@@ -442,6 +439,10 @@ uint64_t warp_op_at(int op, unsigned mask, uint64_t value, int arg, int width, c
 
 unsigned activemask() {
   Thread *t = self("__activemask", "", 0);
+  // Let the other lanes of the warp run to their next wait or exit first, so lanes that are about to exit (a
+  // divergent early return) are not counted, as on a GPU where the warp executes in lockstep.
+  t->state = kRunnable;
+  wait_here(t);
   const int n_lanes = lanes_in_warp(t->warp);
   const Thread *lanes = &g.threads[(size_t)t->warp * kWarpSize];
   unsigned mask = 0;

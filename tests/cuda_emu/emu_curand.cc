@@ -1,0 +1,144 @@
+// cuRAND host API of the CUDA emulation (issue 3): an emulated "device" generator is a real cuRAND HOST generator.
+//
+// Device memory is host memory in the emulation, so curandCreateGenerator here creates the generator with the
+// real libcurand's curandCreateGeneratorHost, which computes the same streams (Philox4x32-10, XORWOW, ...) on
+// the CPU. This file's definitions live in the emulation's static library, which is linked before libcurand.so,
+// so calls from the program bind to them; the real functions are reached with dlsym(RTLD_NEXT, ...). Every other
+// cuRAND function is libcurand's own and works on the returned generator unchanged.
+//
+// What is reproduced for generators made by curandCreateGenerator:
+// - curandSetStream records the stream; curandGenerateNormal and curandGenerateUniform are ordered on it
+//   (cuda_emu::enqueue), so they are recorded into a graph while the stream is captured;
+// - the device generators' rule that pseudorandom normals come in Box-Muller pairs: an odd count is
+//   CURAND_STATUS_LENGTH_NOT_MULTIPLE (the host generator would accept it);
+// - the output must be device memory (cudaMalloc), else cuda_emu::fault: a GPU would fault on a host pointer
+//   (pinned cudaMallocHost memory, which a GPU could write through unified addressing, is reported too).
+//
+// Graph capture: cuRAND's device generator launches a kernel whose arguments (seed, offset) are fixed when it is
+// captured, and advances its host-side offset once, at capture. So the emulation draws the numbers when the
+// call is made (advancing the generator exactly once) and the recorded operation copies them into the output:
+// every replay of the graph writes the SAME numbers, drawn at capture time. Code that needs fresh numbers per
+// replay must not use the host API inside a graph (use curand_kernel.h with a device-side offset instead).
+// Outside capture the emulated stream runs the copy at once, so the call behaves like a synchronous generate.
+//
+// Where the emulation differs: normals are computed with the CPU's transcendental functions, which (as curand.h
+// says of host generators) may differ from a GPU's in the last bits; uniforms are bit-identical. Functions not
+// overridden here (curandGenerate, curandGenerateNormalDouble, curandGenerateLogNormal, ...) run at once on the
+// calling thread, ignoring the stream and any capture in progress.
+#include <curand.h>
+#include <dlfcn.h>
+#include <string.h>
+
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "emu_internal.h"
+
+namespace {
+
+struct Generator {
+  curandRngType_t type;
+  cudaStream_t stream = nullptr;  // the legacy default stream until curandSetStream
+};
+
+// Generators created by curandCreateGenerator (emulated device generators). Generators made directly with
+// curandCreateGeneratorHost are not in the map and pass straight through to libcurand.
+std::mutex g_mutex;
+std::unordered_map<curandGenerator_t, Generator> g_generators;
+
+bool lookup(curandGenerator_t g, Generator *out) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto it = g_generators.find(g);
+  if (it == g_generators.end()) return false;
+  *out = it->second;
+  return true;
+}
+
+// The real libcurand function `name`, the next definition after ours in the symbol search order.
+template <class Fn>
+Fn real(const char *name, Fn ours) {
+  void *p = dlsym(RTLD_NEXT, name);
+  if (p == nullptr || p == reinterpret_cast<void *>(ours))
+    cuda_emu::fault("curand emulation: cannot find libcurand's %s (is the program linked with libcurand?)", name);
+  return reinterpret_cast<Fn>(p);
+}
+
+bool is_pseudo(curandRngType_t t) { return t >= CURAND_RNG_PSEUDO_DEFAULT && t < CURAND_RNG_QUASI_DEFAULT; }
+
+// Draws `n` floats now with `draw` (the real generator), then enqueues their copy into `out` on the generator's
+// stream. See the file comment for why the numbers are drawn at call time.
+template <class Draw>
+curandStatus_t generate(const char *fn, const Generator &gen, float *out, size_t n, Draw draw) {
+  if (n != 0 && !cuda_emu::is_device_range(out, n * sizeof(float)))
+    cuda_emu::fault("%s: outputPtr = %p (%zu floats) is not device memory (cudaMalloc); a GPU would fault on it",
+                    fn, static_cast<void *>(out), n);
+  auto values = std::make_shared<std::vector<float>>(n);
+  const curandStatus_t s = draw(values->data());
+  if (s != CURAND_STATUS_SUCCESS) return s;
+  const cudaError_t e = cuda_emu::enqueue(gen.stream, fn, [fn, values, out] {
+    if (values->empty()) return;
+    if (!cuda_emu::is_device_range(out, values->size() * sizeof(float)))  // a graph launched after cudaFree
+      cuda_emu::fault("%s: outputPtr = %p is no longer allocated when the operation runs (freed after it was "
+                      "captured?)", fn, static_cast<void *>(out));
+    memcpy(out, values->data(), values->size() * sizeof(float));
+  });
+  return e == cudaSuccess ? CURAND_STATUS_SUCCESS : CURAND_STATUS_LAUNCH_FAILURE;
+}
+
+}  // namespace
+
+extern "C" {
+
+curandStatus_t CURANDAPI curandCreateGenerator(curandGenerator_t *generator, curandRngType_t rng_type) {
+  const curandStatus_t s = curandCreateGeneratorHost(generator, rng_type);
+  if (s == CURAND_STATUS_SUCCESS) {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    g_generators[*generator] = Generator{rng_type};
+  }
+  return s;
+}
+
+curandStatus_t CURANDAPI curandDestroyGenerator(curandGenerator_t generator) {
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    g_generators.erase(generator);
+  }
+  static const auto destroy = real("curandDestroyGenerator", &curandDestroyGenerator);
+  return destroy(generator);
+}
+
+curandStatus_t CURANDAPI curandSetStream(curandGenerator_t generator, cudaStream_t stream) {
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    auto it = g_generators.find(generator);
+    if (it != g_generators.end()) {
+      it->second.stream = stream;
+      return CURAND_STATUS_SUCCESS;
+    }
+  }
+  static const auto set_stream = real("curandSetStream", &curandSetStream);
+  return set_stream(generator, stream);
+}
+
+curandStatus_t CURANDAPI curandGenerateNormal(curandGenerator_t generator, float *outputPtr, size_t n, float mean,
+                                              float stddev) {
+  static const auto normal = real("curandGenerateNormal", &curandGenerateNormal);
+  Generator gen;
+  if (!lookup(generator, &gen)) return normal(generator, outputPtr, n, mean, stddev);
+  // Device generators: Box-Muller produces pairs, so a pseudorandom generator needs an even count.
+  if (is_pseudo(gen.type) && n % 2 != 0) return CURAND_STATUS_LENGTH_NOT_MULTIPLE;
+  return generate("curandGenerateNormal", gen, outputPtr, n,
+                  [&](float *dst) { return normal(generator, dst, n, mean, stddev); });
+}
+
+curandStatus_t CURANDAPI curandGenerateUniform(curandGenerator_t generator, float *outputPtr, size_t num) {
+  static const auto uniform = real("curandGenerateUniform", &curandGenerateUniform);
+  Generator gen;
+  if (!lookup(generator, &gen)) return uniform(generator, outputPtr, num);
+  return generate("curandGenerateUniform", gen, outputPtr, num,
+                  [&](float *dst) { return uniform(generator, dst, num); });
+}
+
+}  // extern "C"

@@ -1,0 +1,568 @@
+// The CUDA runtime API subset of the emulation (issue 3, docs/CUDA_EMULATION.md): errors, device memory, device
+// queries, streams, and enqueue(), through which every stream operation passes. Stream capture, events and
+// graphs live in emu_graph.cc. Every function has the real prototype from cuda_runtime_api.h.
+//
+// Like CUDA, a call that fails returns its error and also records it as the calling thread's last error.
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sysinfo.h>
+
+#include <map>
+#include <mutex>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "emu_internal.h"
+
+// ---- the interface between emu_runtime.cc and emu_graph.cc (declared identically in both files) -------------
+namespace cuda_emu::streams {  // emu_runtime.cc
+// cudaSuccess with the canonical handle (0 becomes cudaStreamLegacy) and creation flags of a live stream, else
+// cudaErrorInvalidResourceHandle.
+cudaError_t lookup(cudaStream_t s, cudaStream_t *canonical, unsigned *flags);
+}  // namespace cuda_emu::streams
+namespace cuda_emu::capture {  // emu_graph.cc; `s` is always a canonical live stream
+cudaError_t route(cudaStream_t s, const char *what, std::function<void()> &op, bool *recorded);
+cudaError_t check_unsafe();
+cudaError_t check_sync(cudaStream_t s);
+cudaError_t check_device_sync();
+void stream_destroyed(cudaStream_t s);
+}  // namespace cuda_emu::capture
+
+// The opaque object behind cudaStream_t.
+struct CUstream_st {
+  unsigned flags;
+  int priority;
+};
+
+namespace cuda_emu {
+namespace {
+
+thread_local cudaError_t t_last_error = cudaSuccess;  // per host thread, like CUDA
+
+cudaError_t fail(cudaError_t e) {
+  if (e != cudaSuccess) set_last_error(e);
+  return e;
+}
+
+// All runtime state. Allocated once and never destroyed, so static destructors elsewhere can still use CUDA.
+struct Allocation {
+  size_t size;
+  unsigned long long seq;  // 1 for the process's first cudaMalloc, 2 for the next, ...
+};
+struct State {
+  std::mutex mu;
+  std::map<uintptr_t, Allocation> device;      // base address -> allocation (cudaMalloc)
+  std::unordered_map<void *, size_t> pinned;   // cudaMallocHost / cudaHostAlloc
+  unsigned long long next_seq = 0;
+  std::unordered_set<cudaStream_t> streams;    // created, not destroyed
+};
+State &state() {
+  static State *s = new State;
+  return *s;
+}
+
+// The allocation containing address p (p inside [base, base + size)), or end(). Caller holds state().mu.
+std::map<uintptr_t, Allocation>::const_iterator find_allocation(const State &st, const void *p) {
+  const uintptr_t a = (uintptr_t)p;
+  auto it = st.device.upper_bound(a);
+  if (it == st.device.begin()) return st.device.end();
+  --it;
+  return a < it->first + it->second.size ? it : st.device.end();
+}
+
+// ---- leak report at exit --------------------------------------------------------------------------------
+// Constructed during static initialisation, so its destructor runs after those of all objects constructed later
+// (including function-local statics), which may still free device memory.
+struct LeakReport {
+  ~LeakReport() {
+    State &st = state();
+    std::lock_guard<std::mutex> lock(st.mu);
+    size_t bytes = 0, shown = 0;
+    for (const auto &[base, a] : st.device) {
+      bytes += a.size;
+      if (shown++ < 10) fprintf(stderr, "cuda_emu: leaked device allocation #%llu of %zu bytes\n", a.seq, a.size);
+    }
+    if (st.device.size() > 10) fprintf(stderr, "cuda_emu: ... and %zu more\n", st.device.size() - 10);
+    if (!st.device.empty())
+      fprintf(stderr, "cuda_emu: %zu device allocation(s) of %zu bytes in total were never freed (cudaFree)\n",
+              st.device.size(), bytes);
+  }
+} g_leak_report;
+
+// ---- host memory figures for cudaMemGetInfo / totalGlobalMem ---------------------------------------------
+// MemAvailable and MemTotal from /proc/meminfo; sysinfo() where that file cannot be read.
+void host_memory(size_t *free_bytes, size_t *total_bytes) {
+  struct sysinfo si;
+  size_t avail = 0, total = 0;
+  if (sysinfo(&si) == 0) {
+    avail = (size_t)si.freeram * si.mem_unit;
+    total = (size_t)si.totalram * si.mem_unit;
+  }
+  if (FILE *f = fopen("/proc/meminfo", "r")) {
+    char line[256];
+    unsigned long long kb;
+    while (fgets(line, sizeof line, f)) {
+      if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) avail = (size_t)kb * 1024;
+      if (sscanf(line, "MemTotal: %llu kB", &kb) == 1) total = (size_t)kb * 1024;
+    }
+    fclose(f);
+  }
+  *free_bytes = avail;
+  *total_bytes = total;
+}
+
+// ---- memcpy / memset helpers ----------------------------------------------------------------------------
+// Where a device range checked at issue time is no longer allocated when the operation runs (a graph replayed
+// after cudaFree), the emulation faults instead of writing freed memory; CUDA would fault or corrupt silently.
+void recheck(const void *p, size_t n, const char *what) {
+  if (!is_device_range(p, n))
+    fault("%s: device range [%p, +%zu) is no longer allocated when the operation runs (freed after it was "
+          "captured?)", what, p, n);
+}
+
+// Validates a copy like CUDA: an invalid kind is cudaErrorInvalidMemcpyDirection; the device side(s) of the
+// copy must lie inside one live allocation over the full length, else cudaErrorInvalidValue. With
+// cudaMemcpyDefault a pointer is "device" when it points into an allocation (unified addressing).
+cudaError_t check_copy(void *dst, const void *src, size_t count, cudaMemcpyKind kind, bool *dst_dev,
+                       bool *src_dev) {
+  switch (kind) {
+    case cudaMemcpyHostToHost: *dst_dev = false, *src_dev = false; break;
+    case cudaMemcpyHostToDevice: *dst_dev = true, *src_dev = false; break;
+    case cudaMemcpyDeviceToHost: *dst_dev = false, *src_dev = true; break;
+    case cudaMemcpyDeviceToDevice: *dst_dev = true, *src_dev = true; break;
+    case cudaMemcpyDefault: {
+      State &st = state();
+      std::lock_guard<std::mutex> lock(st.mu);
+      *dst_dev = find_allocation(st, dst) != st.device.end();
+      *src_dev = find_allocation(st, src) != st.device.end();
+      break;
+    }
+    default: return cudaErrorInvalidMemcpyDirection;
+  }
+  if (!dst || !src) return cudaErrorInvalidValue;
+  if (*dst_dev && !is_device_range(dst, count)) return cudaErrorInvalidValue;
+  if (*src_dev && !is_device_range(src, count)) return cudaErrorInvalidValue;
+  return cudaSuccess;
+}
+
+cudaError_t issue_copy(const char *what, void *dst, const void *src, size_t count, cudaMemcpyKind kind,
+                       cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;  // CUDA accepts empty copies without looking at the pointers
+  bool dst_dev, src_dev;
+  cudaError_t e = check_copy(dst, src, count, kind, &dst_dev, &src_dev);
+  if (e != cudaSuccess) return fail(e);
+  // The op keeps the pointers and size (by value); the bytes are read when it runs, as a graph's memcpy node
+  // reads its source at replay time.
+  return enqueue(stream, what, [=] {
+    if (dst_dev) recheck(dst, count, what);
+    if (src_dev) recheck(src, count, what);
+    memmove(dst, src, count);
+  });
+}
+
+cudaError_t issue_set(const char *what, void *dst, int value, size_t count, cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  if (!is_device_range(dst, count)) return fail(cudaErrorInvalidValue);
+  return enqueue(stream, what, [=] {
+    recheck(dst, count, what);
+    memset(dst, (unsigned char)value, count);  // CUDA uses the low byte of value
+  });
+}
+
+}  // namespace
+
+// ---- errors ----------------------------------------------------------------------------------------------
+void set_last_error(cudaError_t e) { t_last_error = e; }
+
+bool is_device_range(const void *p, size_t n) {
+  State &st = state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  const uintptr_t a = (uintptr_t)p;
+  auto it = st.device.upper_bound(a);
+  if (it == st.device.begin()) return false;
+  --it;
+  const uintptr_t end = it->first + it->second.size;  // a >= it->first here
+  return a <= end && n <= end - a;
+}
+
+cudaError_t enqueue(cudaStream_t stream, const char *what, std::function<void()> op) {
+  cudaStream_t s;
+  unsigned flags;
+  cudaError_t e = streams::lookup(stream, &s, &flags);
+  bool recorded = false;
+  if (e == cudaSuccess) e = capture::route(s, what, op, &recorded);
+  if (e != cudaSuccess) return fail(e);
+  if (!recorded) op();  // synchronous execution: the stream is idle again when this returns
+  return cudaSuccess;
+}
+
+cudaError_t streams::lookup(cudaStream_t s, cudaStream_t *canonical, unsigned *flags) {
+  // The legacy default stream (0 == cudaStreamLegacy, since the emulation is not built with per-thread default
+  // streams) and cudaStreamPerThread are always valid and blocking.
+  if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread) {
+    *canonical = s == cudaStreamPerThread ? s : cudaStreamLegacy;
+    *flags = cudaStreamDefault;
+    return cudaSuccess;
+  }
+  State &st = state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  if (!st.streams.count(s)) return cudaErrorInvalidResourceHandle;
+  *canonical = s;
+  *flags = s->flags;
+  return cudaSuccess;
+}
+
+}  // namespace cuda_emu
+
+using cuda_emu::fail;
+using cuda_emu::state;
+
+extern "C" size_t cuda_emu_live_allocations(size_t *bytes) {
+  cuda_emu::State &st = state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  size_t total = 0;
+  for (const auto &kv : st.device) total += kv.second.size;
+  if (bytes) *bytes = total;
+  return st.device.size();
+}
+
+cudaError_t cudaGetLastError(void) {
+  const cudaError_t e = cuda_emu::t_last_error;
+  cuda_emu::t_last_error = cudaSuccess;
+  return e;
+}
+
+cudaError_t cudaPeekAtLastError(void) { return cuda_emu::t_last_error; }
+
+// Names and descriptions (CUDA's own texts) of the codes the emulation returns, and a few more.
+#define CUDA_EMU_ERRORS(X)                                                                               \
+  X(cudaSuccess, "no error")                                                                             \
+  X(cudaErrorInvalidValue, "invalid argument")                                                           \
+  X(cudaErrorMemoryAllocation, "out of memory")                                                          \
+  X(cudaErrorInitializationError, "initialization error")                                                \
+  X(cudaErrorCudartUnloading, "driver shutting down")                                                    \
+  X(cudaErrorInvalidConfiguration, "invalid configuration argument")                                     \
+  X(cudaErrorInvalidPitchValue, "invalid pitch argument")                                                \
+  X(cudaErrorInvalidSymbol, "invalid device symbol")                                                     \
+  X(cudaErrorInvalidDevicePointer, "invalid device pointer")                                             \
+  X(cudaErrorInvalidMemcpyDirection, "invalid copy direction for memcpy")                                \
+  X(cudaErrorNoDevice, "no CUDA-capable device is detected")                                             \
+  X(cudaErrorInvalidDevice, "invalid device ordinal")                                                    \
+  X(cudaErrorNoKernelImageForDevice, "no kernel image is available for execution on the device")         \
+  X(cudaErrorInvalidResourceHandle, "invalid resource handle")                                           \
+  X(cudaErrorIllegalState, "the operation cannot be performed in the present state")                     \
+  X(cudaErrorNotReady, "device not ready")                                                               \
+  X(cudaErrorIllegalAddress, "an illegal memory access was encountered")                                 \
+  X(cudaErrorLaunchOutOfResources, "too many resources requested for launch")                            \
+  X(cudaErrorLaunchTimeout, "the launch timed out and was terminated")                                   \
+  X(cudaErrorAssert, "device-side assert triggered")                                                     \
+  X(cudaErrorMisalignedAddress, "misaligned address")                                                    \
+  X(cudaErrorInvalidDeviceFunction, "invalid device function")                                           \
+  X(cudaErrorLaunchFailure, "unspecified launch failure")                                                \
+  X(cudaErrorNotPermitted, "operation not permitted")                                                    \
+  X(cudaErrorNotSupported, "operation not supported")                                                    \
+  X(cudaErrorStreamCaptureUnsupported, "operation not permitted when stream is capturing")               \
+  X(cudaErrorStreamCaptureInvalidated, "operation failed due to a previous error during capture")        \
+  X(cudaErrorStreamCaptureMerge, "operation would result in a merge of separate capture sequences")      \
+  X(cudaErrorStreamCaptureUnmatched, "capture was not ended in the same stream as it began")             \
+  X(cudaErrorStreamCaptureUnjoined, "capturing stream has unjoined work")                                \
+  X(cudaErrorStreamCaptureIsolation, "dependency created on uncaptured work in another stream")          \
+  X(cudaErrorStreamCaptureImplicit,                                                                      \
+    "operation would make the legacy stream depend on a capturing blocking stream")                      \
+  X(cudaErrorCapturedEvent, "operation not permitted on an event last recorded in a capturing stream")   \
+  X(cudaErrorStreamCaptureWrongThread, "attempt to terminate a thread-local capture sequence from another " \
+                                       "thread")                                                         \
+  X(cudaErrorUnknown, "unknown error")
+
+const char *cudaGetErrorName(cudaError_t error) {
+  switch (error) {
+#define X(code, text) \
+  case code: return #code;
+    CUDA_EMU_ERRORS(X)
+#undef X
+    default: return "unrecognized error code";  // what CUDA answers for codes it does not know
+  }
+}
+
+const char *cudaGetErrorString(cudaError_t error) {
+  switch (error) {
+#define X(code, text) \
+  case code: return text;
+    CUDA_EMU_ERRORS(X)
+#undef X
+    default: return "unrecognized error code";
+  }
+}
+
+// ---- memory ------------------------------------------------------------------------------------------------
+// cudaMalloc: host memory from posix_memalign (so AddressSanitizer checks every access), 256-byte aligned like
+// CUDA's allocations, and poisoned with 0xFF bytes (NaN floats, -1 integers) since CUDA does not clear it.
+cudaError_t cudaMalloc(void **devPtr, size_t size) {
+  if (!devPtr) return fail(cudaErrorInvalidValue);
+  *devPtr = nullptr;
+  if (cudaError_t e = cuda_emu::capture::check_unsafe(); e != cudaSuccess) return fail(e);
+  if (size == 0) return cudaSuccess;  // CUDA: success and a NULL pointer
+  size_t free_bytes, total_bytes;
+  cuda_emu::host_memory(&free_bytes, &total_bytes);
+  void *p = nullptr;
+  if (size > free_bytes || posix_memalign(&p, 256, size) != 0) return fail(cudaErrorMemoryAllocation);
+  memset(p, 0xFF, size);
+  cuda_emu::State &st = state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  st.device[(uintptr_t)p] = {size, ++st.next_seq};
+  *devPtr = p;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void *devPtr) {
+  if (!devPtr) return cudaSuccess;
+  if (cudaError_t e = cuda_emu::capture::check_unsafe(); e != cudaSuccess) return fail(e);
+  cuda_emu::State &st = state();
+  {
+    std::lock_guard<std::mutex> lock(st.mu);
+    // Only the base of a live allocation may be freed; anything else (a host pointer, an interior pointer, a
+    // second cudaFree) is cudaErrorInvalidValue and nothing is freed.
+    auto it = st.device.find((uintptr_t)devPtr);
+    if (it == st.device.end()) return fail(cudaErrorInvalidValue);
+    st.device.erase(it);
+  }
+  free(devPtr);
+  return cudaSuccess;
+}
+
+// Page-locked host memory is ordinary host memory here (not poisoned: neither is CUDA's).
+cudaError_t cudaHostAlloc(void **pHost, size_t size, unsigned int flags) {
+  if (!pHost || (flags & ~0xFu)) return fail(cudaErrorInvalidValue);
+  *pHost = nullptr;
+  if (cudaError_t e = cuda_emu::capture::check_unsafe(); e != cudaSuccess) return fail(e);
+  if (size == 0) return cudaSuccess;
+  void *p = nullptr;
+  if (posix_memalign(&p, 256, size) != 0) return fail(cudaErrorMemoryAllocation);
+  cuda_emu::State &st = state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  st.pinned[p] = size;
+  *pHost = p;
+  return cudaSuccess;
+}
+
+cudaError_t cudaMallocHost(void **ptr, size_t size) { return cudaHostAlloc(ptr, size, cudaHostAllocDefault); }
+
+cudaError_t cudaFreeHost(void *ptr) {
+  if (!ptr) return cudaSuccess;
+  if (cudaError_t e = cuda_emu::capture::check_unsafe(); e != cudaSuccess) return fail(e);
+  cuda_emu::State &st = state();
+  {
+    std::lock_guard<std::mutex> lock(st.mu);
+    if (!st.pinned.erase(ptr)) return fail(cudaErrorInvalidValue);
+  }
+  free(ptr);
+  return cudaSuccess;
+}
+
+// Synchronous copies and sets run on the legacy stream; CUDA counts them as potentially unsafe during capture.
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind) {
+  if (cudaError_t e = cuda_emu::capture::check_unsafe(); e != cudaSuccess) return fail(e);
+  return cuda_emu::issue_copy("cudaMemcpy", dst, src, count, kind, cudaStreamLegacy);
+}
+
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind,
+                            cudaStream_t stream) {
+  return cuda_emu::issue_copy("cudaMemcpyAsync", dst, src, count, kind, stream);
+}
+
+cudaError_t cudaMemset(void *devPtr, int value, size_t count) {
+  if (cudaError_t e = cuda_emu::capture::check_unsafe(); e != cudaSuccess) return fail(e);
+  return cuda_emu::issue_set("cudaMemset", devPtr, value, count, cudaStreamLegacy);
+}
+
+cudaError_t cudaMemsetAsync(void *devPtr, int value, size_t count, cudaStream_t stream) {
+  return cuda_emu::issue_set("cudaMemsetAsync", devPtr, value, count, stream);
+}
+
+cudaError_t cudaMemGetInfo(size_t *free, size_t *total) {
+  if (!free || !total) return fail(cudaErrorInvalidValue);
+  cuda_emu::host_memory(free, total);
+  return cudaSuccess;
+}
+
+// ---- device ----------------------------------------------------------------------------------------------
+// One device, ordinal 0: an sm_90-class part with the limits in emu_internal.h and the machine's RAM.
+cudaError_t cudaGetDeviceCount(int *count) {
+  if (!count) return fail(cudaErrorInvalidValue);
+  *count = 1;
+  return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice); }
+
+cudaError_t cudaGetDevice(int *device) {
+  if (!device) return fail(cudaErrorInvalidValue);
+  *device = 0;
+  return cudaSuccess;
+}
+
+cudaError_t cudaRuntimeGetVersion(int *runtimeVersion) {
+  if (!runtimeVersion) return fail(cudaErrorInvalidValue);
+  *runtimeVersion = CUDART_VERSION;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDriverGetVersion(int *driverVersion) {
+  if (!driverVersion) return fail(cudaErrorInvalidValue);
+  *driverVersion = CUDART_VERSION;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int device) {
+  if (!prop) return fail(cudaErrorInvalidValue);
+  if (device != 0) return fail(cudaErrorInvalidDevice);
+  using namespace cuda_emu;
+  memset(prop, 0, sizeof *prop);
+  snprintf(prop->name, sizeof prop->name, "cuda_emu (CPU emulation)");
+  size_t free_bytes;
+  host_memory(&free_bytes, &prop->totalGlobalMem);
+  prop->sharedMemPerBlock = kSharedMemPerBlock;
+  prop->sharedMemPerBlockOptin = kSharedMemPerBlockOptin;
+  prop->sharedMemPerMultiprocessor = kSharedMemPerBlockOptin + 1024;  // as on sm_90: optin + 1 KiB reserved
+  prop->reservedSharedMemPerBlock = 1024;
+  prop->regsPerBlock = prop->regsPerMultiprocessor = 65536;
+  prop->warpSize = kWarpSize;
+  prop->memPitch = 2147483647;
+  prop->maxThreadsPerBlock = kMaxThreadsPerBlock;
+  for (int i = 0; i < 3; i++) {
+    prop->maxThreadsDim[i] = kMaxBlockDim[i];
+    prop->maxGridSize[i] = (int)kMaxGridDim[i];
+  }
+  prop->totalConstMem = 65536;
+  prop->major = kComputeMajor;
+  prop->minor = kComputeMinor;
+  prop->textureAlignment = 512;
+  prop->texturePitchAlignment = 32;
+  prop->multiProcessorCount = kMultiProcessorCount;
+  prop->canMapHostMemory = 1;
+  prop->concurrentKernels = 1;
+  prop->asyncEngineCount = 1;
+  prop->unifiedAddressing = 1;
+  prop->l2CacheSize = 50 * 1024 * 1024;
+  prop->maxThreadsPerMultiProcessor = 2048;
+  prop->maxBlocksPerMultiProcessor = 32;
+  prop->streamPrioritiesSupported = 1;
+  prop->globalL1CacheSupported = prop->localL1CacheSupported = 1;
+  prop->computePreemptionSupported = 1;
+  prop->hostNumaId = -1;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int device) {
+  if (!value) return fail(cudaErrorInvalidValue);
+  if (device != 0) return fail(cudaErrorInvalidDevice);
+  cudaDeviceProp p;
+  cudaGetDeviceProperties(&p, 0);
+  switch (attr) {
+    case cudaDevAttrMaxThreadsPerBlock: *value = p.maxThreadsPerBlock; break;
+    case cudaDevAttrMaxBlockDimX: *value = p.maxThreadsDim[0]; break;
+    case cudaDevAttrMaxBlockDimY: *value = p.maxThreadsDim[1]; break;
+    case cudaDevAttrMaxBlockDimZ: *value = p.maxThreadsDim[2]; break;
+    case cudaDevAttrMaxGridDimX: *value = p.maxGridSize[0]; break;
+    case cudaDevAttrMaxGridDimY: *value = p.maxGridSize[1]; break;
+    case cudaDevAttrMaxGridDimZ: *value = p.maxGridSize[2]; break;
+    case cudaDevAttrMaxSharedMemoryPerBlock: *value = (int)p.sharedMemPerBlock; break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = (int)p.sharedMemPerBlockOptin; break;
+    case cudaDevAttrMaxSharedMemoryPerMultiprocessor: *value = (int)p.sharedMemPerMultiprocessor; break;
+    case cudaDevAttrReservedSharedMemoryPerBlock: *value = (int)p.reservedSharedMemPerBlock; break;
+    case cudaDevAttrTotalConstantMemory: *value = (int)p.totalConstMem; break;
+    case cudaDevAttrWarpSize: *value = p.warpSize; break;
+    case cudaDevAttrMaxRegistersPerBlock: *value = p.regsPerBlock; break;
+    case cudaDevAttrMaxRegistersPerMultiprocessor: *value = p.regsPerMultiprocessor; break;
+    case cudaDevAttrMultiProcessorCount: *value = p.multiProcessorCount; break;
+    case cudaDevAttrComputeCapabilityMajor: *value = p.major; break;
+    case cudaDevAttrComputeCapabilityMinor: *value = p.minor; break;
+    case cudaDevAttrMaxThreadsPerMultiProcessor: *value = p.maxThreadsPerMultiProcessor; break;
+    case cudaDevAttrMaxBlocksPerMultiprocessor: *value = p.maxBlocksPerMultiProcessor; break;
+    case cudaDevAttrL2CacheSize: *value = p.l2CacheSize; break;
+    case cudaDevAttrConcurrentKernels: *value = p.concurrentKernels; break;
+    case cudaDevAttrUnifiedAddressing: *value = p.unifiedAddressing; break;
+    case cudaDevAttrCanMapHostMemory: *value = p.canMapHostMemory; break;
+    case cudaDevAttrIntegrated: *value = p.integrated; break;
+    case cudaDevAttrAsyncEngineCount: *value = p.asyncEngineCount; break;
+    case cudaDevAttrStreamPrioritiesSupported: *value = p.streamPrioritiesSupported; break;
+    case cudaDevAttrMemoryPoolsSupported: *value = 0; break;  // cudaMallocAsync is not emulated
+    default: return fail(cudaErrorInvalidValue);              // an attribute the emulation does not model
+  }
+  return cudaSuccess;
+}
+
+// Every stream is idle whenever the host runs (work is synchronous), so synchronising only has to respect the
+// capture rules: CUDA forbids it while any stream captures.
+cudaError_t cudaDeviceSynchronize(void) { return fail(cuda_emu::capture::check_device_sync()); }
+
+// Emulation: resets nothing (allocations, streams and events stay valid).
+cudaError_t cudaDeviceReset(void) { return cudaSuccess; }
+
+cudaError_t cudaFuncSetAttribute(const void *func, enum cudaFuncAttribute attr, int value) {
+  if (!func) return fail(cudaErrorInvalidDeviceFunction);
+  if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+    if (value < 0) return fail(cudaErrorInvalidValue);
+    return fail(cuda_emu::set_max_dynamic_smem(func, value));
+  }
+  if (attr == cudaFuncAttributePreferredSharedMemoryCarveout && (value < -1 || value > 100))
+    return fail(cudaErrorInvalidValue);
+  return cudaSuccess;  // other attributes (carveout, clusters) have no effect on the emulation
+}
+
+// ---- streams -------------------------------------------------------------------------------------------
+cudaError_t cudaStreamCreateWithPriority(cudaStream_t *pStream, unsigned int flags, int priority) {
+  if (!pStream || (flags & ~(unsigned)cudaStreamNonBlocking)) return fail(cudaErrorInvalidValue);
+  cudaStream_t s = new CUstream_st{flags, priority};
+  cuda_emu::State &st = state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  st.streams.insert(s);
+  *pStream = s;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *pStream, unsigned int flags) {
+  return cudaStreamCreateWithPriority(pStream, flags, 0);
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t *pStream) { return cudaStreamCreateWithPriority(pStream, 0, 0); }
+
+cudaError_t cudaDeviceGetStreamPriorityRange(int *leastPriority, int *greatestPriority) {
+  if (leastPriority) *leastPriority = 0;  // as on current GPUs: 0 (lowest) .. -5 (highest)
+  if (greatestPriority) *greatestPriority = -5;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamGetFlags(cudaStream_t hStream, unsigned int *flags) {
+  if (!flags) return fail(cudaErrorInvalidValue);
+  cudaStream_t s;
+  return fail(cuda_emu::streams::lookup(hStream, &s, flags));
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  // The built-in streams cannot be destroyed; an unknown or destroyed handle is reported, never dereferenced.
+  if (stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread)
+    return fail(cudaErrorInvalidResourceHandle);
+  {
+    cuda_emu::State &st = state();
+    std::lock_guard<std::mutex> lock(st.mu);
+    if (!st.streams.erase(stream)) return fail(cudaErrorInvalidResourceHandle);
+  }
+  cuda_emu::capture::stream_destroyed(stream);  // a capture on it is abandoned
+  delete stream;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  cudaStream_t s;
+  unsigned flags;
+  cudaError_t e = cuda_emu::streams::lookup(stream, &s, &flags);
+  if (e == cudaSuccess) e = cuda_emu::capture::check_sync(s);
+  return fail(e);
+}
+
+// Always complete (cudaSuccess, never cudaErrorNotReady): work ran when it was issued.
+cudaError_t cudaStreamQuery(cudaStream_t stream) { return cudaStreamSynchronize(stream); }

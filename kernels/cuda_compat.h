@@ -5,7 +5,8 @@
  *   CUVAE_LAUNCH(kernel, grid, block, smem, stream, args...)   kernel<<<grid, block, smem, stream>>>(args...)
  *   CUVAE_DYNAMIC_SHARED(type, name);                          extern __shared__ type name[];  (at function scope)
  *
- * Launch errors are read with cudaGetLastError() in both worlds. */
+ * Launch errors are read with cudaGetLastError() in both worlds. Include this header FIRST: under emulation it
+ * stands in for cuda_runtime.h, which other CUDA headers (curand_kernel.h, ...) include. */
 #ifndef CUVAE_CUDA_COMPAT_H
 #define CUVAE_CUDA_COMPAT_H
 

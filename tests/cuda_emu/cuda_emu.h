@@ -12,7 +12,6 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
 #define __restrict__ __restrict
 // Static shared memory: a function-scope static is one object per kernel, shared by all fibers of the running
@@ -24,6 +23,9 @@
 // that headers which include it (curand_kernel.h, ...) get this instead, and provide its common templates below.
 #define __CUDA_RUNTIME_H__
 #include <cuda_runtime_api.h>
+// host_defines.h defines __noinline__ as an attribute, which breaks libstdc++'s own __attribute__((__noinline__))
+// (GCC 12): emulated sources do without it.
+#undef __noinline__
 #include <library_types.h>
 #include <vector_functions.h>  // make_uint3, make_float2, ...
 #include <math.h>

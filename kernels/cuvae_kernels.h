@@ -1,0 +1,55 @@
+/* Host-side launchers of the fused CUDA kernels (one kernels/NAME.cu per kernel family). Each kernel is the GPU
+ * twin of the CPU function with the same name stem in include/cuvae/cpu.h (src/cpu/NAME_cpu.c) and computes the
+ * same equations (../shared/MATH.md); tests/cuda_emu/test_kernel_NAME.cu checks each against its twin.
+ * All pointers are device pointers; matrices are row-major [B][n]; every launcher enqueues on `stream` and returns
+ * the launch's cudaError_t (cudaSuccess, or the configuration error). No launcher allocates or synchronises, so
+ * all of them can be captured into a CUDA graph. Any B, n, Z, D >= 1 (no size assumptions). */
+#ifndef CUVAE_KERNELS_H
+#define CUVAE_KERNELS_H
+#include <cuda_runtime_api.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cuvae/config.h"
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* reparam_kl.cu -- reparameterization + closed-form KL (MATH.md sections 2-3), twins of reparam_kl_*_cpu.
+ * forward: z = mu + exp(0.5 lv) * eps; kl_row[b] = 0.5 sum_j (mu^2 + exp(lv) - 1 - lv), mulv[B][2Z] = [mu | lv].
+ * backward: dmu = dz + s mu; dlv = dz eps 0.5 exp(0.5 lv) + s 0.5 (exp(lv) - 1), s = kl_scale. */
+cudaError_t reparam_kl_forward_cuda(const float *mulv, const float *eps, float *z, float *kl_row, int B, int Z,
+                                    cudaStream_t stream);
+cudaError_t reparam_kl_backward_cuda(const float *mulv, const float *eps, const float *dz, float kl_scale,
+                                     float *dmulv, int B, int Z, cudaStream_t stream);
+
+/* likelihood.cu -- decoder negative log-likelihoods + gradients (MATH.md section 4), twins of *_nll_grad_cpu.
+ * nll_row[b] per row; dout = scale * d(-log p)/d(output), skipped when dout == NULL. */
+cudaError_t bernoulli_nll_grad_cuda(const float *logits, const float *x, float *nll_row, float *dlogits,
+                                    float scale, int B, int D, cudaStream_t stream);
+cudaError_t gaussian_nll_grad_cuda(const float *f, const float *x, float sigma, float *nll_row, float *df,
+                                   float scale, int B, int D, cudaStream_t stream);
+
+/* bias_act.cu -- twins of bias_act_forward_cpu / bias_act_backward_cpu and of the bias gradient in
+ * dense_backward_cpu: y = act(y + b); dy *= act'(y); db[j] = sum_b dy[b][j] (overwritten; fixed summation order,
+ * so deterministic). */
+cudaError_t bias_act_forward_cuda(float *y, const float *b, int B, int n, cuvae_activation act, cudaStream_t stream);
+cudaError_t bias_act_backward_cuda(const float *y, float *dy, int B, int n, cuvae_activation act,
+                                   cudaStream_t stream);
+cudaError_t bias_grad_cuda(const float *dy, float *db, int B, int n, cudaStream_t stream);
+
+/* adam.cu -- twin of adam_update_cpu and grad_norm_cpu, over the whole parameter buffer in one launch.
+ * grad_scale is read from device memory (*grad_scale, e.g. the clipping factor computed on the device) so the
+ * step can be captured once and replayed; t is the 1-based step (bias correction). */
+cudaError_t adam_update_cuda(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
+                             float eps, int64_t t, const float *grad_scale, cudaStream_t stream);
+/* sum of squares of g into *out (one float, device memory), deterministic (fixed reduction tree). */
+cudaError_t sum_squares_cuda(const float *g, size_t n, float *out, cudaStream_t stream);
+
+/* reduce.cu -- deterministic sum of a vector (e.g. per-row losses) into *out (device), fixed tree order. */
+cudaError_t sum_cuda(const float *x, int n, float *out, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -38,12 +38,19 @@ cudaError_t bias_act_backward_cuda(const float *y, float *dy, int B, int n, cuva
                                    cudaStream_t stream);
 cudaError_t bias_grad_cuda(const float *dy, float *db, int B, int n, cudaStream_t stream);
 
-/* adam.cu -- twin of adam_update_cpu and grad_norm_cpu, over the whole parameter buffer in one launch.
- * grad_scale is read from device memory (*grad_scale, e.g. the clipping factor computed on the device) so the
- * step can be captured once and replayed; t is the 1-based step (bias correction). */
+/* adam.cu -- twin of adam_update_cpu and grad_norm_cpu, over the whole parameter buffer in one launch. To be
+ * capturable into a graph replayed every step, nothing that changes per step is a kernel argument: a one-thread
+ * prologue reads the step counter and the gradient's sum of squares from device memory.
+ * adam_prepare_cuda: *step += 1; scalars[0] = grad_scale (clip / ||g|| when clip > 0 and ||g|| > clip, else 1),
+ *   scalars[1] = 1 / (1 - b1^step), scalars[2] = 1 / (1 - b2^step) (computed in double, as the CPU twin does),
+ *   scalars[3] = ||g|| (for logging).
+ * adam_update_cuda: g' = scalars[0] g; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2 (moments below FLT_MIN
+ *   flushed to 0, as on the CPU); p -= lr (m scalars[1]) / (sqrt(v scalars[2]) + eps). */
+cudaError_t adam_prepare_cuda(const float *sum_squares, int64_t *step, float clip_norm, float b1, float b2,
+                              float *scalars, cudaStream_t stream);
 cudaError_t adam_update_cuda(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
-                             float eps, int64_t t, const float *grad_scale, cudaStream_t stream);
-/* sum of squares of g into *out (one float, device memory), deterministic (fixed reduction tree). */
+                             float eps, const float *scalars, cudaStream_t stream);
+/* *out = sum of g^2 (one float in device memory), deterministic (fixed reduction tree, no float atomics). */
 cudaError_t sum_squares_cuda(const float *g, size_t n, float *out, cudaStream_t stream);
 
 /* reduce.cu -- deterministic sum of a vector (e.g. per-row losses) into *out (device), fixed tree order. */

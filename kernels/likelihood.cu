@@ -1,0 +1,101 @@
+// Decoder negative log-likelihoods fused with their gradients (MATH.md section 4), one pass over the decoder output
+// each. GPU twins of bernoulli_nll_grad_cpu and gaussian_nll_grad_cpu (src/cpu/likelihood_cpu.c).
+//
+// Design: one block per row (grid = B). The block's threads stride over the row's D columns, each accumulating its
+// terms in float in column order and writing the gradient of each column it visits; the per-thread sums are then
+// combined by a fixed tree (warp shuffles, then the warps' sums by warp 0), so a row's result depends only on B, D
+// and the data: deterministic, no atomics. The block has min(256, D rounded up to 32) threads: always whole warps,
+// so every shuffle names 32 existing lanes.
+#include "cuda_compat.h"
+
+#include <math.h>
+
+#include "cuvae_kernels.h"
+
+namespace {
+
+constexpr int kMaxBlock = 256;  // threads per row (a multiple of 32, at most 1024)
+
+// Threads for a row of D columns: D rounded up to whole warps, at most kMaxBlock.
+int block_for(int D) {
+  const int warps = (D + 31) / 32;
+  return warps * 32 < kMaxBlock ? warps * 32 : kMaxBlock;
+}
+
+// Sum of v over the block (blockDim.x a multiple of 32, at most 1024), valid in thread 0. Fixed order: a
+// shuffle-down tree within each warp, then warp 0 sums the warps' totals by the same tree. Every thread must call
+// it (it contains __syncthreads).
+__device__ float block_sum(float v) {
+  __shared__ float warp_sums[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
+  if (lane == 0) warp_sums[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < n_warps ? warp_sums[lane] : 0.0f;
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
+  }
+  return v;
+}
+
+// MATH.md section 4, Bernoulli: nll_row[b] = sum_d softplus(l_d) - x_d l_d; dlogits = scale * (sigmoid(l) - x).
+// One exponential e = exp(-|l|) (never overflows) serves both, as on the CPU:
+//   softplus(l) = max(l, 0) + log1p(e);  sigmoid(l) = 1 / (1 + e) for l >= 0, e / (1 + e) for l < 0.
+__global__ void bernoulli_nll_grad_kernel(const float *__restrict__ logits, const float *__restrict__ x,
+                                          float *__restrict__ nll_row, float *__restrict__ dlogits, float scale,
+                                          int D) {
+  const size_t row = (size_t)blockIdx.x * D;
+  const float *l = logits + row, *xr = x + row;
+  float *g = dlogits ? dlogits + row : nullptr;
+  float acc = 0.0f;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    const float ld = l[d], xd = xr[d];
+    const float e = expf(-fabsf(ld));
+    acc += fmaxf(ld, 0.0f) + log1pf(e) - xd * ld;
+    if (g) g[d] = scale * ((ld >= 0.0f ? 1.0f : e) / (1.0f + e) - xd);
+  }
+  acc = block_sum(acc);
+  if (threadIdx.x == 0) nll_row[blockIdx.x] = acc;
+}
+
+// MATH.md section 4, Gaussian with fixed sigma: nll_row[b] = 0.5/s^2 sum_d (x_d - f_d)^2 + 0.5 D (log s^2 + log 2pi);
+// df = scale/s^2 * (f - x). The row-independent factors come from the launcher, computed in double as on the CPU:
+// half_inv_s2 = 0.5/s^2, const_term = 0.5 D (log s^2 + log 2pi), g_scale = scale/s^2.
+__global__ void gaussian_nll_grad_kernel(const float *__restrict__ f, const float *__restrict__ x,
+                                         float half_inv_s2, float const_term, float *__restrict__ nll_row,
+                                         float *__restrict__ df, float g_scale, int D) {
+  const size_t row = (size_t)blockIdx.x * D;
+  const float *fr = f + row, *xr = x + row;
+  float *g = df ? df + row : nullptr;
+  float sq = 0.0f;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    const float fd = fr[d], xd = xr[d];
+    const float r = xd - fd;
+    sq += r * r;
+    if (g) g[d] = g_scale * (fd - xd);
+  }
+  sq = block_sum(sq);
+  if (threadIdx.x == 0) nll_row[blockIdx.x] = sq * half_inv_s2 + const_term;
+}
+
+}  // namespace
+
+extern "C" cudaError_t bernoulli_nll_grad_cuda(const float *logits, const float *x, float *nll_row, float *dlogits,
+                                               float scale, int B, int D, cudaStream_t stream) {
+  if (!logits || !x || !nll_row || B < 1 || D < 1) return cudaErrorInvalidValue;
+  CUVAE_LAUNCH(bernoulli_nll_grad_kernel, B, block_for(D), 0, stream, logits, x, nll_row, dlogits, scale, D);
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t gaussian_nll_grad_cuda(const float *f, const float *x, float sigma, float *nll_row, float *df,
+                                              float scale, int B, int D, cudaStream_t stream) {
+  if (!f || !x || !nll_row || B < 1 || D < 1 || !(sigma > 0.0f) || !isfinite(sigma)) return cudaErrorInvalidValue;
+  const double log_2pi = 1.8378770664093454836;  // log(2 pi)
+  const double s2 = (double)sigma * sigma, inv_s2 = 1.0 / s2;
+  const float half_inv_s2 = (float)(0.5 * inv_s2);
+  const float const_term = (float)(0.5 * D * (log(s2) + log_2pi));
+  const float g_scale = (float)(scale * inv_s2);  // the CPU twin's rounding, so df matches it exactly
+  CUVAE_LAUNCH(gaussian_nll_grad_kernel, B, block_for(D), 0, stream, f, x, half_inv_s2, const_term, nll_row, df,
+               g_scale, D);
+  return cudaGetLastError();
+}

@@ -1,5 +1,5 @@
 /* Dense layer forward/backward on the CPU: GEMMs in cblas_sgemm, bias + activation fused in one pass.
- * CPU twin of kernels/dense.cu (bias_act_forward / bias_act_backward). */
+ * CPU twin of kernels/bias_act.cu (bias_act_forward / bias_act_backward / bias_grad). */
 #include <cblas.h>
 #include <math.h>
 #include <string.h>

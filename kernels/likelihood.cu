@@ -10,6 +10,7 @@
 
 #include <math.h>
 
+#include "block_reduce.cuh"
 #include "cuvae_kernels.h"
 
 namespace {
@@ -22,22 +23,6 @@ int block_for(int D) {
   return warps * 32 < kMaxBlock ? warps * 32 : kMaxBlock;
 }
 
-// Sum of v over the block (blockDim.x a multiple of 32, at most 1024), valid in thread 0. Fixed order: a
-// shuffle-down tree within each warp, then warp 0 sums the warps' totals by the same tree. Every thread must call
-// it (it contains __syncthreads).
-__device__ float block_sum(float v) {
-  __shared__ float warp_sums[32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
-  if (lane == 0) warp_sums[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = lane < n_warps ? warp_sums[lane] : 0.0f;
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
-  }
-  return v;
-}
-
 // MATH.md section 4, Bernoulli: nll_row[b] = sum_d softplus(l_d) - x_d l_d; dlogits = scale * (sigmoid(l) - x).
 // One exponential e = exp(-|l|) (never overflows) serves both, as on the CPU:
 //   softplus(l) = max(l, 0) + log1p(e);  sigmoid(l) = 1 / (1 + e) for l >= 0, e / (1 + e) for l < 0.
@@ -47,6 +32,7 @@ __global__ void bernoulli_nll_grad_kernel(const float *__restrict__ logits, cons
   const size_t row = (size_t)blockIdx.x * D;
   const float *l = logits + row, *xr = x + row;
   float *g = dlogits ? dlogits + row : nullptr;
+  __shared__ float warp_sums[32];
   float acc = 0.0f;
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     const float ld = l[d], xd = xr[d];
@@ -54,7 +40,7 @@ __global__ void bernoulli_nll_grad_kernel(const float *__restrict__ logits, cons
     acc += fmaxf(ld, 0.0f) + log1pf(e) - xd * ld;
     if (g) g[d] = scale * ((ld >= 0.0f ? 1.0f : e) / (1.0f + e) - xd);
   }
-  acc = block_sum(acc);
+  acc = block_sum(acc, warp_sums);
   if (threadIdx.x == 0) nll_row[blockIdx.x] = acc;
 }
 
@@ -67,6 +53,7 @@ __global__ void gaussian_nll_grad_kernel(const float *__restrict__ f, const floa
   const size_t row = (size_t)blockIdx.x * D;
   const float *fr = f + row, *xr = x + row;
   float *g = df ? df + row : nullptr;
+  __shared__ float warp_sums[32];
   float sq = 0.0f;
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     const float fd = fr[d], xd = xr[d];
@@ -74,7 +61,7 @@ __global__ void gaussian_nll_grad_kernel(const float *__restrict__ f, const floa
     sq += r * r;
     if (g) g[d] = g_scale * (fd - xd);
   }
-  sq = block_sum(sq);
+  sq = block_sum(sq, warp_sums);
   if (threadIdx.x == 0) nll_row[blockIdx.x] = sq * half_inv_s2 + const_term;
 }
 

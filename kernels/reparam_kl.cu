@@ -7,6 +7,7 @@
 
 #include <stdint.h>
 
+#include "block_reduce.cuh"
 #include "cuvae_kernels.h"
 
 namespace {
@@ -14,26 +15,6 @@ namespace {
 constexpr int kForwardMaxThreads = 256;  // per row; fewer (a multiple of 32) when Z is small
 constexpr int kBackwardThreads = 256;
 constexpr int kBackwardMaxBlocks = 65535;  // grid-stride beyond this
-
-// Sum of v over the 32 lanes of a full warp, by a fixed butterfly: every lane ends with the same total, and the
-// order of the additions depends only on the lane, never on timing. Every block here is a multiple of 32 threads,
-// so the full mask names only existing lanes.
-__device__ inline float warp_sum(float v) {
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
-
-// Sum of v over the block (blockDim.x a multiple of 32, at most 1024), valid in thread 0: warp sums, then warp 0
-// sums the warps' sums. warp_sums holds 32 floats of shared memory. A fixed tree: bitwise deterministic.
-__device__ inline float block_sum(float v, float *warp_sums) {
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
-  v = warp_sum(v);
-  if (lane == 0) warp_sums[warp] = v;
-  __syncthreads();
-  float total = 0.0f;
-  if (warp == 0) total = warp_sum(lane < n_warps ? warp_sums[lane] : 0.0f);
-  return total;
-}
 
 // Forward, MATH.md section 2 (reparameterization) and section 3 (closed-form KL), one block per row b:
 //   z[b][j] = mu_j + exp(0.5 lv_j) * eps_j

@@ -29,7 +29,9 @@ constexpr int kMultiProcessorCount = 1;
 void set_last_error(cudaError_t e);
 // Runs `op` in stream order: at once (the emulation is synchronous), or, while `stream` is capturing, appends it
 // to the capture's graph. `what` names the operation in reports ("kernel foo", "cublasSgemm"). Returns
-// cudaErrorInvalidResourceHandle for a destroyed/unknown stream, else cudaSuccess.
+// cudaErrorInvalidResourceHandle for a destroyed/unknown stream, a capture error (e.g.
+// cudaErrorStreamCaptureInvalidated, cudaErrorStreamCaptureImplicit) when the capture rules are broken, else
+// cudaSuccess; a failure is also recorded with set_last_error, as CUDA does.
 cudaError_t enqueue(cudaStream_t stream, const char *what, std::function<void()> op);
 // True when [p, p + n) lies inside one live device allocation (cudaMalloc).
 bool is_device_range(const void *p, size_t n);
@@ -51,6 +53,20 @@ cudaError_t set_max_dynamic_smem(const void *fn, int bytes);
 const char *where();
 
 }  // namespace cuda_emu
+
+// ---- between emu_runtime.cc and emu_graph.cc ------------------------------------------------------------------
+namespace cuda_emu::streams {  // emu_runtime.cc
+// cudaSuccess with the canonical handle (0 becomes cudaStreamLegacy) and creation flags of a live stream, else
+// cudaErrorInvalidResourceHandle.
+cudaError_t lookup(cudaStream_t s, cudaStream_t *canonical, unsigned *flags);
+}  // namespace cuda_emu::streams
+namespace cuda_emu::capture {  // emu_graph.cc; `s` is always a canonical live stream
+cudaError_t route(cudaStream_t s, const char *what, std::function<void()> &op, bool *recorded);
+cudaError_t check_unsafe();
+cudaError_t check_sync(cudaStream_t s);
+cudaError_t check_device_sync();
+void stream_destroyed(cudaStream_t s);
+}  // namespace cuda_emu::capture
 
 // C entry points for tests.
 extern "C" {

@@ -17,19 +17,6 @@
 
 #include "emu_internal.h"
 
-// ---- the interface between emu_runtime.cc and emu_graph.cc (declared identically in both files) -------------
-namespace cuda_emu::streams {  // emu_runtime.cc
-// cudaSuccess with the canonical handle (0 becomes cudaStreamLegacy) and creation flags of a live stream, else
-// cudaErrorInvalidResourceHandle.
-cudaError_t lookup(cudaStream_t s, cudaStream_t *canonical, unsigned *flags);
-}  // namespace cuda_emu::streams
-namespace cuda_emu::capture {  // emu_graph.cc; `s` is always a canonical live stream
-cudaError_t route(cudaStream_t s, const char *what, std::function<void()> &op, bool *recorded);
-cudaError_t check_unsafe();
-cudaError_t check_sync(cudaStream_t s);
-cudaError_t check_device_sync();
-void stream_destroyed(cudaStream_t s);
-}  // namespace cuda_emu::capture
 
 // The opaque object behind cudaStream_t.
 struct CUstream_st {

@@ -42,6 +42,9 @@ cuvae_backend *cuvae_backend_create(const char *device, const cuvae_model *m, co
 /* Number of usable CUDA devices (0 in builds without CUDA); desc receives a one-line description. */
 int cuvae_cuda_device_count(char *desc, size_t n);
 cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train);
+/* The CUDA backend (src/backend_cuda.c; only in builds with CUDA, or linked from the emulation's
+ * cuvae_cuda_emu library in the tests). Uses the current device; train is uploaded once. */
+cuvae_backend *cuvae_backend_cuda_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train);
 
 #ifdef __cplusplus
 }

@@ -8,7 +8,7 @@
 #include "cuvae/config.h"
 
 static void help_main(void) {
-  printf("cuvae %s - train variational autoencoders (CPU reference backend; CUDA backend to come)\n\n"
+  printf("cuvae %s - train variational autoencoders (CPU reference backend and CUDA backend)\n\n"
          "usage: cuvae <command> [options]\n\n"
          "commands:\n"
          "  train CONFIG     train a VAE described by an INI config (see `cuvae help config`)\n"
@@ -78,7 +78,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "-V") == 0 || strcmp(cmd, "--version") == 0) {
     char devices[256];
     cuvae_cuda_device_count(devices, sizeof devices);
-    printf("cuvae %s (backends: cpu; CUDA backend: not yet built, %s)\n", CUVAE_VERSION_STRING, devices);
+    printf("cuvae %s (backends: cpu%s; %s)\n", CUVAE_VERSION_STRING, CUVAE_HAVE_CUDA ? ", cuda" : "", devices);
     return 0;
   }
   if (strcmp(cmd, "help") == 0) return help_topic(argc > 2 ? argv[2] : NULL);

@@ -86,6 +86,9 @@ TEST_F(Cli, UsageErrors) {
   expect_error(run("train " + dir + "/ok.ini --set train.batch_size=abc"), 2, "batch_size");
   expect_error(run("train " + dir + "/ok.ini --set train.nope=1"), 2, "nope");
   expect_error(run("eval"), 2, "needs a CHECKPOINT");
+  expect_error(run("train " + dir + "/ok.ini --progress fancy"), 2, "--progress 'fancy'");
+  expect_error(run("train " + dir + "/ok.ini --set model.init=xavier"), 2, "init");
+  expect_error(run("train " + dir + "/ok.ini --resume " + dir + "/a --out " + dir + "/b"), 2, "conflicts");
 }
 
 TEST_F(Cli, BadInputs) {

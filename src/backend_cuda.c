@@ -327,7 +327,9 @@ static int cuda_setup(cuda_backend *be, const cuvae_dataset *train) {
   CU_CHECK(cudaStreamCreateWithFlags(&be->stream, cudaStreamNonBlocking));
   CUBLAS_CHECK(cublasCreate(&be->blas));
   CUBLAS_CHECK(cublasSetStream(be->blas, be->stream));
-  CUBLAS_CHECK(cublasSetMathMode(be->blas, CUBLAS_DEFAULT_MATH));  /* full FP32, no TF32 */
+  /* [train] precision: full FP32, or TF32 tensor-core math for the GEMMs. */
+  CUBLAS_CHECK(cublasSetMathMode(be->blas, cfg->precision == CUVAE_PRECISION_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                                                  : CUBLAS_DEFAULT_MATH));
   if (noise_init(be, &be->train_noise, cfg->seed) || noise_init(be, &be->eval_noise, cfg->seed ^ CUVAE_SEED_EVAL))
     return -1;
 

@@ -36,6 +36,7 @@ typedef struct {
 static const char *const k_likelihoods[] = {"bernoulli", "gaussian", NULL}; /* cuvae_likelihood order */
 static const char *const k_activations[] = {"relu", "tanh", NULL};          /* cuvae_activation order */
 static const char *const k_inits[] = {"torch", "he", NULL};                 /* cuvae_init order */
+static const char *const k_precisions[] = {"fp32", "tf32", NULL};           /* cuvae_precision order */
 static const char *const k_datasets[] = {"fashion-mnist", "", NULL};        /* "" = explicit paths */
 
 /* Named datasets: their default directory (replaced by $CUVAE_DATA_DIR) and the files in it, in the order
@@ -90,12 +91,15 @@ static const key_def k_keys[] = {
     {"train", "log_every", T_INT, FIELD(log_every), HAS_MIN, 1, 0, "50", NULL, "steps between log lines", 0},
     {"train", "threads", T_INT, FIELD(threads), HAS_MIN | HAS_MAX, 0, 1024, "0", NULL,
      "CPU threads; 0 = all cores", 0},
+    {"train", "precision", T_ENUM, FIELD(precision), 0, 0, 0, "fp32", k_precisions,
+     "GEMM math on the CUDA backend: fp32, or tf32 (tensor cores; the CPU backend always uses fp32)", 0},
 };
 #define N_KEYS ((int)(sizeof k_keys / sizeof k_keys[0]))
 
 _Static_assert(sizeof(cuvae_likelihood) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(cuvae_activation) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(cuvae_init) == sizeof(int), "enums are stored as int");
+_Static_assert(sizeof(cuvae_precision) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(long long) == sizeof(int64_t), "int64 keys are parsed with strtoll");
 _Static_assert(sizeof(unsigned long long) == sizeof(uint64_t), "uint64 keys are parsed with strtoull");
 

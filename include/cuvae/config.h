@@ -17,6 +17,9 @@ typedef enum { CUVAE_LIK_BERNOULLI = 0, CUVAE_LIK_GAUSSIAN = 1 } cuvae_likelihoo
 /* torch: W, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch nn.Linear's default (He-uniform with a = sqrt 5);
  * he: He-normal (ReLU) / Xavier-uniform (tanh, heads, output) weights, zero biases. */
 typedef enum { CUVAE_INIT_TORCH = 0, CUVAE_INIT_HE = 1 } cuvae_init;
+/* GEMM precision on the CUDA backend: fp32, or TF32 tensor-core math (inputs rounded to 10 mantissa bits). The
+ * CPU backend always computes in fp32. */
+typedef enum { CUVAE_PRECISION_FP32 = 0, CUVAE_PRECISION_TF32 = 1 } cuvae_precision;
 
 typedef struct cuvae_config {
   /* [data] */
@@ -44,6 +47,7 @@ typedef struct cuvae_config {
   int eval_batch_size;
   int log_every;                        /* steps between plain log lines / progress refreshes */
   int threads;                          /* 0 = all cores */
+  cuvae_precision precision;            /* CUDA GEMMs: fp32 | tf32 */
 } cuvae_config;
 
 void cuvae_config_defaults(cuvae_config *c);

@@ -256,4 +256,25 @@ TEST(ParityState, NonFiniteLossFailsAndKeepsTheState) {
   gpu->destroy(gpu);
 }
 
+// [train] precision = tf32: cuBLAS's TF32 math rounds the GEMM inputs to 10 mantissa bits (relative error up to
+// 2^-11 per input, so up to ~2^-10 per product); the first step's loss then differs from fp32 by far less than
+// 1e-2 relative (it sums many such products with mixed signs), and it must differ at all (TF32 is in effect).
+TEST(ParityState, Tf32PrecisionRoundsTheGemms) {
+  Fixture f(kSmall);
+  cuvae_config tf32_cfg = f.cfg;  // the backend keeps a pointer to its config
+  tf32_cfg.precision = CUVAE_PRECISION_TF32;
+  cuvae_backend *fp32 = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds);
+  cuvae_backend *tf32 = cuvae_backend_cuda_create(&f.m, &tf32_cfg, &f.ds);
+  ASSERT_NE(fp32, nullptr) << cuvae_last_error();
+  ASSERT_NE(tf32, nullptr) << cuvae_last_error();
+  const std::vector<uint32_t> rows = rows_of(kSmall, f.cfg.seed, 0);
+  cuvae_step_result a, b;
+  ASSERT_EQ(fp32->train_step(fp32, rows.data(), kSmall.B, 0, &a), 0) << cuvae_last_error();
+  ASSERT_EQ(tf32->train_step(tf32, rows.data(), kSmall.B, 0, &b), 0) << cuvae_last_error();
+  EXPECT_NE(a.loss.nelbo, b.loss.nelbo);
+  EXPECT_LE(std::fabs(a.loss.nelbo - b.loss.nelbo), 1e-2 * std::fabs(a.loss.nelbo));
+  fp32->destroy(fp32);
+  tf32->destroy(tf32);
+}
+
 }  // namespace

@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "cuda_compat.h"
+// (cuda_compat.h first: under emulation it stands in for cuda_runtime.h)
+#include "device_vec.h"
 
 namespace {
 
@@ -26,28 +28,6 @@ namespace {
 constexpr int kBlockSizes[] = {32, 64, 100, 256, 333, 512, 1000, 1024};
 constexpr int kMaxBlock = 1024;
 
-// A device allocation and its size. Copies share the allocation (the last one frees it): a launch captures its
-// arguments by value, which under the emulation copies the whole handle of an argument like `buf.p`.
-template <typename T>
-struct DeviceVec {
-  std::shared_ptr<T> owner;
-  T *p = nullptr;
-  size_t n = 0;
-  explicit DeviceVec(size_t count) : n(count) {
-    EXPECT_EQ(cudaSuccess, cudaMalloc((void **)&p, bytes()));
-    owner.reset(p, [](T *q) { cudaFree(q); });
-  }
-  explicit DeviceVec(const std::vector<T> &h) : DeviceVec(h.size()) {
-    EXPECT_EQ(cudaSuccess, cudaMemcpy(p, h.data(), bytes(), cudaMemcpyHostToDevice));
-  }
-  size_t bytes() const { return n * sizeof(T); }
-  void zero() { EXPECT_EQ(cudaSuccess, cudaMemset(p, 0, bytes())); }
-  std::vector<T> get() const {
-    std::vector<T> h(n);
-    EXPECT_EQ(cudaSuccess, cudaMemcpy(h.data(), p, bytes(), cudaMemcpyDeviceToHost));
-    return h;
-  }
-};
 
 // ---- reductions -----------------------------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 // 1e7 (around the block size 1024 and far from its multiples); exactness on integers, determinism, argument
 // validation and CUDA-graph capture. Runs emulated (label emu) and natively (label gpu).
 #include "cuda_compat.h"
+// (cuda_compat.h first: under emulation it stands in for cuda_runtime.h)
+#include "device_vec.h"
 
 #include <gtest/gtest.h>
 #include <math.h>
@@ -24,27 +26,6 @@ namespace {
 const double kU = ldexp(1.0, -24);
 constexpr int kThreads = 1024;  // sum_cuda's one block (kernels/reduce.cu)
 
-// A device allocation (copies share it; the last one frees it).
-template <typename T>
-struct DeviceVec {
-  std::shared_ptr<T> owner;
-  T *p = nullptr;
-  size_t n = 0;
-  explicit DeviceVec(size_t count) : n(count) {
-    EXPECT_EQ(cudaSuccess, cudaMalloc((void **)&p, bytes()));
-    owner.reset(p, [](T *q) { cudaFree(q); });
-  }
-  explicit DeviceVec(const std::vector<T> &h) : DeviceVec(h.size()) { put(h); }
-  size_t bytes() const { return n * sizeof(T); }
-  void put(const std::vector<T> &h) {
-    EXPECT_EQ(cudaSuccess, cudaMemcpy(p, h.data(), bytes(), cudaMemcpyHostToDevice));
-  }
-  std::vector<T> get() const {
-    std::vector<T> h(n);
-    EXPECT_EQ(cudaSuccess, cudaMemcpy(h.data(), p, bytes(), cudaMemcpyDeviceToHost));
-    return h;
-  }
-};
 
 // sum_cuda over x on the default stream; the one float result.
 float device_sum(const std::vector<float> &x) {

@@ -3,6 +3,8 @@
 // 1000 are not multiples of a warp or of the block), with ordinary and extreme (lv in [-20, 20]) inputs; then
 // determinism, argument validation and CUDA-graph capture. Runs emulated (label emu) and natively (label gpu).
 #include "cuda_compat.h"
+// (cuda_compat.h first: under emulation it stands in for cuda_runtime.h)
+#include "device_vec.h"
 
 #include <gtest/gtest.h>
 #include <math.h>
@@ -27,28 +29,6 @@ const double kU = ldexp(1.0, -24);
 constexpr int kBatches[] = {1, 3, 128, 257};
 constexpr int kLatents[] = {1, 20, 1000, 4096};
 
-// A device allocation (copies share it; the last one frees it).
-template <typename T>
-struct DeviceVec {
-  std::shared_ptr<T> owner;
-  T *p = nullptr;
-  size_t n = 0;
-  explicit DeviceVec(size_t count) : n(count) {
-    EXPECT_EQ(cudaSuccess, cudaMalloc((void **)&p, bytes()));
-    owner.reset(p, [](T *q) { cudaFree(q); });
-  }
-  explicit DeviceVec(const std::vector<T> &h) : DeviceVec(h.size()) { put(h); }
-  size_t bytes() const { return n * sizeof(T); }
-  void put(const std::vector<T> &h) {
-    EXPECT_EQ(cudaSuccess, cudaMemcpy(p, h.data(), bytes(), cudaMemcpyHostToDevice));
-  }
-  void zero() { EXPECT_EQ(cudaSuccess, cudaMemset(p, 0, bytes())); }
-  std::vector<T> get() const {
-    std::vector<T> h(n);
-    EXPECT_EQ(cudaSuccess, cudaMemcpy(h.data(), p, bytes(), cudaMemcpyDeviceToHost));
-    return h;
-  }
-};
 
 // Host inputs of one batch: mulv[B][2Z] = [mu | lv], eps and dz [B][Z].
 struct Inputs {

@@ -25,7 +25,8 @@ constexpr int kSumSquaresBlock = 1024;  // sum_squares: the single block (a powe
 //   scalars[3] = ||g||                                                    (for logging)
 // The only difference from the CPU is the input: the CPU sums g^2 in double, sum_squares_cuda in float.
 __global__ void adam_prepare_kernel(const float *sum_squares, int64_t *step, float clip_norm, float b1, float b2,
-                                    float *scalars) {
+                                    float *scalars, const int64_t *halted) {
+  if (halted && *halted) return;  // a non-finite step (step_guard.cu): the step counter stays
   const int64_t t = *step + 1;
   *step = t;
   const double norm = sqrt((double)*sum_squares);
@@ -45,7 +46,8 @@ __global__ void adam_prepare_kernel(const float *sum_squares, int64_t *step, flo
 // round once instead of twice), and sqrtf and / are IEEE-rounded without fast math. So each parameter gets the
 // CPU's result bit for bit, given the same scalars.
 __global__ void adam_update_kernel(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,
-                                   float b2, float eps, const float *scalars) {
+                                   float b2, float eps, const float *scalars, const int64_t *halted) {
+  if (halted && *halted) return;  // a non-finite step (step_guard.cu): parameters and moments stay
   const float grad_scale = scalars[0], c1 = scalars[1], c2 = scalars[2];
   const float one_minus_b1 = 1.0f - b1, one_minus_b2 = 1.0f - b2;
   const size_t stride = (size_t)gridDim.x * blockDim.x;
@@ -83,21 +85,23 @@ __global__ void sum_squares_kernel(const float *g, size_t n, float *out) {
 }  // namespace
 
 extern "C" cudaError_t adam_prepare_cuda(const float *sum_squares, int64_t *step, float clip_norm, float b1,
-                                         float b2, float *scalars, cudaStream_t stream) {
+                                         float b2, float *scalars, const int64_t *halted, cudaStream_t stream) {
   // b1, b2 in [0, 1) and clip_norm >= 0 (0 = off), as the config requires; NaN fails every comparison.
   if (!sum_squares || !step || !scalars || !(clip_norm >= 0.0f) || !(b1 >= 0.0f && b1 < 1.0f) ||
       !(b2 >= 0.0f && b2 < 1.0f))
     return cudaErrorInvalidValue;
-  CUVAE_LAUNCH(adam_prepare_kernel, 1, 1, 0, stream, sum_squares, step, clip_norm, b1, b2, scalars);
+  CUVAE_LAUNCH(adam_prepare_kernel, 1, 1, 0, stream, sum_squares, step, clip_norm, b1, b2, scalars, halted);
   return cudaGetLastError();
 }
 
 extern "C" cudaError_t adam_update_cuda(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,
-                                        float b2, float eps, const float *scalars, cudaStream_t stream) {
+                                        float b2, float eps, const float *scalars, const int64_t *halted,
+                                        cudaStream_t stream) {
   if (!p || !g || !m || !v || !scalars || n < 1) return cudaErrorInvalidValue;
   const size_t blocks = (n + kUpdateBlock - 1) / kUpdateBlock;
   const int grid = blocks < (size_t)kUpdateMaxGrid ? (int)blocks : kUpdateMaxGrid;
-  CUVAE_LAUNCH(adam_update_kernel, grid, kUpdateBlock, 0, stream, p, g, m, v, n, lr, b1, b2, eps, scalars);
+  CUVAE_LAUNCH(adam_update_kernel, grid, kUpdateBlock, 0, stream, p, g, m, v, n, lr, b1, b2, eps, scalars,
+               halted);
   return cudaGetLastError();
 }
 

@@ -44,17 +44,30 @@ cudaError_t bias_grad_cuda(const float *dy, float *db, int B, int n, cudaStream_
  * adam_prepare_cuda: *step += 1; scalars[0] = grad_scale (clip / ||g|| when clip > 0 and ||g|| > clip, else 1),
  *   scalars[1] = 1 / (1 - b1^step), scalars[2] = 1 / (1 - b2^step) (computed in double, as the CPU twin does),
  *   scalars[3] = ||g|| (for logging).
+ *   With halted != NULL and *halted != 0 (step_guard_cuda saw a non-finite step) it changes nothing.
  * adam_update_cuda: g' = scalars[0] g; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2 (moments below FLT_MIN
- *   flushed to 0, as on the CPU); p -= lr (m scalars[1]) / (sqrt(v scalars[2]) + eps). */
+ *   flushed to 0, as on the CPU); p -= lr (m scalars[1]) / (sqrt(v scalars[2]) + eps); nothing when *halted.
+ * halted may be NULL (never halted). */
 cudaError_t adam_prepare_cuda(const float *sum_squares, int64_t *step, float clip_norm, float b1, float b2,
-                              float *scalars, cudaStream_t stream);
+                              float *scalars, const int64_t *halted, cudaStream_t stream);
 cudaError_t adam_update_cuda(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
-                             float eps, const float *scalars, cudaStream_t stream);
+                             float eps, const float *scalars, const int64_t *halted, cudaStream_t stream);
 /* *out = sum of g^2 (one float in device memory), deterministic (fixed reduction tree, no float atomics). */
 cudaError_t sum_squares_cuda(const float *g, size_t n, float *out, cudaStream_t stream);
 
 /* reduce.cu -- deterministic sum of a vector (e.g. per-row losses) into *out (device), fixed tree order. */
 cudaError_t sum_cuda(const float *x, int n, float *out, cudaStream_t stream);
+
+/* gather.cu -- twin of gather_rows_cpu: dst[b][:] = src[rows[b]][:], b < B, rows of D floats; rows in device
+ * memory (uint32 indices, which the caller has checked against the source's row count). */
+cudaError_t gather_rows_cuda(const float *src, const uint32_t *rows, float *dst, int B, int D, cudaStream_t stream);
+
+/* step_guard.cu -- twin of the CPU backend's isfinite checks, for steps that run ahead of the host. One thread:
+ * i = flags[1]++; ring[3i..3i+2] = sums[0..2] (NLL sum, KL sum, sum g^2), NaN when already halted; when a sum is
+ * not finite and flags[0] == 0, flags[0] = *step + 1 (the 1-based step), which halts Adam (see above). When
+ * flags[1] reaches ring_cap it halts instead of writing past the ring. */
+cudaError_t step_guard_cuda(const float *sums, const int64_t *step, int64_t *flags, float *ring, int ring_cap,
+                            cudaStream_t stream);
 
 #ifdef __cplusplus
 }

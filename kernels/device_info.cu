@@ -12,7 +12,9 @@ extern "C" int cuvae_cuda_device_count(char *desc, size_t n) {
   }
   if (desc && n) {
     cudaDeviceProp prop;
-    if (count > 0 && cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
+    if (count == 0)
+      snprintf(desc, n, "no CUDA device");
+    else if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
       snprintf(desc, n, "%d CUDA device(s), first: %s (sm_%d%d)", count, prop.name, prop.major, prop.minor);
     else
       snprintf(desc, n, "%d CUDA device(s)", count);

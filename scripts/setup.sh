@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config libopenblas-dev libinih-dev zlib1g-dev libgtest-dev googletest libboost-context-dev
+          libbenchmark-dev
           dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do

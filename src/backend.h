@@ -22,29 +22,51 @@ typedef struct cuvae_step_result {
   double grad_norm;    /* global L2 norm of the gradient, before clipping */
 } cuvae_step_result;
 
+/* Training is enqueue + collect, so a device backend runs ahead of the host: train_step enqueues one step (the
+ * CUDA backend returns before it has run), collect waits for every step enqueued since the last collect and hands
+ * back their results in order. The CPU backend runs each step inside train_step; its collect only hands over. */
 struct cuvae_backend {
   const char *name;    /* "cpu" | "cuda" */
-  /* One Adam step on train rows rows[0..B) with the noise of training step `step` (0-based). Fails (with a
-   * message naming the step) when the loss or the gradient is not finite; then the state is unchanged. */
-  int (*train_step)(cuvae_backend *be, const uint32_t *rows, int B, int64_t step, cuvae_step_result *out);
+  int max_pending;     /* at most this many train_step calls between two collects */
+  char notice[256];    /* a line for the log from creation (e.g. "auto" fell back to the CPU); "" when none */
+  char memory_plan[512]; /* what the backend holds, by category, one line (printed at the start of training) */
+  /* Enqueues one Adam step on train rows rows[0..B) with the noise of training step `step` (0-based). Fails at
+   * once on bad arguments (B, a row outside the training set, more than max_pending steps pending). */
+  int (*train_step)(cuvae_backend *be, const uint32_t *rows, int B, int64_t step);
+  /* Waits for the pending steps and writes their results to out[0..*n) (n <= max_pending), oldest first. When
+   * a step's loss or gradient was not finite it fails with a message naming that step; the state is then the
+   * state before that step (it and every later pending step were not applied), and nothing is pending. */
+  int (*collect)(cuvae_backend *be, cuvae_step_result *out, int *n);
   /* Mean negative ELBO over all of ds, batches of `batch` rows, evaluation noise stream. */
   int (*evaluate)(cuvae_backend *be, const cuvae_dataset *ds, int batch, cuvae_loss *out);
   /* Copy the state out / in (host arrays of n_params floats; m, v may be NULL on read of params only). */
   int (*get_state)(cuvae_backend *be, float *params, float *adam_m, float *adam_v);
   int (*set_state)(cuvae_backend *be, const float *params, const float *adam_m, const float *adam_v);
+  /* The gradient of the last collected step, before clipping (n_params floats, the model's layout). */
+  int (*get_grad)(cuvae_backend *be, float *grad);
   void (*destroy)(cuvae_backend *be);
 };
 
-/* device: "cpu", "cuda" or "auto". The backend starts from freshly initialised parameters (cfg seed) and zero
- * Adam moments; train is the training set (kept by reference or uploaded). */
+/* How many steps a backend lets pend between collects for this config (its log interval, bounded). */
+int cuvae_backend_max_pending(const cuvae_config *cfg);
+/* One step, synchronously: train_step then collect (tests and tools that want each step's result at once). */
+int cuvae_backend_step(cuvae_backend *be, const uint32_t *rows, int B, int64_t step, cuvae_step_result *out);
+
+/* device: "cpu", "cuda" or "auto" (cuda when a device is present, else the CPU with a notice). The backend
+ * starts from freshly initialised parameters (cfg seed) and zero Adam moments. train: the training set (kept by
+ * reference, or uploaded once); eval: the set evaluate() will be given most often (uploaded once by a device
+ * backend; NULL when none); either may be NULL. */
 cuvae_backend *cuvae_backend_create(const char *device, const cuvae_model *m, const cuvae_config *cfg,
-                                    const cuvae_dataset *train);
+                                    const cuvae_dataset *train, const cuvae_dataset *eval);
 /* Number of usable CUDA devices (0 in builds without CUDA); desc receives a one-line description. */
 int cuvae_cuda_device_count(char *desc, size_t n);
-cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train);
+cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train,
+                                        const cuvae_dataset *eval);
 /* The CUDA backend (src/backend_cuda.c; only in builds with CUDA, or linked from the emulation's
- * cuvae_cuda_emu library in the tests). Uses the current device; train is uploaded once. */
-cuvae_backend *cuvae_backend_cuda_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train);
+ * cuvae_cuda_emu library in the tests). Uses the current device. Before allocating anything it checks its
+ * memory plan against cudaMemGetInfo and fails with the plan in the message when the model does not fit. */
+cuvae_backend *cuvae_backend_cuda_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train,
+                                         const cuvae_dataset *eval);
 
 #ifdef __cplusplus
 }

@@ -2,6 +2,7 @@
  * gather from the host data set, eps from the Philox host stream, loss and gradient from src/cpu/vae_cpu.c. */
 #include <cblas.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,33 +20,68 @@ typedef struct cpu_backend {
   int max_batch;
   cuvae_cpu_ws *ws;
   cuvae_noise *train_noise, *eval_noise;
+  cuvae_step_result *pending;  /* results of the steps run since the last collect [max_pending] */
+  int n_pending;
+  int64_t diverged_step;       /* 1-based step that was not finite (later steps then do nothing); 0 = none */
+  char diverged_msg[256];
 } cpu_backend;
 
-static void gather_rows(const cuvae_dataset *ds, const uint32_t *rows, int B, float *out) {
-  for (int b = 0; b < B; b++)
-    memcpy(out + (size_t)b * ds->dim, ds->x + (size_t)rows[b] * ds->dim, ds->dim * sizeof(float));
-}
-
-static int cpu_train_step(cuvae_backend *base, const uint32_t *rows, int B, int64_t step, cuvae_step_result *out) {
+/* Runs the step at once; its result waits in `pending` for collect. */
+static int cpu_train_step(cuvae_backend *base, const uint32_t *rows, int B, int64_t step) {
   cpu_backend *be = (cpu_backend *)base;
   const cuvae_model *m = be->model;
   const size_t nz = (size_t)B * m->latent;
-  gather_rows(be->train, rows, B, be->x_batch);
+  if (B < 1 || B > be->max_batch)
+    return cuvae_error("step %lld: batch of %d rows does not fit the CPU backend (max %d)", (long long)step + 1, B,
+                       be->max_batch);
+  if (be->n_pending >= base->max_pending)
+    return cuvae_error("step %lld: %d steps are pending; collect their results first", (long long)step + 1,
+                       be->n_pending);
+  if (!be->train) return cuvae_error("step %lld: the backend was created without a training set", (long long)step + 1);
+  for (int b = 0; b < B; b++)
+    if (rows[b] >= be->train->n)
+      return cuvae_error("step %lld: row %u is outside the training set (%zu rows)", (long long)step + 1, rows[b],
+                         be->train->n);
+  cuvae_step_result *out = &be->pending[be->n_pending++];
+  memset(out, 0, sizeof *out);
+  if (be->diverged_step) return 0;  /* after a non-finite step nothing more is applied until collect */
+  gather_rows_cpu(be->train->x, rows, be->x_batch, B, (int)be->train->dim);
   if (cuvae_noise_normal(be->train_noise, (uint64_t)step * cuvae_noise_stride(nz), be->eps, nz)) return -1;
   if (cuvae_cpu_loss_grad(m, be->ws, be->params, be->x_batch, be->eps, B, be->grad, &out->loss)) return -1;
   out->grad_norm = grad_norm_cpu(be->grad, m->n_params);
-  if (!isfinite(out->loss.nelbo))
-    return cuvae_error("step %lld: loss is not finite (nelbo %g, recon %g, kl %g); training diverged",
-                       (long long)step + 1, out->loss.nelbo, out->loss.recon, out->loss.kl);
-  if (!isfinite(out->grad_norm))
-    return cuvae_error("step %lld: gradient is not finite (loss %g); training diverged", (long long)step + 1,
-                       out->loss.nelbo);
+  if (!isfinite(out->loss.nelbo) || !isfinite(out->grad_norm)) {
+    be->diverged_step = step + 1;
+    if (!isfinite(out->loss.nelbo))
+      snprintf(be->diverged_msg, sizeof be->diverged_msg, "loss is not finite (nelbo %g, recon %g, kl %g)",
+               out->loss.nelbo, out->loss.recon, out->loss.kl);
+    else
+      snprintf(be->diverged_msg, sizeof be->diverged_msg, "gradient is not finite (loss %g)", out->loss.nelbo);
+    return 0;
+  }
   /* Gradient-norm clipping: scale g by clip / ||g|| when ||g|| > clip. */
   float scale = 1.0f;
   if (be->cfg->clip_norm > 0.0f && out->grad_norm > be->cfg->clip_norm)
     scale = (float)(be->cfg->clip_norm / out->grad_norm);
   adam_update_cpu(be->params, be->grad, be->adam_m, be->adam_v, m->n_params, be->cfg->lr, be->cfg->beta1,
                   be->cfg->beta2, be->cfg->adam_eps, step + 1, scale);
+  return 0;
+}
+
+static int cpu_collect(cuvae_backend *base, cuvae_step_result *out, int *n) {
+  cpu_backend *be = (cpu_backend *)base;
+  const int64_t diverged = be->diverged_step;
+  *n = be->n_pending;
+  memcpy(out, be->pending, (size_t)be->n_pending * sizeof *out);
+  be->n_pending = 0;
+  be->diverged_step = 0;
+  if (diverged)
+    return cuvae_error("step %lld: %s; training diverged", (long long)diverged, be->diverged_msg);
+  return 0;
+}
+
+static int cpu_get_grad(cuvae_backend *base, float *grad) {
+  cpu_backend *be = (cpu_backend *)base;
+  memcpy(grad, be->grad, be->model->n_params * sizeof(float));
   return 0;
 }
 
@@ -99,31 +135,47 @@ static void cpu_destroy(cuvae_backend *base) {
   free(be->adam_v);
   free(be->x_batch);
   free(be->eps);
+  free(be->pending);
   cuvae_cpu_ws_destroy(be->ws);
   cuvae_noise_destroy(be->train_noise);
   cuvae_noise_destroy(be->eval_noise);
   free(be);
 }
 
-cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train) {
+cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train,
+                                        const cuvae_dataset *eval) {
   cpu_backend *be = calloc(1, sizeof *be);
   if (!be) {
     cuvae_error("out of memory creating the CPU backend");
     return NULL;
   }
-  be->base = (cuvae_backend){"cpu", cpu_train_step, cpu_evaluate, cpu_get_state, cpu_set_state, cpu_destroy};
+  be->base.name = "cpu";
+  be->base.train_step = cpu_train_step;
+  be->base.collect = cpu_collect;
+  be->base.evaluate = cpu_evaluate;
+  be->base.get_state = cpu_get_state;
+  be->base.set_state = cpu_set_state;
+  be->base.get_grad = cpu_get_grad;
+  be->base.destroy = cpu_destroy;
+  be->base.max_pending = cuvae_backend_max_pending(cfg);
   be->model = m;
   be->cfg = cfg;
   be->train = train;
   be->max_batch = cfg->batch_size > cfg->eval_batch_size ? cfg->batch_size : cfg->eval_batch_size;
   const size_t n = m->n_params, B = (size_t)be->max_batch;
+  /* Host memory; the data sets are the caller's, read in place. */
+  snprintf(be->base.memory_plan, sizeof be->base.memory_plan,
+           "host memory: parameters, gradient, Adam m and v %.1f MiB (data read in place)",
+           4.0 * (double)n * sizeof(float) / (1 << 20));
+  (void)eval;
+  be->pending = calloc((size_t)be->base.max_pending, sizeof *be->pending);
   be->params = malloc(n * sizeof(float));
   be->grad = malloc(n * sizeof(float));
   be->adam_m = calloc(n, sizeof(float));
   be->adam_v = calloc(n, sizeof(float));
   be->x_batch = malloc(B * m->input_dim * sizeof(float));
   be->eps = malloc((size_t)cuvae_noise_stride(B * m->latent) * sizeof(float));
-  if (!be->params || !be->grad || !be->adam_m || !be->adam_v || !be->x_batch || !be->eps) {
+  if (!be->pending || !be->params || !be->grad || !be->adam_m || !be->adam_v || !be->x_batch || !be->eps) {
     cpu_destroy(&be->base);
     cuvae_error("out of memory: the model needs %zu parameters x 4 buffers", n);
     return NULL;

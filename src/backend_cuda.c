@@ -1,11 +1,18 @@
 /* The CUDA backend (issue 4): the same VAE step as src/backend_cpu.c + src/cpu/vae_cpu.c, on the device.
  *
  * State: ONE device buffer of 4 * n_params floats with the layout of cuvae_model: params | grad | adam m | v
- * (initialised by cuvae_model_init on the host and copied up). The training set is uploaded once; a step gathers
- * its minibatch on the device (one device-to-device copy per row), draws eps with cuRAND's device Philox
- * generator at the documented offsets (include/cuvae/rng.h: the same numbers as the CPU backend's host stream),
- * runs the dense layers with cublasSgemm and the fused kernels of kernels/cuvae_kernels.h, reads the two loss
- * sums and the gradient's sum of squares back (one copy), and only when all three are finite runs Adam.
+ * (initialised by cuvae_model_init on the host and copied up). The training set and the evaluation set are
+ * uploaded once, at creation, after the memory plan has been checked against cudaMemGetInfo.
+ *
+ * One training step, as enqueued by cuda_train_step (docs/ARCHITECTURE.md draws it):
+ *   host:  row indices -> pinned slot -> rows (H2D copy); Adam's step counter (H2D, only when it must be set);
+ *          eps = cuRAND device Philox at the documented offset (include/cuvae/rng.h), the CPU's numbers;
+ *   graph: gather_rows -> encoder (cublasSgemm + bias_act per layer) -> reparam_kl_forward -> decoder ->
+ *          *_nll_grad -> sum (NLL, KL) -> decoder backward -> reparam_kl_backward -> encoder backward ->
+ *          sum_squares -> step_guard (records the sums; halts on a non-finite step) -> adam_prepare -> adam_update.
+ * The graph part is captured once per batch size and replayed ([train] cuda_graph = on), or launched kernel by
+ * kernel (off). eps stays outside the graph: a captured cuRAND call would replay the same numbers every step.
+ * Nothing is read back per step: collect copies the recorded sums of all pending steps in one transfer.
  *
  * Row-major <-> column-major: a row-major [r][c] array with leading dimension c is the column-major c x r matrix,
  * i.e. its transpose. With Xc = X^T (in x B, ld in), Wc = W^T (in x out, ld in), Yc = Y^T (out x B, ld out):
@@ -17,6 +24,7 @@
 #include <cuda_runtime_api.h>
 #include <curand.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,20 +81,28 @@ typedef struct dev_noise {
   int pos_known;
 } dev_noise;
 
+enum { CUBLAS_WORKSPACE_BYTES = 32 << 20 };  /* cuBLAS's recommended workspace on Hopper; set explicitly so graph
+                                                capture never makes cuBLAS allocate */
+
 typedef struct cuda_backend {
   cuvae_backend base;
   const cuvae_model *model;
   const cuvae_config *cfg;
-  size_t n_train;
+  size_t n_train, n_eval;
+  const cuvae_dataset *eval_ds;               /* the set uploaded to eval_x (compared by address) */
   int max_batch;
   cudaStream_t stream;
   cublasHandle_t blas;
+  void *blas_workspace;
   dev_noise train_noise, eval_noise;
+  cudaGraphExec_t graph;                      /* the captured step body, for graph_B rows */
+  int graph_B;
   /* device memory */
   float *state;                               /* params | grad | m | v, n_params each */
   float *params, *grad, *adam_m, *adam_v;     /* views into state */
-  float *train_x;                             /* [n_train, D] */
+  float *train_x, *eval_x;                    /* [n_train, D], [n_eval, D] */
   float *x;                                   /* [max_batch, D] */
+  uint32_t *rows;                             /* [max_batch] row indices of the step */
   float *eps;                                 /* stride(max_batch * Z) */
   float *enc_out[CUVAE_MAX_LAYERS], *dec_out[CUVAE_MAX_LAYERS];
   float *z, *dz, *dmulv, *grad_a, *grad_b;    /* [B,Z], [B,Z], [B,2Z], [B,widest] x 2 */
@@ -94,7 +110,18 @@ typedef struct cuda_backend {
   float *sums;                                /* [0] sum nll, [1] sum kl, [2] sum g^2 */
   float *adam_scalars;                        /* 4, see adam_prepare_cuda */
   int64_t *step;                              /* Adam's step counter */
-  int64_t step_mirror;                        /* what *step holds, or -1 when unknown */
+  int64_t *flags;                             /* [0] halted_at, [1] recorded count: see step_guard_cuda */
+  float *ring;                                /* [max_pending][3] recorded sums */
+  /* pinned host memory: the staging of per-step inputs and of collect's one read-back */
+  uint32_t *rows_host;                        /* [max_pending][max_batch] */
+  int64_t *step_host;                         /* [max_pending] */
+  float *ring_host;                           /* [max_pending][3] */
+  int64_t *flags_host;                        /* [2] */
+  /* host bookkeeping of the pending steps */
+  int n_pending;
+  int64_t *pending_step;                      /* [max_pending] */
+  int *pending_B;                             /* [max_pending] */
+  int64_t step_mirror;                        /* what *step will hold after the pending steps, or -1: unknown */
 } cuda_backend;
 
 static int noise_draw(cuda_backend *be, dev_noise *g, uint64_t offset, size_t n) {
@@ -145,12 +172,12 @@ static int backward_stack(cuda_backend *be, const cuvae_layer *layers, int n, fl
   return 0;
 }
 
-/* Forward of the whole VAE on be->x (B rows) with be->eps; per-row losses in nll_row, kl_row, their sums in
+/* Forward of the whole VAE on x (B rows, device) with be->eps; per-row losses in nll_row, kl_row, their sums in
  * sums[0], sums[1]. With want_grad, dL/d(decoder output) goes into grad_a (scale 1/B, the batch mean). */
-static int forward(cuda_backend *be, int B, int want_grad) {
+static int forward(cuda_backend *be, const float *x, int B, int want_grad) {
   const cuvae_model *m = be->model;
   const int Z = (int)m->latent, D = (int)m->input_dim;
-  const float *in = be->x;
+  const float *in = x;
   for (int i = 0; i < m->n_enc; i++) {
     if (dense_forward(be, &m->enc[i], in, be->enc_out[i], B)) return -1;
     in = be->enc_out[i];
@@ -166,31 +193,21 @@ static int forward(cuda_backend *be, int B, int want_grad) {
   const float scale = 1.0f / (float)B;
   float *dy = want_grad ? be->grad_a : NULL;
   if (m->likelihood == CUVAE_LIK_BERNOULLI)
-    CU_CHECK(bernoulli_nll_grad_cuda(dec_y, be->x, be->nll_row, dy, scale, B, D, be->stream));
+    CU_CHECK(bernoulli_nll_grad_cuda(dec_y, x, be->nll_row, dy, scale, B, D, be->stream));
   else
-    CU_CHECK(gaussian_nll_grad_cuda(dec_y, be->x, m->sigma, be->nll_row, dy, scale, B, D, be->stream));
+    CU_CHECK(gaussian_nll_grad_cuda(dec_y, x, m->sigma, be->nll_row, dy, scale, B, D, be->stream));
   CU_CHECK(sum_cuda(be->nll_row, B, be->sums + 0, be->stream));
   CU_CHECK(sum_cuda(be->kl_row, B, be->sums + 1, be->stream));
   return 0;
 }
 
-static int cuda_train_step(cuvae_backend *base, const uint32_t *rows, int B, int64_t step,
-                           cuvae_step_result *out) {
-  cuda_backend *be = (cuda_backend *)base;
+/* The device part of one training step on B rows (be->rows, be->eps, the step counter already in place): every
+ * launch has the same arguments every step, so this is what gets captured into the graph. */
+static int step_body(cuda_backend *be, int B) {
   const cuvae_model *m = be->model;
-  const size_t D = m->input_dim, nz = (size_t)B * m->latent;
-  if (B < 1 || B > be->max_batch)
-    return cuvae_error("step %lld: batch of %d rows does not fit the CUDA backend (max %d)", (long long)step + 1, B,
-                       be->max_batch);
-  for (int b = 0; b < B; b++) {
-    if (rows[b] >= be->n_train)
-      return cuvae_error("step %lld: row %u is outside the training set (%zu rows)", (long long)step + 1,
-                         rows[b], be->n_train);
-    CU_CHECK(cudaMemcpyAsync(be->x + (size_t)b * D, be->train_x + (size_t)rows[b] * D, D * sizeof(float),
-                             cudaMemcpyDeviceToDevice, be->stream));
-  }
-  if (noise_draw(be, &be->train_noise, (uint64_t)step * cuvae_noise_stride(nz), nz)) return -1;
-  if (forward(be, B, 1)) return -1;
+  const cuvae_config *c = be->cfg;
+  CU_CHECK(gather_rows_cuda(be->train_x, be->rows, be->x, B, (int)m->input_dim, be->stream));
+  if (forward(be, be->x, B, 1)) return -1;
   /* Backward: decoder (down to dz), reparameterization + KL, encoder. */
   if (backward_stack(be, m->dec, m->n_dec, be->dec_out, be->z, be->grad_a, be->dz, B)) return -1;
   const float *mulv = be->enc_out[m->n_enc - 1];
@@ -198,37 +215,117 @@ static int cuda_train_step(cuvae_backend *base, const uint32_t *rows, int B, int
                                     be->stream));
   if (backward_stack(be, m->enc, m->n_enc, be->enc_out, be->x, be->dmulv, NULL, B)) return -1;
   CU_CHECK(sum_squares_cuda(be->grad, m->n_params, be->sums + 2, be->stream));
-
-  /* The loss and the gradient norm come back before Adam runs, so a non-finite step leaves the state alone. */
-  float sums[3];
-  CU_CHECK(cudaMemcpyAsync(sums, be->sums, sizeof sums, cudaMemcpyDeviceToHost, be->stream));
-  CU_CHECK(cudaStreamSynchronize(be->stream));
-  out->loss.recon = (double)sums[0] / B;
-  out->loss.kl = (double)sums[1] / B;
-  out->loss.nelbo = out->loss.recon + out->loss.kl;
-  out->grad_norm = sqrt((double)sums[2]);
-  if (!isfinite(out->loss.nelbo))
-    return cuvae_error("step %lld: loss is not finite (nelbo %g, recon %g, kl %g); training diverged",
-                       (long long)step + 1, out->loss.nelbo, out->loss.recon, out->loss.kl);
-  if (!isfinite(out->grad_norm))
-    return cuvae_error("step %lld: gradient is not finite (loss %g); training diverged", (long long)step + 1,
-                       out->loss.nelbo);
-
-  /* Adam's step counter lives on the device (adam_prepare_cuda increments it); it is set from the host step
-   * only when it does not already hold `step` (first step, after set_state, or a step sequence with a jump). */
-  if (be->step_mirror != step) {
-    /* Ordered on the stream; the stream is idle here (synchronised above), so the pageable source is safe. */
-    const int64_t s = step;
-    CU_CHECK(cudaMemcpyAsync(be->step, &s, sizeof s, cudaMemcpyHostToDevice, be->stream));
-    CU_CHECK(cudaStreamSynchronize(be->stream));
-    be->step_mirror = step;
-  }
-  const cuvae_config *c = be->cfg;
-  CU_CHECK(adam_prepare_cuda(be->sums + 2, be->step, c->clip_norm, c->beta1, c->beta2, be->adam_scalars,
+  /* Only a finite step reaches the parameters: the guard halts Adam from the first non-finite one on. */
+  CU_CHECK(step_guard_cuda(be->sums, be->step, be->flags, be->ring, be->base.max_pending, be->stream));
+  CU_CHECK(adam_prepare_cuda(be->sums + 2, be->step, c->clip_norm, c->beta1, c->beta2, be->adam_scalars, be->flags,
                              be->stream));
   CU_CHECK(adam_update_cuda(be->params, be->grad, be->adam_m, be->adam_v, m->n_params, c->lr, c->beta1, c->beta2,
-                            c->adam_eps, be->adam_scalars, be->stream));
+                            c->adam_eps, be->adam_scalars, be->flags, be->stream));
+  return 0;
+}
+
+/* Captures step_body for B rows into be->graph (replacing one for another B). */
+static int capture_step(cuda_backend *be, int B) {
+  if (be->graph) {
+    CU_CHECK(cudaGraphExecDestroy(be->graph));
+    be->graph = NULL;
+  }
+  CU_CHECK(cudaStreamBeginCapture(be->stream, cudaStreamCaptureModeThreadLocal));
+  const int rc = step_body(be, B);
+  cudaGraph_t g = NULL;
+  const cudaError_t end = cudaStreamEndCapture(be->stream, &g);  /* always ends the capture, even after an error */
+  if (rc != 0) {
+    if (g) cudaGraphDestroy(g);
+    return -1;
+  }
+  CU_CHECK(end);
+  const cudaError_t inst = cudaGraphInstantiate(&be->graph, g, 0);
+  cudaGraphDestroy(g);
+  CU_CHECK(inst);
+  be->graph_B = B;
+  return 0;
+}
+
+static int cuda_train_step(cuvae_backend *base, const uint32_t *rows, int B, int64_t step) {
+  cuda_backend *be = (cuda_backend *)base;
+  const size_t nz = (size_t)B * be->model->latent;
+  if (B < 1 || B > be->max_batch)
+    return cuvae_error("step %lld: batch of %d rows does not fit the CUDA backend (max %d)", (long long)step + 1, B,
+                       be->max_batch);
+  if (be->n_pending >= base->max_pending)
+    return cuvae_error("step %lld: %d steps are pending; collect their results first", (long long)step + 1,
+                       be->n_pending);
+  if (!be->n_train)
+    return cuvae_error("step %lld: the backend was created without a training set", (long long)step + 1);
+  for (int b = 0; b < B; b++)
+    if (rows[b] >= be->n_train)
+      return cuvae_error("step %lld: row %u is outside the training set (%zu rows)", (long long)step + 1, rows[b],
+                         be->n_train);
+  /* Per-step inputs go through this step's own pinned slot: no slot is reused before collect has waited for the
+   * step that read it, so the host never waits here. */
+  const int slot = be->n_pending;
+  uint32_t *rows_slot = be->rows_host + (size_t)slot * be->max_batch;
+  memcpy(rows_slot, rows, (size_t)B * sizeof *rows);
+  CU_CHECK(cudaMemcpyAsync(be->rows, rows_slot, (size_t)B * sizeof *rows, cudaMemcpyHostToDevice, be->stream));
+  /* Adam's step counter lives on the device (adam_prepare_cuda increments it); it is set from the host only when
+   * it will not already hold `step` (first step, after set_state or a divergence, or a jump in the sequence). */
+  if (be->step_mirror != step) {
+    be->step_host[slot] = step;
+    CU_CHECK(cudaMemcpyAsync(be->step, &be->step_host[slot], sizeof(int64_t), cudaMemcpyHostToDevice, be->stream));
+  }
+  if (noise_draw(be, &be->train_noise, (uint64_t)step * cuvae_noise_stride(nz), nz)) return -1;
+  if (be->cfg->cuda_graph) {
+    if (!be->graph || be->graph_B != B)
+      if (capture_step(be, B)) return -1;
+    CU_CHECK(cudaGraphLaunch(be->graph, be->stream));
+  } else if (step_body(be, B)) {
+    return -1;
+  }
+  be->pending_step[slot] = step;
+  be->pending_B[slot] = B;
+  be->n_pending++;
   be->step_mirror = step + 1;
+  return 0;
+}
+
+/* One read-back for all pending steps: the recorded sums and the guard's flags. */
+static int cuda_collect(cuvae_backend *base, cuvae_step_result *out, int *n) {
+  cuda_backend *be = (cuda_backend *)base;
+  const int k = be->n_pending;
+  *n = 0;
+  if (k == 0) return 0;
+  CU_CHECK(cudaMemcpyAsync(be->ring_host, be->ring, (size_t)k * 3 * sizeof(float), cudaMemcpyDeviceToHost,
+                           be->stream));
+  CU_CHECK(cudaMemcpyAsync(be->flags_host, be->flags, 2 * sizeof(int64_t), cudaMemcpyDeviceToHost, be->stream));
+  CU_CHECK(cudaStreamSynchronize(be->stream));
+  CU_CHECK(cudaMemsetAsync(be->flags, 0, 2 * sizeof(int64_t), be->stream));  /* un-halt, empty the ring */
+  be->n_pending = 0;
+  const int64_t halted_at = be->flags_host[0], recorded = be->flags_host[1];
+  for (int i = 0; i < k; i++) {
+    const float *r = be->ring_host + 3 * i;
+    const int B = be->pending_B[i];
+    out[i].loss.recon = (double)r[0] / B;
+    out[i].loss.kl = (double)r[1] / B;
+    out[i].loss.nelbo = out[i].loss.recon + out[i].loss.kl;
+    out[i].grad_norm = sqrt((double)r[2]);
+  }
+  *n = k;
+  if (halted_at) {
+    be->step_mirror = -1;  /* the device counter stopped at the bad step */
+    const cuvae_step_result *bad = NULL;
+    for (int i = 0; i < k; i++)
+      if (be->pending_step[i] + 1 == halted_at) bad = &out[i];
+    if (!bad)
+      return cuvae_error("step %lld: the device halted training (%lld of %d pending steps recorded)",
+                         (long long)halted_at, (long long)recorded, k);
+    if (!isfinite(bad->loss.nelbo))
+      return cuvae_error("step %lld: loss is not finite (nelbo %g, recon %g, kl %g); training diverged",
+                         (long long)halted_at, bad->loss.nelbo, bad->loss.recon, bad->loss.kl);
+    return cuvae_error("step %lld: gradient is not finite (loss %g); training diverged", (long long)halted_at,
+                       bad->loss.nelbo);
+  }
+  if (recorded != k)
+    return cuvae_error("internal: %d steps pending but %lld recorded on the device", k, (long long)recorded);
   return 0;
 }
 
@@ -239,6 +336,9 @@ static int cuda_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch
   if (batch < 1) return cuvae_error("evaluation batch %d must be >= 1", batch);
   if (ds->dim != m->input_dim)
     return cuvae_error("evaluation data has %zu features, the model %zu", ds->dim, m->input_dim);
+  if (be->n_pending) return cuvae_error("evaluate: %d training steps are pending; collect them first", be->n_pending);
+  /* The set uploaded at creation is read in place; any other set is copied up batch by batch. */
+  const int resident = ds == be->eval_ds && ds->n == be->n_eval;
   double recon = 0.0, kl = 0.0;
   int64_t k = 0;
   for (size_t start = 0; start < ds->n; start += (size_t)batch, k++) {
@@ -246,16 +346,19 @@ static int cuda_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch
     const size_t nz = (size_t)B * m->latent;
     /* Every evaluation batch k draws at offset k * stride(batch * Z), whatever its own length. */
     const uint64_t offset = (uint64_t)k * cuvae_noise_stride((size_t)batch * m->latent);
-    CU_CHECK(cudaMemcpyAsync(be->x, ds->x + start * ds->dim, (size_t)B * ds->dim * sizeof(float),
-                             cudaMemcpyHostToDevice, be->stream));
+    const float *x = be->eval_x + start * ds->dim;
+    if (!resident) {
+      CU_CHECK(cudaMemcpyAsync(be->x, ds->x + start * ds->dim, (size_t)B * ds->dim * sizeof(float),
+                               cudaMemcpyHostToDevice, be->stream));
+      x = be->x;
+    }
     if (noise_draw(be, &be->eval_noise, offset, nz)) return -1;
-    if (forward(be, B, 0)) return -1;
-    float sums[2];
-    CU_CHECK(cudaMemcpyAsync(sums, be->sums, sizeof sums, cudaMemcpyDeviceToHost, be->stream));
-    CU_CHECK(cudaStreamSynchronize(be->stream));
+    if (forward(be, x, B, 0)) return -1;
+    CU_CHECK(cudaMemcpyAsync(be->ring_host, be->sums, 2 * sizeof(float), cudaMemcpyDeviceToHost, be->stream));
+    CU_CHECK(cudaStreamSynchronize(be->stream));  /* also keeps the pageable ds->x alive for the copy above */
     /* As the CPU: the batch mean (sum / B) times B. */
-    recon += (double)sums[0] / B * B;
-    kl += (double)sums[1] / B * B;
+    recon += (double)be->ring_host[0] / B * B;
+    kl += (double)be->ring_host[1] / B * B;
   }
   out->recon = recon / (double)ds->n;
   out->kl = kl / (double)ds->n;
@@ -274,9 +377,18 @@ static int cuda_get_state(cuvae_backend *base, float *params, float *adam_m, flo
   return 0;
 }
 
+static int cuda_get_grad(cuvae_backend *base, float *grad) {
+  cuda_backend *be = (cuda_backend *)base;
+  CU_CHECK(cudaMemcpyAsync(grad, be->grad, be->model->n_params * sizeof(float), cudaMemcpyDeviceToHost,
+                           be->stream));
+  CU_CHECK(cudaStreamSynchronize(be->stream));
+  return 0;
+}
+
 static int cuda_set_state(cuvae_backend *base, const float *params, const float *adam_m, const float *adam_v) {
   cuda_backend *be = (cuda_backend *)base;
   const size_t bytes = be->model->n_params * sizeof(float);
+  if (be->n_pending) return cuvae_error("set_state: %d training steps are pending; collect them first", be->n_pending);
   CU_CHECK(cudaStreamSynchronize(be->stream));
   if (params) CU_CHECK(cudaMemcpyAsync(be->params, params, bytes, cudaMemcpyHostToDevice, be->stream));
   if (adam_m) CU_CHECK(cudaMemcpyAsync(be->adam_m, adam_m, bytes, cudaMemcpyHostToDevice, be->stream));
@@ -290,23 +402,36 @@ static void cuda_destroy(cuvae_backend *base) {
   cuda_backend *be = (cuda_backend *)base;
   if (!be) return;
   if (be->stream) cudaStreamSynchronize(be->stream);
-  void *bufs[] = {be->state, be->train_x, be->x,      be->eps,     be->z,       be->dz,          be->dmulv,
-                  be->grad_a, be->grad_b, be->kl_row, be->nll_row, be->sums,    be->adam_scalars, be->step};
+  if (be->graph) cudaGraphExecDestroy(be->graph);
+  void *bufs[] = {be->state,  be->train_x, be->eval_x,  be->x,       be->rows,         be->eps,
+                  be->z,      be->dz,      be->dmulv,   be->grad_a,  be->grad_b,       be->kl_row,
+                  be->nll_row, be->sums,   be->adam_scalars, be->step, be->flags,       be->ring,
+                  be->blas_workspace};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
     if (bufs[i]) cudaFree(bufs[i]);
   for (int i = 0; i < CUVAE_MAX_LAYERS; i++) {
     if (be->enc_out[i]) cudaFree(be->enc_out[i]);
     if (be->dec_out[i]) cudaFree(be->dec_out[i]);
   }
+  void *pinned[] = {be->rows_host, be->step_host, be->ring_host, be->flags_host};
+  for (size_t i = 0; i < sizeof pinned / sizeof pinned[0]; i++)
+    if (pinned[i]) cudaFreeHost(pinned[i]);
   if (be->train_noise.gen) curandDestroyGenerator(be->train_noise.gen);
   if (be->eval_noise.gen) curandDestroyGenerator(be->eval_noise.gen);
   if (be->blas) cublasDestroy(be->blas);
   if (be->stream) cudaStreamDestroy(be->stream);
+  free(be->pending_step);
+  free(be->pending_B);
   free(be);
 }
 
-static int dev_alloc(float **p, size_t n) {
-  CU_CHECK(cudaMalloc((void **)p, (n ? n : 1) * sizeof(float)));
+static int dev_alloc(void *p, size_t bytes) {
+  CU_CHECK(cudaMalloc((void **)p, bytes ? bytes : 1));
+  return 0;
+}
+
+static int host_alloc(void *p, size_t bytes) {
+  CU_CHECK(cudaMallocHost((void **)p, bytes));
   return 0;
 }
 
@@ -318,72 +443,146 @@ static int noise_init(cuda_backend *be, dev_noise *g, uint64_t seed) {
   return 0;
 }
 
-static int cuda_setup(cuda_backend *be, const cuvae_dataset *train) {
+/* The memory plan: every device allocation of create, by category, in bytes. */
+typedef struct memory_plan {
+  size_t state, activations, data, workspace;
+} memory_plan;
+
+static size_t widest_layer(const cuvae_model *m) {
+  size_t widest = m->input_dim;
+  for (int i = 0; i < m->n_enc; i++)
+    if (m->enc[i].out > widest) widest = m->enc[i].out;
+  for (int i = 0; i < m->n_dec; i++)
+    if (m->dec[i].out > widest) widest = m->dec[i].out;
+  return widest;
+}
+
+static memory_plan plan_memory(const cuda_backend *be) {
+  const cuvae_model *m = be->model;
+  const size_t B = (size_t)be->max_batch, Z = m->latent, D = m->input_dim, f = sizeof(float);
+  size_t per_row = D + Z + Z + 2 * Z + 2 * widest_layer(m) + 2 + 1;  /* x, z, dz, dmulv, grad_a/b, kl/nll, rows */
+  for (int i = 0; i < m->n_enc; i++) per_row += m->enc[i].out;
+  for (int i = 0; i < m->n_dec; i++) per_row += m->dec[i].out;
+  memory_plan p;
+  p.state = 4 * m->n_params * f;
+  p.activations = B * per_row * f + (size_t)cuvae_noise_stride(B * Z) * f;
+  p.data = (be->n_train + be->n_eval) * D * f;
+  p.workspace = CUBLAS_WORKSPACE_BYTES;
+  return p;
+}
+
+/* Fills base.memory_plan and fails, before anything is allocated, when the plan does not fit in free memory. */
+static int check_memory_plan(cuda_backend *be) {
+  const memory_plan p = plan_memory(be);
+  const double mib = 1.0 / (1 << 20);
+  const size_t total = p.state + p.activations + p.data + p.workspace;
+  size_t free_b = 0, total_b = 0;
+  CU_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  snprintf(be->base.memory_plan, sizeof be->base.memory_plan,
+           "%.1f MiB on the device = parameters, gradient, Adam m and v %.1f + activations (%d rows) %.1f + "
+           "data sets %.1f + cuBLAS workspace %.1f; %.0f MiB free of %.0f",
+           total * mib, p.state * mib, be->max_batch, p.activations * mib, p.data * mib, p.workspace * mib,
+           free_b * mib, total_b * mib);
+  /* A margin for what CUDA, cuBLAS and cuRAND allocate themselves (contexts, kernels, graph): 256 MiB. */
+  const size_t margin = (size_t)256 << 20;
+  if (total > free_b || free_b - total < margin)
+    return cuvae_error("the model does not fit on the CUDA device: it needs %s, plus a %.0f MiB margin; reduce "
+                       "batch_size, eval_batch_size or the layer widths, or train with --device cpu",
+                       be->base.memory_plan, margin * mib);
+  return 0;
+}
+
+static int upload(cuda_backend *be, float *dst, const cuvae_dataset *ds) {
+  if (ds && ds->n)
+    CU_CHECK(cudaMemcpyAsync(dst, ds->x, ds->n * ds->dim * sizeof(float), cudaMemcpyHostToDevice, be->stream));
+  return 0;
+}
+
+static int cuda_setup(cuda_backend *be, const cuvae_dataset *train, const cuvae_dataset *eval) {
   const cuvae_model *m = be->model;
   const cuvae_config *cfg = be->cfg;
-  const size_t n = m->n_params, B = (size_t)be->max_batch, Z = m->latent, D = m->input_dim;
-  if (train && train->dim != D)
-    return cuvae_error("training data has %zu features, the model %zu", train->dim, D);
+  const size_t n = m->n_params, B = (size_t)be->max_batch, Z = m->latent, D = m->input_dim, f = sizeof(float);
+  const size_t P = (size_t)be->base.max_pending;
+  if (train && train->dim != D) return cuvae_error("training data has %zu features, the model %zu", train->dim, D);
+  if (eval && eval->dim != D) return cuvae_error("evaluation data has %zu features, the model %zu", eval->dim, D);
+  be->n_train = train ? train->n : 0;
+  be->n_eval = eval ? eval->n : 0;
+  be->eval_ds = eval;
+  if (check_memory_plan(be)) return -1;
+
   CU_CHECK(cudaStreamCreateWithFlags(&be->stream, cudaStreamNonBlocking));
   CUBLAS_CHECK(cublasCreate(&be->blas));
   CUBLAS_CHECK(cublasSetStream(be->blas, be->stream));
+  /* After cublasSetStream (which resets the workspace): cuBLAS then never allocates, also not during capture. */
+  if (dev_alloc(&be->blas_workspace, CUBLAS_WORKSPACE_BYTES)) return -1;
+  CUBLAS_CHECK(cublasSetWorkspace(be->blas, be->blas_workspace, CUBLAS_WORKSPACE_BYTES));
   /* [train] precision: full FP32, or TF32 tensor-core math for the GEMMs. */
   CUBLAS_CHECK(cublasSetMathMode(be->blas, cfg->precision == CUVAE_PRECISION_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
                                                                                   : CUBLAS_DEFAULT_MATH));
   if (noise_init(be, &be->train_noise, cfg->seed) || noise_init(be, &be->eval_noise, cfg->seed ^ CUVAE_SEED_EVAL))
     return -1;
 
-  size_t widest = D;
-  if (dev_alloc(&be->state, 4 * n)) return -1;
+  const size_t widest = widest_layer(m);
+  if (dev_alloc(&be->state, 4 * n * f)) return -1;
   be->params = be->state;
   be->grad = be->state + n;
   be->adam_m = be->state + 2 * n;
   be->adam_v = be->state + 3 * n;
-  for (int i = 0; i < m->n_enc; i++) {
-    if (dev_alloc(&be->enc_out[i], B * m->enc[i].out)) return -1;
-    if (m->enc[i].out > widest) widest = m->enc[i].out;
-  }
-  for (int i = 0; i < m->n_dec; i++) {
-    if (dev_alloc(&be->dec_out[i], B * m->dec[i].out)) return -1;
-    if (m->dec[i].out > widest) widest = m->dec[i].out;
-  }
-  be->n_train = train ? train->n : 0;
-  if (dev_alloc(&be->train_x, be->n_train * D) || dev_alloc(&be->x, B * D) ||
-      dev_alloc(&be->eps, (size_t)cuvae_noise_stride(B * Z)) || dev_alloc(&be->z, B * Z) ||
-      dev_alloc(&be->dz, B * Z) || dev_alloc(&be->dmulv, B * 2 * Z) || dev_alloc(&be->grad_a, B * widest) ||
-      dev_alloc(&be->grad_b, B * widest) || dev_alloc(&be->kl_row, B) || dev_alloc(&be->nll_row, B) ||
-      dev_alloc(&be->sums, 4) || dev_alloc(&be->adam_scalars, 4))
+  for (int i = 0; i < m->n_enc; i++)
+    if (dev_alloc(&be->enc_out[i], B * m->enc[i].out * f)) return -1;
+  for (int i = 0; i < m->n_dec; i++)
+    if (dev_alloc(&be->dec_out[i], B * m->dec[i].out * f)) return -1;
+  if (dev_alloc(&be->train_x, be->n_train * D * f) || dev_alloc(&be->eval_x, be->n_eval * D * f) ||
+      dev_alloc(&be->x, B * D * f) || dev_alloc(&be->rows, B * sizeof(uint32_t)) ||
+      dev_alloc(&be->eps, (size_t)cuvae_noise_stride(B * Z) * f) || dev_alloc(&be->z, B * Z * f) ||
+      dev_alloc(&be->dz, B * Z * f) || dev_alloc(&be->dmulv, B * 2 * Z * f) || dev_alloc(&be->grad_a, B * widest * f) ||
+      dev_alloc(&be->grad_b, B * widest * f) || dev_alloc(&be->kl_row, B * f) || dev_alloc(&be->nll_row, B * f) ||
+      dev_alloc(&be->sums, 4 * f) || dev_alloc(&be->adam_scalars, 4 * f) || dev_alloc(&be->step, sizeof(int64_t)) ||
+      dev_alloc(&be->flags, 2 * sizeof(int64_t)) || dev_alloc(&be->ring, P * 3 * f))
     return -1;
-  CU_CHECK(cudaMalloc((void **)&be->step, sizeof(int64_t)));
+  if (host_alloc(&be->rows_host, P * B * sizeof(uint32_t)) || host_alloc(&be->step_host, P * sizeof(int64_t)) ||
+      host_alloc(&be->ring_host, P * 3 * f) || host_alloc(&be->flags_host, 2 * sizeof(int64_t)))
+    return -1;
+  be->pending_step = malloc(P * sizeof *be->pending_step);
+  be->pending_B = malloc(P * sizeof *be->pending_B);
+  if (!be->pending_step || !be->pending_B) return cuvae_error("out of memory creating the CUDA backend");
   be->step_mirror = -1;
 
   /* Initial parameters on the host (the CPU backend's exact values), zero moments and gradient. */
-  float *host = malloc(n * sizeof *host);
+  float *host = malloc(n * f);
   if (!host) return cuvae_error("out of memory initialising %zu parameters", n);
   if (cuvae_model_init(m, host, cfg->seed)) {
     free(host);
     return -1;
   }
-  /* Everything on the backend's (non-blocking) stream, then one synchronisation before the host buffer goes. */
-  cudaError_t err = cudaMemcpyAsync(be->params, host, n * sizeof(float), cudaMemcpyHostToDevice, be->stream);
+  /* Everything on the backend's (non-blocking) stream, then one synchronisation before the host buffers go. */
+  cudaError_t err = cudaMemcpyAsync(be->params, host, n * f, cudaMemcpyHostToDevice, be->stream);
   if (err == cudaSuccess) err = cudaStreamSynchronize(be->stream);
   free(host);
   CU_CHECK(err);
-  CU_CHECK(cudaMemsetAsync(be->grad, 0, 3 * n * sizeof(float), be->stream));
-  if (be->n_train)
-    CU_CHECK(cudaMemcpyAsync(be->train_x, train->x, be->n_train * D * sizeof(float), cudaMemcpyHostToDevice,
-                             be->stream));
+  CU_CHECK(cudaMemsetAsync(be->grad, 0, 3 * n * f, be->stream));
+  CU_CHECK(cudaMemsetAsync(be->flags, 0, 2 * sizeof(int64_t), be->stream));
+  if (upload(be, be->train_x, train) || upload(be, be->eval_x, eval)) return -1;
   CU_CHECK(cudaStreamSynchronize(be->stream));
   return 0;
 }
 
-cuvae_backend *cuvae_backend_cuda_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train) {
+cuvae_backend *cuvae_backend_cuda_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train,
+                                         const cuvae_dataset *eval) {
   cuda_backend *be = calloc(1, sizeof *be);
   if (!be) {
     cuvae_error("out of memory creating the CUDA backend");
     return NULL;
   }
-  be->base = (cuvae_backend){"cuda", cuda_train_step, cuda_evaluate, cuda_get_state, cuda_set_state, cuda_destroy};
+  be->base.name = "cuda";
+  be->base.train_step = cuda_train_step;
+  be->base.collect = cuda_collect;
+  be->base.evaluate = cuda_evaluate;
+  be->base.get_state = cuda_get_state;
+  be->base.set_state = cuda_set_state;
+  be->base.get_grad = cuda_get_grad;
+  be->base.destroy = cuda_destroy;
+  be->base.max_pending = cuvae_backend_max_pending(cfg);
   be->model = m;
   be->cfg = cfg;
   be->max_batch = cfg->batch_size > cfg->eval_batch_size ? cfg->batch_size : cfg->eval_batch_size;
@@ -392,7 +591,7 @@ cuvae_backend *cuvae_backend_cuda_create(const cuvae_model *m, const cuvae_confi
     free(be);
     return NULL;
   }
-  if (cuda_setup(be, train)) {
+  if (cuda_setup(be, train, eval)) {
     cuda_destroy(&be->base);
     return NULL;
   }

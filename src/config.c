@@ -37,6 +37,7 @@ static const char *const k_likelihoods[] = {"bernoulli", "gaussian", NULL}; /* c
 static const char *const k_activations[] = {"relu", "tanh", NULL};          /* cuvae_activation order */
 static const char *const k_inits[] = {"torch", "he", NULL};                 /* cuvae_init order */
 static const char *const k_precisions[] = {"fp32", "tf32", NULL};           /* cuvae_precision order */
+static const char *const k_off_on[] = {"off", "on", NULL};                  /* 0, 1 */
 static const char *const k_datasets[] = {"fashion-mnist", "", NULL};        /* "" = explicit paths */
 
 /* Named datasets: their default directory (replaced by $CUVAE_DATA_DIR) and the files in it, in the order
@@ -93,6 +94,9 @@ static const key_def k_keys[] = {
      "CPU threads; 0 = all cores", 0},
     {"train", "precision", T_ENUM, FIELD(precision), 0, 0, 0, "fp32", k_precisions,
      "GEMM math on the CUDA backend: fp32, or tf32 (tensor cores; the CPU backend always uses fp32)", 0},
+    {"train", "cuda_graph", T_ENUM, FIELD(cuda_graph), 0, 0, 0, "on", k_off_on,
+     "CUDA backend: replay each training step as one captured CUDA graph (on), or launch its kernels one by one "
+     "(off; same results bit for bit)", 0},
 };
 #define N_KEYS ((int)(sizeof k_keys / sizeof k_keys[0]))
 

@@ -26,8 +26,8 @@ int cuvae_eval_checkpoint(const char *checkpoint_path, const char *device, cuvae
   if (rc == 0 && cuvae_checkpoint_check_layout(&ck, &model))
     rc = cuvae_error("%s: %s", checkpoint_path, cuvae_last_error());
   if (rc == 0) {
-    /* The backend is built for evaluation only: its training set is the test set (never trained on). */
-    be = cuvae_backend_create(device ? device : "auto", &model, &cfg, &test);
+    /* The backend is built for evaluation only: no training set; the test set is uploaded once. */
+    be = cuvae_backend_create(device ? device : "auto", &model, &cfg, NULL, &test);
     if (!be) rc = -1;
   }
   if (rc == 0) rc = be->set_state(be, ck.params, NULL, NULL);

@@ -83,6 +83,7 @@ typedef struct run {
   cuvae_backend *be;
   char *config_text;
   float *params, *adam_m, *adam_v;   /* host copies for checkpoints */
+  cuvae_step_result *results;        /* [max_pending] collected step results */
   uint32_t *perm;
   char ckpt_path[CUVAE_PATH_MAX + 32], metrics_path[CUVAE_PATH_MAX + 32], steps_path[CUVAE_PATH_MAX + 32];
   FILE *metrics, *steps;
@@ -97,6 +98,7 @@ static void run_free(run *r) {
   free(r->adam_m);
   free(r->adam_v);
   free(r->perm);
+  free(r->results);
   if (r->metrics) fclose(r->metrics);
   if (r->steps) fclose(r->steps);
 }
@@ -149,15 +151,18 @@ static int prepare(run *r, const cuvae_config *cfg, const cuvae_train_opts *opts
                        r->train.n);
   if (r->train.n > UINT32_MAX) return cuvae_error("training set of %zu examples is too large", r->train.n);
   if (cuvae_model_build(&r->model, r->train.dim, cfg)) return -1;
-  r->be = cuvae_backend_create(opts->device ? opts->device : "auto", &r->model, cfg, &r->train);
+  r->be = cuvae_backend_create(opts->device ? opts->device : "auto", &r->model, cfg, &r->train, &r->test);
   if (!r->be) return -1;
+  if (r->be->notice[0]) fprintf(log, "note: %s\n", r->be->notice);
+  fprintf(log, "memory plan (%s): %s\n", r->be->name, r->be->memory_plan);
   const size_t n = r->model.n_params;
   r->params = malloc(n * sizeof(float));
   r->adam_m = malloc(n * sizeof(float));
   r->adam_v = malloc(n * sizeof(float));
   r->perm = malloc(r->train.n * sizeof(uint32_t));
+  r->results = malloc((size_t)r->be->max_pending * sizeof *r->results);
   r->config_text = cuvae_config_to_ini(cfg);
-  if (!r->params || !r->adam_m || !r->adam_v || !r->perm || !r->config_text) return cuvae_error("out of memory");
+  if (!r->params || !r->adam_m || !r->adam_v || !r->perm || !r->results || !r->config_text) return cuvae_error("out of memory");
 
   snprintf(r->ckpt_path, sizeof r->ckpt_path, "%s/checkpoint.cuvae", opts->out_dir);
   snprintf(r->metrics_path, sizeof r->metrics_path, "%s/metrics.jsonl", opts->out_dir);
@@ -222,32 +227,47 @@ int cuvae_train(const cuvae_config *cfg, const cuvae_train_opts *opts, cuvae_tra
   int64_t acc_steps = 0;
   double t_epoch = cuvae_now_seconds(), train_seconds = 0.0;
 
+  /* Steps are enqueued on the backend and their results collected once per log interval (and at each epoch
+   * end), so a device backend runs ahead of the host between collects. */
+  int64_t collected = step;   /* steps whose results are in */
+  double t_since_collect = cuvae_now_seconds();
   while (step < total && rc == 0) {
     const int64_t epoch = step / steps_per_epoch;
     if (epoch != epoch_loaded) {
       cuvae_shuffle(r.perm, r.train.n, cfg->seed, epoch);
       epoch_loaded = epoch;
     }
-    cuvae_step_result res;
-    const double t0 = cuvae_now_seconds();
-    if (r.be->train_step(r.be, r.perm + (size_t)(step % steps_per_epoch) * (size_t)B, B, step, &res)) {
+    if (r.be->train_step(r.be, r.perm + (size_t)(step % steps_per_epoch) * (size_t)B, B, step)) {
       rc = -1;
       break;
     }
-    train_seconds += cuvae_now_seconds() - t0;
     step++;
-    acc.nelbo += res.loss.nelbo;
-    acc.recon += res.loss.recon;
-    acc.kl += res.loss.kl;
-    acc_steps++;
-    if (step % cfg->log_every == 0)
-      fprintf(r.steps, "{\"step\": %" PRId64 ", \"epoch\": %" PRId64 ", \"nelbo\": %.9g, \"recon\": %.9g, \"kl\": %.9g, "
-                       "\"grad_norm\": %.9g}\n", step, epoch + 1, res.loss.nelbo, res.loss.recon, res.loss.kl,
-              res.grad_norm);
-    const double sps = train_seconds > 0 ? (double)acc_steps * B / train_seconds : 0.0;
-    cuvae_progress_step(&prog, step, (int)epoch + 1, &res.loss, sps);
-
     const int epoch_end = step % steps_per_epoch == 0 || step == total;
+    if (!(epoch_end || stop_requested || step % cfg->log_every == 0 || step - collected >= r.be->max_pending))
+      continue;
+    int n = 0;
+    if (r.be->collect(r.be, r.results, &n)) {
+      step = collected;  /* the failed step and those after it were not applied */
+      rc = -1;
+      break;
+    }
+    train_seconds += cuvae_now_seconds() - t_since_collect;
+    for (int i = 0; i < n; i++) {
+      acc.nelbo += r.results[i].loss.nelbo;
+      acc.recon += r.results[i].loss.recon;
+      acc.kl += r.results[i].loss.kl;
+      acc_steps++;
+    }
+    collected = step;
+    const cuvae_step_result *res = &r.results[n - 1];
+    if (step % cfg->log_every == 0)
+      fprintf(r.steps,
+              "{\"step\": %" PRId64 ", \"epoch\": %" PRId64 ", \"nelbo\": %.9g, \"recon\": %.9g, \"kl\": %.9g, "
+              "\"grad_norm\": %.9g}\n",
+              step, (step - 1) / steps_per_epoch + 1, res->loss.nelbo, res->loss.recon, res->loss.kl, res->grad_norm);
+    const double sps = train_seconds > 0 ? (double)acc_steps * B / train_seconds : 0.0;
+    cuvae_progress_step(&prog, step, (int)epoch + 1, &res->loss, sps);
+
     if (epoch_end || stop_requested) {
       cuvae_loss test;
       if (r.be->evaluate(r.be, &r.test, cfg->eval_batch_size, &test)) {
@@ -283,6 +303,7 @@ int cuvae_train(const cuvae_config *cfg, const cuvae_train_opts *opts, cuvae_tra
         break;
       }
     }
+    t_since_collect = cuvae_now_seconds();
   }
   cuvae_progress_end(&prog);
   if (rc != 0 && file_exists(r.ckpt_path))

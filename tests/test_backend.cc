@@ -44,14 +44,14 @@ TEST_P(BackendStep, FirstMomentIsTheClippedGradientOfTheDocumentedBatch) {
   cfg.clip_norm = tc.clip;
   cuvae_model m;
   ASSERT_EQ(cuvae_model_build(&m, D, &cfg), 0) << cuvae_last_error();
-  cuvae_backend *be = cuvae_backend_cpu_create(&m, &cfg, &ds);
+  cuvae_backend *be = cuvae_backend_cpu_create(&m, &cfg, &ds, nullptr);
   ASSERT_NE(be, nullptr) << cuvae_last_error();
 
   // Rows 3, 10, 17, ... : any order the trainer might pass.
   std::vector<uint32_t> rows(B);
   for (int b = 0; b < B; b++) rows[b] = (uint32_t)((3 + 7 * b) % N);
   cuvae_step_result res;
-  ASSERT_EQ(be->train_step(be, rows.data(), B, tc.step, &res), 0) << cuvae_last_error();
+  ASSERT_EQ(cuvae_backend_step(be, rows.data(), B, tc.step, &res), 0) << cuvae_last_error();
 
   // The same step, rebuilt by hand from the documented pieces.
   std::vector<float> params(m.n_params), grad(m.n_params), xb(B * D), eps(B * m.latent);
@@ -70,6 +70,9 @@ TEST_P(BackendStep, FirstMomentIsTheClippedGradientOfTheDocumentedBatch) {
   EXPECT_EQ(res.loss.nelbo, loss.nelbo);
   const double norm = grad_norm_cpu(grad.data(), grad.size());
   EXPECT_EQ(res.grad_norm, norm);
+  std::vector<float> got_grad(m.n_params);
+  ASSERT_EQ(be->get_grad(be, got_grad.data()), 0);
+  EXPECT_EQ(got_grad, grad);  // get_grad: the unclipped gradient of the step
 
   // After one Adam step from zero moments, m = (1 - beta1) * s * g, s = min(1, clip / ||g||) (clip 0 = off).
   std::vector<float> after(m.n_params), adam_m(m.n_params), adam_v(m.n_params);

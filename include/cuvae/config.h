@@ -48,6 +48,7 @@ typedef struct cuvae_config {
   int log_every;                        /* steps between plain log lines / progress refreshes */
   int threads;                          /* 0 = all cores */
   cuvae_precision precision;            /* CUDA GEMMs: fp32 | tf32 */
+  int cuda_graph;                       /* CUDA backend: 1 = replay each step as a captured graph, 0 = eager */
 } cuvae_config;
 
 void cuvae_config_defaults(cuvae_config *c);

@@ -52,6 +52,9 @@ void adam_update_cpu(float *p, const float *g, float *m, float *v, size_t n, flo
 /* sqrt(sum g^2), summed in double. */
 double grad_norm_cpu(const float *g, size_t n);
 
+/* Minibatch gather: dst[b][:] = src[rows[b]][:], b < B, rows of D floats (rows already checked). */
+void gather_rows_cpu(const float *src, const uint32_t *rows, float *dst, int B, int D);
+
 /* ---- whole-model forward / backward ------------------------------------------------------------------ */
 
 typedef struct cuvae_loss {

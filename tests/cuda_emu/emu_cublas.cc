@@ -272,6 +272,14 @@ cublasStatus_t cublasSetStream_v2(cublasHandle_t handle, cudaStream_t stream) {
   return CUBLAS_STATUS_SUCCESS;
 }
 
+// The emulated GEMMs need no workspace; like cuBLAS, a user workspace must be device memory (or NULL with size 0).
+cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t handle, void *workspace, size_t workspaceSizeInBytes) {
+  if (!live(handle)) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (workspaceSizeInBytes && !cuda_emu::is_device_range(workspace, workspaceSizeInBytes))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
 cublasStatus_t cublasGetStream_v2(cublasHandle_t handle, cudaStream_t *stream) {
   if (!live(handle)) return CUBLAS_STATUS_NOT_INITIALIZED;
   if (stream == nullptr) return CUBLAS_STATUS_INVALID_VALUE;

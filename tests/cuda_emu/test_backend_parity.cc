@@ -119,14 +119,42 @@ void expect_state_close(const State &cpu, const State &gpu, double p_atol, const
   std::printf("[%s] max |dp| %.3g  |dm| %.3g  |dv| %.3g\n", when, dp, dm, dv);
 }
 
-// Steps [t0, t1) on both backends; per-step losses and gradient norms compared.
-void run_both(const Case &c, cuvae_backend *cpu, cuvae_backend *gpu, uint64_t seed, int64_t t0, int64_t t1) {
-  double worst_loss = 0.0, worst_norm = 0.0;
+// Every gradient tensor of the last step, CPU vs CUDA: |g_cpu - g_cuda| <= atol + rtol |g_cpu| per element, with
+// atol = 1e-5 max|g_cpu| over the tensor. Why: each element is a sum over the batch (and, for weights, a GEMM sum)
+// whose terms cancel; its float error is relative to the sum of |terms|, which the tensor's largest entry bounds
+// in scale: ~K 2^-24 per GEMM (K <= 32: 2e-6), compounded over the layers of the backward pass, and after step 0
+// computed from parameters that drifted by ~1e-8 (see the file comment). Measured under emulation: at most 4.5e-7
+// of max|g|; 1e-5 leaves room for the other summation orders (split-K) of cuBLAS on a GPU. rtol 1e-4 for the
+// large entries, which carry the same absolute error.
+double expect_grads_close(const cuvae_model &m, cuvae_backend *cpu, cuvae_backend *gpu, const char *name,
+                          int64_t t) {
+  std::vector<float> gc(m.n_params), gg(m.n_params);
+  EXPECT_EQ(cpu->get_grad(cpu, gc.data()), 0) << cuvae_last_error();
+  EXPECT_EQ(gpu->get_grad(gpu, gg.data()), 0) << cuvae_last_error();
+  double worst = 0.0;  // max over tensors of max|dg| / max|g|
+  for (int i = 0; i < m.n_tensors; i++) {
+    const cuvae_tensor &tn = m.tensors[i];
+    const std::vector<float> a(gc.begin() + tn.offset, gc.begin() + tn.offset + tn.count);
+    const std::vector<float> b(gg.begin() + tn.offset, gg.begin() + tn.offset + tn.count);
+    const double scale = max_abs(a);
+    bool ok;
+    const double d = max_diff(a, b, 1e-5 * scale, 1e-4, &ok);
+    EXPECT_TRUE(ok) << name << " step " << t << ": gradient " << tn.name << " differs by up to " << d
+                    << " (max |g| " << scale << ")";
+    worst = std::max(worst, scale > 0 ? d / scale : d);
+  }
+  return worst;
+}
+
+// Steps [t0, t1) on both backends; per-step losses, gradient norms and every gradient tensor compared.
+void run_both(const Case &c, const cuvae_model &m, cuvae_backend *cpu, cuvae_backend *gpu, uint64_t seed,
+              int64_t t0, int64_t t1) {
+  double worst_loss = 0.0, worst_norm = 0.0, worst_grad = 0.0;
   for (int64_t t = t0; t < t1; t++) {
     const std::vector<uint32_t> rows = rows_of(c, seed, t);
     cuvae_step_result rc, rg;
-    ASSERT_EQ(cpu->train_step(cpu, rows.data(), c.B, t, &rc), 0) << cuvae_last_error();
-    ASSERT_EQ(gpu->train_step(gpu, rows.data(), c.B, t, &rg), 0) << cuvae_last_error();
+    ASSERT_EQ(cuvae_backend_step(cpu, rows.data(), c.B, t, &rc), 0) << cuvae_last_error();
+    ASSERT_EQ(cuvae_backend_step(gpu, rows.data(), c.B, t, &rg), 0) << cuvae_last_error();
     // Step t's loss is computed from parameters that already carry t steps of drift: 1e-6 relative at t = 0
     // (see the file comment), allowed 1e-4 relative for all 20 steps.
     const double dl = std::fabs(rc.loss.nelbo - rg.loss.nelbo);
@@ -140,9 +168,10 @@ void run_both(const Case &c, cuvae_backend *cpu, cuvae_backend *gpu, uint64_t se
     }
     worst_loss = std::max(worst_loss, dl / std::max(1.0, std::fabs(rc.loss.nelbo)));
     worst_norm = std::max(worst_norm, dn / std::max(1e-30, rc.grad_norm));
+    worst_grad = std::max(worst_grad, expect_grads_close(m, cpu, gpu, c.name, t));
   }
-  std::printf("[%s steps %lld..%lld] max rel |dloss| %.3g  max rel |d||g||| %.3g\n", c.name, (long long)t0,
-              (long long)t1 - 1, worst_loss, worst_norm);
+  std::printf("[%s steps %lld..%lld] max rel |dloss| %.3g  max rel |d||g||| %.3g  max |dg|/max|g| %.3g\n", c.name,
+              (long long)t0, (long long)t1 - 1, worst_loss, worst_norm, worst_grad);
 }
 
 class Parity : public ::testing::TestWithParam<Case> {};
@@ -150,8 +179,8 @@ class Parity : public ::testing::TestWithParam<Case> {};
 TEST_P(Parity, TrainingStepsAgreeWithTheCpuBackend) {
   const Case c = GetParam();
   Fixture f(c);
-  cuvae_backend *cpu = cuvae_backend_cpu_create(&f.m, &f.cfg, &f.ds);
-  cuvae_backend *gpu = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds);
+  cuvae_backend *cpu = cuvae_backend_cpu_create(&f.m, &f.cfg, &f.ds, &f.ds);
+  cuvae_backend *gpu = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, &f.ds);
   ASSERT_NE(cpu, nullptr) << cuvae_last_error();
   ASSERT_NE(gpu, nullptr) << cuvae_last_error();
   EXPECT_STREQ(gpu->name, "cuda");
@@ -162,11 +191,11 @@ TEST_P(Parity, TrainingStepsAgreeWithTheCpuBackend) {
     EXPECT_EQ(a.m, b.m);
     EXPECT_EQ(a.v, b.v);
   }
-  run_both(c, cpu, gpu, f.cfg.seed, 0, 1);
+  run_both(c, f.m, cpu, gpu, f.cfg.seed, 0, 1);
   // After one step: the parameter move is lr * g / (|g| + eps); relative gradient errors ~1e-5 move it by
   // ~lr * 1e-5 = 1e-8; 1e-6 leaves room for the few gradients near eps.
   expect_state_close(state_of(cpu, n), state_of(gpu, n), 1e-6, "after 1 step");
-  run_both(c, cpu, gpu, f.cfg.seed, 1, c.steps);
+  run_both(c, f.m, cpu, gpu, f.cfg.seed, 1, c.steps);
   expect_state_close(state_of(cpu, n), state_of(gpu, n), 2e-5, "after all steps");
 
   // evaluate(): the evaluation noise stream, partial last batch.
@@ -186,14 +215,14 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Case{"bernoulli", 30, 2, 12, 10, 3, 32, 256, 20, CUVAE_LIK_BERNOULLI, CUVAE_ACT_RELU, 0.0f},
                       Case{"gaussian_tanh_clip", 16, 2, 12, 10, 3, 32, 256, 20, CUVAE_LIK_GAUSSIAN, CUVAE_ACT_TANH,
                            1.0f},
-                      Case{"z1000", 8, 1, 6, 0, 1000, 4, 16, 10, CUVAE_LIK_BERNOULLI, CUVAE_ACT_RELU, 0.0f}),
+                      Case{"z1000", 8, 1, 6, 0, 1000, 4, 16, 20, CUVAE_LIK_BERNOULLI, CUVAE_ACT_RELU, 0.0f}),
     [](const ::testing::TestParamInfo<Case> &i) { return std::string(i.param.name); });
 
 const Case kSmall{"small", 16, 2, 12, 10, 3, 32, 256, 10, CUVAE_LIK_BERNOULLI, CUVAE_ACT_RELU, 0.0f};
 
 TEST(ParityState, GetSetRoundTripIsExact) {
   Fixture f(kSmall);
-  cuvae_backend *gpu = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds);
+  cuvae_backend *gpu = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, &f.ds);
   ASSERT_NE(gpu, nullptr) << cuvae_last_error();
   const size_t n = f.m.n_params;
   State s{std::vector<float>(n), std::vector<float>(n), std::vector<float>(n)};
@@ -214,19 +243,19 @@ TEST(ParityState, GetSetRoundTripIsExact) {
 // each; the two continuations agree (the device's Adam step counter is set from the step argument).
 TEST(ParityState, CpuStateResumesOnCuda) {
   Fixture f(kSmall);
-  cuvae_backend *cpu = cuvae_backend_cpu_create(&f.m, &f.cfg, &f.ds);
-  cuvae_backend *gpu = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds);
+  cuvae_backend *cpu = cuvae_backend_cpu_create(&f.m, &f.cfg, &f.ds, &f.ds);
+  cuvae_backend *gpu = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, &f.ds);
   ASSERT_NE(cpu, nullptr) << cuvae_last_error();
   ASSERT_NE(gpu, nullptr) << cuvae_last_error();
   const size_t n = f.m.n_params;
   for (int64_t t = 0; t < 5; t++) {
     const std::vector<uint32_t> rows = rows_of(kSmall, f.cfg.seed, t);
     cuvae_step_result r;
-    ASSERT_EQ(cpu->train_step(cpu, rows.data(), kSmall.B, t, &r), 0) << cuvae_last_error();
+    ASSERT_EQ(cuvae_backend_step(cpu, rows.data(), kSmall.B, t, &r), 0) << cuvae_last_error();
   }
   const State mid = state_of(cpu, n);
   ASSERT_EQ(gpu->set_state(gpu, mid.p.data(), mid.m.data(), mid.v.data()), 0) << cuvae_last_error();
-  run_both(kSmall, cpu, gpu, f.cfg.seed, 5, 10);
+  run_both(kSmall, f.m, cpu, gpu, f.cfg.seed, 5, 10);
   expect_state_close(state_of(cpu, n), state_of(gpu, n), 1e-5, "resumed at step 5, after step 10");
   cpu->destroy(cpu);
   gpu->destroy(gpu);
@@ -235,7 +264,7 @@ TEST(ParityState, CpuStateResumesOnCuda) {
 // A non-finite loss fails the step with a message naming it, and leaves the state unchanged.
 TEST(ParityState, NonFiniteLossFailsAndKeepsTheState) {
   Fixture f(kSmall);
-  cuvae_backend *gpu = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds);
+  cuvae_backend *gpu = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, &f.ds);
   ASSERT_NE(gpu, nullptr) << cuvae_last_error();
   const size_t n = f.m.n_params;
   State s = state_of(gpu, n);
@@ -243,7 +272,7 @@ TEST(ParityState, NonFiniteLossFailsAndKeepsTheState) {
   ASSERT_EQ(gpu->set_state(gpu, s.p.data(), s.m.data(), s.v.data()), 0);
   const std::vector<uint32_t> rows = rows_of(kSmall, f.cfg.seed, 2);
   cuvae_step_result r;
-  EXPECT_EQ(gpu->train_step(gpu, rows.data(), kSmall.B, 2, &r), -1);
+  EXPECT_EQ(cuvae_backend_step(gpu, rows.data(), kSmall.B, 2, &r), -1);
   EXPECT_NE(std::string(cuvae_last_error()).find("step 3"), std::string::npos) << cuvae_last_error();
   const State after = state_of(gpu, n);
   EXPECT_EQ(std::memcmp(after.p.data(), s.p.data(), n * sizeof(float)), 0);  // NaN != NaN: compare bytes
@@ -252,7 +281,7 @@ TEST(ParityState, NonFiniteLossFailsAndKeepsTheState) {
   // Rows outside the data set and oversized batches are refused.
   std::vector<uint32_t> bad(rows);
   bad[0] = (uint32_t)kSmall.N;
-  EXPECT_EQ(gpu->train_step(gpu, bad.data(), kSmall.B, 0, &r), -1);
+  EXPECT_EQ(cuvae_backend_step(gpu, bad.data(), kSmall.B, 0, &r), -1);
   gpu->destroy(gpu);
 }
 
@@ -263,18 +292,170 @@ TEST(ParityState, Tf32PrecisionRoundsTheGemms) {
   Fixture f(kSmall);
   cuvae_config tf32_cfg = f.cfg;  // the backend keeps a pointer to its config
   tf32_cfg.precision = CUVAE_PRECISION_TF32;
-  cuvae_backend *fp32 = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds);
-  cuvae_backend *tf32 = cuvae_backend_cuda_create(&f.m, &tf32_cfg, &f.ds);
+  cuvae_backend *fp32 = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, &f.ds);
+  cuvae_backend *tf32 = cuvae_backend_cuda_create(&f.m, &tf32_cfg, &f.ds, &f.ds);
   ASSERT_NE(fp32, nullptr) << cuvae_last_error();
   ASSERT_NE(tf32, nullptr) << cuvae_last_error();
   const std::vector<uint32_t> rows = rows_of(kSmall, f.cfg.seed, 0);
   cuvae_step_result a, b;
-  ASSERT_EQ(fp32->train_step(fp32, rows.data(), kSmall.B, 0, &a), 0) << cuvae_last_error();
-  ASSERT_EQ(tf32->train_step(tf32, rows.data(), kSmall.B, 0, &b), 0) << cuvae_last_error();
+  ASSERT_EQ(cuvae_backend_step(fp32, rows.data(), kSmall.B, 0, &a), 0) << cuvae_last_error();
+  ASSERT_EQ(cuvae_backend_step(tf32, rows.data(), kSmall.B, 0, &b), 0) << cuvae_last_error();
   EXPECT_NE(a.loss.nelbo, b.loss.nelbo);
   EXPECT_LE(std::fabs(a.loss.nelbo - b.loss.nelbo), 1e-2 * std::fabs(a.loss.nelbo));
   fp32->destroy(fp32);
   tf32->destroy(tf32);
+}
+
+// ---- the CUDA step's own machinery: graph replay, running ahead of the host, the device guard, memory ----
+
+struct StepLog {
+  std::vector<cuvae_step_result> results;
+  State state;
+};
+
+// `steps` steps enqueued, collected every `every` steps (1 = synchronously).
+StepLog run_steps(cuvae_backend *be, const Fixture &f, const Case &c, int steps, int every) {
+  StepLog log;
+  std::vector<cuvae_step_result> buf(be->max_pending);
+  for (int t = 0; t < steps; t++) {
+    const std::vector<uint32_t> rows = rows_of(c, f.cfg.seed, t);
+    EXPECT_EQ(be->train_step(be, rows.data(), c.B, t), 0) << cuvae_last_error();
+    if ((t + 1) % every == 0 || t + 1 == steps) {
+      int n = 0;
+      EXPECT_EQ(be->collect(be, buf.data(), &n), 0) << cuvae_last_error();
+      log.results.insert(log.results.end(), buf.begin(), buf.begin() + n);
+    }
+  }
+  log.state = state_of(be, f.m.n_params);
+  return log;
+}
+
+void expect_identical(const StepLog &a, const StepLog &b, const char *what) {
+  ASSERT_EQ(a.results.size(), b.results.size()) << what;
+  for (size_t i = 0; i < a.results.size(); i++) {
+    EXPECT_EQ(a.results[i].loss.nelbo, b.results[i].loss.nelbo) << what << ", step " << i;
+    EXPECT_EQ(a.results[i].loss.kl, b.results[i].loss.kl) << what << ", step " << i;
+    EXPECT_EQ(a.results[i].grad_norm, b.results[i].grad_norm) << what << ", step " << i;
+  }
+  EXPECT_EQ(a.state.p, b.state.p) << what;
+  EXPECT_EQ(a.state.m, b.state.m) << what;
+  EXPECT_EQ(a.state.v, b.state.v) << what;
+}
+
+// The captured graph replays exactly the eager launches; results do not depend on how often the host collects;
+// two runs with the same seed are bit-identical. 20 steps, bit for bit.
+TEST(CudaStep, GraphReplayEqualsEagerAndRunsAreReproducible) {
+  Fixture f(kSmall);
+  f.cfg.log_every = 7;  // max_pending
+  cuvae_config eager_cfg = f.cfg;
+  eager_cfg.cuda_graph = 0;
+  ASSERT_EQ(f.cfg.cuda_graph, 1) << "graphs are the default";
+  cuvae_backend *graph = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, &f.ds);
+  cuvae_backend *eager = cuvae_backend_cuda_create(&f.m, &eager_cfg, &f.ds, &f.ds);
+  cuvae_backend *again = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, &f.ds);
+  ASSERT_TRUE(graph && eager && again) << cuvae_last_error();
+  EXPECT_EQ(graph->max_pending, 7);
+  const StepLog a = run_steps(graph, f, kSmall, 20, 7);
+  const StepLog b = run_steps(eager, f, kSmall, 20, 1);
+  const StepLog c = run_steps(again, f, kSmall, 20, 3);
+  ASSERT_EQ(a.results.size(), 20u);
+  expect_identical(a, b, "graph, collected every 7 steps vs eager, every step");
+  expect_identical(a, c, "two graph runs with the same seed");
+  graph->destroy(graph);
+  eager->destroy(eager);
+  again->destroy(again);
+}
+
+// A non-finite step among pending ones: collect names it, and the state is the one before it on both backends,
+// although the host had enqueued steps after it. Step 3's batch holds a row of NaN data.
+TEST(CudaStep, DivergenceAmongPendingStepsKeepsThePriorState) {
+  Fixture f(kSmall);
+  f.cfg.log_every = 8;
+  const uint32_t poisoned = rows_of(kSmall, f.cfg.seed, 2)[5];
+  std::vector<float> x = f.x;
+  for (int d = 0; d < kSmall.D; d++) x[(size_t)poisoned * kSmall.D + d] = NAN;
+  cuvae_dataset bad = f.ds;
+  bad.x = x.data();
+  for (int which = 0; which < 2; which++) {
+    const char *name = which ? "cuda" : "cpu";
+    cuvae_backend *ref = which ? cuvae_backend_cuda_create(&f.m, &f.cfg, &bad, nullptr)
+                               : cuvae_backend_cpu_create(&f.m, &f.cfg, &bad, nullptr);
+    cuvae_backend *be = which ? cuvae_backend_cuda_create(&f.m, &f.cfg, &bad, nullptr)
+                              : cuvae_backend_cpu_create(&f.m, &f.cfg, &bad, nullptr);
+    ASSERT_TRUE(ref && be) << cuvae_last_error();
+    const StepLog two = run_steps(ref, f, kSmall, 2, 1);  // steps 1 and 2 (0-based 0, 1) only
+    for (int t = 0; t < 6; t++) {
+      const std::vector<uint32_t> rows = rows_of(kSmall, f.cfg.seed, t);
+      ASSERT_EQ(be->train_step(be, rows.data(), kSmall.B, t), 0) << name << ": " << cuvae_last_error();
+    }
+    std::vector<cuvae_step_result> buf(be->max_pending);
+    int n = 0;
+    EXPECT_EQ(be->collect(be, buf.data(), &n), -1) << name;
+    const std::string msg = cuvae_last_error();
+    EXPECT_NE(msg.find("step 3: loss is not finite"), std::string::npos) << name << ": " << msg;
+    const State after = state_of(be, f.m.n_params);
+    EXPECT_EQ(after.p, two.state.p) << name;
+    EXPECT_EQ(after.m, two.state.m) << name;
+    EXPECT_EQ(after.v, two.state.v) << name;
+    // Nothing is pending any more.
+    EXPECT_EQ(be->collect(be, buf.data(), &n), 0) << name << ": " << cuvae_last_error();
+    EXPECT_EQ(n, 0);
+    ref->destroy(ref);
+    be->destroy(be);
+  }
+}
+
+// More steps than max_pending without a collect are refused at once (the pinned slots are per pending step).
+TEST(CudaStep, TooManyPendingStepsAreRefused) {
+  Fixture f(kSmall);
+  f.cfg.log_every = 2;
+  cuvae_backend *gpu = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, nullptr);
+  ASSERT_NE(gpu, nullptr) << cuvae_last_error();
+  const std::vector<uint32_t> rows = rows_of(kSmall, f.cfg.seed, 0);
+  EXPECT_EQ(gpu->train_step(gpu, rows.data(), kSmall.B, 0), 0);
+  EXPECT_EQ(gpu->train_step(gpu, rows.data(), kSmall.B, 1), 0);
+  EXPECT_EQ(gpu->train_step(gpu, rows.data(), kSmall.B, 2), -1);
+  EXPECT_NE(std::string(cuvae_last_error()).find("pending"), std::string::npos) << cuvae_last_error();
+  gpu->destroy(gpu);
+}
+
+// The memory plan is computed before anything is allocated and names every category; a model that cannot fit
+// (2 million rows of 8192-wide activations: > 100 GiB, more than this machine or any GPU here has) is refused with
+// that plan in the message.
+TEST(CudaStep, MemoryPlanIsCheckedBeforeAllocating) {
+  Fixture f(kSmall);
+  cuvae_backend *gpu = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, &f.ds);
+  ASSERT_NE(gpu, nullptr) << cuvae_last_error();
+  const std::string plan = gpu->memory_plan;
+  for (const char *part : {"parameters", "activations", "data sets", "cuBLAS workspace", "free of"})
+    EXPECT_NE(plan.find(part), std::string::npos) << part << " missing from: " << plan;
+  gpu->destroy(gpu);
+
+  cuvae_config huge = f.cfg;
+  huge.n_hidden = 2;
+  huge.hidden[0] = huge.hidden[1] = 8192;
+  huge.batch_size = 2000000;
+  cuvae_model hm;
+  ASSERT_EQ(cuvae_model_build(&hm, kSmall.D, &huge), 0) << cuvae_last_error();
+  EXPECT_EQ(cuvae_backend_cuda_create(&hm, &huge, nullptr, nullptr), nullptr);
+  const std::string msg = cuvae_last_error();
+  EXPECT_NE(msg.find("does not fit"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("activations (2000000 rows)"), std::string::npos) << msg;
+}
+
+// evaluate() on the set uploaded at creation reads it on the device; any other set is copied up per batch. Both
+// give the same bits.
+TEST(CudaStep, ResidentEvaluationEqualsStreamedEvaluation) {
+  Fixture f(kSmall);
+  cuvae_backend *gpu = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, &f.ds);
+  ASSERT_NE(gpu, nullptr) << cuvae_last_error();
+  cuvae_dataset other = f.ds;  // same rows, another set as far as the backend knows
+  cuvae_loss a, b;
+  ASSERT_EQ(gpu->evaluate(gpu, &f.ds, f.cfg.eval_batch_size, &a), 0) << cuvae_last_error();
+  ASSERT_EQ(gpu->evaluate(gpu, &other, f.cfg.eval_batch_size, &b), 0) << cuvae_last_error();
+  EXPECT_EQ(a.nelbo, b.nelbo);
+  EXPECT_EQ(a.kl, b.kl);
+  gpu->destroy(gpu);
 }
 
 }  // namespace

@@ -114,8 +114,8 @@ enum ClipMode { kClipOff, kClipInactive, kClipActive };
 cudaError_t device_step(const float *g, size_t n, float clip, float *ss, int64_t *step, float *scalars, float *p,
                         float *m, float *v, cudaStream_t stream) {
   cudaError_t e = sum_squares_cuda(g, n, ss, stream);
-  if (e == cudaSuccess) e = adam_prepare_cuda(ss, step, clip, kB1, kB2, scalars, stream);
-  if (e == cudaSuccess) e = adam_update_cuda(p, g, m, v, n, kLr, kB1, kB2, kEps, scalars, stream);
+  if (e == cudaSuccess) e = adam_prepare_cuda(ss, step, clip, kB1, kB2, scalars, nullptr, stream);
+  if (e == cudaSuccess) e = adam_update_cuda(p, g, m, v, n, kLr, kB1, kB2, kEps, scalars, nullptr, stream);
   return e;
 }
 
@@ -245,16 +245,17 @@ TEST(KernelAdamSingle, RejectsInvalidArguments) {
   EXPECT_EQ(cudaErrorInvalidValue, sum_squares_cuda(f.p, 0, f.p, 0));
   EXPECT_EQ(cudaErrorInvalidValue, sum_squares_cuda(nullptr, 8, f.p, 0));
   EXPECT_EQ(cudaErrorInvalidValue, sum_squares_cuda(f.p, 8, nullptr, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, adam_update_cuda(f.p, f.p, f.p, f.p, 0, kLr, kB1, kB2, kEps, scalars.p, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, adam_update_cuda(f.p, f.p, f.p, f.p, 8, kLr, kB1, kB2, kEps, nullptr, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, adam_update_cuda(nullptr, f.p, f.p, f.p, 8, kLr, kB1, kB2, kEps, scalars.p, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(f.p, nullptr, 0.0f, kB1, kB2, scalars.p, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(nullptr, step.p, 0.0f, kB1, kB2, scalars.p, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(f.p, step.p, 0.0f, kB1, kB2, nullptr, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(f.p, step.p, -1.0f, kB1, kB2, scalars.p, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(f.p, step.p, NAN, kB1, kB2, scalars.p, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(f.p, step.p, 0.0f, 1.0f, kB2, scalars.p, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(f.p, step.p, 0.0f, kB1, -0.5f, scalars.p, 0));
+  EXPECT_EQ(cudaErrorInvalidValue, adam_update_cuda(f.p, f.p, f.p, f.p, 0, kLr, kB1, kB2, kEps, scalars.p, nullptr, 0));
+  EXPECT_EQ(cudaErrorInvalidValue, adam_update_cuda(f.p, f.p, f.p, f.p, 8, kLr, kB1, kB2, kEps, nullptr, nullptr, 0));
+  EXPECT_EQ(cudaErrorInvalidValue,
+            adam_update_cuda(nullptr, f.p, f.p, f.p, 8, kLr, kB1, kB2, kEps, scalars.p, nullptr, 0));
+  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(f.p, nullptr, 0.0f, kB1, kB2, scalars.p, nullptr, 0));
+  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(nullptr, step.p, 0.0f, kB1, kB2, scalars.p, nullptr, 0));
+  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(f.p, step.p, 0.0f, kB1, kB2, nullptr, nullptr, 0));
+  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(f.p, step.p, -1.0f, kB1, kB2, scalars.p, nullptr, 0));
+  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(f.p, step.p, NAN, kB1, kB2, scalars.p, nullptr, 0));
+  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(f.p, step.p, 0.0f, 1.0f, kB2, scalars.p, nullptr, 0));
+  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(f.p, step.p, 0.0f, kB1, -0.5f, scalars.p, nullptr, 0));
   EXPECT_EQ(cudaSuccess, cudaGetLastError());  // rejected before any launch: no error left behind
 }
 

@@ -43,7 +43,7 @@ cuvae_backend *cuvae_backend_create(const char *device, const cuvae_model *m, co
   if (strcmp(device, "cpu") == 0 || devices < 1) {
     cuvae_backend *be = cuvae_backend_cpu_create(m, cfg, train, eval);
     if (be && is_auto)
-      snprintf(be->notice, sizeof be->notice, "--device auto: %s; running on the CPU", desc);
+      snprintf(be->notice, sizeof be->notice, "--device auto: %.200s; running on the CPU", desc);
     return be;
   }
 #if CUVAE_HAVE_CUDA

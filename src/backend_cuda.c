@@ -32,46 +32,7 @@
 #include "cuvae/error.h"
 #include "cuvae/rng.h"
 #include "cuvae_kernels.h"
-
-/* Every CUDA / cuBLAS / cuRAND call goes through one of these: on failure, an error naming file, line, the call
- * and the library's message, and `return -1` from the enclosing function. */
-#define CU_CHECK(call)                                                                                        \
-  do {                                                                                                        \
-    const cudaError_t cu_err_ = (call);                                                                       \
-    if (cu_err_ != cudaSuccess)                                                                               \
-      return cuvae_error("%s:%d: %s failed: %s", __FILE__, __LINE__, #call, cudaGetErrorString(cu_err_));    \
-  } while (0)
-#define CUBLAS_CHECK(call)                                                                                    \
-  do {                                                                                                        \
-    const cublasStatus_t cb_st_ = (call);                                                                     \
-    if (cb_st_ != CUBLAS_STATUS_SUCCESS)                                                                      \
-      return cuvae_error("%s:%d: %s failed: %s", __FILE__, __LINE__, #call, cublasGetStatusString(cb_st_));   \
-  } while (0)
-#define CURAND_CHECK(call)                                                                                    \
-  do {                                                                                                        \
-    const curandStatus_t cr_st_ = (call);                                                                     \
-    if (cr_st_ != CURAND_STATUS_SUCCESS)                                                                      \
-      return cuvae_error("%s:%d: %s failed: %s", __FILE__, __LINE__, #call, curand_status_string(cr_st_));    \
-  } while (0)
-
-static const char *curand_status_string(curandStatus_t s) {
-  switch (s) {
-    case CURAND_STATUS_SUCCESS: return "CURAND_STATUS_SUCCESS";
-    case CURAND_STATUS_VERSION_MISMATCH: return "CURAND_STATUS_VERSION_MISMATCH";
-    case CURAND_STATUS_NOT_INITIALIZED: return "CURAND_STATUS_NOT_INITIALIZED";
-    case CURAND_STATUS_ALLOCATION_FAILED: return "CURAND_STATUS_ALLOCATION_FAILED";
-    case CURAND_STATUS_TYPE_ERROR: return "CURAND_STATUS_TYPE_ERROR";
-    case CURAND_STATUS_OUT_OF_RANGE: return "CURAND_STATUS_OUT_OF_RANGE";
-    case CURAND_STATUS_LENGTH_NOT_MULTIPLE: return "CURAND_STATUS_LENGTH_NOT_MULTIPLE";
-    case CURAND_STATUS_DOUBLE_PRECISION_REQUIRED: return "CURAND_STATUS_DOUBLE_PRECISION_REQUIRED";
-    case CURAND_STATUS_LAUNCH_FAILURE: return "CURAND_STATUS_LAUNCH_FAILURE";
-    case CURAND_STATUS_PREEXISTING_FAILURE: return "CURAND_STATUS_PREEXISTING_FAILURE";
-    case CURAND_STATUS_INITIALIZATION_FAILED: return "CURAND_STATUS_INITIALIZATION_FAILED";
-    case CURAND_STATUS_ARCH_MISMATCH: return "CURAND_STATUS_ARCH_MISMATCH";
-    case CURAND_STATUS_INTERNAL_ERROR: return "CURAND_STATUS_INTERNAL_ERROR";
-  }
-  return "unknown cuRAND status";
-}
+#include "cuda_check.h"
 
 /* A device noise stream; like src/rng.c it sets the generator's offset only when the requested one is not where
  * the previous draw left the stream. */

@@ -1,0 +1,19 @@
+/* What every backend shares: the pending-step bound and the synchronous one-step helper (src/backend.h). Kept
+ * apart from the device selection in backend.c, so linking these never pulls in the CUDA device query. */
+#include "backend.h"
+#include "cuvae/error.h"
+
+int cuvae_backend_max_pending(const cuvae_config *cfg) {
+  /* The trainer collects once per log interval; a bound keeps the result buffers small for huge intervals. */
+  return cfg->log_every < 1 ? 1 : cfg->log_every > 4096 ? 4096 : cfg->log_every;
+}
+
+int cuvae_backend_step(cuvae_backend *be, const uint32_t *rows, int B, int64_t step, cuvae_step_result *out) {
+  if (be->train_step(be, rows, B, step)) return -1;
+  cuvae_step_result res[1];
+  int n = 0;
+  if (be->collect(be, res, &n)) return -1;
+  if (n != 1) return cuvae_error("step %lld: collected %d results, expected 1", (long long)step + 1, n);
+  *out = res[0];
+  return 0;
+}

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(build-essential cmake pkg-config libopenblas-dev libinih-dev zlib1g-dev libgtest-dev googletest libboost-context-dev
+packages=(build-essential cmake pkg-config libopenblas-dev libopenblas-openmp-dev libinih-dev zlib1g-dev libgtest-dev googletest libboost-context-dev
           libbenchmark-dev
           dataset-fashion-mnist)
 missing=()

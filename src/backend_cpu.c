@@ -2,6 +2,9 @@
  * gather from the host data set, eps from the Philox host stream, loss and gradient from src/cpu/vae_cpu.c. */
 #include <cblas.h>
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,7 +183,12 @@ cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config
     cuvae_error("out of memory: the model needs %zu parameters x 4 buffers", n);
     return NULL;
   }
-  if (cfg->threads > 0) openblas_set_num_threads(cfg->threads);  /* 0: OpenBLAS's default, all cores */
+  if (cfg->threads > 0) {  /* 0: the defaults, all cores */
+    openblas_set_num_threads(cfg->threads);
+#ifdef _OPENMP
+    omp_set_num_threads(cfg->threads);  /* the fused loops of src/cpu/ (and OpenBLAS's OpenMP build) */
+#endif
+  }
   be->ws = cuvae_cpu_ws_create(m, be->max_batch);
   be->train_noise = be->ws ? cuvae_noise_create(cfg->seed) : NULL;
   be->eval_noise = be->train_noise ? cuvae_noise_create(cfg->seed ^ CUVAE_SEED_EVAL) : NULL;

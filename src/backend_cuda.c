@@ -32,60 +32,10 @@
 #include "cuvae/error.h"
 #include "cuvae/rng.h"
 #include "cuvae_kernels.h"
+#include "backend_cuda_internal.h"
 #include "cuda_check.h"
 
-/* A device noise stream; like src/rng.c it sets the generator's offset only when the requested one is not where
- * the previous draw left the stream. */
-typedef struct dev_noise {
-  curandGenerator_t gen;
-  uint64_t pos;
-  int pos_known;
-} dev_noise;
-
-enum { CUBLAS_WORKSPACE_BYTES = 32 << 20 };  /* cuBLAS's recommended workspace on Hopper; set explicitly so graph
-                                                capture never makes cuBLAS allocate */
-
-typedef struct cuda_backend {
-  cuvae_backend base;
-  const cuvae_model *model;
-  const cuvae_config *cfg;
-  size_t n_train, n_eval;
-  const cuvae_dataset *eval_ds;               /* the set uploaded to eval_x (compared by address) */
-  int max_batch;
-  cudaStream_t stream;
-  cublasHandle_t blas;
-  void *blas_workspace;
-  dev_noise train_noise, eval_noise;
-  cudaGraphExec_t graph;                      /* the captured step body, for graph_B rows */
-  int graph_B;
-  /* device memory */
-  float *state;                               /* params | grad | m | v, n_params each */
-  float *params, *grad, *adam_m, *adam_v;     /* views into state */
-  float *train_x, *eval_x;                    /* [n_train, D], [n_eval, D] */
-  float *x;                                   /* [max_batch, D] */
-  uint32_t *rows;                             /* [max_batch] row indices of the step */
-  float *eps;                                 /* stride(max_batch * Z) */
-  float *enc_out[CUVAE_MAX_LAYERS], *dec_out[CUVAE_MAX_LAYERS];
-  float *z, *dz, *dmulv, *grad_a, *grad_b;    /* [B,Z], [B,Z], [B,2Z], [B,widest] x 2 */
-  float *kl_row, *nll_row;                    /* [B] */
-  float *sums;                                /* [0] sum nll, [1] sum kl, [2] sum g^2 */
-  float *adam_scalars;                        /* 4, see adam_prepare_cuda */
-  int64_t *step;                              /* Adam's step counter */
-  int64_t *flags;                             /* [0] halted_at, [1] recorded count: see step_guard_cuda */
-  float *ring;                                /* [max_pending][3] recorded sums */
-  /* pinned host memory: the staging of per-step inputs and of collect's one read-back */
-  uint32_t *rows_host;                        /* [max_pending][max_batch] */
-  int64_t *step_host;                         /* [max_pending] */
-  float *ring_host;                           /* [max_pending][3] */
-  int64_t *flags_host;                        /* [2] */
-  /* host bookkeeping of the pending steps */
-  int n_pending;
-  int64_t *pending_step;                      /* [max_pending] */
-  int *pending_B;                             /* [max_pending] */
-  int64_t step_mirror;                        /* what *step will hold after the pending steps, or -1: unknown */
-} cuda_backend;
-
-static int noise_draw(cuda_backend *be, dev_noise *g, uint64_t offset, size_t n) {
+int cuda_noise_draw(cuda_backend *be, dev_noise *g, uint64_t offset, size_t n) {
   const size_t len = (size_t)cuvae_noise_stride(n);  /* whole Philox blocks, as the CPU stream draws */
   if (!g->pos_known || g->pos != offset) {
     g->pos_known = 0;
@@ -98,7 +48,7 @@ static int noise_draw(cuda_backend *be, dev_noise *g, uint64_t offset, size_t n)
 }
 
 /* y[B, out] = act(x W^T + b). */
-static int dense_forward(cuda_backend *be, const cuvae_layer *l, const float *x, float *y, int B) {
+int cuda_dense_forward(cuda_backend *be, const cuvae_layer *l, const float *x, float *y, int B) {
   const float one = 1.0f, zero = 0.0f;
   CUBLAS_CHECK(cublasSgemm(be->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)l->out, B, (int)l->in, &one,
                            be->params + l->w, (int)l->in, x, (int)l->in, &zero, y, (int)l->out));
@@ -135,19 +85,19 @@ static int backward_stack(cuda_backend *be, const cuvae_layer *layers, int n, fl
 
 /* Forward of the whole VAE on x (B rows, device) with be->eps; per-row losses in nll_row, kl_row, their sums in
  * sums[0], sums[1]. With want_grad, dL/d(decoder output) goes into grad_a (scale 1/B, the batch mean). */
-static int forward(cuda_backend *be, const float *x, int B, int want_grad) {
+int cuda_vae_forward(cuda_backend *be, const float *x, int B, int want_grad) {
   const cuvae_model *m = be->model;
   const int Z = (int)m->latent, D = (int)m->input_dim;
   const float *in = x;
   for (int i = 0; i < m->n_enc; i++) {
-    if (dense_forward(be, &m->enc[i], in, be->enc_out[i], B)) return -1;
+    if (cuda_dense_forward(be, &m->enc[i], in, be->enc_out[i], B)) return -1;
     in = be->enc_out[i];
   }
   const float *mulv = be->enc_out[m->n_enc - 1];
   CU_CHECK(reparam_kl_forward_cuda(mulv, be->eps, be->z, be->kl_row, B, Z, be->stream));
   in = be->z;
   for (int i = 0; i < m->n_dec; i++) {
-    if (dense_forward(be, &m->dec[i], in, be->dec_out[i], B)) return -1;
+    if (cuda_dense_forward(be, &m->dec[i], in, be->dec_out[i], B)) return -1;
     in = be->dec_out[i];
   }
   const float *dec_y = be->dec_out[m->n_dec - 1];
@@ -168,7 +118,7 @@ static int step_body(cuda_backend *be, int B) {
   const cuvae_model *m = be->model;
   const cuvae_config *c = be->cfg;
   CU_CHECK(gather_rows_cuda(be->train_x, be->rows, be->x, B, (int)m->input_dim, be->stream));
-  if (forward(be, be->x, B, 1)) return -1;
+  if (cuda_vae_forward(be, be->x, B, 1)) return -1;
   /* Backward: decoder (down to dz), reparameterization + KL, encoder. */
   if (backward_stack(be, m->dec, m->n_dec, be->dec_out, be->z, be->grad_a, be->dz, B)) return -1;
   const float *mulv = be->enc_out[m->n_enc - 1];
@@ -234,7 +184,7 @@ static int cuda_train_step(cuvae_backend *base, const uint32_t *rows, int B, int
     be->step_host[slot] = step;
     CU_CHECK(cudaMemcpyAsync(be->step, &be->step_host[slot], sizeof(int64_t), cudaMemcpyHostToDevice, be->stream));
   }
-  if (noise_draw(be, &be->train_noise, (uint64_t)step * cuvae_noise_stride(nz), nz)) return -1;
+  if (cuda_noise_draw(be, &be->train_noise, (uint64_t)step * cuvae_noise_stride(nz), nz)) return -1;
   if (be->cfg->cuda_graph) {
     if (!be->graph || be->graph_B != B)
       if (capture_step(be, B)) return -1;
@@ -313,8 +263,8 @@ static int cuda_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch
                                cudaMemcpyHostToDevice, be->stream));
       x = be->x;
     }
-    if (noise_draw(be, &be->eval_noise, offset, nz)) return -1;
-    if (forward(be, x, B, 0)) return -1;
+    if (cuda_noise_draw(be, &be->eval_noise, offset, nz)) return -1;
+    if (cuda_vae_forward(be, x, B, 0)) return -1;
     CU_CHECK(cudaMemcpyAsync(be->ring_host, be->sums, 2 * sizeof(float), cudaMemcpyDeviceToHost, be->stream));
     CU_CHECK(cudaStreamSynchronize(be->stream));  /* also keeps the pageable ds->x alive for the copy above */
     /* As the CPU: the batch mean (sum / B) times B. */

@@ -38,6 +38,8 @@ void cuvae_blas_select_kernels(char **argv) {
 
 const char *cuvae_blas_describe(void) {
   static char buf[256];
-  snprintf(buf, sizeof buf, "OpenBLAS core %s, %d threads", openblas_get_corename(), openblas_get_num_threads());
+  const int par = openblas_get_parallel();  /* 0 sequential, 1 pthreads, 2 OpenMP */
+  snprintf(buf, sizeof buf, "OpenBLAS core %s, %d threads, %s", openblas_get_corename(), openblas_get_num_threads(),
+           par == 2 ? "OpenMP" : par == 1 ? "pthreads" : "sequential");
   return buf;
 }

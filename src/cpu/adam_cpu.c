@@ -1,15 +1,19 @@
-/* Adam over the whole parameter buffer (MATH.md section 7). CPU twin of kernels/adam.cu. */
+/* Adam over the whole parameter buffer (MATH.md section 7). CPU twin of kernels/adam.cu. The buffer is split
+ * across threads; every element's arithmetic is independent of the split. */
 #include <float.h>
 #include <math.h>
 
 #include "cuvae/cpu.h"
+#include "parallel.h"
 
 void adam_update_cpu(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
                      float eps, int64_t t, float grad_scale) {
   /* Bias corrections 1 - b^t, computed in double once per step. */
   const float c1 = (float)(1.0 / (1.0 - pow((double)b1, (double)t)));
   const float c2 = (float)(1.0 / (1.0 - pow((double)b2, (double)t)));
-  for (size_t i = 0; i < n; i++) {
+  const long long count = (long long)n;
+  CUVAE_PARALLEL_FOR(n)
+  for (long long i = 0; i < count; i++) {
     const float gi = grad_scale * g[i];
     float mi = b1 * m[i] + (1.0f - b1) * gi, vi = b2 * v[i] + (1.0f - b2) * gi * gi;
     /* Moments of weights whose gradient stays ~0 (e.g. always-black pixels) decay geometrically into the
@@ -23,8 +27,24 @@ void adam_update_cpu(float *p, const float *g, float *m, float *v, size_t n, flo
   }
 }
 
+enum { NORM_MAX_CHUNKS = 64, NORM_MIN_CHUNK = 1 << 16 };
+
+/* sqrt(sum g^2) in double. The buffer is cut into at most 64 chunks whose size depends only on n; each chunk is
+ * summed in index order (chunks in parallel), then the chunk sums in chunk order: the same result for every
+ * thread count. */
 double grad_norm_cpu(const float *g, size_t n) {
+  size_t chunk = (n + NORM_MAX_CHUNKS - 1) / NORM_MAX_CHUNKS;
+  if (chunk < NORM_MIN_CHUNK) chunk = NORM_MIN_CHUNK;
+  const int chunks = (int)((n + chunk - 1) / chunk);
+  double part[NORM_MAX_CHUNKS];
+  CUVAE_PARALLEL_FOR(n)
+  for (int c = 0; c < chunks; c++) {
+    const size_t lo = (size_t)c * chunk, hi = lo + chunk < n ? lo + chunk : n;
+    double s = 0.0;
+    for (size_t i = lo; i < hi; i++) s += (double)g[i] * g[i];
+    part[c] = s;
+  }
   double s = 0.0;
-  for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
+  for (int c = 0; c < chunks; c++) s += part[c];
   return sqrt(s);
 }

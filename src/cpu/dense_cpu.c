@@ -1,13 +1,17 @@
 /* Dense layer forward/backward on the CPU: GEMMs in cblas_sgemm, bias + activation fused in one pass.
- * CPU twin of kernels/bias_act.cu (bias_act_forward / bias_act_backward / bias_grad). */
+ * CPU twin of kernels/bias_act.cu (bias_act_forward / bias_act_backward / bias_grad). The elementwise passes are
+ * split across threads by rows (or, for the bias gradient, by columns, each summed in row order), so their
+ * results do not depend on the thread count. */
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
 
 #include "cuvae/cpu.h"
+#include "parallel.h"
 
 /* y = act(y + b): one pass over the [B, n] output. */
 void bias_act_forward_cpu(float *y, const float *b, int B, int n, cuvae_activation act) {
+  CUVAE_PARALLEL_FOR((size_t)B * n)
   for (int r = 0; r < B; r++) {
     float *row = y + (size_t)r * n;
     switch (act) {
@@ -27,14 +31,34 @@ void bias_act_forward_cpu(float *y, const float *b, int B, int n, cuvae_activati
   }
 }
 
-/* dy *= act'(pre-activation), written through the output y: relu' = [y > 0]; tanh' = 1 - y^2. */
+/* dy *= act'(pre-activation), written through the output y: relu' = [y > 0]; tanh' = 1 - y^2. The relu case is
+ * a select, not a branch: half the units are off in no predictable pattern. */
 void bias_act_backward_cpu(const float *y, float *dy, int B, int n, cuvae_activation act) {
-  const size_t total = (size_t)B * n;
-  if (act == CUVAE_ACT_RELU) {
-    for (size_t i = 0; i < total; i++)
-      if (!(y[i] > 0.0f)) dy[i] = 0.0f;
-  } else if (act == CUVAE_ACT_TANH) {
-    for (size_t i = 0; i < total; i++) dy[i] *= 1.0f - y[i] * y[i];
+  if (act == CUVAE_ACT_NONE) return;
+  CUVAE_PARALLEL_FOR((size_t)B * n)
+  for (int r = 0; r < B; r++) {
+    const float *yr = y + (size_t)r * n;
+    float *dr = dy + (size_t)r * n;
+    if (act == CUVAE_ACT_RELU)
+      for (int j = 0; j < n; j++) dr[j] = yr[j] > 0.0f ? dr[j] : 0.0f;
+    else
+      for (int j = 0; j < n; j++) dr[j] *= 1.0f - yr[j] * yr[j];
+  }
+}
+
+enum { BIAS_GRAD_COLS = 256 };  /* columns per work item of the bias gradient */
+
+/* db[j] = sum_r dy[r][j], each column summed in row order; column blocks split across threads. */
+static void bias_grad_cpu(const float *dy, float *db, int B, int n) {
+  const int blocks = (n + BIAS_GRAD_COLS - 1) / BIAS_GRAD_COLS;
+  CUVAE_PARALLEL_FOR((size_t)B * n)
+  for (int k = 0; k < blocks; k++) {
+    const int lo = k * BIAS_GRAD_COLS, hi = lo + BIAS_GRAD_COLS < n ? lo + BIAS_GRAD_COLS : n;
+    memset(db + lo, 0, (size_t)(hi - lo) * sizeof *db);
+    for (int r = 0; r < B; r++) {
+      const float *row = dy + (size_t)r * n;
+      for (int j = lo; j < hi; j++) db[j] += row[j];
+    }
   }
 }
 
@@ -50,10 +74,6 @@ void dense_backward_cpu(const float *x, const float *W, const float *y, float *d
                         float *dx, int B, int in, int out, cuvae_activation act) {
   bias_act_backward_cpu(y, dy, B, out, act);
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, B, 1.0f, dy, out, x, in, 0.0f, dW, in);
-  memset(db, 0, (size_t)out * sizeof *db);
-  for (int r = 0; r < B; r++) {
-    const float *row = dy + (size_t)r * out;
-    for (int j = 0; j < out; j++) db[j] += row[j];
-  }
+  bias_grad_cpu(dy, db, B, out);
   if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, in, out, 1.0f, dy, out, W, in, 0.0f, dx, in);
 }

@@ -44,6 +44,15 @@ struct cuvae_backend {
   int (*set_state)(cuvae_backend *be, const float *params, const float *adam_m, const float *adam_v);
   /* The gradient of the last collected step, before clipping (n_params floats, the model's layout). */
   int (*get_grad)(cuvae_backend *be, float *grad);
+  /* Inference on n host rows (any n >= 1; the backend works through them in batches of its max batch):
+   * encode: x[n][D] -> mulv[n][2Z] = (mu | lv) of q(z|x);
+   * decode: z[n][Z] -> mean[n][D], the decoder's mean (sigmoid of the logits for Bernoulli, f for Gaussian). */
+  int (*encode)(cuvae_backend *be, const float *x, size_t n, float *mulv);
+  int (*decode)(cuvae_backend *be, const float *z, size_t n, float *mean);
+  /* Importance-weighted log p(x) estimate per row of ds (MATH.md section 5) with K samples from q(z|x):
+   * log_px[i] = logsumexp_k(log p(x_i | z_k) + log p(z_k) - log q(z_k | x_i)) - log K, from the evaluation noise
+   * stream; rows processed `batch` at a time and the K samples in chunks, so K = 5000 fits in memory. */
+  int (*iwae)(cuvae_backend *be, const cuvae_dataset *ds, int K, int batch, double *log_px);
   void (*destroy)(cuvae_backend *be);
 };
 

@@ -10,24 +10,10 @@
 #include <string.h>
 
 #include "backend.h"
+#include "backend_cpu_internal.h"
 #include "cuvae/error.h"
 #include "cuvae/rng.h"
 
-typedef struct cpu_backend {
-  cuvae_backend base;
-  const cuvae_model *model;
-  const cuvae_config *cfg;
-  const cuvae_dataset *train;
-  float *params, *grad, *adam_m, *adam_v;
-  float *x_batch, *eps;        /* [max_batch, D], [max_batch, Z] */
-  int max_batch;
-  cuvae_cpu_ws *ws;
-  cuvae_noise *train_noise, *eval_noise;
-  cuvae_step_result *pending;  /* results of the steps run since the last collect [max_pending] */
-  int n_pending;
-  int64_t diverged_step;       /* 1-based step that was not finite (later steps then do nothing); 0 = none */
-  char diverged_msg[256];
-} cpu_backend;
 
 /* Runs the step at once; its result waits in `pending` for collect. */
 static int cpu_train_step(cuvae_backend *base, const uint32_t *rows, int B, int64_t step) {
@@ -159,6 +145,9 @@ cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config
   be->base.get_state = cpu_get_state;
   be->base.set_state = cpu_set_state;
   be->base.get_grad = cpu_get_grad;
+  be->base.encode = cpu_encode;
+  be->base.decode = cpu_decode;
+  be->base.iwae = cpu_iwae;
   be->base.destroy = cpu_destroy;
   be->base.max_pending = cuvae_backend_max_pending(cfg);
   be->model = m;

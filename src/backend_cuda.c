@@ -492,6 +492,9 @@ cuvae_backend *cuvae_backend_cuda_create(const cuvae_model *m, const cuvae_confi
   be->base.get_state = cuda_get_state;
   be->base.set_state = cuda_set_state;
   be->base.get_grad = cuda_get_grad;
+  be->base.encode = cuda_encode;
+  be->base.decode = cuda_decode;
+  be->base.iwae = cuda_iwae;
   be->base.destroy = cuda_destroy;
   be->base.max_pending = cuvae_backend_max_pending(cfg);
   be->model = m;

@@ -68,4 +68,10 @@ int cuda_dense_forward(cuda_backend *be, const cuvae_layer *l, const float *x, f
  * sums in be->sums[0..1]; with want_grad, dL/d(decoder output) in be->grad_a. */
 int cuda_vae_forward(cuda_backend *be, const float *x, int B, int want_grad);
 
+/* The vtable entries of src/backend.h implemented outside backend_cuda.c: src/backend_cuda_codec.c (encode,
+ * decode) and src/backend_cuda_iwae.c (importance-weighted log-likelihood). */
+int cuda_encode(cuvae_backend *be, const float *x, size_t n, float *mulv);
+int cuda_decode(cuvae_backend *be, const float *z, size_t n, float *mean);
+int cuda_iwae(cuvae_backend *be, const cuvae_dataset *ds, int K, int batch, double *log_px);
+
 #endif

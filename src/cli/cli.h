@@ -6,10 +6,22 @@
 #define CUVAE_EXIT_USAGE 2
 #define CUVAE_EXIT_INTERRUPTED 130
 
+/* A subcommand: `cuvae NAME ARGS...` runs run(argc, argv) with argv[0] = NAME; help() prints its --help. */
+typedef struct cli_command {
+  const char *name, *args, *summary;
+  int (*run)(int argc, char **argv);
+  void (*help)(void);
+} cli_command;
+
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 void help_train(void);
 void help_eval(void);
+
+/* Image commands (src/cli/cmd_images.c): rows of the command table in main.c. */
+#define CUVAE_IMAGE_COMMANDS
+/* Export / import / encode / decode (src/cli/cmd_export.c): rows of the command table in main.c. */
+#define CUVAE_EXPORT_COMMANDS
 /* "--flag VALUE" or "--flag=VALUE" at argv[*i]; advances *i past the value. NULL when argv[*i] is not flag. */
 const char *cli_flag_value(int argc, char **argv, int *i, const char *flag, int *missing);
 

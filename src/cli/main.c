@@ -7,20 +7,43 @@
 #include "cuvae/blas.h"
 #include "cuvae/config.h"
 
+/* Every subcommand: name, one-line summary, entry point, help. One table, so `cuvae --help`, `cuvae help X` and
+ * the dispatch cannot disagree. */
+static const cli_command k_commands[] = {
+    {"train", "CONFIG", "train a VAE described by an INI config (see `cuvae help config`)", cmd_train, help_train},
+    {"eval", "CHECKPOINT", "evaluate a checkpoint (ELBO, IWAE log-likelihood, ...); one JSON line", cmd_eval,
+     help_eval},
+    CUVAE_IMAGE_COMMANDS
+    CUVAE_EXPORT_COMMANDS
+};
+#define N_COMMANDS ((int)(sizeof k_commands / sizeof k_commands[0]))
+
 static void help_main(void) {
   printf("cuvae %s - train variational autoencoders (CPU reference backend and CUDA backend)\n\n"
-         "usage: cuvae <command> [options]\n\n"
-         "commands:\n"
-         "  train CONFIG     train a VAE described by an INI config (see `cuvae help config`)\n"
-         "  eval CHECKPOINT  evaluate a checkpoint on its test split; prints one JSON line\n"
-         "  help [COMMAND]   help for a command, or `help config` for every config key\n\n"
-         "options:\n"
+         "usage: cuvae <command> [options]\n\ncommands:\n",
+         CUVAE_VERSION_STRING);
+  for (int i = 0; i < N_COMMANDS; i++) {
+    char head[64];
+    snprintf(head, sizeof head, "%s %s", k_commands[i].name, k_commands[i].args);
+    printf("  %-26s %s\n", head, k_commands[i].summary);
+  }
+  printf("  %-26s %s\n\n", "help [COMMAND|config]", "help for a command, or every config key");
+  printf("options:\n"
          "  -h, --help       this help\n"
          "  -V, --version    print the version\n\n"
          "example:\n"
          "  cuvae train configs/fashion_mnist.ini --out runs/fmnist\n"
-         "  cuvae eval runs/fmnist/checkpoint.cuvae\n",
-         CUVAE_VERSION_STRING);
+         "  cuvae eval runs/fmnist/checkpoint.cuvae\n");
+}
+
+static const cli_command *find_command(const char *name) {
+  for (int i = 0; i < N_COMMANDS; i++)
+    if (strcmp(k_commands[i].name, name) == 0) return &k_commands[i];
+  return NULL;
+}
+
+static void list_commands(FILE *out) {
+  for (int i = 0; i < N_COMMANDS; i++) fprintf(out, "%s%s", i ? ", " : "", k_commands[i].name);
 }
 
 const char *cli_flag_value(int argc, char **argv, int *i, const char *flag, int *missing) {
@@ -52,16 +75,17 @@ void cli_json_string(FILE *out, const char *s) {
 }
 
 static int help_topic(const char *topic) {
+  const cli_command *c = topic ? find_command(topic) : NULL;
   if (!topic) {
     help_main();
-  } else if (strcmp(topic, "train") == 0) {
-    help_train();
-  } else if (strcmp(topic, "eval") == 0) {
-    help_eval();
+  } else if (c) {
+    c->help();
   } else if (strcmp(topic, "config") == 0) {
     cuvae_config_print_schema(stdout);
   } else {
-    fprintf(stderr, "error: no help for '%s' (topics: train, eval, config)\n", topic);
+    fprintf(stderr, "error: no help for '%s' (topics: ", topic);
+    list_commands(stderr);
+    fprintf(stderr, ", config)\n");
     return CUVAE_EXIT_USAGE;
   }
   return 0;
@@ -82,8 +106,10 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (strcmp(cmd, "help") == 0) return help_topic(argc > 2 ? argv[2] : NULL);
-  if (strcmp(cmd, "train") == 0) return cmd_train(argc - 1, argv + 1);
-  if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
-  fprintf(stderr, "error: unknown command '%s' (commands: train, eval, help; see cuvae --help)\n", cmd);
+  const cli_command *c = find_command(cmd);
+  if (c) return c->run(argc - 1, argv + 1);
+  fprintf(stderr, "error: unknown command '%s' (commands: ", cmd);
+  list_commands(stderr);
+  fprintf(stderr, ", help; see cuvae --help)\n");
   return CUVAE_EXIT_USAGE;
 }

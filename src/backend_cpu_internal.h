@@ -1,0 +1,32 @@
+/* The CPU backend's state, shared by its files: src/backend_cpu.c (training, evaluation, state),
+ * src/backend_cpu_codec.c (encode / decode), src/backend_cpu_iwae.c (importance-weighted log-likelihood).
+ * Private to src/. */
+#ifndef CUVAE_BACKEND_CPU_INTERNAL_H
+#define CUVAE_BACKEND_CPU_INTERNAL_H
+#include <stdint.h>
+
+#include "backend.h"
+#include "cuvae/rng.h"
+
+typedef struct cpu_backend {
+  cuvae_backend base;
+  const cuvae_model *model;
+  const cuvae_config *cfg;
+  const cuvae_dataset *train;
+  float *params, *grad, *adam_m, *adam_v;
+  float *x_batch, *eps;        /* [max_batch, D], [max_batch, Z] */
+  int max_batch;
+  cuvae_cpu_ws *ws;
+  cuvae_noise *train_noise, *eval_noise;
+  cuvae_step_result *pending;  /* results of the steps run since the last collect [max_pending] */
+  int n_pending;
+  int64_t diverged_step;       /* 1-based step that was not finite (later steps then do nothing); 0 = none */
+  char diverged_msg[256];
+} cpu_backend;
+
+/* The vtable entries of src/backend.h implemented outside backend_cpu.c. */
+int cpu_encode(cuvae_backend *be, const float *x, size_t n, float *mulv);
+int cpu_decode(cuvae_backend *be, const float *z, size_t n, float *mean);
+int cpu_iwae(cuvae_backend *be, const cuvae_dataset *ds, int K, int batch, double *log_px);
+
+#endif

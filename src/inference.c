@@ -1,0 +1,44 @@
+/* Opening a checkpoint for inference (see inference.h). */
+#include "inference.h"
+
+#include <string.h>
+
+#include "cuvae/error.h"
+#include "train_internal.h"
+
+int cuvae_inference_open(cuvae_inference *inf, const char *checkpoint_path, const char *device, int split) {
+  memset(inf, 0, sizeof *inf);
+  if (cuvae_checkpoint_load(checkpoint_path, &inf->ck)) return -1;
+  cuvae_config_defaults(&inf->cfg);
+  int rc = cuvae_config_load_string(&inf->cfg, inf->ck.config_ini, checkpoint_path);
+  if (rc == 0) rc = cuvae_config_finalize(&inf->cfg);
+  if (rc == 0 && split != CUVAE_SPLIT_NONE) {
+    rc = cuvae_load_split(&inf->cfg, split, &inf->data);
+    if (rc == 0 && inf->data.dim != inf->ck.input_dim)
+      rc = cuvae_error("%s: the model takes %llu features but the %s data %s has %zu", checkpoint_path,
+                       (unsigned long long)inf->ck.input_dim, split == CUVAE_SPLIT_TRAIN ? "train" : "test",
+                       split == CUVAE_SPLIT_TRAIN ? inf->cfg.train_images : inf->cfg.test_images, inf->data.dim);
+  }
+  if (rc == 0) rc = cuvae_model_build(&inf->model, (size_t)inf->ck.input_dim, &inf->cfg);
+  if (rc == 0 && cuvae_checkpoint_check_layout(&inf->ck, &inf->model))
+    rc = cuvae_error("%s: %s", checkpoint_path, cuvae_last_error());
+  if (rc == 0 && device) {
+    /* No training set: the backend only evaluates; the split (if any) is uploaded once as its evaluation set. */
+    inf->be = cuvae_backend_create(device, &inf->model, &inf->cfg, NULL,
+                                   split != CUVAE_SPLIT_NONE ? &inf->data : NULL);
+    if (!inf->be) rc = -1;
+    if (rc == 0) rc = inf->be->set_state(inf->be, inf->ck.params, NULL, NULL);
+  }
+  if (rc != 0) {
+    cuvae_inference_close(inf);
+    return -1;
+  }
+  return 0;
+}
+
+void cuvae_inference_close(cuvae_inference *inf) {
+  if (inf->be) inf->be->destroy(inf->be);
+  cuvae_dataset_free(&inf->data);
+  cuvae_checkpoint_free(&inf->ck);
+  memset(inf, 0, sizeof *inf);
+}

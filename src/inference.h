@@ -1,0 +1,28 @@
+/* A trained model opened for inference (eval, sample, reconstruct, encode, export, ...): the checkpoint, its
+ * config and model, optionally one data split named by that config, and a backend holding the parameters.
+ * Private to src/ and the CLI. */
+#ifndef CUVAE_INFERENCE_H
+#define CUVAE_INFERENCE_H
+#include "backend.h"
+#include "cuvae/checkpoint.h"
+#include "cuvae/config.h"
+#include "cuvae/data.h"
+#include "cuvae/model.h"
+
+typedef struct cuvae_inference {
+  cuvae_checkpoint ck;
+  cuvae_config cfg;
+  cuvae_model model;
+  cuvae_dataset data;   /* the split loaded by open (empty with CUVAE_SPLIT_NONE) */
+  cuvae_backend *be;    /* NULL when opened without a device (device == NULL) */
+} cuvae_inference;
+
+enum { CUVAE_SPLIT_NONE = -1, CUVAE_SPLIT_TRAIN = 0, CUVAE_SPLIT_TEST = 1 };
+
+/* Loads and checks the checkpoint (CRC, layout against its own config), loads `split`, and creates a backend on
+ * `device` ("auto" | "cpu" | "cuda"; NULL: none) with the checkpoint's parameters, the split as its evaluation
+ * set. Fails with one message naming the problem; inf is then empty (close is still safe). */
+int cuvae_inference_open(cuvae_inference *inf, const char *checkpoint_path, const char *device, int split);
+void cuvae_inference_close(cuvae_inference *inf);
+
+#endif

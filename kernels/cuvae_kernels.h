@@ -52,8 +52,10 @@ cudaError_t adam_prepare_cuda(const float *sum_squares, int64_t *step, float cli
                               float *scalars, const int64_t *halted, cudaStream_t stream);
 cudaError_t adam_update_cuda(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
                              float eps, const float *scalars, const int64_t *halted, cudaStream_t stream);
-/* *out = sum of g^2 (one float in device memory), deterministic (fixed reduction tree, no float atomics). */
-cudaError_t sum_squares_cuda(const float *g, size_t n, float *out, cudaStream_t stream);
+/* *out = sum of g^2 (one float in device memory), deterministic (fixed reduction tree, no float atomics), in two
+ * passes through partials[CUVAE_SUM_SQUARES_PARTIALS] (device scratch). */
+#define CUVAE_SUM_SQUARES_PARTIALS 256
+cudaError_t sum_squares_cuda(const float *g, size_t n, float *partials, float *out, cudaStream_t stream);
 
 /* reduce.cu -- deterministic sum of a vector (e.g. per-row losses) into *out (device), fixed tree order. */
 cudaError_t sum_cuda(const float *x, int n, float *out, cudaStream_t stream);
@@ -68,6 +70,22 @@ cudaError_t gather_rows_cuda(const float *src, const uint32_t *rows, float *dst,
  * flags[1] reaches ring_cap it halts instead of writing past the ring. */
 cudaError_t step_guard_cuda(const float *sums, const int64_t *step, int64_t *flags, float *ring, int ring_cap,
                             cudaStream_t stream);
+
+/* ---- iwae.cu -- importance-weighted log p(x) (MATH.md section 5), twins of the iwae_*_cpu functions --------------
+ * A chunk is one decoder batch of R data rows x C samples, sample-major (batch row s*R + r = sample s of data row
+ * r); mulv[R][2Z]; eps, z [R*C][Z]; nll[R*C]; state[R][2] = (running max m, running sum t of exp(log w - m)) in
+ * double; see include/cuvae/cpu.h for the plan and the noise offsets.
+ * replicate: x_rep[s*R + r][:] = x[r][:] (rows of D floats).
+ * reparam: z[s*R + r][j] = mu_r[j] + exp(0.5 lv_r[j]) eps[s*R + r][j].
+ * log_weights: log w = -nll - 0.5 sum_j (z_j^2 - eps_j^2 - lv_j) per sample (into log_w unless NULL), folded into
+ *   state[r] by a streaming log-sum-exp (fixed reduction tree, no atomics); reset != 0 overwrites the state (first
+ *   chunk of a pass) instead of merging into it.
+ * finalize: log_px[r] = m_r + log(t_r) - log K. */
+cudaError_t iwae_replicate_cuda(const float *x, float *x_rep, int R, int C, int D, cudaStream_t stream);
+cudaError_t iwae_reparam_cuda(const float *mulv, const float *eps, float *z, int R, int C, int Z, cudaStream_t stream);
+cudaError_t iwae_log_weights_cuda(const float *mulv, const float *eps, const float *z, const float *nll, int R, int C,
+                                  int Z, double *log_w, double *state, int reset, cudaStream_t stream);
+cudaError_t iwae_finalize_cuda(const double *state, int R, int K, double *log_px, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -125,7 +125,7 @@ static int step_body(cuda_backend *be, int B) {
   CU_CHECK(reparam_kl_backward_cuda(mulv, be->eps, be->dz, 1.0f / (float)B, be->dmulv, B, (int)m->latent,
                                     be->stream));
   if (backward_stack(be, m->enc, m->n_enc, be->enc_out, be->x, be->dmulv, NULL, B)) return -1;
-  CU_CHECK(sum_squares_cuda(be->grad, m->n_params, be->sums + 2, be->stream));
+  CU_CHECK(sum_squares_cuda(be->grad, m->n_params, be->sum_partials, be->sums + 2, be->stream));
   /* Only a finite step reaches the parameters: the guard halts Adam from the first non-finite one on. */
   CU_CHECK(step_guard_cuda(be->sums, be->step, be->flags, be->ring, be->base.max_pending, be->stream));
   CU_CHECK(adam_prepare_cuda(be->sums + 2, be->step, c->clip_norm, c->beta1, c->beta2, be->adam_scalars, be->flags,
@@ -314,10 +314,10 @@ static void cuda_destroy(cuvae_backend *base) {
   if (!be) return;
   if (be->stream) cudaStreamSynchronize(be->stream);
   if (be->graph) cudaGraphExecDestroy(be->graph);
-  void *bufs[] = {be->state,  be->train_x, be->eval_x,  be->x,       be->rows,         be->eps,
-                  be->z,      be->dz,      be->dmulv,   be->grad_a,  be->grad_b,       be->kl_row,
-                  be->nll_row, be->sums,   be->adam_scalars, be->step, be->flags,       be->ring,
-                  be->blas_workspace};
+  void *bufs[] = {be->state,   be->train_x, be->eval_x,       be->x,            be->rows,   be->eps,
+                  be->z,       be->dz,      be->dmulv,        be->grad_a,       be->grad_b, be->kl_row,
+                  be->nll_row, be->sums,    be->sum_partials, be->adam_scalars, be->step,   be->flags,
+                  be->ring,    be->blas_workspace};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
     if (bufs[i]) cudaFree(bufs[i]);
   for (int i = 0; i < CUVAE_MAX_LAYERS; i++) {
@@ -448,7 +448,8 @@ static int cuda_setup(cuda_backend *be, const cuvae_dataset *train, const cuvae_
       dev_alloc(&be->eps, (size_t)cuvae_noise_stride(B * Z) * f) || dev_alloc(&be->z, B * Z * f) ||
       dev_alloc(&be->dz, B * Z * f) || dev_alloc(&be->dmulv, B * 2 * Z * f) || dev_alloc(&be->grad_a, B * widest * f) ||
       dev_alloc(&be->grad_b, B * widest * f) || dev_alloc(&be->kl_row, B * f) || dev_alloc(&be->nll_row, B * f) ||
-      dev_alloc(&be->sums, 4 * f) || dev_alloc(&be->adam_scalars, 4 * f) || dev_alloc(&be->step, sizeof(int64_t)) ||
+      dev_alloc(&be->sums, 4 * f) || dev_alloc(&be->sum_partials, CUVAE_SUM_SQUARES_PARTIALS * f) ||
+      dev_alloc(&be->adam_scalars, 4 * f) || dev_alloc(&be->step, sizeof(int64_t)) ||
       dev_alloc(&be->flags, 2 * sizeof(int64_t)) || dev_alloc(&be->ring, P * 3 * f))
     return -1;
   if (host_alloc(&be->rows_host, P * B * sizeof(uint32_t)) || host_alloc(&be->step_host, P * sizeof(int64_t)) ||

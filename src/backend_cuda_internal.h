@@ -44,6 +44,7 @@ typedef struct cuda_backend {
   float *z, *dz, *dmulv, *grad_a, *grad_b;    /* [B,Z], [B,Z], [B,2Z], [B,widest] x 2 */
   float *kl_row, *nll_row;                    /* [B] */
   float *sums;                                /* [0] sum nll, [1] sum kl, [2] sum g^2 */
+  float *sum_partials;                        /* [CUVAE_SUM_SQUARES_PARTIALS] scratch of sum_squares_cuda */
   float *adam_scalars;                        /* 4, see adam_prepare_cuda */
   int64_t *step;                              /* Adam's step counter */
   int64_t *flags;                             /* [0] halted_at, [1] recorded count: see step_guard_cuda */

@@ -24,7 +24,7 @@ namespace {
 
 const double kU = ldexp(1.0, -24);  // unit roundoff of float
 constexpr float kLr = 1e-3f, kB1 = 0.9f, kB2 = 0.999f, kEps = 1e-8f;
-constexpr int kSumThreads = 1024;  // sum_squares_cuda's one block (for its error bound)
+constexpr size_t kSumStride = 256 * 256;  // sum_squares_cuda's pass-1 threads (for its error bound)
 
 // A device buffer, freed on scope exit.
 template <typename T>
@@ -100,10 +100,11 @@ double expect_state_close(const State &gpu, const State &cpu, double max_ulps) {
   return worst;
 }
 
-// Relative error bound of sum_squares_cuda: every g^2 is rounded once, then passes through at most ceil(n/1024)
-// serial float additions in its thread and 10 tree levels, each erring by <= kU times a partial sum <= the total
-// (all terms are >= 0). (On a GPU the compiler may fuse g*g into the addition: one rounding less.)
-double sum_squares_rel_bound(size_t n) { return ((n + kSumThreads - 1) / kSumThreads + 10 + 1) * kU; }
+// Relative error bound of sum_squares_cuda: every g^2 is rounded once, then passes through at most
+// ceil(n / 65536) serial float additions in its thread, 8 tree levels in its block (5 in the warp, 3 across the
+// 8 warps) and 8 more in pass 2, each erring by <= kU times a partial sum <= the total (all terms are >= 0).
+// (On a GPU the compiler may fuse g*g into the addition: one rounding less.)
+double sum_squares_rel_bound(size_t n) { return ((n + kSumStride - 1) / kSumStride + 16 + 1) * kU; }
 
 // The bias corrections exactly as adam_update_cpu computes them.
 float correction(float b, int64_t t) { return (float)(1.0 / (1.0 - pow((double)b, (double)t))); }
@@ -113,7 +114,7 @@ enum ClipMode { kClipOff, kClipInactive, kClipActive };
 // One optimiser step on the device, in the order of the training step.
 cudaError_t device_step(const float *g, size_t n, float clip, float *ss, int64_t *step, float *scalars, float *p,
                         float *m, float *v, cudaStream_t stream) {
-  cudaError_t e = sum_squares_cuda(g, n, ss, stream);
+  cudaError_t e = sum_squares_cuda(g, n, ss + 1, ss, stream);  // ss[1..256]: the partials
   if (e == cudaSuccess) e = adam_prepare_cuda(ss, step, clip, kB1, kB2, scalars, nullptr, stream);
   if (e == cudaSuccess) e = adam_update_cuda(p, g, m, v, n, kLr, kB1, kB2, kEps, scalars, nullptr, stream);
   return e;
@@ -139,7 +140,7 @@ TEST_P(KernelAdam, FiveStepsMatchCpu) {
     State cpu = initial_state(n, 7u + (unsigned)n), independent = cpu;
     // For the independent run's error bound (below): sums of |terms| of the gradient part of m, and the bound.
     std::vector<double> m_abs(n, 0.0), dp_bound(n, 0.0);
-    DevBuf<float> d_p(cpu.p), d_m(cpu.m), d_v(cpu.v), d_g(n), d_ss(1), d_scalars(4);
+    DevBuf<float> d_p(cpu.p), d_m(cpu.m), d_v(cpu.v), d_g(n), d_ss(1 + CUVAE_SUM_SQUARES_PARTIALS), d_scalars(4);
     DevBuf<int64_t> d_step(std::vector<int64_t>{0});
     for (int64_t t = 1; t <= 5; t++) {
       const std::vector<float> &g = grads[t - 1];
@@ -225,7 +226,7 @@ TEST(KernelAdamSingle, SumSquaresAndStepDeterministic) {
   const State s = initial_state(n, 4);
   State out[2];
   for (State &o : out) {
-    DevBuf<float> d_p(s.p), d_m(s.m), d_v(s.v), d_g(g), d_ss(1), d_scalars(4);
+    DevBuf<float> d_p(s.p), d_m(s.m), d_v(s.v), d_g(g), d_ss(1 + CUVAE_SUM_SQUARES_PARTIALS), d_scalars(4);
     DevBuf<int64_t> d_step(std::vector<int64_t>{41});  // any starting step: prepare continues from it
     for (int k = 0; k < 2; k++)
       CUDA_OK(device_step(d_g.p, n, 1.0f, d_ss.p, d_step.p, d_scalars.p, d_p.p, d_m.p, d_v.p, 0));
@@ -242,9 +243,10 @@ TEST(KernelAdamSingle, SumSquaresAndStepDeterministic) {
 TEST(KernelAdamSingle, RejectsInvalidArguments) {
   DevBuf<float> f(8), scalars(4);
   DevBuf<int64_t> step(1);
-  EXPECT_EQ(cudaErrorInvalidValue, sum_squares_cuda(f.p, 0, f.p, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, sum_squares_cuda(nullptr, 8, f.p, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, sum_squares_cuda(f.p, 8, nullptr, 0));
+  EXPECT_EQ(cudaErrorInvalidValue, sum_squares_cuda(f.p, 0, f.p, f.p, 0));
+  EXPECT_EQ(cudaErrorInvalidValue, sum_squares_cuda(nullptr, 8, f.p, f.p, 0));
+  EXPECT_EQ(cudaErrorInvalidValue, sum_squares_cuda(f.p, 8, nullptr, f.p, 0));
+  EXPECT_EQ(cudaErrorInvalidValue, sum_squares_cuda(f.p, 8, f.p, nullptr, 0));
   EXPECT_EQ(cudaErrorInvalidValue, adam_update_cuda(f.p, f.p, f.p, f.p, 0, kLr, kB1, kB2, kEps, scalars.p, nullptr, 0));
   EXPECT_EQ(cudaErrorInvalidValue, adam_update_cuda(f.p, f.p, f.p, f.p, 8, kLr, kB1, kB2, kEps, nullptr, nullptr, 0));
   EXPECT_EQ(cudaErrorInvalidValue,
@@ -269,7 +271,7 @@ TEST(KernelAdamSingle, GraphReplayIsThreeSteps) {
     SCOPED_TRACE(testing::Message() << "clip mode " << mode);
     const float clip = mode == kClipOff ? 0.0f : (float)(0.25 * norm);
     State cpu = initial_state(n, 78);
-    DevBuf<float> d_p(cpu.p), d_m(cpu.m), d_v(cpu.v), d_g(g), d_ss(1), d_scalars(4);
+    DevBuf<float> d_p(cpu.p), d_m(cpu.m), d_v(cpu.v), d_g(g), d_ss(1 + CUVAE_SUM_SQUARES_PARTIALS), d_scalars(4);
     DevBuf<int64_t> d_step(std::vector<int64_t>{0});
     cudaStream_t stream;
     CUDA_OK(cudaStreamCreate(&stream));

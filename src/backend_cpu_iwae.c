@@ -1,12 +1,84 @@
-/* backend_cpu_iwae.c -- placeholder until the implementation lands (issue 6). */
+/* The CPU backend's importance-weighted log-likelihood (src/backend.h, `iwae`; MATH.md section 5):
+ *   log_px[i] = logsumexp_k(log w_ik) - log K,   log w = log p(x|z) + log N(z; 0, I) - log N(z; mu, diag exp(lv)),
+ * z_k = mu + exp(lv / 2) eps_k, eps from the evaluation noise stream.
+ *
+ * Work plan (cuvae_iwae_plan_make, shared with the CUDA backend so both use the same eps for every sample): passes
+ * of `rows` data rows; per pass the encoder runs once (cuvae_cpu_encode), then each chunk of `chunk` samples per
+ * row is one decoder batch of rows * chunk <= max_batch rows, laid out sample-major ([C][R]: batch row s*R + r is
+ * sample s of data row r). Chunk c of pass p draws its eps at offset (p * n_chunks + c) * stride(rows * chunk * Z)
+ * (cuvae_iwae_noise_offset; every draw is the full stride, so consecutive draws never reposition the generator).
+ * Per chunk: iwae_reparam_cpu (z), the decoder (dense_forward_cpu per layer), the likelihood's per-row NLL
+ * (bernoulli/gaussian_nll_grad_cpu without gradient), then iwae_log_weights_cpu folds the chunk's log-weights into
+ * each row's running (max, sum exp) in double; iwae_finalize_cpu turns that into log_px at the end of the pass.
+ *
+ * Memory: the targets replicated for a decoder batch go into the backend's x_batch, eps into its eps buffer (both
+ * sized for max_batch rows); the decoder's two ping-pong activation buffers, z, the per-row NLL and the per-row
+ * state are allocated per call (the workspace of src/cpu/vae_cpu.c is private to it) and freed before returning.
+ * K = 5000 therefore needs no more memory than K = max_batch. */
+#include <stdlib.h>
+
 #include "backend_cpu_internal.h"
 #include "cuvae/error.h"
+#include "cuvae/rng.h"
 
-int cpu_iwae(cuvae_backend *be, const cuvae_dataset *ds, int K, int batch, double *log_px) {
-  (void)be;
-  (void)ds;
-  (void)K;
-  (void)batch;
-  (void)log_px;
-  return cuvae_error("cpu_iwae: not implemented yet");
+int cpu_iwae(cuvae_backend *base, const cuvae_dataset *ds, int K, int batch, double *log_px) {
+  cpu_backend *be = (cpu_backend *)base;
+  const cuvae_model *m = be->model;
+  const int Z = (int)m->latent, D = (int)m->input_dim;
+  if (K < 1) return cuvae_error("IWAE: K = %d samples per point must be >= 1", K);
+  if (batch < 1) return cuvae_error("IWAE: batch %d must be >= 1", batch);
+  if (ds->dim != m->input_dim)
+    return cuvae_error("IWAE: the data has %zu features, the model %zu", ds->dim, m->input_dim);
+  if (ds->n == 0) return 0;
+  cuvae_iwae_plan plan;
+  if (cuvae_iwae_plan_make(K, batch, be->max_batch, &plan)) return -1;
+
+  const size_t rows_max = (size_t)plan.rows * (size_t)plan.chunk;  /* decoder batch, <= max_batch */
+  size_t widest = 1;
+  for (int i = 0; i < m->n_dec; i++)
+    if (m->dec[i].out > widest) widest = m->dec[i].out;
+  float *act[2] = {malloc(rows_max * widest * sizeof(float)), malloc(rows_max * widest * sizeof(float))};
+  float *z = malloc(rows_max * (size_t)Z * sizeof(float));
+  float *nll = malloc(rows_max * sizeof(float));
+  double *state = malloc(2 * (size_t)plan.rows * sizeof(double));
+  int rc = 0;
+  if (!act[0] || !act[1] || !z || !nll || !state)
+    rc = cuvae_error("out of memory for IWAE (decoder batch of %zu rows)", rows_max);
+
+  const size_t n_draw = rows_max * (size_t)Z;  /* every draw's length (see the file comment) */
+  int64_t pass = 0;
+  for (size_t start = 0; rc == 0 && start < ds->n; start += (size_t)plan.rows, pass++) {
+    const int R = (int)(ds->n - start < (size_t)plan.rows ? ds->n - start : (size_t)plan.rows);
+    const float *mulv = cuvae_cpu_encode(m, be->ws, be->params, ds->x + start * ds->dim, R);
+    /* The targets for a full chunk; a shorter last chunk uses the first R * C_c rows (sample-major layout). */
+    iwae_replicate_cpu(ds->x + start * ds->dim, be->x_batch, R, plan.chunk, D);
+    for (int c = 0; c < plan.n_chunks; c++) {
+      const int C = K - c * plan.chunk < plan.chunk ? K - c * plan.chunk : plan.chunk;
+      const int B = R * C;
+      if (cuvae_noise_normal(be->eval_noise, cuvae_iwae_noise_offset(&plan, (size_t)Z, pass, c), be->eps, n_draw)) {
+        rc = -1;
+        break;
+      }
+      iwae_reparam_cpu(mulv, be->eps, z, R, C, Z);
+      const float *in = z;
+      for (int i = 0; i < m->n_dec; i++) {
+        const cuvae_layer *l = &m->dec[i];
+        dense_forward_cpu(in, be->params + l->w, be->params + l->b, act[i % 2], B, (int)l->in, (int)l->out, l->act);
+        in = act[i % 2];
+      }
+      /* -log p(x | z) per batch row (MATH.md section 4), no gradient. */
+      if (m->likelihood == CUVAE_LIK_BERNOULLI)
+        bernoulli_nll_grad_cpu(in, be->x_batch, nll, NULL, 1.0f, B, D);
+      else
+        gaussian_nll_grad_cpu(in, be->x_batch, m->sigma, nll, NULL, 1.0f, B, D);
+      iwae_log_weights_cpu(mulv, be->eps, z, nll, R, C, Z, NULL, state, c == 0);
+    }
+    if (rc == 0) iwae_finalize_cpu(state, R, K, log_px + start);
+  }
+  free(act[0]);
+  free(act[1]);
+  free(z);
+  free(nll);
+  free(state);
+  return rc;
 }

@@ -1,12 +1,92 @@
-/* backend_cuda_iwae.c -- placeholder until the implementation lands (issue 6). */
-#include "backend_cuda_internal.h"
-#include "cuvae/error.h"
+/* The CUDA backend's importance-weighted log-likelihood (src/backend.h, `iwae`; MATH.md section 5):
+ *   log_px[i] = logsumexp_k(log w_ik) - log K,   log w = log p(x|z) + log N(z; 0, I) - log N(z; mu, diag exp(lv)),
+ * z_k = mu + exp(lv / 2) eps_k, eps from the evaluation noise stream (device Philox: the CPU's numbers).
+ *
+ * The same plan as the CPU backend (src/backend_cpu_iwae.c; cuvae_iwae_plan_make, cuvae_iwae_noise_offset), so
+ * both use the same eps for every sample. Per pass of R data rows: the encoder once (cuda_dense_forward per layer,
+ * mu | lv in the last enc_out), the targets replicated for a full chunk (iwae_replicate_cuda into be->x; a shorter
+ * last chunk uses a prefix, the layout being sample-major). Per chunk: eps (one draw of the full stride into
+ * be->eps), iwae_reparam_cuda (be->z), the decoder (dec_out), *_nll_grad_cuda without gradient (be->nll_row), and
+ * iwae_log_weights_cuda folding the chunk into each row's running (max, sum exp) in device memory (double, fixed
+ * reduction order). iwae_finalize_cuda writes the pass's log_px on the device; one copy at the end brings all rows
+ * back, so the host never waits inside the loop.
+ *
+ * Memory: the backend's buffers for max_batch rows (x, eps, z, nll_row, enc_out, dec_out; grad_a stages rows of a
+ * data set that was not uploaded at creation). Only the per-row state (2 doubles per pass row) and log_px (one
+ * double per data row) are allocated, per call, and freed before returning. */
+#include <stdlib.h>
 
-int cuda_iwae(cuvae_backend *be, const cuvae_dataset *ds, int K, int batch, double *log_px) {
-  (void)be;
-  (void)ds;
-  (void)K;
-  (void)batch;
-  (void)log_px;
-  return cuvae_error("cuda_iwae: not implemented yet");
+#include "backend_cuda_internal.h"
+#include "cuda_check.h"
+#include "cuvae/error.h"
+#include "cuvae/rng.h"
+#include "cuvae_kernels.h"
+
+/* The passes; state[2 * plan->rows] and dev_log_px[ds->n] are device buffers. */
+static int iwae_passes(cuda_backend *be, const cuvae_dataset *ds, int K, const cuvae_iwae_plan *plan,
+                       double *state, double *dev_log_px, double *log_px) {
+  const cuvae_model *m = be->model;
+  const int Z = (int)m->latent, D = (int)m->input_dim;
+  const size_t n_draw = (size_t)plan->rows * (size_t)plan->chunk * (size_t)Z;  /* every draw's length */
+  /* The set uploaded at creation is read in place; any other set is copied up pass by pass. */
+  const int resident = ds == be->eval_ds && ds->n == be->n_eval;
+  int64_t pass = 0;
+  for (size_t start = 0; start < ds->n; start += (size_t)plan->rows, pass++) {
+    const int R = (int)(ds->n - start < (size_t)plan->rows ? ds->n - start : (size_t)plan->rows);
+    const float *x = be->eval_x + start * ds->dim;
+    if (!resident) {
+      /* grad_a holds max_batch rows of the widest layer (>= D); stream order keeps it until the pass has read it,
+       * and ds->x (pageable) outlives the call, which ends with a synchronisation. */
+      CU_CHECK(cudaMemcpyAsync(be->grad_a, ds->x + start * ds->dim, (size_t)R * ds->dim * sizeof(float),
+                               cudaMemcpyHostToDevice, be->stream));
+      x = be->grad_a;
+    }
+    const float *in = x;
+    for (int i = 0; i < m->n_enc; i++) {
+      if (cuda_dense_forward(be, &m->enc[i], in, be->enc_out[i], R)) return -1;
+      in = be->enc_out[i];
+    }
+    const float *mulv = be->enc_out[m->n_enc - 1];
+    CU_CHECK(iwae_replicate_cuda(x, be->x, R, plan->chunk, D, be->stream));
+    for (int c = 0; c < plan->n_chunks; c++) {
+      const int C = K - c * plan->chunk < plan->chunk ? K - c * plan->chunk : plan->chunk;
+      const int B = R * C;
+      if (cuda_noise_draw(be, &be->eval_noise, cuvae_iwae_noise_offset(plan, (size_t)Z, pass, c), n_draw)) return -1;
+      CU_CHECK(iwae_reparam_cuda(mulv, be->eps, be->z, R, C, Z, be->stream));
+      in = be->z;
+      for (int i = 0; i < m->n_dec; i++) {
+        if (cuda_dense_forward(be, &m->dec[i], in, be->dec_out[i], B)) return -1;
+        in = be->dec_out[i];
+      }
+      /* -log p(x | z) per batch row (MATH.md section 4), no gradient. */
+      if (m->likelihood == CUVAE_LIK_BERNOULLI)
+        CU_CHECK(bernoulli_nll_grad_cuda(in, be->x, be->nll_row, NULL, 1.0f, B, D, be->stream));
+      else
+        CU_CHECK(gaussian_nll_grad_cuda(in, be->x, m->sigma, be->nll_row, NULL, 1.0f, B, D, be->stream));
+      CU_CHECK(iwae_log_weights_cuda(mulv, be->eps, be->z, be->nll_row, R, C, Z, NULL, state, c == 0, be->stream));
+    }
+    CU_CHECK(iwae_finalize_cuda(state, R, K, dev_log_px + start, be->stream));
+  }
+  CU_CHECK(cudaMemcpyAsync(log_px, dev_log_px, ds->n * sizeof(double), cudaMemcpyDeviceToHost, be->stream));
+  CU_CHECK(cudaStreamSynchronize(be->stream));
+  return 0;
+}
+
+int cuda_iwae(cuvae_backend *base, const cuvae_dataset *ds, int K, int batch, double *log_px) {
+  cuda_backend *be = (cuda_backend *)base;
+  const cuvae_model *m = be->model;
+  if (K < 1) return cuvae_error("IWAE: K = %d samples per point must be >= 1", K);
+  if (batch < 1) return cuvae_error("IWAE: batch %d must be >= 1", batch);
+  if (ds->dim != m->input_dim)
+    return cuvae_error("IWAE: the data has %zu features, the model %zu", ds->dim, m->input_dim);
+  if (be->n_pending) return cuvae_error("IWAE: %d training steps are pending; collect them first", be->n_pending);
+  if (ds->n == 0) return 0;
+  cuvae_iwae_plan plan;
+  if (cuvae_iwae_plan_make(K, batch, be->max_batch, &plan)) return -1;
+  double *buf = NULL;  /* state [2 * rows] | log_px [n] */
+  CU_CHECK(cudaMalloc((void **)&buf, (2 * (size_t)plan.rows + ds->n) * sizeof(double)));
+  const int rc = iwae_passes(be, ds, K, &plan, buf, buf + 2 * (size_t)plan.rows, log_px);
+  cudaStreamSynchronize(be->stream);  /* after a failure, work may still be queued that reads buf */
+  cudaFree(buf);
+  return rc;
 }

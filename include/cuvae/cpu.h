@@ -79,6 +79,45 @@ int cuvae_cpu_latent_loss_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const flo
 const float *cuvae_cpu_encode(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *x,
                               int B);
 
+/* ---- importance-weighted log-likelihood (IWAE, MATH.md section 5) ------------------------------------------
+ * CPU twins of kernels/iwae.cu, and the plan every backend follows (src/cpu/iwae_cpu.c; docs/ARCHITECTURE.md,
+ * "Evaluation: IWAE"). The K samples of a data row are processed in chunks: a pass takes R data rows, and each
+ * chunk of C samples per row is one decoder batch of R*C rows laid out sample-major, [C][R]: row s*R + r of the
+ * batch is sample s of data row r. Per-row state: state[2r] = running max m_r of the log-weights seen so far,
+ * state[2r + 1] = sum of exp(log w - m_r) (a streaming log-sum-exp, in double). */
+
+/* rows: data rows per pass; chunk: samples per chunk (the last chunk of a row may have fewer); n_chunks. */
+typedef struct cuvae_iwae_plan {
+  int rows, chunk, n_chunks;
+} cuvae_iwae_plan;
+
+/* The plan for K samples per row, passes of `batch` data rows, a workspace of max_batch rows (all >= 1):
+ *   chunk = ceil(K / ceil(K / min(K, max_batch)))   (equal chunks of at most max_batch samples)
+ *   n_chunks = ceil(K / chunk),  rows = min(batch, floor(max_batch / chunk))  (>= 1),
+ * so every decoder batch has rows * chunk <= max_batch rows. Fails (returns -1) on arguments < 1. */
+int cuvae_iwae_plan_make(int K, int batch, int max_batch, cuvae_iwae_plan *plan);
+/* Where chunk c of pass p draws its eps in the evaluation noise stream: (p * n_chunks + c) * stride(rows*chunk*Z).
+ * Every draw takes the whole stride(rows * chunk * Z) values (also for a last, shorter pass or chunk), so the draws
+ * follow each other in the stream; sample s of data row r of the pass (R_p rows, C_c samples in the chunk) uses
+ * the Z values at (s * R_p + r) * Z of the draw. With K = 1 these are evaluate()'s numbers for batch = rows. */
+uint64_t cuvae_iwae_noise_offset(const cuvae_iwae_plan *plan, size_t Z, int64_t pass, int chunk);
+
+/* Reparameterization with each data row's q shared by its C samples (MATH.md section 2), mulv[R][2Z]:
+ *   z[s*R + r][j] = mu_r[j] + exp(0.5 lv_r[j]) * eps[s*R + r][j]   (the float expression of reparam_kl_forward_cpu). */
+void iwae_reparam_cpu(const float *mulv, const float *eps, float *z, int R, int C, int Z);
+/* The decoder's targets for that batch: x_rep[s*R + r][:] = x[r][:], rows of D floats. */
+void iwae_replicate_cpu(const float *x, float *x_rep, int R, int C, int D);
+/* MATH.md section 5, for one chunk. Per sample (s, r), from the decoder's NLL nll[s*R + r] = -log p(x_r | z):
+ *   log w = -nll - 0.5 sum_j (z_j^2 - eps_j^2 - lv_j)        (log N(z; 0, I) - log N(z; mu, diag exp(lv)): the
+ *                                                             log 2pi terms cancel), in double;
+ * log_w[s*R + r] receives it (log_w may be NULL). Then the streaming log-sum-exp of row r takes the chunk's
+ * samples in order s = 0, 1, ...: merging (m, t) with a value v gives m' = max(m, v), t' = t exp(m - m') +
+ * exp(v - m'). reset != 0 starts every row afresh (the first chunk of a pass: m = -inf, t = 0). NaN propagates. */
+void iwae_log_weights_cpu(const float *mulv, const float *eps, const float *z, const float *nll, int R, int C,
+                          int Z, double *log_w, double *state, int reset);
+/* log_px[r] = logsumexp_k(log w_k) - log K = m_r + log(t_r) - log K (-inf when every weight was 0). */
+void iwae_finalize_cpu(const double *state, int R, int K, double *log_px);
+
 #ifdef __cplusplus
 }
 #endif

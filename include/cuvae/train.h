@@ -37,6 +37,30 @@ void cuvae_train_request_stop(void);
 /* Evaluates a checkpoint on its configured test split (negative ELBO, recon, KL per data point). */
 int cuvae_eval_checkpoint(const char *checkpoint_path, const char *device, cuvae_loss *out, int64_t *step);
 
+/* Options of cuvae_eval; all-zero means: auto device, test split, no IWAE, the config's eval_batch_size. */
+typedef struct cuvae_eval_opts {
+  const char *device;         /* "auto" (also NULL) | "cpu" | "cuda" */
+  const char *split;          /* "test" (also NULL) | "train": that split of the checkpoint's config */
+  int iwae_k;                 /* > 0: also the importance-weighted log p(x) estimate with this many samples */
+  int batch;                  /* data rows per batch (ELBO) and per IWAE pass; 0: the config's eval_batch_size */
+} cuvae_eval_opts;
+
+typedef struct cuvae_eval_result {
+  int64_t step;               /* the checkpoint's optimizer steps */
+  size_t n, input_dim, latent;  /* rows of the split, D, Z */
+  cuvae_loss elbo;            /* negative ELBO, recon, KL: means per data point, one noise sample per point */
+  int iwae_k;                 /* samples per point of iwae_nll; 0 when not computed */
+  double iwae_nll;            /* mean over the split of -log p(x), log p(x) ~= logsumexp_k log w_k - log K (nats) */
+  int active_units;           /* latent dims j with Var over the split of mu_j(x) > 0.01 */
+  double *kl_per_dim;         /* [latent]: mean over the split of 0.5 (mu_j^2 + exp(lv_j) - 1 - lv_j) (nats) */
+} cuvae_eval_result;
+
+/* Evaluates a checkpoint on a split of its config: the ELBO on the backend (evaluate), the IWAE estimate when
+ * asked (the backend's iwae), active units and the KL per latent dim (on the host). Fails with one message, and
+ * when an IWAE estimate is not finite. out->kl_per_dim is allocated: cuvae_eval_result_free. */
+int cuvae_eval(const char *checkpoint_path, const cuvae_eval_opts *opts, cuvae_eval_result *out);
+void cuvae_eval_result_free(cuvae_eval_result *r);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,25 +1,60 @@
-/* cuvae eval CHECKPOINT */
+/* cuvae eval CHECKPOINT [--split test|train] [--iwae K] [--batch N] [--device D] */
+#include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "cuvae/error.h"
 #include "cuvae/train.h"
 
+#define IWAE_K_MAX 1000000
+#define BATCH_MAX 1000000
+
 void help_eval(void) {
-  printf("usage: cuvae eval CHECKPOINT [--device auto|cpu|cuda]\n\n"
-         "Evaluates the model in CHECKPOINT on the test split named by its config and prints one JSON line:\n"
-         "  {\"checkpoint\": ..., \"step\": N, \"test_nelbo\": ..., \"recon\": ..., \"kl\": ...}\n"
-         "All in nats per data point: test_nelbo = recon + kl, the negative ELBO with one noise sample per\n"
-         "point from the evaluation noise stream (deterministic).\n\n"
+  printf("usage: cuvae eval CHECKPOINT [--split test|train] [--iwae K] [--batch N] [--device auto|cpu|cuda]\n\n"
+         "Evaluates the model in CHECKPOINT on a data split named by its config and prints one JSON line:\n"
+         "  {\"checkpoint\": ..., \"step\": N, \"split\": \"test\", \"test_nelbo\": ..., \"nelbo\": ..., \"recon\": ...,\n"
+         "   \"kl\": ..., \"bits_per_dim\": ..., [\"iwae_k\": K, \"iwae_nll\": ..., \"iwae_bits_per_dim\": ...,]\n"
+         "   \"active_units\": A, \"kl_per_dim\": [...]}\n"
+         "All in nats per data point unless named bits:\n"
+         "  nelbo = recon + kl   the negative ELBO with one noise sample per point from the evaluation noise stream\n"
+         "                       (deterministic); also under the key test_nelbo (train_nelbo with --split train)\n"
+         "  bits_per_dim         nelbo / (D ln 2), D = features per data point: from the ELBO, so (up to sampling\n"
+         "                       noise) an upper bound on the model's -log p(x) in bits per dimension\n"
+         "  iwae_nll             (with --iwae K) mean of -log p(x), log p(x) estimated by importance sampling with\n"
+         "                       K samples from q(z|x): logsumexp_k log w_k - log K (the IWAE bound: in expectation\n"
+         "                       above the true -log p(x), tighter as K grows; K = 5000 is the usual report)\n"
+         "  iwae_bits_per_dim    iwae_nll / (D ln 2)\n"
+         "  active_units         latent dims whose posterior mean mu_j(x) varies over the split by more than 0.01\n"
+         "                       (variance)\n"
+         "  kl_per_dim           per latent dim, the mean of 0.5 (mu^2 + exp(logvar) - 1 - logvar); they sum to kl\n\n"
          "options:\n"
+         "  --split S    test (default) or train: which split of the checkpoint's config\n"
+         "  --iwae K     also estimate log p(x) with K importance samples per point (1 to %d); the cost is about K\n"
+         "               decoder passes over the split\n"
+         "  --batch N    data rows per evaluation batch (1 to %d; default: the config's eval_batch_size, capped at\n"
+         "               the larger of batch_size and eval_batch_size); the noise offsets follow it\n"
          "  --device D   auto (default), cpu or cuda\n"
-         "  -h, --help   this help\n");
+         "  -h, --help   this help\n",
+         IWAE_K_MAX, BATCH_MAX);
+}
+
+/* A whole decimal integer in [lo, hi], else -1. */
+static int parse_int(const char *s, long lo, long hi, int *out) {
+  char *end = NULL;
+  errno = 0;
+  const long v = strtol(s, &end, 10);
+  if (errno || end == s || *end != '\0' || v < lo || v > hi) return -1;
+  *out = (int)v;
+  return 0;
 }
 
 int cmd_eval(int argc, char **argv) {
-  const char *path = NULL, *device = "auto", *v;
+  const char *path = NULL, *device = "auto", *split = "test", *v;
+  int iwae_k = 0, batch = 0;
   for (int i = 1; i < argc; i++) {
     int missing = 0;
     if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
@@ -27,6 +62,18 @@ int cmd_eval(int argc, char **argv) {
       return 0;
     } else if ((v = cli_flag_value(argc, argv, &i, "--device", &missing))) {
       device = v;
+    } else if ((v = cli_flag_value(argc, argv, &i, "--split", &missing))) {
+      split = v;
+    } else if ((v = cli_flag_value(argc, argv, &i, "--iwae", &missing))) {
+      if (parse_int(v, 1, IWAE_K_MAX, &iwae_k)) {
+        fprintf(stderr, "error: --iwae '%s': expected a whole number of samples K from 1 to %d\n", v, IWAE_K_MAX);
+        return CUVAE_EXIT_USAGE;
+      }
+    } else if ((v = cli_flag_value(argc, argv, &i, "--batch", &missing))) {
+      if (parse_int(v, 1, BATCH_MAX, &batch)) {
+        fprintf(stderr, "error: --batch '%s': expected a whole number of rows from 1 to %d\n", v, BATCH_MAX);
+        return CUVAE_EXIT_USAGE;
+      }
     } else if (missing) {
       return CUVAE_EXIT_USAGE;
     } else if (argv[i][0] == '-') {
@@ -47,15 +94,28 @@ int cmd_eval(int argc, char **argv) {
     fprintf(stderr, "error: --device '%s': expected auto, cpu or cuda\n", device);
     return CUVAE_EXIT_USAGE;
   }
-  cuvae_loss loss;
-  int64_t step = 0;
-  if (cuvae_eval_checkpoint(path, device, &loss, &step)) {
+  if (strcmp(split, "test") && strcmp(split, "train")) {
+    fprintf(stderr, "error: --split '%s': expected test or train\n", split);
+    return CUVAE_EXIT_USAGE;
+  }
+  const cuvae_eval_opts opts = {.device = device, .split = split, .iwae_k = iwae_k, .batch = batch};
+  cuvae_eval_result r;
+  if (cuvae_eval(path, &opts, &r)) {
     fprintf(stderr, "error: %s\n", cuvae_last_error());
     return CUVAE_EXIT_FAIL;
   }
+  const double bits = 1.0 / ((double)r.input_dim * log(2.0));  /* nats per point -> bits per dimension */
   printf("{\"checkpoint\": ");
   cli_json_string(stdout, path);
-  printf(", \"step\": %" PRId64 ", \"test_nelbo\": %.6f, \"recon\": %.6f, \"kl\": %.6f}\n", step, loss.nelbo,
-         loss.recon, loss.kl);
+  printf(", \"step\": %" PRId64 ", \"split\": \"%s\", \"%s_nelbo\": %.6f, \"nelbo\": %.6f, \"recon\": %.6f, "
+         "\"kl\": %.6f, \"bits_per_dim\": %.6f",
+         r.step, split, split, r.elbo.nelbo, r.elbo.nelbo, r.elbo.recon, r.elbo.kl, r.elbo.nelbo * bits);
+  if (r.iwae_k > 0)
+    printf(", \"iwae_k\": %d, \"iwae_nll\": %.6f, \"iwae_bits_per_dim\": %.6f", r.iwae_k, r.iwae_nll,
+           r.iwae_nll * bits);
+  printf(", \"active_units\": %d, \"kl_per_dim\": [", r.active_units);
+  for (size_t j = 0; j < r.latent; j++) printf("%s%.6f", j ? ", " : "", r.kl_per_dim[j]);
+  printf("]}\n");
+  cuvae_eval_result_free(&r);
   return 0;
 }

@@ -346,3 +346,88 @@ done:
   if (rc != 0) memset(out, 0, sizeof *out);
   return rc;
 }
+
+/* ---- writer ------------------------------------------------------------------------------------------------ */
+
+#include <fcntl.h>
+#include <unistd.h>
+
+/* The header dict NumPy itself writes, padded with spaces so that the data starts on a 64-byte boundary. */
+static int npy_header_text(char *buf, size_t cap, int ndim, const size_t *shape, size_t *len) {
+  char dims[160] = "";
+  for (int d = 0; d < ndim; d++) {
+    size_t used = strlen(dims);
+    snprintf(dims + used, sizeof dims - used, d ? ", %zu" : "%zu", shape[d]);
+  }
+  int n = snprintf(buf, cap, "{'descr': '<f4', 'fortran_order': False, 'shape': (%s%s), }", dims,
+                   ndim == 1 ? "," : "");
+  if (n < 0 || (size_t)n + 64 >= cap) return -1;
+  size_t total = 10 + (size_t)n + 1; /* preamble, dict, final newline */
+  size_t pad = (64 - total % 64) % 64;
+  memset(buf + n, ' ', pad);
+  buf[(size_t)n + pad] = '\n';
+  *len = (size_t)n + pad + 1;
+  return 0;
+}
+
+int cuvae_npy_write_f32(const char *path, const float *data, int ndim, const size_t *shape) {
+  if (!path || !path[0]) return cuvae_error("cuvae_npy_write_f32: no path given");
+  if (!data || !shape || ndim < 1 || ndim > 4)
+    return cuvae_error("%s: refusing to write .npy: need data and 1 to 4 dimensions (got %d)", path, ndim);
+  size_t count = 1;
+  for (int d = 0; d < ndim; d++) {
+    if (shape[d] == 0) return cuvae_error("%s: refusing to write .npy: dimension %d is 0", path, d);
+    if (count > SIZE_MAX / 4 / shape[d]) return cuvae_error("%s: refusing to write .npy: too many elements", path);
+    count *= shape[d];
+  }
+  char header[256];
+  size_t hlen = 0;
+  if (npy_header_text(header, sizeof header, ndim, shape, &hlen) != 0)
+    return cuvae_error("%s: refusing to write .npy: header too long", path);
+
+  /* Temporary file next to the target, renamed over it once complete. */
+  const size_t plen = strlen(path);
+  char *tmp = malloc(plen + 32);
+  if (!tmp) return cuvae_error("%s: out of memory", path);
+  snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
+  if (fd < 0) {
+    cuvae_error("%s: cannot create temporary file %s: %s", path, tmp, strerror(errno));
+    free(tmp);
+    return -1;
+  }
+  FILE *f = fdopen(fd, "wb");
+  if (!f) {
+    cuvae_error("%s: cannot write temporary file %s: %s", path, tmp, strerror(errno));
+    close(fd);
+    unlink(tmp);
+    free(tmp);
+    return -1;
+  }
+  unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(hlen & 0xff),
+                           (unsigned char)(hlen >> 8)};
+  int ok = fwrite(pre, 1, sizeof pre, f) == sizeof pre && fwrite(header, 1, hlen, f) == hlen;
+  unsigned char chunk[1 << 14];
+  for (size_t i = 0; ok && i < count;) {
+    size_t k = 0;
+    for (; k < sizeof chunk / 4 && i < count; k++, i++) {
+      uint32_t u;
+      memcpy(&u, &data[i], 4);
+      for (int b = 0; b < 4; b++) chunk[4 * k + b] = (unsigned char)(u >> (8 * b));
+    }
+    ok = fwrite(chunk, 4, k, f) == k;
+  }
+  int err = ok ? 0 : errno;
+  if (ok && fflush(f) != 0) ok = 0, err = errno;
+  if (ok && fsync(fileno(f)) != 0) ok = 0, err = errno;
+  if (fclose(f) != 0 && ok) ok = 0, err = errno;
+  if (ok && rename(tmp, path) != 0) ok = 0, err = errno;
+  if (!ok) {
+    cuvae_error("%s: cannot write .npy (temporary file %s): %s", path, tmp, err ? strerror(err) : "write error");
+    unlink(tmp);
+    free(tmp);
+    return -1;
+  }
+  free(tmp);
+  return 0;
+}

@@ -38,6 +38,10 @@ int cuvae_idx_read(const char *path, cuvae_array *out);   /* plain or gzip; type
 int cuvae_npy_read(const char *path, cuvae_array *out);   /* <f4, |u1, <i4, <i8; C order only */
 void cuvae_array_free(cuvae_array *a);
 
+/* Writes a C-order float32 array as .npy (format 1.0, '<f4', little-endian), atomically: to PATH.tmp.PID next to
+ * PATH, flushed and fsynced, then renamed over PATH. On failure PATH is untouched and no temporary file is left. */
+int cuvae_npy_write_f32(const char *path, const float *data, int ndim, const size_t *shape);
+
 #ifdef __cplusplus
 }
 #endif

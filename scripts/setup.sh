@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(build-essential cmake pkg-config libopenblas-dev libopenblas-openmp-dev libinih-dev zlib1g-dev libgtest-dev googletest libboost-context-dev
+packages=(build-essential cmake pkg-config libopenblas-dev libopenblas-openmp-dev libinih-dev libcjson-dev zlib1g-dev libgtest-dev googletest libboost-context-dev
           libbenchmark-dev
+          libpng-dev libcairo2-dev
           dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do

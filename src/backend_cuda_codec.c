@@ -1,19 +1,63 @@
-/* backend_cuda_codec.c -- placeholder until the implementation lands (issue 6). */
+/* The CUDA backend's encode / decode (src/backend.h): inference on host rows, in batches of the backend's max batch,
+ * on the backend's own device buffers (be->x, be->z, enc_out, dec_out) and stream:
+ *   encode: x rows -> be->x (H2D), cuda_dense_forward per encoder layer, enc_out[last] = (mu | lv) -> host (D2H);
+ *   decode: z rows -> be->z (H2D), cuda_dense_forward per decoder layer, dec_out[last] -> host (D2H), then the
+ *           decoder mean on the host: sigmoid of the logits for a Bernoulli decoder (cuvae_decoder_mean_host, the
+ *           CPU backend's function, so both backends map equal logits to equal means), identity for Gaussian.
+ * One synchronisation per batch (the host rows are pageable; the batch's results are needed before the next
+ * upload reuses the buffers anyway). Refused while training steps are pending, like evaluate. */
+#include <cuda_runtime_api.h>
+#include <stddef.h>
+
 #include "backend_cuda_internal.h"
+#include "cuda_check.h"
 #include "cuvae/error.h"
 
-int cuda_encode(cuvae_backend *be, const float *x, size_t n, float *mulv) {
-  (void)be;
-  (void)x;
-  (void)n;
-  (void)mulv;
-  return cuvae_error("cuda_encode: not implemented yet");
+/* src/backend_cpu_codec.c */
+void cuvae_decoder_mean_host(const cuvae_model *m, float *y, size_t count);
+
+static int check_args(cuda_backend *be, const char *what, const void *in, size_t n, const void *out) {
+  if (!in || !out) return cuvae_error("%s: NULL input or output", what);
+  if (n < 1) return cuvae_error("%s: n = 0 rows (need at least 1)", what);
+  if (be->n_pending) return cuvae_error("%s: %d training steps are pending; collect them first", what, be->n_pending);
+  return 0;
 }
 
-int cuda_decode(cuvae_backend *be, const float *z, size_t n, float *mean) {
-  (void)be;
-  (void)z;
-  (void)n;
-  (void)mean;
-  return cuvae_error("cuda_decode: not implemented yet");
+int cuda_encode(cuvae_backend *base, const float *x, size_t n, float *mulv) {
+  cuda_backend *be = (cuda_backend *)base;
+  const cuvae_model *m = be->model;
+  if (check_args(be, "encode", x, n, mulv)) return -1;
+  const size_t D = m->input_dim, Z2 = 2 * m->latent, Bmax = (size_t)be->max_batch, f = sizeof(float);
+  for (size_t start = 0; start < n; start += Bmax) {
+    const int B = (int)(n - start < Bmax ? n - start : Bmax);
+    CU_CHECK(cudaMemcpyAsync(be->x, x + start * D, (size_t)B * D * f, cudaMemcpyHostToDevice, be->stream));
+    const float *in = be->x;
+    for (int i = 0; i < m->n_enc; i++) {
+      if (cuda_dense_forward(be, &m->enc[i], in, be->enc_out[i], B)) return -1;
+      in = be->enc_out[i];
+    }
+    CU_CHECK(cudaMemcpyAsync(mulv + start * Z2, in, (size_t)B * Z2 * f, cudaMemcpyDeviceToHost, be->stream));
+    CU_CHECK(cudaStreamSynchronize(be->stream));
+  }
+  return 0;
+}
+
+int cuda_decode(cuvae_backend *base, const float *z, size_t n, float *mean) {
+  cuda_backend *be = (cuda_backend *)base;
+  const cuvae_model *m = be->model;
+  if (check_args(be, "decode", z, n, mean)) return -1;
+  const size_t D = m->input_dim, Z = m->latent, Bmax = (size_t)be->max_batch, f = sizeof(float);
+  for (size_t start = 0; start < n; start += Bmax) {
+    const int B = (int)(n - start < Bmax ? n - start : Bmax);
+    CU_CHECK(cudaMemcpyAsync(be->z, z + start * Z, (size_t)B * Z * f, cudaMemcpyHostToDevice, be->stream));
+    const float *in = be->z;
+    for (int i = 0; i < m->n_dec; i++) {
+      if (cuda_dense_forward(be, &m->dec[i], in, be->dec_out[i], B)) return -1;
+      in = be->dec_out[i];
+    }
+    CU_CHECK(cudaMemcpyAsync(mean + start * D, in, (size_t)B * D * f, cudaMemcpyDeviceToHost, be->stream));
+    CU_CHECK(cudaStreamSynchronize(be->stream));
+  }
+  cuvae_decoder_mean_host(m, mean, n * D);
+  return 0;
 }

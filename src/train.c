@@ -15,6 +15,7 @@
 #include "cuvae/checkpoint.h"
 #include "cuvae/data.h"
 #include "cuvae/error.h"
+#include "cuvae/image.h"
 #include "cuvae/rng.h"
 #include "progress.h"
 #include "train_internal.h"
@@ -87,6 +88,8 @@ typedef struct run {
   uint32_t *perm;
   char ckpt_path[CUVAE_PATH_MAX + 32], metrics_path[CUVAE_PATH_MAX + 32], steps_path[CUVAE_PATH_MAX + 32];
   FILE *metrics, *steps;
+  double *curve;                     /* loss.png: (step, train nelbo, test nelbo) per metrics line */
+  size_t n_curve, cap_curve;
 } run;
 
 static void run_free(run *r) {
@@ -99,6 +102,7 @@ static void run_free(run *r) {
   free(r->adam_v);
   free(r->perm);
   free(r->results);
+  free(r->curve);
   if (r->metrics) fclose(r->metrics);
   if (r->steps) fclose(r->steps);
 }
@@ -141,6 +145,70 @@ static int resume_from_checkpoint(run *r, int64_t *step, FILE *log) {
   return rc;
 }
 
+/* ---- pictures: samples.png, recon.png, loss.png in the run directory at every epoch end ---------------------- */
+
+static void curve_add(run *r, int64_t step, double train_nelbo, double test_nelbo) {
+  if (r->n_curve == r->cap_curve) {
+    const size_t cap = r->cap_curve ? 2 * r->cap_curve : 64;
+    double *p = realloc(r->curve, cap * 3 * sizeof *p);
+    if (!p) return;  /* the plot then misses a point; training is unaffected */
+    r->curve = p;
+    r->cap_curve = cap;
+  }
+  double *e = r->curve + 3 * r->n_curve++;
+  e[0] = (double)step;
+  e[1] = train_nelbo;
+  e[2] = test_nelbo;
+}
+
+static double json_number(const char *line, const char *key) {
+  const char *p = strstr(line, key);
+  return p ? strtod(p + strlen(key), NULL) : NAN;
+}
+
+/* On resume: the epochs already in metrics.jsonl (up to the checkpoint's step), so loss.png shows the whole run. */
+static void curve_load(run *r, int64_t upto) {
+  FILE *f = fopen(r->metrics_path, "r");
+  if (!f) return;
+  char line[1024];
+  while (fgets(line, sizeof line, f)) {
+    const double step = json_number(line, "\"step\": ");
+    if (step > 0 && step <= (double)upto)
+      curve_add(r, (int64_t)step, json_number(line, "\"train_nelbo\": "), json_number(line, "\"test_nelbo\": "));
+  }
+  fclose(f);
+}
+
+/* The decoder means of 64 prior samples (the same z every epoch: cuvae_prior_samples with the config's seed, which
+ * `cuvae sample` also uses), the first 32 test examples beside their reconstructions, and the loss curve. A picture
+ * that cannot be written is a warning; training goes on. */
+static void write_pictures(run *r, const char *dir, int64_t steps_per_epoch, cuvae_progress *prog) {
+  char path[CUVAE_PATH_MAX + 32];
+  int h, w;
+  cuvae_image_shape(r->test.dim, r->test.rows, r->test.cols, &h, &w);
+  snprintf(path, sizeof path, "%s/samples.png", dir);
+  if (cuvae_write_samples_png(r->be, &r->model, r->cfg->seed, 64, h, w, 0, path, NULL, NULL))
+    cuvae_progress_log(prog, "warning: samples.png not written: %s", cuvae_last_error());
+  snprintf(path, sizeof path, "%s/recon.png", dir);
+  const int n = r->test.n < 32 ? (int)r->test.n : 32;
+  if (n > 0 && cuvae_write_recon_png(r->be, &r->model, &r->test, n, h, w, 0, path, NULL, NULL))
+    cuvae_progress_log(prog, "warning: recon.png not written: %s", cuvae_last_error());
+  double *xy = malloc(r->n_curve * 3 * sizeof *xy);
+  if (!xy) return;
+  for (size_t i = 0; i < r->n_curve; i++) {
+    xy[i] = r->curve[3 * i] / (double)steps_per_epoch;  /* epochs, fractional for an interrupted one */
+    xy[r->n_curve + i] = r->curve[3 * i + 1];
+    xy[2 * r->n_curve + i] = r->curve[3 * i + 2];
+  }
+  const cuvae_plot_series series[2] = {{"train (mean over the epoch)", xy, xy + r->n_curve, r->n_curve},
+                                       {"test", xy, xy + 2 * r->n_curve, r->n_curve}};
+  snprintf(path, sizeof path, "%s/loss.png", dir);
+  if (cuvae_write_line_plot_png(path, 720, 450, "negative ELBO per epoch", "epoch", "negative ELBO (nats)", series,
+                                2))
+    cuvae_progress_log(prog, "warning: loss.png not written: %s", cuvae_last_error());
+  free(xy);
+}
+
 static int prepare(run *r, const cuvae_config *cfg, const cuvae_train_opts *opts, int64_t *start_step, FILE *log) {
   r->cfg = cfg;
   if (cuvae_load_split(cfg, 0, &r->train) || cuvae_load_split(cfg, 1, &r->test)) return -1;
@@ -171,6 +239,7 @@ static int prepare(run *r, const cuvae_config *cfg, const cuvae_train_opts *opts
   if (opts->resume) {
     if (!file_exists(r->ckpt_path)) return cuvae_error("--resume %s: no checkpoint.cuvae there", opts->out_dir);
     if (resume_from_checkpoint(r, start_step, log)) return -1;
+    curve_load(r, *start_step);
   } else {
     /* A fresh run never overwrites anything: not a finished run, nor the files of one that stopped early. */
     static const char *const run_files[] = {"checkpoint.cuvae", "config.ini", "metrics.jsonl", "steps.jsonl"};
@@ -291,6 +360,8 @@ int cuvae_train(const cuvae_config *cfg, const cuvae_train_opts *opts, cuvae_tra
         rc = -1;
         break;
       }
+      curve_add(&r, step, acc.nelbo / acc_steps, test.nelbo);
+      write_pictures(&r, opts->out_dir, steps_per_epoch, &prog);
       summary->test = test;
       summary->epochs_completed = (int)(step / steps_per_epoch);
       acc = (cuvae_loss){0, 0, 0};

@@ -131,4 +131,307 @@ TEST_F(Cli, TrainEvalResume) {
   EXPECT_EQ(r.code, 1) << r.out;
 }
 
+// ---- image commands (src/cli/cmd_images.c) and the pictures of a training run ---------------------------------
+
+// Width and height from a PNG's IHDR chunk; {0, 0} when the file is not a PNG.
+std::pair<int, int> png_size(const std::string &path) {
+  const std::string b = read_file(path);
+  if (b.size() < 24 || b.compare(1, 3, "PNG") != 0 || b.compare(12, 4, "IHDR") != 0) return {0, 0};
+  auto be32 = [&](size_t o) {
+    return (int)(((unsigned char)b[o] << 24) | ((unsigned char)b[o + 1] << 16) | ((unsigned char)b[o + 2] << 8) |
+                 (unsigned char)b[o + 3]);
+  };
+  return {be32(16), be32(20)};
+}
+
+// Two tiny trained runs shared by the tests below: 4 x 4 pictures (3-D .npy), labels 0..2; run z2 (Z = 2, labels)
+// and run z3 (Z = 3, no labels). Tiles of 4 px are enlarged 14 times (56 px), so a grid of c x r tiles is
+// (57 c + 1) x (57 r + 1) pixels.
+struct CliImages : ::testing::Test {
+  static std::string dir;
+  static Result train_z2, train_z3;
+  static void SetUpTestSuite() {
+    dir = make_temp_dir();
+    std::vector<float> tr = synthetic_data(128, 16, 1), te = synthetic_data(40, 16, 2);
+    std::vector<int32_t> ltr(128), lte(40);
+    for (int i = 0; i < 128; i++) ltr[i] = i % 3;
+    for (int i = 0; i < 40; i++) lte[i] = i % 3;
+    write_file(dir + "/train.npy", npy_bytes("<f4", "(128, 4, 4)", tr.data(), tr.size() * 4));
+    write_file(dir + "/test.npy", npy_bytes("<f4", "(40, 4, 4)", te.data(), te.size() * 4));
+    write_file(dir + "/train_labels.npy", npy_bytes("<i4", "(128,)", ltr.data(), ltr.size() * 4));
+    write_file(dir + "/test_labels.npy", npy_bytes("<i4", "(40,)", lte.data(), lte.size() * 4));
+    const std::string data = "[data]\ndataset =\ntrain_images = " + dir + "/train.npy\ntest_images = " + dir +
+                             "/test.npy\n";
+    const std::string rest = "hidden = 8\n[train]\nbatch_size = 16\nepochs = 2\nthreads = 1\n";
+    write_file(dir + "/z2.ini", data + "train_labels = " + dir + "/train_labels.npy\ntest_labels = " + dir +
+                                    "/test_labels.npy\n[model]\nlatent = 2\n" + rest);
+    write_file(dir + "/z3.ini", data + "[model]\nlatent = 3\n" + rest);
+    // On the CPU, so that `cuvae sample --device cpu` can be compared byte for byte on any machine.
+    train_z2 = run("train " + dir + "/z2.ini --out " + dir + "/z2 --progress lines --device cpu");
+    train_z3 = run("train " + dir + "/z3.ini --out " + dir + "/z3 --progress lines --device cpu");
+  }
+  void SetUp() override {
+    ASSERT_EQ(train_z2.code, 0) << train_z2.out;
+    ASSERT_EQ(train_z3.code, 0) << train_z3.out;
+  }
+  static std::string ck(const char *run) { return dir + "/" + run + "/checkpoint.cuvae"; }
+  // Runs a command that must write `out` (under dir) with the given size.
+  void expect_png(const std::string &args, const std::string &out, int w, int h) {
+    const Result r = run(args + " --out " + dir + "/" + out);
+    ASSERT_EQ(r.code, 0) << args << "\n" << r.out;
+    EXPECT_NE(r.out.find("\"width\": " + std::to_string(w) + ", \"height\": " + std::to_string(h)),
+              std::string::npos)
+        << r.out;
+    EXPECT_EQ(png_size(dir + "/" + out), std::make_pair(w, h)) << args;
+  }
+  void expect_error(const Result &r, int code, const std::string &needle) {
+    EXPECT_EQ(r.code, code) << r.out;
+    EXPECT_NE(r.out.find(needle), std::string::npos) << "missing '" << needle << "' in: " << r.out;
+  }
+};
+std::string CliImages::dir;
+Result CliImages::train_z2, CliImages::train_z3;
+
+TEST_F(CliImages, TrainingWritesSamplesReconstructionsAndLossCurve) {
+  // 64 samples: 8 x 8 tiles; 32 reconstructions: 8 wide, 4 pairs of rows; the loss curve 720 x 450.
+  EXPECT_EQ(png_size(dir + "/z2/samples.png"), std::make_pair(8 * 57 + 1, 8 * 57 + 1));
+  EXPECT_EQ(png_size(dir + "/z2/recon.png"), std::make_pair(8 * 57 + 1, 8 * 57 + 1));
+  EXPECT_EQ(png_size(dir + "/z2/loss.png"), std::make_pair(720, 450));
+  // `cuvae sample` with the defaults redraws the run's last samples.png (same z, same decoder), byte for byte.
+  const Result r = run("sample " + ck("z2") + " --out " + dir + "/again.png --device cpu");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(read_file(dir + "/again.png"), read_file(dir + "/z2/samples.png"));
+  // Resuming keeps the earlier epochs in the loss curve and rewrites the pictures.
+  const std::string before = read_file(dir + "/z3/loss.png");
+  const Result res = run("train --resume " + dir + "/z3 --set train.epochs=3 --progress lines --device cpu");
+  ASSERT_EQ(res.code, 0) << res.out;
+  EXPECT_EQ(png_size(dir + "/z3/loss.png"), std::make_pair(720, 450));
+  EXPECT_NE(read_file(dir + "/z3/loss.png"), before);
+}
+
+TEST_F(CliImages, EachCommandWritesAPngOfTheExpectedSize) {
+  expect_png("sample " + ck("z2") + " --n 10 --seed 7", "s.png", 4 * 57 + 1, 3 * 57 + 1);
+  expect_png("sample " + ck("z2") + " --n 1 --scale 1", "s1.png", 6, 6);
+  expect_png("reconstruct " + ck("z2") + " --n 5", "r.png", 4 * 57 + 1, 4 * 57 + 1);  // 4 wide, 2 pairs
+  expect_png("reconstruct " + ck("z3") + " --n 40 --split train --scale 2", "r2.png", 9 * 9 + 1, 10 * 9 + 1);
+  expect_png("interpolate " + ck("z2") + " --pair 0,3 --steps 7", "i.png", 7 * 57 + 1, 57 + 1);
+  expect_png("interpolate " + ck("z3") + " --pair 39,1 --steps 2 --spherical", "is.png", 2 * 57 + 1, 57 + 1);
+  expect_png("traverse " + ck("z3") + " --index 2 --dims 2 --steps 5 --range 2.5", "t.png", 5 * 57 + 1,
+             2 * 57 + 1);
+  expect_png("traverse " + ck("z2"), "t2.png", 9 * 57 + 1, 2 * 57 + 1);  // default K = min(Z, 8) = 2, 9 steps
+  expect_png("latent-plot " + ck("z2"), "l.png", 800, 640);
+  expect_png("latent-plot " + ck("z3") + " --width 400 --height 300 --split train", "l3.png", 400, 300);
+  expect_png("manifold " + ck("z2") + " --grid 5", "m.png", 5 * 57 + 1, 5 * 57 + 1);
+  // What the JSON lines report about the data and the method.
+  Result r = run("latent-plot " + ck("z2") + " --out " + dir + "/l.png");
+  EXPECT_NE(r.out.find("\"labels\": true, \"axes\": \"mu\""), std::string::npos) << r.out;
+  r = run("latent-plot " + ck("z3") + " --out " + dir + "/l.png");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("no labels; the points get one colour"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"axes\": \"pca\", \"explained\": ["), std::string::npos) << r.out;
+  r = run("traverse " + ck("z3") + " --dims 3 --out " + dir + "/t.png");
+  EXPECT_NE(r.out.find("\"dims\": ["), std::string::npos) << r.out;
+  // The default output name, in the current directory.
+  r = run("help sample");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("--out FILE   the PNG to write (default samples.png)"), std::string::npos) << r.out;
+}
+
+TEST_F(CliImages, HelpForEveryCommand) {
+  for (const char *c : {"sample", "reconstruct", "interpolate", "traverse", "latent-plot", "manifold"}) {
+    Result r = run(std::string(c) + " --help");
+    EXPECT_EQ(r.code, 0) << c;
+    EXPECT_NE(r.out.find(std::string("usage: cuvae ") + c + " CHECKPOINT"), std::string::npos) << r.out;
+    r = run("--help");
+    EXPECT_NE(r.out.find(std::string("  ") + c + " CHECKPOINT"), std::string::npos) << r.out;
+  }
+}
+
+TEST_F(CliImages, BadArgumentsExit2WithAMessage) {
+  const std::string z2 = ck("z2"), z3 = ck("z3"), o = " --out " + dir + "/bad.png";
+  expect_error(run("sample"), 2, "sample needs a CHECKPOINT");
+  expect_error(run("sample " + z2 + " " + z3), 2, "takes one CHECKPOINT");
+  expect_error(run("sample " + z2 + " --n 0" + o), 2, "--n '0': expected an integer from 1 to 10000");
+  expect_error(run("sample " + z2 + " --n -3" + o), 2, "--n '-3'");
+  expect_error(run("sample " + z2 + " --n lots" + o), 2, "--n 'lots'");
+  expect_error(run("sample " + z2 + " --n"), 2, "--n needs a value");
+  expect_error(run("sample " + z2 + " --seed x" + o), 2, "--seed 'x'");
+  expect_error(run("sample " + z2 + " --steps 3" + o), 2, "unknown option '--steps' for sample");
+  expect_error(run("sample " + z2 + " --device tpu" + o), 2, "--device 'tpu'");
+  expect_error(run("sample " + z2 + " --out="), 2, "--out needs a file name");
+  expect_error(run("reconstruct " + z2 + " --n 41" + o), 2, "--n 41 is more than the 40 examples of the test split");
+  expect_error(run("reconstruct " + z2 + " --split valid" + o), 2, "--split 'valid'");
+  expect_error(run("interpolate " + z2 + " --steps 1" + o), 2, "--steps '1': expected an integer from 2");
+  expect_error(run("interpolate " + z2 + " --pair 3" + o), 2, "--pair '3': expected two example indices");
+  expect_error(run("interpolate " + z2 + " --pair 0,40" + o), 2, "--pair 40 is out of range: the test split has 40");
+  expect_error(run("interpolate " + z2 + " --pair -1,2" + o), 2, "--pair (first index) '-1'");
+  expect_error(run("traverse " + z2 + " --dims 0" + o), 2, "--dims '0'");
+  expect_error(run("traverse " + z2 + " --dims 3" + o), 2, "--dims 3 is more than the model's 2 latent dimensions");
+  expect_error(run("traverse " + z2 + " --index 40" + o), 2, "--index 40 is out of range");
+  expect_error(run("traverse " + z2 + " --index 1000 --split train" + o), 2, "the train split has 128 examples");
+  expect_error(run("traverse " + z2 + " --range -1" + o), 2, "--range '-1'");
+  expect_error(run("traverse " + z2 + " --steps 1" + o), 2, "--steps '1'");
+  expect_error(run("manifold " + z3 + o), 2, "manifold needs a model with a 2-D latent space");
+  expect_error(run("manifold " + z3 + o), 2, "Z = 3");
+  expect_error(run("manifold " + z2 + " --grid 1" + o), 2, "--grid '1'");
+  expect_error(run("latent-plot " + z2 + " --width 10" + o), 2, "--width '10'");
+  EXPECT_TRUE(read_file(dir + "/bad.png").empty());
+}
+
+TEST_F(CliImages, FailuresExit1WithAMessage) {
+  expect_error(run("sample " + dir + "/none.cuvae --out " + dir + "/x.png"), 1, "none.cuvae");
+  write_file(dir + "/junk.cuvae", "not a checkpoint, only text, long enough to have a header......................");
+  expect_error(run("latent-plot " + dir + "/junk.cuvae --out " + dir + "/x.png"), 1, "junk.cuvae");
+  expect_error(run("sample " + ck("z2") + " --out " + dir + "/no/such/dir/x.png"), 1,
+               "cannot write " + dir + "/no/such/dir/x.png");
+  EXPECT_TRUE(read_file(dir + "/x.png").empty());
+  // --device cuda where it cannot run (a build without CUDA, or no device): a failure naming CUDA, not a crash.
+  const Result r = run("sample " + ck("z2") + " --device cuda --out " + dir + "/c.png");
+  if (r.code != 0) {
+    expect_error(r, 1, "CUDA");
+    EXPECT_TRUE(read_file(dir + "/c.png").empty());
+  }
+}
+
 }  // namespace
+
+// ---- export / import / encode / decode (src/cli/cmd_export.c, docs/EXPORT.md) ------------------------------------
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include "cuvae/data.h"
+#include "cuvae/error.h"
+
+namespace {
+
+// No temporary file (NAME.tmp.PID) left behind in dir.
+bool no_temp_files(const std::string &dir) {
+  DIR *d = opendir(dir.c_str());
+  if (!d) return false;
+  bool clean = true;
+  while (struct dirent *e = readdir(d))
+    if (std::string(e->d_name).find(".tmp.") != std::string::npos) clean = false;
+  closedir(d);
+  return clean;
+}
+
+bool exists_file(const std::string &path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0;
+}
+
+}  // namespace
+
+TEST_F(Cli, ExportCommandsHelpAndUsageErrors) {
+  Result r = run("--help");
+  for (const char *c : {"export CHECKPOINT", "import SAFETENSORS", "encode CHECKPOINT", "decode CHECKPOINT"})
+    EXPECT_NE(r.out.find(c), std::string::npos) << c << " missing in: " << r.out;
+  for (const char *c : {"export", "import", "encode", "decode"}) {
+    r = run(std::string(c) + " --help");
+    EXPECT_EQ(r.code, 0) << r.out;
+    EXPECT_NE(r.out.find(std::string("usage: cuvae ") + c), std::string::npos) << r.out;
+    r = run(std::string("help ") + c);
+    EXPECT_EQ(r.code, 0) << r.out;
+  }
+  const std::string ck = dir + "/x.cuvae";
+  expect_error(run("export"), 2, "export needs a CHECKPOINT");
+  expect_error(run("export " + ck), 2, "export needs --out");
+  expect_error(run("export " + ck + " --out"), 2, "--out needs a value");
+  expect_error(run("export " + ck + " --out " + dir + "/m.st --format onnx"), 2, "--format 'onnx'");
+  expect_error(run("export " + ck + " --out " + dir + "/m.st --bogus"), 2, "unknown option '--bogus' for export");
+  expect_error(run("export " + ck + " " + ck + " --out " + dir + "/m.st"), 2, "export takes one CHECKPOINT");
+  expect_error(run("export " + ck + " --in a.npy --out " + dir + "/m.st"), 2, "unknown option '--in'");
+  expect_error(run("import"), 2, "import needs a SAFETENSORS file");
+  expect_error(run("import " + dir + "/m.safetensors"), 2, "import needs --out");
+  expect_error(run("import " + dir + "/m.safetensors --device cpu --out x"), 2, "unknown option '--device'");
+  expect_error(run("encode " + ck + " --out " + dir + "/o.npy"), 2, "encode needs --in");
+  expect_error(run("encode " + ck + " --in " + dir + "/test.npy"), 2, "encode needs --out");
+  expect_error(run("encode " + ck + " --in " + dir + "/test.npy --out o.npy --device tpu"), 2, "--device 'tpu'");
+  expect_error(run("decode --in z.npy --out o.npy"), 2, "decode needs a CHECKPOINT");
+  expect_error(run("decode " + ck + " --in z.npy --out o.npy --format npy"), 2, "unknown option '--format'");
+}
+
+TEST_F(Cli, ExportImportEncodeDecode) {
+  Result r = run("train " + dir + "/ok.ini --out " + dir + "/run --progress lines");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string ck = dir + "/run/checkpoint.cuvae";
+
+  // export -> import: the imported checkpoint evaluates to the same loss (step 0).
+  r = run("export " + ck + " --out " + dir + "/m.safetensors");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"format\": \"safetensors\""), std::string::npos) << r.out;
+  r = run("import " + dir + "/m.safetensors --out " + dir + "/imported.cuvae");
+  ASSERT_EQ(r.code, 0) << r.out;
+  Result a = run("eval " + ck + " --device cpu"), b = run("eval " + dir + "/imported.cuvae --device cpu");
+  ASSERT_EQ(a.code, 0) << a.out;
+  ASSERT_EQ(b.code, 0) << b.out;
+  EXPECT_EQ(a.out.substr(a.out.find("\"test_nelbo\"")), b.out.substr(b.out.find("\"test_nelbo\"")));
+  EXPECT_NE(b.out.find("\"step\": 0"), std::string::npos) << b.out;
+  r = run("export " + ck + " --format npy --out " + dir + "/npy");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_FALSE(read_file(dir + "/npy/encoder_head.weight.npy").empty());
+  EXPECT_FALSE(read_file(dir + "/npy/metadata.json").empty());
+
+  // encode: [40, 2Z] = [40, 4]; decode: [5, D] = [5, 10], Bernoulli means in (0, 1).
+  r = run("encode " + ck + " --in " + dir + "/test.npy --out " + dir + "/mulv.npy --device cpu");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"rows\": 40, \"cols\": 4, \"device\": \"cpu\""), std::string::npos) << r.out;
+  cuvae_array arr;
+  ASSERT_EQ(cuvae_npy_read((dir + "/mulv.npy").c_str(), &arr), 0) << cuvae_last_error();
+  EXPECT_EQ(arr.ndim, 2);
+  EXPECT_EQ(arr.shape[0], 40u);
+  EXPECT_EQ(arr.shape[1], 4u);
+  cuvae_array_free(&arr);
+  std::vector<float> z = {0.f, 0.f, 1.f, -1.f, 2.f, 0.5f, -3.f, 0.25f, 0.1f, 0.2f};
+  write_file(dir + "/z.npy", npy_bytes("<f4", "(5, 2)", z.data(), z.size() * 4));
+  r = run("decode " + ck + " --in " + dir + "/z.npy --out " + dir + "/mean.npy --device cpu");
+  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_EQ(cuvae_npy_read((dir + "/mean.npy").c_str(), &arr), 0) << cuvae_last_error();
+  EXPECT_EQ(arr.ndim, 2);
+  EXPECT_EQ(arr.shape[0], 5u);
+  EXPECT_EQ(arr.shape[1], 10u);
+  for (size_t i = 0; i < arr.count; i++) {
+    const float v = ((const float *)arr.data)[i];
+    EXPECT_TRUE(v > 0.0f && v < 1.0f) << v;
+  }
+  cuvae_array_free(&arr);
+  // The same latent vectors decode to the same means from the imported checkpoint.
+  r = run("decode " + dir + "/imported.cuvae --in " + dir + "/z.npy --out " + dir + "/mean2.npy --device cpu");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(read_file(dir + "/mean.npy"), read_file(dir + "/mean2.npy"));
+  EXPECT_TRUE(no_temp_files(dir));
+}
+
+TEST_F(Cli, ExportCommandFailuresWriteNothing) {
+  Result r = run("train " + dir + "/ok.ini --out " + dir + "/run --progress lines");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string ck = dir + "/run/checkpoint.cuvae", out = dir + "/out.npy";
+  std::vector<float> w(4 * 7, 0.5f), z3(5 * 3, 0.1f), z1(2, 0.1f);
+  write_file(dir + "/wrong_d.npy", npy_bytes("<f4", "(4, 7)", w.data(), w.size() * 4));
+  write_file(dir + "/z3.npy", npy_bytes("<f4", "(5, 3)", z3.data(), z3.size() * 4));
+  write_file(dir + "/z1.npy", npy_bytes("<f4", "(2,)", z1.data(), z1.size() * 4));
+  std::vector<unsigned char> zu(10, 1);
+  write_file(dir + "/zu8.npy", npy_bytes("|u1", "(5, 2)", zu.data(), zu.size()));
+
+  expect_error(run("export " + dir + "/nothing.cuvae --out " + dir + "/m.safetensors"), 1, "nothing.cuvae");
+  EXPECT_FALSE(exists_file(dir + "/m.safetensors"));
+  expect_error(run("export " + ck + " --out " + dir + "/no/such/dir/m.safetensors"), 1, "no/such/dir/m.safetensors");
+  write_file(dir + "/junk.safetensors", "definitely not a safetensors file");
+  expect_error(run("import " + dir + "/junk.safetensors --out " + dir + "/j.cuvae"), 1, "bad header length");
+  EXPECT_FALSE(exists_file(dir + "/j.cuvae"));
+  expect_error(run("encode " + ck + " --in " + dir + "/wrong_d.npy --out " + out + " --device cpu"), 1,
+               "has 7 features per row, but the model in " + ck + " takes D = 10");
+  expect_error(run("encode " + ck + " --in " + dir + "/missing.npy --out " + out + " --device cpu"), 1,
+               "missing.npy");
+  expect_error(run("decode " + ck + " --in " + dir + "/z3.npy --out " + out + " --device cpu"), 1,
+               "has 3 columns, but the model in " + ck + " has latent size Z = 2");
+  expect_error(run("decode " + ck + " --in " + dir + "/z1.npy --out " + out + " --device cpu"), 1, "2-D array");
+  expect_error(run("decode " + ck + " --in " + dir + "/zu8.npy --out " + out + " --device cpu"), 1, "float32");
+  EXPECT_FALSE(exists_file(out));
+  // A failing run leaves an existing output as it was.
+  write_file(out, "previous contents");
+  expect_error(run("decode " + ck + " --in " + dir + "/z3.npy --out " + out + " --device cpu"), 1, "latent size");
+  EXPECT_EQ(read_file(out), "previous contents");
+  EXPECT_TRUE(no_temp_files(dir));
+}

@@ -19,9 +19,47 @@ void help_train(void);
 void help_eval(void);
 
 /* Image commands (src/cli/cmd_images.c): rows of the command table in main.c. */
-#define CUVAE_IMAGE_COMMANDS
+int cmd_sample(int argc, char **argv);
+int cmd_reconstruct(int argc, char **argv);
+int cmd_interpolate(int argc, char **argv);
+int cmd_traverse(int argc, char **argv);
+int cmd_latent_plot(int argc, char **argv);
+int cmd_manifold(int argc, char **argv);
+void help_sample(void);
+void help_reconstruct(void);
+void help_interpolate(void);
+void help_traverse(void);
+void help_latent_plot(void);
+void help_manifold(void);
+#define CUVAE_IMAGE_COMMANDS                                                                                      \
+  {"sample", "CHECKPOINT", "a PNG grid of decoder means of prior samples z ~ N(0, I)", cmd_sample, help_sample},  \
+  {"reconstruct", "CHECKPOINT", "a PNG of data examples beside their reconstructions", cmd_reconstruct,           \
+   help_reconstruct},                                                                                             \
+  {"interpolate", "CHECKPOINT", "a PNG row decoded along the line (or slerp) between two encodings",              \
+   cmd_interpolate, help_interpolate},                                                                            \
+  {"traverse", "CHECKPOINT", "a PNG varying the most informative latent dims of one example", cmd_traverse,       \
+   help_traverse},                                                                                                \
+  {"latent-plot", "CHECKPOINT", "a PNG scatter plot of the encodings, coloured by label", cmd_latent_plot,        \
+   help_latent_plot},                                                                                             \
+  {"manifold", "CHECKPOINT", "a PNG of decoder means over a grid of the 2-D latent space", cmd_manifold,          \
+   help_manifold},
 /* Export / import / encode / decode (src/cli/cmd_export.c): rows of the command table in main.c. */
-#define CUVAE_EXPORT_COMMANDS
+int cmd_export(int argc, char **argv);
+int cmd_import(int argc, char **argv);
+int cmd_encode(int argc, char **argv);
+int cmd_decode(int argc, char **argv);
+void help_export(void);
+void help_import(void);
+void help_encode(void);
+void help_decode(void);
+#define CUVAE_EXPORT_COMMANDS                                                                                     \
+  {"export", "CHECKPOINT", "write the parameters for PyTorch (safetensors, or a directory of .npy)", cmd_export,  \
+   help_export},                                                                                                  \
+  {"import", "SAFETENSORS", "turn an exported safetensors file back into a checkpoint", cmd_import, help_import}, \
+  {"encode", "CHECKPOINT", "encode data rows to (mu | logvar) of q(z|x), a float32 .npy", cmd_encode,             \
+   help_encode},                                                                                                  \
+  {"decode", "CHECKPOINT", "decode latent vectors (.npy) to the decoder's means, a float32 .npy", cmd_decode,     \
+   help_decode},
 /* "--flag VALUE" or "--flag=VALUE" at argv[*i]; advances *i past the value. NULL when argv[*i] is not flag. */
 const char *cli_flag_value(int argc, char **argv, int *i, const char *flag, int *missing);
 

@@ -1,0 +1,266 @@
+/* cuvae-bench: GEMM peak and GEMM-only replay of a training step, on the CPU (cblas) and CUDA (cuBLAS). */
+#include "bench_gemm.h"
+
+#include <cblas.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuvae/error.h"
+
+#if CUVAE_HAVE_CUDA
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#endif
+
+static int cmp_double(const void *a, const void *b) {
+  const double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+double bench_median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Operand values: a fixed pattern, uniform in [-0.05, 0.05) (Knuth's multiplicative hash of the index). Small
+ * enough that a pass of chained GEMMs neither overflows nor reaches subnormal numbers (which are slow on x86). */
+static void fill_pattern(float *p, size_t n, size_t start) {
+  for (size_t i = 0; i < n; i++) {
+    const uint32_t h = (uint32_t)(start + i) * 2654435761u;
+    p[i] = ((float)(h >> 8) * (1.0f / 16777216.0f) - 0.5f) * 0.1f;
+  }
+}
+
+/* ---- CPU: OpenBLAS ------------------------------------------------------------------------------------ */
+
+int bench_cpu_sgemm_peak(int n, int reps, double *gflops) {
+  const size_t nn = (size_t)n * n;
+  float *a = malloc(nn * sizeof *a), *b = malloc(nn * sizeof *b), *c = malloc(nn * sizeof *c);
+  double *t = malloc((size_t)reps * sizeof *t);
+  if (!a || !b || !c || !t) {
+    free(a);
+    free(b);
+    free(c);
+    free(t);
+    return cuvae_error("out of memory for the %d x %d sgemm peak measurement", n, n);
+  }
+  fill_pattern(a, nn, 0);
+  fill_pattern(b, nn, nn);
+  /* One warm-up call (thread pool start, page faults), then the timed calls. */
+  for (int r = -1; r < reps; r++) {
+    const double t0 = bench_now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+    if (r >= 0) t[r] = bench_now() - t0;
+  }
+  *gflops = 2.0 * n * (double)n * n / bench_median(t, reps) * 1e-9;
+  free(a);
+  free(b);
+  free(c);
+  free(t);
+  return 0;
+}
+
+/* The host buffers of every slot, filled with the pattern; NULL on failure (all freed). */
+static float **cpu_slots(const cuvae_model *m, int B) {
+  const int ns = bench_slot_count(m);
+  float **s = calloc((size_t)ns, sizeof *s);
+  if (!s) return NULL;
+  for (int i = 0; i < ns; i++) {
+    const size_t n = bench_slot_floats(m, B, i);
+    s[i] = malloc((n ? n : 1) * sizeof(float));
+    if (!s[i]) {
+      for (int j = 0; j < i; j++) free(s[j]);
+      free(s);
+      return NULL;
+    }
+    fill_pattern(s[i], n, (size_t)i * 1000003u);
+  }
+  return s;
+}
+
+int bench_cpu_gemm_replay(const cuvae_model *m, const bench_step_work *w, int reps, double *median_s) {
+  float **s = cpu_slots(m, w->B);
+  double *t = malloc((size_t)reps * sizeof *t);
+  if (!s || !t) {
+    free(t);
+    if (s) {
+      for (int i = 0; i < bench_slot_count(m); i++) free(s[i]);
+      free(s);
+    }
+    return cuvae_error("out of memory for the GEMM replay (batch %d)", w->B);
+  }
+  for (int r = -1; r < reps; r++) {
+    const double t0 = bench_now();
+    for (int i = 0; i < w->n_gemms; i++) {
+      const bench_gemm *g = &w->gemms[i];
+      cblas_sgemm(CblasRowMajor, g->trans_a ? CblasTrans : CblasNoTrans, g->trans_b ? CblasTrans : CblasNoTrans,
+                  g->m, g->n, g->k, 1.0f, s[g->a] + g->a_off, g->lda, s[g->b] + g->b_off, g->ldb, 0.0f,
+                  s[g->c] + g->c_off, g->ldc);
+    }
+    if (r >= 0) t[r] = bench_now() - t0;
+  }
+  *median_s = bench_median(t, reps);
+  for (int i = 0; i < bench_slot_count(m); i++) free(s[i]);
+  free(s);
+  free(t);
+  return 0;
+}
+
+/* ---- CUDA: cuBLAS ------------------------------------------------------------------------------------- */
+#if CUVAE_HAVE_CUDA
+
+/* Every CUDA / cuBLAS call: on failure, set an error naming the call and jump to the function's cleanup. */
+#define CU_TRY(call)                                                                                           \
+  do {                                                                                                         \
+    const cudaError_t e_ = (call);                                                                             \
+    if (e_ != cudaSuccess) {                                                                                   \
+      cuvae_error("%s:%d: %s failed: %s", __FILE__, __LINE__, #call, cudaGetErrorString(e_));                  \
+      goto fail;                                                                                               \
+    }                                                                                                          \
+  } while (0)
+#define CUBLAS_TRY(call)                                                                                       \
+  do {                                                                                                         \
+    const cublasStatus_t s_ = (call);                                                                          \
+    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                                         \
+      cuvae_error("%s:%d: %s failed: %s", __FILE__, __LINE__, #call, cublasGetStatusString(s_));               \
+      goto fail;                                                                                               \
+    }                                                                                                          \
+  } while (0)
+
+/* Fills n device floats with the pattern, through a host staging buffer of at most 4 Mi floats. */
+static int cuda_fill(float *dev, size_t n, size_t start) {
+  const size_t chunk = (size_t)4 << 20;
+  float *host = malloc((n < chunk ? n : chunk) * sizeof *host + sizeof *host);
+  if (!host) return cuvae_error("out of memory staging device buffers");
+  for (size_t done = 0; done < n; done += chunk) {
+    const size_t len = n - done < chunk ? n - done : chunk;
+    fill_pattern(host, len, start + done);
+    const cudaError_t e = cudaMemcpy(dev + done, host, len * sizeof *host, cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) {
+      free(host);
+      return cuvae_error("cudaMemcpy of bench operands failed: %s", cudaGetErrorString(e));
+    }
+  }
+  free(host);
+  return 0;
+}
+
+/* A handle on its own stream with the config's math mode, and a start/stop event pair. */
+typedef struct cuda_timer {
+  cudaStream_t stream;
+  cublasHandle_t blas;
+  cudaEvent_t start, stop;
+} cuda_timer;
+
+static void cuda_timer_destroy(cuda_timer *t) {
+  if (t->start) cudaEventDestroy(t->start);
+  if (t->stop) cudaEventDestroy(t->stop);
+  if (t->blas) cublasDestroy(t->blas);
+  if (t->stream) cudaStreamDestroy(t->stream);
+  memset(t, 0, sizeof *t);
+}
+
+static int cuda_timer_create(cuda_timer *t, int tf32) {
+  memset(t, 0, sizeof *t);
+  CU_TRY(cudaStreamCreateWithFlags(&t->stream, cudaStreamNonBlocking));
+  CUBLAS_TRY(cublasCreate(&t->blas));
+  CUBLAS_TRY(cublasSetStream(t->blas, t->stream));
+  CUBLAS_TRY(cublasSetMathMode(t->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  CU_TRY(cudaEventCreate(&t->start));
+  CU_TRY(cudaEventCreate(&t->stop));
+  return 0;
+fail:
+  cuda_timer_destroy(t);
+  return -1;
+}
+
+int bench_cuda_sgemm_peak(int n, int reps, int tf32, double *gflops) {
+  const size_t nn = (size_t)n * n;
+  const float one = 1.0f, zero = 0.0f;
+  float *a = NULL, *b = NULL, *c = NULL;
+  double *t = malloc((size_t)reps * sizeof *t);
+  cuda_timer tm;
+  if (!t) return cuvae_error("out of memory");
+  if (cuda_timer_create(&tm, tf32)) {
+    free(t);
+    return -1;
+  }
+  CU_TRY(cudaMalloc((void **)&a, nn * sizeof(float)));
+  CU_TRY(cudaMalloc((void **)&b, nn * sizeof(float)));
+  CU_TRY(cudaMalloc((void **)&c, nn * sizeof(float)));
+  if (cuda_fill(a, nn, 0) || cuda_fill(b, nn, nn)) goto fail;
+  for (int r = -1; r < reps; r++) {
+    CU_TRY(cudaEventRecord(tm.start, tm.stream));
+    CUBLAS_TRY(cublasSgemm(tm.blas, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a, n, b, n, &zero, c, n));
+    CU_TRY(cudaEventRecord(tm.stop, tm.stream));
+    CU_TRY(cudaEventSynchronize(tm.stop));
+    float ms = 0.0f;
+    CU_TRY(cudaEventElapsedTime(&ms, tm.start, tm.stop));
+    if (r >= 0) t[r] = 1e-3 * ms;
+  }
+  *gflops = 2.0 * n * (double)n * n / bench_median(t, reps) * 1e-9;
+  cudaFree(a);
+  cudaFree(b);
+  cudaFree(c);
+  cuda_timer_destroy(&tm);
+  free(t);
+  return 0;
+fail:
+  if (a) cudaFree(a);
+  if (b) cudaFree(b);
+  if (c) cudaFree(c);
+  cuda_timer_destroy(&tm);
+  free(t);
+  return -1;
+}
+
+/* Row-major C[m,n] = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: cublasSgemm(tb, ta, n, m, k, B, A). This
+ * gives exactly the calls of src/backend_cuda.c (its header derives them). */
+int bench_cuda_gemm_replay(const cuvae_model *m, const bench_step_work *w, int reps, int tf32, double *median_s) {
+  const float one = 1.0f, zero = 0.0f;
+  const int ns = bench_slot_count(m);
+  float **s = calloc((size_t)ns, sizeof *s);
+  double *t = malloc((size_t)reps * sizeof *t);
+  cuda_timer tm;
+  memset(&tm, 0, sizeof tm);
+  if (!s || !t) {
+    cuvae_error("out of memory");
+    goto fail;
+  }
+  if (cuda_timer_create(&tm, tf32)) goto fail;
+  for (int i = 0; i < ns; i++) {
+    const size_t n = bench_slot_floats(m, w->B, i);
+    CU_TRY(cudaMalloc((void **)&s[i], (n ? n : 1) * sizeof(float)));
+    if (cuda_fill(s[i], n, (size_t)i * 1000003u)) goto fail;
+  }
+  for (int r = -1; r < reps; r++) {
+    CU_TRY(cudaEventRecord(tm.start, tm.stream));
+    for (int i = 0; i < w->n_gemms; i++) {
+      const bench_gemm *g = &w->gemms[i];
+      CUBLAS_TRY(cublasSgemm(tm.blas, g->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, g->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                             g->n, g->m, g->k, &one, s[g->b] + g->b_off, g->ldb, s[g->a] + g->a_off, g->lda, &zero,
+                             s[g->c] + g->c_off, g->ldc));
+    }
+    CU_TRY(cudaEventRecord(tm.stop, tm.stream));
+    CU_TRY(cudaEventSynchronize(tm.stop));
+    float ms = 0.0f;
+    CU_TRY(cudaEventElapsedTime(&ms, tm.start, tm.stop));
+    if (r >= 0) t[r] = 1e-3 * ms;
+  }
+  *median_s = bench_median(t, reps);
+  for (int i = 0; i < ns; i++) cudaFree(s[i]);
+  free(s);
+  free(t);
+  cuda_timer_destroy(&tm);
+  return 0;
+fail:
+  if (s)
+    for (int i = 0; i < ns; i++)
+      if (s[i]) cudaFree(s[i]);
+  free(s);
+  free(t);
+  cuda_timer_destroy(&tm);
+  return -1;
+}
+#endif

@@ -1,0 +1,36 @@
+/* cuvae-bench: measured GEMM speed. The machine's single-precision GEMM peak (OpenBLAS cblas_sgemm on the CPU,
+ * cublasSgemm on a CUDA device), and the time of one training step's GEMMs replayed alone (the shapes,
+ * transposes and buffer sizes of bench_step_work, nothing else), both as medians over repeated calls. */
+#ifndef CUVAE_BENCH_GEMM_H
+#define CUVAE_BENCH_GEMM_H
+#include <time.h>
+
+#include "bench_model.h"
+
+/* Seconds on CLOCK_MONOTONIC. */
+static inline double bench_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Median of v[0..n) (v is reordered); n >= 1. */
+double bench_median(double *v, int n);
+
+/* cblas_sgemm (row-major, NoTrans x NoTrans) of n x n x n on OpenBLAS's current thread count: GFLOP/s of the
+ * median of `reps` timed calls after one warm-up call. 0 and cuvae_last_error() on failure. */
+int bench_cpu_sgemm_peak(int n, int reps, double *gflops);
+/* The step's GEMMs through cblas_sgemm, in order, on freshly allocated buffers of the step's sizes: median
+ * seconds of one pass over `reps` timed passes (after one warm-up pass). */
+int bench_cpu_gemm_replay(const cuvae_model *m, const bench_step_work *w, int reps, double *median_s);
+
+#if CUVAE_HAVE_CUDA
+/* cublasSgemm of n x n x n on the current device (TF32 tensor-core math when tf32), timed with CUDA events:
+ * GFLOP/s of the median of `reps` calls after one warm-up call. */
+int bench_cuda_sgemm_peak(int n, int reps, int tf32, double *gflops);
+/* The step's GEMMs through cublasSgemm (the CUDA backend's column-major mapping), one pass timed with CUDA events
+ * around all of them: median seconds over `reps` passes after one warm-up pass. */
+int bench_cuda_gemm_replay(const cuvae_model *m, const bench_step_work *w, int reps, int tf32, double *median_s);
+#endif
+
+#endif

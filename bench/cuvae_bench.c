@@ -1,0 +1,507 @@
+/* cuvae-bench: times training steps of the benchmark configs (the .ini files of configs/bench) on a backend and
+ * reports, per config, step time, throughput, achieved GFLOP/s against the machine's measured GEMM peak, the share
+ * of the step spent in GEMMs, peak memory, and an H100 roofline prediction. docs/PERFORMANCE.md, "cuvae-bench",
+ * describes the columns and the counting rules. Exit codes: 0 ok, 1 failure, 2 usage error. */
+#include <cblas.h>
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "bench_gemm.h"
+#include "bench_model.h"
+#include "bench_report.h"
+#include "cuvae/blas.h"
+#include "cuvae/config.h"
+#include "cuvae/error.h"
+#include "cuvae/rng.h"
+#include "train_internal.h"
+
+enum { EXIT_USAGE = 2 };
+#define DEFAULT_SUITE "configs/bench"
+#define CPU_PEAK_N 2048   /* cblas_sgemm peak: n x n x n */
+#define CPU_PEAK_REPS 7
+#ifndef CUDA_PEAK_N       /* overridable for runs under the CUDA emulation, where 8192^3 takes minutes */
+#define CUDA_PEAK_N 8192  /* cublasSgemm peak */
+#endif
+#define CUDA_PEAK_REPS 10
+
+/* Suite configs too big for the CPU: skipped on the CPU unless --config names them. */
+static const char *const k_gpu_sized[] = {"D", NULL};
+
+typedef struct options {
+  const char **configs;   /* --config FILE, in order given */
+  int n_configs;
+  const char *suite;      /* --suite DIR (default DEFAULT_SUITE when no --config) */
+  const char *device;     /* auto | cpu | cuda */
+  int steps, warmup;
+  int threads;            /* -1: the config's [train] threads */
+  const char *json;
+  int quiet;
+} options;
+
+/* ---- command line ------------------------------------------------------------------------------------- */
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: cuvae-bench [--config FILE]... [--suite DIR] [--device cpu|cuda|auto] [--steps N] [--warmup W]\n"
+          "                   [--threads T] [--json OUT] [--quiet]\n\n"
+          "Times training steps of benchmark configs and reports step time, samples/s, achieved GFLOP/s against\n"
+          "the machine's measured sgemm peak, the share of the step spent in GEMMs, peak memory and an H100\n"
+          "roofline prediction (docs/PERFORMANCE.md, section cuvae-bench).\n\n"
+          "options:\n"
+          "  --config FILE   a config to run (repeatable; run in the order given)\n"
+          "  --suite DIR     run every *.ini in DIR in name order (default %s when no --config);\n"
+          "                  on the CPU the GPU-sized config D is skipped unless --config names it\n"
+          "  --device D      cpu, cuda or auto (cuda when a device is present; default auto)\n"
+          "  --steps N       timed steps per config (default 50)\n"
+          "  --warmup W      untimed steps before them (default 10)\n"
+          "  --threads T     CPU threads, overriding [train] threads (0 = all cores; default: the config's)\n"
+          "  --json OUT      also write the results to OUT as JSON\n"
+          "  --quiet         no progress lines on stderr\n"
+          "  -h, --help      this help\n\n"
+          "example:\n"
+          "  cuvae-bench --device cpu --threads 2 --json bench.json\n"
+          "  cuvae-bench --config configs/bench/A.ini --device cpu --steps 50 --warmup 10 --threads 2\n",
+          DEFAULT_SUITE);
+}
+
+/* The value of `flag` at argv[*i] ("--flag VALUE" or "--flag=VALUE"); NULL when argv[*i] is another flag.
+ * *bad is set when the flag is there but its value is missing. */
+static const char *flag_value(int argc, char **argv, int *i, const char *flag, int *bad) {
+  const char *a = argv[*i];
+  const size_t n = strlen(flag);
+  if (strncmp(a, flag, n) != 0) return NULL;
+  if (a[n] == '=') return a + n + 1;
+  if (a[n] != '\0') return NULL;
+  if (*i + 1 >= argc) {
+    fprintf(stderr, "cuvae-bench: error: %s needs a value\n", flag);
+    *bad = 1;
+    return NULL;
+  }
+  return argv[++*i];
+}
+
+static int parse_int(const char *flag, const char *s, int lo, int hi, int *out) {
+  char *end = NULL;
+  errno = 0;
+  const long v = strtol(s, &end, 10);
+  if (errno || end == s || *end != '\0' || v < lo || v > hi) {
+    fprintf(stderr, "cuvae-bench: error: %s '%s': expected an integer in [%d, %d]\n", flag, s, lo, hi);
+    return -1;
+  }
+  *out = (int)v;
+  return 0;
+}
+
+/* 0 ok, 1 --help printed, -1 usage error (message printed). */
+static int parse_args(int argc, char **argv, options *o) {
+  memset(o, 0, sizeof *o);
+  o->device = "auto";
+  o->steps = 50;
+  o->warmup = 10;
+  o->threads = -1;
+  o->configs = calloc((size_t)argc, sizeof *o->configs);
+  if (!o->configs) return -1;
+  for (int i = 1; i < argc; i++) {
+    const char *v;
+    int bad = 0;
+    if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+      usage(stdout);
+      return 1;
+    } else if (strcmp(argv[i], "--quiet") == 0) {
+      o->quiet = 1;
+    } else if ((v = flag_value(argc, argv, &i, "--config", &bad))) {
+      o->configs[o->n_configs++] = v;
+    } else if ((v = flag_value(argc, argv, &i, "--suite", &bad))) {
+      o->suite = v;
+    } else if ((v = flag_value(argc, argv, &i, "--device", &bad))) {
+      if (strcmp(v, "cpu") != 0 && strcmp(v, "cuda") != 0 && strcmp(v, "auto") != 0) {
+        fprintf(stderr, "cuvae-bench: error: --device '%s': expected cpu, cuda or auto\n", v);
+        return -1;
+      }
+      o->device = v;
+    } else if ((v = flag_value(argc, argv, &i, "--steps", &bad))) {
+      if (parse_int("--steps", v, 1, 1000000, &o->steps)) return -1;
+    } else if ((v = flag_value(argc, argv, &i, "--warmup", &bad))) {
+      if (parse_int("--warmup", v, 0, 1000000, &o->warmup)) return -1;
+    } else if ((v = flag_value(argc, argv, &i, "--threads", &bad))) {
+      if (parse_int("--threads", v, 0, 1024, &o->threads)) return -1;
+    } else if ((v = flag_value(argc, argv, &i, "--json", &bad))) {
+      o->json = v;
+    } else if (!bad) {
+      fprintf(stderr, "cuvae-bench: error: unknown argument '%s' (see cuvae-bench --help)\n", argv[i]);
+      return -1;
+    }
+    if (bad) return -1;
+  }
+  if (o->n_configs && o->suite) {
+    fprintf(stderr, "cuvae-bench: error: give either --config or --suite, not both\n");
+    return -1;
+  }
+  if (!o->n_configs && !o->suite) o->suite = DEFAULT_SUITE;
+  return 0;
+}
+
+/* ---- the configs to run ------------------------------------------------------------------------------- */
+
+/* "dir/A.ini" -> "A". */
+static void config_name(const char *path, char *out, size_t n) {
+  const char *base = strrchr(path, '/');
+  base = base ? base + 1 : path;
+  size_t len = strlen(base);
+  if (len > 4 && strcmp(base + len - 4, ".ini") == 0) len -= 4;
+  snprintf(out, n, "%.*s", (int)len, base);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Every regular *.ini file of dir, sorted by name, as malloc'd paths. */
+static int list_suite(const char *dir, char ***out, int *n) {
+  DIR *d = opendir(dir);
+  if (!d) return cuvae_error("--suite %s: cannot open the directory: %s", dir, strerror(errno));
+  char **paths = NULL;
+  int count = 0, cap = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    const size_t len = strlen(e->d_name);
+    if (len <= 4 || strcmp(e->d_name + len - 4, ".ini") != 0) continue;
+    char *p = malloc(strlen(dir) + len + 2);
+    if (!p) break;
+    sprintf(p, "%s/%s", dir, e->d_name);
+    struct stat st;
+    if (stat(p, &st) != 0 || !S_ISREG(st.st_mode)) {
+      free(p);
+      continue;
+    }
+    if (count == cap) {
+      cap = cap ? 2 * cap : 8;
+      char **grown = realloc(paths, (size_t)cap * sizeof *paths);
+      if (!grown) {
+        free(p);
+        break;
+      }
+      paths = grown;
+    }
+    paths[count++] = p;
+  }
+  closedir(d);
+  if (count) qsort(paths, (size_t)count, sizeof *paths, cmp_str);
+  *out = paths;
+  *n = count;
+  if (!count) return cuvae_error("--suite %s: no *.ini files there", dir);
+  return 0;
+}
+
+/* ---- one config --------------------------------------------------------------------------------------- */
+
+/* The training split, kept between configs that read the same file with the same likelihood (its check). */
+static cuvae_dataset g_data;
+static char g_data_path[CUVAE_PATH_MAX];
+static int g_data_lik = -1;
+
+static int load_data(const cuvae_config *cfg) {
+  if (g_data_lik == (int)cfg->likelihood && strcmp(g_data_path, cfg->train_images) == 0) return 0;
+  cuvae_dataset_free(&g_data);
+  memset(&g_data, 0, sizeof g_data);
+  g_data_lik = -1;
+  if (cuvae_load_split(cfg, 0, &g_data)) return -1;
+  snprintf(g_data_path, sizeof g_data_path, "%s", cfg->train_images);
+  g_data_lik = (int)cfg->likelihood;
+  return 0;
+}
+
+/* Starts a new peak-RSS interval: Linux resets the high-water mark behind ru_maxrss on "5" > clear_refs.
+ * Returns 0 when that worked (ru_maxrss then covers this config only), -1 when ru_maxrss stays cumulative. */
+static int reset_peak_rss(void) {
+  FILE *f = fopen("/proc/self/clear_refs", "w");
+  if (!f) return -1;
+  const int ok = fputs("5", f) >= 0;
+  return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+static double peak_rss_mib(void) {
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) != 0) return -1.0;
+  return (double)ru.ru_maxrss / 1024.0;  /* ru_maxrss is in KiB on Linux */
+}
+
+/* The GEMM peak, measured once per (device, threads, precision). */
+typedef struct peak_entry {
+  int cuda, threads, tf32;
+  double gflops;
+  char desc[96];
+} peak_entry;
+static peak_entry g_peaks[16];
+static int g_n_peaks;
+
+static int gemm_peak(int cuda, int threads, int tf32, double *gflops, char *desc, size_t n) {
+  for (int i = 0; i < g_n_peaks; i++) {
+    const peak_entry *p = &g_peaks[i];
+    if (p->cuda == cuda && (cuda ? p->tf32 == tf32 : p->threads == threads)) {
+      *gflops = p->gflops;
+      snprintf(desc, n, "%s", p->desc);
+      return 0;
+    }
+  }
+  peak_entry e = {cuda, threads, tf32, 0.0, ""};
+  if (cuda) {
+#if CUVAE_HAVE_CUDA
+    if (bench_cuda_sgemm_peak(CUDA_PEAK_N, CUDA_PEAK_REPS, tf32, &e.gflops)) return -1;
+    snprintf(e.desc, sizeof e.desc, "cublasSgemm %d^3 (%s), median of %d", CUDA_PEAK_N, tf32 ? "tf32" : "fp32",
+             CUDA_PEAK_REPS);
+#else
+    return cuvae_error("internal: a CUDA backend in a build without CUDA");
+#endif
+  } else {
+    if (bench_cpu_sgemm_peak(CPU_PEAK_N, CPU_PEAK_REPS, &e.gflops)) return -1;
+    snprintf(e.desc, sizeof e.desc, "cblas_sgemm %d^3, %d threads, median of %d", CPU_PEAK_N, threads,
+             CPU_PEAK_REPS);
+  }
+  if (g_n_peaks < (int)(sizeof g_peaks / sizeof g_peaks[0])) g_peaks[g_n_peaks++] = e;
+  *gflops = e.gflops;
+  snprintf(desc, n, "%s", e.desc);
+  return 0;
+}
+
+/* CPU seconds used so far by the whole machine (all processes, /proc/stat) and by this process, and the wall clock. */
+typedef struct cpu_clock {
+  double machine, self, wall;
+  int cpus;  /* 0 when /proc/stat could not be read */
+} cpu_clock;
+
+static cpu_clock cpu_clock_now(void) {
+  cpu_clock c = {0.0, 0.0, bench_now(), 0};
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) == 0)
+    c.self = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
+             1e-6 * (double)ru.ru_stime.tv_usec;
+  FILE *f = fopen("/proc/stat", "r");
+  if (!f) return c;
+  /* "cpu  user nice system idle iowait irq softirq steal ..." (clock ticks), then one "cpuN" line per CPU. */
+  unsigned long long user, nice, sys, idle, iowait, irq, softirq, steal;
+  char line[512];
+  if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &user, &nice, &sys, &idle, &iowait, &irq, &softirq,
+             &steal) == 8) {
+    const long tick = sysconf(_SC_CLK_TCK);
+    c.machine = (double)(user + nice + sys + irq + softirq + steal) / (double)(tick > 0 ? tick : 100);
+    while (fgets(line, sizeof line, f))
+      if (strncmp(line, "cpu", 3) == 0 && line[3] >= '0' && line[3] <= '9') c.cpus++;
+  }
+  fclose(f);
+  return c;
+}
+
+/* The share of the machine's CPU capacity that other processes used between a and b (NaN when unknown). */
+static double background_load(cpu_clock a, cpu_clock b) {
+  if (!a.cpus || !b.cpus || b.wall <= a.wall) return NAN;
+  const double others = (b.machine - a.machine) - (b.self - a.self);
+  const double share = others / ((b.wall - a.wall) * b.cpus);
+  return share < 0.0 ? 0.0 : share > 1.0 ? 1.0 : share;
+}
+
+static void arch_string(const cuvae_model *m, char *out, size_t n) {
+  int len = snprintf(out, n, "%zu", m->input_dim);
+  for (int i = 0; i < m->n_enc - 1 && len > 0 && (size_t)len < n; i++)
+    len += snprintf(out + len, n - (size_t)len, "-%zu", m->enc[i].out);
+  if (len > 0 && (size_t)len < n) snprintf(out + len, n - (size_t)len, "-%zu", m->latent);
+}
+
+/* Runs W warm-up and N timed steps of one config and fills r. *midline is set while a progress line is open. */
+static int run_config(const options *o, const char *path, bench_result *r, int *midline) {
+  memset(r, 0, sizeof *r);
+  snprintf(r->path, sizeof r->path, "%s", path);
+  config_name(path, r->name, sizeof r->name);
+  cuvae_config cfg;
+  cuvae_config_defaults(&cfg);
+  if (cuvae_config_load_file(&cfg, path)) return -1;
+  if (o->threads >= 0) cfg.threads = o->threads;
+  if (cuvae_config_finalize(&cfg) || load_data(&cfg)) return -1;
+  const int B = cfg.batch_size;
+  if ((size_t)B > g_data.n)
+    return cuvae_error("%s: [train] batch_size %d is larger than the training set (%zu examples)", path, B, g_data.n);
+  if (g_data.n > UINT32_MAX) return cuvae_error("%s: training set of %zu examples is too large", path, g_data.n);
+  cuvae_model model;
+  if (cuvae_model_build(&model, g_data.dim, &cfg)) return -1;
+  arch_string(&model, r->arch, sizeof r->arch);
+  bench_step_work *w = malloc(sizeof *w);
+  uint32_t *perm = malloc(g_data.n * sizeof *perm);
+  double *t = malloc((size_t)o->steps * sizeof *t);
+  if (!w || !perm || !t) {
+    free(w);
+    free(perm);
+    free(t);
+    return cuvae_error("out of memory");
+  }
+  bench_step_work_build(&model, B, w);
+  if (fabs(w->flops - cuvae_model_step_flops(&model, B)) > 1e-9 * w->flops)
+    fprintf(stderr, "cuvae-bench: warning: %s: FLOPs counted here (%.0f) differ from cuvae_model_step_flops (%.0f)\n",
+            r->name, w->flops, cuvae_model_step_flops(&model, B));
+
+  /* The backend, then W + N steps on the trainer's batches (epoch shuffles, consecutive step numbers); each step
+   * is timed from train_step to the end of collect, so it is complete on every backend. */
+  const int rss_per_config = reset_peak_rss() == 0;
+  cuvae_backend *be = cuvae_backend_create(o->device, &model, &cfg, &g_data, NULL);
+  int rc = be ? 0 : -1;
+  if (be) {
+    snprintf(r->device, sizeof r->device, "%s", be->name);
+    snprintf(r->memory_plan, sizeof r->memory_plan, "%s", be->memory_plan);
+    r->threads = strcmp(be->name, "cpu") == 0 ? openblas_get_num_threads() : cfg.threads;
+    if (be->notice[0] && !o->quiet) fprintf(stderr, "note: %s\n", be->notice);
+    if (!o->quiet) {
+      fprintf(stderr, "%s (%s, batch %d, %s, %d threads): ", r->name, r->arch, B, r->device, r->threads);
+      fflush(stderr);
+      *midline = 1;
+    }
+  }
+  const int64_t steps_per_epoch = (int64_t)(g_data.n / (size_t)B);
+  int64_t epoch_loaded = -1;
+  cpu_clock c0 = {0.0, 0.0, 0.0, 0};
+  for (int64_t s = 0; rc == 0 && s < (int64_t)o->warmup + o->steps; s++) {
+    if (s == o->warmup) c0 = cpu_clock_now();  /* other processes' CPU use is watched over the timed steps */
+    const int64_t epoch = s / steps_per_epoch;
+    if (epoch != epoch_loaded) {
+      cuvae_shuffle(perm, g_data.n, cfg.seed, epoch);
+      epoch_loaded = epoch;
+    }
+    cuvae_step_result res;
+    const double t0 = bench_now();
+    rc = cuvae_backend_step(be, perm + (size_t)(s % steps_per_epoch) * (size_t)B, B, s, &res);
+    const double dt = bench_now() - t0;
+    if (s >= o->warmup) t[s - o->warmup] = dt;
+  }
+  r->background = background_load(c0, cpu_clock_now());
+  r->rss_mib = peak_rss_mib();
+  if (!rss_per_config && !o->quiet && rc == 0)
+    fprintf(stderr, "(peak RSS is cumulative over the run: /proc/self/clear_refs is not writable) ");
+  if (be) be->destroy(be);
+  free(perm);
+  if (rc) {
+    free(w);
+    free(t);
+    return -1;
+  }
+  r->min_s = t[0];
+  for (int i = 1; i < o->steps; i++)
+    if (t[i] < r->min_s) r->min_s = t[i];
+  r->median_s = bench_median(t, o->steps);
+  free(t);
+
+  /* The step's GEMMs alone, and the machine's GEMM peak for this device, thread count and precision. */
+  const int cuda = strcmp(r->device, "cuda") == 0;
+  const int reps = o->steps < 5 ? 5 : o->steps > 20 ? 20 : o->steps;
+  r->tf32 = cfg.precision == CUVAE_PRECISION_TF32;
+  r->batch = B;
+  r->gemm_s = -1.0;
+  if (cuda) {
+#if CUVAE_HAVE_CUDA
+    rc = bench_cuda_gemm_replay(&model, w, reps, r->tf32, &r->gemm_s);
+#endif
+  } else {
+    rc = bench_cpu_gemm_replay(&model, w, reps, &r->gemm_s);
+  }
+  if (rc == 0) rc = gemm_peak(cuda, r->threads, r->tf32, &r->peak_gflops, r->peak_desc, sizeof r->peak_desc);
+  if (rc == 0) {
+    r->flops = w->flops;
+    r->bytes = w->bytes;
+    r->launches = w->n_kernels;
+    r->roof = bench_h100_roofline(w);
+    r->samples_per_s = B / r->median_s;
+    r->gflops = w->flops / r->median_s * 1e-9;
+  }
+  free(w);
+  return rc;
+}
+
+/* ---- main --------------------------------------------------------------------------------------------- */
+
+static int is_gpu_sized(const char *name) {
+  for (int i = 0; k_gpu_sized[i]; i++)
+    if (strcmp(name, k_gpu_sized[i]) == 0) return 1;
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  cuvae_blas_select_kernels(argv);  /* may re-execute the program with OpenBLAS's kernels chosen (blas.h) */
+  options o;
+  const int p = parse_args(argc, argv, &o);
+  if (p) {
+    free(o.configs);
+    return p > 0 ? 0 : EXIT_USAGE;
+  }
+
+  /* The configs: the --config files as given, or the suite in name order (GPU-sized ones skipped on the CPU). */
+  char **paths = NULL;
+  int n_paths = 0;
+  if (o.n_configs) {
+    paths = malloc((size_t)o.n_configs * sizeof *paths);
+    for (int i = 0; paths && i < o.n_configs; i++)
+      if (!(paths[n_paths++] = strdup(o.configs[i]))) {
+        fprintf(stderr, "cuvae-bench: error: out of memory\n");
+        return 1;
+      }
+  } else if (list_suite(o.suite, &paths, &n_paths)) {
+    fprintf(stderr, "cuvae-bench: error: %s\n", cuvae_last_error());
+    free(o.configs);
+    return 1;
+  }
+  char devdesc[256] = "";
+  const int on_cpu = strcmp(o.device, "cpu") == 0 ||
+                     (strcmp(o.device, "auto") == 0 && cuvae_cuda_device_count(devdesc, sizeof devdesc) < 1);
+  bench_result *res = calloc((size_t)(n_paths ? n_paths : 1), sizeof *res);
+  if (!paths || !res) {
+    fprintf(stderr, "cuvae-bench: error: out of memory\n");
+    return 1;
+  }
+  int n_res = 0, rc = 0;
+  for (int i = 0; i < n_paths && rc == 0; i++) {
+    char name[64];
+    config_name(paths[i], name, sizeof name);
+    if (!o.n_configs && on_cpu && is_gpu_sized(name)) {
+      if (!o.quiet)
+        fprintf(stderr, "%s: skipped on the CPU (GPU-sized; run it with --config %s)\n", name, paths[i]);
+      continue;
+    }
+    int midline = 0;
+    if (run_config(&o, paths[i], &res[n_res], &midline)) {
+      if (midline) fputc('\n', stderr);
+      fprintf(stderr, "cuvae-bench: error: %s: %s\n", name, cuvae_last_error());
+      rc = 1;
+      break;
+    }
+    const bench_result *r = &res[n_res++];
+    if (!o.quiet)
+      fprintf(stderr, "median %.3f ms, %.0f samples/s, %.1f GFLOP/s (%.1f%% of %.1f); GEMMs alone %.3f ms "
+                      "(%.1f%% of the step, %.1f GFLOP/s)\n",
+              1e3 * r->median_s, r->samples_per_s, r->gflops, 100.0 * r->gflops / r->peak_gflops, r->peak_gflops,
+              1e3 * r->gemm_s, 100.0 * r->gemm_s / r->median_s, r->flops / r->gemm_s * 1e-9);
+    if (!o.quiet && r->background > BUSY_WARN)
+      fprintf(stderr, "warning: %s: other processes used %.0f%% of the CPUs during the timed steps\n", r->name,
+              100.0 * r->background);
+  }
+  if (rc == 0 && n_res == 0) {
+    fprintf(stderr, "cuvae-bench: error: no config left to run (GPU-sized configs are skipped on the CPU; name them "
+                    "with --config)\n");
+    rc = 1;
+  }
+  if (rc == 0) {
+    bench_print_table(stdout, res, n_res);
+    if (o.json && bench_write_json(o.json, o.steps, o.warmup, res, n_res)) {
+      fprintf(stderr, "cuvae-bench: error: %s\n", cuvae_last_error());
+      rc = 1;
+    }
+  }
+  for (int i = 0; i < n_paths; i++) free(paths[i]);
+  free(paths);
+  free(res);
+  free(o.configs);
+  cuvae_dataset_free(&g_data);
+  return rc;
+}

@@ -1,0 +1,13 @@
+# cuvae-bench (issue 5): times training steps of configs/bench/*.ini on a backend; see docs/PERFORMANCE.md,
+# section "cuvae-bench". Built into the build directory's root (build/cuvae-bench), next to build/cuvae.
+add_executable(cuvae-bench
+  ${CMAKE_CURRENT_SOURCE_DIR}/cuvae_bench.c   # command line, step timing, table and JSON
+  ${CMAKE_CURRENT_SOURCE_DIR}/bench_model.c   # FLOPs, bytes and launches per step; the H100 roofline
+  ${CMAKE_CURRENT_SOURCE_DIR}/bench_gemm.c    # sgemm peak and GEMM-only replay (cblas; cuBLAS in CUDA builds)
+  ${CMAKE_CURRENT_SOURCE_DIR}/bench_report.c  # the table and the JSON file
+)
+# As the CLI: cuvae, then cuvae_cuda in CUDA builds; the bench itself calls cuBLAS and the runtime there.
+target_link_libraries(cuvae-bench PRIVATE cuvae
+  $<$<BOOL:${CUVAE_CUDA}>:cuvae_cuda> $<$<BOOL:${CUVAE_CUDA}>:CUDA::cudart> $<$<BOOL:${CUVAE_CUDA}>:CUDA::cublas>)
+target_include_directories(cuvae-bench PRIVATE ${PROJECT_SOURCE_DIR}/src)   # backend.h, train_internal.h
+set_target_properties(cuvae-bench PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR})

@@ -148,9 +148,10 @@ void bench_step_work_build(const cuvae_model *m, int B, bench_step_work *w) {
   backward_stack(w, "dec", m->dec, m->n_dec, dec_out0, BENCH_SLOT_Z, BENCH_SLOT_DLOGITS, BENCH_SLOT_DZ);
   add_kernel(w, "reparam_kl bwd", 6.0 * b * Z);
   backward_stack(w, "enc", m->enc, m->n_enc, enc_out0, BENCH_SLOT_X, BENCH_SLOT_DMULV, -1);
-  /* Gradient norm (reads the gradient), the finiteness guard and Adam's scalars (a few values), Adam (reads p, g,
-   * m, v; writes p, m, v). */
-  add_kernel(w, "sum_squares", P + 1);
+  /* Gradient norm in two passes (256 blocks read the gradient and write 256 partials; one block sums them), the
+   * finiteness guard and Adam's scalars (a few values), Adam (reads p, g, m, v; writes p, m, v). */
+  add_kernel(w, "sum_squares", P + 256);
+  add_kernel(w, "sum_squares final", 256 + 1);
   add_kernel(w, "step_guard", 3 + 3);
   add_kernel(w, "adam_prepare", 2 + 4);
   add_kernel(w, "adam_update", 7.0 * P);

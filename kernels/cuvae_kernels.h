@@ -65,9 +65,10 @@ cudaError_t sum_cuda(const float *x, int n, float *out, cudaStream_t stream);
 cudaError_t gather_rows_cuda(const float *src, const uint32_t *rows, float *dst, int B, int D, cudaStream_t stream);
 
 /* step_guard.cu -- twin of the CPU backend's isfinite checks, for steps that run ahead of the host. One thread:
- * i = flags[1]++; ring[3i..3i+2] = sums[0..2] (NLL sum, KL sum, sum g^2), NaN when already halted; when a sum is
+ * i = flags[1]++; ring[4i..4i+3] = sums[0..3] (NLL sum, KL sum, sum g^2, objective sum), NaN when already halted; when a sum is
  * not finite and flags[0] == 0, flags[0] = *step + 1 (the 1-based step), which halts Adam (see above). When
  * flags[1] reaches ring_cap it halts instead of writing past the ring. */
+#define CUVAE_STEP_SUMS 4
 cudaError_t step_guard_cuda(const float *sums, const int64_t *step, int64_t *flags, float *ring, int ring_cap,
                             cudaStream_t stream);
 
@@ -86,6 +87,39 @@ cudaError_t iwae_reparam_cuda(const float *mulv, const float *eps, float *z, int
 cudaError_t iwae_log_weights_cuda(const float *mulv, const float *eps, const float *z, const float *nll, int R, int C,
                                   int Z, double *log_w, double *state, int reset, cudaStream_t stream);
 cudaError_t iwae_finalize_cuda(const double *state, int R, int K, double *log_px, cudaStream_t stream);
+
+/* ---- the model family (issue 7): twins of the functions of the same stems in include/cuvae/cpu.h, which states
+ * the equations and the multi-sample layout. Pointers are device pointers, including beta (one float) and logvar. */
+/* likelihood.cu */
+cudaError_t gaussian_perdim_nll_grad_cuda(const float *out, const float *x, float *nll_row, float *dout, float scale,
+                                          int B, int D, cudaStream_t stream);
+cudaError_t gaussian_shared_nll_grad_cuda(const float *f, const float *x, const float *logvar, float *nll_row,
+                                          float *df, float *dlv_row, float scale, int B, int D, cudaStream_t stream);
+/* autoencoder.cu */
+cudaError_t squared_error_grad_cuda(const float *out, const float *x, int sigmoid_out, float *err_row, float *dout,
+                                    float scale, int B, int D, cudaStream_t stream);
+cudaError_t latent_mean_forward_cuda(const float *mulv, float *z, int B, int Z, cudaStream_t stream);
+cudaError_t latent_mean_backward_cuda(const float *dz, float *dmulv, int B, int Z, cudaStream_t stream);
+/* objective.cu. beta_schedule: one thread, *beta_t = beta_schedule_cpu(*step, beta, warmup), reading the step
+ * counter from device memory (the graph-capturable form: *step holds the 0-based index of the step being run). */
+cudaError_t beta_schedule_cuda(const int64_t *step, float beta, int64_t warmup, float *beta_t, cudaStream_t stream);
+cudaError_t objective_weights_cuda(const float *mulv, const float *eps, const float *z, const float *nll, int R, int C,
+                                   int Z, int iwae, const float *beta, float scale, float *kl_s, float *weight,
+                                   float *row_obj, cudaStream_t stream);
+cudaError_t reparam_multi_backward_cuda(const float *mulv, const float *eps, const float *z, const float *dz,
+                                        const float *weight, const float *beta, float kl_scale, float *dmulv, int R,
+                                        int C, int Z, cudaStream_t stream);
+cudaError_t scale_rows_cuda(float *a, const float *w, int B, int n, cudaStream_t stream);
+/* data_noise.cu */
+cudaError_t binarize_cuda(const float *x, const float *u, float *out, size_t n, cudaStream_t stream);
+cudaError_t corrupt_gaussian_cuda(const float *x, const float *noise, float std, float *out, size_t n,
+                                  cudaStream_t stream);
+cudaError_t corrupt_mask_cuda(const float *x, const float *u, float p, float *out, size_t n, cudaStream_t stream);
+/* condition.cu */
+cudaError_t concat_onehot_cuda(const float *a, int n, const int32_t *labels, int period, int n_classes, float *out,
+                               int rows, cudaStream_t stream);
+cudaError_t take_columns_cuda(const float *src, int ld, float *dst, int rows, int n, cudaStream_t stream);
+cudaError_t gather_labels_cuda(const int32_t *src, const uint32_t *rows, int32_t *dst, int B, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

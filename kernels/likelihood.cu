@@ -1,5 +1,6 @@
 // Decoder negative log-likelihoods fused with their gradients (MATH.md section 4), one pass over the decoder output
-// each. GPU twins of bernoulli_nll_grad_cpu and gaussian_nll_grad_cpu (src/cpu/likelihood_cpu.c).
+// each. GPU twins of bernoulli_nll_grad_cpu, gaussian_nll_grad_cpu, gaussian_perdim_nll_grad_cpu and
+// gaussian_shared_nll_grad_cpu (src/cpu/likelihood_cpu.c).
 //
 // Design: one block per row (grid = B). The block's threads stride over the row's D columns, each accumulating its
 // terms in float in column order and writing the gradient of each column it visits; the per-thread sums are then
@@ -65,6 +66,63 @@ __global__ void gaussian_nll_grad_kernel(const float *__restrict__ f, const floa
   if (threadIdx.x == 0) nll_row[blockIdx.x] = sq * half_inv_s2 + const_term;
 }
 
+// MATH.md section 4, Gaussian with a learned per-dimension log-variance (s_d^2 = exp(lv_d)); out[B][2D] = [f | lv]:
+//   nll_row[b] = 0.5 sum_d [(x_d - f_d)^2 exp(-lv_d) + lv_d] + const_term,  const_term = 0.5 D log 2pi;
+//   dout[b] = [df | dlv]:  df_d = scale (f_d - x_d) exp(-lv_d),  dlv_d = scale 0.5 (1 - (x_d - f_d)^2 exp(-lv_d)).
+// With r = f - x, rw = r exp(-lv), q = r rw: the CPU twin's float expressions. The products are written __fmul_rn so
+// nvcc cannot fuse q into an FMA with 1 - q (near q = 1 that would differ from the twin by far more than an ulp).
+__global__ void gaussian_perdim_nll_grad_kernel(const float *__restrict__ out, const float *__restrict__ x,
+                                                float const_term, float *__restrict__ nll_row,
+                                                float *__restrict__ dout, float scale, int D) {
+  const size_t row2 = (size_t)blockIdx.x * 2 * D;
+  const float *fr = out + row2, *lr = fr + D, *xr = x + (size_t)blockIdx.x * D;
+  float *g = dout ? dout + row2 : nullptr;
+  __shared__ float warp_sums[32];
+  float acc = 0.0f;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    const float l = lr[d], r = fr[d] - xr[d];
+    const float rw = __fmul_rn(r, expf(-l)), q = __fmul_rn(r, rw);
+    acc += q + l;
+    if (g) {
+      g[d] = scale * rw;
+      g[D + d] = scale * 0.5f * (1.0f - q);
+    }
+  }
+  acc = block_sum(acc, warp_sums);
+  if (threadIdx.x == 0) nll_row[blockIdx.x] = 0.5f * acc + const_term;
+}
+
+// MATH.md section 4, Gaussian with one learned log-variance lv = *logvar (device memory) for every element; w =
+// exp(-lv) in double, as on the CPU:
+//   nll_row[b] = 0.5 [D lv + w sum_d (x_d - f_d)^2 + D log 2pi];  df_d = (scale w) (f_d - x_d);
+//   dlv_row[b] = scale 0.5 (D - w sum_d (x_d - f_d)^2)   (row b's part of dL/dlv).
+// The squared residuals are summed in float (fixed tree); thread 0 forms the row's two results in double. scale w
+// is rounded to float once, as the twin does, so df matches it exactly.
+__global__ void gaussian_shared_nll_grad_kernel(const float *__restrict__ f, const float *__restrict__ x,
+                                                const float *__restrict__ logvar, float *__restrict__ nll_row,
+                                                float *__restrict__ df, float *__restrict__ dlv_row, float scale,
+                                                int D) {
+  const size_t row = (size_t)blockIdx.x * D;
+  const float *fr = f + row, *xr = x + row;
+  float *g = df ? df + row : nullptr;
+  const double lv = *logvar, w = exp(-lv);
+  const float g_scale = (float)(scale * w);
+  __shared__ float warp_sums[32];
+  float sq = 0.0f;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    const float fd = fr[d], xd = xr[d];
+    const float r = xd - fd;
+    sq += r * r;
+    if (g) g[d] = g_scale * (fd - xd);
+  }
+  sq = block_sum(sq, warp_sums);
+  if (threadIdx.x == 0) {
+    const double log_2pi = 1.8378770664093454836;  // log(2 pi)
+    nll_row[blockIdx.x] = (float)(0.5 * (D * lv + w * sq + D * log_2pi));
+    if (dlv_row) dlv_row[blockIdx.x] = (float)(scale * 0.5 * (D - w * sq));
+  }
+}
+
 }  // namespace
 
 extern "C" cudaError_t bernoulli_nll_grad_cuda(const float *logits, const float *x, float *nll_row, float *dlogits,
@@ -84,5 +142,25 @@ extern "C" cudaError_t gaussian_nll_grad_cuda(const float *f, const float *x, fl
   const float g_scale = (float)(scale * inv_s2);  // the CPU twin's rounding, so df matches it exactly
   CUVAE_LAUNCH(gaussian_nll_grad_kernel, B, block_for(D), 0, stream, f, x, half_inv_s2, const_term, nll_row, df,
                g_scale, D);
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t gaussian_perdim_nll_grad_cuda(const float *out, const float *x, float *nll_row, float *dout,
+                                                     float scale, int B, int D, cudaStream_t stream) {
+  if (!out || !x || !nll_row || B < 1 || D < 1) return cudaErrorInvalidValue;
+  const double log_2pi = 1.8378770664093454836;  // log(2 pi)
+  const float const_term = (float)(0.5 * D * log_2pi);
+  CUVAE_LAUNCH(gaussian_perdim_nll_grad_kernel, B, block_for(D), 0, stream, out, x, const_term, nll_row, dout, scale,
+               D);
+  return cudaGetLastError();
+}
+
+// df and dlv_row: both or neither (forward only).
+extern "C" cudaError_t gaussian_shared_nll_grad_cuda(const float *f, const float *x, const float *logvar,
+                                                     float *nll_row, float *df, float *dlv_row, float scale, int B,
+                                                     int D, cudaStream_t stream) {
+  if (!f || !x || !logvar || !nll_row || B < 1 || D < 1 || (!df != !dlv_row)) return cudaErrorInvalidValue;
+  CUVAE_LAUNCH(gaussian_shared_nll_grad_kernel, B, block_for(D), 0, stream, f, x, logvar, nll_row, df, dlv_row,
+               scale, D);
   return cudaGetLastError();
 }

@@ -5,7 +5,8 @@
 //            1-based number, and adam_prepare_cuda / adam_update_cuda (given &flags[0]) then change nothing, so
 //            the state stays as it was before the bad step, whatever the host enqueued after it.
 // flags[1] = count: how many steps have recorded their sums in `ring` since the host last reset it (collect).
-// ring[3 i + k] = sums[k] of the i-th recorded step: sum of per-row NLL, sum of per-row KL, sum of g^2.
+// ring[4 i + k] = sums[k] of the i-th recorded step: sum of per-row NLL, sum of per-row KL, sum of g^2, sum of the
+// per-row objective (multi-sample objectives; 0 otherwise).
 // Nothing that changes per step is an argument: the launch can be captured once into a CUDA graph.
 #include "cuda_compat.h"
 
@@ -25,15 +26,13 @@ __global__ void step_guard_kernel(const float *sums, const int64_t *step, int64_
   }
   flags[1] = i + 1;
   if (flags[0] != 0) {  // halted earlier: this step is not applied; its record says so with NaN
-    ring[3 * i + 0] = ring[3 * i + 1] = ring[3 * i + 2] = NAN;
+    for (int k = 0; k < CUVAE_STEP_SUMS; k++) ring[CUVAE_STEP_SUMS * i + k] = NAN;
     return;
   }
-  ring[3 * i + 0] = sums[0];
-  ring[3 * i + 1] = sums[1];
-  ring[3 * i + 2] = sums[2];
+  for (int k = 0; k < CUVAE_STEP_SUMS; k++) ring[CUVAE_STEP_SUMS * i + k] = sums[k];
   // The CPU checks nelbo = recon + kl and ||g|| = sqrt(sum g^2); a float sum is infinite exactly when one of the
   // terms is or it overflows, which the double CPU sum would not: both sums are checked separately here.
-  if (!isfinite(sums[0]) || !isfinite(sums[1]) || !isfinite(sums[2])) flags[0] = *step + 1;
+  if (!isfinite(sums[0]) || !isfinite(sums[1]) || !isfinite(sums[2]) || !isfinite(sums[3])) flags[0] = *step + 1;
 }
 
 }  // namespace

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config libopenblas-dev libopenblas-openmp-dev libinih-dev libcjson-dev zlib1g-dev libgtest-dev googletest libboost-context-dev
           libbenchmark-dev
-          libpng-dev libcairo2-dev
+          libpng-dev libcairo2-dev liblapacke-dev
           dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do

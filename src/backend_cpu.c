@@ -19,7 +19,6 @@
 static int cpu_train_step(cuvae_backend *base, const uint32_t *rows, int B, int64_t step) {
   cpu_backend *be = (cpu_backend *)base;
   const cuvae_model *m = be->model;
-  const size_t nz = (size_t)B * m->latent;
   if (B < 1 || B > be->max_batch)
     return cuvae_error("step %lld: batch of %d rows does not fit the CPU backend (max %d)", (long long)step + 1, B,
                        be->max_batch);
@@ -34,17 +33,45 @@ static int cpu_train_step(cuvae_backend *base, const uint32_t *rows, int B, int6
   cuvae_step_result *out = &be->pending[be->n_pending++];
   memset(out, 0, sizeof *out);
   if (be->diverged_step) return 0;  /* after a non-finite step nothing more is applied until collect */
-  gather_rows_cpu(be->train->x, rows, be->x_batch, B, (int)be->train->dim);
-  if (cuvae_noise_normal(be->train_noise, (uint64_t)step * cuvae_noise_stride(nz), be->eps, nz)) return -1;
-  if (cuvae_cpu_loss_grad(m, be->ws, be->params, be->x_batch, be->eps, B, be->grad, &out->loss)) return -1;
+  const cuvae_config *c = be->cfg;
+  cuvae_objective_spec spec;
+  cuvae_objective_for_step(c, step, &spec);
+  if (B * spec.samples > be->max_batch)
+    return cuvae_error("step %lld: %d rows x %d samples do not fit the CPU backend (max %d)", (long long)step + 1, B,
+                       spec.samples, be->max_batch);
+  const size_t D = be->train->dim, nx = (size_t)B * D, nz = (size_t)B * spec.samples * m->latent;
+  gather_rows_cpu(be->train->x, rows, be->x_batch, B, (int)D);
+  /* Data noise (include/cuvae/rng.h): dynamic binarization of the targets, corruption of the encoder's input. */
+  if (c->binarize == CUVAE_BINARIZE_DYNAMIC) {
+    if (cuvae_noise_uniform(be->data_noise, 2 * (uint64_t)step * cuvae_noise_stride(nx), be->data_u, nx)) return -1;
+    binarize_cpu(be->x_batch, be->data_u, be->x_batch, nx);
+  }
+  const float *x_in = NULL;
+  if (c->corrupt.kind != CUVAE_CORRUPT_NONE) {
+    const uint64_t offset = (2 * (uint64_t)step + 1) * cuvae_noise_stride(nx);
+    if (c->corrupt.kind == CUVAE_CORRUPT_GAUSSIAN) {
+      if (cuvae_noise_normal(be->data_noise, offset, be->data_u, nx)) return -1;
+      corrupt_gaussian_cpu(be->x_batch, be->data_u, c->corrupt.level, be->x_in, nx);
+    } else {
+      if (cuvae_noise_uniform(be->data_noise, offset, be->data_u, nx)) return -1;
+      corrupt_mask_cpu(be->x_batch, be->data_u, c->corrupt.level, be->x_in, nx);
+    }
+    x_in = be->x_in;
+  }
+  if (spec.objective != CUVAE_OBJ_AE &&
+      cuvae_noise_normal(be->train_noise, (uint64_t)step * cuvae_noise_stride(nz), be->eps, nz))
+    return -1;
+  const cuvae_cpu_batch batch = {B, be->x_batch, x_in, be->eps};
+  if (cuvae_cpu_objective_grad(m, be->ws, be->params, &batch, &spec, be->grad, &out->loss)) return -1;
   out->grad_norm = grad_norm_cpu(be->grad, m->n_params);
-  if (!isfinite(out->loss.nelbo) || !isfinite(out->grad_norm)) {
+  if (!isfinite(out->loss.objective) || !isfinite(out->loss.nelbo) || !isfinite(out->grad_norm)) {
     be->diverged_step = step + 1;
-    if (!isfinite(out->loss.nelbo))
-      snprintf(be->diverged_msg, sizeof be->diverged_msg, "loss is not finite (nelbo %g, recon %g, kl %g)",
-               out->loss.nelbo, out->loss.recon, out->loss.kl);
+    if (!isfinite(out->loss.objective) || !isfinite(out->loss.nelbo))
+      snprintf(be->diverged_msg, sizeof be->diverged_msg,
+               "loss is not finite (objective %g, nelbo %g, recon %g, kl %g)", out->loss.objective, out->loss.nelbo,
+               out->loss.recon, out->loss.kl);
     else
-      snprintf(be->diverged_msg, sizeof be->diverged_msg, "gradient is not finite (loss %g)", out->loss.nelbo);
+      snprintf(be->diverged_msg, sizeof be->diverged_msg, "gradient is not finite (loss %g)", out->loss.objective);
     return 0;
   }
   /* Gradient-norm clipping: scale g by clip / ||g|| when ||g|| > clip. */
@@ -78,6 +105,8 @@ static int cpu_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch,
   cpu_backend *be = (cpu_backend *)base;
   const cuvae_model *m = be->model;
   if (batch > be->max_batch) batch = be->max_batch;
+  cuvae_objective_spec spec;
+  cuvae_objective_for_eval(be->cfg, &spec);
   double recon = 0.0, kl = 0.0;
   int64_t k = 0;
   for (size_t start = 0; start < ds->n; start += (size_t)batch, k++) {
@@ -85,15 +114,17 @@ static int cpu_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch,
     const size_t nz = (size_t)B * m->latent;
     /* Every evaluation batch k draws at offset k * stride(batch * Z), whatever its own length. */
     const uint64_t offset = (uint64_t)k * cuvae_noise_stride((size_t)batch * m->latent);
-    if (cuvae_noise_normal(be->eval_noise, offset, be->eps, nz)) return -1;
+    if (spec.objective != CUVAE_OBJ_AE && cuvae_noise_normal(be->eval_noise, offset, be->eps, nz)) return -1;
+    const cuvae_cpu_batch b = {B, ds->x + start * ds->dim, NULL, be->eps};
     cuvae_loss l;
-    if (cuvae_cpu_loss_grad(m, be->ws, be->params, ds->x + start * ds->dim, be->eps, B, NULL, &l)) return -1;
+    if (cuvae_cpu_objective_grad(m, be->ws, be->params, &b, &spec, NULL, &l)) return -1;
     recon += l.recon * B;
     kl += l.kl * B;
   }
   out->recon = recon / (double)ds->n;
   out->kl = kl / (double)ds->n;
   out->nelbo = out->recon + out->kl;
+  out->objective = out->nelbo;
   return 0;
 }
 
@@ -124,10 +155,13 @@ static void cpu_destroy(cuvae_backend *base) {
   free(be->adam_v);
   free(be->x_batch);
   free(be->eps);
+  free(be->x_in);
+  free(be->data_u);
   free(be->pending);
   cuvae_cpu_ws_destroy(be->ws);
   cuvae_noise_destroy(be->train_noise);
   cuvae_noise_destroy(be->eval_noise);
+  cuvae_noise_destroy(be->data_noise);
   free(be);
 }
 
@@ -153,7 +187,14 @@ cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config
   be->model = m;
   be->cfg = cfg;
   be->train = train;
-  be->max_batch = cfg->batch_size > cfg->eval_batch_size ? cfg->batch_size : cfg->eval_batch_size;
+  /* Rows of the workspace: a training batch with all its samples, or an evaluation batch. */
+  const int samples = cfg->objective == CUVAE_OBJ_AE ? 1 : cfg->samples;
+  if ((int64_t)cfg->batch_size * samples > (1 << 30)) {
+    free(be);
+    cuvae_error("[train] batch_size %d x samples %d is too large", cfg->batch_size, samples);
+    return NULL;
+  }
+  be->max_batch = cfg->batch_size * samples > cfg->eval_batch_size ? cfg->batch_size * samples : cfg->eval_batch_size;
   const size_t n = m->n_params, B = (size_t)be->max_batch;
   /* Host memory; the data sets are the caller's, read in place. */
   snprintf(be->base.memory_plan, sizeof be->base.memory_plan,
@@ -167,7 +208,11 @@ cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config
   be->adam_v = calloc(n, sizeof(float));
   be->x_batch = malloc(B * m->input_dim * sizeof(float));
   be->eps = malloc((size_t)cuvae_noise_stride(B * m->latent) * sizeof(float));
-  if (!be->pending || !be->params || !be->grad || !be->adam_m || !be->adam_v || !be->x_batch || !be->eps) {
+  const size_t nx = B * m->input_dim;
+  be->x_in = malloc(nx * sizeof(float));
+  be->data_u = malloc((size_t)cuvae_noise_stride(nx) * sizeof(float));
+  if (!be->pending || !be->params || !be->grad || !be->adam_m || !be->adam_v || !be->x_batch || !be->eps ||
+      !be->x_in || !be->data_u) {
     cpu_destroy(&be->base);
     cuvae_error("out of memory: the model needs %zu parameters x 4 buffers", n);
     return NULL;
@@ -181,7 +226,8 @@ cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config
   be->ws = cuvae_cpu_ws_create(m, be->max_batch);
   be->train_noise = be->ws ? cuvae_noise_create(cfg->seed) : NULL;
   be->eval_noise = be->train_noise ? cuvae_noise_create(cfg->seed ^ CUVAE_SEED_EVAL) : NULL;
-  if (!be->eval_noise || cuvae_model_init(m, be->params, cfg->seed)) {
+  be->data_noise = be->eval_noise ? cuvae_noise_create(cfg->seed ^ CUVAE_SEED_DATA) : NULL;
+  if (!be->data_noise || cuvae_model_init(m, be->params, cfg->seed)) {
     cpu_destroy(&be->base);
     return NULL;
   }

@@ -50,7 +50,10 @@ int cpu_decode(cuvae_backend *base, const float *z, size_t n, float *mean) {
   if (check_args("decode", z, n, mean)) return -1;
   const size_t D = m->input_dim, Z = m->latent, Bmax = (size_t)be->max_batch;
   /* Hidden activations ping-pong between two buffers; the last layer writes straight into mean. */
-  size_t widest = 1;
+  /* The last layer writes straight into mean, except with per-dim variances (rows [mean | lv] of 2D): then into
+   * the buffers too, and the means are copied out. */
+  const size_t out_cols = m->dec[m->n_dec - 1].out;
+  size_t widest = out_cols == D ? 1 : out_cols;
   for (int i = 0; i + 1 < m->n_dec; i++)
     if (m->dec[i].out > widest) widest = m->dec[i].out;
   float *buf = malloc(2 * Bmax * widest * sizeof(float));
@@ -60,10 +63,12 @@ int cpu_decode(cuvae_backend *base, const float *z, size_t n, float *mean) {
     const float *in = z + start * Z;
     for (int i = 0; i < m->n_dec; i++) {
       const cuvae_layer *l = &m->dec[i];
-      float *y = i + 1 == m->n_dec ? mean + start * D : buf + (size_t)(i % 2) * Bmax * widest;
+      float *y = i + 1 == m->n_dec && out_cols == D ? mean + start * D : buf + (size_t)(i % 2) * Bmax * widest;
       dense_forward_cpu(in, be->params + l->w, be->params + l->b, y, B, (int)l->in, (int)l->out, l->act);
       in = y;
     }
+    if (out_cols != D)
+      for (int b = 0; b < B; b++) memcpy(mean + (start + (size_t)b) * D, in + (size_t)b * out_cols, D * sizeof(float));
   }
   cuvae_decoder_mean_host(m, mean, n * D);
   free(buf);

@@ -14,10 +14,11 @@ typedef struct cpu_backend {
   const cuvae_config *cfg;
   const cuvae_dataset *train;
   float *params, *grad, *adam_m, *adam_v;
-  float *x_batch, *eps;        /* [max_batch, D], [max_batch, Z] */
+  float *x_batch, *eps;        /* [max_batch, D], [max_batch * samples, Z] */
+  float *x_in, *data_u;        /* [batch_size, D]: the corrupted encoder input; the step's data noise */
   int max_batch;
   cuvae_cpu_ws *ws;
-  cuvae_noise *train_noise, *eval_noise;
+  cuvae_noise *train_noise, *eval_noise, *data_noise;
   cuvae_step_result *pending;  /* results of the steps run since the last collect [max_pending] */
   int n_pending;
   int64_t diverged_step;       /* 1-based step that was not finite (later steps then do nothing); 0 = none */

@@ -67,10 +67,7 @@ int cpu_iwae(cuvae_backend *base, const cuvae_dataset *ds, int K, int batch, dou
         in = act[i % 2];
       }
       /* -log p(x | z) per batch row (MATH.md section 4), no gradient. */
-      if (m->likelihood == CUVAE_LIK_BERNOULLI)
-        bernoulli_nll_grad_cpu(in, be->x_batch, nll, NULL, 1.0f, B, D);
-      else
-        gaussian_nll_grad_cpu(in, be->x_batch, m->sigma, nll, NULL, 1.0f, B, D);
+      cuvae_cpu_decoder_nll(m, be->params, in, be->x_batch, nll, NULL, NULL, 1.0f, B);
       iwae_log_weights_cpu(mulv, be->eps, z, nll, R, C, Z, NULL, state, c == 0);
     }
     if (rc == 0) iwae_finalize_cpu(state, R, K, log_px + start);

@@ -35,27 +35,6 @@
 #include "backend_cuda_internal.h"
 #include "cuda_check.h"
 
-int cuda_noise_draw(cuda_backend *be, dev_noise *g, uint64_t offset, size_t n) {
-  const size_t len = (size_t)cuvae_noise_stride(n);  /* whole Philox blocks, as the CPU stream draws */
-  if (!g->pos_known || g->pos != offset) {
-    g->pos_known = 0;
-    CURAND_CHECK(curandSetGeneratorOffset(g->gen, offset));
-  }
-  CURAND_CHECK(curandGenerateNormal(g->gen, be->eps, len, 0.0f, 1.0f));
-  g->pos = offset + len;
-  g->pos_known = 1;
-  return 0;
-}
-
-/* y[B, out] = act(x W^T + b). */
-int cuda_dense_forward(cuda_backend *be, const cuvae_layer *l, const float *x, float *y, int B) {
-  const float one = 1.0f, zero = 0.0f;
-  CUBLAS_CHECK(cublasSgemm(be->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)l->out, B, (int)l->in, &one,
-                           be->params + l->w, (int)l->in, x, (int)l->in, &zero, y, (int)l->out));
-  CU_CHECK(bias_act_forward_cuda(y, be->params + l->b, B, (int)l->out, l->act, be->stream));
-  return 0;
-}
-
 /* dy (post-activation gradient) -> pre-activation gradient in place; dW, db overwritten; dx = dy W if wanted. */
 static int dense_backward(cuda_backend *be, const cuvae_layer *l, const float *x, const float *y, float *dy,
                           float *dx, int B) {
@@ -83,48 +62,36 @@ static int backward_stack(cuda_backend *be, const cuvae_layer *layers, int n, fl
   return 0;
 }
 
-/* Forward of the whole VAE on x (B rows, device) with be->eps; per-row losses in nll_row, kl_row, their sums in
- * sums[0], sums[1]. With want_grad, dL/d(decoder output) goes into grad_a (scale 1/B, the batch mean). */
-int cuda_vae_forward(cuda_backend *be, const float *x, int B, int want_grad) {
-  const cuvae_model *m = be->model;
-  const int Z = (int)m->latent, D = (int)m->input_dim;
-  const float *in = x;
-  for (int i = 0; i < m->n_enc; i++) {
-    if (cuda_dense_forward(be, &m->enc[i], in, be->enc_out[i], B)) return -1;
-    in = be->enc_out[i];
-  }
-  const float *mulv = be->enc_out[m->n_enc - 1];
-  CU_CHECK(reparam_kl_forward_cuda(mulv, be->eps, be->z, be->kl_row, B, Z, be->stream));
-  in = be->z;
-  for (int i = 0; i < m->n_dec; i++) {
-    if (cuda_dense_forward(be, &m->dec[i], in, be->dec_out[i], B)) return -1;
-    in = be->dec_out[i];
-  }
-  const float *dec_y = be->dec_out[m->n_dec - 1];
-  const float scale = 1.0f / (float)B;
-  float *dy = want_grad ? be->grad_a : NULL;
-  if (m->likelihood == CUVAE_LIK_BERNOULLI)
-    CU_CHECK(bernoulli_nll_grad_cuda(dec_y, x, be->nll_row, dy, scale, B, D, be->stream));
-  else
-    CU_CHECK(gaussian_nll_grad_cuda(dec_y, x, m->sigma, be->nll_row, dy, scale, B, D, be->stream));
-  CU_CHECK(sum_cuda(be->nll_row, B, be->sums + 0, be->stream));
-  CU_CHECK(sum_cuda(be->kl_row, B, be->sums + 1, be->stream));
-  return 0;
-}
-
 /* The device part of one training step on B rows (be->rows, be->eps, the step counter already in place): every
  * launch has the same arguments every step, so this is what gets captured into the graph. */
 static int step_body(cuda_backend *be, int B) {
   const cuvae_model *m = be->model;
   const cuvae_config *c = be->cfg;
+  const cuvae_objective_spec *spec = &be->train_spec;  /* beta is read from the device (be->beta_t) */
+  const int Z = (int)m->latent, L = spec->samples, N = B * L;
+  const size_t nx = (size_t)B * m->input_dim;
+  const int ae = spec->objective == CUVAE_OBJ_AE, sampled = cuvae_objective_sampled(spec);
+  CU_CHECK(beta_schedule_cuda(be->step, c->beta, c->beta_warmup_steps, be->beta_t, be->stream));
   CU_CHECK(gather_rows_cuda(be->train_x, be->rows, be->x, B, (int)m->input_dim, be->stream));
-  if (cuda_vae_forward(be, be->x, B, 1)) return -1;
-  /* Backward: decoder (down to dz), reparameterization + KL, encoder. */
-  if (backward_stack(be, m->dec, m->n_dec, be->dec_out, be->z, be->grad_a, be->dz, B)) return -1;
+  /* Data noise drawn before the launch (include/cuvae/rng.h): binarize the targets, corrupt the encoder input. */
+  if (c->binarize == CUVAE_BINARIZE_DYNAMIC) CU_CHECK(binarize_cuda(be->x, be->data_u, be->x, nx, be->stream));
+  const float *x_in = be->x;
+  if (c->corrupt.kind == CUVAE_CORRUPT_GAUSSIAN)
+    CU_CHECK(corrupt_gaussian_cuda(be->x, be->data_v, c->corrupt.level, be->x_in, nx, be->stream));
+  if (c->corrupt.kind == CUVAE_CORRUPT_MASK)
+    CU_CHECK(corrupt_mask_cuda(be->x, be->data_v, c->corrupt.level, be->x_in, nx, be->stream));
+  if (c->corrupt.kind != CUVAE_CORRUPT_NONE) x_in = be->x_in;
+  if (cuda_vae_forward(be, x_in, be->x, B, spec, 1)) return -1;
+  /* Backward: the shared log-variance, the decoder (down to dz), the latent stage, the encoder. */
+  if (m->variance == CUVAE_VAR_LEARNED_SHARED) CU_CHECK(sum_cuda(be->dlv_row, N, be->grad + m->logvar, be->stream));
+  if (backward_stack(be, m->dec, m->n_dec, be->dec_out, be->z, be->grad_a, be->dz, N)) return -1;
   const float *mulv = be->enc_out[m->n_enc - 1];
-  CU_CHECK(reparam_kl_backward_cuda(mulv, be->eps, be->dz, 1.0f / (float)B, be->dmulv, B, (int)m->latent,
-                                    be->stream));
-  if (backward_stack(be, m->enc, m->n_enc, be->enc_out, be->x, be->dmulv, NULL, B)) return -1;
+  if (ae)
+    CU_CHECK(latent_mean_backward_cuda(be->dz, be->dmulv, B, Z, be->stream));
+  else
+    CU_CHECK(reparam_multi_backward_cuda(mulv, be->eps, be->z, be->dz, sampled ? be->weight : NULL, be->beta_t,
+                                         1.0f / (float)B, be->dmulv, B, L, Z, be->stream));
+  if (backward_stack(be, m->enc, m->n_enc, be->enc_out, x_in, be->dmulv, NULL, B)) return -1;
   CU_CHECK(sum_squares_cuda(be->grad, m->n_params, be->sum_partials, be->sums + 2, be->stream));
   /* Only a finite step reaches the parameters: the guard halts Adam from the first non-finite one on. */
   CU_CHECK(step_guard_cuda(be->sums, be->step, be->flags, be->ring, be->base.max_pending, be->stream));
@@ -159,7 +126,12 @@ static int capture_step(cuda_backend *be, int B) {
 
 static int cuda_train_step(cuvae_backend *base, const uint32_t *rows, int B, int64_t step) {
   cuda_backend *be = (cuda_backend *)base;
-  const size_t nz = (size_t)B * be->model->latent;
+  const cuvae_config *c = be->cfg;
+  const int L = be->train_spec.samples;
+  const size_t nz = (size_t)B * L * be->model->latent, nx = (size_t)B * be->model->input_dim;
+  if (B >= 1 && B * L > be->max_batch)
+    return cuvae_error("step %lld: %d rows x %d samples do not fit the CUDA backend (max %d)", (long long)step + 1, B,
+                       L, be->max_batch);
   if (B < 1 || B > be->max_batch)
     return cuvae_error("step %lld: batch of %d rows does not fit the CUDA backend (max %d)", (long long)step + 1, B,
                        be->max_batch);
@@ -184,7 +156,17 @@ static int cuda_train_step(cuvae_backend *base, const uint32_t *rows, int B, int
     be->step_host[slot] = step;
     CU_CHECK(cudaMemcpyAsync(be->step, &be->step_host[slot], sizeof(int64_t), cudaMemcpyHostToDevice, be->stream));
   }
-  if (cuda_noise_draw(be, &be->train_noise, (uint64_t)step * cuvae_noise_stride(nz), nz)) return -1;
+  if (be->train_spec.objective != CUVAE_OBJ_AE &&
+      cuda_noise_draw(be, &be->train_noise, (uint64_t)step * cuvae_noise_stride(nz), nz))
+    return -1;
+  /* Data noise at the offsets of include/cuvae/rng.h (the CPU backend's numbers). */
+  if (c->binarize == CUVAE_BINARIZE_DYNAMIC &&
+      cuda_noise_fill(be, &be->data_noise, 2 * (uint64_t)step * cuvae_noise_stride(nx), nx, be->data_u, 1))
+    return -1;
+  if (c->corrupt.kind != CUVAE_CORRUPT_NONE &&
+      cuda_noise_fill(be, &be->data_noise, (2 * (uint64_t)step + 1) * cuvae_noise_stride(nx), nx, be->data_v,
+                      c->corrupt.kind == CUVAE_CORRUPT_MASK))
+    return -1;
   if (be->cfg->cuda_graph) {
     if (!be->graph || be->graph_B != B)
       if (capture_step(be, B)) return -1;
@@ -205,19 +187,18 @@ static int cuda_collect(cuvae_backend *base, cuvae_step_result *out, int *n) {
   const int k = be->n_pending;
   *n = 0;
   if (k == 0) return 0;
-  CU_CHECK(cudaMemcpyAsync(be->ring_host, be->ring, (size_t)k * 3 * sizeof(float), cudaMemcpyDeviceToHost,
-                           be->stream));
+  CU_CHECK(cudaMemcpyAsync(be->ring_host, be->ring, (size_t)k * CUVAE_STEP_SUMS * sizeof(float),
+                           cudaMemcpyDeviceToHost, be->stream));
   CU_CHECK(cudaMemcpyAsync(be->flags_host, be->flags, 2 * sizeof(int64_t), cudaMemcpyDeviceToHost, be->stream));
   CU_CHECK(cudaStreamSynchronize(be->stream));
   CU_CHECK(cudaMemsetAsync(be->flags, 0, 2 * sizeof(int64_t), be->stream));  /* un-halt, empty the ring */
   be->n_pending = 0;
   const int64_t halted_at = be->flags_host[0], recorded = be->flags_host[1];
   for (int i = 0; i < k; i++) {
-    const float *r = be->ring_host + 3 * i;
-    const int B = be->pending_B[i];
-    out[i].loss.recon = (double)r[0] / B;
-    out[i].loss.kl = (double)r[1] / B;
-    out[i].loss.nelbo = out[i].loss.recon + out[i].loss.kl;
+    const float *r = be->ring_host + CUVAE_STEP_SUMS * i;
+    cuvae_objective_spec spec;
+    cuvae_objective_for_step(be->cfg, be->pending_step[i], &spec);  /* the step's beta, for the reported objective */
+    cuda_loss_from_sums(&spec, r, be->pending_B[i], &out[i].loss);
     out[i].grad_norm = sqrt((double)r[2]);
   }
   *n = k;
@@ -229,9 +210,9 @@ static int cuda_collect(cuvae_backend *base, cuvae_step_result *out, int *n) {
     if (!bad)
       return cuvae_error("step %lld: the device halted training (%lld of %d pending steps recorded)",
                          (long long)halted_at, (long long)recorded, k);
-    if (!isfinite(bad->loss.nelbo))
-      return cuvae_error("step %lld: loss is not finite (nelbo %g, recon %g, kl %g); training diverged",
-                         (long long)halted_at, bad->loss.nelbo, bad->loss.recon, bad->loss.kl);
+    if (!isfinite(bad->loss.objective) || !isfinite(bad->loss.nelbo))
+      return cuvae_error("step %lld: loss is not finite (objective %g, nelbo %g, recon %g, kl %g); training diverged",
+                         (long long)halted_at, bad->loss.objective, bad->loss.nelbo, bad->loss.recon, bad->loss.kl);
     return cuvae_error("step %lld: gradient is not finite (loss %g); training diverged", (long long)halted_at,
                        bad->loss.nelbo);
   }
@@ -250,6 +231,8 @@ static int cuda_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch
   if (be->n_pending) return cuvae_error("evaluate: %d training steps are pending; collect them first", be->n_pending);
   /* The set uploaded at creation is read in place; any other set is copied up batch by batch. */
   const int resident = ds == be->eval_ds && ds->n == be->n_eval;
+  cuvae_objective_spec spec;
+  cuvae_objective_for_eval(be->cfg, &spec);
   double recon = 0.0, kl = 0.0;
   int64_t k = 0;
   for (size_t start = 0; start < ds->n; start += (size_t)batch, k++) {
@@ -263,17 +246,21 @@ static int cuda_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch
                                cudaMemcpyHostToDevice, be->stream));
       x = be->x;
     }
-    if (cuda_noise_draw(be, &be->eval_noise, offset, nz)) return -1;
-    if (cuda_vae_forward(be, x, B, 0)) return -1;
-    CU_CHECK(cudaMemcpyAsync(be->ring_host, be->sums, 2 * sizeof(float), cudaMemcpyDeviceToHost, be->stream));
+    if (spec.objective != CUVAE_OBJ_AE && cuda_noise_draw(be, &be->eval_noise, offset, nz)) return -1;
+    if (cuda_vae_forward(be, x, x, B, &spec, 0)) return -1;
+    CU_CHECK(cudaMemcpyAsync(be->ring_host, be->sums, CUVAE_STEP_SUMS * sizeof(float), cudaMemcpyDeviceToHost,
+                             be->stream));
     CU_CHECK(cudaStreamSynchronize(be->stream));  /* also keeps the pageable ds->x alive for the copy above */
-    /* As the CPU: the batch mean (sum / B) times B. */
-    recon += (double)be->ring_host[0] / B * B;
-    kl += (double)be->ring_host[1] / B * B;
+    /* As the CPU: the batch mean times B. */
+    cuvae_loss l;
+    cuda_loss_from_sums(&spec, be->ring_host, B, &l);
+    recon += l.recon * B;
+    kl += l.kl * B;
   }
   out->recon = recon / (double)ds->n;
   out->kl = kl / (double)ds->n;
   out->nelbo = out->recon + out->kl;
+  out->objective = out->nelbo;
   return 0;
 }
 
@@ -314,10 +301,11 @@ static void cuda_destroy(cuvae_backend *base) {
   if (!be) return;
   if (be->stream) cudaStreamSynchronize(be->stream);
   if (be->graph) cudaGraphExecDestroy(be->graph);
-  void *bufs[] = {be->state,   be->train_x, be->eval_x,       be->x,            be->rows,   be->eps,
-                  be->z,       be->dz,      be->dmulv,        be->grad_a,       be->grad_b, be->kl_row,
-                  be->nll_row, be->sums,    be->sum_partials, be->adam_scalars, be->step,   be->flags,
-                  be->ring,    be->blas_workspace};
+  void *bufs[] = {be->state,   be->train_x, be->eval_x,       be->x,            be->rows,    be->eps,
+                  be->z,       be->dz,      be->dmulv,        be->grad_a,       be->grad_b,  be->kl_row,
+                  be->nll_row, be->sums,    be->sum_partials, be->adam_scalars, be->step,    be->flags,
+                  be->ring,    be->blas_workspace, be->x_in, be->x_rep,        be->data_u,  be->data_v,
+                  be->kl_s,    be->weight,  be->row_obj,      be->dlv_row,      be->beta_t};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
     if (bufs[i]) cudaFree(bufs[i]);
   for (int i = 0; i < CUVAE_MAX_LAYERS; i++) {
@@ -329,6 +317,7 @@ static void cuda_destroy(cuvae_backend *base) {
     if (pinned[i]) cudaFreeHost(pinned[i]);
   if (be->train_noise.gen) curandDestroyGenerator(be->train_noise.gen);
   if (be->eval_noise.gen) curandDestroyGenerator(be->eval_noise.gen);
+  if (be->data_noise.gen) curandDestroyGenerator(be->data_noise.gen);
   if (be->blas) cublasDestroy(be->blas);
   if (be->stream) cudaStreamDestroy(be->stream);
   free(be->pending_step);
@@ -371,7 +360,8 @@ static size_t widest_layer(const cuvae_model *m) {
 static memory_plan plan_memory(const cuda_backend *be) {
   const cuvae_model *m = be->model;
   const size_t B = (size_t)be->max_batch, Z = m->latent, D = m->input_dim, f = sizeof(float);
-  size_t per_row = D + Z + Z + 2 * Z + 2 * widest_layer(m) + 2 + 1;  /* x, z, dz, dmulv, grad_a/b, kl/nll, rows */
+  /* x, x_in, x_rep, data_u/v, z, dz, dmulv, grad_a/b, kl/nll, kl_s, weight, row_obj, dlv_row, rows */
+  size_t per_row = 5 * D + Z + Z + 2 * Z + 2 * widest_layer(m) + 2 + 4 + 1;
   for (int i = 0; i < m->n_enc; i++) per_row += m->enc[i].out;
   for (int i = 0; i < m->n_dec; i++) per_row += m->dec[i].out;
   memory_plan p;
@@ -430,7 +420,8 @@ static int cuda_setup(cuda_backend *be, const cuvae_dataset *train, const cuvae_
   /* [train] precision: full FP32, or TF32 tensor-core math for the GEMMs. */
   CUBLAS_CHECK(cublasSetMathMode(be->blas, cfg->precision == CUVAE_PRECISION_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
                                                                                   : CUBLAS_DEFAULT_MATH));
-  if (noise_init(be, &be->train_noise, cfg->seed) || noise_init(be, &be->eval_noise, cfg->seed ^ CUVAE_SEED_EVAL))
+  if (noise_init(be, &be->train_noise, cfg->seed) || noise_init(be, &be->eval_noise, cfg->seed ^ CUVAE_SEED_EVAL) ||
+      noise_init(be, &be->data_noise, cfg->seed ^ CUVAE_SEED_DATA))
     return -1;
 
   const size_t widest = widest_layer(m);
@@ -448,12 +439,17 @@ static int cuda_setup(cuda_backend *be, const cuvae_dataset *train, const cuvae_
       dev_alloc(&be->eps, (size_t)cuvae_noise_stride(B * Z) * f) || dev_alloc(&be->z, B * Z * f) ||
       dev_alloc(&be->dz, B * Z * f) || dev_alloc(&be->dmulv, B * 2 * Z * f) || dev_alloc(&be->grad_a, B * widest * f) ||
       dev_alloc(&be->grad_b, B * widest * f) || dev_alloc(&be->kl_row, B * f) || dev_alloc(&be->nll_row, B * f) ||
-      dev_alloc(&be->sums, 4 * f) || dev_alloc(&be->sum_partials, CUVAE_SUM_SQUARES_PARTIALS * f) ||
+      dev_alloc(&be->sums, CUVAE_STEP_SUMS * f) || dev_alloc(&be->sum_partials, CUVAE_SUM_SQUARES_PARTIALS * f) ||
       dev_alloc(&be->adam_scalars, 4 * f) || dev_alloc(&be->step, sizeof(int64_t)) ||
-      dev_alloc(&be->flags, 2 * sizeof(int64_t)) || dev_alloc(&be->ring, P * 3 * f))
+      dev_alloc(&be->flags, 2 * sizeof(int64_t)) || dev_alloc(&be->ring, P * CUVAE_STEP_SUMS * f))
+    return -1;
+  const size_t data_noise = (size_t)cuvae_noise_stride(B * D) * f;
+  if (dev_alloc(&be->x_in, B * D * f) || dev_alloc(&be->x_rep, B * D * f) || dev_alloc(&be->data_u, data_noise) ||
+      dev_alloc(&be->data_v, data_noise) || dev_alloc(&be->kl_s, B * f) || dev_alloc(&be->weight, B * f) ||
+      dev_alloc(&be->row_obj, B * f) || dev_alloc(&be->dlv_row, B * f) || dev_alloc(&be->beta_t, f))
     return -1;
   if (host_alloc(&be->rows_host, P * B * sizeof(uint32_t)) || host_alloc(&be->step_host, P * sizeof(int64_t)) ||
-      host_alloc(&be->ring_host, P * 3 * f) || host_alloc(&be->flags_host, 2 * sizeof(int64_t)))
+      host_alloc(&be->ring_host, P * CUVAE_STEP_SUMS * f) || host_alloc(&be->flags_host, 2 * sizeof(int64_t)))
     return -1;
   be->pending_step = malloc(P * sizeof *be->pending_step);
   be->pending_B = malloc(P * sizeof *be->pending_B);
@@ -500,7 +496,15 @@ cuvae_backend *cuvae_backend_cuda_create(const cuvae_model *m, const cuvae_confi
   be->base.max_pending = cuvae_backend_max_pending(cfg);
   be->model = m;
   be->cfg = cfg;
-  be->max_batch = cfg->batch_size > cfg->eval_batch_size ? cfg->batch_size : cfg->eval_batch_size;
+  /* Rows of every buffer: a training batch with all its samples, or an evaluation batch. */
+  cuvae_objective_for_step(cfg, 0, &be->train_spec);
+  const int64_t train_rows = (int64_t)cfg->batch_size * be->train_spec.samples;
+  if (train_rows > (1 << 30)) {
+    cuvae_error("[train] batch_size %d x samples %d is too large", cfg->batch_size, be->train_spec.samples);
+    free(be);
+    return NULL;
+  }
+  be->max_batch = train_rows > cfg->eval_batch_size ? (int)train_rows : cfg->eval_batch_size;
   if (be->max_batch < 1) {
     cuvae_error("batch size %d must be >= 1", be->max_batch);
     free(be);

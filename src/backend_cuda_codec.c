@@ -55,7 +55,14 @@ int cuda_decode(cuvae_backend *base, const float *z, size_t n, float *mean) {
       if (cuda_dense_forward(be, &m->dec[i], in, be->dec_out[i], B)) return -1;
       in = be->dec_out[i];
     }
-    CU_CHECK(cudaMemcpyAsync(mean + start * D, in, (size_t)B * D * f, cudaMemcpyDeviceToHost, be->stream));
+    /* The means: the whole output rows, or (per-dim variances, rows [mean | lv] of 2D) their first D columns. */
+    const size_t cols = m->dec[m->n_dec - 1].out;
+    if (cols == D)
+      CU_CHECK(cudaMemcpyAsync(mean + start * D, in, (size_t)B * D * f, cudaMemcpyDeviceToHost, be->stream));
+    else
+      for (int b = 0; b < B; b++)
+        CU_CHECK(cudaMemcpyAsync(mean + (start + (size_t)b) * D, in + (size_t)b * cols, D * f, cudaMemcpyDeviceToHost,
+                                 be->stream));
     CU_CHECK(cudaStreamSynchronize(be->stream));
   }
   cuvae_decoder_mean_host(m, mean, n * D);

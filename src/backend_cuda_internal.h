@@ -30,7 +30,8 @@ typedef struct cuda_backend {
   cudaStream_t stream;
   cublasHandle_t blas;
   void *blas_workspace;
-  dev_noise train_noise, eval_noise;
+  dev_noise train_noise, eval_noise, data_noise;
+  cuvae_objective_spec train_spec;            /* the config's training objective (its beta: see beta_t) */
   cudaGraphExec_t graph;                      /* the captured step body, for graph_B rows */
   int graph_B;
   /* device memory */
@@ -43,16 +44,20 @@ typedef struct cuda_backend {
   float *enc_out[CUVAE_MAX_LAYERS], *dec_out[CUVAE_MAX_LAYERS];
   float *z, *dz, *dmulv, *grad_a, *grad_b;    /* [B,Z], [B,Z], [B,2Z], [B,widest] x 2 */
   float *kl_row, *nll_row;                    /* [B] */
-  float *sums;                                /* [0] sum nll, [1] sum kl, [2] sum g^2 */
+  float *x_in, *x_rep;                        /* [B, D] corrupted encoder input; targets repeated per sample */
+  float *data_u, *data_v;                     /* stride(B*D): binarization uniforms; corruption draws */
+  float *kl_s, *weight, *row_obj, *dlv_row;   /* [B]: see objective_weights_cuda, gaussian_shared_nll_grad_cuda */
+  float *beta_t;                              /* 1: this step's KL weight (beta_schedule_cuda) */
+  float *sums;                                /* [CUVAE_STEP_SUMS]: sum nll, sum kl, sum g^2, sum objective */
   float *sum_partials;                        /* [CUVAE_SUM_SQUARES_PARTIALS] scratch of sum_squares_cuda */
   float *adam_scalars;                        /* 4, see adam_prepare_cuda */
   int64_t *step;                              /* Adam's step counter */
   int64_t *flags;                             /* [0] halted_at, [1] recorded count: see step_guard_cuda */
-  float *ring;                                /* [max_pending][3] recorded sums */
+  float *ring;                                /* [max_pending][CUVAE_STEP_SUMS] recorded sums */
   /* pinned host memory: the staging of per-step inputs and of collect's one read-back */
   uint32_t *rows_host;                        /* [max_pending][max_batch] */
   int64_t *step_host;                         /* [max_pending] */
-  float *ring_host;                           /* [max_pending][3] */
+  float *ring_host;                           /* [max_pending][CUVAE_STEP_SUMS] */
   int64_t *flags_host;                        /* [2] */
   /* host bookkeeping of the pending steps */
   int n_pending;
@@ -61,13 +66,24 @@ typedef struct cuda_backend {
   int64_t step_mirror;                        /* what *step will hold after the pending steps, or -1: unknown */
 } cuda_backend;
 
-/* Draws n normals (rounded up to whole Philox blocks) into be->eps from stream g at `offset`. */
+/* src/backend_cuda_forward.c. Draws n normals (uniforms when `uniform`), rounded up to whole Philox blocks, into dst
+ * from stream g at `offset`; cuda_noise_draw: normals into be->eps. */
+int cuda_noise_fill(cuda_backend *be, dev_noise *g, uint64_t offset, size_t n, float *dst, int uniform);
 int cuda_noise_draw(cuda_backend *be, dev_noise *g, uint64_t offset, size_t n);
 /* y[B, out] = act(x W^T + b) for one layer (device pointers). */
 int cuda_dense_forward(cuda_backend *be, const cuvae_layer *l, const float *x, float *y, int B);
-/* The whole VAE forward on device rows x[B][D] with be->eps: per-row NLL and KL in be->nll_row, be->kl_row, their
- * sums in be->sums[0..1]; with want_grad, dL/d(decoder output) in be->grad_a. */
-int cuda_vae_forward(cuda_backend *be, const float *x, int B, int want_grad);
+/* The twin of cuvae_cpu_decoder_nll: -log p(x | y) per row for the model's likelihood, gradient into dy (NULL: none),
+ * learned_shared: the rows' parts of d/d logvar into dlv_row. */
+int cuda_decoder_nll(cuda_backend *be, const float *y, const float *x, float *nll_row, float *dy, float *dlv_row,
+                     float scale, int N);
+/* The forward of the whole model on device rows (encoder input x_in, targets x, B rows) for `spec`, with be->eps
+ * (and be->beta_t for a sampled KL): the forward half of cuvae_cpu_latent_objective_grad. Per-row values in
+ * nll_row, kl_row or kl_s, row_obj; their sums in be->sums[0, 1, 3]; with want_grad, dL/d(decoder output) in
+ * be->grad_a (and dlv_row). */
+int cuda_vae_forward(cuda_backend *be, const float *x_in, const float *x, int B, const cuvae_objective_spec *spec,
+                     int want_grad);
+/* A step's loss (cuvae_loss) from its sums, as the CPU computes it. */
+void cuda_loss_from_sums(const cuvae_objective_spec *spec, const float *sums, int B, cuvae_loss *out);
 
 /* The vtable entries of src/backend.h implemented outside backend_cuda.c: src/backend_cuda_codec.c (encode,
  * decode) and src/backend_cuda_iwae.c (importance-weighted log-likelihood). */

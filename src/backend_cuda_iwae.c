@@ -59,10 +59,7 @@ static int iwae_passes(cuda_backend *be, const cuvae_dataset *ds, int K, const c
         in = be->dec_out[i];
       }
       /* -log p(x | z) per batch row (MATH.md section 4), no gradient. */
-      if (m->likelihood == CUVAE_LIK_BERNOULLI)
-        CU_CHECK(bernoulli_nll_grad_cuda(in, be->x, be->nll_row, NULL, 1.0f, B, D, be->stream));
-      else
-        CU_CHECK(gaussian_nll_grad_cuda(in, be->x, m->sigma, be->nll_row, NULL, 1.0f, B, D, be->stream));
+      if (cuda_decoder_nll(be, in, be->x, be->nll_row, NULL, NULL, 1.0f, B)) return -1;
       CU_CHECK(iwae_log_weights_cuda(mulv, be->eps, be->z, be->nll_row, R, C, Z, NULL, state, c == 0, be->stream));
     }
     CU_CHECK(iwae_finalize_cuda(state, R, K, dev_log_px + start, be->stream));

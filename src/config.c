@@ -18,7 +18,7 @@
 
 /* ---- the schema ------------------------------------------------------------------------------------ */
 
-typedef enum { T_INT, T_INT64, T_UINT64, T_FLOAT, T_STRING, T_ENUM, T_INT_LIST } key_type;
+typedef enum { T_INT, T_INT64, T_UINT64, T_FLOAT, T_STRING, T_ENUM, T_INT_LIST, T_CORRUPT } key_type;
 enum { HAS_MIN = 1, HAS_MAX = 2, MIN_EXCL = 4, MAX_EXCL = 8 }; /* key_def.bounds */
 
 typedef struct {
@@ -39,6 +39,13 @@ static const char *const k_inits[] = {"torch", "he", NULL};                 /* c
 static const char *const k_precisions[] = {"fp32", "tf32", NULL};           /* cuvae_precision order */
 static const char *const k_off_on[] = {"off", "on", NULL};                  /* 0, 1 */
 static const char *const k_datasets[] = {"fashion-mnist", "", NULL};        /* "" = explicit paths */
+static const char *const k_false_true[] = {"false", "true", NULL};          /* 0, 1 */
+static const char *const k_variances[] = {"fixed", "learned_shared", "learned_per_dim", NULL}; /* cuvae_variance */
+static const char *const k_decoders[] = {"mlp", "linear", NULL};            /* cuvae_decoder order */
+static const char *const k_objectives[] = {"elbo", "iwae", "ae", NULL};     /* cuvae_objective order */
+static const char *const k_kl_estimators[] = {"analytic", "sampled", NULL}; /* cuvae_kl_estimator order */
+static const char *const k_binarize[] = {"none", "dynamic", "static", NULL}; /* cuvae_binarize order */
+static const char *const k_corrupt_kinds[] = {"none", "gaussian", "mask", NULL}; /* cuvae_corrupt_kind order */
 
 /* Named datasets: their default directory (replaced by $CUVAE_DATA_DIR) and the files in it, in the order
  * train_images, train_labels, test_images, test_labels. */
@@ -62,14 +69,30 @@ static const key_def k_keys[] = {
     {"data", "train_labels", T_STRING, FIELD(train_labels), 0, 0, 0, "", NULL, "training labels (optional)", 0},
     {"data", "test_images", T_STRING, FIELD(test_images), 0, 0, 0, "", NULL, "test images; only with dataset empty", 0},
     {"data", "test_labels", T_STRING, FIELD(test_labels), 0, 0, 0, "", NULL, "test labels (optional)", 0},
+    {"data", "binarize", T_ENUM, FIELD(binarize), 0, 0, 0, "none", k_binarize,
+     "Bernoulli data only: none; dynamic = each training step re-draws x ~ Bernoulli(x) (the test set is drawn "
+     "once); static = both sets drawn once at load", 0},
+    {"data", "corrupt", T_CORRUPT, FIELD(corrupt), 0, 0, 0, "none", k_corrupt_kinds,
+     "corrupt the encoder's training input (denoising): none, gaussian:STD (x + STD * N(0, 1)) or mask:P (each "
+     "input zeroed with probability P); the target stays clean", 0},
     {"model", "hidden", T_INT_LIST, FIELD(hidden), HAS_MIN | HAS_MAX, 1, MAX_DIM, "400", NULL,
      "encoder hidden widths, input side first, comma-separated (decoder mirrors); empty = none",
      offsetof(cuvae_config, n_hidden)},
     {"model", "latent", T_INT, FIELD(latent), HAS_MIN | HAS_MAX, 1, MAX_DIM, "20", NULL, "latent dimension Z", 0},
     {"model", "likelihood", T_ENUM, FIELD(likelihood), 0, 0, 0, "bernoulli", k_likelihoods,
-     "decoder likelihood: bernoulli, or gaussian with fixed sigma", 0},
+     "decoder likelihood: bernoulli, or gaussian (variance: gaussian_variance)", 0},
     {"model", "sigma", T_FLOAT, FIELD(sigma), HAS_MIN | MIN_EXCL, 0, 0, "1", NULL,
-     "standard deviation of the gaussian decoder", 0},
+     "standard deviation of the gaussian decoder (the initial one when the variance is learned)", 0},
+    {"model", "gaussian_variance", T_ENUM, FIELD(gaussian_variance), 0, 0, 0, "fixed", k_variances,
+     "gaussian decoder's variance: fixed (sigma), learned_shared (one learned log-variance), learned_per_dim (a "
+     "second decoder head of per-feature log-variances)", 0},
+    {"model", "decoder", T_ENUM, FIELD(decoder), 0, 0, 0, "mlp", k_decoders,
+     "decoder: mlp (mirrors the encoder's hidden layers) or linear (one affine map from z)", 0},
+    {"model", "conditional", T_ENUM, FIELD(conditional), 0, 0, 0, "false", k_false_true,
+     "conditional VAE: the label, one-hot, is appended to the encoder input and to the decoder input (needs "
+     "label files)", 0},
+    {"model", "classes", T_INT, FIELD(classes), HAS_MIN | HAS_MAX, 2, 65536, "10", NULL,
+     "conditional VAE: number of classes C (labels must lie in 0..C-1)", 0},
     {"model", "activation", T_ENUM, FIELD(activation), 0, 0, 0, "relu", k_activations, "hidden-layer activation", 0},
     {"model", "init", T_ENUM, FIELD(init), 0, 0, 0, "torch", k_inits,
      "initial weights: torch = W, b ~ U(+-1/sqrt(fan_in)) (nn.Linear default); he = He-normal (relu) or "
@@ -97,6 +120,18 @@ static const key_def k_keys[] = {
     {"train", "cuda_graph", T_ENUM, FIELD(cuda_graph), 0, 0, 0, "on", k_off_on,
      "CUDA backend: replay each training step as one captured CUDA graph (on), or launch its kernels one by one "
      "(off; same results bit for bit)", 0},
+    {"train", "objective", T_ENUM, FIELD(objective), 0, 0, 0, "elbo", k_objectives,
+     "elbo (negative ELBO, `samples` draws of z per example), iwae (importance-weighted bound with K = samples), "
+     "ae (autoencoder: z = mu, squared error, no KL, no noise)", 0},
+    {"train", "samples", T_INT, FIELD(samples), HAS_MIN | HAS_MAX, 1, 4096, "1", NULL,
+     "draws of z per example: L of the multi-sample ELBO, or K of the IWAE bound (1 for ae)", 0},
+    {"train", "kl", T_ENUM, FIELD(kl), 0, 0, 0, "analytic", k_kl_estimators,
+     "objective = elbo: KL term in closed form (analytic) or log q(z|x) - log p(z) at the drawn z (sampled; with "
+     "samples = 1 this is the IWAE objective with K = 1)", 0},
+    {"train", "beta", T_FLOAT, FIELD(beta), HAS_MIN, 0, 0, "1", NULL,
+     "weight of the KL term (beta-VAE; 1 = the ELBO)", 0},
+    {"train", "beta_warmup_steps", T_INT64, FIELD(beta_warmup_steps), HAS_MIN, 0, 0, "0", NULL,
+     "raise the KL weight linearly from 0 to beta over this many steps; 0 = off", 0},
 };
 #define N_KEYS ((int)(sizeof k_keys / sizeof k_keys[0]))
 
@@ -104,6 +139,10 @@ _Static_assert(sizeof(cuvae_likelihood) == sizeof(int), "enums are stored as int
 _Static_assert(sizeof(cuvae_activation) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(cuvae_init) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(cuvae_precision) == sizeof(int), "enums are stored as int");
+_Static_assert(sizeof(cuvae_variance) == sizeof(int) && sizeof(cuvae_decoder) == sizeof(int) &&
+                   sizeof(cuvae_objective) == sizeof(int) && sizeof(cuvae_kl_estimator) == sizeof(int) &&
+                   sizeof(cuvae_binarize) == sizeof(int),
+               "enums are stored as int");
 _Static_assert(sizeof(long long) == sizeof(int64_t), "int64 keys are parsed with strtoll");
 _Static_assert(sizeof(unsigned long long) == sizeof(uint64_t), "uint64 keys are parsed with strtoull");
 
@@ -289,6 +328,27 @@ static int set_value(cuvae_config *c, const key_def *k, const char *text, char *
       }
     }
     return problem(why, n, "'%.100s' is not one of: %s", text, choice_list(k->choices, ", ", list, sizeof list));
+  case T_CORRUPT: {
+    /* "none", "gaussian:STD" (STD > 0) or "mask:P" (0 < P < 1) */
+    cuvae_corrupt cv = {CUVAE_CORRUPT_NONE, 0.0f};
+    const char *colon = strchr(text, ':');
+    const size_t name_len = colon ? (size_t)(colon - text) : strlen(text);
+    int kind = -1;
+    for (int i = 0; k->choices[i]; i++)
+      if (strlen(k->choices[i]) == name_len && strncmp(text, k->choices[i], name_len) == 0) kind = i;
+    if (kind < 0 || (kind == CUVAE_CORRUPT_NONE) != (colon == NULL))
+      return problem(why, n, "'%.100s' is not one of: none, gaussian:STD, mask:P", text);
+    cv.kind = (cuvae_corrupt_kind)kind;
+    if (colon) {
+      if (parse_float(colon + 1, &cv.level, why, n) != 0) return -1;
+      if (kind == CUVAE_CORRUPT_GAUSSIAN && !(cv.level > 0.0f))
+        return problem(why, n, "'%.100s': the noise STD must be greater than 0", text);
+      if (kind == CUVAE_CORRUPT_MASK && !(cv.level > 0.0f && cv.level < 1.0f))
+        return problem(why, n, "'%.100s': the mask probability P must lie in (0, 1)", text);
+    }
+    memcpy(field, &cv, sizeof cv);
+    return 0;
+  }
   case T_INT_LIST:
     if (k->size > sizeof vals || parse_int_list(k, text, vals, &count, why, n) != 0) return -1;
     memset(field, 0, k->size);
@@ -324,6 +384,15 @@ static void format_value(const cuvae_config *c, const key_def *k, char *buf, siz
     int count = 0;
     while (k->choices[count]) count++;
     snprintf(buf, n, "%s", i >= 0 && i < count ? k->choices[i] : "?");
+    break;
+  }
+  case T_CORRUPT: {
+    cuvae_corrupt cv;
+    memcpy(&cv, field, sizeof cv);
+    char level[32];
+    format_float(cv.level, level, sizeof level);
+    if (cv.kind == CUVAE_CORRUPT_NONE) snprintf(buf, n, "none");
+    else snprintf(buf, n, "%s:%s", cv.kind == CUVAE_CORRUPT_GAUSSIAN ? "gaussian" : "mask", level);
     break;
   }
   case T_INT_LIST: {
@@ -554,8 +623,36 @@ static int dataset_paths(const char *dataset, char out[4][CUVAE_PATH_MAX]) {
   return cuvae_error("config: [data] dataset: unknown dataset '%s'", dataset);
 }
 
+/* Keys of the model family that only make sense together (issue 7). */
+static int check_family(const cuvae_config *c) {
+  if (c->conditional)
+    return cuvae_error("config: [model] conditional = true is not available yet (the conditional VAE's kernels exist; "
+                       "its training path is the next step of issue 7)");
+  if (c->binarize != CUVAE_BINARIZE_NONE && c->likelihood != CUVAE_LIK_BERNOULLI)
+    return cuvae_error("config: [data] binarize = %s needs [model] likelihood = bernoulli", k_binarize[c->binarize]);
+  if (c->gaussian_variance != CUVAE_VAR_FIXED && c->likelihood != CUVAE_LIK_GAUSSIAN)
+    return cuvae_error("config: [model] gaussian_variance = %s needs [model] likelihood = gaussian",
+                       k_variances[c->gaussian_variance]);
+  if (c->objective == CUVAE_OBJ_AE) {
+    if (c->samples != 1)
+      return cuvae_error("config: [train] objective = ae has no noise: samples must be 1 (got %d)", c->samples);
+    if (c->beta != 1.0f || c->beta_warmup_steps != 0)
+      return cuvae_error("config: [train] objective = ae has no KL term: beta and beta_warmup_steps do not apply");
+    if (c->gaussian_variance != CUVAE_VAR_FIXED)
+      return cuvae_error("config: [train] objective = ae minimises squared error: [model] gaussian_variance must be "
+                         "fixed");
+  }
+  if (c->objective == CUVAE_OBJ_IWAE && (c->beta != 1.0f || c->beta_warmup_steps != 0))
+    return cuvae_error("config: [train] objective = iwae is the importance-weighted bound of the model: beta must be "
+                       "1 and beta_warmup_steps 0");
+  if (c->objective != CUVAE_OBJ_ELBO && c->kl != CUVAE_KL_ANALYTIC)
+    return cuvae_error("config: [train] kl = sampled applies to objective = elbo only");
+  return 0;
+}
+
 int cuvae_config_finalize(cuvae_config *c) {
   if (!c) return cuvae_error("config: no config");
+  if (check_family(c)) return -1;
   if (c->dataset[0] == '\0') {
     if (!c->train_images[0]) return cuvae_error("config: [data] train_images is required when dataset is empty");
     if (!c->test_images[0]) return cuvae_error("config: [data] test_images is required when dataset is empty");
@@ -616,13 +713,15 @@ char *cuvae_config_to_ini(const cuvae_config *c) {
 
 void cuvae_config_print_schema(FILE *out) {
   char range[256], list[256];
-  static const char *const type_names[] = {"int", "int64", "uint64", "float", "string", "enum", "int list"};
+  static const char *const type_names[] = {"int", "int64", "uint64", "float", "string", "enum", "int list", "string"};
   fprintf(out, "Config keys (INI sections [data] [model] [train]; override with --set section.key=value):\n");
   for (int i = 0; i < N_KEYS; i++) {
     const key_def *k = &k_keys[i];
     if (i == 0 || strcmp(k->section, k_keys[i - 1].section) != 0) fprintf(out, "\n[%s]\n", k->section);
     range[0] = '\0';
-    if (k->choices) {
+    if (k->type == T_CORRUPT) {
+      snprintf(range, sizeof range, "one of: none | gaussian:STD | mask:P");
+    } else if (k->choices) {
       snprintf(range, sizeof range, "one of: %s", choice_list(k->choices, " | ", list, sizeof list));
     } else if (k->bounds & (HAS_MIN | HAS_MAX)) {
       char lo[64] = "", hi[64] = "";
@@ -631,7 +730,7 @@ void cuvae_config_print_schema(FILE *out) {
       snprintf(range, sizeof range, "%s%s%s%s", k->type == T_INT_LIST ? "each " : "", lo, lo[0] && hi[0] ? ", " : "",
                hi);
     }
-    fprintf(out, "  %-16s %-9s default %-*s%s%s\n", k->name, type_names[k->type], range[0] ? 16 : 0,
+    fprintf(out, "  %-18s %-9s default %-*s%s%s\n", k->name, type_names[k->type], range[0] ? 16 : 0,
             k->def[0] ? k->def : "\"\"", range[0] ? " " : "", range);
     fprintf(out, "      %s\n", k->help);
   }
@@ -654,7 +753,8 @@ int cuvae_config_same_architecture(const cuvae_config *a, const cuvae_config *b)
     return cuvae_error("[model] likelihood: checkpoint has %s, config has %s", cuvae_likelihood_name(a->likelihood),
                        cuvae_likelihood_name(b->likelihood));
   /* sigma only enters the model through the gaussian likelihood */
-  if (a->likelihood == CUVAE_LIK_GAUSSIAN && a->sigma != b->sigma) {
+  if (a->likelihood == CUVAE_LIK_GAUSSIAN && a->gaussian_variance == CUVAE_VAR_FIXED &&
+      b->gaussian_variance == CUVAE_VAR_FIXED && a->sigma != b->sigma) {
     format_float(a->sigma, va, sizeof va);
     format_float(b->sigma, vb, sizeof vb);
     return cuvae_error("[model] sigma: checkpoint has %s, config has %s", va, vb);
@@ -662,6 +762,17 @@ int cuvae_config_same_architecture(const cuvae_config *a, const cuvae_config *b)
   if (a->activation != b->activation)
     return cuvae_error("[model] activation: checkpoint has %s, config has %s", cuvae_activation_name(a->activation),
                        cuvae_activation_name(b->activation));
+  if (a->gaussian_variance != b->gaussian_variance)
+    return cuvae_error("[model] gaussian_variance: checkpoint has %s, config has %s",
+                       k_variances[a->gaussian_variance], k_variances[b->gaussian_variance]);
+  if (a->decoder != b->decoder)
+    return cuvae_error("[model] decoder: checkpoint has %s, config has %s", k_decoders[a->decoder],
+                       k_decoders[b->decoder]);
+  if (a->conditional != b->conditional)
+    return cuvae_error("[model] conditional: checkpoint has %s, config has %s", k_false_true[a->conditional],
+                       k_false_true[b->conditional]);
+  if (a->conditional && a->classes != b->classes)
+    return cuvae_error("[model] classes: checkpoint has %d, config has %d", a->classes, b->classes);
   return 0;
 }
 
@@ -672,6 +783,10 @@ const char *cuvae_activation_name(cuvae_activation a) {
 
 const char *cuvae_likelihood_name(cuvae_likelihood l) {
   return (unsigned)l < sizeof k_likelihoods / sizeof k_likelihoods[0] - 1 ? k_likelihoods[l] : "unknown";
+}
+
+const char *cuvae_objective_name(cuvae_objective o) {
+  return (unsigned)o < sizeof k_objectives / sizeof k_objectives[0] - 1 ? k_objectives[o] : "unknown";
 }
 
 const char *cuvae_init_name(cuvae_init i) {

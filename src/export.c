@@ -60,6 +60,13 @@ int cuvae_torch_layout(const cuvae_model *m, cuvae_torch_tensor *out, int *n_out
   const int k = m->n_enc - 1; /* hidden layers */
   char prefix[32], torch[32];
   *n_out = 0;
+  /* scripts/torch_vae_module.py is the base VAE; the model family's extra tensors have no place in it yet. */
+  if (m->variance != CUVAE_VAR_FIXED)
+    return cuvae_error("export: a learned gaussian variance (dec.logvar / dec.lv) is not in the PyTorch module yet; "
+                       "export supports gaussian_variance = fixed");
+  if (m->n_dec != m->n_enc || m->cond)
+    return cuvae_error("export: the PyTorch module has a mirrored MLP decoder and no label input; export supports "
+                       "decoder = mlp, conditional = false");
   for (int i = 0; i < k; i++) {
     snprintf(prefix, sizeof prefix, "enc.%d", i);
     snprintf(torch, sizeof torch, "encoder.%d", 2 * i);

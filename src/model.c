@@ -47,21 +47,31 @@ int cuvae_model_build(cuvae_model *m, size_t input_dim, const cuvae_config *cfg)
   m->latent = (size_t)cfg->latent;
   m->likelihood = cfg->likelihood;
   m->sigma = cfg->sigma;
+  m->variance = cfg->likelihood == CUVAE_LIK_GAUSSIAN ? cfg->gaussian_variance : CUVAE_VAR_FIXED;
+  m->cond = cfg->conditional ? (size_t)cfg->classes : 0;
+  const int mlp_decoder = cfg->decoder == CUVAE_DECODER_MLP;
+  const size_t out_dim = m->variance == CUVAE_VAR_LEARNED_PER_DIM ? 2 * input_dim : input_dim;
   m->activation = cfg->activation;
   m->init = cfg->init;
 
   /* Count parameters in double first, so absurd sizes are refused before any size_t overflow. */
-  double count = 0.0, prev = (double)input_dim;
+  double count = 0.0, prev = (double)(input_dim + m->cond), dec_prev = (double)cfg->latent + (double)m->cond;
   for (int i = 0; i < cfg->n_hidden; i++) {
     if (cfg->hidden[i] < 1) return cuvae_error("[model] hidden: width %d must be >= 1", cfg->hidden[i]);
-    count += 2.0 * ((prev + 1.0) * cfg->hidden[i]);  /* encoder layer + its decoder mirror */
+    count += (prev + 1.0) * cfg->hidden[i];  /* encoder layer */
     prev = cfg->hidden[i];
   }
-  count += (prev + 1.0) * 2.0 * cfg->latent + ((double)cfg->latent + 1.0) * prev;
+  count += (prev + 1.0) * 2.0 * cfg->latent;  /* (mu, lv) head */
+  for (int i = 0; mlp_decoder && i < cfg->n_hidden; i++) {  /* decoder mirror */
+    const double w = cfg->hidden[cfg->n_hidden - 1 - i];
+    count += (dec_prev + 1.0) * w;
+    dec_prev = w;
+  }
+  count += (dec_prev + 1.0) * (double)out_dim + 1.0;
   if (count > (double)CUVAE_MAX_PARAMS)
     return cuvae_error("model: %.3g parameters is more than the supported %zu", count, CUVAE_MAX_PARAMS);
 
-  size_t off = 0, in = input_dim;
+  size_t off = 0, in = input_dim + m->cond;
   const size_t Z = m->latent;
   char prefix[16];
   for (int i = 0; i < cfg->n_hidden; i++) {
@@ -80,15 +90,34 @@ int cuvae_model_build(cuvae_model *m, size_t input_dim, const cuvae_config *cfg)
   if (add_tensor(m, "enc.mu.bias", Z, 0, &off) || add_tensor(m, "enc.lv.bias", Z, 0, &off)) return -1;
   m->n_enc = cfg->n_hidden + 1;
 
-  in = Z;
-  for (int i = 0; i < cfg->n_hidden; i++) {
+  in = Z + m->cond;
+  const int n_dec_hidden = mlp_decoder ? cfg->n_hidden : 0;
+  for (int i = 0; i < n_dec_hidden; i++) {
     size_t out = (size_t)cfg->hidden[cfg->n_hidden - 1 - i];
     snprintf(prefix, sizeof prefix, "dec.%d", i);
     if (add_dense(m, &m->dec[i], prefix, in, out, cfg->activation, &off)) return -1;
     in = out;
   }
-  if (add_dense(m, &m->dec[cfg->n_hidden], "dec.out", in, input_dim, CUVAE_ACT_NONE, &off)) return -1;
-  m->n_dec = cfg->n_hidden + 1;
+  cuvae_layer *out_layer = &m->dec[n_dec_hidden];
+  if (m->variance == CUVAE_VAR_LEARNED_PER_DIM) {
+    /* (mean, log-variance) heads: dec.out.weight, dec.lv.weight, dec.out.bias, dec.lv.bias = one [2D, in] layer */
+    out_layer->in = in;
+    out_layer->out = 2 * input_dim;
+    out_layer->act = CUVAE_ACT_NONE;
+    out_layer->w = off;
+    if (add_tensor(m, "dec.out.weight", input_dim, in, &off) || add_tensor(m, "dec.lv.weight", input_dim, in, &off))
+      return -1;
+    out_layer->b = off;
+    if (add_tensor(m, "dec.out.bias", input_dim, 0, &off) || add_tensor(m, "dec.lv.bias", input_dim, 0, &off))
+      return -1;
+  } else if (add_dense(m, out_layer, "dec.out", in, input_dim, CUVAE_ACT_NONE, &off)) {
+    return -1;
+  }
+  m->n_dec = n_dec_hidden + 1;
+  if (m->variance == CUVAE_VAR_LEARNED_SHARED) {
+    m->logvar = off;
+    if (add_tensor(m, "dec.logvar", 1, 0, &off)) return -1;
+  }
   m->n_params = off;
   return 0;
 }
@@ -140,6 +169,13 @@ int cuvae_model_init(const cuvae_model *m, float *params, uint64_t seed) {
   for (int i = 0; i < m->n_enc && rc == 0; i++) rc = init_layer(m, &m->enc[i], params, g, &pos);
   for (int i = 0; i < m->n_dec && rc == 0; i++) rc = init_layer(m, &m->dec[i], params, g, &pos);
   cuvae_noise_destroy(g);
+  /* Learned log-variances start at log sigma^2: the shared one, or the per-dim head's biases. */
+  const float lv0 = (float)(2.0 * log((double)m->sigma));
+  if (m->variance == CUVAE_VAR_LEARNED_SHARED) params[m->logvar] = lv0;
+  if (m->variance == CUVAE_VAR_LEARNED_PER_DIM) {
+    const cuvae_layer *o = &m->dec[m->n_dec - 1];
+    for (size_t d = 0; d < m->input_dim; d++) params[o->b + m->input_dim + d] = lv0;
+  }
   return rc;
 }
 

@@ -13,6 +13,7 @@
 #include "backend.h"
 #include "cuvae/blas.h"
 #include "cuvae/checkpoint.h"
+#include "cuvae/cpu.h"
 #include "cuvae/data.h"
 #include "cuvae/error.h"
 #include "cuvae/image.h"
@@ -23,6 +24,23 @@
 static volatile sig_atomic_t stop_requested = 0;
 
 void cuvae_train_request_stop(void) { stop_requested = 1; }
+
+/* x ~ Bernoulli(x) for every value of ds, the uniforms of stream `seed` in row order, a chunk of rows at a time. */
+static int binarize_split(cuvae_dataset *ds, uint64_t seed) {
+  enum { CHUNK_ROWS = 4096 };  /* a multiple of 4, so every chunk starts at a multiple-of-4 offset */
+  cuvae_noise *g = cuvae_noise_create(seed);
+  float *u = malloc((size_t)CHUNK_ROWS * ds->dim * sizeof *u);
+  int rc = g && u ? 0 : cuvae_error("out of memory binarizing the data");
+  for (size_t start = 0; rc == 0 && start < ds->n; start += CHUNK_ROWS) {
+    const size_t rows = ds->n - start < CHUNK_ROWS ? ds->n - start : CHUNK_ROWS;
+    const size_t n = rows * ds->dim;
+    rc = cuvae_noise_uniform(g, (uint64_t)start * ds->dim, u, n);
+    if (rc == 0) binarize_cpu(ds->x + start * ds->dim, u, ds->x + start * ds->dim, n);
+  }
+  free(u);
+  cuvae_noise_destroy(g);
+  return rc;
+}
 
 int cuvae_load_split(const cuvae_config *cfg, int which, cuvae_dataset *ds) {
   const char *images = which == 0 ? cfg->train_images : cfg->test_images;
@@ -39,6 +57,14 @@ int cuvae_load_split(const cuvae_config *cfg, int which, cuvae_dataset *ds) {
         cuvae_dataset_free(ds);
         return -1;
       }
+    }
+  }
+  /* Binarization drawn once (include/cuvae/rng.h): both splits with binarize = static; the test split also with
+   * dynamic, so every evaluation of a run sees the same binary test set. */
+  if (cfg->binarize == CUVAE_BINARIZE_STATIC || (cfg->binarize == CUVAE_BINARIZE_DYNAMIC && which == 1)) {
+    if (binarize_split(ds, cfg->seed ^ CUVAE_SEED_STATIC ^ (uint64_t)which)) {
+      cuvae_dataset_free(ds);
+      return -1;
     }
   }
   return 0;
@@ -292,7 +318,7 @@ int cuvae_train(const cuvae_config *cfg, const cuvae_train_opts *opts, cuvae_tra
   const double t_run = cuvae_now_seconds();
   int rc = 0;
   int64_t epoch_loaded = -1;
-  cuvae_loss acc = {0, 0, 0};
+  cuvae_loss acc = {0};
   int64_t acc_steps = 0;
   double t_epoch = cuvae_now_seconds(), train_seconds = 0.0;
 
@@ -325,6 +351,7 @@ int cuvae_train(const cuvae_config *cfg, const cuvae_train_opts *opts, cuvae_tra
       acc.nelbo += r.results[i].loss.nelbo;
       acc.recon += r.results[i].loss.recon;
       acc.kl += r.results[i].loss.kl;
+      acc.objective += r.results[i].loss.objective;
       acc_steps++;
     }
     collected = step;
@@ -332,8 +359,9 @@ int cuvae_train(const cuvae_config *cfg, const cuvae_train_opts *opts, cuvae_tra
     if (step % cfg->log_every == 0)
       fprintf(r.steps,
               "{\"step\": %" PRId64 ", \"epoch\": %" PRId64 ", \"nelbo\": %.9g, \"recon\": %.9g, \"kl\": %.9g, "
-              "\"grad_norm\": %.9g}\n",
-              step, (step - 1) / steps_per_epoch + 1, res->loss.nelbo, res->loss.recon, res->loss.kl, res->grad_norm);
+              "\"objective\": %.9g, \"grad_norm\": %.9g}\n",
+              step, (step - 1) / steps_per_epoch + 1, res->loss.nelbo, res->loss.recon, res->loss.kl,
+              res->loss.objective, res->grad_norm);
     const double sps = train_seconds > 0 ? (double)acc_steps * B / train_seconds : 0.0;
     cuvae_progress_step(&prog, step, (int)epoch + 1, &res->loss, sps);
 
@@ -346,9 +374,10 @@ int cuvae_train(const cuvae_config *cfg, const cuvae_train_opts *opts, cuvae_tra
       const double seconds = cuvae_now_seconds() - t_epoch;
       fprintf(r.metrics,
               "{\"epoch\": %" PRId64 ", \"step\": %" PRId64 ", \"train_nelbo\": %.6f, \"train_recon\": %.6f, "
-              "\"train_kl\": %.6f, \"test_nelbo\": %.6f, \"recon\": %.6f, \"kl\": %.6f, \"samples_per_s\": %.1f, "
-              "\"seconds\": %.3f, \"complete\": %s}\n",
-              epoch + 1, step, acc.nelbo / acc_steps, acc.recon / acc_steps, acc.kl / acc_steps, test.nelbo,
+              "\"train_kl\": %.6f, \"train_objective\": %.6f, \"test_nelbo\": %.6f, \"recon\": %.6f, \"kl\": %.6f, "
+              "\"samples_per_s\": %.1f, \"seconds\": %.3f, \"complete\": %s}\n",
+              epoch + 1, step, acc.nelbo / acc_steps, acc.recon / acc_steps, acc.kl / acc_steps,
+              acc.objective / acc_steps, test.nelbo,
               test.recon, test.kl, sps, seconds, step % steps_per_epoch == 0 ? "true" : "false");
       fflush(r.metrics);
       fflush(r.steps);
@@ -364,7 +393,7 @@ int cuvae_train(const cuvae_config *cfg, const cuvae_train_opts *opts, cuvae_tra
       write_pictures(&r, opts->out_dir, steps_per_epoch, &prog);
       summary->test = test;
       summary->epochs_completed = (int)(step / steps_per_epoch);
-      acc = (cuvae_loss){0, 0, 0};
+      acc = (cuvae_loss){0};
       acc_steps = 0;
       train_seconds = 0.0;
       t_epoch = cuvae_now_seconds();

@@ -20,6 +20,23 @@ typedef enum { CUVAE_INIT_TORCH = 0, CUVAE_INIT_HE = 1 } cuvae_init;
 /* GEMM precision on the CUDA backend: fp32, or TF32 tensor-core math (inputs rounded to 10 mantissa bits). The
  * CPU backend always computes in fp32. */
 typedef enum { CUVAE_PRECISION_FP32 = 0, CUVAE_PRECISION_TF32 = 1 } cuvae_precision;
+/* The model family (issue 7; MATH.md sections 4-6). Gaussian decoder variance: fixed sigma, one learned
+ * log-variance shared by every pixel (tensor dec.logvar), or a second decoder head of per-pixel log-variances. */
+typedef enum { CUVAE_VAR_FIXED = 0, CUVAE_VAR_LEARNED_SHARED = 1, CUVAE_VAR_LEARNED_PER_DIM = 2 } cuvae_variance;
+/* Decoder: mirror of the encoder's hidden layers (mlp), or one affine map z -> output (linear). */
+typedef enum { CUVAE_DECODER_MLP = 0, CUVAE_DECODER_LINEAR = 1 } cuvae_decoder;
+/* Training objective: (multi-sample) ELBO, importance-weighted bound (IWAE), or a plain autoencoder. */
+typedef enum { CUVAE_OBJ_ELBO = 0, CUVAE_OBJ_IWAE = 1, CUVAE_OBJ_AE = 2 } cuvae_objective;
+/* The ELBO's KL term: closed form (MATH.md section 3), or log q(z|x) - log p(z) at the drawn samples. */
+typedef enum { CUVAE_KL_ANALYTIC = 0, CUVAE_KL_SAMPLED = 1 } cuvae_kl_estimator;
+/* Bernoulli data: as given, re-drawn x ~ Bernoulli(x) every step (test set: drawn once), or drawn once. */
+typedef enum { CUVAE_BINARIZE_NONE = 0, CUVAE_BINARIZE_DYNAMIC = 1, CUVAE_BINARIZE_STATIC = 2 } cuvae_binarize;
+/* Denoising autoencoder input corruption: none, x + std * N(0, 1), or each input zeroed with probability p. */
+typedef enum { CUVAE_CORRUPT_NONE = 0, CUVAE_CORRUPT_GAUSSIAN = 1, CUVAE_CORRUPT_MASK = 2 } cuvae_corrupt_kind;
+typedef struct cuvae_corrupt {
+  cuvae_corrupt_kind kind;
+  float level;                          /* gaussian: std (> 0); mask: p in (0, 1); none: 0 */
+} cuvae_corrupt;
 
 typedef struct cuvae_config {
   /* [data] */
@@ -28,12 +45,18 @@ typedef struct cuvae_config {
   char train_labels[CUVAE_PATH_MAX];    /* optional ("" = none) */
   char test_images[CUVAE_PATH_MAX];
   char test_labels[CUVAE_PATH_MAX];
+  cuvae_binarize binarize;              /* Bernoulli data: none | dynamic | static */
+  cuvae_corrupt corrupt;                /* encoder-input corruption (denoising autoencoder) */
   /* [model] */
   int n_hidden;                         /* number of hidden layers in the encoder (decoder mirrors it) */
   int hidden[CUVAE_MAX_HIDDEN];         /* widths, input side first */
   int latent;                           /* Z */
   cuvae_likelihood likelihood;
-  float sigma;                          /* Gaussian decoder's fixed standard deviation */
+  float sigma;                          /* Gaussian decoder's fixed standard deviation (initial one when learned) */
+  cuvae_variance gaussian_variance;     /* fixed | learned_shared | learned_per_dim */
+  cuvae_decoder decoder;                /* mlp | linear */
+  int conditional;                      /* 1: labels one-hot appended to encoder and decoder inputs (CVAE) */
+  int classes;                          /* number of label classes C of the conditional VAE */
   cuvae_activation activation;          /* hidden-layer activation: relu | tanh */
   cuvae_init init;                      /* initial weights: torch | he */
   /* [train] */
@@ -49,6 +72,11 @@ typedef struct cuvae_config {
   int threads;                          /* 0 = all cores */
   cuvae_precision precision;            /* CUDA GEMMs: fp32 | tf32 */
   int cuda_graph;                       /* CUDA backend: 1 = replay each step as a captured graph, 0 = eager */
+  cuvae_objective objective;            /* elbo | iwae | ae */
+  int samples;                          /* samples of z per example: L (elbo) or K (iwae); 1 for ae */
+  cuvae_kl_estimator kl;                /* elbo: analytic | sampled */
+  float beta;                           /* weight of the KL term (beta-VAE) */
+  int64_t beta_warmup_steps;            /* beta rises linearly from 0 over this many steps; 0 = off */
 } cuvae_config;
 
 void cuvae_config_defaults(cuvae_config *c);
@@ -71,6 +99,7 @@ int cuvae_config_same_architecture(const cuvae_config *a, const cuvae_config *b)
 const char *cuvae_activation_name(cuvae_activation a);
 const char *cuvae_likelihood_name(cuvae_likelihood l);
 const char *cuvae_init_name(cuvae_init i);
+const char *cuvae_objective_name(cuvae_objective o);
 
 #ifdef __cplusplus
 }

@@ -55,29 +55,141 @@ double grad_norm_cpu(const float *g, size_t n);
 /* Minibatch gather: dst[b][:] = src[rows[b]][:], b < B, rows of D floats (rows already checked). */
 void gather_rows_cpu(const float *src, const uint32_t *rows, float *dst, int B, int D);
 
+/* ---- the model family (issue 7; MATH.md sections 4-6) -------------------------------------------------------
+ * Multi-sample layout: R data rows x C samples per row, sample-major as the IWAE chunks (row s*R + r of a [C*R]
+ * batch is sample s of data row r); C = 1 is the ordinary batch. */
+
+/* Gaussian decoder with a learned log-variance lv (MATH.md section 4 with s^2 = exp(lv)), per element:
+ *   nll_row[b] = 0.5 sum_d [(x - f)^2 exp(-lv_d) + lv_d + log 2pi]  (summed in double),
+ *   df = scale (f - x) exp(-lv_d),   dlv_d = scale 0.5 (1 - (x - f)^2 exp(-lv_d)).
+ * perdim ([model] gaussian_variance = learned_per_dim): out[B][2D] = [f | lv] per row (the decoder's two heads);
+ *   dout[B][2D] = [df | dlv]. dout may be NULL (forward only). */
+void gaussian_perdim_nll_grad_cpu(const float *out, const float *x, float *nll_row, float *dout, float scale, int B,
+                                  int D);
+/* shared (learned_shared): f[B][D], one lv = *logvar for every element; df[B][D];
+ * dlv_row[b] = scale 0.5 sum_d (1 - (x - f)^2 exp(-lv)) (row b's part of dL/dlogvar, summed in double; the caller
+ * sums the rows in row order). df and dlv_row may be NULL (forward only; both or neither). */
+void gaussian_shared_nll_grad_cpu(const float *f, const float *x, const float *logvar, float *nll_row, float *df,
+                                  float *dlv_row, float scale, int B, int D);
+
+/* Autoencoder reconstruction error (MATH.md section 6, objective = ae): xhat = sigmoid(out) when sigmoid_out (the
+ * Bernoulli decoder's mean), else out; err_row[b] = sum_d (x - xhat)^2 (double);
+ * dout = scale * 2 (xhat - x) * (sigmoid_out ? xhat (1 - xhat) : 1). dout may be NULL. */
+void squared_error_grad_cpu(const float *out, const float *x, int sigmoid_out, float *err_row, float *dout,
+                            float scale, int B, int D);
+/* Deterministic encoder (objective = ae): z[b][:] = mu_b (the first Z of mulv's 2Z columns); backward: dmulv[b] =
+ * [dz_b | 0]. */
+void latent_mean_forward_cpu(const float *mulv, float *z, int B, int Z);
+void latent_mean_backward_cpu(const float *dz, float *dmulv, int B, int Z);
+
+/* KL weight of training step t (0-based) (MATH.md section 6, beta-VAE warm-up):
+ * beta_t = beta * min(1, t / warmup) for warmup > 0 (computed in double, rounded to float), else beta. */
+float beta_schedule_cpu(int64_t step, float beta, int64_t warmup);
+/* Sampled KL and the sample weights of the multi-sample objectives, R rows x C samples (layout above). beta points
+ * to one float (this step's KL weight; device memory on the GPU). Per sample i = s*R + r, in double:
+ *   kl_s[i] = log q(z_i | x_r) - log p(z_i) = 0.5 sum_j (z_ij^2 - eps_ij^2 - lv_rj)   (MATH.md section 5)
+ *   log w_i = -nll[i] - beta kl_s[i]
+ * iwae != 0: weight[i] = scale * softmax over s of log w (per row r);  row_obj[r] = -(logsumexp_s log w_i - log C)
+ * iwae == 0: weight[i] = scale / C;  row_obj[r] = (1/C) sum_s (nll[i] + beta kl_s[i])  (ELBO with sampled KL)
+ * kl_s, weight, row_obj are float outputs; sums over s in order s = 0..C-1. With C = 1 the weight is scale exactly.
+ * Non-finite inputs propagate (NaN out), never trap. */
+void objective_weights_cpu(const float *mulv, const float *eps, const float *z, const float *nll, int R, int C,
+                           int Z, int iwae, const float *beta, float scale, float *kl_s, float *weight,
+                           float *row_obj);
+/* Backward of the multi-sample reparameterization z_i = mu_r + exp(0.5 lv_r) eps_i; dz[C*R][Z] = dL/dz from the
+ * decoder (already weighted per sample). Sums over s in order s = 0..C-1.
+ * Sampled KL (weight != NULL; the loss has the term beta weight_i kl_s[i]):
+ *   g_i = dz_i + beta weight_i z_i;  dmu_r = sum_s g_i;
+ *   dlv_r = sum_s g_i eps_i 0.5 exp(0.5 lv_r) - 0.5 beta sum_s weight_i
+ * Analytic KL (weight == NULL; the loss has the term beta kl_scale KL_r, KL_r closed form):
+ *   dmu_r = sum_s dz_i + (beta kl_scale) mu_r;  dlv_r = sum_s dz_i eps_i 0.5 exp(0.5 lv_r) + (beta kl_scale) 0.5
+ *   (exp(lv_r) - 1)
+ * With C = 1, weight == NULL and beta = 1 this is reparam_kl_backward_cpu bit for bit. */
+void reparam_multi_backward_cpu(const float *mulv, const float *eps, const float *z, const float *dz,
+                                const float *weight, const float *beta, float kl_scale, float *dmulv, int R, int C,
+                                int Z);
+/* a[b][:] *= w[b], rows of n floats. */
+void scale_rows_cpu(float *a, const float *w, int B, int n);
+
+/* Data noise (include/cuvae/rng.h names the streams). u: uniforms in (0, 1]; noise: standard normals.
+ * binarize: out[i] = u[i] <= x[i] ? 1 : 0 (so P(out = 1) = x for x in [0, 1]);
+ * corrupt_gaussian: out[i] = x[i] + std * noise[i];  corrupt_mask: out[i] = u[i] <= p ? 0 : x[i].
+ * out may equal x (in place). */
+void binarize_cpu(const float *x, const float *u, float *out, size_t n);
+void corrupt_gaussian_cpu(const float *x, const float *noise, float std, float *out, size_t n);
+void corrupt_mask_cpu(const float *x, const float *u, float p, float *out, size_t n);
+
+/* Conditional VAE (MATH.md section 6): out[i] = [a_i (n floats) | onehot(labels[i % period], n_classes)], i < rows,
+ * rows of n + n_classes floats (labels already checked to lie in [0, n_classes)). take_columns: dst[i][:] =
+ * src[i][0..n) from rows of ld floats. gather_labels: dst[b] = src[rows[b]]. */
+void concat_onehot_cpu(const float *a, int n, const int32_t *labels, int period, int n_classes, float *out, int rows);
+void take_columns_cpu(const float *src, int ld, float *dst, int rows, int n);
+void gather_labels_cpu(const int32_t *src, const uint32_t *rows, int32_t *dst, int B);
+
 /* ---- whole-model forward / backward ------------------------------------------------------------------ */
 
 typedef struct cuvae_loss {
-  double nelbo, recon, kl;  /* batch means, nats per data point: nelbo = recon + kl */
+  double nelbo, recon, kl;  /* batch means, nats per data point: nelbo = recon + kl (objective = ae: recon is the
+                               squared error, kl = 0) */
+  double objective;         /* the batch mean of what the step minimises (= nelbo for the plain ELBO; with beta or
+                               the IWAE bound it differs) */
 } cuvae_loss;
 
-typedef struct cuvae_cpu_ws cuvae_cpu_ws;  /* activations and scratch for batches up to max_batch */
+/* What a step minimises ([train] objective, samples, kl, beta of include/cuvae/config.h), for one step. */
+typedef struct cuvae_objective_spec {
+  cuvae_objective objective;  /* elbo | iwae | ae */
+  int samples;                /* draws of z per example: L (elbo) or K (iwae); 1 for ae */
+  cuvae_kl_estimator kl;      /* elbo: analytic | sampled (iwae: always sampled; ae: none) */
+  float beta;                 /* this step's KL weight (beta_schedule_cpu) */
+} cuvae_objective_spec;
 
-cuvae_cpu_ws *cuvae_cpu_ws_create(const cuvae_model *m, int max_batch);
+/* The spec of training step `step` (0-based) of cfg. */
+void cuvae_objective_for_step(const cuvae_config *cfg, int64_t step, cuvae_objective_spec *spec);
+/* The spec evaluation uses: one sample, closed-form KL, beta = 1 (the plain negative ELBO); ae: squared error. */
+void cuvae_objective_for_eval(const cuvae_config *cfg, cuvae_objective_spec *spec);
+/* 1 when the spec's KL term is estimated at the samples (iwae, or elbo with kl = sampled). */
+int cuvae_objective_sampled(const cuvae_objective_spec *spec);
+
+/* One batch: B data rows. x: the targets [B][D] (binarized when so configured); x_in: the encoder's input [B][D]
+ * (corrupted; NULL = x); eps: [samples * B][Z] standard normals, sample-major (row s*B + r: sample s of row r);
+ * unused by ae. */
+typedef struct cuvae_cpu_batch {
+  int B;
+  const float *x, *x_in, *eps;
+} cuvae_cpu_batch;
+
+typedef struct cuvae_cpu_ws cuvae_cpu_ws;  /* activations and scratch for up to max_rows decoder rows */
+
+/* max_rows bounds B * samples of every call (the encoder's B as well). */
+cuvae_cpu_ws *cuvae_cpu_ws_create(const cuvae_model *m, int max_rows);
 void cuvae_cpu_ws_destroy(cuvae_cpu_ws *ws);
 
-/* Negative ELBO of x[B][D] with noise eps[B][Z]; when grad != NULL also its gradient w.r.t. every
- * parameter (overwritten, same layout as params). Returns 0, or -1 if B exceeds the workspace. */
+/* The objective of a batch (its batch mean, per data point); when grad != NULL also its gradient w.r.t. every
+ * parameter (overwritten, same layout as params). Returns 0, or -1 if B * samples exceeds the workspace. */
+int cuvae_cpu_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params,
+                             const cuvae_cpu_batch *batch, const cuvae_objective_spec *spec, float *grad,
+                             cuvae_loss *out);
+/* The plain negative ELBO (one sample, closed-form KL, beta 1) of x[B][D] with noise eps[B][Z], and its gradient
+ * when grad != NULL: cuvae_cpu_objective_grad with that spec. */
 int cuvae_cpu_loss_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *x,
                         const float *eps, int B, float *grad, cuvae_loss *out);
-/* The part of the loss after the encoder, from given mulv[B][2Z]; dmulv (may be NULL) receives dL/d[mu|lv].
- * Used by cuvae_cpu_loss_grad and by the gradient check of mu and lv. grad receives the decoder's part. */
+/* The part of the objective after the encoder, from given mulv[B][2Z]; dmulv (may be NULL) receives dL/d[mu|lv].
+ * grad (may be NULL) receives the decoder's part. Used by cuvae_cpu_objective_grad and by the gradient checks. */
+int cuvae_cpu_latent_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *mulv,
+                                    const cuvae_cpu_batch *batch, const cuvae_objective_spec *spec, float *grad,
+                                    float *dmulv, cuvae_loss *out);
+/* Same with the plain ELBO spec (x, eps, B as in cuvae_cpu_loss_grad). */
 int cuvae_cpu_latent_loss_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params,
                                const float *mulv, const float *x, const float *eps, int B, float *grad,
                                float *dmulv, cuvae_loss *out);
 /* Encoder forward only: mulv[B][2Z] (written into a buffer owned by ws; returned). */
 const float *cuvae_cpu_encode(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *x,
                               int B);
+/* -log p(x | decoder output y) per row for the model's likelihood (MATH.md section 4: Bernoulli, Gaussian with
+ * fixed, shared learned or per-dim learned variance). dy (NULL: forward only) = scale * d(-log p)/dy, with y's
+ * row width (2D for per-dim variance); learned_shared: dlv_row[b] = row b's part of scale * d(-log p)/d logvar. */
+void cuvae_cpu_decoder_nll(const cuvae_model *m, const float *params, const float *y, const float *x, float *nll_row,
+                           float *dy, float *dlv_row, float scale, int B);
 
 /* ---- importance-weighted log-likelihood (IWAE, MATH.md section 5) ------------------------------------------
  * CPU twins of kernels/iwae.cu, and the plan every backend follows (src/cpu/iwae_cpu.c; docs/ARCHITECTURE.md,

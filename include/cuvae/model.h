@@ -5,7 +5,16 @@
  * Encoder: D -> hidden[0] -> ... -> hidden[k-1] -> (mu, lv), each of size Z.
  * Decoder: Z -> hidden[k-1] -> ... -> hidden[0] -> D outputs (Bernoulli logits, or Gaussian means).
  * The two encoder heads are stored as enc.mu.weight, enc.lv.weight, enc.mu.bias, enc.lv.bias, so that they
- * form one contiguous [2Z, hidden[k-1]] weight and one [2Z] bias: one GEMM produces a row [mu | lv]. */
+ * form one contiguous [2Z, hidden[k-1]] weight and one [2Z] bias: one GEMM produces a row [mu | lv].
+ *
+ * The model family (issue 7, config keys in include/cuvae/config.h):
+ * - decoder = linear: the decoder is the output layer alone (Z -> D); the encoder keeps its hidden layers.
+ * - conditional: the encoder's first layer reads [x | onehot(y)] (D + C inputs), the decoder's first layer
+ *   [z | onehot(y)] (Z + C inputs).
+ * - gaussian_variance = learned_per_dim: the output layer has two heads stored like the encoder's, dec.out.weight,
+ *   dec.lv.weight, dec.out.bias, dec.lv.bias: one [2D, H] layer whose output row is [mean | log-variance].
+ * - gaussian_variance = learned_shared: one more tensor after all the others, dec.logvar [1], the log-variance
+ *   shared by every output feature (initially 2 log sigma, as is the per-dim head's bias). */
 #ifndef CUVAE_MODEL_H
 #define CUVAE_MODEL_H
 #include <stddef.h>
@@ -18,7 +27,7 @@ extern "C" {
 #endif
 
 #define CUVAE_MAX_LAYERS (CUVAE_MAX_HIDDEN + 1)
-#define CUVAE_MAX_TENSORS (4 * CUVAE_MAX_LAYERS + 2)
+#define CUVAE_MAX_TENSORS (4 * CUVAE_MAX_LAYERS + 6)
 #define CUVAE_TENSOR_NAME 32
 /* Refuse models with more parameters than this (2^31 floats = 8 GiB) before allocating. */
 #define CUVAE_MAX_PARAMS ((size_t)1 << 31)
@@ -42,6 +51,9 @@ typedef struct cuvae_model {
   size_t latent;                /* Z */
   cuvae_likelihood likelihood;
   float sigma;
+  cuvae_variance variance;      /* fixed | learned_shared | learned_per_dim */
+  size_t logvar;                /* learned_shared: offset of dec.logvar; else 0 (unused) */
+  size_t cond;                  /* C, the one-hot label width appended to both inputs; 0 when not conditional */
   cuvae_activation activation;
   cuvae_init init;
   int n_enc;                    /* hidden layers + the (mu, lv) head (out = 2Z) */

@@ -6,6 +6,12 @@
  *   evaluation eps, batch k of a pass:  seed = cfg seed ^ CUVAE_SEED_EVAL, offset k * stride(Be*Z);
  *   initial weights:                      seed = cfg seed ^ CUVAE_SEED_INIT, offset 0, tensor by tensor in
  *                                         layout order, each at the next multiple-of-4 offset;
+ *   data noise of training step t (issue 7; [data] binarize = dynamic, corrupt): seed = cfg seed ^
+ *     CUVAE_SEED_DATA, with n = B*D: binarization uniforms at offset 2t * stride(n), corruption draws (normals
+ *     for gaussian:STD, uniforms for mask:P) at offset (2t + 1) * stride(n);
+ *   data drawn once at load (binarize = static, and the test set of binarize = dynamic): seed = cfg seed ^
+ *     CUVAE_SEED_STATIC ^ split (0 train, 1 test), uniforms of the whole split from offset 0 in row order;
+ *   training eps with samples L > 1: n = L*B*Z normals at offset t * stride(L*B*Z), sample-major ([L][B][Z]);
  *   epoch shuffle: Fisher-Yates driven by splitmix64 of (seed, epoch, i) (cuvae_shuffle), host only. */
 #ifndef CUVAE_RNG_H
 #define CUVAE_RNG_H
@@ -17,6 +23,8 @@ extern "C" {
 
 #define CUVAE_SEED_EVAL UINT64_C(0x5EEDE7A15EEDE7A1)
 #define CUVAE_SEED_INIT UINT64_C(0x1A17A15E1A17A15E)
+#define CUVAE_SEED_DATA UINT64_C(0xDA7AD07ADA7AD07A)
+#define CUVAE_SEED_STATIC UINT64_C(0x57A71CB157A71CB0)
 
 typedef struct cuvae_noise cuvae_noise;
 

@@ -17,6 +17,9 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 void help_train(void);
 void help_eval(void);
+/* Probabilistic PCA (src/cli/cmd_ppca.c). */
+int cmd_ppca(int argc, char **argv);
+void help_ppca(void);
 
 /* Image commands (src/cli/cmd_images.c): rows of the command table in main.c. */
 int cmd_sample(int argc, char **argv);

@@ -13,6 +13,8 @@ static const cli_command k_commands[] = {
     {"train", "CONFIG", "train a VAE described by an INI config (see `cuvae help config`)", cmd_train, help_train},
     {"eval", "CHECKPOINT", "evaluate a checkpoint (ELBO, IWAE log-likelihood, ...); one JSON line", cmd_eval,
      help_eval},
+    {"ppca", "CONFIG --latent Z", "fit probabilistic PCA (closed form / EM); exact log-likelihoods", cmd_ppca,
+     help_ppca},
     CUVAE_IMAGE_COMMANDS
     CUVAE_EXPORT_COMMANDS
 };

@@ -70,3 +70,74 @@ void gaussian_nll_grad_cpu(const float *f, const float *x, float sigma, float *n
     }
   }
 }
+
+/* MATH.md section 4, Gaussian with a learned per-dimension log-variance lv_d (s_d^2 = exp(lv_d)), one row:
+ *   -log p(x|z) = 0.5 sum_d [(x_d - f_d)^2 exp(-lv_d) + lv_d + log 2pi];
+ *   d/df_d = (f_d - x_d) exp(-lv_d);  d/dlv_d = 0.5 (1 - (x_d - f_d)^2 exp(-lv_d)).
+ * With r = f - x, w = exp(-lv), rw = r w and q = r rw = (x - f)^2 exp(-lv), the float expressions are those of the
+ * CUDA kernel (kernels/likelihood.cu); the q + lv terms of a chunk are added in double in index order.
+ * g (may be NULL) is the row's [df | dlv], 2D floats. Returns the row's NLL. */
+CUVAE_VECTOR_CLONES
+static double gaussian_perdim_row(const float *restrict f, const float *restrict lv, const float *restrict x,
+                                  float *restrict g, float scale, int D) {
+  float term[ROW_CHUNK];
+  double sum = 0.0;
+  for (int d0 = 0; d0 < D; d0 += ROW_CHUNK) {
+    const int n = D - d0 < ROW_CHUNK ? D - d0 : ROW_CHUNK;
+    const float *fc = f + d0, *lc = lv + d0, *xc = x + d0;
+    if (g) {
+      float *dfc = g + d0, *dlc = g + D + d0;
+      CUVAE_SIMD
+      for (int d = 0; d < n; d++) {
+        const float r = fc[d] - xc[d], rw = r * expf(-lc[d]), q = r * rw;
+        term[d] = q;
+        dfc[d] = scale * rw;
+        dlc[d] = scale * 0.5f * (1.0f - q);
+      }
+    } else {
+      CUVAE_SIMD
+      for (int d = 0; d < n; d++) {
+        const float r = fc[d] - xc[d];
+        term[d] = r * (r * expf(-lc[d]));
+      }
+    }
+    for (int d = 0; d < n; d++) sum += (double)term[d] + lc[d];
+  }
+  return 0.5 * (sum + D * LOG_2PI);
+}
+
+void gaussian_perdim_nll_grad_cpu(const float *out, const float *x, float *nll_row, float *dout, float scale, int B,
+                                  int D) {
+  CUVAE_PARALLEL_FOR((size_t)B * D)
+  for (int b = 0; b < B; b++) {
+    const float *f = out + (size_t)b * 2 * D;
+    nll_row[b] = (float)gaussian_perdim_row(f, f + D, x + (size_t)b * D, dout ? dout + (size_t)b * 2 * D : NULL,
+                                            scale, D);
+  }
+}
+
+/* MATH.md section 4, Gaussian with one learned log-variance lv shared by every element (w = exp(-lv)), per row:
+ *   -log p(x|z) = 0.5 [D lv + w sum_d (x_d - f_d)^2 + D log 2pi];  d/df_d = (f_d - x_d) w;
+ *   d/dlv = 0.5 sum_d (1 - (x_d - f_d)^2 w) = 0.5 (D - w sum_d (x_d - f_d)^2)   (this row's part; the caller
+ * sums the rows). df and dlv_row may each be NULL (forward only). w and the gradient's factor scale w are
+ * computed in double and rounded once, as the CUDA kernel does. */
+void gaussian_shared_nll_grad_cpu(const float *f, const float *x, const float *logvar, float *nll_row, float *df,
+                                  float *dlv_row, float scale, int B, int D) {
+  const double lv = *logvar, w = exp(-lv);
+  const float g_scale = (float)(scale * w);
+  CUVAE_PARALLEL_FOR((size_t)B * D)
+  for (int b = 0; b < B; b++) {
+    const float *fr = f + (size_t)b * D, *xr = x + (size_t)b * D;
+    double sq = 0.0;
+    for (int d = 0; d < D; d++) {
+      const double r = (double)xr[d] - fr[d];
+      sq += r * r;
+    }
+    nll_row[b] = (float)(0.5 * (D * lv + w * sq + D * LOG_2PI));
+    if (df) {
+      float *g = df + (size_t)b * D;
+      for (int d = 0; d < D; d++) g[d] = g_scale * (fr[d] - xr[d]);
+    }
+    if (dlv_row) dlv_row[b] = (float)(scale * 0.5 * (D - w * sq));
+  }
+}

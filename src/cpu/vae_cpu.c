@@ -1,6 +1,10 @@
-/* The whole VAE on the CPU: encoder, reparameterization + KL, decoder, likelihood, and the backward pass
- * through all of it. Negative ELBO per data point (MATH.md section 1), averaged over the batch:
- *   L = (1/B) sum_b [ -log p(x_b | z_b) + KL(q(z | x_b) || N(0, I)) ],  z_b = mu_b + exp(0.5 lv_b) eps_b. */
+/* The whole VAE on the CPU: encoder, latent stage, decoder, likelihood, and the backward pass through all of it,
+ * for every objective of the model family (MATH.md sections 1-6). Per data point, averaged over the batch:
+ *   elbo, analytic KL:  L = (1/L_s) sum_s -log p(x | z_s) + beta KL(q(z|x) || N(0, I))      (closed-form KL)
+ *   elbo, sampled KL:   L = (1/L_s) sum_s [-log p(x | z_s) + beta (log q(z_s|x) - log p(z_s))]
+ *   iwae:               L = -log (1/K) sum_k w_k,  log w_k = log p(x | z_k) + log p(z_k) - log q(z_k | x)
+ *   ae:                 L = ||x - xhat||^2,  z = mu (no noise, no KL)
+ * with z_s = mu + exp(0.5 lv) eps_s; the samples of a batch are laid out sample-major (row s*B + r). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,14 +12,17 @@
 #include "cuvae/error.h"
 
 struct cuvae_cpu_ws {
-  int max_batch;
+  int max_batch;                     /* rows: B * samples of the decoder (and B of the encoder) */
   float *enc_out[CUVAE_MAX_LAYERS];  /* post-activation outputs; the last is mulv [B, 2Z] */
-  float *dec_out[CUVAE_MAX_LAYERS];  /* the last is the decoder output [B, D] (logits or means) */
-  float *z;                          /* [B, Z] */
-  float *dz;                         /* [B, Z] */
+  float *dec_out[CUVAE_MAX_LAYERS];  /* the last is the decoder output [N, D] (logits or means; [N, 2D] per-dim) */
+  float *z;                          /* [N, Z] */
+  float *dz;                         /* [N, Z] */
   float *dmulv;                      /* [B, 2Z] */
-  float *grad_a, *grad_b;            /* ping-pong activation gradients, [B, widest layer] */
-  float *kl_row, *nll_row;           /* [B] */
+  float *grad_a, *grad_b;            /* ping-pong activation gradients, [N, widest layer] */
+  float *kl_row, *nll_row;           /* [B] closed-form KL, [N] -log p(x|z) (ae: squared error) */
+  float *x_rep;                      /* [N, D] the targets repeated per sample (samples > 1) */
+  float *kl_s, *weight, *row_obj;    /* [N] sampled KL, [N] sample weights, [B] objective per row */
+  float *dlv_row;                    /* [N] rows' parts of dL/d logvar (learned_shared) */
 };
 
 void cuvae_cpu_ws_destroy(cuvae_cpu_ws *ws) {
@@ -24,13 +31,9 @@ void cuvae_cpu_ws_destroy(cuvae_cpu_ws *ws) {
     free(ws->enc_out[i]);
     free(ws->dec_out[i]);
   }
-  free(ws->z);
-  free(ws->dz);
-  free(ws->dmulv);
-  free(ws->grad_a);
-  free(ws->grad_b);
-  free(ws->kl_row);
-  free(ws->nll_row);
+  float *bufs[] = {ws->z,     ws->dz,   ws->dmulv,  ws->grad_a,  ws->grad_b, ws->kl_row,
+                   ws->nll_row, ws->x_rep, ws->kl_s, ws->weight, ws->row_obj, ws->dlv_row};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
   free(ws);
 }
 
@@ -50,8 +53,8 @@ cuvae_cpu_ws *cuvae_cpu_ws_create(const cuvae_model *m, int max_batch) {
     cuvae_error("out of memory allocating the CPU workspace");
     return NULL;
   }
-  const size_t B = (size_t)max_batch, Z = m->latent;
-  size_t widest = m->input_dim;
+  const size_t B = (size_t)max_batch, Z = m->latent, D = m->input_dim;
+  size_t widest = D + m->cond;
   int failed = 0;
   ws->max_batch = max_batch;
   for (int i = 0; i < m->n_enc; i++) {
@@ -69,6 +72,11 @@ cuvae_cpu_ws *cuvae_cpu_ws_create(const cuvae_model *m, int max_batch) {
   ws->grad_b = alloc_floats(B * widest, &failed);
   ws->kl_row = alloc_floats(B, &failed);
   ws->nll_row = alloc_floats(B, &failed);
+  ws->x_rep = alloc_floats(B * D, &failed);
+  ws->kl_s = alloc_floats(B, &failed);
+  ws->weight = alloc_floats(B, &failed);
+  ws->row_obj = alloc_floats(B, &failed);
+  ws->dlv_row = alloc_floats(B, &failed);
   if (failed) {
     cuvae_cpu_ws_destroy(ws);
     cuvae_error("out of memory allocating the CPU workspace for batch %d", max_batch);
@@ -76,6 +84,41 @@ cuvae_cpu_ws *cuvae_cpu_ws_create(const cuvae_model *m, int max_batch) {
   }
   return ws;
 }
+
+/* ---- objectives --------------------------------------------------------------------------------------------- */
+
+void cuvae_objective_for_step(const cuvae_config *cfg, int64_t step, cuvae_objective_spec *spec) {
+  spec->objective = cfg->objective;
+  spec->samples = cfg->objective == CUVAE_OBJ_AE ? 1 : cfg->samples;
+  spec->kl = cfg->kl;
+  spec->beta = beta_schedule_cpu(step, cfg->beta, cfg->beta_warmup_steps);
+}
+
+void cuvae_objective_for_eval(const cuvae_config *cfg, cuvae_objective_spec *spec) {
+  spec->objective = cfg->objective == CUVAE_OBJ_AE ? CUVAE_OBJ_AE : CUVAE_OBJ_ELBO;
+  spec->samples = 1;
+  spec->kl = CUVAE_KL_ANALYTIC;
+  spec->beta = 1.0f;
+}
+
+int cuvae_objective_sampled(const cuvae_objective_spec *spec) {
+  return spec->objective == CUVAE_OBJ_IWAE || (spec->objective == CUVAE_OBJ_ELBO && spec->kl == CUVAE_KL_SAMPLED);
+}
+
+void cuvae_cpu_decoder_nll(const cuvae_model *m, const float *params, const float *y, const float *x, float *nll_row,
+                           float *dy, float *dlv_row, float scale, int B) {
+  const int D = (int)m->input_dim;
+  if (m->likelihood == CUVAE_LIK_BERNOULLI)
+    bernoulli_nll_grad_cpu(y, x, nll_row, dy, scale, B, D);
+  else if (m->variance == CUVAE_VAR_LEARNED_SHARED)
+    gaussian_shared_nll_grad_cpu(y, x, params + m->logvar, nll_row, dy, dy ? dlv_row : NULL, scale, B, D);
+  else if (m->variance == CUVAE_VAR_LEARNED_PER_DIM)
+    gaussian_perdim_nll_grad_cpu(y, x, nll_row, dy, scale, B, D);
+  else
+    gaussian_nll_grad_cpu(y, x, m->sigma, nll_row, dy, scale, B, D);
+}
+
+/* ---- forward and backward ----------------------------------------------------------------------------------- */
 
 const float *cuvae_cpu_encode(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *x,
                               int B) {
@@ -104,39 +147,69 @@ static void backward_stack(const cuvae_layer *layers, int n, float *const *outs,
   }
 }
 
-int cuvae_cpu_latent_loss_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params,
-                               const float *mulv, const float *x, const float *eps, int B, float *grad,
-                               float *dmulv, cuvae_loss *out) {
-  if (B < 1 || B > ws->max_batch)
-    return cuvae_error("batch of %d rows does not fit the workspace (max %d)", B, ws->max_batch);
+/* Sum of v[0..n) in double, in index order (the deterministic reductions of this file). */
+static double sum_rows(const float *v, int n) {
+  double s = 0.0;
+  for (int i = 0; i < n; i++) s += v[i];
+  return s;
+}
+
+int cuvae_cpu_latent_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *mulv,
+                                    const cuvae_cpu_batch *batch, const cuvae_objective_spec *spec, float *grad,
+                                    float *dmulv, cuvae_loss *out) {
+  const int B = batch->B, L = spec->samples, N = B * L;
+  if (B < 1 || L < 1 || N / L != B || N > ws->max_batch)
+    return cuvae_error("batch of %d rows x %d samples does not fit the workspace (max %d rows)", B, L, ws->max_batch);
   const int Z = (int)m->latent, D = (int)m->input_dim;
-  reparam_kl_forward_cpu(mulv, eps, ws->z, ws->kl_row, B, Z);
+  const int ae = spec->objective == CUVAE_OBJ_AE, sampled = cuvae_objective_sampled(spec);
+  const float *eps = batch->eps;
+
+  /* z: the mean (ae); else z_s = mu + exp(0.5 lv) eps_s (MATH.md section 2), with the closed-form KL per row
+   * from the first sample's pass when the KL is analytic. */
+  if (ae)
+    latent_mean_forward_cpu(mulv, ws->z, B, Z);
+  else if (sampled)
+    iwae_reparam_cpu(mulv, eps, ws->z, B, L, Z);
+  else {
+    reparam_kl_forward_cpu(mulv, eps, ws->z, ws->kl_row, B, Z);
+    if (L > 1) iwae_reparam_cpu(mulv, eps + (size_t)B * Z, ws->z + (size_t)B * Z, B, L - 1, Z);
+  }
 
   const float *in = ws->z;
   for (int i = 0; i < m->n_dec; i++) {
     const cuvae_layer *l = &m->dec[i];
-    dense_forward_cpu(in, params + l->w, params + l->b, ws->dec_out[i], B, (int)l->in, (int)l->out, l->act);
+    dense_forward_cpu(in, params + l->w, params + l->b, ws->dec_out[i], N, (int)l->in, (int)l->out, l->act);
     in = ws->dec_out[i];
   }
   const float *dec_y = ws->dec_out[m->n_dec - 1];
-  const int want_grad = grad != NULL || dmulv != NULL;
-  /* The likelihood kernel writes dL/d(decoder output) straight into the first gradient buffer. */
-  const float scale = 1.0f / (float)B;
-  float *dy = want_grad ? ws->grad_a : NULL;
-  if (m->likelihood == CUVAE_LIK_BERNOULLI)
-    bernoulli_nll_grad_cpu(dec_y, x, ws->nll_row, dy, scale, B, D);
-  else
-    gaussian_nll_grad_cpu(dec_y, x, m->sigma, ws->nll_row, dy, scale, B, D);
-
-  /* Deterministic reduction: row values summed in double, in row order. */
-  double recon = 0.0, kl = 0.0;
-  for (int b = 0; b < B; b++) {
-    recon += ws->nll_row[b];
-    kl += ws->kl_row[b];
+  const int out_cols = (int)m->dec[m->n_dec - 1].out;
+  const float *x = batch->x;
+  if (L > 1) {
+    iwae_replicate_cpu(batch->x, ws->x_rep, B, L, D);
+    x = ws->x_rep;
   }
-  out->recon = recon / B;
-  out->kl = kl / B;
+  const int want_grad = grad != NULL || dmulv != NULL;
+  /* The reconstruction term writes dL/d(decoder output) straight into the first gradient buffer: scaled by the
+   * batch mean 1/(B L) at once, or (sampled KL) by 1 and then by each sample's weight. */
+  float *dy = want_grad ? ws->grad_a : NULL;
+  if (ae)
+    squared_error_grad_cpu(dec_y, x, m->likelihood == CUVAE_LIK_BERNOULLI, ws->nll_row, dy, 1.0f / (float)B, B, D);
+  else
+    cuvae_cpu_decoder_nll(m, params, dec_y, x, ws->nll_row, dy, ws->dlv_row, sampled ? 1.0f : 1.0f / (float)N, N);
+  if (sampled) {
+    objective_weights_cpu(mulv, eps, ws->z, ws->nll_row, B, L, Z, spec->objective == CUVAE_OBJ_IWAE, &spec->beta,
+                          1.0f / (float)B, ws->kl_s, ws->weight, ws->row_obj);
+    if (dy) {
+      scale_rows_cpu(dy, ws->weight, N, out_cols);
+      if (m->variance == CUVAE_VAR_LEARNED_SHARED) scale_rows_cpu(ws->dlv_row, ws->weight, N, 1);
+    }
+  }
+
+  /* Deterministic reductions: row values summed in double, in row order. */
+  out->recon = sum_rows(ws->nll_row, N) / N;
+  out->kl = ae ? 0.0 : sampled ? sum_rows(ws->kl_s, N) / N : sum_rows(ws->kl_row, B) / B;
   out->nelbo = out->recon + out->kl;
+  out->objective = ae ? out->recon : sampled ? sum_rows(ws->row_obj, B) / B : out->recon + spec->beta * out->kl;
 
   if (want_grad) {
     float *gbuf = grad;
@@ -146,22 +219,47 @@ int cuvae_cpu_latent_loss_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const flo
       if (!scratch_grad) return cuvae_error("out of memory");
       gbuf = scratch_grad;
     }
-    backward_stack(m->dec, m->n_dec, ws->dec_out, ws->z, params, gbuf, ws, ws->dz, B);
-    reparam_kl_backward_cpu(mulv, eps, ws->dz, scale, dmulv ? dmulv : ws->dmulv, B, Z);
+    if (m->variance == CUVAE_VAR_LEARNED_SHARED) gbuf[m->logvar] = (float)sum_rows(ws->dlv_row, N);
+    backward_stack(m->dec, m->n_dec, ws->dec_out, ws->z, params, gbuf, ws, ws->dz, N);
+    float *dml = dmulv ? dmulv : ws->dmulv;
+    if (ae)
+      latent_mean_backward_cpu(ws->dz, dml, B, Z);
+    else
+      reparam_multi_backward_cpu(mulv, eps, ws->z, ws->dz, sampled ? ws->weight : NULL, &spec->beta,
+                                 1.0f / (float)B, dml, B, L, Z);
     free(scratch_grad);
   }
   return 0;
 }
 
-int cuvae_cpu_loss_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *x,
-                        const float *eps, int B, float *grad, cuvae_loss *out) {
+int cuvae_cpu_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params,
+                             const cuvae_cpu_batch *batch, const cuvae_objective_spec *spec, float *grad,
+                             cuvae_loss *out) {
+  const int B = batch->B;
   if (B < 1 || B > ws->max_batch)
     return cuvae_error("batch of %d rows does not fit the workspace (max %d)", B, ws->max_batch);
-  const float *mulv = cuvae_cpu_encode(m, ws, params, x, B);
-  if (cuvae_cpu_latent_loss_grad(m, ws, params, mulv, x, eps, B, grad, grad ? ws->dmulv : NULL, out)) return -1;
+  const float *x_in = batch->x_in ? batch->x_in : batch->x;
+  const float *mulv = cuvae_cpu_encode(m, ws, params, x_in, B);
+  if (cuvae_cpu_latent_objective_grad(m, ws, params, mulv, batch, spec, grad, grad ? ws->dmulv : NULL, out))
+    return -1;
   if (grad) {
     memcpy(ws->grad_a, ws->dmulv, (size_t)B * 2 * m->latent * sizeof(float));
-    backward_stack(m->enc, m->n_enc, ws->enc_out, x, params, grad, ws, NULL, B);
+    backward_stack(m->enc, m->n_enc, ws->enc_out, x_in, params, grad, ws, NULL, B);
   }
   return 0;
+}
+
+static const cuvae_objective_spec k_plain_elbo = {CUVAE_OBJ_ELBO, 1, CUVAE_KL_ANALYTIC, 1.0f};
+
+int cuvae_cpu_loss_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *x,
+                        const float *eps, int B, float *grad, cuvae_loss *out) {
+  const cuvae_cpu_batch batch = {B, x, NULL, eps};
+  return cuvae_cpu_objective_grad(m, ws, params, &batch, &k_plain_elbo, grad, out);
+}
+
+int cuvae_cpu_latent_loss_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params,
+                               const float *mulv, const float *x, const float *eps, int B, float *grad,
+                               float *dmulv, cuvae_loss *out) {
+  const cuvae_cpu_batch batch = {B, x, NULL, eps};
+  return cuvae_cpu_latent_objective_grad(m, ws, params, mulv, &batch, &k_plain_elbo, grad, dmulv, out);
 }

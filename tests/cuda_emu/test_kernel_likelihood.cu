@@ -1,7 +1,8 @@
-// kernels/likelihood.cu against its CPU twins (src/cpu/likelihood_cpu.c): bernoulli_nll_grad_cuda and
-// gaussian_nll_grad_cuda, per-row negative log-likelihood and gradient, at B in {1, 3, 128, 257} x D in {1, 7, 784,
-// 1000} (D = 1, 7: less than a warp; 784, 1000: not multiples of the block), extreme logits, NULL gradient,
-// determinism, argument checks and graph replay.
+// kernels/likelihood.cu against its CPU twins (src/cpu/likelihood_cpu.c): bernoulli_nll_grad_cuda,
+// gaussian_nll_grad_cuda, gaussian_perdim_nll_grad_cuda and gaussian_shared_nll_grad_cuda, per-row negative
+// log-likelihood and gradient, at B in {1, 3, 128, 257} x D in {1, 7, 784, 1000} (D = 1, 7: less than a warp; 784,
+// 1000: not multiples of the block), extreme logits, NULL gradient, determinism, argument checks and graph replay;
+// the learned-variance twins also against central differences of their own NLL.
 //
 // Tolerances. u = 2^-24 (float's unit roundoff).
 // - Row sums: the kernel sums each row in float (per thread in column order, then a tree over at most 1024 threads),
@@ -16,6 +17,23 @@
 //   2 u relative: atol = 8 u |scale|, rtol = 2 u. (Under the emulation both sides use the same libm: exact.)
 // - Gaussian gradient: the same float operations as the twin (g_scale rounded from double the same way, f - x,
 //   one product): equal; 1 ulp is allowed for safety.
+// - Per-dimension learned variance (r = f - x, w = exp(-lv), rw = r w, q = r rw): r is the same float on both
+//   sides; w comes from expf, <= 2 ulp on a GPU and <= 4 ulp in the twin's libmvec (1 ulp <= 2u relative), so the
+//   two w differ by <= 12u relative; each product adds u per side: rw and df differ by <= 16u relative (rtol 16u),
+//   q by <= 16u. dlv = (scale/2)(1 - q): 1 - q cancels, so |ddlv| <= 8u |scale| q + 4u |dlv| (atol from the
+//   element's q, computed in double). NLL: each term q + lv differs by <= 18u (q + |lv|), plus the row-sum bound
+//   and the final 0.5 acc + const (2u): |gpu - cpu| <= (ceil(D/32) + 40) u P, P = 0.5 sum_d (q + |lv|) + 0.5 D log 2pi.
+// - Shared learned variance: w = exp(-lv) and scale w are formed in double and rounded once on both sides, so df is
+//   the twin's (rtol 2u: one ulp, should a GPU's double exp round differently). The kernel's float sum of squared
+//   residuals errs by <= (ceil(D/32) + 13) u S, S = sum_d (x - f)^2 (x - f and its square round once each, then
+//   the row-sum bound); nll and dlv_row are w S / 2 (times scale) plus exact-in-double parts, rounded once per side:
+//   |dnll| <= 0.5 w (ceil(D/32) + 13) u S + 2u |nll|, likewise dlv_row with the factor |scale|.
+// - Central differences of the twins (step h = 2^-6, inputs on a 2^-8 grid so x +- h is exact in float; scale s):
+//   the float NLL rounds once per side (|nll| u each) and the perturbed element's float term q / 2 errs by <= 6u q
+//   per side (expf 4 ulp = 8u, r^2 2u, two products), so the quotient errs by [(|nll+| + |nll-|) u + 6u (q+ + q-)]
+//   / (2h); the NLL is quadratic in f (central differences exact), in lv its third derivative is -q / 2, a
+//   truncation error <= h^2/12 q e^h; the twin's gradient itself errs by <= 12u (|g| + |s| q). Shared: the twin
+//   forms the NLL in double (only its final rounding counts) and df = fl(s w) fl(f - x), <= 3u |df|; S w plays q.
 #include "cuda_compat.h"
 
 #include <gtest/gtest.h>
@@ -263,6 +281,318 @@ TEST(KernelLikelihood, GraphReplayEqualsEager) {
     EXPECT_TRUE(bitwise_equal(bern.grad, grad_b.get())) << "replay " << replay;
     EXPECT_TRUE(bitwise_equal(gauss.nll, nll_g.get())) << "replay " << replay;
     EXPECT_TRUE(bitwise_equal(gauss.grad, grad_g.get())) << "replay " << replay;
+  }
+  EXPECT_EQ(cudaSuccess, cudaGraphExecDestroy(exec));
+  EXPECT_EQ(cudaSuccess, cudaGraphDestroy(graph));
+  EXPECT_EQ(cudaSuccess, cudaStreamDestroy(stream));
+}
+
+// ---- learned variances: gaussian_perdim_nll_grad and gaussian_shared_nll_grad ----------------------------------
+
+const double kLog2Pi = 1.8378770664093454836;
+
+// out[B][2D] = [f | lv]: f ~ U(-1, 2), lv ~ U(-lv_max, lv_max).
+std::vector<float> make_perdim_out(int B, int D, float lv_max, unsigned seed) {
+  const std::vector<float> f = make_uniform((size_t)B * D, -1.0f, 2.0f, seed),
+                           lv = make_uniform((size_t)B * D, -lv_max, lv_max, seed + 1);
+  std::vector<float> out((size_t)B * 2 * D);
+  for (int b = 0; b < B; b++)
+    for (int d = 0; d < D; d++) {
+      out[(size_t)b * 2 * D + d] = f[(size_t)b * D + d];
+      out[(size_t)b * 2 * D + D + d] = lv[(size_t)b * D + d];
+    }
+  return out;
+}
+
+// One launch of gaussian_perdim_nll_grad_cuda (grad: [B][2D], skipped when !with_grad).
+Result run_perdim_gpu(const std::vector<float> &out, const std::vector<float> &x, float scale, int B, int D,
+                      bool with_grad) {
+  DevBuf d_out(out), d_x(x), d_nll(B), d_grad(with_grad ? out.size() : 1);
+  EXPECT_EQ(cudaSuccess,
+            gaussian_perdim_nll_grad_cuda(d_out.p, d_x.p, d_nll.p, with_grad ? d_grad.p : nullptr, scale, B, D, 0));
+  EXPECT_EQ(cudaSuccess, cudaDeviceSynchronize());
+  Result r;
+  r.nll = d_nll.get();
+  if (with_grad) r.grad = d_grad.get();
+  return r;
+}
+
+// One launch of gaussian_shared_nll_grad_cuda; grad = df [B][D] followed by dlv_row [B].
+Result run_shared_gpu(const std::vector<float> &f, const std::vector<float> &x, float logvar, float scale, int B, int D,
+                      bool with_grad) {
+  DevBuf d_f(f), d_x(x), d_lv(std::vector<float>{logvar}), d_nll(B), d_df(with_grad ? f.size() : 1),
+      d_dlv(with_grad ? B : 1);
+  EXPECT_EQ(cudaSuccess, gaussian_shared_nll_grad_cuda(d_f.p, d_x.p, d_lv.p, d_nll.p, with_grad ? d_df.p : nullptr,
+                                                       with_grad ? d_dlv.p : nullptr, scale, B, D, 0));
+  EXPECT_EQ(cudaSuccess, cudaDeviceSynchronize());
+  Result r;
+  r.nll = d_nll.get();
+  if (with_grad) {
+    r.grad = d_df.get();
+    const std::vector<float> dlv = d_dlv.get();
+    r.grad.insert(r.grad.end(), dlv.begin(), dlv.end());
+  }
+  return r;
+}
+
+// |a - b| <= tol, recording the worst ratio.
+void expect_close(double a, double b, double tol, double *worst, const char *what, size_t at) {
+  const double err = fabs(a - b);
+  ASSERT_TRUE(isfinite(a)) << what << " " << at;
+  ASSERT_LE(err, tol) << what << " " << at << " gpu " << a << " cpu " << b;
+  if (tol > 0) *worst = std::max(*worst, err / tol);
+}
+
+void compare_perdim(const std::vector<float> &out, const std::vector<float> &x, float scale, int B, int D,
+                    Worst *worst) {
+  SCOPED_TRACE(testing::Message() << "perdim B " << B << " D " << D << " scale " << scale);
+  const Result gpu = run_perdim_gpu(out, x, scale, B, D, true);
+  std::vector<float> nll(B), grad(out.size());
+  gaussian_perdim_nll_grad_cpu(out.data(), x.data(), nll.data(), grad.data(), scale, B, D);
+  for (int b = 0; b < B; b++) {
+    const float *f = &out[(size_t)b * 2 * D], *lv = f + D, *xr = &x[(size_t)b * D];
+    double parts = 0.5 * D * kLog2Pi;
+    for (int d = 0; d < D; d++) {
+      const double r = (double)f[d] - xr[d], q = r * r * exp(-(double)lv[d]);
+      parts += 0.5 * (q + fabs(lv[d]));
+      const size_t i = (size_t)b * 2 * D + d, j = i + D;
+      expect_close(gpu.grad[i], grad[i], 16 * kU * fabs(grad[i]), &worst->grad, "df", i);
+      expect_close(gpu.grad[j], grad[j], 8 * kU * fabs(scale) * q + 4 * kU * fabs(grad[j]), &worst->grad, "dlv", j);
+    }
+    expect_close(gpu.nll[b], nll[b], ((D + 31) / 32 + 40) * kU * parts, &worst->nll, "nll row", b);
+  }
+}
+
+// lv in [-3, 3] (variances 0.05 .. 20) and [-8, 8] (q up to ~ 9 e^8: large terms, dlv far from 0).
+TEST(KernelLikelihood, GaussianPerdimMatchesCpu) {
+  Worst worst;
+  for (float lv_max : {3.0f, 8.0f})
+    for (int B : kBatches)
+      for (int D : kDims) {
+        const std::vector<float> out = make_perdim_out(B, D, lv_max, 1100 + B * 5 + D),
+                                 x = make_x((size_t)B * D, B + D);
+        compare_perdim(out, x, D < 100 ? 1.0f : 1.0f / B, B, D, &worst);
+      }
+  printf("worst |gpu-cpu|/tol: nll %.3g, gradient %.3g\n", worst.nll, worst.grad);
+}
+
+void compare_shared(const std::vector<float> &f, const std::vector<float> &x, float logvar, float scale, int B, int D,
+                    Worst *worst) {
+  SCOPED_TRACE(testing::Message() << "shared B " << B << " D " << D << " logvar " << logvar << " scale " << scale);
+  const Result gpu = run_shared_gpu(f, x, logvar, scale, B, D, true);
+  std::vector<float> nll(B), df(f.size()), dlv(B);
+  gaussian_shared_nll_grad_cpu(f.data(), x.data(), &logvar, nll.data(), df.data(), dlv.data(), scale, B, D);
+  const double w = exp(-(double)logvar);
+  for (int b = 0; b < B; b++) {
+    double S = 0.0;
+    for (int d = 0; d < D; d++) {
+      const size_t i = (size_t)b * D + d;
+      S += ((double)x[i] - f[i]) * ((double)x[i] - f[i]);
+      expect_close(gpu.grad[i], df[i], 2 * kU * fabs(df[i]), &worst->grad, "df", i);
+    }
+    const double sum_tol = 0.5 * w * ((D + 31) / 32 + 13) * kU * S;
+    expect_close(gpu.nll[b], nll[b], sum_tol + 2 * kU * fabs(nll[b]), &worst->nll, "nll row", b);
+    expect_close(gpu.grad[f.size() + b], dlv[b], fabs(scale) * sum_tol + 2 * kU * fabs(dlv[b]), &worst->grad, "dlv_row",
+                 b);
+  }
+}
+
+// logvar -2.3 (small variance: large w), 0, 1.7; the residuals of make_uniform / make_x give dlv_row of both signs.
+TEST(KernelLikelihood, GaussianSharedMatchesCpu) {
+  Worst worst;
+  for (float logvar : {-2.3f, 0.0f, 1.7f})
+    for (int B : kBatches)
+      for (int D : kDims) {
+        const size_t n = (size_t)B * D;
+        const std::vector<float> f = make_uniform(n, -0.5f, 1.5f, 1200 + B * 3 + D), x = make_x(n, 1300 + B + D);
+        compare_shared(f, x, logvar, D < 100 ? 1.0f : 1.0f / B, B, D, &worst);
+      }
+  printf("worst |gpu-cpu|/tol: nll %.3g, gradient %.3g\n", worst.nll, worst.grad);
+}
+
+// Values k / 256 for integer k: x +- 2^-6 stays exact in float.
+std::vector<float> grid_values(size_t n, float lo, float hi, unsigned seed) {
+  std::vector<float> v = make_uniform(n, lo, hi, seed);
+  for (float &a : v) a = roundf(a * 256.0f) / 256.0f;
+  return v;
+}
+
+constexpr double kH = 1.0 / 64;  // central-difference step (see the header)
+
+// Central differences of the CPU twin's NLL (forward only: dout == NULL) against its gradient, scale = 0.5 (a power
+// of two: the gradient is scale times the derivative exactly). Every element of out = [f | lv], B = 2, D in {1, 7}.
+TEST(KernelLikelihood, GaussianPerdimGradientIsTheDerivative) {
+  const float scale = 0.5f;
+  double worst = 0;
+  for (int D : {1, 7}) {
+    const int B = 2;
+    std::vector<float> out = make_perdim_out(B, D, 2.0f, 1400 + D), x = grid_values((size_t)B * D, 0.0f, 1.0f, 1500);
+    for (float &a : out) a = roundf(a * 256.0f) / 256.0f;
+    std::vector<float> nll(B), grad(out.size()), nll_p(B), nll_m(B);
+    gaussian_perdim_nll_grad_cpu(out.data(), x.data(), nll.data(), grad.data(), scale, B, D);
+    for (int b = 0; b < B; b++)
+      for (int k = 0; k < 2 * D; k++) {
+        const size_t i = (size_t)b * 2 * D + k;
+        const int d = k % D;
+        const float saved = out[i];
+        out[i] = saved + (float)kH;
+        gaussian_perdim_nll_grad_cpu(out.data(), x.data(), nll_p.data(), nullptr, scale, B, D);
+        out[i] = saved - (float)kH;
+        gaussian_perdim_nll_grad_cpu(out.data(), x.data(), nll_m.data(), nullptr, scale, B, D);
+        out[i] = saved;
+        const double f = out[(size_t)b * 2 * D + d], lv = out[(size_t)b * 2 * D + D + d], xv = x[(size_t)b * D + d];
+        // q at the two perturbed points and at the centre.
+        const double dq = k < D ? kH : 0.0, dl = k < D ? 0.0 : kH;
+        const double q_p = (f + dq - xv) * (f + dq - xv) * exp(-(lv + dl)),
+                     q_m = (f - dq - xv) * (f - dq - xv) * exp(-(lv - dl));
+        const double q = (f - xv) * (f - xv) * exp(-lv);
+        const double fd = scale * ((double)nll_p[b] - nll_m[b]) / (2 * kH);
+        const double tol = scale * (((fabs(nll_p[b]) + fabs(nll_m[b])) * kU + 6 * kU * (q_p + q_m)) / (2 * kH) +
+                                    (k < D ? 0.0 : kH * kH / 12 * q * exp(kH))) +
+                           12 * kU * (fabs(grad[i]) + scale * q);
+        ASSERT_LE(tol, 1e-3) << "the check would be too loose";
+        EXPECT_LE(fabs(fd - grad[i]), tol)
+            << "D " << D << " row " << b << " col " << k << " fd " << fd << " twin " << grad[i];
+        worst = std::max(worst, fabs(fd - grad[i]) / tol);
+      }
+  }
+  printf("worst |fd - twin|/tol %.3g\n", worst);
+}
+
+// Shared logvar: df against differences in f (row b's NLL), each dlv_row[b] against differences of row b's NLL in
+// logvar, and their sum (in row order, as the caller sums them) against differences of the summed NLL.
+TEST(KernelLikelihood, GaussianSharedGradientIsTheDerivative) {
+  const float scale = 0.5f;
+  double worst = 0;
+  for (int D : {1, 7})
+    for (float logvar : {-1.5f, 0.75f}) {
+      const int B = 3;
+      std::vector<float> f = grid_values((size_t)B * D, -0.5f, 1.5f, 1600 + D),
+                         x = grid_values((size_t)B * D, 0, 1, 1700);
+      std::vector<float> nll(B), df(f.size()), dlv(B), nll_p(B), nll_m(B);
+      gaussian_shared_nll_grad_cpu(f.data(), x.data(), &logvar, nll.data(), df.data(), dlv.data(), scale, B, D);
+      const double w = exp(-(double)logvar);
+      for (size_t i = 0; i < f.size(); i++) {
+        const int b = (int)(i / D);
+        const float saved = f[i];
+        f[i] = saved + (float)kH;
+        gaussian_shared_nll_grad_cpu(f.data(), x.data(), &logvar, nll_p.data(), nullptr, nullptr, scale, B, D);
+        f[i] = saved - (float)kH;
+        gaussian_shared_nll_grad_cpu(f.data(), x.data(), &logvar, nll_m.data(), nullptr, nullptr, scale, B, D);
+        f[i] = saved;
+        // The NLL is quadratic in f and the twin sums in double: only the float roundings of nll and df remain.
+        const double fd = scale * ((double)nll_p[b] - nll_m[b]) / (2 * kH);
+        const double tol = scale * (fabs(nll_p[b]) + fabs(nll_m[b])) * kU / (2 * kH) + 3 * kU * fabs(df[i]);
+        EXPECT_LE(fabs(fd - df[i]), tol) << "D " << D << " element " << i << " fd " << fd << " twin " << df[i];
+        worst = std::max(worst, fabs(fd - df[i]) / tol);
+      }
+      const float lv_p = logvar + (float)kH, lv_m = logvar - (float)kH;
+      gaussian_shared_nll_grad_cpu(f.data(), x.data(), &lv_p, nll_p.data(), nullptr, nullptr, scale, B, D);
+      gaussian_shared_nll_grad_cpu(f.data(), x.data(), &lv_m, nll_m.data(), nullptr, nullptr, scale, B, D);
+      double fd_sum = 0, dlv_sum = 0, tol_sum = 0;
+      for (int b = 0; b < B; b++) {
+        double S = 0;
+        for (int d = 0; d < D; d++) {
+          const double r = (double)x[(size_t)b * D + d] - f[(size_t)b * D + d];
+          S += r * r;
+        }
+        // Third derivative in lv of 0.5 w S is -0.5 w S: truncation <= h^2/12 w S e^h; nll rounds once per side.
+        const double fd = scale * ((double)nll_p[b] - nll_m[b]) / (2 * kH);
+        const double tol =
+            scale * ((fabs(nll_p[b]) + fabs(nll_m[b])) * kU / (2 * kH) + kH * kH / 12 * w * S * exp(kH)) +
+            2 * kU * fabs(dlv[b]);
+        ASSERT_LE(tol, 1e-3) << "the check would be too loose";
+        EXPECT_LE(fabs(fd - dlv[b]), tol) << "D " << D << " row " << b << " fd " << fd << " twin " << dlv[b];
+        worst = std::max(worst, fabs(fd - dlv[b]) / tol);
+        fd_sum += fd, dlv_sum += dlv[b], tol_sum += tol;
+      }
+      EXPECT_LE(fabs(fd_sum - dlv_sum), tol_sum) << "D " << D << " logvar " << logvar;
+    }
+  printf("worst |fd - twin|/tol %.3g\n", worst);
+}
+
+// NULL gradients: forward only, the loss bitwise the one computed alongside the gradient (kernels and twins); and
+// two runs of each kernel are bitwise equal.
+TEST(KernelLikelihood, LearnedVarianceNullGradientAndDeterminism) {
+  for (int D : {7, 1000}) {
+    const int B = 3;
+    const size_t n = (size_t)B * D;
+    const std::vector<float> out = make_perdim_out(B, D, 3.0f, 1800 + D), x = make_x(n, 1900 + D),
+                             f = make_uniform(n, -1.0f, 2.0f, 2000 + D);
+    const Result pw = run_perdim_gpu(out, x, 0.25f, B, D, true), pw2 = run_perdim_gpu(out, x, 0.25f, B, D, true),
+                 po = run_perdim_gpu(out, x, 0.25f, B, D, false);
+    EXPECT_TRUE(bitwise_equal(pw.nll, po.nll)) << "perdim D " << D;
+    EXPECT_TRUE(bitwise_equal(pw.nll, pw2.nll) && bitwise_equal(pw.grad, pw2.grad)) << "perdim D " << D;
+    const Result sw = run_shared_gpu(f, x, 0.4f, 0.25f, B, D, true),
+                 sw2 = run_shared_gpu(f, x, 0.4f, 0.25f, B, D, true),
+                 so = run_shared_gpu(f, x, 0.4f, 0.25f, B, D, false);
+    EXPECT_TRUE(bitwise_equal(sw.nll, so.nll)) << "shared D " << D;
+    EXPECT_TRUE(bitwise_equal(sw.nll, sw2.nll) && bitwise_equal(sw.grad, sw2.grad)) << "shared D " << D;
+
+    std::vector<float> a(B), b(B), g(out.size()), dlv(B);
+    const float logvar = 0.4f;
+    gaussian_perdim_nll_grad_cpu(out.data(), x.data(), a.data(), g.data(), 0.25f, B, D);
+    gaussian_perdim_nll_grad_cpu(out.data(), x.data(), b.data(), nullptr, 0.25f, B, D);
+    EXPECT_TRUE(bitwise_equal(a, b)) << "perdim twin D " << D;
+    gaussian_shared_nll_grad_cpu(f.data(), x.data(), &logvar, a.data(), g.data(), dlv.data(), 0.25f, B, D);
+    gaussian_shared_nll_grad_cpu(f.data(), x.data(), &logvar, b.data(), nullptr, nullptr, 0.25f, B, D);
+    EXPECT_TRUE(bitwise_equal(a, b)) << "shared twin D " << D;
+  }
+}
+
+TEST(KernelLikelihood, LearnedVarianceInvalidArguments) {
+  DevBuf a(16), x(8), lv(1), nll(2), g(16), dlv(2);
+  const cudaError_t inval = cudaErrorInvalidValue;
+  EXPECT_EQ(inval, gaussian_perdim_nll_grad_cuda(a.p, x.p, nll.p, g.p, 1.0f, 0, 4, 0));
+  EXPECT_EQ(inval, gaussian_perdim_nll_grad_cuda(a.p, x.p, nll.p, g.p, 1.0f, 2, 0, 0));
+  EXPECT_EQ(inval, gaussian_perdim_nll_grad_cuda(a.p, x.p, nll.p, g.p, 1.0f, -1, 4, 0));
+  EXPECT_EQ(inval, gaussian_perdim_nll_grad_cuda(nullptr, x.p, nll.p, g.p, 1.0f, 2, 4, 0));
+  EXPECT_EQ(inval, gaussian_perdim_nll_grad_cuda(a.p, nullptr, nll.p, g.p, 1.0f, 2, 4, 0));
+  EXPECT_EQ(inval, gaussian_perdim_nll_grad_cuda(a.p, x.p, nullptr, g.p, 1.0f, 2, 4, 0));
+  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, x.p, lv.p, nll.p, g.p, dlv.p, 1.0f, 0, 4, 0));
+  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, x.p, lv.p, nll.p, g.p, dlv.p, 1.0f, 2, -4, 0));
+  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(nullptr, x.p, lv.p, nll.p, g.p, dlv.p, 1.0f, 2, 4, 0));
+  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, nullptr, lv.p, nll.p, g.p, dlv.p, 1.0f, 2, 4, 0));
+  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, x.p, nullptr, nll.p, g.p, dlv.p, 1.0f, 2, 4, 0));
+  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, x.p, lv.p, nullptr, g.p, dlv.p, 1.0f, 2, 4, 0));
+  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, x.p, lv.p, nll.p, g.p, nullptr, 1.0f, 2, 4, 0));  // one of two
+  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, x.p, lv.p, nll.p, nullptr, dlv.p, 1.0f, 2, 4, 0));
+  EXPECT_EQ(cudaSuccess, cudaGetLastError());  // nothing was launched
+}
+
+// Both learned-variance launchers captured into one graph; two replays equal an eager run bitwise.
+TEST(KernelLikelihood, LearnedVarianceGraphReplayEqualsEager) {
+  const int B = 128, D = 784;
+  const size_t n = (size_t)B * D;
+  const std::vector<float> out = make_perdim_out(B, D, 3.0f, 2100), x = make_x(n, 2101),
+                           f = make_uniform(n, -1.0f, 2.0f, 2102);
+  const float logvar = -0.7f;
+  const Result perdim = run_perdim_gpu(out, x, 1.0f / B, B, D, true);
+  const Result shared = run_shared_gpu(f, x, logvar, 1.0f / B, B, D, true);
+  DevBuf d_out(out), d_x(x), d_f(f), d_lv(std::vector<float>{logvar}), nll_p(B), grad_p(2 * n), nll_s(B), df_s(n),
+      dlv_s(B);
+  cudaStream_t stream;
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaSuccess, cudaStreamCreate(&stream));
+  ASSERT_EQ(cudaSuccess, cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  ASSERT_EQ(cudaSuccess, gaussian_perdim_nll_grad_cuda(d_out.p, d_x.p, nll_p.p, grad_p.p, 1.0f / B, B, D, stream));
+  ASSERT_EQ(cudaSuccess,
+            gaussian_shared_nll_grad_cuda(d_f.p, d_x.p, d_lv.p, nll_s.p, df_s.p, dlv_s.p, 1.0f / B, B, D, stream));
+  ASSERT_EQ(cudaSuccess, cudaStreamEndCapture(stream, &graph));
+  ASSERT_EQ(cudaSuccess, cudaGraphInstantiate(&exec, graph, 0));
+  for (int replay = 0; replay < 2; replay++) {
+    for (DevBuf *buf : {&nll_p, &grad_p, &nll_s, &df_s, &dlv_s})
+      ASSERT_EQ(cudaSuccess, cudaMemsetAsync(buf->p, 0, buf->n * sizeof(float), stream));
+    ASSERT_EQ(cudaSuccess, cudaGraphLaunch(exec, stream));
+    ASSERT_EQ(cudaSuccess, cudaStreamSynchronize(stream));
+    std::vector<float> shared_grad = df_s.get();
+    const std::vector<float> dlv = dlv_s.get();
+    shared_grad.insert(shared_grad.end(), dlv.begin(), dlv.end());
+    EXPECT_TRUE(bitwise_equal(perdim.nll, nll_p.get())) << "replay " << replay;
+    EXPECT_TRUE(bitwise_equal(perdim.grad, grad_p.get())) << "replay " << replay;
+    EXPECT_TRUE(bitwise_equal(shared.nll, nll_s.get())) << "replay " << replay;
+    EXPECT_TRUE(bitwise_equal(shared.grad, shared_grad)) << "replay " << replay;
   }
   EXPECT_EQ(cudaSuccess, cudaGraphExecDestroy(exec));
   EXPECT_EQ(cudaSuccess, cudaGraphDestroy(graph));

@@ -19,7 +19,7 @@ namespace {
 constexpr int kCap = 4;
 
 struct Guard {
-  DeviceVec<float> sums{3}, ring{3 * kCap};
+  DeviceVec<float> sums{CUVAE_STEP_SUMS}, ring{CUVAE_STEP_SUMS * kCap};
   DeviceVec<int64_t> step{1}, flags{2};
   Guard() {
     flags.zero();
@@ -27,7 +27,7 @@ struct Guard {
   }
   // One guarded step with these sums: the guard, then Adam's prologue (which advances the step counter).
   void run(float nll, float kl, float g2, DeviceVec<float> &scalars) {
-    sums.put({nll, kl, g2});
+    sums.put({nll, kl, g2, 0.5f});
     ASSERT_EQ(cudaSuccess, step_guard_cuda(sums.p, step.p, flags.p, ring.p, kCap, 0));
     ASSERT_EQ(cudaSuccess, adam_prepare_cuda(sums.p + 2, step.p, 0.0f, 0.9f, 0.999f, scalars.p, flags.p, 0));
     ASSERT_EQ(cudaSuccess, cudaDeviceSynchronize());
@@ -48,8 +48,9 @@ TEST(StepGuard, RecordsSumsAndHaltsAtTheFirstNonFiniteStep) {
   EXPECT_EQ(ring[0], 1.0f);
   EXPECT_EQ(ring[1], 2.0f);
   EXPECT_EQ(ring[2], 4.0f);
-  EXPECT_TRUE(isinf(ring[3]));
-  EXPECT_TRUE(isnan(ring[6]) && isnan(ring[7]) && isnan(ring[8]));
+  EXPECT_EQ(ring[3], 0.5f);
+  EXPECT_TRUE(isinf(ring[4]));
+  EXPECT_TRUE(isnan(ring[8]) && isnan(ring[9]) && isnan(ring[10]) && isnan(ring[11]));
 }
 
 TEST(StepGuard, NonFiniteGradientHaltsToo) {

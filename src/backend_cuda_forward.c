@@ -1,0 +1,128 @@
+/* The CUDA backend's forward pass (src/backend_cuda.c holds the backward pass, the step and the state): the twin of
+ * cuvae_cpu_latent_objective_grad's forward half in src/cpu/vae_cpu.c, kernel for kernel, for every objective of
+ * the model family (elbo with L samples and analytic or sampled KL, iwae, ae) and every decoder likelihood. */
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <curand.h>
+
+#include "backend.h"
+#include "backend_cuda_internal.h"
+#include "cuda_check.h"
+#include "cuvae/error.h"
+#include "cuvae/rng.h"
+#include "cuvae_kernels.h"
+
+int cuda_noise_fill(cuda_backend *be, dev_noise *g, uint64_t offset, size_t n, float *dst, int uniform) {
+  const size_t len = (size_t)cuvae_noise_stride(n);  /* whole Philox blocks, as the CPU stream draws */
+  if (!g->pos_known || g->pos != offset) {
+    g->pos_known = 0;
+    CURAND_CHECK(curandSetGeneratorOffset(g->gen, offset));
+  }
+  if (uniform)
+    CURAND_CHECK(curandGenerateUniform(g->gen, dst, len));
+  else
+    CURAND_CHECK(curandGenerateNormal(g->gen, dst, len, 0.0f, 1.0f));
+  g->pos = offset + len;
+  g->pos_known = 1;
+  (void)be;
+  return 0;
+}
+
+int cuda_noise_draw(cuda_backend *be, dev_noise *g, uint64_t offset, size_t n) {
+  return cuda_noise_fill(be, g, offset, n, be->eps, 0);
+}
+
+/* y[B, out] = act(x W^T + b). */
+int cuda_dense_forward(cuda_backend *be, const cuvae_layer *l, const float *x, float *y, int B) {
+  const float one = 1.0f, zero = 0.0f;
+  CUBLAS_CHECK(cublasSgemm(be->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)l->out, B, (int)l->in, &one,
+                           be->params + l->w, (int)l->in, x, (int)l->in, &zero, y, (int)l->out));
+  CU_CHECK(bias_act_forward_cuda(y, be->params + l->b, B, (int)l->out, l->act, be->stream));
+  return 0;
+}
+
+int cuda_decoder_nll(cuda_backend *be, const float *y, const float *x, float *nll_row, float *dy, float *dlv_row,
+                     float scale, int N) {
+  const cuvae_model *m = be->model;
+  const int D = (int)m->input_dim;
+  if (m->likelihood == CUVAE_LIK_BERNOULLI)
+    CU_CHECK(bernoulli_nll_grad_cuda(y, x, nll_row, dy, scale, N, D, be->stream));
+  else if (m->variance == CUVAE_VAR_LEARNED_SHARED)
+    CU_CHECK(gaussian_shared_nll_grad_cuda(y, x, be->params + m->logvar, nll_row, dy, dy ? dlv_row : NULL, scale, N,
+                                           D, be->stream));
+  else if (m->variance == CUVAE_VAR_LEARNED_PER_DIM)
+    CU_CHECK(gaussian_perdim_nll_grad_cuda(y, x, nll_row, dy, scale, N, D, be->stream));
+  else
+    CU_CHECK(gaussian_nll_grad_cuda(y, x, m->sigma, nll_row, dy, scale, N, D, be->stream));
+  return 0;
+}
+
+int cuda_vae_forward(cuda_backend *be, const float *x_in, const float *x, int B, const cuvae_objective_spec *spec,
+                     int want_grad) {
+  const cuvae_model *m = be->model;
+  const int Z = (int)m->latent, D = (int)m->input_dim, L = spec->samples, N = B * L;
+  const int ae = spec->objective == CUVAE_OBJ_AE, sampled = cuvae_objective_sampled(spec);
+  const float *in = x_in;
+  for (int i = 0; i < m->n_enc; i++) {
+    if (cuda_dense_forward(be, &m->enc[i], in, be->enc_out[i], B)) return -1;
+    in = be->enc_out[i];
+  }
+  const float *mulv = be->enc_out[m->n_enc - 1];
+  /* z: the mean (ae); else z_s = mu + exp(0.5 lv) eps_s, the closed-form KL from the first sample's pass. */
+  if (ae)
+    CU_CHECK(latent_mean_forward_cuda(mulv, be->z, B, Z, be->stream));
+  else if (sampled)
+    CU_CHECK(iwae_reparam_cuda(mulv, be->eps, be->z, B, L, Z, be->stream));
+  else {
+    CU_CHECK(reparam_kl_forward_cuda(mulv, be->eps, be->z, be->kl_row, B, Z, be->stream));
+    if (L > 1)
+      CU_CHECK(iwae_reparam_cuda(mulv, be->eps + (size_t)B * Z, be->z + (size_t)B * Z, B, L - 1, Z, be->stream));
+  }
+  in = be->z;
+  for (int i = 0; i < m->n_dec; i++) {
+    if (cuda_dense_forward(be, &m->dec[i], in, be->dec_out[i], N)) return -1;
+    in = be->dec_out[i];
+  }
+  const float *dec_y = be->dec_out[m->n_dec - 1];
+  const int out_cols = (int)m->dec[m->n_dec - 1].out;
+  if (L > 1) {
+    CU_CHECK(iwae_replicate_cuda(x, be->x_rep, B, L, D, be->stream));
+    x = be->x_rep;
+  }
+  float *dy = want_grad ? be->grad_a : NULL;
+  if (ae)
+    CU_CHECK(squared_error_grad_cuda(dec_y, x, m->likelihood == CUVAE_LIK_BERNOULLI, be->nll_row, dy,
+                                     1.0f / (float)B, B, D, be->stream));
+  else if (cuda_decoder_nll(be, dec_y, x, be->nll_row, dy, be->dlv_row, sampled ? 1.0f : 1.0f / (float)N, N))
+    return -1;
+  if (sampled) {
+    CU_CHECK(objective_weights_cuda(mulv, be->eps, be->z, be->nll_row, B, L, Z, spec->objective == CUVAE_OBJ_IWAE,
+                                    be->beta_t, 1.0f / (float)B, be->kl_s, be->weight, be->row_obj, be->stream));
+    if (dy) {
+      CU_CHECK(scale_rows_cuda(dy, be->weight, N, out_cols, be->stream));
+      if (m->variance == CUVAE_VAR_LEARNED_SHARED) CU_CHECK(scale_rows_cuda(be->dlv_row, be->weight, N, 1, be->stream));
+    }
+  }
+  /* sums: [0] NLL (or squared error) over the N rows, [1] KL (closed form over B rows, or sampled over N),
+   * [3] the per-row objective of the sampled objectives; zeros where a term does not exist. */
+  CU_CHECK(sum_cuda(be->nll_row, N, be->sums + 0, be->stream));
+  if (ae)
+    CU_CHECK(cudaMemsetAsync(be->sums + 1, 0, sizeof(float), be->stream));
+  else
+    CU_CHECK(sum_cuda(sampled ? be->kl_s : be->kl_row, sampled ? N : B, be->sums + 1, be->stream));
+  if (sampled)
+    CU_CHECK(sum_cuda(be->row_obj, B, be->sums + 3, be->stream));
+  else
+    CU_CHECK(cudaMemsetAsync(be->sums + 3, 0, sizeof(float), be->stream));
+  return 0;
+}
+
+void cuda_loss_from_sums(const cuvae_objective_spec *spec, const float *sums, int B, cuvae_loss *out) {
+  const int N = B * spec->samples, sampled = cuvae_objective_sampled(spec);
+  out->recon = (double)sums[0] / N;
+  out->kl = (double)sums[1] / (sampled ? N : B);
+  out->nelbo = out->recon + out->kl;
+  out->objective = spec->objective == CUVAE_OBJ_AE ? out->recon
+                   : sampled                        ? (double)sums[3] / B
+                                                    : out->recon + spec->beta * out->kl;
+}

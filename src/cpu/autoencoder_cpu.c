@@ -1,0 +1,69 @@
+/* The autoencoder's fused pieces (MATH.md section 6, objective = ae): the squared reconstruction error with its
+ * gradient, and the deterministic encoder that takes z = mu. CPU twin of kernels/autoencoder.cu. */
+#include <math.h>
+#include <string.h>
+
+#include "cuvae/cpu.h"
+#include "parallel.h"
+#include "simd_math.h"
+
+enum { ROW_CHUNK = 256 };  /* per-element squared errors are summed in double one chunk at a time */
+
+/* One row of the reconstruction error, xhat = sigmoid(out) (sigmoid_out) or out:
+ *   err = sum_d (x_d - xhat_d)^2;  d err / d out_d = 2 (xhat_d - x_d) * (sigmoid_out ? xhat_d (1 - xhat_d) : 1).
+ * sigmoid(l) in the stable form of the Bernoulli decoder, with e = exp(-|l|): 1 / (1 + e) for l >= 0, else
+ * e / (1 + e). The float expressions are those of the CUDA kernel; the chunk's squares are added in double in index
+ * order. g (may be NULL) receives scale * the gradient. Returns the row's error. */
+CUVAE_VECTOR_CLONES
+static double squared_error_row(const float *restrict out, const float *restrict x, int sigmoid_out,
+                                float *restrict g, float scale, int D) {
+  const float two_scale = 2.0f * scale;
+  float sq[ROW_CHUNK];
+  double err = 0.0;
+  for (int d0 = 0; d0 < D; d0 += ROW_CHUNK) {
+    const int n = D - d0 < ROW_CHUNK ? D - d0 : ROW_CHUNK;
+    const float *oc = out + d0, *xc = x + d0;
+    float *gc = g ? g + d0 : NULL;
+    if (sigmoid_out) {
+      CUVAE_SIMD
+      for (int d = 0; d < n; d++) {
+        const float e = expf(-fabsf(oc[d]));
+        const float xhat = (oc[d] >= 0.0f ? 1.0f : e) / (1.0f + e), r = xhat - xc[d];
+        sq[d] = r * r;
+        if (gc) gc[d] = two_scale * r * (xhat * (1.0f - xhat));
+      }
+    } else {
+      for (int d = 0; d < n; d++) {
+        const float r = oc[d] - xc[d];
+        sq[d] = r * r;
+        if (gc) gc[d] = two_scale * r;
+      }
+    }
+    for (int d = 0; d < n; d++) err += sq[d];
+  }
+  return err;
+}
+
+void squared_error_grad_cpu(const float *out, const float *x, int sigmoid_out, float *err_row, float *dout,
+                            float scale, int B, int D) {
+  CUVAE_PARALLEL_FOR((size_t)B * D)
+  for (int b = 0; b < B; b++)
+    err_row[b] = (float)squared_error_row(out + (size_t)b * D, x + (size_t)b * D, sigmoid_out,
+                                          dout ? dout + (size_t)b * D : NULL, scale, D);
+}
+
+/* Deterministic encoder: z_b = mu_b, the first Z of the row's 2Z columns [mu | lv] (lv is unused). */
+void latent_mean_forward_cpu(const float *mulv, float *z, int B, int Z) {
+  CUVAE_PARALLEL_FOR((size_t)B * Z)
+  for (int b = 0; b < B; b++) memcpy(z + (size_t)b * Z, mulv + (size_t)b * 2 * Z, (size_t)Z * sizeof(float));
+}
+
+/* Its backward: dL/dmu = dL/dz, dL/dlv = 0 (lv does not reach the loss). */
+void latent_mean_backward_cpu(const float *dz, float *dmulv, int B, int Z) {
+  CUVAE_PARALLEL_FOR((size_t)B * Z)
+  for (int b = 0; b < B; b++) {
+    float *row = dmulv + (size_t)b * 2 * Z;
+    memcpy(row, dz + (size_t)b * Z, (size_t)Z * sizeof(float));
+    memset(row + Z, 0, (size_t)Z * sizeof(float));
+  }
+}

@@ -1,0 +1,23 @@
+/* Data noise (MATH.md section 4, dynamic binarization; section 6, the denoising autoencoder's corruption), applied to
+ * a batch with noise drawn beforehand (include/cuvae/rng.h names the streams). CPU twin of kernels/data_noise.cu.
+ * Elementwise; out may equal x (in place), so no pointer is restrict. */
+#include "cuvae/cpu.h"
+#include "parallel.h"
+
+/* x'_i ~ Bernoulli(x_i) from u_i ~ U(0, 1]: out = [u <= x], so P(out = 1) = x for x in [0, 1]. */
+void binarize_cpu(const float *x, const float *u, float *out, size_t n) {
+  CUVAE_PARALLEL_FOR(n)
+  for (size_t i = 0; i < n; i++) out[i] = u[i] <= x[i] ? 1.0f : 0.0f;
+}
+
+/* Gaussian corruption: x~ = x + std * noise, noise ~ N(0, 1). */
+void corrupt_gaussian_cpu(const float *x, const float *noise, float std, float *out, size_t n) {
+  CUVAE_PARALLEL_FOR(n)
+  for (size_t i = 0; i < n; i++) out[i] = x[i] + std * noise[i];
+}
+
+/* Masking: each element is zeroed with probability p (u ~ U(0, 1]: u <= p), kept otherwise. */
+void corrupt_mask_cpu(const float *x, const float *u, float p, float *out, size_t n) {
+  CUVAE_PARALLEL_FOR(n)
+  for (size_t i = 0; i < n; i++) out[i] = u[i] <= p ? 0.0f : x[i];
+}

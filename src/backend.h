@@ -37,7 +37,8 @@ struct cuvae_backend {
    * a step's loss or gradient was not finite it fails with a message naming that step; the state is then the
    * state before that step (it and every later pending step were not applied), and nothing is pending. */
   int (*collect)(cuvae_backend *be, cuvae_step_result *out, int *n);
-  /* Mean negative ELBO over all of ds, batches of `batch` rows, evaluation noise stream. */
+  /* Mean negative ELBO over all of ds, batches of `batch` rows, evaluation noise stream (a conditional model reads
+   * ds->labels, as train_step reads the training set's). */
   int (*evaluate)(cuvae_backend *be, const cuvae_dataset *ds, int batch, cuvae_loss *out);
   /* Copy the state out / in (host arrays of n_params floats; m, v may be NULL on read of params only). */
   int (*get_state)(cuvae_backend *be, float *params, float *adam_m, float *adam_v);
@@ -46,9 +47,10 @@ struct cuvae_backend {
   int (*get_grad)(cuvae_backend *be, float *grad);
   /* Inference on n host rows (any n >= 1; the backend works through them in batches of its max batch):
    * encode: x[n][D] -> mulv[n][2Z] = (mu | lv) of q(z|x);
-   * decode: z[n][Z] -> mean[n][D], the decoder's mean (sigmoid of the logits for Bernoulli, f for Gaussian). */
-  int (*encode)(cuvae_backend *be, const float *x, size_t n, float *mulv);
-  int (*decode)(cuvae_backend *be, const float *z, size_t n, float *mean);
+   * decode: z[n][Z] -> mean[n][D], the decoder's mean (sigmoid of the logits for Bernoulli, f for Gaussian).
+   * labels[n]: each row's class for a conditional model (required there, in [0, classes)); NULL otherwise. */
+  int (*encode)(cuvae_backend *be, const float *x, const int32_t *labels, size_t n, float *mulv);
+  int (*decode)(cuvae_backend *be, const float *z, const int32_t *labels, size_t n, float *mean);
   /* Importance-weighted log p(x) estimate per row of ds (MATH.md section 5) with K samples from q(z|x):
    * log_px[i] = logsumexp_k(log p(x_i | z_k) + log p(z_k) - log q(z_k | x_i)) - log K, from the evaluation noise
    * stream; rows processed `batch` at a time and the K samples in chunks, so K = 5000 fits in memory. */
@@ -56,6 +58,9 @@ struct cuvae_backend {
   void (*destroy)(cuvae_backend *be);
 };
 
+/* Checks the labels a conditional model reads: present and in [0, classes) (what: for the message). 0 when the
+ * model is not conditional. */
+int cuvae_backend_check_labels(const cuvae_model *m, const int32_t *labels, size_t n, const char *what);
 /* How many steps a backend lets pend between collects for this config (its log interval, bounded). */
 int cuvae_backend_max_pending(const cuvae_config *cfg);
 /* One step, synchronously: train_step then collect (tests and tools that want each step's result at once). */

@@ -17,3 +17,13 @@ int cuvae_backend_step(cuvae_backend *be, const uint32_t *rows, int B, int64_t s
   *out = res[0];
   return 0;
 }
+
+int cuvae_backend_check_labels(const cuvae_model *m, const int32_t *labels, size_t n, const char *what) {
+  if (!m->cond) return 0;
+  if (!labels) return cuvae_error("%s: the model is conditional ([model] conditional = true) and needs labels", what);
+  for (size_t i = 0; i < n; i++)
+    if (labels[i] < 0 || (size_t)labels[i] >= m->cond)
+      return cuvae_error("%s: label %d of row %zu is outside 0..%zu ([model] classes = %zu)", what, (int)labels[i], i,
+                         m->cond - 1, m->cond);
+  return 0;
+}

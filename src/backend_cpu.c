@@ -61,7 +61,8 @@ static int cpu_train_step(cuvae_backend *base, const uint32_t *rows, int B, int6
   if (spec.objective != CUVAE_OBJ_AE &&
       cuvae_noise_normal(be->train_noise, (uint64_t)step * cuvae_noise_stride(nz), be->eps, nz))
     return -1;
-  const cuvae_cpu_batch batch = {B, be->x_batch, x_in, be->eps};
+  if (m->cond) gather_labels_cpu(be->train->labels, rows, be->labels, B);
+  const cuvae_cpu_batch batch = {B, be->x_batch, x_in, be->eps, m->cond ? be->labels : NULL};
   if (cuvae_cpu_objective_grad(m, be->ws, be->params, &batch, &spec, be->grad, &out->loss)) return -1;
   out->grad_norm = grad_norm_cpu(be->grad, m->n_params);
   if (!isfinite(out->loss.objective) || !isfinite(out->loss.nelbo) || !isfinite(out->grad_norm)) {
@@ -105,6 +106,7 @@ static int cpu_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch,
   cpu_backend *be = (cpu_backend *)base;
   const cuvae_model *m = be->model;
   if (batch > be->max_batch) batch = be->max_batch;
+  if (cuvae_backend_check_labels(m, ds->labels, ds->n, "evaluate")) return -1;
   cuvae_objective_spec spec;
   cuvae_objective_for_eval(be->cfg, &spec);
   double recon = 0.0, kl = 0.0;
@@ -115,7 +117,7 @@ static int cpu_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch,
     /* Every evaluation batch k draws at offset k * stride(batch * Z), whatever its own length. */
     const uint64_t offset = (uint64_t)k * cuvae_noise_stride((size_t)batch * m->latent);
     if (spec.objective != CUVAE_OBJ_AE && cuvae_noise_normal(be->eval_noise, offset, be->eps, nz)) return -1;
-    const cuvae_cpu_batch b = {B, ds->x + start * ds->dim, NULL, be->eps};
+    const cuvae_cpu_batch b = {B, ds->x + start * ds->dim, NULL, be->eps, m->cond ? ds->labels + start : NULL};
     cuvae_loss l;
     if (cuvae_cpu_objective_grad(m, be->ws, be->params, &b, &spec, NULL, &l)) return -1;
     recon += l.recon * B;
@@ -157,6 +159,7 @@ static void cpu_destroy(cuvae_backend *base) {
   free(be->eps);
   free(be->x_in);
   free(be->data_u);
+  free(be->labels);
   free(be->pending);
   cuvae_cpu_ws_destroy(be->ws);
   cuvae_noise_destroy(be->train_noise);
@@ -211,8 +214,9 @@ cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config
   const size_t nx = B * m->input_dim;
   be->x_in = malloc(nx * sizeof(float));
   be->data_u = malloc((size_t)cuvae_noise_stride(nx) * sizeof(float));
+  be->labels = malloc(B * sizeof(int32_t));
   if (!be->pending || !be->params || !be->grad || !be->adam_m || !be->adam_v || !be->x_batch || !be->eps ||
-      !be->x_in || !be->data_u) {
+      !be->x_in || !be->data_u || !be->labels) {
     cpu_destroy(&be->base);
     cuvae_error("out of memory: the model needs %zu parameters x 4 buffers", n);
     return NULL;
@@ -222,6 +226,10 @@ cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config
 #ifdef _OPENMP
     omp_set_num_threads(cfg->threads);  /* the fused loops of src/cpu/ (and OpenBLAS's OpenMP build) */
 #endif
+  }
+  if (train && cuvae_backend_check_labels(m, train->labels, train->n, "training set")) {
+    cpu_destroy(&be->base);
+    return NULL;
   }
   be->ws = cuvae_cpu_ws_create(m, be->max_batch);
   be->train_noise = be->ws ? cuvae_noise_create(cfg->seed) : NULL;

@@ -31,46 +31,31 @@ static int check_args(const char *what, const void *in, size_t n, const void *ou
   return 0;
 }
 
-int cpu_encode(cuvae_backend *base, const float *x, size_t n, float *mulv) {
+int cpu_encode(cuvae_backend *base, const float *x, const int32_t *labels, size_t n, float *mulv) {
   cpu_backend *be = (cpu_backend *)base;
   const cuvae_model *m = be->model;
-  if (check_args("encode", x, n, mulv)) return -1;
+  if (check_args("encode", x, n, mulv) || cuvae_backend_check_labels(m, labels, n, "encode")) return -1;
   const size_t D = m->input_dim, Z2 = 2 * m->latent, Bmax = (size_t)be->max_batch;
   for (size_t start = 0; start < n; start += Bmax) {
     const int B = (int)(n - start < Bmax ? n - start : Bmax);
-    const float *out = cuvae_cpu_encode(m, be->ws, be->params, x + start * D, B);
+    const float *out = cuvae_cpu_encode(m, be->ws, be->params, x + start * D, m->cond ? labels + start : NULL, B);
     memcpy(mulv + start * Z2, out, (size_t)B * Z2 * sizeof(float));
   }
   return 0;
 }
 
-int cpu_decode(cuvae_backend *base, const float *z, size_t n, float *mean) {
+int cpu_decode(cuvae_backend *base, const float *z, const int32_t *labels, size_t n, float *mean) {
   cpu_backend *be = (cpu_backend *)base;
   const cuvae_model *m = be->model;
-  if (check_args("decode", z, n, mean)) return -1;
+  if (check_args("decode", z, n, mean) || cuvae_backend_check_labels(m, labels, n, "decode")) return -1;
   const size_t D = m->input_dim, Z = m->latent, Bmax = (size_t)be->max_batch;
-  /* Hidden activations ping-pong between two buffers; the last layer writes straight into mean. */
-  /* The last layer writes straight into mean, except with per-dim variances (rows [mean | lv] of 2D): then into
-   * the buffers too, and the means are copied out. */
-  const size_t out_cols = m->dec[m->n_dec - 1].out;
-  size_t widest = out_cols == D ? 1 : out_cols;
-  for (int i = 0; i + 1 < m->n_dec; i++)
-    if (m->dec[i].out > widest) widest = m->dec[i].out;
-  float *buf = malloc(2 * Bmax * widest * sizeof(float));
-  if (!buf) return cuvae_error("decode: out of memory for %zu x %zu activations", Bmax, widest);
+  /* The output rows are D wide, or 2D ([mean | lv]) with per-dim variances: the means are their first D. */
+  const size_t cols = m->dec[m->n_dec - 1].out;
   for (size_t start = 0; start < n; start += Bmax) {
     const int B = (int)(n - start < Bmax ? n - start : Bmax);
-    const float *in = z + start * Z;
-    for (int i = 0; i < m->n_dec; i++) {
-      const cuvae_layer *l = &m->dec[i];
-      float *y = i + 1 == m->n_dec && out_cols == D ? mean + start * D : buf + (size_t)(i % 2) * Bmax * widest;
-      dense_forward_cpu(in, be->params + l->w, be->params + l->b, y, B, (int)l->in, (int)l->out, l->act);
-      in = y;
-    }
-    if (out_cols != D)
-      for (int b = 0; b < B; b++) memcpy(mean + (start + (size_t)b) * D, in + (size_t)b * out_cols, D * sizeof(float));
+    const float *y = cuvae_cpu_decode(m, be->ws, be->params, z + start * Z, m->cond ? labels + start : NULL, B);
+    for (int b = 0; b < B; b++) memcpy(mean + (start + (size_t)b) * D, y + (size_t)b * cols, D * sizeof(float));
   }
   cuvae_decoder_mean_host(m, mean, n * D);
-  free(buf);
   return 0;
 }

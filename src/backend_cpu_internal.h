@@ -15,7 +15,8 @@ typedef struct cpu_backend {
   const cuvae_dataset *train;
   float *params, *grad, *adam_m, *adam_v;
   float *x_batch, *eps;        /* [max_batch, D], [max_batch * samples, Z] */
-  float *x_in, *data_u;        /* [batch_size, D]: the corrupted encoder input; the step's data noise */
+  float *x_in, *data_u;        /* [max_batch, D]: the corrupted encoder input; the step's data noise */
+  int32_t *labels;             /* [max_batch]: the step's labels (conditional model) */
   int max_batch;
   cuvae_cpu_ws *ws;
   cuvae_noise *train_noise, *eval_noise, *data_noise;
@@ -26,8 +27,8 @@ typedef struct cpu_backend {
 } cpu_backend;
 
 /* The vtable entries of src/backend.h implemented outside backend_cpu.c. */
-int cpu_encode(cuvae_backend *be, const float *x, size_t n, float *mulv);
-int cpu_decode(cuvae_backend *be, const float *z, size_t n, float *mean);
+int cpu_encode(cuvae_backend *be, const float *x, const int32_t *labels, size_t n, float *mulv);
+int cpu_decode(cuvae_backend *be, const float *z, const int32_t *labels, size_t n, float *mean);
 int cpu_iwae(cuvae_backend *be, const cuvae_dataset *ds, int K, int batch, double *log_px);
 
 #endif

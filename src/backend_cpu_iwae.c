@@ -30,6 +30,7 @@ int cpu_iwae(cuvae_backend *base, const cuvae_dataset *ds, int K, int batch, dou
   if (ds->dim != m->input_dim)
     return cuvae_error("IWAE: the data has %zu features, the model %zu", ds->dim, m->input_dim);
   if (ds->n == 0) return 0;
+  if (cuvae_backend_check_labels(m, ds->labels, ds->n, "IWAE")) return -1;
   cuvae_iwae_plan plan;
   if (cuvae_iwae_plan_make(K, batch, be->max_batch, &plan)) return -1;
 
@@ -39,17 +40,19 @@ int cpu_iwae(cuvae_backend *base, const cuvae_dataset *ds, int K, int batch, dou
     if (m->dec[i].out > widest) widest = m->dec[i].out;
   float *act[2] = {malloc(rows_max * widest * sizeof(float)), malloc(rows_max * widest * sizeof(float))};
   float *z = malloc(rows_max * (size_t)Z * sizeof(float));
+  float *zy = m->cond ? malloc(rows_max * ((size_t)Z + m->cond) * sizeof(float)) : NULL;  /* conditional: [z | y] */
   float *nll = malloc(rows_max * sizeof(float));
   double *state = malloc(2 * (size_t)plan.rows * sizeof(double));
   int rc = 0;
-  if (!act[0] || !act[1] || !z || !nll || !state)
+  if (!act[0] || !act[1] || !z || !nll || !state || (m->cond && !zy))
     rc = cuvae_error("out of memory for IWAE (decoder batch of %zu rows)", rows_max);
 
   const size_t n_draw = rows_max * (size_t)Z;  /* every draw's length (see the file comment) */
   int64_t pass = 0;
   for (size_t start = 0; rc == 0 && start < ds->n; start += (size_t)plan.rows, pass++) {
     const int R = (int)(ds->n - start < (size_t)plan.rows ? ds->n - start : (size_t)plan.rows);
-    const float *mulv = cuvae_cpu_encode(m, be->ws, be->params, ds->x + start * ds->dim, R);
+    const int32_t *labels = m->cond ? ds->labels + start : NULL;
+    const float *mulv = cuvae_cpu_encode(m, be->ws, be->params, ds->x + start * ds->dim, labels, R);
     /* The targets for a full chunk; a shorter last chunk uses the first R * C_c rows (sample-major layout). */
     iwae_replicate_cpu(ds->x + start * ds->dim, be->x_batch, R, plan.chunk, D);
     for (int c = 0; c < plan.n_chunks; c++) {
@@ -61,6 +64,10 @@ int cpu_iwae(cuvae_backend *base, const cuvae_dataset *ds, int K, int batch, dou
       }
       iwae_reparam_cpu(mulv, be->eps, z, R, C, Z);
       const float *in = z;
+      if (m->cond) {  /* [z | onehot(y)], the label of batch row s*R + r being row r's */
+        concat_onehot_cpu(z, Z, labels, R, (int)m->cond, zy, B);
+        in = zy;
+      }
       for (int i = 0; i < m->n_dec; i++) {
         const cuvae_layer *l = &m->dec[i];
         dense_forward_cpu(in, be->params + l->w, be->params + l->b, act[i % 2], B, (int)l->in, (int)l->out, l->act);
@@ -75,6 +82,7 @@ int cpu_iwae(cuvae_backend *base, const cuvae_dataset *ds, int K, int batch, dou
   free(act[0]);
   free(act[1]);
   free(z);
+  free(zy);
   free(nll);
   free(state);
   return rc;

@@ -73,6 +73,7 @@ static int step_body(cuda_backend *be, int B) {
   const int ae = spec->objective == CUVAE_OBJ_AE, sampled = cuvae_objective_sampled(spec);
   CU_CHECK(beta_schedule_cuda(be->step, c->beta, c->beta_warmup_steps, be->beta_t, be->stream));
   CU_CHECK(gather_rows_cuda(be->train_x, be->rows, be->x, B, (int)m->input_dim, be->stream));
+  if (m->cond) CU_CHECK(gather_labels_cuda(be->train_labels, be->rows, be->labels, B, be->stream));
   /* Data noise drawn before the launch (include/cuvae/rng.h): binarize the targets, corrupt the encoder input. */
   if (c->binarize == CUVAE_BINARIZE_DYNAMIC) CU_CHECK(binarize_cuda(be->x, be->data_u, be->x, nx, be->stream));
   const float *x_in = be->x;
@@ -81,17 +82,20 @@ static int step_body(cuda_backend *be, int B) {
   if (c->corrupt.kind == CUVAE_CORRUPT_MASK)
     CU_CHECK(corrupt_mask_cuda(be->x, be->data_v, c->corrupt.level, be->x_in, nx, be->stream));
   if (c->corrupt.kind != CUVAE_CORRUPT_NONE) x_in = be->x_in;
-  if (cuda_vae_forward(be, x_in, be->x, B, spec, 1)) return -1;
+  if (cuda_vae_forward(be, x_in, be->x, be->labels, B, spec, 1)) return -1;
   /* Backward: the shared log-variance, the decoder (down to dz), the latent stage, the encoder. */
   if (m->variance == CUVAE_VAR_LEARNED_SHARED) CU_CHECK(sum_cuda(be->dlv_row, N, be->grad + m->logvar, be->stream));
-  if (backward_stack(be, m->dec, m->n_dec, be->dec_out, be->z, be->grad_a, be->dz, N)) return -1;
+  if (backward_stack(be, m->dec, m->n_dec, be->dec_out, m->cond ? be->dec_in : be->z, be->grad_a,
+                     m->cond ? be->dzy : be->dz, N))
+    return -1;
+  if (m->cond) CU_CHECK(take_columns_cuda(be->dzy, Z + (int)m->cond, be->dz, N, Z, be->stream));  /* dL/dz */
   const float *mulv = be->enc_out[m->n_enc - 1];
   if (ae)
     CU_CHECK(latent_mean_backward_cuda(be->dz, be->dmulv, B, Z, be->stream));
   else
     CU_CHECK(reparam_multi_backward_cuda(mulv, be->eps, be->z, be->dz, sampled ? be->weight : NULL, be->beta_t,
                                          1.0f / (float)B, be->dmulv, B, L, Z, be->stream));
-  if (backward_stack(be, m->enc, m->n_enc, be->enc_out, x_in, be->dmulv, NULL, B)) return -1;
+  if (backward_stack(be, m->enc, m->n_enc, be->enc_out, m->cond ? be->enc_in : x_in, be->dmulv, NULL, B)) return -1;
   CU_CHECK(sum_squares_cuda(be->grad, m->n_params, be->sum_partials, be->sums + 2, be->stream));
   /* Only a finite step reaches the parameters: the guard halts Adam from the first non-finite one on. */
   CU_CHECK(step_guard_cuda(be->sums, be->step, be->flags, be->ring, be->base.max_pending, be->stream));
@@ -231,6 +235,7 @@ static int cuda_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch
   if (be->n_pending) return cuvae_error("evaluate: %d training steps are pending; collect them first", be->n_pending);
   /* The set uploaded at creation is read in place; any other set is copied up batch by batch. */
   const int resident = ds == be->eval_ds && ds->n == be->n_eval;
+  if (cuvae_backend_check_labels(m, ds->labels, ds->n, "evaluate")) return -1;
   cuvae_objective_spec spec;
   cuvae_objective_for_eval(be->cfg, &spec);
   double recon = 0.0, kl = 0.0;
@@ -246,8 +251,11 @@ static int cuda_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch
                                cudaMemcpyHostToDevice, be->stream));
       x = be->x;
     }
+    const int32_t *labels = be->labels;
+    if (m->cond && resident) labels = be->eval_labels + start;
+    else if (cuda_labels_upload(be, m->cond ? ds->labels + start : NULL, (size_t)B)) return -1;
     if (spec.objective != CUVAE_OBJ_AE && cuda_noise_draw(be, &be->eval_noise, offset, nz)) return -1;
-    if (cuda_vae_forward(be, x, x, B, &spec, 0)) return -1;
+    if (cuda_vae_forward(be, x, x, labels, B, &spec, 0)) return -1;
     CU_CHECK(cudaMemcpyAsync(be->ring_host, be->sums, CUVAE_STEP_SUMS * sizeof(float), cudaMemcpyDeviceToHost,
                              be->stream));
     CU_CHECK(cudaStreamSynchronize(be->stream));  /* also keeps the pageable ds->x alive for the copy above */
@@ -305,7 +313,8 @@ static void cuda_destroy(cuvae_backend *base) {
                   be->z,       be->dz,      be->dmulv,        be->grad_a,       be->grad_b,  be->kl_row,
                   be->nll_row, be->sums,    be->sum_partials, be->adam_scalars, be->step,    be->flags,
                   be->ring,    be->blas_workspace, be->x_in, be->x_rep,        be->data_u,  be->data_v,
-                  be->kl_s,    be->weight,  be->row_obj,      be->dlv_row,      be->beta_t};
+                  be->kl_s,    be->weight,  be->row_obj,      be->dlv_row,      be->beta_t,
+                  be->train_labels, be->eval_labels, be->labels, be->enc_in, be->dec_in, be->dzy};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
     if (bufs[i]) cudaFree(bufs[i]);
   for (int i = 0; i < CUVAE_MAX_LAYERS; i++) {
@@ -361,13 +370,14 @@ static memory_plan plan_memory(const cuda_backend *be) {
   const cuvae_model *m = be->model;
   const size_t B = (size_t)be->max_batch, Z = m->latent, D = m->input_dim, f = sizeof(float);
   /* x, x_in, x_rep, data_u/v, z, dz, dmulv, grad_a/b, kl/nll, kl_s, weight, row_obj, dlv_row, rows */
-  size_t per_row = 5 * D + Z + Z + 2 * Z + 2 * widest_layer(m) + 2 + 4 + 1;
+  size_t per_row = 5 * D + Z + Z + 2 * Z + 2 * widest_layer(m) + 2 + 4 + 1 + 1;  /* + labels */
+  if (m->cond) per_row += (D + m->cond) + 2 * (Z + m->cond);                   /* enc_in, dec_in, dzy */
   for (int i = 0; i < m->n_enc; i++) per_row += m->enc[i].out;
   for (int i = 0; i < m->n_dec; i++) per_row += m->dec[i].out;
   memory_plan p;
   p.state = 4 * m->n_params * f;
   p.activations = B * per_row * f + (size_t)cuvae_noise_stride(B * Z) * f;
-  p.data = (be->n_train + be->n_eval) * D * f;
+  p.data = (be->n_train + be->n_eval) * (D * f + (m->cond ? sizeof(int32_t) : 0));
   p.workspace = CUBLAS_WORKSPACE_BYTES;
   return p;
 }
@@ -406,6 +416,9 @@ static int cuda_setup(cuda_backend *be, const cuvae_dataset *train, const cuvae_
   const size_t P = (size_t)be->base.max_pending;
   if (train && train->dim != D) return cuvae_error("training data has %zu features, the model %zu", train->dim, D);
   if (eval && eval->dim != D) return cuvae_error("evaluation data has %zu features, the model %zu", eval->dim, D);
+  if ((train && cuvae_backend_check_labels(m, train->labels, train->n, "training set")) ||
+      (eval && cuvae_backend_check_labels(m, eval->labels, eval->n, "evaluation set")))
+    return -1;
   be->n_train = train ? train->n : 0;
   be->n_eval = eval ? eval->n : 0;
   be->eval_ds = eval;
@@ -446,8 +459,16 @@ static int cuda_setup(cuda_backend *be, const cuvae_dataset *train, const cuvae_
   const size_t data_noise = (size_t)cuvae_noise_stride(B * D) * f;
   if (dev_alloc(&be->x_in, B * D * f) || dev_alloc(&be->x_rep, B * D * f) || dev_alloc(&be->data_u, data_noise) ||
       dev_alloc(&be->data_v, data_noise) || dev_alloc(&be->kl_s, B * f) || dev_alloc(&be->weight, B * f) ||
-      dev_alloc(&be->row_obj, B * f) || dev_alloc(&be->dlv_row, B * f) || dev_alloc(&be->beta_t, f))
+      dev_alloc(&be->row_obj, B * f) || dev_alloc(&be->dlv_row, B * f) || dev_alloc(&be->beta_t, f) ||
+      dev_alloc(&be->labels, B * sizeof(int32_t)))
     return -1;
+  if (m->cond) {  /* conditional: the sets' labels (uploaded below) and the one-hot inputs */
+    const size_t C = m->cond, i32 = sizeof(int32_t);
+    if (dev_alloc(&be->train_labels, be->n_train * i32) || dev_alloc(&be->eval_labels, be->n_eval * i32) ||
+        dev_alloc(&be->enc_in, B * (D + C) * f) || dev_alloc(&be->dec_in, B * (Z + C) * f) ||
+        dev_alloc(&be->dzy, B * (Z + C) * f))
+      return -1;
+  }
   if (host_alloc(&be->rows_host, P * B * sizeof(uint32_t)) || host_alloc(&be->step_host, P * sizeof(int64_t)) ||
       host_alloc(&be->ring_host, P * CUVAE_STEP_SUMS * f) || host_alloc(&be->flags_host, 2 * sizeof(int64_t)))
     return -1;
@@ -471,6 +492,12 @@ static int cuda_setup(cuda_backend *be, const cuvae_dataset *train, const cuvae_
   CU_CHECK(cudaMemsetAsync(be->grad, 0, 3 * n * f, be->stream));
   CU_CHECK(cudaMemsetAsync(be->flags, 0, 2 * sizeof(int64_t), be->stream));
   if (upload(be, be->train_x, train) || upload(be, be->eval_x, eval)) return -1;
+  if (m->cond && train && train->n)
+    CU_CHECK(cudaMemcpyAsync(be->train_labels, train->labels, train->n * sizeof(int32_t), cudaMemcpyHostToDevice,
+                             be->stream));
+  if (m->cond && eval && eval->n)
+    CU_CHECK(cudaMemcpyAsync(be->eval_labels, eval->labels, eval->n * sizeof(int32_t), cudaMemcpyHostToDevice,
+                             be->stream));
   CU_CHECK(cudaStreamSynchronize(be->stream));
   return 0;
 }

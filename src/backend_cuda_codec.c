@@ -23,38 +23,36 @@ static int check_args(cuda_backend *be, const char *what, const void *in, size_t
   return 0;
 }
 
-int cuda_encode(cuvae_backend *base, const float *x, size_t n, float *mulv) {
+int cuda_encode(cuvae_backend *base, const float *x, const int32_t *labels, size_t n, float *mulv) {
   cuda_backend *be = (cuda_backend *)base;
   const cuvae_model *m = be->model;
-  if (check_args(be, "encode", x, n, mulv)) return -1;
+  if (check_args(be, "encode", x, n, mulv) || cuvae_backend_check_labels(m, labels, n, "encode")) return -1;
   const size_t D = m->input_dim, Z2 = 2 * m->latent, Bmax = (size_t)be->max_batch, f = sizeof(float);
   for (size_t start = 0; start < n; start += Bmax) {
     const int B = (int)(n - start < Bmax ? n - start : Bmax);
     CU_CHECK(cudaMemcpyAsync(be->x, x + start * D, (size_t)B * D * f, cudaMemcpyHostToDevice, be->stream));
-    const float *in = be->x;
-    for (int i = 0; i < m->n_enc; i++) {
-      if (cuda_dense_forward(be, &m->enc[i], in, be->enc_out[i], B)) return -1;
-      in = be->enc_out[i];
-    }
-    CU_CHECK(cudaMemcpyAsync(mulv + start * Z2, in, (size_t)B * Z2 * f, cudaMemcpyDeviceToHost, be->stream));
+    if (cuda_labels_upload(be, m->cond ? labels + start : NULL, (size_t)B) ||
+        cuda_encoder_forward(be, be->x, be->labels, B))
+      return -1;
+    CU_CHECK(cudaMemcpyAsync(mulv + start * Z2, be->enc_out[m->n_enc - 1], (size_t)B * Z2 * f,
+                             cudaMemcpyDeviceToHost, be->stream));
     CU_CHECK(cudaStreamSynchronize(be->stream));
   }
   return 0;
 }
 
-int cuda_decode(cuvae_backend *base, const float *z, size_t n, float *mean) {
+int cuda_decode(cuvae_backend *base, const float *z, const int32_t *labels, size_t n, float *mean) {
   cuda_backend *be = (cuda_backend *)base;
   const cuvae_model *m = be->model;
-  if (check_args(be, "decode", z, n, mean)) return -1;
+  if (check_args(be, "decode", z, n, mean) || cuvae_backend_check_labels(m, labels, n, "decode")) return -1;
   const size_t D = m->input_dim, Z = m->latent, Bmax = (size_t)be->max_batch, f = sizeof(float);
   for (size_t start = 0; start < n; start += Bmax) {
     const int B = (int)(n - start < Bmax ? n - start : Bmax);
     CU_CHECK(cudaMemcpyAsync(be->z, z + start * Z, (size_t)B * Z * f, cudaMemcpyHostToDevice, be->stream));
-    const float *in = be->z;
-    for (int i = 0; i < m->n_dec; i++) {
-      if (cuda_dense_forward(be, &m->dec[i], in, be->dec_out[i], B)) return -1;
-      in = be->dec_out[i];
-    }
+    if (cuda_labels_upload(be, m->cond ? labels + start : NULL, (size_t)B) ||
+        cuda_decoder_forward(be, be->z, be->labels, B, B))
+      return -1;
+    const float *in = be->dec_out[m->n_dec - 1];
     /* The means: the whole output rows, or (per-dim variances, rows [mean | lv] of 2D) their first D columns. */
     const size_t cols = m->dec[m->n_dec - 1].out;
     if (cols == D)

@@ -41,6 +41,40 @@ int cuda_dense_forward(cuda_backend *be, const cuvae_layer *l, const float *x, f
   return 0;
 }
 
+int cuda_encoder_forward(cuda_backend *be, const float *x, const int32_t *labels, int B) {
+  const cuvae_model *m = be->model;
+  const float *in = x;
+  if (m->cond) {  /* [x | onehot(y)] (MATH.md section 6) */
+    CU_CHECK(concat_onehot_cuda(x, (int)m->input_dim, labels, B, (int)m->cond, be->enc_in, B, be->stream));
+    in = be->enc_in;
+  }
+  for (int i = 0; i < m->n_enc; i++) {
+    if (cuda_dense_forward(be, &m->enc[i], in, be->enc_out[i], B)) return -1;
+    in = be->enc_out[i];
+  }
+  return 0;
+}
+
+int cuda_decoder_forward(cuda_backend *be, const float *z, const int32_t *labels, int period, int N) {
+  const cuvae_model *m = be->model;
+  const float *in = z;
+  if (m->cond) {  /* [z | onehot(y of row i mod period)] */
+    CU_CHECK(concat_onehot_cuda(z, (int)m->latent, labels, period, (int)m->cond, be->dec_in, N, be->stream));
+    in = be->dec_in;
+  }
+  for (int i = 0; i < m->n_dec; i++) {
+    if (cuda_dense_forward(be, &m->dec[i], in, be->dec_out[i], N)) return -1;
+    in = be->dec_out[i];
+  }
+  return 0;
+}
+
+int cuda_labels_upload(cuda_backend *be, const int32_t *labels, size_t n) {
+  if (be->model->cond)
+    CU_CHECK(cudaMemcpyAsync(be->labels, labels, n * sizeof(int32_t), cudaMemcpyHostToDevice, be->stream));
+  return 0;
+}
+
 int cuda_decoder_nll(cuda_backend *be, const float *y, const float *x, float *nll_row, float *dy, float *dlv_row,
                      float scale, int N) {
   const cuvae_model *m = be->model;
@@ -57,16 +91,12 @@ int cuda_decoder_nll(cuda_backend *be, const float *y, const float *x, float *nl
   return 0;
 }
 
-int cuda_vae_forward(cuda_backend *be, const float *x_in, const float *x, int B, const cuvae_objective_spec *spec,
-                     int want_grad) {
+int cuda_vae_forward(cuda_backend *be, const float *x_in, const float *x, const int32_t *labels, int B,
+                     const cuvae_objective_spec *spec, int want_grad) {
   const cuvae_model *m = be->model;
   const int Z = (int)m->latent, D = (int)m->input_dim, L = spec->samples, N = B * L;
   const int ae = spec->objective == CUVAE_OBJ_AE, sampled = cuvae_objective_sampled(spec);
-  const float *in = x_in;
-  for (int i = 0; i < m->n_enc; i++) {
-    if (cuda_dense_forward(be, &m->enc[i], in, be->enc_out[i], B)) return -1;
-    in = be->enc_out[i];
-  }
+  if (cuda_encoder_forward(be, x_in, labels, B)) return -1;
   const float *mulv = be->enc_out[m->n_enc - 1];
   /* z: the mean (ae); else z_s = mu + exp(0.5 lv) eps_s, the closed-form KL from the first sample's pass. */
   if (ae)
@@ -78,11 +108,7 @@ int cuda_vae_forward(cuda_backend *be, const float *x_in, const float *x, int B,
     if (L > 1)
       CU_CHECK(iwae_reparam_cuda(mulv, be->eps + (size_t)B * Z, be->z + (size_t)B * Z, B, L - 1, Z, be->stream));
   }
-  in = be->z;
-  for (int i = 0; i < m->n_dec; i++) {
-    if (cuda_dense_forward(be, &m->dec[i], in, be->dec_out[i], N)) return -1;
-    in = be->dec_out[i];
-  }
+  if (cuda_decoder_forward(be, be->z, labels, B, N)) return -1;
   const float *dec_y = be->dec_out[m->n_dec - 1];
   const int out_cols = (int)m->dec[m->n_dec - 1].out;
   if (L > 1) {

@@ -48,6 +48,9 @@ typedef struct cuda_backend {
   float *data_u, *data_v;                     /* stride(B*D): binarization uniforms; corruption draws */
   float *kl_s, *weight, *row_obj, *dlv_row;   /* [B]: see objective_weights_cuda, gaussian_shared_nll_grad_cuda */
   float *beta_t;                              /* 1: this step's KL weight (beta_schedule_cuda) */
+  int32_t *train_labels, *eval_labels;        /* conditional: the sets' labels, uploaded once */
+  int32_t *labels;                            /* [B] the batch's labels */
+  float *enc_in, *dec_in, *dzy;               /* conditional: [B, D + C], [B, Z + C] inputs, d[z | y] */
   float *sums;                                /* [CUVAE_STEP_SUMS]: sum nll, sum kl, sum g^2, sum objective */
   float *sum_partials;                        /* [CUVAE_SUM_SQUARES_PARTIALS] scratch of sum_squares_cuda */
   float *adam_scalars;                        /* 4, see adam_prepare_cuda */
@@ -80,15 +83,23 @@ int cuda_decoder_nll(cuda_backend *be, const float *y, const float *x, float *nl
  * (and be->beta_t for a sampled KL): the forward half of cuvae_cpu_latent_objective_grad. Per-row values in
  * nll_row, kl_row or kl_s, row_obj; their sums in be->sums[0, 1, 3]; with want_grad, dL/d(decoder output) in
  * be->grad_a (and dlv_row). */
-int cuda_vae_forward(cuda_backend *be, const float *x_in, const float *x, int B, const cuvae_objective_spec *spec,
-                     int want_grad);
+int cuda_vae_forward(cuda_backend *be, const float *x_in, const float *x, const int32_t *labels, int B,
+                     const cuvae_objective_spec *spec, int want_grad);
+/* The encoder on device rows x[B][D] (labels[B] on the device for a conditional model; its input [x | onehot] goes
+ * through be->enc_in): (mu | lv) in be->enc_out[n_enc - 1]. */
+int cuda_encoder_forward(cuda_backend *be, const float *x, const int32_t *labels, int B);
+/* The decoder on device rows z[N][Z] (conditional: row i's label is labels[i % period], input via be->dec_in): the
+ * output rows in be->dec_out[n_dec - 1]. */
+int cuda_decoder_forward(cuda_backend *be, const float *z, const int32_t *labels, int period, int N);
+/* Conditional model: n host labels into be->labels (device, max_batch); nothing otherwise. */
+int cuda_labels_upload(cuda_backend *be, const int32_t *labels, size_t n);
 /* A step's loss (cuvae_loss) from its sums, as the CPU computes it. */
 void cuda_loss_from_sums(const cuvae_objective_spec *spec, const float *sums, int B, cuvae_loss *out);
 
 /* The vtable entries of src/backend.h implemented outside backend_cuda.c: src/backend_cuda_codec.c (encode,
  * decode) and src/backend_cuda_iwae.c (importance-weighted log-likelihood). */
-int cuda_encode(cuvae_backend *be, const float *x, size_t n, float *mulv);
-int cuda_decode(cuvae_backend *be, const float *z, size_t n, float *mean);
+int cuda_encode(cuvae_backend *be, const float *x, const int32_t *labels, size_t n, float *mulv);
+int cuda_decode(cuvae_backend *be, const float *z, const int32_t *labels, size_t n, float *mean);
 int cuda_iwae(cuvae_backend *be, const cuvae_dataset *ds, int K, int batch, double *log_px);
 
 #endif

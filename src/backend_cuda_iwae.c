@@ -41,11 +41,11 @@ static int iwae_passes(cuda_backend *be, const cuvae_dataset *ds, int K, const c
                                cudaMemcpyHostToDevice, be->stream));
       x = be->grad_a;
     }
-    const float *in = x;
-    for (int i = 0; i < m->n_enc; i++) {
-      if (cuda_dense_forward(be, &m->enc[i], in, be->enc_out[i], R)) return -1;
-      in = be->enc_out[i];
-    }
+    /* Conditional: the pass's labels, from the resident copy or uploaded (be->labels holds max_batch >= R). */
+    const int32_t *labels = be->labels;
+    if (m->cond && resident) labels = be->eval_labels + start;
+    else if (cuda_labels_upload(be, m->cond ? ds->labels + start : NULL, (size_t)R)) return -1;
+    if (cuda_encoder_forward(be, x, labels, R)) return -1;
     const float *mulv = be->enc_out[m->n_enc - 1];
     CU_CHECK(iwae_replicate_cuda(x, be->x, R, plan->chunk, D, be->stream));
     for (int c = 0; c < plan->n_chunks; c++) {
@@ -53,13 +53,9 @@ static int iwae_passes(cuda_backend *be, const cuvae_dataset *ds, int K, const c
       const int B = R * C;
       if (cuda_noise_draw(be, &be->eval_noise, cuvae_iwae_noise_offset(plan, (size_t)Z, pass, c), n_draw)) return -1;
       CU_CHECK(iwae_reparam_cuda(mulv, be->eps, be->z, R, C, Z, be->stream));
-      in = be->z;
-      for (int i = 0; i < m->n_dec; i++) {
-        if (cuda_dense_forward(be, &m->dec[i], in, be->dec_out[i], B)) return -1;
-        in = be->dec_out[i];
-      }
+      if (cuda_decoder_forward(be, be->z, labels, R, B)) return -1;
       /* -log p(x | z) per batch row (MATH.md section 4), no gradient. */
-      if (cuda_decoder_nll(be, in, be->x, be->nll_row, NULL, NULL, 1.0f, B)) return -1;
+      if (cuda_decoder_nll(be, be->dec_out[m->n_dec - 1], be->x, be->nll_row, NULL, NULL, 1.0f, B)) return -1;
       CU_CHECK(iwae_log_weights_cuda(mulv, be->eps, be->z, be->nll_row, R, C, Z, NULL, state, c == 0, be->stream));
     }
     CU_CHECK(iwae_finalize_cuda(state, R, K, dev_log_px + start, be->stream));
@@ -78,6 +74,7 @@ int cuda_iwae(cuvae_backend *base, const cuvae_dataset *ds, int K, int batch, do
     return cuvae_error("IWAE: the data has %zu features, the model %zu", ds->dim, m->input_dim);
   if (be->n_pending) return cuvae_error("IWAE: %d training steps are pending; collect them first", be->n_pending);
   if (ds->n == 0) return 0;
+  if (cuvae_backend_check_labels(m, ds->labels, ds->n, "IWAE")) return -1;
   cuvae_iwae_plan plan;
   if (cuvae_iwae_plan_make(K, batch, be->max_batch, &plan)) return -1;
   double *buf = NULL;  /* state [2 * rows] | log_px [n] */

@@ -625,9 +625,6 @@ static int dataset_paths(const char *dataset, char out[4][CUVAE_PATH_MAX]) {
 
 /* Keys of the model family that only make sense together (issue 7). */
 static int check_family(const cuvae_config *c) {
-  if (c->conditional)
-    return cuvae_error("config: [model] conditional = true is not available yet (the conditional VAE's kernels exist; "
-                       "its training path is the next step of issue 7)");
   if (c->binarize != CUVAE_BINARIZE_NONE && c->likelihood != CUVAE_LIK_BERNOULLI)
     return cuvae_error("config: [data] binarize = %s needs [model] likelihood = bernoulli", k_binarize[c->binarize]);
   if (c->gaussian_variance != CUVAE_VAR_FIXED && c->likelihood != CUVAE_LIK_GAUSSIAN)

@@ -149,3 +149,13 @@ int cuvae_dataset_load(cuvae_dataset *ds, const char *images_path, const char *l
   }
   return 0;
 }
+
+int cuvae_labels_load(const char *path, size_t n, const char *what, int32_t **labels) {
+  cuvae_dataset ds;
+  memset(&ds, 0, sizeof ds);
+  ds.n = n;
+  *labels = NULL;
+  if (load_labels(&ds, path, what)) return -1;
+  *labels = ds.labels;
+  return 0;
+}

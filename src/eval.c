@@ -43,7 +43,8 @@ static int latent_stats(const cuvae_inference *inf, cuvae_eval_result *out) {
   if (!ws || !shift || !s1 || !s2 || !out->kl_per_dim) rc = cuvae_error("out of memory for the latent statistics");
   for (size_t start = 0; rc == 0 && start < n; start += (size_t)batch) {
     const int B = (int)(n - start < (size_t)batch ? n - start : (size_t)batch);
-    const float *mulv = cuvae_cpu_encode(m, ws, inf->ck.params, inf->data.x + start * D, B);
+    const float *mulv = cuvae_cpu_encode(m, ws, inf->ck.params, inf->data.x + start * D,
+                                        m->cond ? inf->data.labels + start : NULL, B);
     for (int b = 0; b < B; b++) {
       const float *mu = mulv + (size_t)b * 2 * Z, *lv = mu + Z;
       for (size_t j = 0; j < Z; j++) {

@@ -21,6 +21,7 @@
 
 #include "cuvae/data.h"
 #include "cuvae/error.h"
+#include "backend.h"
 #include "inference.h"
 
 #define EXPORT_FORMAT_NAME "cuvae-vae"
@@ -847,8 +848,23 @@ static void fill_info(cuvae_codec_info *info, const cuvae_inference *inf, size_t
   snprintf(info->device, sizeof info->device, "%s", inf->be && inf->be->name ? inf->be->name : "?");
 }
 
-int cuvae_encode_file(const char *checkpoint_path, const char *device, const char *data_path, const char *out_path,
-                      cuvae_codec_info *info) {
+/* A conditional model needs one label per row (from labels_path); other models take none. */
+static int codec_labels(const cuvae_inference *inf, const char *labels_path, size_t n, const char *what,
+                        int32_t **labels) {
+  *labels = NULL;
+  if (!inf->model.cond) {
+    if (labels_path && labels_path[0])
+      return cuvae_error("--labels: the model is not conditional ([model] conditional = false)");
+    return 0;
+  }
+  if (!labels_path || !labels_path[0])
+    return cuvae_error("the model is conditional: give each row's class with --labels FILE (IDX or .npy, 1-D)");
+  if (cuvae_labels_load(labels_path, n, what, labels)) return -1;
+  return cuvae_backend_check_labels(&inf->model, *labels, n, labels_path);
+}
+
+int cuvae_encode_file(const char *checkpoint_path, const char *device, const char *data_path, const char *labels_path,
+                      const char *out_path, cuvae_codec_info *info) {
   if (!data_path || !out_path) return cuvae_error("encode: need an input and an output path");
   cuvae_inference inf;
   cuvae_dataset ds;
@@ -863,7 +879,10 @@ int cuvae_encode_file(const char *checkpoint_path, const char *device, const cha
   if (rc == 0 && ds.n > SIZE_MAX / sizeof(float) / Z2) rc = cuvae_error("%s: too many rows", data_path);
   if (rc == 0 && !(mulv = malloc(ds.n * Z2 * sizeof *mulv)))
     rc = cuvae_error("%s: out of memory for %zu x %zu outputs", out_path, ds.n, Z2);
-  if (rc == 0) rc = inf.be->encode(inf.be, ds.x, ds.n, mulv);
+  int32_t *labels = NULL;
+  if (rc == 0) rc = codec_labels(&inf, labels_path, ds.n, data_path, &labels);
+  if (rc == 0) rc = inf.be->encode(inf.be, ds.x, labels, ds.n, mulv);
+  free(labels);
   if (rc == 0) {
     const size_t shape[2] = {ds.n, Z2};
     rc = cuvae_npy_write_f32(out_path, mulv, 2, shape);
@@ -875,8 +894,8 @@ int cuvae_encode_file(const char *checkpoint_path, const char *device, const cha
   return rc;
 }
 
-int cuvae_decode_file(const char *checkpoint_path, const char *device, const char *z_path, const char *out_path,
-                      cuvae_codec_info *info) {
+int cuvae_decode_file(const char *checkpoint_path, const char *device, const char *z_path, const char *labels_path,
+                      const char *out_path, cuvae_codec_info *info) {
   if (!z_path || !out_path) return cuvae_error("decode: need an input and an output path");
   cuvae_inference inf;
   cuvae_array z;
@@ -897,7 +916,10 @@ int cuvae_decode_file(const char *checkpoint_path, const char *device, const cha
   if (rc == 0 && n > SIZE_MAX / sizeof(float) / D) rc = cuvae_error("%s: too many rows", z_path);
   if (rc == 0 && !(mean = malloc(n * D * sizeof *mean)))
     rc = cuvae_error("%s: out of memory for %zu x %zu outputs", out_path, n, D);
-  if (rc == 0) rc = inf.be->decode(inf.be, (const float *)z.data, n, mean);
+  int32_t *labels = NULL;
+  if (rc == 0) rc = codec_labels(&inf, labels_path, n, z_path, &labels);
+  if (rc == 0) rc = inf.be->decode(inf.be, (const float *)z.data, labels, n, mean);
+  free(labels);
   if (rc == 0) {
     const size_t shape[2] = {n, D};
     rc = cuvae_npy_write_f32(out_path, mean, 2, shape);

@@ -592,14 +592,28 @@ static int check_picture(const cuvae_model *m, int n, int h, int w) {
 }
 
 int cuvae_write_samples_png(cuvae_backend *be, const cuvae_model *m, uint64_t seed, int n, int h, int w, int scale,
-                            const char *path, int *out_w, int *out_h) {
+                            int label, const char *path, int *out_w, int *out_h) {
   if (check_picture(m, n, h, w)) return -1;
-  const size_t N = (size_t)n, Z = m->latent, D = m->input_dim;
+  const size_t C = m->cond, Z = m->latent, D = m->input_dim;
+  if (C && label >= (int)C) return cuvae_error("samples: label %d is outside 0..%zu", label, C - 1);
+  /* A conditional model with label < 0: one grid row per class, the same cols prior samples in every row. */
+  const int per_class = C && label < 0;
+  int cols = ceil_sqrt(n), rows = (n + cols - 1) / cols;
+  if (per_class) {
+    cols = (n + (int)C - 1) / (int)C;
+    rows = (int)C;
+  }
+  const size_t n_z = per_class ? (size_t)cols : (size_t)n, N = per_class ? C * (size_t)cols : (size_t)n;
   float *z = malloc(N * Z * sizeof *z), *mean = malloc(N * D * sizeof *mean);
-  int rc = z && mean ? 0 : cuvae_error("samples: out of memory");
-  if (rc == 0) rc = cuvae_prior_samples(seed, N, Z, z);
-  if (rc == 0) rc = be->decode(be, z, N, mean);
-  const int cols = ceil_sqrt(n), rows = (n + cols - 1) / cols;
+  int32_t *labels = C ? malloc(N * sizeof *labels) : NULL;
+  int rc = z && mean && (!C || labels) ? 0 : cuvae_error("samples: out of memory");
+  if (rc == 0) rc = cuvae_prior_samples(seed, n_z, Z, z);
+  if (rc == 0 && C)
+    for (size_t i = 0; i < N; i++) {
+      if (per_class && i >= n_z) memcpy(z + i * Z, z + (i % n_z) * Z, Z * sizeof *z);
+      labels[i] = per_class ? (int32_t)(i / n_z) : label;
+    }
+  if (rc == 0) rc = be->decode(be, z, labels, N, mean);
   if (rc == 0) rc = cuvae_write_grid_png(path, mean, N, rows, cols, h, w, 1, scale);
   if (rc == 0) {
     int W, H;
@@ -609,6 +623,7 @@ int cuvae_write_samples_png(cuvae_backend *be, const cuvae_model *m, uint64_t se
   }
   free(z);
   free(mean);
+  free(labels);
   return rc;
 }
 
@@ -622,10 +637,11 @@ int cuvae_write_recon_png(cuvae_backend *be, const cuvae_model *m, const cuvae_d
   float *mulv = malloc(N * 2 * Z * sizeof *mulv), *z = malloc(N * Z * sizeof *z),
         *mean = malloc(N * D * sizeof *mean), *tiles = malloc((size_t)pairs * 2 * (size_t)cols * D * sizeof *tiles);
   int rc = mulv && z && mean && tiles ? 0 : cuvae_error("reconstruction: out of memory");
-  if (rc == 0) rc = be->encode(be, ds->x, N, mulv);
+  const int32_t *labels = m->cond ? ds->labels : NULL;  /* a conditional model: the examples' own labels */
+  if (rc == 0) rc = be->encode(be, ds->x, labels, N, mulv);
   if (rc == 0) {
     for (size_t i = 0; i < N; i++) memcpy(z + i * Z, mulv + i * 2 * Z, Z * sizeof *z);  /* z = mu */
-    rc = be->decode(be, z, N, mean);
+    rc = be->decode(be, z, labels, N, mean);
   }
   if (rc == 0) {
     /* Pair p: grid row 2p = inputs p*cols.., row 2p+1 = their reconstructions; unused cells stay grey. */

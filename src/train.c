@@ -46,6 +46,18 @@ int cuvae_load_split(const cuvae_config *cfg, int which, cuvae_dataset *ds) {
   const char *images = which == 0 ? cfg->train_images : cfg->test_images;
   const char *labels = which == 0 ? cfg->train_labels : cfg->test_labels;
   if (cuvae_dataset_load(ds, images, labels)) return -1;
+  if (cfg->conditional) {  /* the conditional VAE reads every example's class */
+    const char *problem = NULL;
+    if (!ds->labels) problem = "has no label file ([data] train_labels / test_labels)";
+    for (size_t i = 0; !problem && i < ds->n; i++)
+      if (ds->labels[i] >= cfg->classes) problem = "has a label outside 0..classes-1";
+    if (problem) {
+      cuvae_error("%s: [model] conditional = true, but the %s split %s (classes = %d)", images,
+                  which == 0 ? "train" : "test", problem, cfg->classes);
+      cuvae_dataset_free(ds);
+      return -1;
+    }
+  }
   if (cfg->likelihood == CUVAE_LIK_BERNOULLI) {
     /* A Bernoulli decoder models x in [0, 1]; anything else makes the loss meaningless. */
     const size_t total = ds->n * ds->dim;
@@ -213,7 +225,7 @@ static void write_pictures(run *r, const char *dir, int64_t steps_per_epoch, cuv
   int h, w;
   cuvae_image_shape(r->test.dim, r->test.rows, r->test.cols, &h, &w);
   snprintf(path, sizeof path, "%s/samples.png", dir);
-  if (cuvae_write_samples_png(r->be, &r->model, r->cfg->seed, 64, h, w, 0, path, NULL, NULL))
+  if (cuvae_write_samples_png(r->be, &r->model, r->cfg->seed, 64, h, w, 0, -1, path, NULL, NULL))
     cuvae_progress_log(prog, "warning: samples.png not written: %s", cuvae_last_error());
   snprintf(path, sizeof path, "%s/recon.png", dir);
   const int n = r->test.n < 32 ? (int)r->test.n : 32;

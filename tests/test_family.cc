@@ -429,7 +429,7 @@ TEST_P(FamilyGradCheck, ParameterGradients) {
   const Case &c = pr.c;
   Workspace ws = MakeWs(pr.m, pr.rows);
   ASSERT_NE(ws, nullptr) << cuvae_last_error();
-  const cuvae_cpu_batch batch = {c.B, pr.x.data(), nullptr, pr.eps.data()};
+  const cuvae_cpu_batch batch = {c.B, pr.x.data(), nullptr, pr.eps.data(), nullptr};
   std::vector<float> grad(pr.m.n_params, 1e30f);
   cuvae_loss loss, loss_only;
   ASSERT_EQ(cuvae_cpu_objective_grad(&pr.m, ws.get(), pr.params.data(), &batch, &pr.spec, grad.data(), &loss), 0)
@@ -482,7 +482,7 @@ TEST_P(FamilyGradCheck, LatentGradients) {
   const std::vector<double> mulvd(mulv.begin(), mulv.end());
   Workspace ws = MakeWs(pr.m, pr.rows);
   ASSERT_NE(ws, nullptr) << cuvae_last_error();
-  const cuvae_cpu_batch batch = {c.B, pr.x.data(), nullptr, pr.eps.data()};
+  const cuvae_cpu_batch batch = {c.B, pr.x.data(), nullptr, pr.eps.data(), nullptr};
   std::vector<float> grad(pr.m.n_params, 0.0f), dmulv(mulv.size(), 1e30f), dmulv_only(mulv.size(), 1e30f);
   cuvae_loss loss, loss2;
   ASSERT_EQ(cuvae_cpu_latent_objective_grad(&pr.m, ws.get(), pr.params.data(), mulv.data(), &batch, &pr.spec,
@@ -556,7 +556,7 @@ TEST_P(FamilyGradCheck, SamplesBeyondWorkspaceFail) {
   if (HasFatalFailure()) return;
   Workspace ws = MakeWs(pr.m, pr.rows - 1);
   ASSERT_NE(ws, nullptr) << cuvae_last_error();
-  const cuvae_cpu_batch batch = {pr.c.B, pr.x.data(), nullptr, pr.eps.data()};
+  const cuvae_cpu_batch batch = {pr.c.B, pr.x.data(), nullptr, pr.eps.data(), nullptr};
   std::vector<float> grad(pr.m.n_params);
   cuvae_loss loss;
   cuvae_clear_error();
@@ -583,7 +583,7 @@ ObjRun RunObjective(const Problem &pr, const cuvae_objective_spec &spec, const f
     ADD_FAILURE() << cuvae_last_error();
     return out;
   }
-  const cuvae_cpu_batch batch = {pr.c.B, pr.x.data(), nullptr, eps};
+  const cuvae_cpu_batch batch = {pr.c.B, pr.x.data(), nullptr, eps, nullptr};
   EXPECT_EQ(cuvae_cpu_objective_grad(&pr.m, ws.get(), pr.params.data(), &batch, &spec, out.grad.data(), &out.loss), 0)
       << cuvae_last_error();
   return out;
@@ -1007,7 +1007,7 @@ cuvae_loss ManualStep(const BackendSetup &s, int64_t t, std::vector<float> *xb_o
   std::memset(&loss, 0, sizeof loss);
   cuvae_cpu_ws *ws = cuvae_cpu_ws_create(&s.m, s.B);
   const cuvae_cpu_batch batch = {s.B, xb.data(), s.cfg.corrupt.kind == CUVAE_CORRUPT_NONE ? nullptr : xin.data(),
-                                 eps.data()};
+                                 eps.data(), nullptr};
   EXPECT_EQ(cuvae_cpu_objective_grad(&s.m, ws, params.data(), &batch, &spec, nullptr, &loss), 0)
       << cuvae_last_error();
   cuvae_cpu_ws_destroy(ws);

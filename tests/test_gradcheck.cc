@@ -369,7 +369,7 @@ TEST_P(GradCheck, LatentGradients) {
 
   // The encoder forward against the reference encoder: float dot products of <= 7 O(1) terms, 1e-5 relative
   // to the outputs' scale is ~10x the rounding bound.
-  const float *enc = cuvae_cpu_encode(&pr.m, ws.get(), pr.params.data(), pr.x.data(), a.B);
+  const float *enc = cuvae_cpu_encode(&pr.m, ws.get(), pr.params.data(), pr.x.data(), nullptr, a.B);
   ASSERT_NE(enc, nullptr) << cuvae_last_error();
   const std::vector<double> enc_ref = RefEncode(pr.m, a, pr.pd, pr.xd, nullptr);
   for (size_t i = 0; i < enc_ref.size(); i++) {

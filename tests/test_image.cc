@@ -289,12 +289,12 @@ TEST_F(Image, ReconstructionPictureHoldsInputsAndReconstructions) {
   ASSERT_EQ(W, 3 * 5 + 1);  // cuvae_recon_grid_cols(3) = 3 tiles of 4 px
   ASSERT_EQ(H, 2 * 5 + 1);
   std::vector<float> mulv(n * 4), z(n * 2), mean(n * D);
-  ASSERT_EQ(be->encode(be, x.data(), n, mulv.data()), 0) << cuvae_last_error();
+  ASSERT_EQ(be->encode(be, x.data(), NULL, n, mulv.data()), 0) << cuvae_last_error();
   for (int i = 0; i < n; i++) {
     z[i * 2] = mulv[i * 4];
     z[i * 2 + 1] = mulv[i * 4 + 1];
   }
-  ASSERT_EQ(be->decode(be, z.data(), n, mean.data()), 0) << cuvae_last_error();
+  ASSERT_EQ(be->decode(be, z.data(), NULL, n, mean.data()), 0) << cuvae_last_error();
   auto byte = [](float v) { return v <= 0 ? 0 : v >= 1 ? 255 : (int)(v * 255.0f + 0.5f); };
   for (int t = 0; t < n; t++)
     for (int i = 0; i < 4; i++)
@@ -303,13 +303,13 @@ TEST_F(Image, ReconstructionPictureHoldsInputsAndReconstructions) {
         EXPECT_EQ(p.at(1 + t * 5 + j, 6 + i), byte(mean[t * D + i * 4 + j])) << "reconstruction " << t;
       }
   // Samples: n = 5 -> 3 wide, 2 high; the shape must hold the model's D.
-  ASSERT_EQ(cuvae_write_samples_png(be, &m, 1, 5, 4, 4, 1, path.c_str(), &W, &H), 0) << cuvae_last_error();
+  ASSERT_EQ(cuvae_write_samples_png(be, &m, 1, 5, 4, 4, 1, -1, path.c_str(), &W, &H), 0) << cuvae_last_error();
   EXPECT_EQ(W, 3 * 5 + 1);
   EXPECT_EQ(H, 2 * 5 + 1);
   EXPECT_EQ(read_png(path, 1).width, W);
-  EXPECT_EQ(cuvae_write_samples_png(be, &m, 1, 5, 3, 4, 1, path.c_str(), nullptr, nullptr), -1);
+  EXPECT_EQ(cuvae_write_samples_png(be, &m, 1, 5, 3, 4, 1, -1, path.c_str(), nullptr, nullptr), -1);
   EXPECT_NE(std::string(cuvae_last_error()).find("3 x 4"), std::string::npos) << cuvae_last_error();
-  EXPECT_EQ(cuvae_write_samples_png(be, &m, 1, 0, 4, 4, 1, path.c_str(), nullptr, nullptr), -1);
+  EXPECT_EQ(cuvae_write_samples_png(be, &m, 1, 0, 4, 4, 1, -1, path.c_str(), nullptr, nullptr), -1);
   EXPECT_EQ(cuvae_write_recon_png(be, &m, &ds, N + 1, 4, 4, 1, path.c_str(), nullptr, nullptr), -1);
   EXPECT_NE(std::string(cuvae_last_error()).find("the data has 20"), std::string::npos) << cuvae_last_error();
   be->destroy(be);

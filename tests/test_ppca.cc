@@ -390,10 +390,10 @@ TEST(Ppca, CheckpointIsTheExactPosterior) {
   // The encoder's mean decoded: W mu(x) + b (float32 GEMMs of 12 and 3 terms on O(1) values: 1e-5 absolute;
   // measured 7e-7).
   std::vector<float> mulv(N * 2 * kZ), z(N * kZ), dec(N * kD);
-  ASSERT_EQ(inf.be->encode(inf.be, inf.data.x, N, mulv.data()), 0) << cuvae_last_error();
+  ASSERT_EQ(inf.be->encode(inf.be, inf.data.x, NULL, N, mulv.data()), 0) << cuvae_last_error();
   for (size_t i = 0; i < N; i++)
     for (size_t j = 0; j < kZ; j++) z[i * kZ + j] = mulv[i * 2 * kZ + j];
-  ASSERT_EQ(inf.be->decode(inf.be, z.data(), N, dec.data()), 0) << cuvae_last_error();
+  ASSERT_EQ(inf.be->decode(inf.be, z.data(), NULL, N, dec.data()), 0) << cuvae_last_error();
   for (size_t i = 0; i < N * kD; i++) ASSERT_NEAR(dec[i], mu_want[i], 1e-5) << "element " << i;
 
   cuvae_loss loss{};

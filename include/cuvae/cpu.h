@@ -152,10 +152,12 @@ int cuvae_objective_sampled(const cuvae_objective_spec *spec);
 
 /* One batch: B data rows. x: the targets [B][D] (binarized when so configured); x_in: the encoder's input [B][D]
  * (corrupted; NULL = x); eps: [samples * B][Z] standard normals, sample-major (row s*B + r: sample s of row r);
- * unused by ae. */
+ * unused by ae. labels: [B] classes of a conditional model (one-hot appended to the encoder's and the decoder's
+ * inputs), NULL otherwise. */
 typedef struct cuvae_cpu_batch {
   int B;
   const float *x, *x_in, *eps;
+  const int32_t *labels;
 } cuvae_cpu_batch;
 
 typedef struct cuvae_cpu_ws cuvae_cpu_ws;  /* activations and scratch for up to max_rows decoder rows */
@@ -182,9 +184,14 @@ int cuvae_cpu_latent_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, cons
 int cuvae_cpu_latent_loss_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params,
                                const float *mulv, const float *x, const float *eps, int B, float *grad,
                                float *dmulv, cuvae_loss *out);
-/* Encoder forward only: mulv[B][2Z] (written into a buffer owned by ws; returned). */
+/* Encoder forward only: mulv[B][2Z] (written into a buffer owned by ws; returned). labels: [B] for a conditional
+ * model, else NULL. */
 const float *cuvae_cpu_encode(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *x,
-                              int B);
+                              const int32_t *labels, int B);
+/* Decoder forward only on z[N][Z] (labels[N] for a conditional model): the decoder's output rows [N][out] (logits,
+ * means, or [mean | lv]) in a buffer owned by ws; returned. */
+const float *cuvae_cpu_decode(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *z,
+                              const int32_t *labels, int N);
 /* -log p(x | decoder output y) per row for the model's likelihood (MATH.md section 4: Bernoulli, Gaussian with
  * fixed, shared learned or per-dim learned variance). dy (NULL: forward only) = scale * d(-log p)/dy, with y's
  * row width (2D for per-dim variance); learned_shared: dlv_row[b] = row b's part of scale * d(-log p)/d logvar. */

@@ -23,6 +23,9 @@ typedef struct cuvae_dataset {
  * Float .npy data must be finite. On failure nothing is left allocated. */
 int cuvae_dataset_load(cuvae_dataset *ds, const char *images_path, const char *labels_path);
 void cuvae_dataset_free(cuvae_dataset *ds);
+/* Labels alone (as cuvae_dataset_load reads them): exactly n of them, for `what` (the rows they label, named in
+ * messages). *labels is allocated (free()). */
+int cuvae_labels_load(const char *path, size_t n, const char *what, int32_t **labels);
 
 /* A raw IDX / npy array, as read from disk. */
 typedef enum { CUVAE_DTYPE_U8 = 0, CUVAE_DTYPE_I32 = 1, CUVAE_DTYPE_F32 = 2, CUVAE_DTYPE_I64 = 3 } cuvae_dtype;

@@ -66,13 +66,14 @@ typedef struct cuvae_codec_info {
 
 /* Encodes every row of data_path (IDX or .npy, as the data loaders accept; D features per row) with the model in
  * checkpoint_path on `device` (auto | cpu | cuda) and writes float32 [N, 2Z] = (mu | logvar) of q(z|x) to
- * out_path (.npy). */
-int cuvae_encode_file(const char *checkpoint_path, const char *device, const char *data_path, const char *out_path,
-                      cuvae_codec_info *info);
+ * out_path (.npy). labels_path: each row's class (1-D IDX or .npy), required by a conditional model and refused by
+ * others (NULL or "": none). */
+int cuvae_encode_file(const char *checkpoint_path, const char *device, const char *data_path, const char *labels_path,
+                      const char *out_path, cuvae_codec_info *info);
 /* Decodes z_path (float32 .npy [N, Z]) and writes the decoder means float32 [N, D] (sigmoid of the logits for a
- * Bernoulli decoder, the output itself for a Gaussian one) to out_path (.npy). */
-int cuvae_decode_file(const char *checkpoint_path, const char *device, const char *z_path, const char *out_path,
-                      cuvae_codec_info *info);
+ * Bernoulli decoder, the output itself for a Gaussian one) to out_path (.npy). labels_path: as for encode. */
+int cuvae_decode_file(const char *checkpoint_path, const char *device, const char *z_path, const char *labels_path,
+                      const char *out_path, cuvae_codec_info *info);
 
 #ifdef __cplusplus
 }

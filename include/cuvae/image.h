@@ -63,14 +63,17 @@ int cuvae_write_scatter_png(const char *path, int width, int height, const char 
 void cuvae_image_shape(size_t dim, size_t rows, size_t cols, int *h, int *w);
 
 /* The two pictures training writes at every epoch end, through the backend's decode / encode (any backend):
- * samples: decoder means of n prior samples (cuvae_prior_samples(seed, n, Z)), grid ceil(sqrt n) wide;
+ * samples: decoder means of n prior samples (cuvae_prior_samples(seed, n, Z)), grid ceil(sqrt n) wide; for a
+ *   conditional model every sample gets class `label`, or with label < 0 the grid has one row per class, each row
+ *   decoding the same ceil(n / C) prior samples with that row's class (label is ignored by other models);
  * recon: the first n rows of ds and their reconstructions (decoder mean at z = mu) in pairs of grid rows: a row of
- *   inputs, below it the same inputs reconstructed; cuvae_recon_grid_cols(n) tiles per row.
+ *   inputs, below it the same inputs reconstructed; cuvae_recon_grid_cols(n) tiles per row (a conditional model
+ *   encodes and decodes with the examples' own labels).
  * h x w: the picture shape (cuvae_image_shape); scale 0 = automatic. out_w, out_h (may be NULL): the size. */
 typedef struct cuvae_backend cuvae_backend;
 int cuvae_recon_grid_cols(int n);
 int cuvae_write_samples_png(cuvae_backend *be, const cuvae_model *m, uint64_t seed, int n, int h, int w, int scale,
-                            const char *path, int *out_w, int *out_h);
+                            int label, const char *path, int *out_w, int *out_h);
 int cuvae_write_recon_png(cuvae_backend *be, const cuvae_model *m, const cuvae_dataset *ds, int n, int h, int w,
                           int scale, const char *path, int *out_w, int *out_h);
 

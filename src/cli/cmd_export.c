@@ -39,23 +39,25 @@ void help_import(void) {
 }
 
 void help_encode(void) {
-  printf("usage: cuvae encode CHECKPOINT --in DATA --out OUT.npy [--device auto|cpu|cuda]\n\n"
+  printf("usage: cuvae encode CHECKPOINT --in DATA --out OUT.npy [--labels LABELS] [--device auto|cpu|cuda]\n\n"
          "Encodes every row of DATA (IDX, plain or .gz, or .npy float32/uint8 as the data loaders accept; uint8 is\n"
          "scaled to [0, 1]; D features per row) and writes float32 [N, 2Z] to OUT.npy: each row is mu (Z values)\n"
          "then logvar (Z values) of q(z|x). No noise is drawn. Prints one JSON line.\n\n"
          "options:\n"
          "  --in DATA       input rows (required)\n"
+         "  --labels FILE   each row's class (1-D IDX or .npy): required by a conditional model, else refused\n"
          "  --out OUT.npy   output (required; written atomically)\n"
          "  --device D      auto (default), cpu or cuda\n"
          "  -h, --help      this help\n");
 }
 
 void help_decode(void) {
-  printf("usage: cuvae decode CHECKPOINT --in Z.npy --out OUT.npy [--device auto|cpu|cuda]\n\n"
+  printf("usage: cuvae decode CHECKPOINT --in Z.npy --out OUT.npy [--labels LABELS] [--device auto|cpu|cuda]\n\n"
          "Decodes latent vectors: Z.npy is float32 [N, Z]; writes float32 [N, D] to OUT.npy, the decoder's means\n"
          "(sigmoid of the logits for a Bernoulli decoder, the output for a Gaussian one). Prints one JSON line.\n\n"
          "options:\n"
          "  --in Z.npy      latent vectors (required)\n"
+         "  --labels FILE   each row's class (1-D IDX or .npy): required by a conditional model, else refused\n"
          "  --out OUT.npy   output (required; written atomically)\n"
          "  --device D      auto (default), cpu or cuda\n"
          "  -h, --help      this help\n");
@@ -63,7 +65,7 @@ void help_decode(void) {
 
 /* Parsed command line of one of these commands. */
 typedef struct args {
-  const char *pos, *out, *in, *format, *device;
+  const char *pos, *out, *in, *format, *device, *labels;
 } args;
 
 enum { WANT_IN = 1, WANT_FORMAT = 2, WANT_DEVICE = 4 };
@@ -81,6 +83,8 @@ static int parse_args(int argc, char **argv, const char *posname, int want, void
       a->out = v;
     } else if (!missing && (want & WANT_IN) && (v = cli_flag_value(argc, argv, &i, "--in", &missing))) {
       a->in = v;
+    } else if (!missing && (want & WANT_IN) && (v = cli_flag_value(argc, argv, &i, "--labels", &missing))) {
+      a->labels = v;
     } else if (!missing && (want & WANT_FORMAT) && (v = cli_flag_value(argc, argv, &i, "--format", &missing))) {
       a->format = v;
     } else if (!missing && (want & WANT_DEVICE) && (v = cli_flag_value(argc, argv, &i, "--device", &missing))) {
@@ -160,7 +164,7 @@ static int codec(int argc, char **argv, int decode) {
   int rc = parse_args(argc, argv, "CHECKPOINT", WANT_IN | WANT_DEVICE, decode ? help_decode : help_encode, &a);
   if (rc) return rc == 1 ? 0 : rc;
   cuvae_codec_info info;
-  if ((decode ? cuvae_decode_file : cuvae_encode_file)(a.pos, a.device, a.in, a.out, &info)) return fail();
+  if ((decode ? cuvae_decode_file : cuvae_encode_file)(a.pos, a.device, a.in, a.labels, a.out, &info)) return fail();
   report_paths("checkpoint", a.pos, "out", a.out);
   printf(", \"rows\": %zu, \"cols\": %zu, \"device\": \"%s\"}\n", info.rows, info.cols, info.device);
   return 0;

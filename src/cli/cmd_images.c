@@ -21,7 +21,8 @@
 
 enum {
   F_N = 1 << 0, F_SEED = 1 << 1, F_SPLIT = 1 << 2, F_PAIR = 1 << 3, F_STEPS = 1 << 4, F_SPHERICAL = 1 << 5,
-  F_INDEX = 1 << 6, F_DIMS = 1 << 7, F_RANGE = 1 << 8, F_GRID = 1 << 9, F_SCALE = 1 << 10, F_SIZE = 1 << 11
+  F_INDEX = 1 << 6, F_DIMS = 1 << 7, F_RANGE = 1 << 8, F_GRID = 1 << 9, F_SCALE = 1 << 10, F_SIZE = 1 << 11,
+  F_LABEL = 1 << 12
 };
 
 enum { MAX_N = 10000, MAX_STEPS = 200, MAX_GRID = 100, MAX_SCALE = 16 };
@@ -31,6 +32,7 @@ typedef struct opts {
   int split;                  /* CUVAE_SPLIT_TEST | CUVAE_SPLIT_TRAIN */
   int n, steps, dims, grid, scale, width, height;
   long long index, pair_i, pair_j;
+  int label;                  /* --label: the class a conditional model generates; -1 = not given */
   double range;
   uint64_t seed;
   int have_seed, spherical;
@@ -125,6 +127,8 @@ static int parse(int argc, char **argv, unsigned flags, opts *o, void (*help)(vo
       rc = parse_int("--grid", v, 2, MAX_GRID, &o->grid);
     } else if (!missing && (flags & F_SCALE) && (v = cli_flag_value(argc, argv, &i, "--scale", &missing))) {
       rc = parse_int("--scale", v, 0, MAX_SCALE, &o->scale);
+    } else if (!missing && (flags & F_LABEL) && (v = cli_flag_value(argc, argv, &i, "--label", &missing))) {
+      rc = parse_int("--label", v, 0, 65535, &o->label);
     } else if (!missing && (flags & F_SIZE) && (v = cli_flag_value(argc, argv, &i, "--width", &missing))) {
       rc = parse_int("--width", v, 160, 8192, &o->width);
     } else if (!missing && (flags & F_SIZE) && (v = cli_flag_value(argc, argv, &i, "--height", &missing))) {
@@ -152,6 +156,7 @@ static int parse(int argc, char **argv, unsigned flags, opts *o, void (*help)(vo
 static void defaults(opts *o, const char *cmd, const char *out) {
   memset(o, 0, sizeof *o);
   o->cmd = cmd;
+  o->label = -1;
   o->out = out;
   o->device = "auto";
   o->split = CUVAE_SPLIT_TEST;
@@ -169,6 +174,16 @@ static int open_model(const opts *o, int need_data, cuvae_inference *inf) {
   if (rc != 0) {
     fprintf(stderr, "error: %s\n", cuvae_last_error());
     return CUVAE_EXIT_FAIL;
+  }
+  /* --label: the class a conditional model generates. */
+  if (o->label >= 0 && !inf->model.cond) {
+    cuvae_inference_close(inf);
+    return usage_error("--label %d: the model is not conditional ([model] conditional = false)", o->label);
+  }
+  if (o->label >= 0 && (size_t)o->label >= inf->model.cond) {
+    const size_t classes = inf->model.cond;
+    cuvae_inference_close(inf);
+    return usage_error("--label %d is outside the model's classes 0..%zu", o->label, classes - 1);
   }
   return 0;
 }
@@ -194,12 +209,29 @@ static void print_head(const opts *o, int width, int height) {
   printf(", \"width\": %d, \"height\": %d", width, height);
 }
 
-/* Writes a grid of decoder means of the n latent rows z, and prints the JSON head (the caller ends the line). */
-static int decode_grid(const opts *o, cuvae_inference *inf, const float *z, int n, int rows, int cols) {
+/* The class every decoded row of a conditional model gets (the example's own, or --label); NULL for other models.
+ * n labels, freed by the caller. */
+static int32_t *same_labels(const cuvae_inference *inf, int label, size_t n) {
+  if (!inf->model.cond) return NULL;
+  int32_t *l = malloc(n * sizeof *l);
+  if (l)
+    for (size_t i = 0; i < n; i++) l[i] = label;
+  return l;
+}
+
+/* Writes a grid of decoder means of the n latent rows z (a conditional model decodes them with class `label`), and
+ * prints the JSON head (the caller ends the line). */
+static int decode_grid(const opts *o, cuvae_inference *inf, const float *z, int n, int rows, int cols, int label) {
   const size_t D = inf->model.input_dim;
   float *mean = malloc((size_t)n * D * sizeof *mean);
-  if (!mean) return cuvae_error("out of memory for %d decoded examples", n);
-  int h, w, rc = inf->be->decode(inf->be, z, (size_t)n, mean);
+  int32_t *labels = same_labels(inf, label, (size_t)n);
+  if (!mean || (inf->model.cond && !labels)) {
+    free(mean);
+    free(labels);
+    return cuvae_error("out of memory for %d decoded examples", n);
+  }
+  int h, w, rc = inf->be->decode(inf->be, z, labels, (size_t)n, mean);
+  free(labels);
   shape_of(inf, &h, &w);
   if (rc == 0) rc = cuvae_write_grid_png(o->out, mean, (size_t)n, rows, cols, h, w, 1, o->scale);
   free(mean);
@@ -219,11 +251,16 @@ static float *encode_all(cuvae_inference *inf) {
     cuvae_error("out of memory encoding %zu examples", n);
     return NULL;
   }
-  if (inf->be->encode(inf->be, inf->data.x, n, mulv)) {
+  if (inf->be->encode(inf->be, inf->data.x, inf->model.cond ? inf->data.labels : NULL, n, mulv)) {
     free(mulv);
     return NULL;
   }
   return mulv;
+}
+
+/* Example i's label (0 when the split has none: only conditional models read it, and they need labels). */
+static int example_label(const cuvae_inference *inf, long long i) {
+  return inf->data.labels ? inf->data.labels[i] : 0;
 }
 
 static int check_index(const opts *o, const cuvae_inference *inf, const char *flag, long long i) {
@@ -236,16 +273,19 @@ static int check_index(const opts *o, const cuvae_inference *inf, const char *fl
 /* ---- sample ------------------------------------------------------------------------------------------------ */
 
 void help_sample(void) {
-  printf("usage: cuvae sample CHECKPOINT [--n 64] [--out samples.png] [--seed S] [--scale P] [--device D]\n\n"
+  printf("usage: cuvae sample CHECKPOINT [--n 64] [--out samples.png] [--seed S] [--label Y] [--scale P] [--device D]\n\n"
          "Draws n latent vectors z ~ N(0, I) and writes the decoder's means (sigmoid of the logits for a Bernoulli\n"
          "decoder, f for a Gaussian one) as a PNG grid ceil(sqrt n) tiles wide. z comes from the Philox host\n"
          "stream seeded with S ^ 0x5A3B1E55A3B1E55A at offset 0 (n x Z normals, row-major); the default S is the\n"
          "checkpoint's [train] seed, which is what training's samples.png uses: `cuvae sample RUN/checkpoint.cuvae`\n"
-         "redraws the run's last samples.png. One JSON line on stdout names the file and its size.\n\n"
+         "redraws the run's last samples.png. A conditional model ([model] conditional = true) generates class Y\n"
+         "with --label Y; without it the grid has one row per class, every row decoding the same ceil(n / C) z's.\n"
+         "One JSON line on stdout names the file and its size.\n\n"
          "options:\n"
          "  --n N        number of samples, 1..%d (default 64)\n"
          "  --out FILE   the PNG to write (default samples.png)\n"
          "  --seed S     noise seed (default: the checkpoint's [train] seed)\n"
+         "  --label Y    conditional model: the class to generate (default: one row per class)\n"
          "  --scale P    pixels per data pixel, 1..%d; 0 (default) enlarges tiles to >= %d pixels\n"
          "  --device D   auto (default), cpu or cuda\n"
          "  -h, --help   this help\n",
@@ -256,14 +296,14 @@ int cmd_sample(int argc, char **argv) {
   opts o;
   defaults(&o, "sample", "samples.png");
   o.n = 64;
-  int rc = parse(argc, argv, F_N | F_SEED | F_SCALE, &o, help_sample);
+  int rc = parse(argc, argv, F_N | F_SEED | F_SCALE | F_LABEL, &o, help_sample);
   if (rc) return rc < 0 ? 0 : rc;
   cuvae_inference inf;
   if ((rc = open_model(&o, 0, &inf))) return rc;
   const uint64_t seed = o.have_seed ? o.seed : inf.cfg.seed;
   int h, w, W, H;
   shape_of(&inf, &h, &w);
-  if (cuvae_write_samples_png(inf.be, &inf.model, seed, o.n, h, w, o.scale, o.out, &W, &H)) return failed(&inf);
+  if (cuvae_write_samples_png(inf.be, &inf.model, seed, o.n, h, w, o.scale, o.label, o.out, &W, &H)) return failed(&inf);
   print_head(&o, W, H);
   printf(", \"n\": %d, \"seed\": %" PRIu64 "}\n", o.n, seed);
   cuvae_inference_close(&inf);
@@ -315,7 +355,7 @@ int cmd_reconstruct(int argc, char **argv) {
 
 void help_interpolate(void) {
   printf("usage: cuvae interpolate CHECKPOINT [--pair I,J] [--steps 10] [--spherical] [--out interp.png]\n"
-         "                          [--split test|train] [--scale P] [--device D]\n\n"
+         "                          [--split test|train] [--label Y] [--scale P] [--device D]\n\n"
          "Encodes examples I and J of a data split and decodes `steps` points evenly spaced (t = 0 .. 1) on the\n"
          "line between mu(x_I) and mu(x_J), or with --spherical on the great-circle arc (slerp: angle and length\n"
          "interpolated together; the line when the two are parallel). Writes one row of `steps` tiles, x_I's end\n"
@@ -324,6 +364,7 @@ void help_interpolate(void) {
          "  --pair I,J     example indices (default 0,1)\n"
          "  --steps N      points on the path including both ends, 2..%d (default 10)\n"
          "  --spherical    slerp instead of the straight line\n"
+         "  --label Y      conditional model: decode with class Y (default: example I's label)\n"
          "  --out FILE     the PNG to write (default interp.png)\n"
          "  --split S      test (default) or train\n"
          "  --scale P      pixels per data pixel, 1..%d; 0 (default) automatic\n"
@@ -338,7 +379,7 @@ int cmd_interpolate(int argc, char **argv) {
   o.pair_i = 0;
   o.pair_j = 1;
   o.steps = 10;
-  int rc = parse(argc, argv, F_PAIR | F_STEPS | F_SPHERICAL | F_SPLIT | F_SCALE, &o, help_interpolate);
+  int rc = parse(argc, argv, F_PAIR | F_STEPS | F_SPHERICAL | F_SPLIT | F_SCALE | F_LABEL, &o, help_interpolate);
   if (rc) return rc < 0 ? 0 : rc;
   cuvae_inference inf;
   if ((rc = open_model(&o, 1, &inf))) return rc;
@@ -353,7 +394,9 @@ int cmd_interpolate(int argc, char **argv) {
   if (rc == 0) {
     memcpy(x, inf.data.x + (size_t)o.pair_i * D, D * sizeof *x);
     memcpy(x + D, inf.data.x + (size_t)o.pair_j * D, D * sizeof *x);
-    rc = inf.be->encode(inf.be, x, 2, mulv);
+    const int32_t pair_labels[2] = {inf.data.labels ? inf.data.labels[o.pair_i] : 0,
+                                    inf.data.labels ? inf.data.labels[o.pair_j] : 0};
+    rc = inf.be->encode(inf.be, x, inf.model.cond ? pair_labels : NULL, 2, mulv);
   }
   if (rc == 0) {
     const float *a = mulv, *b = mulv + 2 * Z;  /* the two mu */
@@ -371,7 +414,7 @@ int cmd_interpolate(int argc, char **argv) {
       const double ca = slerp ? sin((1 - t) * omega) / sin(omega) : 1 - t, cb = slerp ? sin(t * omega) / sin(omega) : t;
       for (size_t j = 0; j < Z; j++) z[(size_t)s * Z + j] = (float)(ca * a[j] + cb * b[j]);
     }
-    rc = decode_grid(&o, &inf, z, o.steps, 1, o.steps);
+    rc = decode_grid(&o, &inf, z, o.steps, 1, o.steps, o.label >= 0 ? o.label : example_label(&inf, o.pair_i));
   }
   free(x);
   free(mulv);
@@ -387,13 +430,14 @@ int cmd_interpolate(int argc, char **argv) {
 
 void help_traverse(void) {
   printf("usage: cuvae traverse CHECKPOINT [--index I] [--dims K] [--range R] [--steps 9] [--out traverse.png]\n"
-         "                       [--split test|train] [--scale P] [--device D]\n\n"
+         "                       [--split test|train] [--label Y] [--scale P] [--device D]\n\n"
          "Latent traversal: ranks the latent dimensions by their mean KL(q(z_j|x) || N(0, 1)) over the split (the\n"
          "informative ones first), then, for each of the top K, starts from z = mu(x_I) and sets z_j to `steps`\n"
          "values evenly spaced in [-R, +R], decoding each. Writes K rows (most informative dim on top) of `steps`\n"
          "tiles; the JSON line lists the dims and their mean KL (nats).\n\n"
          "options:\n"
          "  --index I      example index in the split (default 0)\n"
+         "  --label Y      conditional model: decode with class Y (default: the example's label)\n"
          "  --dims K       number of dims, 1..Z (default min(Z, 8))\n"
          "  --range R      traverse z_j over [-R, R], R in (0, 100] (default 3)\n"
          "  --steps N      values per dim, 2..%d (default 9)\n"
@@ -410,7 +454,7 @@ int cmd_traverse(int argc, char **argv) {
   defaults(&o, "traverse", "traverse.png");
   o.steps = 9;
   o.range = 3.0;
-  int rc = parse(argc, argv, F_INDEX | F_DIMS | F_RANGE | F_STEPS | F_SPLIT | F_SCALE, &o, help_traverse);
+  int rc = parse(argc, argv, F_INDEX | F_DIMS | F_RANGE | F_STEPS | F_SPLIT | F_SCALE | F_LABEL, &o, help_traverse);
   if (rc) return rc < 0 ? 0 : rc;
   cuvae_inference inf;
   if ((rc = open_model(&o, 1, &inf))) return rc;
@@ -459,7 +503,8 @@ int cmd_traverse(int argc, char **argv) {
         memcpy(row, mu0, Z * sizeof *row);
         row[order[r]] = (float)(-o.range + 2.0 * o.range * s / (o.steps - 1));
       }
-    rc = decode_grid(&o, &inf, z, o.dims * o.steps, o.dims, o.steps);
+    rc = decode_grid(&o, &inf, z, o.dims * o.steps, o.dims, o.steps,
+                     o.label >= 0 ? o.label : example_label(&inf, o.index));
   }
   if (rc == 0) {
     printf(", \"index\": %lld, \"range\": %g, \"steps\": %d, \"split\": \"%s\", \"dims\": [", o.index, o.range,
@@ -619,12 +664,13 @@ int cmd_latent_plot(int argc, char **argv) {
 /* ---- manifold ------------------------------------------------------------------------------------------------ */
 
 void help_manifold(void) {
-  printf("usage: cuvae manifold CHECKPOINT [--grid 20] [--out manifold.png] [--scale P] [--device D]\n\n"
+  printf("usage: cuvae manifold CHECKPOINT [--grid 20] [--out manifold.png] [--label Y] [--scale P] [--device D]\n\n"
          "For a model with a 2-D latent space (Z = 2): decodes a G x G grid of latent points at Gaussian quantiles,\n"
          "z = (Phi^-1(p_c), Phi^-1(1 - p_r)) with p_k = (k + 0.5) / G (Phi^-1: the inverse normal CDF), so each\n"
          "cell covers an equal share of the prior's mass; z1 grows to the right, z2 upwards.\n\n"
          "options:\n"
          "  --grid G       tiles per side, 2..%d (default 20)\n"
+         "  --label Y      conditional model: decode with class Y (default 0)\n"
          "  --out FILE     the PNG to write (default manifold.png)\n"
          "  --scale P      pixels per data pixel, 1..%d; 0 (default) automatic\n"
          "  --device D     auto (default), cpu or cuda\n"
@@ -649,7 +695,7 @@ int cmd_manifold(int argc, char **argv) {
   opts o;
   defaults(&o, "manifold", "manifold.png");
   o.grid = 20;
-  int rc = parse(argc, argv, F_GRID | F_SCALE, &o, help_manifold);
+  int rc = parse(argc, argv, F_GRID | F_SCALE | F_LABEL, &o, help_manifold);
   if (rc) return rc < 0 ? 0 : rc;
   cuvae_inference inf;
   if ((rc = open_model(&o, 0, &inf))) return rc;
@@ -670,7 +716,7 @@ int cmd_manifold(int argc, char **argv) {
       z[((size_t)r * G + c) * 2 + 0] = (float)normal_quantile((c + 0.5) / G);
       z[((size_t)r * G + c) * 2 + 1] = (float)normal_quantile(1.0 - (r + 0.5) / G);
     }
-  rc = decode_grid(&o, &inf, z, G * G, G, G);
+  rc = decode_grid(&o, &inf, z, G * G, G, G, o.label >= 0 ? o.label : 0);
   free(z);
   if (rc) return failed(&inf);
   printf(", \"grid\": %d, \"z_max\": %.6g}\n", G, normal_quantile(1.0 - 0.5 / G));

@@ -23,6 +23,8 @@ struct cuvae_cpu_ws {
   float *x_rep;                      /* [N, D] the targets repeated per sample (samples > 1) */
   float *kl_s, *weight, *row_obj;    /* [N] sampled KL, [N] sample weights, [B] objective per row */
   float *dlv_row;                    /* [N] rows' parts of dL/d logvar (learned_shared) */
+  float *enc_in, *dec_in, *dzy;      /* conditional: [B, D + C] = [x | onehot y], [N, Z + C] = [z | onehot y], its
+                                        gradient */
 };
 
 void cuvae_cpu_ws_destroy(cuvae_cpu_ws *ws) {
@@ -32,7 +34,8 @@ void cuvae_cpu_ws_destroy(cuvae_cpu_ws *ws) {
     free(ws->dec_out[i]);
   }
   float *bufs[] = {ws->z,     ws->dz,   ws->dmulv,  ws->grad_a,  ws->grad_b, ws->kl_row,
-                   ws->nll_row, ws->x_rep, ws->kl_s, ws->weight, ws->row_obj, ws->dlv_row};
+                   ws->nll_row, ws->x_rep, ws->kl_s, ws->weight, ws->row_obj, ws->dlv_row,
+                   ws->enc_in, ws->dec_in, ws->dzy};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
   free(ws);
 }
@@ -77,6 +80,11 @@ cuvae_cpu_ws *cuvae_cpu_ws_create(const cuvae_model *m, int max_batch) {
   ws->weight = alloc_floats(B, &failed);
   ws->row_obj = alloc_floats(B, &failed);
   ws->dlv_row = alloc_floats(B, &failed);
+  if (m->cond) {
+    ws->enc_in = alloc_floats(B * (D + m->cond), &failed);
+    ws->dec_in = alloc_floats(B * (Z + m->cond), &failed);
+    ws->dzy = alloc_floats(B * (Z + m->cond), &failed);
+  }
   if (failed) {
     cuvae_cpu_ws_destroy(ws);
     cuvae_error("out of memory allocating the CPU workspace for batch %d", max_batch);
@@ -120,15 +128,50 @@ void cuvae_cpu_decoder_nll(const cuvae_model *m, const float *params, const floa
 
 /* ---- forward and backward ----------------------------------------------------------------------------------- */
 
-const float *cuvae_cpu_encode(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *x,
-                              int B) {
-  const float *in = x;
+/* The encoder's input: x, or [x | onehot(y)] for a conditional model (MATH.md section 6). */
+static const float *encoder_input(const cuvae_model *m, cuvae_cpu_ws *ws, const float *x, const int32_t *labels,
+                                  int B) {
+  if (!m->cond) return x;
+  concat_onehot_cpu(x, (int)m->input_dim, labels, B, (int)m->cond, ws->enc_in, B);
+  return ws->enc_in;
+}
+
+/* The decoder's input for N = B * samples rows (sample-major): z, or [z | onehot(y of row i mod B)]. */
+static const float *decoder_input(const cuvae_model *m, cuvae_cpu_ws *ws, const float *z, const int32_t *labels,
+                                  int B, int N) {
+  if (!m->cond) return z;
+  concat_onehot_cpu(z, (int)m->latent, labels, B, (int)m->cond, ws->dec_in, N);
+  return ws->dec_in;
+}
+
+static void decoder_forward(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *in, int N) {
+  for (int i = 0; i < m->n_dec; i++) {
+    const cuvae_layer *l = &m->dec[i];
+    dense_forward_cpu(in, params + l->w, params + l->b, ws->dec_out[i], N, (int)l->in, (int)l->out, l->act);
+    in = ws->dec_out[i];
+  }
+}
+
+const float *cuvae_cpu_decode(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *z,
+                              const int32_t *labels, int N) {
+  decoder_forward(m, ws, params, decoder_input(m, ws, z, labels, N, N), N);
+  return ws->dec_out[m->n_dec - 1];
+}
+
+/* The encoder's layers on its prepared input (encoder_input). */
+static const float *encoder_forward(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *in,
+                                   int B) {
   for (int i = 0; i < m->n_enc; i++) {
     const cuvae_layer *l = &m->enc[i];
     dense_forward_cpu(in, params + l->w, params + l->b, ws->enc_out[i], B, (int)l->in, (int)l->out, l->act);
     in = ws->enc_out[i];
   }
   return ws->enc_out[m->n_enc - 1];
+}
+
+const float *cuvae_cpu_encode(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *x,
+                              const int32_t *labels, int B) {
+  return encoder_forward(m, ws, params, encoder_input(m, ws, x, labels, B), B);
 }
 
 /* Backward through layers[n-1..0] starting from dy (dL/d output of the last layer, in ws->grad_a).
@@ -175,12 +218,8 @@ int cuvae_cpu_latent_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, cons
     if (L > 1) iwae_reparam_cpu(mulv, eps + (size_t)B * Z, ws->z + (size_t)B * Z, B, L - 1, Z);
   }
 
-  const float *in = ws->z;
-  for (int i = 0; i < m->n_dec; i++) {
-    const cuvae_layer *l = &m->dec[i];
-    dense_forward_cpu(in, params + l->w, params + l->b, ws->dec_out[i], N, (int)l->in, (int)l->out, l->act);
-    in = ws->dec_out[i];
-  }
+  const float *dec_in = decoder_input(m, ws, ws->z, batch->labels, B, N);
+  decoder_forward(m, ws, params, dec_in, N);
   const float *dec_y = ws->dec_out[m->n_dec - 1];
   const int out_cols = (int)m->dec[m->n_dec - 1].out;
   const float *x = batch->x;
@@ -220,7 +259,8 @@ int cuvae_cpu_latent_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, cons
       gbuf = scratch_grad;
     }
     if (m->variance == CUVAE_VAR_LEARNED_SHARED) gbuf[m->logvar] = (float)sum_rows(ws->dlv_row, N);
-    backward_stack(m->dec, m->n_dec, ws->dec_out, ws->z, params, gbuf, ws, ws->dz, N);
+    backward_stack(m->dec, m->n_dec, ws->dec_out, dec_in, params, gbuf, ws, m->cond ? ws->dzy : ws->dz, N);
+    if (m->cond) take_columns_cpu(ws->dzy, Z + (int)m->cond, ws->dz, N, Z);  /* dL/dz of dL/d[z | y] */
     float *dml = dmulv ? dmulv : ws->dmulv;
     if (ae)
       latent_mean_backward_cpu(ws->dz, dml, B, Z);
@@ -238,8 +278,8 @@ int cuvae_cpu_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float
   const int B = batch->B;
   if (B < 1 || B > ws->max_batch)
     return cuvae_error("batch of %d rows does not fit the workspace (max %d)", B, ws->max_batch);
-  const float *x_in = batch->x_in ? batch->x_in : batch->x;
-  const float *mulv = cuvae_cpu_encode(m, ws, params, x_in, B);
+  const float *x_in = encoder_input(m, ws, batch->x_in ? batch->x_in : batch->x, batch->labels, B);
+  const float *mulv = encoder_forward(m, ws, params, x_in, B);
   if (cuvae_cpu_latent_objective_grad(m, ws, params, mulv, batch, spec, grad, grad ? ws->dmulv : NULL, out))
     return -1;
   if (grad) {
@@ -253,13 +293,13 @@ static const cuvae_objective_spec k_plain_elbo = {CUVAE_OBJ_ELBO, 1, CUVAE_KL_AN
 
 int cuvae_cpu_loss_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *x,
                         const float *eps, int B, float *grad, cuvae_loss *out) {
-  const cuvae_cpu_batch batch = {B, x, NULL, eps};
+  const cuvae_cpu_batch batch = {B, x, NULL, eps, NULL};
   return cuvae_cpu_objective_grad(m, ws, params, &batch, &k_plain_elbo, grad, out);
 }
 
 int cuvae_cpu_latent_loss_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params,
                                const float *mulv, const float *x, const float *eps, int B, float *grad,
                                float *dmulv, cuvae_loss *out) {
-  const cuvae_cpu_batch batch = {B, x, NULL, eps};
+  const cuvae_cpu_batch batch = {B, x, NULL, eps, NULL};
   return cuvae_cpu_latent_objective_grad(m, ws, params, mulv, &batch, &k_plain_elbo, grad, dmulv, out);
 }

@@ -130,8 +130,8 @@ TEST_P(Codec, EncodeAndDecodeAgreeAcrossBackendsAndWithTheReference) {
     // encode: rows 5.. of the data set
     const float *x = s.x.data() + 5 * D;
     std::vector<float> ec(n * 2 * Z), eg(n * 2 * Z);
-    ASSERT_EQ(s.cpu->encode(s.cpu, x, n, ec.data()), 0) << cuvae_last_error();
-    ASSERT_EQ(s.gpu->encode(s.gpu, x, n, eg.data()), 0) << cuvae_last_error();
+    ASSERT_EQ(s.cpu->encode(s.cpu, x, NULL, n, ec.data()), 0) << cuvae_last_error();
+    ASSERT_EQ(s.gpu->encode(s.gpu, x, NULL, n, eg.data()), 0) << cuvae_last_error();
     const double d_enc = compare(eg, ec, tag + " encode cuda vs cpu");
     std::vector<double> ref;
     for (size_t i = 0; i < n; i++) {
@@ -144,8 +144,8 @@ TEST_P(Codec, EncodeAndDecodeAgreeAcrossBackendsAndWithTheReference) {
     for (size_t i = 0; i < n; i++)
       for (size_t j = 0; j < Z; j++) z[i * Z + j] = ec[i * 2 * Z + j] + 1.5f * std::sin((float)(i * 3 + j));
     std::vector<float> dc(n * D), dg(n * D);
-    ASSERT_EQ(s.cpu->decode(s.cpu, z.data(), n, dc.data()), 0) << cuvae_last_error();
-    ASSERT_EQ(s.gpu->decode(s.gpu, z.data(), n, dg.data()), 0) << cuvae_last_error();
+    ASSERT_EQ(s.cpu->decode(s.cpu, z.data(), NULL, n, dc.data()), 0) << cuvae_last_error();
+    ASSERT_EQ(s.gpu->decode(s.gpu, z.data(), NULL, n, dg.data()), 0) << cuvae_last_error();
     const double d_dec = compare(dg, dc, tag + " decode cuda vs cpu");
     ref.clear();
     for (size_t i = 0; i < n; i++) {
@@ -171,9 +171,9 @@ TEST(CodecBatches, RowsAgreeWhateverTheBatching) {
   const size_t Z = s.m.latent, D = s.m.input_dim, n = 27;
   for (cuvae_backend *be : {s.cpu, s.gpu}) {
     std::vector<float> all(n * 2 * Z), one(2 * Z);
-    ASSERT_EQ(be->encode(be, s.x.data(), n, all.data()), 0) << cuvae_last_error();
+    ASSERT_EQ(be->encode(be, s.x.data(), NULL, n, all.data()), 0) << cuvae_last_error();
     for (size_t i = 0; i < n; i += 7) {
-      ASSERT_EQ(be->encode(be, s.x.data() + i * D, 1, one.data()), 0) << cuvae_last_error();
+      ASSERT_EQ(be->encode(be, s.x.data() + i * D, NULL, 1, one.data()), 0) << cuvae_last_error();
       compare(one, std::vector<float>(all.begin() + i * 2 * Z, all.begin() + (i + 1) * 2 * Z),
               std::string(be->name) + " row " + std::to_string(i));
     }
@@ -185,22 +185,22 @@ TEST(CodecErrors, BadArgumentsAndPendingStepsAreRefused) {
   ASSERT_TRUE(s.cpu && s.gpu);
   std::vector<float> in(64 * 30, 0.5f), out(64 * 30);
   for (cuvae_backend *be : {s.cpu, s.gpu}) {
-    EXPECT_EQ(be->encode(be, in.data(), 0, out.data()), -1);
+    EXPECT_EQ(be->encode(be, in.data(), NULL, 0, out.data()), -1);
     EXPECT_NE(std::string(cuvae_last_error()).find("n = 0"), std::string::npos) << cuvae_last_error();
-    EXPECT_EQ(be->decode(be, in.data(), 0, out.data()), -1);
-    EXPECT_EQ(be->decode(be, nullptr, 1, out.data()), -1);
-    EXPECT_EQ(be->encode(be, in.data(), 1, nullptr), -1);
+    EXPECT_EQ(be->decode(be, in.data(), NULL, 0, out.data()), -1);
+    EXPECT_EQ(be->decode(be, nullptr, NULL, 1, out.data()), -1);
+    EXPECT_EQ(be->encode(be, in.data(), NULL, 1, nullptr), -1);
   }
   // The CUDA backend refuses while training steps are pending (like evaluate), and works again after collect.
   std::vector<uint32_t> rows(s.cfg.batch_size);
   for (int b = 0; b < s.cfg.batch_size; b++) rows[b] = (uint32_t)b;
   ASSERT_EQ(s.gpu->train_step(s.gpu, rows.data(), s.cfg.batch_size, 6), 0) << cuvae_last_error();
-  EXPECT_EQ(s.gpu->decode(s.gpu, in.data(), 1, out.data()), -1);
+  EXPECT_EQ(s.gpu->decode(s.gpu, in.data(), NULL, 1, out.data()), -1);
   EXPECT_NE(std::string(cuvae_last_error()).find("pending"), std::string::npos) << cuvae_last_error();
   std::vector<cuvae_step_result> res(s.gpu->max_pending);
   int k = 0;
   ASSERT_EQ(s.gpu->collect(s.gpu, res.data(), &k), 0) << cuvae_last_error();
-  EXPECT_EQ(s.gpu->decode(s.gpu, in.data(), 1, out.data()), 0) << cuvae_last_error();
+  EXPECT_EQ(s.gpu->decode(s.gpu, in.data(), NULL, 1, out.data()), 0) << cuvae_last_error();
 }
 
 }  // namespace

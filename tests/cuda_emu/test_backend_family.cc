@@ -42,8 +42,8 @@ TEST_P(FamilyParity, TrainingStepsAgreeWithTheCpuBackend) {
   // The decoder's means (decode), which per-dim variances read out of [mean | lv] rows.
   std::vector<float> z(5 * 3), mc(5 * 16), mg(5 * 16);
   for (size_t i = 0; i < z.size(); i++) z[i] = 0.3f * (float)i - 2.0f;
-  ASSERT_EQ(cpu->decode(cpu, z.data(), 5, mc.data()), 0) << cuvae_last_error();
-  ASSERT_EQ(gpu->decode(gpu, z.data(), 5, mg.data()), 0) << cuvae_last_error();
+  ASSERT_EQ(cpu->decode(cpu, z.data(), NULL, 5, mc.data()), 0) << cuvae_last_error();
+  ASSERT_EQ(gpu->decode(gpu, z.data(), NULL, 5, mg.data()), 0) << cuvae_last_error();
   bool ok;
   const double dm = max_diff(mc, mg, 1e-5, 1e-4, &ok);
   EXPECT_TRUE(ok) << "decode differs by up to " << dm;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <ostream>
@@ -32,10 +33,12 @@ void PrintTo(const Case &c, std::ostream *os) { *os << c.name; }
 
 struct Fixture {
   std::vector<float> x;
+  std::vector<int32_t> labels;  // a conditional model's: row i has class i % classes (ds.labels points here)
   cuvae_dataset ds = {};
   cuvae_config cfg;
   cuvae_model m;
-  // tweak: changes to the config before the model is built (the model-family keys of a case).
+  // tweak: changes to the config before the model is built (the model-family keys of a case). When it makes the
+  // model conditional, the data set gets labels (before any backend is created from it).
   explicit Fixture(const Case &c, void (*tweak)(cuvae_config *) = nullptr) {
     x = cuvae_test::synthetic_data(c.N, c.D, 7);
     ds.n = c.N;
@@ -58,8 +61,15 @@ struct Fixture {
     cfg.clip_norm = c.clip;
     cfg.lr = 1e-3f;
     if (tweak) tweak(&cfg);
+    if (cfg.conditional) {
+      labels.resize(c.N);
+      for (int i = 0; i < c.N; i++) labels[i] = i % cfg.classes;
+      ds.labels = labels.data();
+    }
     EXPECT_EQ(cuvae_model_build(&m, c.D, &cfg), 0) << cuvae_last_error();
   }
+  Fixture(const Fixture &) = delete;  // ds points into x and labels
+  Fixture &operator=(const Fixture &) = delete;
 };
 
 // Rows of training step t: epoch t / (N/B) of cuvae_shuffle, consecutive chunk of B.

@@ -4,7 +4,9 @@
 // gradient tensor, then parameters and Adam moments after all steps, then evaluate().
 // The members: learned Gaussian variances (shared, per dim), the multi-sample ELBO (analytic and sampled KL, with
 // beta), the IWAE objective, the autoencoder (Bernoulli and Gaussian outputs), the denoising autoencoder (Gaussian
-// noise and masking, with dynamic binarization), the KL warm-up, and the linear decoder.
+// noise and masking, with dynamic binarization), the KL warm-up, the linear decoder, and the conditional VAE
+// (labels i % 3 in the fixture's data set; with the ELBO, the IWAE objective and a learned shared variance), whose
+// encode and IWAE estimate (K = 7) are compared too.
 #include "parity_util.h"
 
 namespace {
@@ -19,6 +21,12 @@ struct Member {
 void PrintTo(const Member &m, std::ostream *os) { *os << m.name; }
 
 class FamilyParity : public ::testing::TestWithParam<Member> {};
+
+// The conditional VAE with 3 classes.
+void make_conditional(cuvae_config *c) {
+  c->conditional = 1;
+  c->classes = 3;
+}
 
 TEST_P(FamilyParity, TrainingStepsAgreeWithTheCpuBackend) {
   const Member &mem = GetParam();
@@ -39,11 +47,14 @@ TEST_P(FamilyParity, TrainingStepsAgreeWithTheCpuBackend) {
   ASSERT_EQ(gpu->evaluate(gpu, &f.ds, f.cfg.eval_batch_size, &eg), 0) << cuvae_last_error();
   EXPECT_LE(std::fabs(ec.nelbo - eg.nelbo), 1e-5 + 1e-4 * std::fabs(ec.nelbo));
   std::printf("[%s] evaluate: cpu %.9g cuda %.9g\n", mem.name, ec.nelbo, eg.nelbo);
-  // The decoder's means (decode), which per-dim variances read out of [mean | lv] rows.
+  // The decoder's means (decode), which per-dim variances read out of [mean | lv] rows; a conditional model's
+  // for class 1.
   std::vector<float> z(5 * 3), mc(5 * 16), mg(5 * 16);
   for (size_t i = 0; i < z.size(); i++) z[i] = 0.3f * (float)i - 2.0f;
-  ASSERT_EQ(cpu->decode(cpu, z.data(), NULL, 5, mc.data()), 0) << cuvae_last_error();
-  ASSERT_EQ(gpu->decode(gpu, z.data(), NULL, 5, mg.data()), 0) << cuvae_last_error();
+  const std::vector<int32_t> ones(5, 1);
+  const int32_t *labels = f.m.cond ? ones.data() : NULL;
+  ASSERT_EQ(cpu->decode(cpu, z.data(), labels, 5, mc.data()), 0) << cuvae_last_error();
+  ASSERT_EQ(gpu->decode(gpu, z.data(), labels, 5, mg.data()), 0) << cuvae_last_error();
   bool ok;
   const double dm = max_diff(mc, mg, 1e-5, 1e-4, &ok);
   EXPECT_TRUE(ok) << "decode differs by up to " << dm;
@@ -90,7 +101,93 @@ INSTANTIATE_TEST_SUITE_P(
                [](cuvae_config *c) {
                  c->decoder = CUVAE_DECODER_LINEAR;
                  c->gaussian_variance = CUVAE_VAR_LEARNED_SHARED;
+               }},
+        Member{"cvae", CUVAE_LIK_BERNOULLI, make_conditional},
+        Member{"cvae_iwae_3", CUVAE_LIK_BERNOULLI,
+               [](cuvae_config *c) {
+                 make_conditional(c);
+                 c->objective = CUVAE_OBJ_IWAE;
+                 c->samples = 3;
+               }},
+        Member{"cvae_gaussian_learned_shared", CUVAE_LIK_GAUSSIAN,
+               [](cuvae_config *c) {
+                 make_conditional(c);
+                 c->gaussian_variance = CUVAE_VAR_LEARNED_SHARED;
                }}),
     [](const ::testing::TestParamInfo<Member> &i) { return std::string(i.param.name); });
+
+// A conditional model after a few CPU steps (the CUDA backend given the same parameters): encode with labels and
+// the IWAE estimate (K = 7, batch 6: several rows per pass, two passes' chunks, a partial last pass) on the
+// fixture's labelled data set agree. Tolerances: encode as decode above (1e-5 + 1e-4 relative: GEMM rounding,
+// test_backend_codec.cc); IWAE 1e-4 (1 + |log p|) per row (test_backend_iwae.cc's file comment says why). A wrong
+// label (another row's, or none) moves the encoder's output by O(0.1) and log p by O(0.1 - 1) nats.
+TEST(FamilyParityConditional, EncodeAndIwaeAgree) {
+  for (cuvae_likelihood lik : {CUVAE_LIK_BERNOULLI, CUVAE_LIK_GAUSSIAN}) {
+    Case c{"cvae_codec", 16, 2, 12, 10, 3, 16, 128, 6, lik, CUVAE_ACT_TANH, 0.0f};
+    Fixture f(c, make_conditional);
+    cuvae_backend *cpu = cuvae_backend_cpu_create(&f.m, &f.cfg, &f.ds, &f.ds);
+    cuvae_backend *gpu = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, &f.ds);
+    ASSERT_NE(cpu, nullptr) << cuvae_last_error();
+    ASSERT_NE(gpu, nullptr) << cuvae_last_error();
+    for (int64_t t = 0; t < c.steps; t++) {
+      const std::vector<uint32_t> rows = rows_of(c, f.cfg.seed, t);
+      cuvae_step_result r;
+      ASSERT_EQ(cuvae_backend_step(cpu, rows.data(), c.B, t, &r), 0) << cuvae_last_error();
+    }
+    const size_t n = f.m.n_params;
+    const State s = state_of(cpu, n);
+    ASSERT_EQ(gpu->set_state(gpu, s.p.data(), s.m.data(), s.v.data()), 0) << cuvae_last_error();
+    // encode: all rows (several of the backends' batches), each with its own label.
+    const size_t Z2 = 2 * f.m.latent;
+    std::vector<float> ec(c.N * Z2), eg(c.N * Z2);
+    ASSERT_EQ(cpu->encode(cpu, f.x.data(), f.labels.data(), c.N, ec.data()), 0) << cuvae_last_error();
+    ASSERT_EQ(gpu->encode(gpu, f.x.data(), f.labels.data(), c.N, eg.data()), 0) << cuvae_last_error();
+    bool ok;
+    const double de = max_diff(ec, eg, 1e-5, 1e-4, &ok);
+    EXPECT_TRUE(ok) << "encode differs by up to " << de;
+    // The labels are read: the same rows as another class give other (mu, lv).
+    std::vector<int32_t> shifted(f.labels);
+    for (int32_t &y : shifted) y = (y + 1) % f.cfg.classes;
+    std::vector<float> es(c.N * Z2);
+    ASSERT_EQ(gpu->encode(gpu, f.x.data(), shifted.data(), c.N, es.data()), 0) << cuvae_last_error();
+    bool same;
+    const double ds = max_diff(eg, es, 1e-3, 0.0, &same);
+    EXPECT_FALSE(same) << "encode ignores the labels (max change " << ds << ")";
+    // Missing or out-of-range labels are refused by the CUDA backend as by the CPU one (test_family_equiv.cc).
+    std::vector<int32_t> bad(f.labels);
+    bad[9] = f.cfg.classes;
+    for (const int32_t *y : {(const int32_t *)nullptr, (const int32_t *)bad.data()}) {
+      cuvae_clear_error();
+      EXPECT_EQ(gpu->encode(gpu, f.x.data(), y, c.N, es.data()), -1);
+      EXPECT_NE(std::string(cuvae_last_error()).find("encode"), std::string::npos) << cuvae_last_error();
+      cuvae_clear_error();
+      EXPECT_EQ(gpu->decode(gpu, es.data(), y, 10, ec.data()), -1);  // es: any 10 x Z values
+      EXPECT_NE(std::string(cuvae_last_error()).find("decode"), std::string::npos) << cuvae_last_error();
+    }
+    // IWAE, K = 7.
+    std::vector<double> lc(c.N, NAN), lg(c.N, NAN);
+    ASSERT_EQ(cpu->iwae(cpu, &f.ds, 7, 6, lc.data()), 0) << cuvae_last_error();
+    ASSERT_EQ(gpu->iwae(gpu, &f.ds, 7, 6, lg.data()), 0) << cuvae_last_error();
+    double worst = 0.0;
+    for (int i = 0; i < c.N; i++) {
+      ASSERT_TRUE(std::isfinite(lc[i]) && std::isfinite(lg[i])) << "row " << i;
+      const double err = std::fabs(lc[i] - lg[i]);
+      EXPECT_LE(err, 1e-4 * (1.0 + std::fabs(lc[i]))) << "row " << i << ": cpu " << lc[i] << " cuda " << lg[i];
+      worst = std::max(worst, err / (1.0 + std::fabs(lc[i])));
+    }
+    std::printf("[cvae %s] encode max |d| %.3g (labels shifted: %.3g); iwae K=7 max |d|/(1+|log p|) %.3g "
+                "(row 0: %.6f)\n",
+                lik == CUVAE_LIK_BERNOULLI ? "bernoulli" : "gaussian", de, ds, worst, lc[0]);
+    cpu->destroy(cpu);
+    gpu->destroy(gpu);
+    cuvae_dataset bare = f.ds;  // a training set without labels
+    bare.labels = nullptr;
+    cuvae_clear_error();
+    cuvae_backend *none = cuvae_backend_cuda_create(&f.m, &f.cfg, &bare, nullptr);
+    EXPECT_EQ(none, nullptr);
+    if (none) none->destroy(none);
+    EXPECT_NE(std::string(cuvae_last_error()).find("training set"), std::string::npos) << cuvae_last_error();
+  }
+}
 
 }  // namespace

@@ -82,8 +82,7 @@ int cuvae_load_split(const cuvae_config *cfg, int which, cuvae_dataset *ds) {
   return 0;
 }
 
-/* mkdir -p */
-static int make_dirs(const char *path) {
+int cuvae_make_dirs(const char *path) {
   char buf[CUVAE_PATH_MAX];
   if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return cuvae_error("path too long: %s", path);
   for (char *p = buf + 1;; p++) {
@@ -291,7 +290,7 @@ static int prepare(run *r, const cuvae_config *cfg, const cuvae_train_opts *opts
   }
 
   /* Nothing has been written so far; from here on the run directory is ours. */
-  if (make_dirs(opts->out_dir)) return -1;
+  if (cuvae_make_dirs(opts->out_dir)) return -1;
   char path[CUVAE_PATH_MAX + 32];
   snprintf(path, sizeof path, "%s/config.ini", opts->out_dir);
   if (write_text_file(path, r->config_text)) return -1;

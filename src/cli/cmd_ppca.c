@@ -67,25 +67,6 @@ static int parse_long(const char *s, long lo, long hi, long *out) {
   return 0;
 }
 
-/* mkdir -p */
-static int make_dirs(const char *path) {
-  char buf[CUVAE_PATH_MAX];
-  if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return cuvae_error("path too long: %s", path);
-  for (char *p = buf + 1;; p++) {
-    if (*p == '/' || *p == '\0') {
-      const char saved = *p;
-      *p = '\0';
-      if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-        return cuvae_error("cannot create directory %s: %s", buf, strerror(errno));
-      *p = saved;
-      if (saved == '\0') break;
-    }
-  }
-  struct stat st;
-  if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return cuvae_error("%s is not a directory", path);
-  return 0;
-}
-
 /* runs/<config file name without .ini>, with -2, -3, ... appended when taken (as cuvae train does). */
 static void default_run_dir(const char *config_path, char *out, size_t n) {
   char tmp[CUVAE_PATH_MAX];
@@ -286,7 +267,7 @@ int cmd_ppca(int argc, char **argv) {
     res[k].converged = fits[k].converged;
   }
   const cuvae_ppca *best = do_closed ? &fits[0] : &fits[1];
-  if (rc == 0 && !ckpt) rc = make_dirs(dir);
+  if (rc == 0 && !ckpt) rc = cuvae_make_dirs(dir);
   if (rc == 0) rc = cuvae_ppca_save_checkpoint(best, &user, path);
   if (rc == 0) {
     fprintf(stderr, "%-7s %16s %16s %14s %10s %8s\n", "method", "train loglik", "test loglik", "s^2", "EM iters",

@@ -14,32 +14,51 @@ static int is_generic_core(const char *core) {
   return 0;
 }
 
-void cuvae_blas_select_kernels(char **argv) {
+/* The OpenBLAS core to ask for instead of a generic one (NULL: keep what OpenBLAS chose). */
+static const char *better_core(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (getenv("OPENBLAS_CORETYPE") || getenv("CUVAE_BLAS_SELECTED")) return;
+  if (getenv("OPENBLAS_CORETYPE")) return NULL;  /* the user's choice */
   const char *core = openblas_get_corename();
-  if (!core || !is_generic_core(core)) return;
+  if (!core || !is_generic_core(core)) return NULL;
   __builtin_cpu_init();
-  const char *want = NULL;
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
-    want = "SkylakeX";
-  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    want = "Haswell";
-  if (!want) return;
-  setenv("OPENBLAS_CORETYPE", want, 1);
-  setenv("CUVAE_BLAS_SELECTED", want, 1);  /* never loop, even if OpenBLAS ignores the request */
-  execv("/proc/self/exe", argv);
-  /* exec failed: carry on with the generic kernels (slower, same results). */
-#else
-  (void)argv;
+    return "SkylakeX";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
 #endif
+  return NULL;
+}
+
+void cuvae_blas_select_kernels(char **argv) {
+  if (getenv("CUVAE_BLAS_SELECTED")) return;  /* already re-executed once: never loop */
+  int changed = 0;
+  const char *core = better_core();
+  if (core) {
+    setenv("OPENBLAS_CORETYPE", core, 1);
+    changed = 1;
+  }
+  /* OpenMP's idle threads: short spins, then sleep (see blas.h), unless the user set a policy. */
+  if (!getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT")) {
+    setenv("GOMP_SPINCOUNT", CUVAE_GOMP_SPINCOUNT, 1);
+    changed = 1;
+  }
+  if (!changed) return;
+  setenv("CUVAE_BLAS_SELECTED", core ? core : "1", 1);
+  execv("/proc/self/exe", argv);
+  /* exec failed: carry on as we are (slower, same results). */
 }
 
 const char *cuvae_blas_describe(void) {
   static char buf[256];
   const int par = openblas_get_parallel();  /* 0 sequential, 1 pthreads, 2 OpenMP */
-  snprintf(buf, sizeof buf, "OpenBLAS core %s, %d threads, %s", openblas_get_corename(), openblas_get_num_threads(),
-           par == 2 ? "OpenMP" : par == 1 ? "pthreads" : "sequential");
+  /* How idle OpenMP threads wait (blas.h): the user's OMP_WAIT_POLICY, else GOMP_SPINCOUNT spins then sleep. */
+  const char *policy = getenv("OMP_WAIT_POLICY"), *spins = getenv("GOMP_SPINCOUNT");
+  char wait[96] = "";
+  if (par == 2 && policy && policy[0])
+    snprintf(wait, sizeof wait, ", wait policy %.40s", policy);
+  else if (par == 2 && spins && spins[0])
+    snprintf(wait, sizeof wait, ", spin %.40s", spins);
+  snprintf(buf, sizeof buf, "OpenBLAS core %s, %d threads, %s%s", openblas_get_corename(), openblas_get_num_threads(),
+           par == 2 ? "OpenMP" : par == 1 ? "pthreads" : "sequential", wait);
   return buf;
 }

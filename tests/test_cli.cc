@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "cuvae/blas.h"
 #include "test_util.h"
 
 using namespace cuvae_test;
@@ -18,8 +19,9 @@ struct Result {
   std::string out;    // stdout and stderr together
 };
 
-Result run(const std::string &args) {
-  std::string cmd = std::string(CUVAE_BIN) + " " + args + " 2>&1";
+// A shell command line, its output and exit status.
+Result run_shell(const std::string &line) {
+  std::string cmd = line + " 2>&1";
   FILE *p = popen(cmd.c_str(), "r");
   Result r{-1, ""};
   if (!p) return r;
@@ -30,6 +32,8 @@ Result run(const std::string &args) {
   r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
 }
+
+Result run(const std::string &args) { return run_shell(std::string(CUVAE_BIN) + " " + args); }
 
 struct Cli : ::testing::Test {
   std::string dir;
@@ -65,6 +69,22 @@ TEST_F(Cli, HelpAndVersion) {
   r = run("help config");
   EXPECT_EQ(r.code, 0);
   EXPECT_NE(r.out.find("batch_size"), std::string::npos);
+}
+
+// OpenMP's idle threads: GOMP_SPINCOUNT = 1000 unless the user chose a wait policy (include/cuvae/blas.h); the
+// banner of a run names what is in force.
+TEST_F(Cli, OpenMpWaitDefaultsToShortSpinsAndRespectsTheUser) {
+  const std::string train = "train " + dir + "/ok.ini --set train.max_steps=1 --progress lines --out ";
+  Result r = run_shell("env -u CUVAE_BLAS_SELECTED -u GOMP_SPINCOUNT -u OMP_WAIT_POLICY " + std::string(CUVAE_BIN) + " " + train + dir + "/r1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  if (r.out.find("OpenMP") == std::string::npos) GTEST_SKIP() << "OpenBLAS is not the OpenMP build here";
+  EXPECT_NE(r.out.find("OpenMP, spin " CUVAE_GOMP_SPINCOUNT), std::string::npos) << r.out;
+  r = run_shell("env -u CUVAE_BLAS_SELECTED -u GOMP_SPINCOUNT OMP_WAIT_POLICY=passive " + std::string(CUVAE_BIN) + " " + train + dir + "/r2");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("OpenMP, wait policy passive"), std::string::npos) << r.out;
+  r = run_shell("env -u CUVAE_BLAS_SELECTED -u OMP_WAIT_POLICY GOMP_SPINCOUNT=77 " + std::string(CUVAE_BIN) + " " + train + dir + "/r3");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("OpenMP, spin 77"), std::string::npos) << r.out;
 }
 
 // docs/CONFIG.md is generated from `cuvae help config`; a schema change without regenerating it fails here.

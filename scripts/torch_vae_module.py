@@ -19,9 +19,10 @@ Names and shapes (nn.Linear: weight [out, in], bias [out]); k = len(hidden):
     encoder       nn.Sequential(Linear(D, h0), act, Linear(h0, h1), act, ...)   -> encoder.0, encoder.2, ...
     encoder_head  Linear(h_{k-1}, 2Z): output row = [mu | logvar]             -> encoder_head (mu rows first)
     decoder       nn.Sequential(Linear(Z, h_{k-1}), act, ..., Linear(h0, D))   -> decoder.0, ..., decoder.{2k}
+    decoder_logvar  [1], only with gaussian_variance = learned_shared: the shared log-variance (cuvae's dec.logvar)
 cuvae's enc.i / dec.i are encoder.{2i} / decoder.{2i}; its enc.mu + enc.lv are encoder_head; dec.out is
-decoder.{2k}. The decoder outputs logits (Bernoulli) or means (Gaussian with fixed sigma). docs/EXPORT.md has
-the table.
+decoder.{2k}. The decoder outputs logits (Bernoulli) or means (Gaussian with fixed sigma, or with the learned
+shared variance exp(decoder_logvar)). docs/EXPORT.md has the table.
 
 Command line (a quick look at an export):  /usr/bin/python3 scripts/torch_vae_module.py MODEL
 """
@@ -40,10 +41,13 @@ ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 class CuvaeVAE(nn.Module):
     """Dense VAE with cuvae's architecture: encoder -> (mu, logvar) head, decoder mirroring the encoder."""
 
-    def __init__(self, input_dim, hidden, latent, likelihood="bernoulli", sigma=1.0, activation="relu"):
+    def __init__(self, input_dim, hidden, latent, likelihood="bernoulli", sigma=1.0, activation="relu",
+                 gaussian_variance="fixed"):
         super().__init__()
         if likelihood not in ("bernoulli", "gaussian"):
             raise ValueError(f"likelihood must be bernoulli or gaussian, not {likelihood!r}")
+        if gaussian_variance not in ("fixed", "learned_shared"):
+            raise ValueError(f"gaussian_variance must be fixed or learned_shared, not {gaussian_variance!r}")
         act = ACTIVATIONS[activation]
         self.input_dim, self.hidden, self.latent = int(input_dim), [int(h) for h in hidden], int(latent)
         self.likelihood, self.sigma, self.activation = likelihood, float(sigma), activation
@@ -59,6 +63,9 @@ class CuvaeVAE(nn.Module):
             prev = h
         layers.append(nn.Linear(prev, self.input_dim))
         self.decoder = nn.Sequential(*layers)
+        self.gaussian_variance = gaussian_variance
+        if gaussian_variance == "learned_shared":  # cuvae's dec.logvar, initially log sigma^2
+            self.decoder_logvar = nn.Parameter(torch.full([1], 2.0 * math.log(float(sigma))))
         self.cuvae_metadata = {}
 
     @classmethod
@@ -66,7 +73,7 @@ class CuvaeVAE(nn.Module):
         """The module described by an export's __metadata__ (kept as .cuvae_metadata for save_safetensors)."""
         hidden = [int(h) for h in meta["hidden"].split(",") if h.strip()]
         model = cls(int(meta["input_dim"]), hidden, int(meta["latent"]), meta["likelihood"],
-                    float(meta["sigma"]), meta["activation"])
+                    float(meta["sigma"]), meta["activation"], meta.get("gaussian_variance", "fixed"))
         model.cuvae_metadata = dict(meta)
         return model
 
@@ -92,6 +99,9 @@ class CuvaeVAE(nn.Module):
         out, mu, logvar = self(x, eps)
         if self.likelihood == "bernoulli":
             recon = nn.functional.binary_cross_entropy_with_logits(out, x, reduction="none").sum(1)
+        elif self.gaussian_variance == "learned_shared":
+            lv = self.decoder_logvar
+            recon = (0.5 * ((x - out) ** 2 * torch.exp(-lv) + lv + math.log(2 * math.pi))).sum(1)
         else:
             s = self.sigma
             recon = (0.5 * ((x - out) / s) ** 2 + math.log(s) + 0.5 * math.log(2 * math.pi)).sum(1)

@@ -61,10 +61,11 @@ int cuvae_torch_layout(const cuvae_model *m, cuvae_torch_tensor *out, int *n_out
   const int k = m->n_enc - 1; /* hidden layers */
   char prefix[32], torch[32];
   *n_out = 0;
-  /* scripts/torch_vae_module.py is the base VAE; the model family's extra tensors have no place in it yet. */
-  if (m->variance != CUVAE_VAR_FIXED)
-    return cuvae_error("export: a learned gaussian variance (dec.logvar / dec.lv) is not in the PyTorch module yet; "
-                       "export supports gaussian_variance = fixed");
+  /* scripts/torch_vae_module.py holds the VAE with a fixed or one learned (shared) variance; the per-dim variance
+   * head, a linear decoder under hidden layers and the label inputs have no place in it yet. */
+  if (m->variance == CUVAE_VAR_LEARNED_PER_DIM)
+    return cuvae_error("export: the per-dim variance head (dec.lv) is not in the PyTorch module yet; export "
+                       "supports gaussian_variance = fixed or learned_shared");
   if (m->n_dec != m->n_enc || m->cond)
     return cuvae_error("export: the PyTorch module has a mirrored MLP decoder and no label input; export supports "
                        "decoder = mlp, conditional = false");
@@ -89,6 +90,8 @@ int cuvae_torch_layout(const cuvae_model *m, cuvae_torch_tensor *out, int *n_out
   }
   snprintf(torch, sizeof torch, "decoder.%d", 2 * k);
   if (add_linear(m, out, &n, "dec.out", torch)) return -1;
+  /* learned_shared: the one log-variance, a [1] parameter of the module. */
+  if (m->variance == CUVAE_VAR_LEARNED_SHARED && add_torch(out, &n, "decoder_logvar", 1, 1, 1, m->logvar)) return -1;
   *n_out = n;
   return 0;
 }
@@ -242,6 +245,8 @@ static cJSON *build_metadata(const cuvae_inference *inf) {
   snprintf(buf, sizeof buf, "%.9g", (double)inf->cfg.sigma);
   if (!rc) rc = add_meta(meta, "sigma", buf);
   if (!rc) rc = add_meta(meta, "activation", cuvae_activation_name(inf->cfg.activation));
+  if (!rc) rc = add_meta(meta, "gaussian_variance", inf->model.variance == CUVAE_VAR_LEARNED_SHARED ? "learned_shared"
+                                                                                                     : "fixed");
   snprintf(buf, sizeof buf, "%" PRId64, inf->ck.step);
   if (!rc) rc = add_meta(meta, "step", buf);
   if (!rc) rc = add_meta(meta, "config", inf->ck.config_ini ? inf->ck.config_ini : "");

@@ -38,6 +38,9 @@ const Arch kArchs[] = {
     {"bernoulli_relu", "hidden = 8, 6\nlatent = 3\n"},
     {"gaussian_tanh", "hidden = 5\nlatent = 2\nlikelihood = gaussian\nsigma = 0.5\nactivation = tanh\n"},
     {"no_hidden", "hidden =\nlatent = 4\n"},
+    // the linear Gaussian model of `cuvae ppca`: one learned shared log-variance (decoder_logvar)
+    {"linear_learned_shared", "hidden =\nlatent = 2\nlikelihood = gaussian\nsigma = 0.7\n"
+                              "gaussian_variance = learned_shared\ndecoder = linear\n"},
 };
 
 constexpr size_t kD = 10;
@@ -244,6 +247,35 @@ TEST_F(Export, RoundTripIsBitIdentical) {
     cuvae_checkpoint_free(&back);
     cuvae_checkpoint_free(&loaded);
   }
+}
+
+// The members the PyTorch module does not hold yet are refused with a message, never exported without a tensor.
+TEST_F(Export, MembersOutsideTheModuleAreRefused) {
+  const Arch refused[] = {
+      {"per_dim", "hidden = 5\nlatent = 2\nlikelihood = gaussian\ngaussian_variance = learned_per_dim\n"},
+      {"linear_under_hidden", "hidden = 5\nlatent = 2\ndecoder = linear\n"},
+  };
+  for (const Arch &a : refused) {
+    SCOPED_TRACE(a.name);
+    const std::string ck = make_checkpoint(a, 3), out = dir + "/" + a.name + ".safetensors";
+    EXPECT_EQ(cuvae_export_checkpoint(ck.c_str(), CUVAE_EXPORT_SAFETENSORS, out.c_str()), -1);
+    EXPECT_NE(std::string(cuvae_last_error()).find("export"), std::string::npos) << cuvae_last_error();
+    EXPECT_FALSE(exists(out));
+  }
+}
+
+// The learned shared log-variance travels as decoder_logvar [1], and the metadata says so.
+TEST_F(Export, LearnedSharedVarianceIsExported) {
+  cuvae_model m;
+  make_checkpoint(kArchs[3], 4, &m);
+  cuvae_torch_tensor t[CUVAE_MAX_TENSORS];
+  int n = 0;
+  ASSERT_EQ(cuvae_torch_layout(&m, t, &n), 0) << cuvae_last_error();
+  ASSERT_GE(n, 1);
+  EXPECT_STREQ(t[n - 1].name, "decoder_logvar");
+  EXPECT_EQ(t[n - 1].offset, m.logvar);
+  const std::string st = read_file(export_st(dir + "/" + kArchs[3].name + ".cuvae", "lv"));
+  EXPECT_NE(st.find("\"gaussian_variance\":\"learned_shared\""), std::string::npos);
 }
 
 // `cuvae eval` accepts the imported checkpoint and finds the same loss.

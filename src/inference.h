@@ -8,6 +8,9 @@
 #include "cuvae/config.h"
 #include "cuvae/data.h"
 #include "cuvae/model.h"
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct cuvae_inference {
   cuvae_checkpoint ck;
@@ -25,4 +28,7 @@ enum { CUVAE_SPLIT_NONE = -1, CUVAE_SPLIT_TRAIN = 0, CUVAE_SPLIT_TEST = 1 };
 int cuvae_inference_open(cuvae_inference *inf, const char *checkpoint_path, const char *device, int split);
 void cuvae_inference_close(cuvae_inference *inf);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

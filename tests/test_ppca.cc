@@ -12,9 +12,7 @@
 #include "cuvae/error.h"
 #include "cuvae/ppca.h"
 #include "cuvae/rng.h"
-extern "C" {
-#include "inference.h"  // private header without its own extern "C"
-}
+#include "inference.h"
 #include "test_util.h"
 
 using namespace cuvae_test;

@@ -1,6 +1,7 @@
-/* The run configuration. One key table (k_keys) is the schema: every key's section, type, place in
+/* The run configuration. One key table (cfg_keys) is the schema: every key's section, type, place in
  * cuvae_config, range, default and help. Defaults, INI parsing (inih), --set overrides, validation,
- * to_ini and the printed schema are all driven by it, so each fact about a key lives in one place. */
+ * to_ini and the printed schema are all driven by it, so each fact about a key lives in one place. This file holds
+ * the table, parsing and --set; src/config_check.c the cross-key checks, finalize and the output. */
 #define _POSIX_C_SOURCE 200809L /* open_memstream */
 #include "cuvae/config.h"
 
@@ -14,54 +15,38 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config_internal.h"
 #include "cuvae/error.h"
 
 /* ---- the schema ------------------------------------------------------------------------------------ */
 
-typedef enum { T_INT, T_INT64, T_UINT64, T_FLOAT, T_STRING, T_ENUM, T_INT_LIST, T_CORRUPT } key_type;
-enum { HAS_MIN = 1, HAS_MAX = 2, MIN_EXCL = 4, MAX_EXCL = 8 }; /* key_def.bounds */
 
-typedef struct {
-  const char *section, *name;
-  key_type type;
-  size_t offset, size;          /* the field in cuvae_config (strings: buffer incl. NUL; lists: whole array) */
-  unsigned bounds;              /* which of min/max apply, and whether they are exclusive */
-  double min, max;              /* numbers; for lists, the bounds of each entry */
-  const char *def;              /* default, as INI text */
-  const char *const *choices;   /* enum: names in value order; string: the allowed values (NULL = any) */
-  const char *help;
-  size_t count_offset;          /* lists: the int holding the number of entries */
-} key_def;
-
-static const char *const k_likelihoods[] = {"bernoulli", "gaussian", NULL}; /* cuvae_likelihood order */
-static const char *const k_activations[] = {"relu", "tanh", NULL};          /* cuvae_activation order */
-static const char *const k_inits[] = {"torch", "he", NULL};                 /* cuvae_init order */
+const char *const cfg_likelihoods[] = {"bernoulli", "gaussian", NULL}; /* cuvae_likelihood order */
+const char *const cfg_activations[] = {"relu", "tanh", NULL};          /* cuvae_activation order */
+const char *const cfg_inits[] = {"torch", "he", NULL};                 /* cuvae_init order */
 static const char *const k_precisions[] = {"fp32", "tf32", NULL};           /* cuvae_precision order */
 static const char *const k_off_on[] = {"off", "on", NULL};                  /* 0, 1 */
 static const char *const k_datasets[] = {"fashion-mnist", "", NULL};        /* "" = explicit paths */
-static const char *const k_false_true[] = {"false", "true", NULL};          /* 0, 1 */
-static const char *const k_variances[] = {"fixed", "learned_shared", "learned_per_dim", NULL}; /* cuvae_variance */
-static const char *const k_decoders[] = {"mlp", "linear", NULL};            /* cuvae_decoder order */
-static const char *const k_objectives[] = {"elbo", "iwae", "ae", NULL};     /* cuvae_objective order */
+const char *const cfg_false_true[] = {"false", "true", NULL};          /* 0, 1 */
+const char *const cfg_variances[] = {"fixed", "learned_shared", "learned_per_dim", NULL}; /* cuvae_variance */
+const char *const cfg_decoders[] = {"mlp", "linear", NULL};            /* cuvae_decoder order */
+const char *const cfg_objectives[] = {"elbo", "iwae", "ae", NULL};     /* cuvae_objective order */
 static const char *const k_kl_estimators[] = {"analytic", "sampled", NULL}; /* cuvae_kl_estimator order */
-static const char *const k_binarize[] = {"none", "dynamic", "static", NULL}; /* cuvae_binarize order */
+const char *const cfg_binarize[] = {"none", "dynamic", "static", NULL}; /* cuvae_binarize order */
 static const char *const k_corrupt_kinds[] = {"none", "gaussian", "mask", NULL}; /* cuvae_corrupt_kind order */
 
-/* Named datasets: their default directory (replaced by $CUVAE_DATA_DIR) and the files in it, in the order
- * train_images, train_labels, test_images, test_labels. */
-static const struct {
-  const char *name, *dir, *files[4];
-} k_dataset_files[] = {
+const cfg_dataset cfg_datasets[] = {
     {"fashion-mnist", "/usr/share/datasets/fashion-mnist",
      {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
       "t10k-labels-idx1-ubyte.gz"}},
 };
-static const char *const k_path_keys[4] = {"train_images", "train_labels", "test_images", "test_labels"};
+const int cfg_n_datasets = (int)(sizeof cfg_datasets / sizeof cfg_datasets[0]);
+const char *const cfg_path_keys[4] = {"train_images", "train_labels", "test_images", "test_labels"};
 
 #define FIELD(f) offsetof(cuvae_config, f), sizeof(((cuvae_config *)0)->f)
 #define MAX_DIM (1 << 20)
 
-static const key_def k_keys[] = {
+const key_def cfg_keys[] = {
     {"data", "dataset", T_STRING, FIELD(dataset), 0, 0, 0, "fashion-mnist", k_datasets,
      "named dataset, files under /usr/share/datasets/NAME or $CUVAE_DATA_DIR; empty = the paths below", 0},
     {"data", "train_images", T_STRING, FIELD(train_images), 0, 0, 0, "", NULL,
@@ -69,7 +54,7 @@ static const key_def k_keys[] = {
     {"data", "train_labels", T_STRING, FIELD(train_labels), 0, 0, 0, "", NULL, "training labels (optional)", 0},
     {"data", "test_images", T_STRING, FIELD(test_images), 0, 0, 0, "", NULL, "test images; only with dataset empty", 0},
     {"data", "test_labels", T_STRING, FIELD(test_labels), 0, 0, 0, "", NULL, "test labels (optional)", 0},
-    {"data", "binarize", T_ENUM, FIELD(binarize), 0, 0, 0, "none", k_binarize,
+    {"data", "binarize", T_ENUM, FIELD(binarize), 0, 0, 0, "none", cfg_binarize,
      "Bernoulli data only: none; dynamic = each training step re-draws x ~ Bernoulli(x) (the test set is drawn "
      "once); static = both sets drawn once at load", 0},
     {"data", "corrupt", T_CORRUPT, FIELD(corrupt), 0, 0, 0, "none", k_corrupt_kinds,
@@ -79,22 +64,22 @@ static const key_def k_keys[] = {
      "encoder hidden widths, input side first, comma-separated (decoder mirrors); empty = none",
      offsetof(cuvae_config, n_hidden)},
     {"model", "latent", T_INT, FIELD(latent), HAS_MIN | HAS_MAX, 1, MAX_DIM, "20", NULL, "latent dimension Z", 0},
-    {"model", "likelihood", T_ENUM, FIELD(likelihood), 0, 0, 0, "bernoulli", k_likelihoods,
+    {"model", "likelihood", T_ENUM, FIELD(likelihood), 0, 0, 0, "bernoulli", cfg_likelihoods,
      "decoder likelihood: bernoulli, or gaussian (variance: gaussian_variance)", 0},
     {"model", "sigma", T_FLOAT, FIELD(sigma), HAS_MIN | MIN_EXCL, 0, 0, "1", NULL,
      "standard deviation of the gaussian decoder (the initial one when the variance is learned)", 0},
-    {"model", "gaussian_variance", T_ENUM, FIELD(gaussian_variance), 0, 0, 0, "fixed", k_variances,
+    {"model", "gaussian_variance", T_ENUM, FIELD(gaussian_variance), 0, 0, 0, "fixed", cfg_variances,
      "gaussian decoder's variance: fixed (sigma), learned_shared (one learned log-variance), learned_per_dim (a "
      "second decoder head of per-feature log-variances)", 0},
-    {"model", "decoder", T_ENUM, FIELD(decoder), 0, 0, 0, "mlp", k_decoders,
+    {"model", "decoder", T_ENUM, FIELD(decoder), 0, 0, 0, "mlp", cfg_decoders,
      "decoder: mlp (mirrors the encoder's hidden layers) or linear (one affine map from z)", 0},
-    {"model", "conditional", T_ENUM, FIELD(conditional), 0, 0, 0, "false", k_false_true,
+    {"model", "conditional", T_ENUM, FIELD(conditional), 0, 0, 0, "false", cfg_false_true,
      "conditional VAE: the label, one-hot, is appended to the encoder input and to the decoder input (needs "
      "label files)", 0},
     {"model", "classes", T_INT, FIELD(classes), HAS_MIN | HAS_MAX, 2, 65536, "10", NULL,
      "conditional VAE: number of classes C (labels must lie in 0..C-1)", 0},
-    {"model", "activation", T_ENUM, FIELD(activation), 0, 0, 0, "relu", k_activations, "hidden-layer activation", 0},
-    {"model", "init", T_ENUM, FIELD(init), 0, 0, 0, "torch", k_inits,
+    {"model", "activation", T_ENUM, FIELD(activation), 0, 0, 0, "relu", cfg_activations, "hidden-layer activation", 0},
+    {"model", "init", T_ENUM, FIELD(init), 0, 0, 0, "torch", cfg_inits,
      "initial weights: torch = W, b ~ U(+-1/sqrt(fan_in)) (nn.Linear default); he = He-normal (relu) or "
      "Xavier-uniform weights, zero biases", 0},
     {"train", "epochs", T_INT, FIELD(epochs), HAS_MIN, 1, 0, "10", NULL, "passes over the training set", 0},
@@ -120,7 +105,7 @@ static const key_def k_keys[] = {
     {"train", "cuda_graph", T_ENUM, FIELD(cuda_graph), 0, 0, 0, "on", k_off_on,
      "CUDA backend: replay each training step as one captured CUDA graph (on), or launch its kernels one by one "
      "(off; same results bit for bit)", 0},
-    {"train", "objective", T_ENUM, FIELD(objective), 0, 0, 0, "elbo", k_objectives,
+    {"train", "objective", T_ENUM, FIELD(objective), 0, 0, 0, "elbo", cfg_objectives,
      "elbo (negative ELBO, `samples` draws of z per example), iwae (importance-weighted bound with K = samples), "
      "ae (autoencoder: z = mu, squared error, no KL, no noise)", 0},
     {"train", "samples", T_INT, FIELD(samples), HAS_MIN | HAS_MAX, 1, 4096, "1", NULL,
@@ -133,7 +118,8 @@ static const key_def k_keys[] = {
     {"train", "beta_warmup_steps", T_INT64, FIELD(beta_warmup_steps), HAS_MIN, 0, 0, "0", NULL,
      "raise the KL weight linearly from 0 to beta over this many steps; 0 = off", 0},
 };
-#define N_KEYS ((int)(sizeof k_keys / sizeof k_keys[0]))
+#define N_KEYS ((int)(sizeof cfg_keys / sizeof cfg_keys[0]))
+const int cfg_n_keys = N_KEYS;
 
 _Static_assert(sizeof(cuvae_likelihood) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(cuvae_activation) == sizeof(int), "enums are stored as int");
@@ -149,15 +135,15 @@ _Static_assert(sizeof(unsigned long long) == sizeof(uint64_t), "uint64 keys are 
 #define MAX_LINE 4096            /* longest accepted INI line, in characters */
 #define MAX_FILE ((size_t)1 << 20) /* largest accepted config file */
 
-static int find_key(const char *section, const char *name) {
+int cfg_find_key(const char *section, const char *name) {
   for (int i = 0; i < N_KEYS; i++)
-    if (strcmp(k_keys[i].section, section) == 0 && strcmp(k_keys[i].name, name) == 0) return i;
+    if (strcmp(cfg_keys[i].section, section) == 0 && strcmp(cfg_keys[i].name, name) == 0) return i;
   return -1;
 }
 
 static bool section_known(const char *section) {
   for (int i = 0; i < N_KEYS; i++)
-    if (strcmp(k_keys[i].section, section) == 0) return true;
+    if (strcmp(cfg_keys[i].section, section) == 0) return true;
   return false;
 }
 
@@ -165,9 +151,9 @@ static bool section_known(const char *section) {
 static const char *section_list(char *buf, size_t n) {
   buf[0] = '\0';
   for (int i = 0; i < N_KEYS; i++) {
-    if (i > 0 && strcmp(k_keys[i].section, k_keys[i - 1].section) == 0) continue;
+    if (i > 0 && strcmp(cfg_keys[i].section, cfg_keys[i - 1].section) == 0) continue;
     size_t len = strlen(buf);
-    snprintf(buf + len, n - len, "%s[%s]", len ? ", " : "", k_keys[i].section);
+    snprintf(buf + len, n - len, "%s[%s]", len ? ", " : "", cfg_keys[i].section);
   }
   return buf;
 }
@@ -176,15 +162,15 @@ static const char *section_list(char *buf, size_t n) {
 static const char *key_list(const char *section, char *buf, size_t n) {
   buf[0] = '\0';
   for (int i = 0; i < N_KEYS; i++) {
-    if (strcmp(k_keys[i].section, section) != 0) continue;
+    if (strcmp(cfg_keys[i].section, section) != 0) continue;
     size_t len = strlen(buf);
-    snprintf(buf + len, n - len, "%s%s", len ? ", " : "", k_keys[i].name);
+    snprintf(buf + len, n - len, "%s%s", len ? ", " : "", cfg_keys[i].name);
   }
   return buf;
 }
 
 /* "a, b, \"\" (empty)": the choices of an enum or restricted string. */
-static const char *choice_list(const char *const *choices, const char *sep, char *buf, size_t n) {
+const char *cfg_choice_list(const char *const *choices, const char *sep, char *buf, size_t n) {
   buf[0] = '\0';
   for (int i = 0; choices[i]; i++) {
     size_t len = strlen(buf);
@@ -280,7 +266,7 @@ static int check_string(const key_def *k, const char *text, char *why, size_t n)
   for (int i = 0; k->choices[i]; i++)
     if (strcmp(text, k->choices[i]) == 0) return 0;
   return problem(why, n, "unknown %s '%.100s' (known: %s)", k->name, text,
-                 choice_list(k->choices, ", ", list, sizeof list));
+                 cfg_choice_list(k->choices, ", ", list, sizeof list));
 }
 
 /* Parses `text` (already trimmed) for key k and stores it in c. On failure c is unchanged and the problem
@@ -327,7 +313,7 @@ static int set_value(cuvae_config *c, const key_def *k, const char *text, char *
         return 0;
       }
     }
-    return problem(why, n, "'%.100s' is not one of: %s", text, choice_list(k->choices, ", ", list, sizeof list));
+    return problem(why, n, "'%.100s' is not one of: %s", text, cfg_choice_list(k->choices, ", ", list, sizeof list));
   case T_CORRUPT: {
     /* "none", "gaussian:STD" (STD > 0) or "mask:P" (0 < P < 1) */
     cuvae_corrupt cv = {CUVAE_CORRUPT_NONE, 0.0f};
@@ -360,7 +346,7 @@ static int set_value(cuvae_config *c, const key_def *k, const char *text, char *
 }
 
 /* Shortest "%.Ng" text that reads back as exactly f. */
-static void format_float(float f, char *buf, size_t n) {
+void cfg_format_float(float f, char *buf, size_t n) {
   for (int prec = 1; prec <= 9; prec++) {
     snprintf(buf, n, "%.*g", prec, (double)f);
     if (strtof(buf, NULL) == f) return;
@@ -369,7 +355,7 @@ static void format_float(float f, char *buf, size_t n) {
 }
 
 /* The value of key k in c, as INI text. */
-static void format_value(const cuvae_config *c, const key_def *k, char *buf, size_t n) {
+void cfg_format_value(const cuvae_config *c, const key_def *k, char *buf, size_t n) {
   const char *field = (const char *)c + k->offset;
   int i;
   buf[0] = '\0';
@@ -377,7 +363,7 @@ static void format_value(const cuvae_config *c, const key_def *k, char *buf, siz
   case T_INT: snprintf(buf, n, "%d", *(const int *)field); break;
   case T_INT64: snprintf(buf, n, "%" PRId64, *(const int64_t *)field); break;
   case T_UINT64: snprintf(buf, n, "%" PRIu64, *(const uint64_t *)field); break;
-  case T_FLOAT: format_float(*(const float *)field, buf, n); break;
+  case T_FLOAT: cfg_format_float(*(const float *)field, buf, n); break;
   case T_STRING: snprintf(buf, n, "%.*s", (int)k->size, field); break;
   case T_ENUM: {
     memcpy(&i, field, sizeof i);
@@ -390,7 +376,7 @@ static void format_value(const cuvae_config *c, const key_def *k, char *buf, siz
     cuvae_corrupt cv;
     memcpy(&cv, field, sizeof cv);
     char level[32];
-    format_float(cv.level, level, sizeof level);
+    cfg_format_float(cv.level, level, sizeof level);
     if (cv.kind == CUVAE_CORRUPT_NONE) snprintf(buf, n, "none");
     else snprintf(buf, n, "%s:%s", cv.kind == CUVAE_CORRUPT_GAUSSIAN ? "gaussian" : "mask", level);
     break;
@@ -412,7 +398,7 @@ void cuvae_config_defaults(cuvae_config *c) {
   char why[256];
   memset(c, 0, sizeof *c);
   /* The defaults are valid values of their keys (test Config.Defaults checks every one). */
-  for (int i = 0; i < N_KEYS; i++) (void)set_value(c, &k_keys[i], k_keys[i].def, why, sizeof why);
+  for (int i = 0; i < N_KEYS; i++) (void)set_value(c, &cfg_keys[i], cfg_keys[i].def, why, sizeof why);
 }
 
 /* State shared by the line reader and the key handler during one parse. */
@@ -474,7 +460,7 @@ static int on_pair(void *user, const char *section, const char *name, const char
   char why[512], list[256];
   if (st->failed) return 0;
   st->failed = true; /* until the pair is accepted */
-  int i = find_key(section, name);
+  int i = cfg_find_key(section, name);
   if (section[0] == '\0') {
     cuvae_error("%s:%d: key '%s' is outside any section (put it under one of %s)", st->name, st->lineno, name,
                 section_list(list, sizeof list));
@@ -487,7 +473,7 @@ static int on_pair(void *user, const char *section, const char *name, const char
   } else if (st->seen_line[i]) {
     cuvae_error("%s:%d: [%s] %s: duplicate key (already set on line %d)", st->name, st->lineno, section, name,
                 st->seen_line[i]);
-  } else if (set_value(st->c, &k_keys[i], value, why, sizeof why) != 0) {
+  } else if (set_value(st->c, &cfg_keys[i], value, why, sizeof why) != 0) {
     cuvae_error("%s:%d: [%s] %s: %s", st->name, st->lineno, section, name, why);
   } else {
     st->seen_line[i] = st->lineno;
@@ -590,202 +576,14 @@ int cuvae_config_set(cuvae_config *c, const char *assignment) {
   if (!eq || !dot) return cuvae_error("--set '%.100s': expected section.key=value, e.g. train.lr=3e-4", assignment);
   *eq = *dot = '\0';
   const char *section = trim(buf), *name = trim(dot + 1), *value = trim(eq + 1);
-  int i = find_key(section, name);
+  int i = cfg_find_key(section, name);
   if (!section_known(section))
     return cuvae_error("--set %s.%s: unknown section [%s] (valid sections: %s)", section, name, section,
                        section_list(list, sizeof list));
   if (i < 0)
     return cuvae_error("--set %s.%s: unknown key '%s' in [%s] (valid keys: %s)", section, name, name, section,
                        key_list(section, list, sizeof list));
-  if (set_value(c, &k_keys[i], value, why, sizeof why) != 0)
+  if (set_value(c, &cfg_keys[i], value, why, sizeof why) != 0)
     return cuvae_error("--set %s.%s: %s", section, name, why);
   return 0;
-}
-
-/* ---- cross-key checks and output ------------------------------------------------------------------ */
-
-/* The four paths of a named dataset, under $CUVAE_DATA_DIR when set. */
-static int dataset_paths(const char *dataset, char out[4][CUVAE_PATH_MAX]) {
-  for (size_t d = 0; d < sizeof k_dataset_files / sizeof k_dataset_files[0]; d++) {
-    if (strcmp(dataset, k_dataset_files[d].name) != 0) continue;
-    const char *dir = getenv("CUVAE_DATA_DIR");
-    if (!dir || !dir[0]) dir = k_dataset_files[d].dir;
-    size_t dlen = strlen(dir);
-    while (dlen > 1 && dir[dlen - 1] == '/') dlen--; /* "dir/" and "dir" name the same files */
-    for (int j = 0; j < 4; j++) {
-      int w = snprintf(out[j], CUVAE_PATH_MAX, "%.*s/%s", (int)dlen, dir, k_dataset_files[d].files[j]);
-      if (w < 0 || w >= CUVAE_PATH_MAX)
-        return cuvae_error("config: [data] dataset %s: CUVAE_DATA_DIR '%.100s...' makes paths longer than %d", dataset,
-                           dir, CUVAE_PATH_MAX - 1);
-    }
-    return 0;
-  }
-  return cuvae_error("config: [data] dataset: unknown dataset '%s'", dataset);
-}
-
-/* Keys of the model family that only make sense together (issue 7). */
-static int check_family(const cuvae_config *c) {
-  if (c->binarize != CUVAE_BINARIZE_NONE && c->likelihood != CUVAE_LIK_BERNOULLI)
-    return cuvae_error("config: [data] binarize = %s needs [model] likelihood = bernoulli", k_binarize[c->binarize]);
-  if (c->gaussian_variance != CUVAE_VAR_FIXED && c->likelihood != CUVAE_LIK_GAUSSIAN)
-    return cuvae_error("config: [model] gaussian_variance = %s needs [model] likelihood = gaussian",
-                       k_variances[c->gaussian_variance]);
-  if (c->objective == CUVAE_OBJ_AE) {
-    if (c->samples != 1)
-      return cuvae_error("config: [train] objective = ae has no noise: samples must be 1 (got %d)", c->samples);
-    if (c->beta != 1.0f || c->beta_warmup_steps != 0)
-      return cuvae_error("config: [train] objective = ae has no KL term: beta and beta_warmup_steps do not apply");
-    if (c->gaussian_variance != CUVAE_VAR_FIXED)
-      return cuvae_error("config: [train] objective = ae minimises squared error: [model] gaussian_variance must be "
-                         "fixed");
-  }
-  if (c->objective == CUVAE_OBJ_IWAE && (c->beta != 1.0f || c->beta_warmup_steps != 0))
-    return cuvae_error("config: [train] objective = iwae is the importance-weighted bound of the model: beta must be "
-                       "1 and beta_warmup_steps 0");
-  if (c->objective != CUVAE_OBJ_ELBO && c->kl != CUVAE_KL_ANALYTIC)
-    return cuvae_error("config: [train] kl = sampled applies to objective = elbo only");
-  return 0;
-}
-
-int cuvae_config_finalize(cuvae_config *c) {
-  if (!c) return cuvae_error("config: no config");
-  if (check_family(c)) return -1;
-  if (c->dataset[0] == '\0') {
-    if (!c->train_images[0]) return cuvae_error("config: [data] train_images is required when dataset is empty");
-    if (!c->test_images[0]) return cuvae_error("config: [data] test_images is required when dataset is empty");
-    return 0;
-  }
-  char paths[4][CUVAE_PATH_MAX];
-  if (dataset_paths(c->dataset, paths) != 0) return -1;
-  /* A path already equal to the dataset's own is fine, so finalizing twice is harmless. */
-  for (int j = 0; j < 4; j++) {
-    const key_def *k = &k_keys[find_key("data", k_path_keys[j])];
-    const char *field = (const char *)c + k->offset;
-    if (field[0] && strcmp(field, paths[j]) != 0)
-      return cuvae_error("config: [data] dataset = %s and %s = %.200s are both set (ambiguous); set dataset = "
-                         "\"\" to use explicit paths, or remove the paths",
-                         c->dataset, k->name, field);
-  }
-  for (int j = 0; j < 4; j++) {
-    char *field = (char *)c + k_keys[find_key("data", k_path_keys[j])].offset;
-    memset(field, 0, CUVAE_PATH_MAX);
-    strcpy(field, paths[j]);
-  }
-  return 0;
-}
-
-char *cuvae_config_to_ini(const cuvae_config *c) {
-  char *text = NULL, value[CUVAE_PATH_MAX + 64], paths[4][CUVAE_PATH_MAX];
-  size_t size = 0;
-  if (!c) {
-    cuvae_error("config: no config");
-    return NULL;
-  }
-  FILE *f = open_memstream(&text, &size);
-  if (!f) {
-    cuvae_error("config: out of memory writing the config");
-    return NULL;
-  }
-  /* With a dataset, paths equal to its own are written as comments: reloading then finalizing gives them
-   * back, and the text stays valid if the data directory moves. Other paths are written as they are. */
-  bool resolved = c->dataset[0] && dataset_paths(c->dataset, paths) == 0;
-  fprintf(f, "; cuvae configuration (every key; `cuvae help config` describes them)\n");
-  for (int i = 0; i < N_KEYS; i++) {
-    const key_def *k = &k_keys[i];
-    if (i == 0 || strcmp(k->section, k_keys[i - 1].section) != 0) fprintf(f, "%s[%s]\n", i ? "\n" : "", k->section);
-    format_value(c, k, value, sizeof value);
-    bool from_dataset = false;
-    for (int j = 0; j < 4; j++)
-      if (resolved && strcmp(k->name, k_path_keys[j]) == 0 && strcmp(value, paths[j]) == 0) from_dataset = true;
-    fprintf(f, "%s%s = %s\n", from_dataset ? "; (from dataset) " : "", k->name, value);
-  }
-  bool failed = ferror(f) != 0;
-  if (fclose(f) != 0 || failed) {
-    free(text);
-    cuvae_error("config: out of memory writing the config");
-    return NULL;
-  }
-  return text;
-}
-
-void cuvae_config_print_schema(FILE *out) {
-  char range[256], list[256];
-  static const char *const type_names[] = {"int", "int64", "uint64", "float", "string", "enum", "int list", "string"};
-  fprintf(out, "Config keys (INI sections [data] [model] [train]; override with --set section.key=value):\n");
-  for (int i = 0; i < N_KEYS; i++) {
-    const key_def *k = &k_keys[i];
-    if (i == 0 || strcmp(k->section, k_keys[i - 1].section) != 0) fprintf(out, "\n[%s]\n", k->section);
-    range[0] = '\0';
-    if (k->type == T_CORRUPT) {
-      snprintf(range, sizeof range, "one of: none | gaussian:STD | mask:P");
-    } else if (k->choices) {
-      snprintf(range, sizeof range, "one of: %s", choice_list(k->choices, " | ", list, sizeof list));
-    } else if (k->bounds & (HAS_MIN | HAS_MAX)) {
-      char lo[64] = "", hi[64] = "";
-      if (k->bounds & HAS_MIN) snprintf(lo, sizeof lo, "%s %.10g", k->bounds & MIN_EXCL ? ">" : ">=", k->min);
-      if (k->bounds & HAS_MAX) snprintf(hi, sizeof hi, "%s %.10g", k->bounds & MAX_EXCL ? "<" : "<=", k->max);
-      snprintf(range, sizeof range, "%s%s%s%s", k->type == T_INT_LIST ? "each " : "", lo, lo[0] && hi[0] ? ", " : "",
-               hi);
-    }
-    fprintf(out, "  %-18s %-9s default %-*s%s%s\n", k->name, type_names[k->type], range[0] ? 16 : 0,
-            k->def[0] ? k->def : "\"\"", range[0] ? " " : "", range);
-    fprintf(out, "      %s\n", k->help);
-  }
-}
-
-static void hidden_text(const cuvae_config *c, char *buf, size_t n) {
-  format_value(c, &k_keys[find_key("model", "hidden")], buf, n);
-  if (!buf[0]) snprintf(buf, n, "(none)");
-}
-
-int cuvae_config_same_architecture(const cuvae_config *a, const cuvae_config *b) {
-  char va[256], vb[256];
-  if (!a || !b) return cuvae_error("config: no config to compare");
-  hidden_text(a, va, sizeof va);
-  hidden_text(b, vb, sizeof vb);
-  if (strcmp(va, vb) != 0) return cuvae_error("[model] hidden: checkpoint has %s, config has %s", va, vb);
-  if (a->latent != b->latent)
-    return cuvae_error("[model] latent: checkpoint has %d, config has %d", a->latent, b->latent);
-  if (a->likelihood != b->likelihood)
-    return cuvae_error("[model] likelihood: checkpoint has %s, config has %s", cuvae_likelihood_name(a->likelihood),
-                       cuvae_likelihood_name(b->likelihood));
-  /* sigma only enters the model through the gaussian likelihood */
-  if (a->likelihood == CUVAE_LIK_GAUSSIAN && a->gaussian_variance == CUVAE_VAR_FIXED &&
-      b->gaussian_variance == CUVAE_VAR_FIXED && a->sigma != b->sigma) {
-    format_float(a->sigma, va, sizeof va);
-    format_float(b->sigma, vb, sizeof vb);
-    return cuvae_error("[model] sigma: checkpoint has %s, config has %s", va, vb);
-  }
-  if (a->activation != b->activation)
-    return cuvae_error("[model] activation: checkpoint has %s, config has %s", cuvae_activation_name(a->activation),
-                       cuvae_activation_name(b->activation));
-  if (a->gaussian_variance != b->gaussian_variance)
-    return cuvae_error("[model] gaussian_variance: checkpoint has %s, config has %s",
-                       k_variances[a->gaussian_variance], k_variances[b->gaussian_variance]);
-  if (a->decoder != b->decoder)
-    return cuvae_error("[model] decoder: checkpoint has %s, config has %s", k_decoders[a->decoder],
-                       k_decoders[b->decoder]);
-  if (a->conditional != b->conditional)
-    return cuvae_error("[model] conditional: checkpoint has %s, config has %s", k_false_true[a->conditional],
-                       k_false_true[b->conditional]);
-  if (a->conditional && a->classes != b->classes)
-    return cuvae_error("[model] classes: checkpoint has %d, config has %d", a->classes, b->classes);
-  return 0;
-}
-
-const char *cuvae_activation_name(cuvae_activation a) {
-  if (a == CUVAE_ACT_NONE) return "none";
-  return (unsigned)a < sizeof k_activations / sizeof k_activations[0] - 1 ? k_activations[a] : "unknown";
-}
-
-const char *cuvae_likelihood_name(cuvae_likelihood l) {
-  return (unsigned)l < sizeof k_likelihoods / sizeof k_likelihoods[0] - 1 ? k_likelihoods[l] : "unknown";
-}
-
-const char *cuvae_objective_name(cuvae_objective o) {
-  return (unsigned)o < sizeof k_objectives / sizeof k_objectives[0] - 1 ? k_objectives[o] : "unknown";
-}
-
-const char *cuvae_init_name(cuvae_init i) {
-  return (unsigned)i < sizeof k_inits / sizeof k_inits[0] - 1 ? k_inits[i] : "unknown";
 }

@@ -49,6 +49,21 @@ void bernoulli_nll_grad_cpu(const float *logits, const float *x, float *nll_row,
                                       dlogits ? dlogits + (size_t)b * D : NULL, scale, D);
 }
 
+/* sum_d (x_d - f_d)^2 of one row, in double and index order (the Gaussian likelihoods' row sum). */
+static double row_sq_err(const float *f, const float *x, int D) {
+  double sq = 0.0;
+  for (int d = 0; d < D; d++) {
+    const double r = (double)x[d] - f[d];
+    sq += r * r;
+  }
+  return sq;
+}
+
+/* g_d = g_scale (f_d - x_d): the Gaussian likelihoods' gradient w.r.t. the means. */
+static void row_residual_grad(const float *f, const float *x, float g_scale, float *g, int D) {
+  for (int d = 0; d < D; d++) g[d] = g_scale * (f[d] - x[d]);
+}
+
 /* -log p(x|z) = 0.5 sum_d [(x_d - f_d)^2 / s^2 + log s^2 + log 2pi];  d/df = (f - x) / s^2. */
 void gaussian_nll_grad_cpu(const float *f, const float *x, float sigma, float *nll_row, float *df, float scale,
                            int B, int D) {
@@ -58,16 +73,8 @@ void gaussian_nll_grad_cpu(const float *f, const float *x, float sigma, float *n
   CUVAE_PARALLEL_FOR((size_t)B * D)
   for (int b = 0; b < B; b++) {
     const float *fr = f + (size_t)b * D, *xr = x + (size_t)b * D;
-    double sq = 0.0;
-    for (int d = 0; d < D; d++) {
-      const double r = (double)xr[d] - fr[d];
-      sq += r * r;
-    }
-    nll_row[b] = (float)(0.5 * sq * inv_s2 + const_term);
-    if (df) {
-      float *g = df + (size_t)b * D;
-      for (int d = 0; d < D; d++) g[d] = g_scale * (fr[d] - xr[d]);
-    }
+    nll_row[b] = (float)(0.5 * row_sq_err(fr, xr, D) * inv_s2 + const_term);
+    if (df) row_residual_grad(fr, xr, g_scale, df + (size_t)b * D, D);
   }
 }
 
@@ -128,16 +135,9 @@ void gaussian_shared_nll_grad_cpu(const float *f, const float *x, const float *l
   CUVAE_PARALLEL_FOR((size_t)B * D)
   for (int b = 0; b < B; b++) {
     const float *fr = f + (size_t)b * D, *xr = x + (size_t)b * D;
-    double sq = 0.0;
-    for (int d = 0; d < D; d++) {
-      const double r = (double)xr[d] - fr[d];
-      sq += r * r;
-    }
+    const double sq = row_sq_err(fr, xr, D);
     nll_row[b] = (float)(0.5 * (D * lv + w * sq + D * LOG_2PI));
-    if (df) {
-      float *g = df + (size_t)b * D;
-      for (int d = 0; d < D; d++) g[d] = g_scale * (fr[d] - xr[d]);
-    }
+    if (df) row_residual_grad(fr, xr, g_scale, df + (size_t)b * D, D);
     if (dlv_row) dlv_row[b] = (float)(scale * 0.5 * (D - w * sq));
   }
 }

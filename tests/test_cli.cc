@@ -71,6 +71,19 @@ TEST_F(Cli, HelpAndVersion) {
   EXPECT_NE(r.out.find("batch_size"), std::string::npos);
 }
 
+// An autoencoder's evaluation reports its squared error, not an ELBO, and refuses an IWAE estimate.
+TEST_F(Cli, EvalOfAnAutoencoder) {
+  Result r = run("train " + dir + "/ok.ini --set train.objective=ae --set train.epochs=1 --out " + dir + "/ae");
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run("eval " + dir + "/ae/checkpoint.cuvae --device cpu");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"objective\": \"ae\", \"test_squared_error\": "), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("nelbo"), std::string::npos) << r.out;
+  r = run("eval " + dir + "/ae/checkpoint.cuvae --device cpu --iwae 5");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("autoencoder"), std::string::npos) << r.out;
+}
+
 // OpenMP's idle threads: GOMP_SPINCOUNT = 1000 unless the user chose a wait policy (include/cuvae/blas.h); the
 // banner of a run names what is in force.
 TEST_F(Cli, OpenMpWaitDefaultsToShortSpinsAndRespectsTheUser) {

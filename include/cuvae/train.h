@@ -47,6 +47,7 @@ typedef struct cuvae_eval_opts {
 
 typedef struct cuvae_eval_result {
   int64_t step;               /* the checkpoint's optimizer steps */
+  cuvae_objective objective;  /* the checkpoint's [train] objective: for ae, elbo.recon is the squared error */
   size_t n, input_dim, latent;  /* rows of the split, D, Z */
   cuvae_loss elbo;            /* negative ELBO, recon, KL: means per data point, one noise sample per point */
   int iwae_k;                 /* samples per point of iwae_nll; 0 when not computed */

@@ -30,7 +30,10 @@ void help_eval(void) {
          "  iwae_bits_per_dim    iwae_nll / (D ln 2)\n"
          "  active_units         latent dims whose posterior mean mu_j(x) varies over the split by more than 0.01\n"
          "                       (variance)\n"
-         "  kl_per_dim           per latent dim, the mean of 0.5 (mu^2 + exp(logvar) - 1 - logvar); they sum to kl\n\n"
+         "  kl_per_dim           per latent dim, the mean of 0.5 (mu^2 + exp(logvar) - 1 - logvar); they sum to kl\n"
+         "An autoencoder ([train] objective = ae) has no likelihood: its line is {\"checkpoint\", \"step\", \"split\",\n"
+         "\"objective\": \"ae\", \"test_squared_error\": sum over features of (x - xhat)^2 per point, \"active_units\"}, and\n"
+         "--iwae is refused.\n\n"
          "options:\n"
          "  --split S    test (default) or train: which split of the checkpoint's config\n"
          "  --iwae K     also estimate log p(x) with K importance samples per point (1 to %d); the cost is about K\n"
@@ -107,6 +110,13 @@ int cmd_eval(int argc, char **argv) {
   const double bits = 1.0 / ((double)r.input_dim * log(2.0));  /* nats per point -> bits per dimension */
   printf("{\"checkpoint\": ");
   cli_json_string(stdout, path);
+  if (r.objective == CUVAE_OBJ_AE) {  /* an autoencoder: its squared error; no likelihood, no KL */
+    printf(", \"step\": %" PRId64 ", \"split\": \"%s\", \"objective\": \"ae\", \"%s_squared_error\": %.6f, "
+           "\"active_units\": %d}\n",
+           r.step, split, split, r.elbo.recon, r.active_units);
+    cuvae_eval_result_free(&r);
+    return 0;
+  }
   printf(", \"step\": %" PRId64 ", \"split\": \"%s\", \"%s_nelbo\": %.6f, \"nelbo\": %.6f, \"recon\": %.6f, "
          "\"kl\": %.6f, \"bits_per_dim\": %.6f",
          r.step, split, split, r.elbo.nelbo, r.elbo.nelbo, r.elbo.recon, r.elbo.kl, r.elbo.nelbo * bits);

@@ -13,6 +13,7 @@
 #include "cuvae/ppca.h"
 #include "cuvae/rng.h"
 #include "inference.h"
+#include "ppca_synth.h"
 #include "test_util.h"
 
 using namespace cuvae_test;
@@ -23,18 +24,12 @@ constexpr size_t kD = 12, kZ = 3;
 constexpr double kS2 = 0.25;  // true noise variance s0^2
 
 // Standard normals from splitmix64 + Box-Muller: fixed across platforms (no std:: distribution).
-struct Normal {
-  uint64_t state;
-  double uniform() { return ((double)(cuvae_splitmix64(state++) >> 11) + 0.5) * 0x1.0p-53; }
-  double operator()() { return std::sqrt(-2.0 * std::log(uniform())) * std::cos(6.283185307179586 * uniform()); }
-};
-
 // The true model: W0 [D][Z] with column scales 3, 2, 1.4 (signal eigenvalues about 9|w|^2-ish, well separated
 // from each other and from s0^2), b0 ~ N(0, 1).
 struct Truth {
   std::vector<double> W, b;
   Truth() : W(kD * kZ), b(kD) {
-    Normal g{12345};
+    ppca_synth::Normal g{12345};
     const double scale[kZ] = {3.0 / std::sqrt((double)kD), 2.0 / std::sqrt((double)kD), 1.4 / std::sqrt((double)kD)};
     for (size_t d = 0; d < kD; d++)
       for (size_t j = 0; j < kZ; j++) W[d * kZ + j] = scale[j] * g();
@@ -53,18 +48,7 @@ struct Truth {
 
 // n rows x = W0 z + b0 + s0 e.
 std::vector<float> draw(const Truth &t, size_t n, uint64_t seed) {
-  Normal g{seed};
-  std::vector<float> x(n * kD);
-  for (size_t i = 0; i < n; i++) {
-    double z[kZ];
-    for (size_t j = 0; j < kZ; j++) z[j] = g();
-    for (size_t d = 0; d < kD; d++) {
-      double v = t.b[d] + std::sqrt(kS2) * g();
-      for (size_t j = 0; j < kZ; j++) v += t.W[d * kZ + j] * z[j];
-      x[i * kD + d] = (float)v;
-    }
-  }
-  return x;
+  return ppca_synth::draw(t.W, t.b, kD, kZ, kS2, n, seed);
 }
 
 // W W^T (D x D) of a [D][Z] matrix.
@@ -218,7 +202,7 @@ TEST(Ppca, LogLikelihoodMatchesBruteForce) {
   p.W = W.data();
   p.b = b.data();
   p.s2 = 0.37;
-  Normal g{99};
+  ppca_synth::Normal g{99};
   std::vector<float> x(n * D);
   for (float &v : x) v = (float)(2.0 * g());
   std::vector<double> per(n);
@@ -253,7 +237,7 @@ TEST(Ppca, LogLikelihoodMatchesBruteForce) {
 // Bad input fails with one message: Z out of range, too few points, data without noise (rank <= Z: s^2 = 0).
 TEST(Ppca, DegenerateInputsFail) {
   const size_t D = 5, n = 50;
-  Normal g{5};
+  ppca_synth::Normal g{5};
   std::vector<float> x(n * D);
   for (size_t i = 0; i < n; i++) {  // x = a u + c v: exactly rank 2 (up to float rounding, 1e-16 relative variance)
     const double a = g(), c = g();

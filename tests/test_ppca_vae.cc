@@ -69,6 +69,7 @@
 #include "cuvae/model.h"
 #include "cuvae/ppca.h"
 #include "cuvae/rng.h"
+#include "ppca_synth.h"
 
 namespace {
 
@@ -86,18 +87,12 @@ struct Phase {
 constexpr Phase kPhases[] = {{3e-2f, 2000}, {3e-3f, 1500}, {3e-4f, 1500}};
 
 // Standard normals from splitmix64 + Box-Muller: fixed across platforms (no std:: distribution).
-struct Normal {
-  uint64_t state;
-  double uniform() { return ((double)(cuvae_splitmix64(state++) >> 11) + 0.5) * 0x1.0p-53; }
-  double operator()() { return std::sqrt(-2.0 * std::log(uniform())) * std::cos(6.283185307179586 * uniform()); }
-};
-
 // The true model: W0 [D][Z] with column scales 2 and 1.2 (signal eigenvalues ~4 and ~1.4 plus s0^2, well apart
 // from each other and from s0^2 = 0.2), b0 ~ N(0, 1).
 struct Truth {
   std::vector<double> W, b;
   Truth() : W(kD * kZ), b(kD) {
-    Normal g{2024};
+    ppca_synth::Normal g{2024};
     const double scale[kZ] = {2.0 / std::sqrt((double)kD), 1.2 / std::sqrt((double)kD)};
     for (size_t d = 0; d < kD; d++)
       for (size_t j = 0; j < kZ; j++) W[d * kZ + j] = scale[j] * g();
@@ -106,18 +101,7 @@ struct Truth {
 };
 
 std::vector<float> draw(const Truth &t, size_t n, uint64_t seed) {
-  Normal g{seed};
-  std::vector<float> x(n * kD);
-  for (size_t i = 0; i < n; i++) {
-    double z[kZ];
-    for (size_t j = 0; j < kZ; j++) z[j] = g();
-    for (size_t d = 0; d < kD; d++) {
-      double v = t.b[d] + std::sqrt(kS2) * g();
-      for (size_t j = 0; j < kZ; j++) v += t.W[d * kZ + j] * z[j];
-      x[i * kD + d] = (float)v;
-    }
-  }
-  return x;
+  return ppca_synth::draw(t.W, t.b, kD, kZ, kS2, n, seed);
 }
 
 cuvae_dataset view(std::vector<float> &x) {

@@ -30,6 +30,7 @@
 #include "cuvae/cpu.h"
 #include "cuvae/error.h"
 #include "cuvae/model.h"
+#include "gradcheck_ref.h"
 
 namespace {
 
@@ -76,35 +77,8 @@ int BuildModel(const Arch &a, cuvae_model *m) {
 
 // ---- the independent double-precision reference -----------------------------------------------------
 
-const cuvae_tensor &Find(const cuvae_model &m, const std::string &name) {
-  const cuvae_tensor *t = cuvae_model_find(&m, name.c_str());
-  if (!t) throw std::runtime_error("model has no tensor " + name);
-  return *t;
-}
-
-// h_out[B][out] = act(h_in W^T + b) with W, b read by name; ReLU signs are appended to `pattern`.
-std::vector<double> Linear(const cuvae_model &m, const std::vector<double> &p, const std::string &layer,
-                           const std::vector<double> &h, int B, bool activate, cuvae_activation act,
-                           std::vector<char> *pattern) {
-  const cuvae_tensor &W = Find(m, layer + ".weight"), &bias = Find(m, layer + ".bias");
-  const size_t out = W.shape[0], in = W.shape[1];
-  if (h.size() != (size_t)B * in || bias.count != out) throw std::runtime_error(layer + ": shape mismatch");
-  std::vector<double> y((size_t)B * out);
-  for (int r = 0; r < B; r++) {
-    for (size_t o = 0; o < out; o++) {
-      double a = p[bias.offset + o];
-      for (size_t i = 0; i < in; i++) a += p[W.offset + o * in + i] * h[r * in + i];
-      if (activate && act == CUVAE_ACT_RELU) {
-        if (pattern) pattern->push_back(a > 0);
-        a = a > 0 ? a : 0;
-      } else if (activate && act == CUVAE_ACT_TANH) {
-        a = std::tanh(a);
-      }
-      y[r * out + o] = a;
-    }
-  }
-  return y;
-}
+using gradcheck_ref::Find;
+using gradcheck_ref::Linear;
 
 struct RefLoss {
   double nelbo = 0, recon = 0, kl = 0;
@@ -204,49 +178,12 @@ void MakeProblem(const Arch &a, Problem *pr) {
 }
 
 // Central difference of f at entry i of v, or NaN when +-h crosses a ReLU kink.
-template <class F>
-double CentralDiff(std::vector<double> v, size_t i, const std::vector<char> &pattern0, F f) {
-  std::vector<char> pp, pm;
-  const double v0 = v[i];
-  v[i] = v0 + kH;
-  const double lp = f(v, &pp);
-  v[i] = v0 - kH;
-  const double lm = f(v, &pm);
-  if (pp != pattern0 || pm != pattern0) return NAN;
-  return (lp - lm) / (2 * kH);
-}
-
-// Compares analytic[i] with the FD value for i in [off, off+count); prints one summary line.
-struct Tally {
-  int checked = 0, skipped = 0, bad = 0;
-  double max_err = 0, max_fd = 0;
-};
-
+// The shared checks (tests/gradcheck_ref.h) with this file's step and tolerances.
+using gradcheck_ref::Tally;
 template <class F>
 Tally CheckRange(const std::string &what, const std::vector<double> &v, size_t off, size_t count,
                  const float *analytic, const std::vector<char> &pattern0, F f) {
-  Tally t;
-  for (size_t i = 0; i < count; i++) {
-    const double fd = CentralDiff(v, off + i, pattern0, f);
-    if (std::isnan(fd)) {
-      t.skipped++;
-      continue;
-    }
-    t.checked++;
-    const double err = std::fabs((double)analytic[i] - fd);
-    t.max_err = std::max(t.max_err, err);
-    t.max_fd = std::max(t.max_fd, std::fabs(fd));
-    if (!(err <= kAtol + kRtol * std::fabs(fd))) {
-      if (++t.bad <= 5)
-        ADD_FAILURE() << what << "[" << i << "]: analytic " << analytic[i] << ", central difference " << fd;
-    }
-  }
-  std::printf("  %-16s %4d checked %2d skipped  max|err| %.2e  max|grad| %.2e\n", what.c_str(), t.checked,
-              t.skipped, t.max_err, t.max_fd);
-  EXPECT_EQ(t.bad, 0) << what;
-  // Every tensor must have a non-trivial gradient somewhere, or the comparison proves nothing.
-  EXPECT_GT(t.max_fd, 1e-4) << what << ": gradient is ~0 everywhere";
-  return t;
+  return gradcheck_ref::CheckRange(what, v, off, count, analytic, pattern0, kH, kAtol, kRtol, false, f);
 }
 
 class GradCheck : public ::testing::TestWithParam<Arch> {};

@@ -84,6 +84,52 @@ TEST_F(Cli, EvalOfAnAutoencoder) {
   EXPECT_NE(r.out.find("autoencoder"), std::string::npos) << r.out;
 }
 
+// The conditional model's label flags: --label and --labels are checked against the model (one message each).
+TEST_F(Cli, LabelFlags) {
+  std::vector<uint8_t> lab(128), lab_test(40);
+  for (size_t i = 0; i < lab.size(); i++) lab[i] = (uint8_t)(i % 3);
+  for (size_t i = 0; i < lab_test.size(); i++) lab_test[i] = (uint8_t)(i % 3);
+  write_file(dir + "/train_labels.npy", npy_bytes("|u1", "(128,)", lab.data(), lab.size()));
+  write_file(dir + "/test_labels.npy", npy_bytes("|u1", "(40,)", lab_test.data(), lab_test.size()));
+  const std::string cond = " --set data.train_labels=" + dir + "/train_labels.npy --set data.test_labels=" + dir +
+                           "/test_labels.npy --set model.conditional=true --set model.classes=3 --set train.epochs=1";
+  Result r = run("train " + dir + "/ok.ini" + cond + " --out " + dir + "/cvae");
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run("train " + dir + "/ok.ini --set train.epochs=1 --out " + dir + "/vae");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string cvae = dir + "/cvae/checkpoint.cuvae", vae = dir + "/vae/checkpoint.cuvae";
+
+  r = run("sample " + cvae + " --device cpu --label 2 --n 4 --out " + dir + "/s2.png");
+  EXPECT_EQ(r.code, 0) << r.out;
+  r = run("sample " + cvae + " --device cpu --n 6 --out " + dir + "/rows.png");  // one row per class: 3 x 2
+  EXPECT_EQ(r.code, 0) << r.out;
+  r = run("sample " + cvae + " --device cpu --label 3 --out " + dir + "/bad.png");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("--label 3 is outside the model's classes 0..2"), std::string::npos) << r.out;
+  r = run("sample " + vae + " --device cpu --label 0 --out " + dir + "/bad.png");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("not conditional"), std::string::npos) << r.out;
+  r = run("sample " + cvae + " --device cpu --label -1 --out " + dir + "/bad.png");
+  EXPECT_EQ(r.code, 2) << r.out;
+
+  // encode: a conditional model needs --labels, an unconditional one refuses them; a wrong count is named.
+  r = run("encode " + cvae + " --device cpu --in " + dir + "/test.npy --out " + dir + "/m.npy");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("--labels"), std::string::npos) << r.out;
+  r = run("encode " + cvae + " --device cpu --in " + dir + "/test.npy --labels " + dir + "/test_labels.npy --out " +
+          dir + "/m.npy");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"rows\": 40"), std::string::npos) << r.out;
+  r = run("encode " + cvae + " --device cpu --in " + dir + "/test.npy --labels " + dir + "/train_labels.npy --out " +
+          dir + "/m.npy");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("128 labels"), std::string::npos) << r.out;
+  r = run("encode " + vae + " --device cpu --in " + dir + "/test.npy --labels " + dir + "/test_labels.npy --out " +
+          dir + "/m.npy");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("not conditional"), std::string::npos) << r.out;
+}
+
 // OpenMP's idle threads: GOMP_SPINCOUNT = 1000 unless the user chose a wait policy (include/cuvae/blas.h); the
 // banner of a run names what is in force.
 TEST_F(Cli, OpenMpWaitDefaultsToShortSpinsAndRespectsTheUser) {

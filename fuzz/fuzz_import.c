@@ -1,0 +1,24 @@
+/* Fuzz harness for the safetensors import (src/import.c): each input is read as a .safetensors file; what it
+ * accepts must be a complete checkpoint of the model its __metadata__ describes. */
+#include <string.h>
+
+#include "cuvae/checkpoint.h"
+#include "cuvae/error.h"
+#include "cuvae/export.h"
+#include "fuzz.h"
+#include "fuzz_checks.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  if (size > (1u << 24)) return 0;
+  cuvae_checkpoint ck;
+  cuvae_clear_error();
+  int rc = cuvae_import_safetensors(fuzz_file(data, size), &ck);
+  if (rc != 0) {
+    FUZZ_REQUIRE(rc == -1 && cuvae_last_error()[0] != '\0' && ck.params == NULL && ck.config_ini == NULL);
+    return 0;
+  }
+  FUZZ_REQUIRE(ck.params && ck.adam_m && ck.adam_v && ck.config_ini && ck.n_params >= 1 && ck.step == 0);
+  FUZZ_REQUIRE(4 * ck.n_params < size);
+  cuvae_checkpoint_free(&ck);
+  return 0;
+}

@@ -534,17 +534,44 @@ int cuvae_config_load_string(cuvae_config *c, const char *text, const char *name
   return parse_text(c, text, strlen(text), name);
 }
 
+/* Reads at most MAX_FILE + 1 bytes of f into a buffer that grows with what arrives (a small config does not
+ * cost a MAX_FILE allocation). Returns 0 with *buf (free()) and *n, or an errno value. */
+static int read_config_bytes(FILE *f, char **buf, size_t *n) {
+  size_t cap = 0, len = 0;
+  char *b = NULL;
+  for (;;) {
+    if (len == cap) {
+      if (cap > MAX_FILE) break; /* MAX_FILE + 1 bytes read: too large, the caller says so */
+      size_t ncap = cap ? 2 * cap : 4096;
+      if (ncap > MAX_FILE + 1) ncap = MAX_FILE + 1;
+      char *nb = realloc(b, ncap);
+      if (!nb) {
+        free(b);
+        return ENOMEM;
+      }
+      b = nb;
+      cap = ncap;
+    }
+    size_t got = fread(b + len, 1, cap - len, f);
+    len += got;
+    if (got == 0) break;
+  }
+  if (ferror(f)) {
+    free(b);
+    return errno ? errno : EIO;
+  }
+  *buf = b;
+  *n = len;
+  return 0;
+}
+
 int cuvae_config_load_file(cuvae_config *c, const char *path) {
   if (!c || !path) return cuvae_error("config: no file name");
   FILE *f = fopen(path, "rb");
   if (!f) return cuvae_error("%s: cannot open config: %s", path, strerror(errno));
-  char *buf = malloc(MAX_FILE + 1);
-  if (!buf) {
-    fclose(f);
-    return cuvae_error("%s: out of memory", path);
-  }
-  size_t n = fread(buf, 1, MAX_FILE + 1, f);
-  int err = ferror(f) ? (errno ? errno : EIO) : 0;
+  char *buf = NULL;
+  size_t n = 0;
+  int err = read_config_bytes(f, &buf, &n);
   fclose(f);
   int rc;
   if (err) {

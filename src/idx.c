@@ -132,7 +132,9 @@ int cuvae_idx_read(const char *path, cuvae_array *out) {
     close(fd);
     return cuvae_error("cannot open %s: zlib could not open it", path);
   }
-  (void)gzbuffer(gz, 1u << 17); /* larger than the 8 KiB default: fewer read calls */
+  /* Big files: a buffer larger than the 8 KiB default (fewer read calls); small ones keep the default, so reading
+   * many small files does not allocate 384 KiB of zlib buffers each time. */
+  if (st.st_size > (off_t)(1 << 17)) (void)gzbuffer(gz, 1u << 17);
 
   int rc = -1;
   void *data = NULL;

@@ -76,7 +76,7 @@ int cuvae_decode_file(const char *checkpoint_path, const char *device, const cha
   const size_t D = inf.model.input_dim, Z = inf.model.latent;
   int rc = cuvae_npy_read(z_path, &z);
   if (rc == 0 && z.dtype != CUVAE_DTYPE_F32)
-    rc = cuvae_error("%s: latent vectors must be float32 ('<f4'), e.g. np.asarray(z, dtype=np.float32)", z_path);
+    rc = cuvae_error("%s: latent vectors must be floating point (f2, f4 or f8), not integers", z_path);
   if (rc == 0 && z.ndim != 2)
     rc = cuvae_error("%s: expected a 2-D array [N, Z] of latent vectors, got %d dimension%s", z_path, z.ndim,
                      z.ndim == 1 ? "" : "s");

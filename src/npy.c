@@ -1,18 +1,22 @@
-/* NumPy .npy reader (format versions 1.0, 2.0 and 3.0), C-order arrays of <f4, u1, <i4 or <i8.
+/* NumPy .npy reader (format versions 1.0, 2.0 and 3.0) for C-order arrays of one float or integer type, and the
+ * float32 .npy writer.
  *
  * Layout: "\x93NUMPY", major, minor, header length (uint16 LE for v1, uint32 LE for v2/v3), then an
  * ASCII (v3: UTF-8) Python dict literal such as
  *   {'descr': '<f4', 'fortran_order': False, 'shape': (10000, 784), }
- * padded with spaces and ended by '\n', then the raw little-endian elements. The dict is parsed by a
+ * padded with spaces and ended by '\n', then the raw elements in the descr's byte order. The dict is parsed by a
  * small hand-written scanner that accepts exactly the literal forms NumPy writes (plus either quote
  * style, trailing commas and Python 2 "L" integer suffixes). Sizes are validated against
- * CUVAE_MAX_ELEMENTS and the real file size before the data buffer is allocated. */
+ * CUVAE_MAX_ELEMENTS and the real file size before the data buffer is allocated. Floats (f2, f4, f8) become
+ * float32, integers int32 or int64 (uint8 stays uint8): see npy_dtype for the exact rules. */
 #define _POSIX_C_SOURCE 200809L
 
 #include "cuvae/data.h"
 #include "cuvae/error.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -136,7 +140,7 @@ static int npy_parse_dict(const char *path, const char *text, size_t len, npy_he
       seen = &have_descr;
       lex_ws(&lx);
       if (lx.p < lx.end && *lx.p == '[')
-        return cuvae_error("%s: structured .npy dtypes are not supported (need <f4, |u1, <i4 or <i8)", path);
+        return cuvae_error("%s: structured .npy dtypes are not supported (need one float or integer type)", path);
       rc = lex_string(&lx, h->descr, sizeof h->descr);
     } else if (strcmp(key, "fortran_order") == 0) {
       seen = &have_fortran;
@@ -163,52 +167,237 @@ static int npy_parse_dict(const char *path, const char *text, size_t len, npy_he
   return 0;
 }
 
-/* Maps the descr string to a dtype; refuses big-endian and anything else by name. */
-static int npy_dtype(const char *path, const char *descr, cuvae_dtype *dt, size_t *esize) {
-  /* One-byte types have no byte order: NumPy writes '|u1', but any order prefix means the same. */
-  const char *d = descr;
-  if (d[0] == '|' || d[0] == '<' || d[0] == '>' || d[0] == '=') {
-    if (strcmp(d + 1, "u1") == 0) d++;
-  }
-  if (strcmp(d, "u1") == 0) {
-    *dt = CUVAE_DTYPE_U8;
-    *esize = 1;
-    return 0;
-  }
-  if (strcmp(descr, "<f4") == 0) {
-    *dt = CUVAE_DTYPE_F32;
-    *esize = 4;
-    return 0;
-  }
-  if (strcmp(descr, "<i4") == 0) {
-    *dt = CUVAE_DTYPE_I32;
-    *esize = 4;
-    return 0;
-  }
-  if (strcmp(descr, "<i8") == 0) {
-    *dt = CUVAE_DTYPE_I64;
-    *esize = 8;
-    return 0;
-  }
-  if (descr[0] == '>')
-    return cuvae_error("%s: big-endian .npy dtype '%s' is not supported (save as little-endian '<%s')", path, descr,
-                       descr + 1);
-  return cuvae_error("%s: unsupported .npy dtype '%s' (supported: <f4, |u1, <i4, <i8)", path, descr);
-}
+/* The element type a descr names ("<f8", ">i2", "|u1", ...): kind 'f', 'i' or 'u', its size in bytes and byte order,
+ * and what it is converted to. */
+typedef struct {
+  char kind;
+  size_t size;     /* bytes per element in the file */
+  int big_endian;
+  cuvae_dtype out; /* the array handed back */
+  size_t out_size; /* bytes per element of out */
+} npy_type;
 
-/* .npy data is little-endian; reverse each element's bytes only on a big-endian host. */
-static void npy_to_host(void *data, size_t count, size_t esize) {
+/* The dtypes read, and what each becomes (exact unless said):
+ *   floats  f2 f4 f8 (either byte order)  -> float32; f8 rounds to nearest, values whose rounding overflows float32
+ *                                            are refused; non-finite values are refused for every float type
+ *   u1 (any order mark)                   -> uint8 (the data loader scales images by 1/255)
+ *   i1 i2 u2 i4 (either byte order)       -> int32
+ *   u4 i8 u8 (either byte order)          -> int64; u8 values above INT64_MAX are refused
+ * Anything else (bool, complex, strings, structured) is refused by name. */
+static int npy_dtype(const char *path, const char *descr, npy_type *t) {
   const uint16_t probe = 1;
   unsigned char first;
   memcpy(&first, &probe, 1);
-  if (first == 1 || esize == 1) return;
-  unsigned char *p = data;
-  for (size_t i = 0; i < count; i++, p += esize)
-    for (size_t a = 0, b = esize - 1; a < b; a++, b--) {
-      unsigned char t = p[a];
-      p[a] = p[b];
-      p[b] = t;
+  /* byte order mark, kind letter, size in bytes: "<f8", "|u1", ">i2"; no mark ("u1") means native order */
+  char marked[40];
+  snprintf(marked, sizeof marked, "%s%s", isalpha((unsigned char)descr[0]) ? "=" : "", descr);
+  const size_t len = strlen(marked);
+  const char order = marked[0];
+  int ok = len >= 3 && len <= 4 && strchr("<>|=", order) && isdigit((unsigned char)marked[2]) &&
+           (len == 3 || isdigit((unsigned char)marked[3]));
+  const long size = ok ? strtol(marked + 2, NULL, 10) : 0;
+  memset(t, 0, sizeof *t);
+  if (ok) {
+    t->kind = marked[1];
+    t->size = (size_t)size;
+    t->big_endian = order == '>' || (order == '=' && first != 1);
+    ok = size == 1 || order != '|'; /* '|' (no byte order) only for one-byte types */
+  }
+  if (ok && t->kind == 'f' && (size == 2 || size == 4 || size == 8)) {
+    t->out = CUVAE_DTYPE_F32;
+  } else if (ok && t->kind == 'u' && size == 1) {
+    t->out = CUVAE_DTYPE_U8;
+  } else if (ok && ((t->kind == 'i' && (size == 1 || size == 2 || size == 4)) || (t->kind == 'u' && size == 2))) {
+    t->out = CUVAE_DTYPE_I32;
+  } else if (ok && ((t->kind == 'i' && size == 8) || (t->kind == 'u' && (size == 4 || size == 8)))) {
+    t->out = CUVAE_DTYPE_I64;
+  } else {
+    return cuvae_error("%s: unsupported .npy dtype '%s' (supported: float f2, f4, f8; integer u1, i1, i2, u2, i4, u4, "
+                       "i8, u8; either byte order)",
+                       path, descr);
+  }
+  t->out_size = t->out == CUVAE_DTYPE_U8 ? 1 : t->out == CUVAE_DTYPE_I64 ? 8 : 4;
+  return 0;
+}
+
+/* The element at p as an unsigned integer of `size` bytes in the file's byte order. */
+static uint64_t npy_load(const unsigned char *p, size_t size, int big_endian) {
+  uint64_t v = 0;
+  for (size_t b = 0; b < size; b++) v |= (uint64_t)p[big_endian ? size - 1 - b : b] << (8 * b);
+  return v;
+}
+
+/* IEEE half-precision bits as a float (every half value is exactly a float). */
+static float npy_half(uint16_t h) {
+  const unsigned exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+  float v = exp == 0x1f ? (man ? NAN : INFINITY)
+            : exp == 0  ? ldexpf((float)man, -24)
+                        : ldexpf((float)(man | 0x400), (int)exp - 25);
+  return (h & 0x8000) ? -v : v;
+}
+
+/* One float element of the file as float32; refuses non-finite values and f8 values outside float32's range. */
+static int npy_float(const char *path, size_t i, const npy_type *t, uint64_t bits, float *out) {
+  double d;
+  if (t->size == 2) {
+    d = npy_half((uint16_t)bits);
+  } else if (t->size == 4) {
+    uint32_t u = (uint32_t)bits;
+    float f;
+    memcpy(&f, &u, 4);
+    d = f;
+  } else {
+    memcpy(&d, &bits, 8);
+  }
+  if (isnan(d)) return cuvae_error("%s: element %zu is NaN", path, i);
+  if (isinf(d)) return cuvae_error("%s: element %zu is %sInf", path, i, d < 0 ? "-" : "+");
+  *out = (float)d; /* rounds to nearest (the default rounding mode) */
+  if (isinf(*out))
+    return cuvae_error("%s: element %zu is %.9g, outside float32's range (magnitude at most %.9g)", path, i, d,
+                       (double)FLT_MAX);
+  return 0;
+}
+
+/* Converts `count` elements of type t at raw into its output type at dst (which may be raw itself when the output
+ * element is no larger: element i is read before slot i is written, and slot i ends before element i + 1). */
+static int npy_convert(const char *path, const npy_type *t, const unsigned char *raw, void *dst, size_t count) {
+  const uint16_t probe = 1;
+  unsigned char first;
+  memcpy(&first, &probe, 1);
+  if (t->kind == 'f' && t->size == 4 && t->big_endian == (first != 1)) { /* float32 in host order: check only */
+    const float *x = (const float *)raw;
+    float unused;
+    for (size_t i = 0; i < count; i++) /* a non-finite element: npy_float says which and what */
+      if (!isfinite(x[i])) return npy_float(path, i, t, npy_load(raw + 4 * i, 4, t->big_endian), &unused);
+    return 0;
+  }
+  for (size_t i = 0; i < count; i++) {
+    const uint64_t v = npy_load(raw + i * t->size, t->size, t->big_endian);
+    unsigned char *o = (unsigned char *)dst + i * t->out_size;
+    if (t->kind == 'f') {
+      float f;
+      if (npy_float(path, i, t, v, &f) != 0) return -1;
+      memcpy(o, &f, 4);
+    } else if (t->out == CUVAE_DTYPE_U8) {
+      *o = (unsigned char)v;
+    } else if (t->kind == 'u' && v > (uint64_t)INT64_MAX) {
+      return cuvae_error("%s: element %zu is %" PRIu64 ", too large for int64", path, i, v);
+    } else {
+      const unsigned shift = 64 - 8 * (unsigned)t->size; /* sign-extend signed types, zero-extend unsigned ones */
+      const int64_t x = t->kind == 'i' ? (int64_t)(v << shift) >> shift : (int64_t)v;
+      if (t->out == CUVAE_DTYPE_I32) {
+        const int32_t y = (int32_t)x; /* exact: the input fits 32 bits */
+        memcpy(o, &y, 4);
+      } else {
+        memcpy(o, &x, 8);
+      }
     }
+  }
+  return 0;
+}
+
+typedef struct {
+  npy_type type;
+  int ndim;
+  uint64_t shape[4];
+  uint64_t count;
+  uint64_t data_offset; /* bytes before the elements */
+} npy_info;
+
+/* Preamble and header dict: the element type, the shape, where the data starts. */
+static int npy_read_header(FILE *f, const char *path, uint64_t file_size, npy_info *info) {
+  unsigned char pre[12];
+  if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0)
+    return cuvae_error("%s: not a .npy file (missing \\x93NUMPY magic)", path);
+  const int major = pre[6], minor = pre[7];
+  uint64_t hlen, pre_len;
+  if (major == 1) {
+    hlen = (uint64_t)pre[8] | (uint64_t)pre[9] << 8;
+    pre_len = 10;
+  } else if (major == 2 || major == 3) {
+    if (fread(pre + 10, 1, 2, f) != 2) return cuvae_error("%s: file ends inside the .npy preamble", path);
+    hlen = (uint64_t)pre[8] | (uint64_t)pre[9] << 8 | (uint64_t)pre[10] << 16 | (uint64_t)pre[11] << 24;
+    pre_len = 12;
+  } else {
+    return cuvae_error("%s: unsupported .npy format version %d.%d (supported: 1.0, 2.0, 3.0)", path, major, minor);
+  }
+  if (hlen > NPY_MAX_HEADER || pre_len + hlen > file_size)
+    return cuvae_error("%s: .npy header length %" PRIu64 " does not fit the file (%" PRIu64 " bytes)", path, hlen,
+                       file_size);
+  char *header = malloc(hlen + 1);
+  if (!header) return cuvae_error("%s: out of memory reading the .npy header", path);
+  npy_header h = {0};
+  int rc = fread(header, 1, hlen, f) == hlen ? 0 : cuvae_error("%s: read error in the .npy header", path);
+  if (rc == 0) {
+    header[hlen] = '\0';
+    rc = npy_parse_dict(path, header, hlen, &h);
+  }
+  free(header);
+  if (rc != 0 || npy_dtype(path, h.descr, &info->type) != 0) return -1;
+  if (h.fortran)
+    return cuvae_error("%s: fortran_order True is not supported (save a C-order array, e.g. np.ascontiguousarray)",
+                       path);
+  if (h.ndim == 0) return cuvae_error("%s: 0-d (scalar) .npy arrays are not supported", path);
+  info->ndim = h.ndim;
+  memcpy(info->shape, h.shape, sizeof info->shape);
+  info->data_offset = pre_len + hlen;
+  return 0;
+}
+
+/* Element count: no zero dimension, no overflow, within the limit; then exactly matching the file. */
+static int npy_check_size(const char *path, uint64_t file_size, npy_info *info) {
+  char shape_str[128] = "";
+  uint64_t count = 1;
+  int absurd = 0;
+  for (int d = 0; d < info->ndim; d++) {
+    size_t len = strlen(shape_str);
+    snprintf(shape_str + len, sizeof shape_str - len, d ? " x %" PRIu64 : "%" PRIu64, info->shape[d]);
+    if (info->shape[d] == 0) return cuvae_error("%s: .npy shape has a zero dimension (empty array)", path);
+    if (info->shape[d] > (uint64_t)CUVAE_MAX_ELEMENTS) absurd = 1;
+    if (!absurd) { /* both factors <= 2^32: the product fits 64 bits */
+      count *= info->shape[d];
+      if (count > (uint64_t)CUVAE_MAX_ELEMENTS) absurd = 1;
+    }
+  }
+  if (absurd || count * 8 > (uint64_t)SIZE_MAX)
+    return cuvae_error("%s: absurd dimensions %s (more than %zu elements)", path, shape_str,
+                       (size_t)CUVAE_MAX_ELEMENTS);
+  const uint64_t bytes = count * info->type.size, have = file_size - info->data_offset;
+  if (have != bytes)
+    return cuvae_error("%s: header says %" PRIu64 " bytes of data, file has %" PRIu64, path, bytes, have);
+  info->count = count;
+  return 0;
+}
+
+/* Reads the elements and converts them (in place when the output element is no larger). *out: malloc'd. */
+static int npy_read_data(FILE *f, const char *path, const npy_info *info, void **out) {
+  const size_t count = (size_t)info->count, in_bytes = count * info->type.size;
+  const size_t out_bytes = count * info->type.out_size;
+  unsigned char *raw = malloc(in_bytes);
+  if (!raw) return cuvae_error("%s: out of memory allocating %zu bytes", path, in_bytes);
+  if (fread(raw, 1, in_bytes, f) != in_bytes) {
+    free(raw);
+    return cuvae_error("%s: read error in the .npy data", path);
+  }
+  const int in_place = info->type.out_size <= info->type.size;
+  unsigned char *dst = in_place ? raw : malloc(out_bytes);
+  if (!dst) {
+    free(raw);
+    return cuvae_error("%s: out of memory allocating %zu bytes", path, out_bytes);
+  }
+  if (npy_convert(path, &info->type, raw, dst, count) != 0) {
+    if (!in_place) free(dst);
+    free(raw);
+    return -1;
+  }
+  if (!in_place) {
+    free(raw);
+  } else if (out_bytes < in_bytes) {
+    unsigned char *shrunk = realloc(dst, out_bytes);
+    if (shrunk) dst = shrunk;
+  }
+  *out = dst;
+  return 0;
 }
 
 int cuvae_npy_read(const char *path, cuvae_array *out) {
@@ -216,135 +405,24 @@ int cuvae_npy_read(const char *path, cuvae_array *out) {
   if (!path) return cuvae_error("cuvae_npy_read: no path given");
   FILE *f = fopen(path, "rb");
   if (!f) return cuvae_error("cannot open %s: %s", path, strerror(errno));
-
-  int rc = -1;
-  char *header = NULL;
-  void *data = NULL;
   struct stat st;
-  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+  npy_info info;
+  memset(&info, 0, sizeof info);
+  void *data = NULL;
+  int rc = -1;
+  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode))
     cuvae_error("cannot open %s: not a regular file", path);
-    goto done;
-  }
-
-  /* Preamble: magic, version, header length. */
-  unsigned char pre[12];
-  if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0) {
-    cuvae_error("%s: not a .npy file (missing \\x93NUMPY magic)", path);
-    goto done;
-  }
-  const int major = pre[6], minor = pre[7];
-  uint64_t hlen, pre_len;
-  if (major == 1) {
-    hlen = (uint64_t)pre[8] | (uint64_t)pre[9] << 8;
-    pre_len = 10;
-  } else if (major == 2 || major == 3) {
-    if (fread(pre + 10, 1, 2, f) != 2) {
-      cuvae_error("%s: file ends inside the .npy preamble", path);
-      goto done;
-    }
-    hlen = (uint64_t)pre[8] | (uint64_t)pre[9] << 8 | (uint64_t)pre[10] << 16 | (uint64_t)pre[11] << 24;
-    pre_len = 12;
-  } else {
-    cuvae_error("%s: unsupported .npy format version %d.%d (supported: 1.0, 2.0, 3.0)", path, major, minor);
-    goto done;
-  }
-  if (hlen > NPY_MAX_HEADER || pre_len + hlen > (uint64_t)st.st_size) {
-    cuvae_error("%s: .npy header length %" PRIu64 " does not fit the file (%lld bytes)", path, hlen,
-                (long long)st.st_size);
-    goto done;
-  }
-
-  /* Header dict. */
-  header = malloc(hlen + 1);
-  if (!header) {
-    cuvae_error("%s: out of memory reading the .npy header", path);
-    goto done;
-  }
-  if (fread(header, 1, hlen, f) != hlen) {
-    cuvae_error("%s: read error in the .npy header", path);
-    goto done;
-  }
-  header[hlen] = '\0';
-  npy_header h = {0};
-  if (npy_parse_dict(path, header, hlen, &h) != 0) goto done;
-
-  size_t esize = 0;
-  if (npy_dtype(path, h.descr, &out->dtype, &esize) != 0) goto done;
-  if (h.fortran) {
-    cuvae_error("%s: fortran_order True is not supported (save a C-order array, e.g. np.ascontiguousarray)", path);
-    goto done;
-  }
-  if (h.ndim == 0) {
-    cuvae_error("%s: 0-d (scalar) .npy arrays are not supported", path);
-    goto done;
-  }
-
-  /* Element count: no zero dimension, no overflow, within the limit; then exactly matching the file. */
-  char shape_str[128] = "";
-  uint64_t count = 1;
-  int absurd = 0;
-  for (int d = 0; d < h.ndim; d++) {
-    size_t len = strlen(shape_str);
-    snprintf(shape_str + len, sizeof shape_str - len, d ? " x %" PRIu64 : "%" PRIu64, h.shape[d]);
-    if (h.shape[d] == 0) {
-      cuvae_error("%s: .npy shape has a zero dimension (empty array)", path);
-      goto done;
-    }
-    if (h.shape[d] > (uint64_t)CUVAE_MAX_ELEMENTS) absurd = 1;
-    if (!absurd) { /* both factors <= 2^32: the product fits 64 bits */
-      count *= h.shape[d];
-      if (count > (uint64_t)CUVAE_MAX_ELEMENTS) absurd = 1;
-    }
-  }
-  if (absurd || count * esize > (uint64_t)SIZE_MAX) {
-    cuvae_error("%s: absurd dimensions %s (more than %zu elements)", path, shape_str, (size_t)CUVAE_MAX_ELEMENTS);
-    goto done;
-  }
-  const uint64_t bytes = count * esize;
-  const uint64_t have = (uint64_t)st.st_size - pre_len - hlen;
-  if (have != bytes) {
-    cuvae_error("%s: header says %" PRIu64 " bytes of data, file has %" PRIu64, path, bytes, have);
-    goto done;
-  }
-
-  /* Data, converted to host order; float data must be finite. */
-  data = malloc((size_t)bytes);
-  if (!data) {
-    cuvae_error("%s: out of memory allocating %" PRIu64 " bytes", path, bytes);
-    goto done;
-  }
-  if (fread(data, 1, (size_t)bytes, f) != (size_t)bytes) {
-    cuvae_error("%s: read error in the .npy data", path);
-    goto done;
-  }
-  npy_to_host(data, (size_t)count, esize);
-  if (out->dtype == CUVAE_DTYPE_F32) {
-    const float *x = data;
-    for (size_t i = 0; i < (size_t)count; i++) {
-      if (isnan(x[i])) {
-        cuvae_error("%s: element %zu is NaN", path, i);
-        goto done;
-      }
-      if (isinf(x[i])) {
-        cuvae_error("%s: element %zu is %sInf", path, i, x[i] < 0 ? "-" : "+");
-        goto done;
-      }
-    }
-  }
-
-  out->ndim = h.ndim;
-  for (int d = 0; d < h.ndim; d++) out->shape[d] = (size_t)h.shape[d];
-  out->count = (size_t)count;
-  out->data = data;
-  data = NULL;
-  rc = 0;
-
-done:
+  else if (npy_read_header(f, path, (uint64_t)st.st_size, &info) == 0 &&
+           npy_check_size(path, (uint64_t)st.st_size, &info) == 0 && npy_read_data(f, path, &info, &data) == 0)
+    rc = 0;
   fclose(f);
-  free(header);
-  free(data);
-  if (rc != 0) memset(out, 0, sizeof *out);
-  return rc;
+  if (rc != 0) return -1;
+  out->dtype = info.type.out;
+  out->ndim = info.ndim;
+  for (int d = 0; d < info.ndim; d++) out->shape[d] = (size_t)info.shape[d];
+  out->count = (size_t)info.count;
+  out->data = data;
+  return 0;
 }
 
 /* ---- writer ------------------------------------------------------------------------------------------------ */

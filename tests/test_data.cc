@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -389,6 +390,126 @@ TEST_F(DataTest, NpyHeaderVariantsNumPyCanWrite) {
   EXPECT_TRUE(Mentions(npy_fails(write("v4.npy", npy_bytes(dict, v.data(), 16, 4))), {"version 4.0"}));
 }
 
+// Each value's bytes reversed: what a big-endian ('>') .npy holds.
+template <typename T>
+std::vector<T> byte_swapped(std::vector<T> v) {
+  for (T &x : v) {
+    unsigned char b[sizeof(T)];
+    std::memcpy(b, &x, sizeof b);
+    std::reverse(b, b + sizeof b);
+    std::memcpy(&x, b, sizeof b);
+  }
+  return v;
+}
+
+TEST_F(DataTest, NpyFloat64IsRoundedToNearestFloat32) {
+  // NumPy's default dtype. 0.1 and 1/3 round to the nearest float; 1 + 2^-24 lies halfway between 1 and the next
+  // float and rounds to even (1); 1e-50 is below float32's smallest subnormal (0); just above FLT_MAX, but nearer
+  // to it than to 2^128, rounds to FLT_MAX.
+  const std::vector<double> v = {0.1, -2.5, 1e-50, 3.40282356e38, 1.0 + std::ldexp(1.0, -24), 1.0 / 3.0};
+  const std::vector<float> want = {0.1f, -2.5f, 0.0f, std::numeric_limits<float>::max(), 1.0f, 0.333333343f};
+  const std::string p = write("d.npy", npy_of("<f8", "(2, 3)", v));
+  cuvae_array a;
+  ASSERT_EQ(cuvae_npy_read(p.c_str(), &a), 0) << cuvae_last_error();
+  EXPECT_EQ(a.dtype, CUVAE_DTYPE_F32);
+  ASSERT_EQ(a.count, 6u);
+  EXPECT_EQ(a.shape[0], 2u);
+  for (size_t i = 0; i < want.size(); i++) EXPECT_EQ(static_cast<const float *>(a.data)[i], want[i]) << i;
+  cuvae_array_free(&a);
+  cuvae_dataset ds;  // the data set loader takes it as float32 images
+  ASSERT_EQ(cuvae_dataset_load(&ds, p.c_str(), ""), 0) << cuvae_last_error();
+  EXPECT_EQ(ds.dim, 3u);
+  for (size_t i = 0; i < want.size(); i++) EXPECT_EQ(ds.x[i], want[i]) << i;
+  cuvae_dataset_free(&ds);
+}
+
+TEST_F(DataTest, NpyFloat64OutsideFloat32OrNonFiniteIsRefused) {
+  const double inf = std::numeric_limits<double>::infinity();
+  EXPECT_TRUE(Mentions(npy_fails(write("o.npy", npy_of<double>("<f8", "(3,)", {1.0, -3.5e38, 2.0}))),
+                       {"o.npy: element 1 is -3.5e+38, outside float32's range (magnitude at most 3.40282347e+38)"}));
+  EXPECT_TRUE(Mentions(npy_fails(write("o2.npy", npy_of<double>("<f8", "(1,)", {1e300}))), {"element 0 is 1e+300"}));
+  // Halfway between FLT_MAX and 2^128: the tie rounds to even, which is 2^128, so it overflows.
+  const double halfway = (double)std::numeric_limits<float>::max() + std::ldexp(1.0, 103);
+  EXPECT_TRUE(Mentions(npy_fails(write("o3.npy", npy_of<double>("<f8", "(2,)", {0.0, halfway}))),
+                       {"element 1 is 3.40282357e+38, outside float32's range"}));
+  EXPECT_TRUE(Mentions(npy_fails(write("n.npy", npy_of<double>("<f8", "(2,)", {0.0, std::nan("")}))),
+                       {"n.npy: element 1 is NaN"}));
+  EXPECT_TRUE(Mentions(npy_fails(write("i.npy", npy_of<double>(">f8", "(1,)", byte_swapped<double>({-inf})))),
+                       {"element 0 is -Inf"}));
+}
+
+TEST_F(DataTest, NpyBigEndianFloats) {
+  const std::vector<float> f = {0.5f, -1.25f, 3e-3f, 1e30f};
+  const std::vector<double> d = {0.5, -1.25, 3e-3, 1e30};
+  for (const auto &[name, bytes] : {std::pair<std::string, Bytes>{"f4.npy", npy_of(">f4", "(2, 2)", byte_swapped(f))},
+                                    std::pair<std::string, Bytes>{"f8.npy", npy_of(">f8", "(2, 2)", byte_swapped(d))}}) {
+    cuvae_array a;
+    ASSERT_EQ(cuvae_npy_read(write(name, bytes).c_str(), &a), 0) << name << ": " << cuvae_last_error();
+    EXPECT_EQ(a.dtype, CUVAE_DTYPE_F32);
+    ASSERT_EQ(a.count, 4u);
+    for (size_t i = 0; i < f.size(); i++) EXPECT_EQ(static_cast<const float *>(a.data)[i], f[i]) << name << " " << i;
+    cuvae_array_free(&a);
+  }
+  // A big-endian NaN is found after the byte swap.
+  EXPECT_TRUE(Mentions(npy_fails(write("nan.npy", npy_of(">f4", "(2,)", byte_swapped<float>({1.f, NAN})))),
+                       {"element 1 is NaN"}));
+}
+
+TEST_F(DataTest, NpyFloat16IsExact) {
+  // Half-precision bit patterns: 0, 0.5, the largest half (65504), the smallest negative subnormal (-2^-24), and
+  // the half nearest 1/3 (0x3555 = 1365/4096).
+  const std::vector<uint16_t> h = {0x0000, 0x3800, 0x7BFF, 0x8001, 0x3555};
+  const std::vector<float> want = {0.0f, 0.5f, 65504.0f, -std::ldexp(1.0f, -24), 1365.0f / 4096.0f};
+  cuvae_array a;
+  ASSERT_EQ(cuvae_npy_read(write("h.npy", npy_of("<f2", "(1, 5)", h)).c_str(), &a), 0) << cuvae_last_error();
+  EXPECT_EQ(a.dtype, CUVAE_DTYPE_F32);
+  for (size_t i = 0; i < want.size(); i++) EXPECT_EQ(static_cast<const float *>(a.data)[i], want[i]) << i;
+  cuvae_array_free(&a);
+  EXPECT_TRUE(Mentions(npy_fails(write("hi.npy", npy_of<uint16_t>("<f2", "(2,)", {0x3C00, 0xFC00}))),
+                       {"element 1 is -Inf"}));
+}
+
+TEST_F(DataTest, NpyIntegerDtypesConvertExactly) {
+  // Small integers become int32 (sign-extended), u4 / i8 / u8 int64; either byte order.
+  cuvae_array a;
+  ASSERT_EQ(cuvae_npy_read(write("i1.npy", npy_of<int8_t>("|i1", "(3,)", {-128, 127, -1})).c_str(), &a), 0);
+  EXPECT_EQ(a.dtype, CUVAE_DTYPE_I32);
+  EXPECT_EQ(static_cast<const int32_t *>(a.data)[0], -128);
+  EXPECT_EQ(static_cast<const int32_t *>(a.data)[2], -1);
+  cuvae_array_free(&a);
+  ASSERT_EQ(cuvae_npy_read(write("i2.npy", npy_of(">i2", "(2,)", byte_swapped<int16_t>({-300, 32767}))).c_str(), &a),
+            0);
+  EXPECT_EQ(a.dtype, CUVAE_DTYPE_I32);
+  EXPECT_EQ(static_cast<const int32_t *>(a.data)[0], -300);
+  EXPECT_EQ(static_cast<const int32_t *>(a.data)[1], 32767);
+  cuvae_array_free(&a);
+  ASSERT_EQ(cuvae_npy_read(write("u4.npy", npy_of<uint32_t>("<u4", "(1,)", {4000000000u})).c_str(), &a), 0);
+  EXPECT_EQ(a.dtype, CUVAE_DTYPE_I64);
+  EXPECT_EQ(static_cast<const int64_t *>(a.data)[0], 4000000000LL);
+  cuvae_array_free(&a);
+  EXPECT_TRUE(Mentions(npy_fails(write("u8.npy", npy_of(">u8", "(2,)", byte_swapped<uint64_t>({1, 1ull << 63})))),
+                       {"u8.npy: element 1 is 9223372036854775808, too large for int64"}));
+
+  // As labels: u2 and big-endian i8 load; a negative i1 label is refused by the label rule; integer images are not
+  // pixels.
+  const Bytes px = small_pixels();
+  const std::string img = write("img.idx", idx_bytes(0x08, {3, 2, 4}, px));
+  cuvae_dataset ds;
+  ASSERT_EQ(cuvae_dataset_load(&ds, img.c_str(), write("u2.npy", npy_of<uint16_t>("<u2", "(3,)", {1, 65535, 3})).c_str()),
+            0) << cuvae_last_error();
+  EXPECT_EQ(ds.labels[1], 65535);
+  cuvae_dataset_free(&ds);
+  ASSERT_EQ(cuvae_dataset_load(&ds, img.c_str(),
+                               write("i8.npy", npy_of(">i8", "(3,)", byte_swapped<int64_t>({7, 0, 1LL << 30}))).c_str()),
+            0) << cuvae_last_error();
+  EXPECT_EQ(ds.labels[0], 7);
+  EXPECT_EQ(ds.labels[2], 1 << 30);
+  cuvae_dataset_free(&ds);
+  EXPECT_TRUE(Mentions(load_fails(img, write("neg.npy", npy_of<int8_t>("|i1", "(3,)", {0, 1, -2}))), {"label 2 is -2"}));
+  EXPECT_TRUE(Mentions(load_fails(write("i2img.npy", npy_of<int16_t>("<i2", "(2, 2)", {1, 2, 3, 4})), ""),
+                       {"int32 image data is not supported"}));
+}
+
 // ---- npy: refusals ------------------------------------------------------------------------------------------
 
 TEST_F(DataTest, NpyNonFiniteValuesNameTheFirstBadIndex) {
@@ -414,10 +535,12 @@ TEST_F(DataTest, NpyNonFiniteValuesNameTheFirstBadIndex) {
 TEST_F(DataTest, NpyRefusesLayoutsAndDtypesItCannotUse) {
   const std::vector<float> v = {1.f, 2.f, 3.f, 4.f};
   EXPECT_TRUE(Mentions(npy_fails(write("f.npy", npy_of("<f4", "(2, 2)", v, true))), {"f.npy", "fortran_order"}));
-  EXPECT_TRUE(Mentions(npy_fails(write("d.npy", npy_of<double>("<f8", "(2,)", {1.0, 2.0}))),
-                       {"d.npy", "unsupported .npy dtype '<f8'"}));
-  EXPECT_TRUE(Mentions(npy_fails(write("b.npy", npy_of("<i2", "(4,)", v))), {"'<i2'"}));
-  EXPECT_TRUE(Mentions(npy_fails(write("be.npy", npy_of(">f4", "(4,)", v))), {"big-endian", "'>f4'"}));
+  EXPECT_TRUE(Mentions(npy_fails(write("c.npy", npy_of<double>("<c8", "(2,)", {1.0, 2.0}))),
+                       {"c.npy", "unsupported .npy dtype '<c8'"}));
+  EXPECT_TRUE(Mentions(npy_fails(write("b.npy", npy_of("|b1", "(16,)", v))), {"'|b1'"}));
+  EXPECT_TRUE(Mentions(npy_fails(write("f16.npy", npy_of("<f16", "(1,)", v))), {"'<f16'"}));
+  EXPECT_TRUE(Mentions(npy_fails(write("u.npy", npy_of("<U1", "(4,)", v))), {"'<U1'"}));
+  EXPECT_TRUE(Mentions(npy_fails(write("p.npy", npy_of("|f4", "(4,)", v))), {"'|f4'"}));  // no byte order: refused
   EXPECT_TRUE(Mentions(npy_fails(write("s.npy", npy_bytes("{'descr': [('a', '<f4')], 'fortran_order': False, "
                                                           "'shape': (4,)}", v.data(), 16))),
                        {"structured"}));

@@ -1,4 +1,4 @@
-/* Data sets: IDX (plain or gzip, e.g. MNIST / Fashion-MNIST) and NumPy .npy (float32 or uint8, C order). */
+/* Data sets: IDX (plain or gzip, e.g. MNIST / Fashion-MNIST) and NumPy .npy (C order; float or integer dtypes). */
 #ifndef CUVAE_DATA_H
 #define CUVAE_DATA_H
 #include <stddef.h>
@@ -19,8 +19,8 @@ typedef struct cuvae_dataset {
 } cuvae_dataset;
 
 /* Loads images (format told by content: .npy magic, gzip magic, else plain IDX) and, when labels_path is
- * non-NULL and non-empty, labels (IDX1 uint8, or 1-D .npy of uint8/int32/int64). The label count must match.
- * Float .npy data must be finite. On failure nothing is left allocated. */
+ * non-NULL and non-empty, labels (IDX1 uint8, or 1-D .npy of any 1- to 8-byte integer dtype). The label count must
+ * match. Float .npy data must be finite. On failure nothing is left allocated. */
 int cuvae_dataset_load(cuvae_dataset *ds, const char *images_path, const char *labels_path);
 void cuvae_dataset_free(cuvae_dataset *ds);
 /* Labels alone (as cuvae_dataset_load reads them): exactly n of them, for `what` (the rows they label, named in
@@ -38,7 +38,9 @@ typedef struct cuvae_array {
 } cuvae_array;
 
 int cuvae_idx_read(const char *path, cuvae_array *out);   /* plain or gzip; types u8, i32, f32 */
-int cuvae_npy_read(const char *path, cuvae_array *out);   /* <f4, |u1, <i4, <i8; C order only */
+/* .npy, C order only. Floats (f2, f4, f8; either byte order) come back as float32 (f8 rounded to nearest; non-finite
+ * values and f8 values beyond float32's range refused), u1 as uint8, i1 i2 u2 i4 as int32, u4 i8 u8 as int64. */
+int cuvae_npy_read(const char *path, cuvae_array *out);
 void cuvae_array_free(cuvae_array *a);
 
 /* Writes a C-order float32 array as .npy (format 1.0, '<f4', little-endian), atomically: to PATH.tmp.PID next to

@@ -97,6 +97,33 @@ static int read_floats(FILE *f, float *x, size_t n) {
   return 0;
 }
 
+/* The 8-byte little-endian header length at the start of the file, checked against the file's size. A length that
+ * does not fit is told apart as a truncated safetensors file (the JSON header's '{' follows the length) or as a file
+ * that is no safetensors file at all (text, a checkpoint, ...). */
+static int read_header_length(FILE *f, const char *path, uint64_t size, uint64_t *hlen_out) {
+  unsigned char pre[9];
+  const size_t got = fread(pre, 1, sizeof pre, f);
+  if (size < 8 || got < 8)
+    return cuvae_error("%s: truncated: %" PRIu64 " bytes; a safetensors file starts with an 8-byte header length", path,
+                       size);
+  uint64_t hlen = 0;
+  for (int b = 0; b < 8; b++) hlen |= (uint64_t)pre[b] << (8 * b);
+  const int json_follows = got == 9 && pre[8] == '{';
+  if (json_follows && hlen > size - 8 && hlen <= CUVAE_SAFETENSORS_MAX_HEADER)
+    return cuvae_error("%s: truncated: bad header length %" PRIu64 ": only %" PRIu64 " bytes follow the 8-byte length",
+                       path, hlen, size - 8);
+  if (hlen < 2 || hlen > size - 8)
+    return cuvae_error("%s is not a safetensors file (bad header length: its first 8 bytes read as %" PRIu64
+                       ", but the file has %" PRIu64 " bytes)",
+                       path, hlen, size);
+  if (hlen > CUVAE_SAFETENSORS_MAX_HEADER)
+    return cuvae_error("%s: bad header length %" PRIu64 ": more than the %" PRIu64 " MiB limit", path, hlen,
+                       CUVAE_SAFETENSORS_MAX_HEADER >> 20);
+  if (fseeko(f, 8, SEEK_SET) != 0) return cuvae_error("%s: cannot seek: %s", path, strerror(errno));
+  *hlen_out = hlen;
+  return 0;
+}
+
 int cuvae_import_safetensors(const char *path, cuvae_checkpoint *ck) {
   memset(ck, 0, sizeof *ck);
   if (!path) return cuvae_error("import: no path given");
@@ -118,25 +145,8 @@ int cuvae_import_safetensors(const char *path, cuvae_checkpoint *ck) {
     goto done;
   }
   const uint64_t size = (uint64_t)st.st_size;
-  unsigned char pre[8];
-  if (size < 8 || fread(pre, 1, 8, f) != 8) {
-    cuvae_error("%s: truncated: %" PRIu64 " bytes; a safetensors file starts with an 8-byte header length", path,
-                size);
-    goto done;
-  }
   uint64_t hlen = 0;
-  for (int b = 0; b < 8; b++) hlen |= (uint64_t)pre[b] << (8 * b);
-  if (hlen < 2 || hlen > size - 8) {
-    cuvae_error("%s: bad header length %" PRIu64 ": the file has %" PRIu64 " bytes after the 8-byte length "
-                "(truncated, or not a safetensors file)",
-                path, hlen, size - 8);
-    goto done;
-  }
-  if (hlen > CUVAE_SAFETENSORS_MAX_HEADER) {
-    cuvae_error("%s: bad header length %" PRIu64 ": more than the %" PRIu64 " MiB limit", path, hlen,
-                CUVAE_SAFETENSORS_MAX_HEADER >> 20);
-    goto done;
-  }
+  if (read_header_length(f, path, size, &hlen)) goto done;
   header = malloc((size_t)hlen + 1);
   if (!header) {
     cuvae_error("%s: out of memory for a %" PRIu64 "-byte header", path, hlen);

@@ -385,6 +385,19 @@ TEST_F(Malformed, BadHeaderLength) {
   expect_refused(b, "not valid JSON");
 }
 
+// A file that is not a safetensors file at all (text, a cuvae checkpoint) is named as such, with the header length
+// its first 8 bytes give; a real export cut short inside its header is called truncated.
+TEST_F(Malformed, NotASafetensorsFileSaysSo) {
+  const std::string text = "definitely not a safetensors file\n";
+  uint64_t n = 0;
+  for (int b = 0; b < 8; b++) n |= (uint64_t)(unsigned char)text[b] << (8 * b);
+  EXPECT_EQ(n, 7310584018064794980ull);  // "definite", little-endian
+  expect_refused(text, " is not a safetensors file (bad header length: its first 8 bytes read as 7310584018064794980, "
+                       "but the file has 34 bytes)");
+  expect_refused(read_file(make_checkpoint(kArchs[0], 2)), " is not a safetensors file (bad header length");
+  expect_refused(good.substr(0, 100), ": truncated: bad header length");
+}
+
 TEST_F(Malformed, BadJson) {
   std::string j = header_json;
   j[j.find("\"dtype\"") + 8] = ';';

@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "crash_point.h"
 #include "cuvae/error.h"
 
 static const unsigned char CK_MAGIC[8] = {'C', 'U', 'V', 'A', 'E', 'C', 'K', '\0'};
@@ -23,6 +24,7 @@ enum {
   CK_HEAD_FIXED = 44,         /* u64 file length, input_dim, step, rng_offset, n_params; u32 n_tensors */
   CK_TENSOR_BYTES = 68,       /* name[32], u32 rank, u64 shape[2], u64 offset, u64 count */
   CK_CONFIG_LEN = 8,          /* u64 config length */
+  CK_PROGRESS = 72,           /* version 2: the training progress block at the end of the header */
   CK_CRC = 4,
   CK_MIN_FILE = CK_PREFIX + CK_HEAD_FIXED + CK_CONFIG_LEN + CK_CRC, /* 72: no tensors, no config, no data */
   CK_CHUNK = 1 << 16          /* bytes per read/write/CRC step */
@@ -47,6 +49,17 @@ static uint64_t get_u64(const unsigned char *p) {
   uint64_t v = 0;
   for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
   return v;
+}
+static void put_f64(unsigned char *p, double x) {
+  uint64_t v;
+  memcpy(&v, &x, 8);
+  put_u64(p, v);
+}
+static double get_f64(const unsigned char *p) {
+  uint64_t v = get_u64(p);
+  double x;
+  memcpy(&x, &v, 8);
+  return x;
 }
 
 /* zlib's crc32 takes a 32-bit length; feed it in pieces. */
@@ -122,6 +135,20 @@ static int check_finite(const char *what, const char *array, const float *x, uin
   return 0;
 }
 
+/* The training progress block: counts within the step count, finite sums, times finite and not negative. */
+static int validate_progress(const char *what, const cuvae_train_progress *p, int64_t step) {
+  if (p->epoch_steps > (uint64_t)step)
+    return cuvae_error("%s: training progress counts %llu steps of the current epoch, more than the %lld steps done",
+                       what, (unsigned long long)p->epoch_steps, (long long)step);
+  const double v[6] = {p->sum_nelbo, p->sum_recon, p->sum_kl, p->sum_objective, p->epoch_seconds, p->train_seconds};
+  static const char *const names[6] = {"sum_nelbo", "sum_recon", "sum_kl", "sum_objective", "epoch_seconds",
+                                       "train_seconds"};
+  for (int i = 0; i < 6; i++)
+    if (!isfinite(v[i]) || (i >= 4 && v[i] < 0.0))
+      return cuvae_error("%s: training progress field %s is %g", what, names[i], v[i]);
+  return 0;
+}
+
 static int validate_checkpoint(const char *path, const cuvae_checkpoint *ck) {
   char what[CUVAE_PATH_MAX + 64];
   snprintf(what, sizeof what, "%s: refusing to save checkpoint", path);
@@ -130,6 +157,7 @@ static int validate_checkpoint(const char *path, const cuvae_checkpoint *ck) {
     return cuvae_error("%s: a parameter or Adam moment array is missing", what);
   if (ck->step < 0) return cuvae_error("%s: negative step %lld", what, (long long)ck->step);
   if (ck->input_dim == 0) return cuvae_error("%s: input dimension is 0", what);
+  if (validate_progress(what, &ck->progress, ck->step) != 0) return -1;
   if (ck->config_ini && strlen(ck->config_ini) > CK_MAX_CONFIG)
     return cuvae_error("%s: config text is %zu bytes (limit %llu)", what, strlen(ck->config_ini),
                        (unsigned long long)CK_MAX_CONFIG);
@@ -146,7 +174,7 @@ static int validate_checkpoint(const char *path, const cuvae_checkpoint *ck) {
 static unsigned char *encode_head(const cuvae_checkpoint *ck, size_t *len) {
   const char *cfg = ck->config_ini ? ck->config_ini : "";
   uint64_t cfg_len = strlen(cfg);
-  size_t hb = header_bytes_for(ck->n_tensors, cfg_len);
+  size_t hb = header_bytes_for(ck->n_tensors, cfg_len) + CK_PROGRESS;
   unsigned char *b = calloc(1, CK_PREFIX + hb);
   if (!b) return NULL;
   unsigned char *p = b;
@@ -172,6 +200,14 @@ static unsigned char *encode_head(const cuvae_checkpoint *ck, size_t *len) {
   }
   put_u64(p, cfg_len);
   memcpy(p + CK_CONFIG_LEN, cfg, cfg_len);
+  p += CK_CONFIG_LEN + cfg_len;
+  const cuvae_train_progress *g = &ck->progress;
+  put_u64(p, g->epoch_steps);
+  const double sums[6] = {g->sum_nelbo, g->sum_recon, g->sum_kl, g->sum_objective, g->epoch_seconds,
+                          g->train_seconds};
+  for (int i = 0; i < 6; i++) put_f64(p + 8 + 8 * i, sums[i]);
+  put_u64(p + 56, g->metrics_bytes);
+  put_u64(p + 64, g->steps_bytes);
   *len = CK_PREFIX + hb;
   return b;
 }
@@ -252,8 +288,9 @@ int cuvae_checkpoint_save(const char *path, const cuvae_checkpoint *ck) {
   const char *step = "write";
   uint32_t crc = 0;
   unsigned char crc_bytes[4];
-  int ok = write_bytes(f, head, head_len, &crc) == 0 && write_floats(f, ck->params, ck->n_params, &crc) == 0 &&
-           write_floats(f, ck->adam_m, ck->n_params, &crc) == 0 &&
+  int ok = write_bytes(f, head, head_len, &crc) == 0 && write_floats(f, ck->params, ck->n_params, &crc) == 0;
+  if (ok) cuvae_crash_point("checkpoint-write", ck->step, f);
+  ok = ok && write_floats(f, ck->adam_m, ck->n_params, &crc) == 0 &&
            write_floats(f, ck->adam_v, ck->n_params, &crc) == 0;
   if (ok) {
     uint32_t unused = 0;
@@ -279,6 +316,7 @@ int cuvae_checkpoint_save(const char *path, const cuvae_checkpoint *ck) {
     remove(tmp);
     return cuvae_error("%s: cannot %s temporary file %s: %s", path, step, tmp, strerror(err));
   }
+  cuvae_crash_point("checkpoint-rename", ck->step, NULL);
   if (rename(tmp, path) != 0) {
     err = errno;
     remove(tmp);
@@ -323,8 +361,8 @@ static int check_prefix(const char *path, const unsigned char *b, size_t got, ui
     return cuvae_error("%s: truncated: %llu bytes, a checkpoint is at least %d", path,
                        (unsigned long long)size, CK_MIN_FILE);
   uint32_t version = get_u32(b + 8);
-  if (version != CUVAE_CHECKPOINT_VERSION)
-    return cuvae_error("%s: format version %u is not supported (this build reads %u)", path, version,
+  if (version < 1 || version > CUVAE_CHECKPOINT_VERSION)
+    return cuvae_error("%s: format version %u is not supported (this build reads 1 to %u)", path, version,
                        CUVAE_CHECKPOINT_VERSION);
   if (size < CK_MIN_FILE)
     return cuvae_error("%s: truncated: %llu bytes, a checkpoint is at least %d", path,
@@ -365,6 +403,8 @@ static int check_crc(FILE *f, const char *path, uint64_t size, uint32_t *crc_out
 /* Decodes and checks the header (prefix already checked) into `out`, allocating config_ini. */
 static int parse_head(const char *path, const unsigned char *b, uint64_t size, cuvae_checkpoint *out) {
   uint32_t hb = get_u32(b + 12);
+  out->version = get_u32(b + 8);
+  const size_t progress_len = out->version >= 2 ? CK_PROGRESS : 0;  /* the block after the config text */
   const unsigned char *p = b + CK_PREFIX;
   out->input_dim = get_u64(p + 8);
   out->step = (int64_t)get_u64(p + 16);
@@ -375,13 +415,13 @@ static int parse_head(const char *path, const unsigned char *b, uint64_t size, c
     return cuvae_error("%s: %u tensors in the layout table (expected 1..%d)", path, nt, CUVAE_MAX_TENSORS);
   out->n_tensors = (int)nt;
   size_t table_end = header_bytes_for(out->n_tensors, 0);
-  if (hb < table_end)
+  if (hb < table_end + progress_len)
     return cuvae_error("%s: truncated: header is %u bytes, too short for %u tensors", path, hb, nt);
   uint64_t cfg_len = get_u64(p + table_end - CK_CONFIG_LEN);
-  if (cfg_len > CK_MAX_CONFIG || header_bytes_for(out->n_tensors, cfg_len) != hb)
+  if (cfg_len > CK_MAX_CONFIG || header_bytes_for(out->n_tensors, cfg_len) + progress_len != hb)
     return cuvae_error("%s: truncated: header is %u bytes, but its tables and %llu bytes of config need %llu",
                        path, hb, (unsigned long long)cfg_len,
-                       (unsigned long long)(table_end + (cfg_len > CK_MAX_CONFIG ? 0 : cfg_len)));
+                       (unsigned long long)(table_end + progress_len + (cfg_len > CK_MAX_CONFIG ? 0 : cfg_len)));
   if (out->n_params == 0 || out->n_params > CUVAE_MAX_PARAMS)
     return cuvae_error("%s: parameter count %llu is outside 1..%llu", path, (unsigned long long)out->n_params,
                        (unsigned long long)CUVAE_MAX_PARAMS);
@@ -420,7 +460,16 @@ static int parse_head(const char *path, const unsigned char *b, uint64_t size, c
   if (!out->config_ini) return cuvae_error("%s: out of memory for the config text", path);
   memcpy(out->config_ini, cfg, (size_t)cfg_len);
   out->config_ini[cfg_len] = '\0';
-  return 0;
+  if (progress_len == 0) return 0;
+  const unsigned char *g = (const unsigned char *)cfg + cfg_len;
+  cuvae_train_progress *pr = &out->progress;
+  pr->epoch_steps = get_u64(g);
+  double *const sums[6] = {&pr->sum_nelbo, &pr->sum_recon, &pr->sum_kl, &pr->sum_objective, &pr->epoch_seconds,
+                           &pr->train_seconds};
+  for (int i = 0; i < 6; i++) *sums[i] = get_f64(g + 8 + 8 * i);
+  pr->metrics_bytes = get_u64(g + 56);
+  pr->steps_bytes = get_u64(g + 64);
+  return validate_progress(path, pr, out->step);
 }
 
 /* Everything after opening: pass 1 verifies the CRC, pass 2 decodes (re-checking the CRC, in case the file

@@ -75,6 +75,16 @@ Owned make_checkpoint(size_t D, size_t H, size_t Z) {
   ck.input_dim = D;
   ck.step = 123456789012LL;
   ck.rng_offset = 0xDEADBEEF12345678ull;
+  // The training progress block (version 2): values whose bits a text round trip would not keep.
+  ck.progress.epoch_steps = 37;
+  ck.progress.sum_nelbo = 1.0 / 3.0;
+  ck.progress.sum_recon = -0.0;
+  ck.progress.sum_kl = 1e-310;  // subnormal
+  ck.progress.sum_objective = -123456.789;
+  ck.progress.epoch_seconds = 12.5;
+  ck.progress.train_seconds = 0.1;
+  ck.progress.metrics_bytes = 0x0123456789ABCDEFull;
+  ck.progress.steps_bytes = 987654321;
   o.params.resize(off);
   o.m.resize(off);
   o.v.resize(off);
@@ -122,8 +132,19 @@ void fix_crc(std::vector<unsigned char> &b) { put_u32(b, b.size() - 4, crc_of(b,
 
 bool bits_equal(const float *a, const float *b, size_t n) { return std::memcmp(a, b, n * sizeof(float)) == 0; }
 
-// Byte offsets from docs/CHECKPOINT.md.
-constexpr size_t kHeader = 16, kTensor0 = 60, kTensorBytes = 68;
+// Byte offsets and sizes from docs/CHECKPOINT.md.
+constexpr size_t kHeader = 16, kTensor0 = 60, kTensorBytes = 68, kProgressBytes = 72;
+
+// The same checkpoint in format version 1: no training progress block, so 72 bytes shorter.
+std::vector<unsigned char> as_version_1(std::vector<unsigned char> b, size_t config_len, size_t n_tensors) {
+  const size_t prog = kTensor0 + n_tensors * kTensorBytes + 8 + config_len;
+  b.erase(b.begin() + static_cast<std::ptrdiff_t>(prog), b.begin() + static_cast<std::ptrdiff_t>(prog + kProgressBytes));
+  put_u32(b, 8, 1);
+  put_u32(b, 12, get_u32(b, 12) - static_cast<uint32_t>(kProgressBytes));
+  put_u64(b, 16, b.size());
+  fix_crc(b);
+  return b;
+}
 
 class Checkpoint : public ::testing::Test {
  protected:
@@ -155,6 +176,20 @@ class Checkpoint : public ::testing::Test {
   }
 };
 
+bool bits_equal(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+void expect_same_progress(const cuvae_train_progress &a, const cuvae_train_progress &b) {
+  EXPECT_EQ(a.epoch_steps, b.epoch_steps);
+  EXPECT_TRUE(bits_equal(a.sum_nelbo, b.sum_nelbo));
+  EXPECT_TRUE(bits_equal(a.sum_recon, b.sum_recon));
+  EXPECT_TRUE(bits_equal(a.sum_kl, b.sum_kl));
+  EXPECT_TRUE(bits_equal(a.sum_objective, b.sum_objective));
+  EXPECT_TRUE(bits_equal(a.epoch_seconds, b.epoch_seconds));
+  EXPECT_TRUE(bits_equal(a.train_seconds, b.train_seconds));
+  EXPECT_EQ(a.metrics_bytes, b.metrics_bytes);
+  EXPECT_EQ(a.steps_bytes, b.steps_bytes);
+}
+
 void expect_same(const cuvae_checkpoint &a, const cuvae_checkpoint &b) {
   EXPECT_EQ(a.input_dim, b.input_dim);
   EXPECT_EQ(a.step, b.step);
@@ -170,6 +205,7 @@ void expect_same(const cuvae_checkpoint &a, const cuvae_checkpoint &b) {
     EXPECT_EQ(a.tensors[i].count, b.tensors[i].count);
   }
   EXPECT_STREQ(a.config_ini, b.config_ini);
+  expect_same_progress(a.progress, b.progress);
   EXPECT_TRUE(bits_equal(a.params, b.params, a.n_params));
   EXPECT_TRUE(bits_equal(a.adam_m, b.adam_m, a.n_params));
   EXPECT_TRUE(bits_equal(a.adam_v, b.adam_v, a.n_params));
@@ -185,7 +221,9 @@ TEST_F(Checkpoint, RoundTripIsBitExact) {
   cuvae_checkpoint got;
   ASSERT_EQ(cuvae_checkpoint_load(path.c_str(), &got), 0) << cuvae_last_error();
   expect_same(got, o.ck);
+  EXPECT_EQ(got.version, CUVAE_CHECKPOINT_VERSION);
   EXPECT_TRUE(std::signbit(got.params[0]));  // -0.0 kept its sign
+  EXPECT_TRUE(std::signbit(got.progress.sum_recon));
   cuvae_checkpoint_free(&got);
   EXPECT_EQ(got.params, nullptr);
   cuvae_checkpoint_free(&got);  // freeing twice is harmless
@@ -207,7 +245,7 @@ TEST_F(Checkpoint, BytesFollowTheDocumentedLayout) {
   ASSERT_EQ(cuvae_checkpoint_save(path.c_str(), &o.ck), 0) << cuvae_last_error();
   std::vector<unsigned char> b = read_bytes(path);
   const size_t nt = static_cast<size_t>(o.ck.n_tensors), np = o.ck.n_params;
-  const size_t hb = 44 + nt * kTensorBytes + 8 + o.config.size();
+  const size_t hb = 44 + nt * kTensorBytes + 8 + o.config.size() + kProgressBytes;
 
   EXPECT_EQ(std::memcmp(b.data(), "CUVAECK\0", 8), 0);
   EXPECT_EQ(get_u32(b, 8), CUVAE_CHECKPOINT_VERSION);
@@ -231,6 +269,18 @@ TEST_F(Checkpoint, BytesFollowTheDocumentedLayout) {
   const size_t cfg = kTensor0 + nt * kTensorBytes;
   EXPECT_EQ(get_u64(b, cfg), o.config.size());
   EXPECT_EQ(std::string(reinterpret_cast<const char *>(&b[cfg + 8]), o.config.size()), o.config);
+  // the training progress block after the config: u64 epoch_steps, six f64, u64 metrics_bytes, u64 steps_bytes
+  const size_t prog = cfg + 8 + o.config.size();
+  const cuvae_train_progress &g = o.ck.progress;
+  EXPECT_EQ(get_u64(b, prog), g.epoch_steps);
+  const double f64[6] = {g.sum_nelbo, g.sum_recon, g.sum_kl, g.sum_objective, g.epoch_seconds, g.train_seconds};
+  for (int i = 0; i < 6; i++) {
+    uint64_t bits;
+    std::memcpy(&bits, &f64[i], 8);
+    EXPECT_EQ(get_u64(b, prog + 8 + 8 * size_t(i)), bits) << i;
+  }
+  EXPECT_EQ(get_u64(b, prog + 56), g.metrics_bytes);
+  EXPECT_EQ(get_u64(b, prog + 64), g.steps_bytes);
   // payload: params, adam_m, adam_v as little-endian float32
   const size_t pay = kHeader + hb;
   for (size_t i = 0; i < np; i++) {
@@ -248,6 +298,7 @@ TEST_F(Checkpoint, BytesFollowTheDocumentedLayout) {
 TEST_F(Checkpoint, SaveReplacesAnExistingFile) {
   Owned a = make_checkpoint(3, 4, 2), b = make_checkpoint(5, 6, 3);
   b.ck.step = 7;
+  b.ck.progress.epoch_steps = 3;
   ASSERT_EQ(cuvae_checkpoint_save(path.c_str(), &a.ck), 0) << cuvae_last_error();
   ASSERT_EQ(cuvae_checkpoint_save(path.c_str(), &b.ck), 0) << cuvae_last_error();
   cuvae_checkpoint got;
@@ -321,7 +372,77 @@ TEST_F(Checkpoint, WrongVersionIsNamed) {
   put_u32(b, 8, 7);
   fix_crc(b);
   write_bytes(path, b);
-  EXPECT_EQ(load_error(path), path + ": format version 7 is not supported (this build reads 1)");
+  EXPECT_EQ(load_error(path), path + ": format version 7 is not supported (this build reads 1 to 2)");
+  put_u32(b, 8, 0);
+  fix_crc(b);
+  write_bytes(path, b);
+  EXPECT_EQ(load_error(path), path + ": format version 0 is not supported (this build reads 1 to 2)");
+}
+
+// Version-1 files (before the training progress block) still load, with the block all zero: for eval, export and
+// pictures; a resume from one keeps the logs as they are (tests/test_crash.cc).
+TEST_F(Checkpoint, Version1FilesStillLoad) {
+  Owned o = make_checkpoint(3, 4, 2);
+  ASSERT_EQ(cuvae_checkpoint_save(path.c_str(), &o.ck), 0) << cuvae_last_error();
+  write_bytes(path, as_version_1(read_bytes(path), o.config.size(), static_cast<size_t>(o.ck.n_tensors)));
+  cuvae_checkpoint got;
+  ASSERT_EQ(cuvae_checkpoint_load(path.c_str(), &got), 0) << cuvae_last_error();
+  EXPECT_EQ(got.version, 1u);
+  o.ck.progress = cuvae_train_progress{};
+  expect_same(got, o.ck);
+  cuvae_checkpoint_free(&got);
+  // A version-1 file's bytes cut short, or claimed as version 2, are refused.
+  std::vector<unsigned char> v1 = read_bytes(path);
+  put_u32(v1, 8, 2);
+  fix_crc(v1);
+  write_bytes(path, v1);
+  EXPECT_NE(load_error(path).find("truncated: header is"), std::string::npos);
+}
+
+// The progress block is checked when saving and when loading: counts within the step count, finite sums,
+// times finite and not negative.
+TEST_F(Checkpoint, BadProgressIsRefused) {
+  struct Case {
+    const char *what;
+    void (*edit)(cuvae_train_progress &);
+    const char *want;
+  };
+  const Case cases[] = {
+      {"steps", [](cuvae_train_progress &g) { g.epoch_steps = 123456789013ull; },
+       "training progress counts 123456789013 steps of the current epoch, more than the 123456789012 steps done"},
+      {"NaN sum", [](cuvae_train_progress &g) { g.sum_kl = NAN; }, "training progress field sum_kl is nan"},
+      {"Inf sum", [](cuvae_train_progress &g) { g.sum_objective = INFINITY; }, "field sum_objective is inf"},
+      {"negative time", [](cuvae_train_progress &g) { g.train_seconds = -1; }, "field train_seconds is -1"},
+  };
+  Owned good = make_checkpoint(3, 4, 2);
+  ASSERT_EQ(cuvae_checkpoint_save(path.c_str(), &good.ck), 0) << cuvae_last_error();
+  const std::vector<unsigned char> bytes = read_bytes(path);
+  const size_t prog = kTensor0 + size_t(good.ck.n_tensors) * kTensorBytes + 8 + good.config.size();
+  const std::string other = dir + "/other.ckpt";
+  for (const Case &c : cases) {
+    Owned o = make_checkpoint(3, 4, 2);
+    c.edit(o.ck.progress);
+    fs::remove(other);
+    EXPECT_EQ(cuvae_checkpoint_save(other.c_str(), &o.ck), -1) << c.what;
+    std::string msg = cuvae_last_error();
+    EXPECT_EQ(msg.rfind(other + ": refusing to save checkpoint: ", 0), 0u) << msg;
+    EXPECT_NE(msg.find(c.want), std::string::npos) << c.what << ": " << msg;
+    EXPECT_FALSE(exists(other)) << c.what;
+    // the same values written into a good file's bytes (valid CRC) are refused by the loader
+    std::vector<unsigned char> b = bytes;
+    const cuvae_train_progress &g = o.ck.progress;
+    put_u64(b, prog, g.epoch_steps);
+    const double f64[6] = {g.sum_nelbo, g.sum_recon, g.sum_kl, g.sum_objective, g.epoch_seconds, g.train_seconds};
+    for (int i = 0; i < 6; i++) {
+      uint64_t bits;
+      std::memcpy(&bits, &f64[i], 8);
+      put_u64(b, prog + 8 + 8 * size_t(i), bits);
+    }
+    fix_crc(b);
+    write_bytes(other, b);
+    msg = load_error(other);
+    EXPECT_NE(msg.find(c.want), std::string::npos) << c.what << ": " << msg;
+  }
 }
 
 TEST_F(Checkpoint, MissingFileAndDirectoryAreRefused) {

@@ -12,7 +12,20 @@
 extern "C" {
 #endif
 
-#define CUVAE_CHECKPOINT_VERSION 1u
+#define CUVAE_CHECKPOINT_VERSION 2u
+
+/* Where training stood inside the epoch in progress when the checkpoint was written (format version 2), so that a
+ * resumed run writes the same metrics.jsonl row for that epoch as an uninterrupted run, and can cut metrics.jsonl
+ * and steps.jsonl back to what they held at this step. The sums and times are zero at an epoch boundary; everything
+ * is zero in checkpoints not written by training (import, ppca) and in version-1 files. */
+typedef struct cuvae_train_progress {
+  uint64_t epoch_steps;      /* steps of the epoch in progress whose losses are summed below (<= step) */
+  double sum_nelbo, sum_recon, sum_kl, sum_objective;  /* sums over those steps of the batch means */
+  double epoch_seconds;      /* wall-clock seconds the epoch has taken so far (its row's `seconds`) */
+  double train_seconds;      /* of which in training steps (its row's `samples_per_s`) */
+  uint64_t metrics_bytes;    /* length of metrics.jsonl holding exactly the rows of the epochs completed by `step` */
+  uint64_t steps_bytes;      /* length of steps.jsonl holding exactly the rows of the steps up to `step` */
+} cuvae_train_progress;
 
 typedef struct cuvae_checkpoint {
   char *config_ini;        /* the effective config as INI text (cuvae_config_to_ini) */
@@ -25,11 +38,13 @@ typedef struct cuvae_checkpoint {
   float *adam_v;
   int64_t step;            /* optimizer steps completed */
   uint64_t rng_offset;     /* position of the training noise stream after `step` steps */
+  uint32_t version;        /* set by load: the file's format version; save always writes CUVAE_CHECKPOINT_VERSION */
+  cuvae_train_progress progress;  /* version 2; loaded as all zero from a version-1 file */
 } cuvae_checkpoint;
 
 /* Atomic write; on any failure the previous file at `path` is untouched and no temp file is left. */
 int cuvae_checkpoint_save(const char *path, const cuvae_checkpoint *ck);
-/* Reads and verifies magic, version, sizes and CRC before trusting anything; allocates the arrays.
+/* Reads and verifies magic, version (1 or 2), sizes and CRC before trusting anything; allocates the arrays.
  * On failure nothing is left allocated and the message names the path and the problem. */
 int cuvae_checkpoint_load(const char *path, cuvae_checkpoint *ck);
 void cuvae_checkpoint_free(cuvae_checkpoint *ck);

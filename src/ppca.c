@@ -1,10 +1,9 @@
 /* Probabilistic PCA (MATH.md section 6): moments, the closed-form and EM fits, the exact log-likelihood, and the
- * conversion into a cuvae checkpoint (equations in include/cuvae/ppca.h). All in double; LAPACKE for the
- * eigendecompositions and Cholesky factors, CBLAS for the products. */
+ * conversion into a cuvae checkpoint (equations in include/cuvae/ppca.h). All in double; LAPACK (src/linalg.h) for
+ * the eigendecompositions and Cholesky factors, CBLAS for the products. */
 #include "cuvae/ppca.h"
 
 #include <cblas.h>
-#include <lapacke.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
@@ -14,6 +13,7 @@
 #include "cuvae/error.h"
 #include "cuvae/model.h"
 #include "cuvae/rng.h"
+#include "linalg.h"
 
 #define LOG_2PI 1.8378770664093454836
 #define ROW_BLOCK 512  /* data rows converted to double at a time */
@@ -113,7 +113,7 @@ static int cholesky_m(const cuvae_ppca *p, double *L, double *logdet) {
   cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Z, (int)Z, (int)p->D, 1.0, p->W, (int)Z, p->W, (int)Z,
               0.0, L, (int)Z);
   for (size_t j = 0; j < Z; j++) L[j * Z + j] += p->s2;
-  if (LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', (int)Z, L, (int)Z) != 0)
+  if (cuvae_cholesky_lower((int)Z, L, (int)Z) != 0)
     return cuvae_error("ppca: W^T W + s^2 I is not positive definite (s^2 = %g)", p->s2);
   *logdet = 0.0;
   for (size_t j = 0; j < Z; j++) {
@@ -139,7 +139,7 @@ int cuvae_ppca_loglik_moments(const cuvae_ppca *p, const cuvae_ppca_moments *mo,
     cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Z, (int)Z, (int)D, 1.0, p->W, (int)Z, SW, (int)Z, 0.0,
                 A, (int)Z);
     /* tr(M^-1 A): the trace of X solving M X = A */
-    if (LAPACKE_dpotrs(LAPACK_COL_MAJOR, 'L', (int)Z, (int)Z, L, (int)Z, A, (int)Z) != 0)
+    if (cuvae_cholesky_solve_lower((int)Z, (int)Z, L, (int)Z, A, (int)Z) != 0)
       rc = cuvae_error("ppca: solve with M failed");
   }
   if (rc == 0) {
@@ -204,15 +204,12 @@ int cuvae_ppca_fit_closed(const cuvae_ppca_moments *mo, size_t Z, cuvae_ppca *ou
   const size_t D = mo->D;
   if (ppca_alloc(out, D, Z)) return -1;
   double *A = malloc(D * D * sizeof(double)), *w = malloc(D * sizeof(double)), *U = malloc(D * Z * sizeof(double));
-  int *isuppz = malloc(2 * Z * sizeof(int));
-  int rc = (!A || !w || !U || !isuppz) ? cuvae_error("ppca: out of memory") : 0;
+  int rc = (!A || !w || !U) ? cuvae_error("ppca: out of memory") : 0;
   if (rc == 0) {
-    /* The Z largest eigenpairs of S (dsyevr, range 'I': indices D-Z+1..D, ascending). */
+    /* The Z largest eigenpairs of S (range 'I': indices D-Z+1..D, ascending); U is column-major D x Z. */
     memcpy(A, mo->S, D * D * sizeof(double));
-    lapack_int found = 0;
-    const lapack_int info = LAPACKE_dsyevr(LAPACK_ROW_MAJOR, 'V', 'I', 'U', (lapack_int)D, A, (lapack_int)D, 0.0, 0.0,
-                                           (lapack_int)(D - Z + 1), (lapack_int)D, 0.0, &found, w, U, (lapack_int)Z,
-                                           isuppz);
+    int found = 0;
+    const int info = cuvae_symmetric_eigen_range((int)D, A, (int)D, (int)(D - Z + 1), (int)D, w, U, (int)D, &found);
     if (info != 0 || (size_t)found != Z)
       rc = cuvae_error("ppca: eigendecomposition failed (LAPACK dsyevr info %d)", (int)info);
   }
@@ -229,7 +226,7 @@ int cuvae_ppca_fit_closed(const cuvae_ppca_moments *mo, size_t Z, cuvae_ppca *ou
     for (size_t j = 0; j < Z; j++) {
       const size_t k = Z - 1 - j;
       const double g = w[k] > out->s2 ? sqrt(w[k] - out->s2) : 0.0;
-      for (size_t d = 0; d < D; d++) out->W[d * Z + j] = U[d * Z + k] * g;
+      for (size_t d = 0; d < D; d++) out->W[d * Z + j] = U[k * D + d] * g;
     }
     memcpy(out->b, mo->mean, D * sizeof(double));
     out->iterations = 0;
@@ -239,7 +236,6 @@ int cuvae_ppca_fit_closed(const cuvae_ppca_moments *mo, size_t Z, cuvae_ppca *ou
   free(A);
   free(w);
   free(U);
-  free(isuppz);
   if (rc) cuvae_ppca_free(out);
   return rc;
 }
@@ -259,7 +255,7 @@ static int em_estep(const cuvae_ppca *p, const cuvae_ppca_moments *mo, double tr
   cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, D, Z, D, 1.0, mo->S, D, p->W, Z, 0.0, w->SW, Z);
   cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Z, Z, D, 1.0, p->W, Z, w->SW, Z, 0.0, w->B, Z);
   memcpy(w->K, w->B, (size_t)Z * Z * sizeof(double));
-  if (LAPACKE_dpotrs(LAPACK_COL_MAJOR, 'L', Z, Z, w->L, Z, w->K, Z) != 0)
+  if (cuvae_cholesky_solve_lower(Z, Z, w->L, Z, w->K, Z) != 0)
     return cuvae_error("ppca: solve with M failed");
   double trMB = 0.0;
   for (int j = 0; j < Z; j++) trMB += w->K[j * Z + j];
@@ -278,12 +274,12 @@ static int em_mstep(cuvae_ppca *p, double trS, em_work *w) {
   for (int i = 0; i < Z * Z; i++) w->K[i] = p->s2 * M[i] + w->B[i];
   /* Y = S W K^-1: column-major, Y^T (Z x D) solves K Y^T = (S W)^T */
   memcpy(w->Y, w->SW, (size_t)D * Z * sizeof(double));
-  if (LAPACKE_dposv(LAPACK_COL_MAJOR, 'L', Z, D, w->K, Z, w->Y, Z) != 0)
+  if (cuvae_spd_solve_lower(Z, D, w->K, Z, w->Y, Z) != 0)
     return cuvae_error("ppca: EM step: s^2 M + W^T S W is not positive definite");
   cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, D, Z, Z, 1.0, w->Y, Z, M, Z, 0.0, p->W, Z);  /* W' = Y M */
   /* V = S W M^-1: column-major, V^T solves M V^T = (S W)^T */
   memcpy(w->V, w->SW, (size_t)D * Z * sizeof(double));
-  if (LAPACKE_dpotrs(LAPACK_COL_MAJOR, 'L', Z, D, w->L, Z, w->V, Z) != 0)
+  if (cuvae_cholesky_solve_lower(Z, D, w->L, Z, w->V, Z) != 0)
     return cuvae_error("ppca: solve with M failed");
   double t = 0.0;
   for (int i = 0; i < D * Z; i++) t += p->W[i] * w->V[i];
@@ -377,17 +373,19 @@ static int fill_params(const cuvae_ppca *p, const cuvae_model *m, float *params)
   if (rc == 0) {
     cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Z, (int)Z, (int)D, 1.0, p->W, (int)Z, p->W, (int)Z, 0.0,
                 A, (int)Z);
-    if (LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)Z, A, (lapack_int)Z, ev) != 0)
+    if (cuvae_symmetric_eigen((int)Z, A, (int)Z, ev) != 0)
       rc = cuvae_error("ppca: eigendecomposition of W^T W failed");
   }
   if (rc == 0) {
+    /* A holds the eigenvectors as columns (column-major); R is A with its columns reversed */
     for (size_t j = 0; j < Z / 2; j++)
       for (size_t r = 0; r < Z; r++) {
-        const double t = A[r * Z + j];
-        A[r * Z + j] = A[r * Z + Z - 1 - j];
-        A[r * Z + Z - 1 - j] = t;
+        const double t = A[j * Z + r];
+        A[j * Z + r] = A[(Z - 1 - j) * Z + r];
+        A[(Z - 1 - j) * Z + r] = t;
       }
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)D, (int)Z, (int)Z, 1.0, p->W, (int)Z, A, (int)Z, 0.0,
+    /* W R, with R read row-major as the transpose of the column-major A */
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)D, (int)Z, (int)Z, 1.0, p->W, (int)Z, A, (int)Z, 0.0,
                 WR, (int)Z);
     for (size_t j = 0; j < Z; j++) {
       /* M_jj = ||(W R)_j||^2 + s^2; the off-diagonal of (W R)^T (W R) is rounding error */

@@ -1,5 +1,5 @@
 // Device discovery for --device auto and `cuvae --version`. Host code only; the fused kernels of the CUDA
-// backend (issue 4) live beside it, one file per kernel.
+// backend live beside it, one file per kernel.
 #include "cuda_compat.h"
 #include <stdio.h>
 
@@ -7,13 +7,15 @@ extern "C" int cuvae_cuda_device_count(char *desc, size_t n) {
   int count = 0;
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess) {
-    if (desc && n) snprintf(desc, n, "no CUDA device (%s)", cudaGetErrorString(err));
+    // The runtime's own words (e.g. "CUDA driver version is insufficient ..." on a machine with no driver) are
+    // kept as the second clause: they say why, the first says what it means.
+    if (desc && n) snprintf(desc, n, "no CUDA device found (CUDA runtime: %s)", cudaGetErrorString(err));
     return 0;
   }
   if (desc && n) {
     cudaDeviceProp prop;
     if (count == 0)
-      snprintf(desc, n, "no CUDA device");
+      snprintf(desc, n, "no CUDA device found");
     else if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
       snprintf(desc, n, "%d CUDA device(s), first: %s (sm_%d%d)", count, prop.name, prop.major, prop.minor);
     else

@@ -2,12 +2,31 @@
 #include "inference.h"
 
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cuvae/error.h"
 #include "train_internal.h"
 
-int cuvae_inference_open(cuvae_inference *inf, const char *checkpoint_path, const char *device, int split) {
+/* A run directory stands for the checkpoint.cuvae it holds; any other path is taken as it is. */
+static int resolve_checkpoint_path(const char *path, char *out, size_t n) {
+  struct stat st;
+  if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    if (snprintf(out, n, "%s", path) >= (int)n) return cuvae_error("path too long: %s", path);
+    return 0;
+  }
+  const size_t len = strlen(path);
+  const char *sep = len > 0 && path[len - 1] == '/' ? "" : "/";
+  if (snprintf(out, n, "%s%scheckpoint.cuvae", path, sep) >= (int)n) return cuvae_error("path too long: %s", path);
+  if (stat(out, &st) != 0)
+    return cuvae_error("%s is a directory without a checkpoint.cuvae (a run directory has one once its first "
+                       "epoch ends, or once it is interrupted)", path);
+  return 0;
+}
+
+int cuvae_inference_open(cuvae_inference *inf, const char *checkpoint_arg, const char *device, int split) {
   memset(inf, 0, sizeof *inf);
+  char checkpoint_path[CUVAE_PATH_MAX + 32];
+  if (resolve_checkpoint_path(checkpoint_arg, checkpoint_path, sizeof checkpoint_path)) return -1;
   if (cuvae_checkpoint_load(checkpoint_path, &inf->ck)) return -1;
   cuvae_config_defaults(&inf->cfg);
   int rc = cuvae_config_load_string(&inf->cfg, inf->ck.config_ini, checkpoint_path);

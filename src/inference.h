@@ -22,7 +22,8 @@ typedef struct cuvae_inference {
 
 enum { CUVAE_SPLIT_NONE = -1, CUVAE_SPLIT_TRAIN = 0, CUVAE_SPLIT_TEST = 1 };
 
-/* Loads and checks the checkpoint (CRC, layout against its own config), loads `split`, and creates a backend on
+/* Loads and checks the checkpoint (CRC, layout against its own config; a run directory is read as its
+ * checkpoint.cuvae), loads `split`, and creates a backend on
  * `device` ("auto" | "cpu" | "cuda"; NULL: none) with the checkpoint's parameters, the split as its evaluation
  * set. Fails with one message naming the problem; inf is then empty (close is still safe). */
 int cuvae_inference_open(cuvae_inference *inf, const char *checkpoint_path, const char *device, int split);

@@ -1,7 +1,12 @@
 // The cuvae program as a user meets it: help pages, exit codes, and one clear message for each kind of bad
 // input (never a crash: a crash would show as a signal exit, which these tests reject).
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
+
+#include <set>
+#include <sstream>
 
 #include <string>
 #include <vector>
@@ -181,9 +186,10 @@ TEST_F(Cli, BadInputs) {
                "larger than the training set");
   expect_error(run("train " + dir + "/ok.ini --set data.train_images=" + dir + "/nope.npy --out " + dir + "/r0"), 1,
                "nope.npy");
-  // Without a CUDA device (this machine, CI) --device cuda must refuse; with one it trains.
+  // Without a CUDA device (this machine, CI) --device cuda must refuse, saying so in plain words before the
+  // runtime's own reason; with one it trains.
   if (cuvae_cuda_device_count(nullptr, 0) < 1)
-    expect_error(run("train " + dir + "/ok.ini --device cuda --out " + dir + "/r0"), 1, "CUDA");
+    expect_error(run("train " + dir + "/ok.ini --device cuda --out " + dir + "/r0"), 1, "no CUDA device found");
   expect_error(run("eval " + dir + "/nothing.cuvae"), 1, "nothing.cuvae");
   write_file(dir + "/junk.cuvae", "this is not a checkpoint at all, just text................................");
   expect_error(run("eval " + dir + "/junk.cuvae"), 1, "junk.cuvae");
@@ -509,11 +515,79 @@ TEST_F(Cli, ExportCommandFailuresWriteNothing) {
   expect_error(run("decode " + ck + " --in " + dir + "/z3.npy --out " + out + " --device cpu"), 1,
                "has 3 columns, but the model in " + ck + " has latent size Z = 2");
   expect_error(run("decode " + ck + " --in " + dir + "/z1.npy --out " + out + " --device cpu"), 1, "2-D array");
-  expect_error(run("decode " + ck + " --in " + dir + "/zu8.npy --out " + out + " --device cpu"), 1, "float32");
+  expect_error(run("decode " + ck + " --in " + dir + "/zu8.npy --out " + out + " --device cpu"), 1, "must be floating point");
   EXPECT_FALSE(exists_file(out));
   // A failing run leaves an existing output as it was.
   write_file(out, "previous contents");
   expect_error(run("decode " + ck + " --in " + dir + "/z3.npy --out " + out + " --device cpu"), 1, "latent size");
   EXPECT_EQ(read_file(out), "previous contents");
   EXPECT_TRUE(no_temp_files(dir));
+}
+
+// Without a GPU, --device auto says in plain words that there is none (the runtime's reason follows it) and trains
+// on the CPU.
+TEST_F(Cli, AutoDeviceWithoutAGpuSaysSo) {
+  if (cuvae_cuda_device_count(nullptr, 0) > 0) GTEST_SKIP() << "this machine has a CUDA device";
+  Result r = run("train " + dir + "/ok.ini --set train.epochs=1 --device auto --out " + dir + "/auto");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("--device auto: no CUDA device found"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("running on the CPU"), std::string::npos) << r.out;
+}
+
+// Every command that reads a CHECKPOINT also takes the run directory that holds it.
+TEST_F(Cli, RunDirectoryStandsForItsCheckpoint) {
+  Result r = run("train " + dir + "/ok.ini --set train.epochs=1 --out " + dir + "/run");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const Result by_file = run("eval " + dir + "/run/checkpoint.cuvae --device cpu");
+  ASSERT_EQ(by_file.code, 0) << by_file.out;
+  for (const std::string &arg : {dir + "/run", dir + "/run/"}) {
+    const Result by_dir = run("eval " + arg + " --device cpu");
+    ASSERT_EQ(by_dir.code, 0) << by_dir.out;
+    // the same numbers: everything after the "checkpoint" field (which echoes the argument) is identical
+    EXPECT_EQ(by_dir.out.substr(by_dir.out.find("\"step\"")), by_file.out.substr(by_file.out.find("\"step\"")));
+  }
+  r = run("sample " + dir + "/run --out " + dir + "/s.png --n 4 --device cpu");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_FALSE(read_file(dir + "/s.png").empty());
+  r = run("export " + dir + "/run --format safetensors --out " + dir + "/m.safetensors");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_FALSE(read_file(dir + "/m.safetensors").empty());
+  // A directory without a checkpoint: one message naming it.
+  ASSERT_EQ(system(("mkdir -p " + dir + "/empty").c_str()), 0);
+  expect_error(run("eval " + dir + "/empty"), 1, "is a directory without a checkpoint.cuvae");
+}
+
+// One BLAS in the process: a running training maps exactly one OpenBLAS (the OpenMP build it links), and no
+// second libblas/liblapack that would bring another copy and another thread pool. The maps are read from /proc
+// once the run has printed its banner (after the program's one re-exec and every library load).
+TEST_F(Cli, ARunningTrainingMapsOneBlas) {
+  const std::string log = dir + "/maps.log";
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (!freopen(log.c_str(), "w", stderr) || !freopen("/dev/null", "w", stdout)) _exit(127);
+    execl(CUVAE_BIN, CUVAE_BIN, "train", (dir + "/ok.ini").c_str(), "--set", "train.epochs=100000", "--out",
+          (dir + "/long").c_str(), "--progress", "lines", "--device", "cpu", (char *)nullptr);
+    _exit(127);
+  }
+  std::string maps;
+  for (int i = 0; i < 600 && maps.empty(); i++) {  // up to a minute (the ASan build starts slowly)
+    if (read_file(log).find("| model ") != std::string::npos) maps = read_file("/proc/" + std::to_string(pid) + "/maps");
+    if (maps.empty()) usleep(100 * 1000);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  ASSERT_FALSE(maps.empty()) << "the run never printed its banner: " << read_file(log);
+  std::set<std::string> blas;  // each mapped file once, however many segments it has
+  std::istringstream lines(maps);
+  for (std::string line; std::getline(lines, line);) {
+    const size_t slash = line.find('/');
+    if (slash == std::string::npos) continue;
+    const std::string path = line.substr(slash), base = path.substr(path.rfind('/') + 1);
+    // OpenBLAS itself, or the reference-named libblas / liblapack (cuBLAS is the GPU's and does not count)
+    if (base.rfind("libopenblas", 0) == 0 || base.rfind("libblas", 0) == 0 || base.rfind("liblapack", 0) == 0)
+      blas.insert(path);
+  }
+  ASSERT_EQ(blas.size(), 1u) << maps;
+  EXPECT_NE(blas.begin()->find("libopenblas"), std::string::npos) << *blas.begin();
 }

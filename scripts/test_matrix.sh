@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The CPU suite (labels cpu and emu) under every OpenBLAS kernel family, one thread, and OpenBLAS's pthread build.
+#   scripts/test_matrix.sh [BUILD_DIR]        (default BUILD_DIR: build; built by scripts/setup.sh if missing)
+# The tests' tolerances must hold whichever GEMM kernels, thread count and OpenBLAS build a machine of this
+# project's class ends up with; this runs them all on one machine and exits non-zero if any cell is red.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+build_dir="${1:-build}"
+if [ ! -f "$build_dir/CTestTestfile.cmake" ]; then
+  scripts/setup.sh "$build_dir" || exit 1
+fi
+
+arch_dir="/usr/lib/$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)"
+cells=("default|"
+       "Haswell|OPENBLAS_CORETYPE=Haswell"
+       "SkylakeX|OPENBLAS_CORETYPE=SkylakeX"
+       "Cooperlake|OPENBLAS_CORETYPE=Cooperlake"
+       "Zen|OPENBLAS_CORETYPE=Zen"
+       "1 thread|OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1")
+# The pthread build of OpenBLAS (Debian: libopenblas0-pthread) in place of the OpenMP one the binaries link.
+if [ -f "$arch_dir/openblas-pthread/libopenblas.so.0" ]; then
+  cells+=("pthread build|LD_LIBRARY_PATH=$arch_dir/openblas-pthread")
+else
+  echo "test_matrix: OpenBLAS's pthread build is not installed (libopenblas0-pthread); that cell is skipped"
+fi
+
+declare -a results
+failed=0
+for cell in "${cells[@]}"; do
+  name="${cell%%|*}"
+  vars="${cell#*|}"
+  echo "== CPU suite: $name ${vars:+($vars)} =="
+  start=$SECONDS
+  # shellcheck disable=SC2086  # vars is a list of NAME=VALUE words
+  if env $vars ctest --test-dir "$build_dir" -LE gpu -j2 --output-on-failure > "$build_dir/test_matrix.log" 2>&1; then
+    verdict="green"
+  else
+    verdict="RED"
+    failed=1
+    grep -E "^[[:space:]]+[0-9]+ - " "$build_dir/test_matrix.log" | grep -v "(Skipped)" | head -40
+  fi
+  # What the test programs got: the kernels OpenBLAS picked (they do not re-execute themselves the way cuvae
+  # does on a CPU OpenBLAS does not know), and which OpenBLAS library the loader found.
+  core=$(env $vars CUVAE_BLAS_SELECTED=1 OPENBLAS_VERBOSE=2 "$build_dir/cuvae" --version 2>&1 |
+         sed -n 's/^Core: //p' | head -1)
+  lib=$(env $vars ldd "$build_dir/cuvae" | sed -n 's/^[[:space:]]*libopenblas.so.0 => \([^ ]*\).*/\1/p')
+  summary=$(grep -E "tests passed" "$build_dir/test_matrix.log" | tail -1)
+  results+=("$(printf '%-14s %-6s core %-11s %4d s  %s  (%s)' "$name" "$verdict" "${core:-?}" \
+                $((SECONDS - start)) "$summary" "$lib")")
+done
+
+echo "== test matrix =="
+printf '%s\n' "${results[@]}"
+exit $failed

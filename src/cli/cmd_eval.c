@@ -15,7 +15,8 @@
 
 void help_eval(void) {
   printf("usage: cuvae eval CHECKPOINT [--split test|train] [--iwae K] [--batch N] [--device auto|cpu|cuda]\n\n"
-         "Evaluates the model in CHECKPOINT on a data split named by its config and prints one JSON line:\n"
+         "Evaluates the model in CHECKPOINT (a checkpoint file, or a run directory: its checkpoint.cuvae) on a\n"
+         "data split named by its config and prints one JSON line:\n"
          "  {\"checkpoint\": ..., \"step\": N, \"split\": \"test\", \"test_nelbo\": ..., \"nelbo\": ..., \"recon\": ...,\n"
          "   \"kl\": ..., \"bits_per_dim\": ..., [\"iwae_k\": K, \"iwae_nll\": ..., \"iwae_bits_per_dim\": ...,]\n"
          "   \"active_units\": A, \"kl_per_dim\": [...]}\n"

@@ -33,9 +33,10 @@ static void help_main(void) {
   printf("options:\n"
          "  -h, --help       this help\n"
          "  -V, --version    print the version\n\n"
+         "CHECKPOINT is a checkpoint file or the run directory that holds one (RUN_DIR/checkpoint.cuvae).\n\n"
          "example:\n"
          "  cuvae train configs/fashion_mnist.ini --out runs/fmnist\n"
-         "  cuvae eval runs/fmnist/checkpoint.cuvae\n");
+         "  cuvae eval runs/fmnist\n");
 }
 
 static const cli_command *find_command(const char *name) {

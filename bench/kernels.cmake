@@ -1,4 +1,4 @@
-# Per-kernel micro-benchmarks (issue 5, item 3); results and how to run them: docs/PERFORMANCE.md,
+# Per-kernel micro-benchmarks; results and how to run them: docs/PERFORMANCE.md,
 # "Kernel micro-benchmarks". Both binaries land in the build root, beside cuvae.
 
 # The CPU twins of the fused kernels (src/cpu/), with Google Benchmark (Debian's libbenchmark-dev).

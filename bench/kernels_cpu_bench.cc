@@ -1,6 +1,6 @@
 // Micro-benchmarks of the fused kernels' CPU twins (include/cuvae/cpu.h, src/cpu/*.c) at the shapes of the
 // benchmark suite (configs/bench/{A,B,C,D}.ini), with BM_copy (memcpy) as the machine's bandwidth reference.
-// Issue 5, item 3; the results and how to read them are in docs/PERFORMANCE.md, "Kernel micro-benchmarks".
+// The results and how to read them are in docs/PERFORMANCE.md, "Kernel micro-benchmarks".
 //
 //   build-kbench/cuvae-kernels-bench-cpu --benchmark_min_time=0.1
 //

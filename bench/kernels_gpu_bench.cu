@@ -1,5 +1,5 @@
 // Micro-benchmarks of the fused CUDA kernels (kernels/cuvae_kernels.h) at the shapes of the benchmark suite
-// (configs/bench/{A,B,C,D}.ini). Issue 5, item 3; how to run it and how to read it: docs/PERFORMANCE.md,
+// (configs/bench/{A,B,C,D}.ini). How to run it and how to read it: docs/PERFORMANCE.md,
 // "Kernel micro-benchmarks".
 //
 //   cuvae-kernels-bench-gpu [--models ABCD] [--json OUT]

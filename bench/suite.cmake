@@ -1,4 +1,4 @@
-# cuvae-bench (issue 5): times training steps of configs/bench/*.ini on a backend; see docs/PERFORMANCE.md,
+# cuvae-bench: times training steps of configs/bench/*.ini on a backend; see docs/PERFORMANCE.md,
 # section "cuvae-bench". Built into the build directory's root (build/cuvae-bench), next to build/cuvae.
 add_executable(cuvae-bench
   ${CMAKE_CURRENT_SOURCE_DIR}/cuvae_bench.c   # command line, step timing, table and JSON

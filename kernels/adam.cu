@@ -1,5 +1,5 @@
-// Adam over the whole parameter buffer (MATH.md section 7) and the gradient's sum of squares for norm clipping
-// (issue 4). GPU twins of adam_update_cpu and grad_norm_cpu (src/cpu/adam_cpu.c) and of the clip scale of the CPU
+// Adam over the whole parameter buffer (MATH.md section 7) and the gradient's sum of squares for norm clipping.
+// GPU twins of adam_update_cpu and grad_norm_cpu (src/cpu/adam_cpu.c) and of the clip scale of the CPU
 // backend's train step (src/backend_cpu.c). A training step runs
 //   sum_squares_cuda(g) -> adam_prepare_cuda (one thread: step, clip scale, bias corrections) -> adam_update_cuda,
 // and nothing that changes from step to step is a kernel argument, so the three launches can be captured into a

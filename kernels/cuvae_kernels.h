@@ -88,7 +88,7 @@ cudaError_t iwae_log_weights_cuda(const float *mulv, const float *eps, const flo
                                   int Z, double *log_w, double *state, int reset, cudaStream_t stream);
 cudaError_t iwae_finalize_cuda(const double *state, int R, int K, double *log_px, cudaStream_t stream);
 
-/* ---- the model family (issue 7): twins of the functions of the same stems in include/cuvae/cpu.h, which states
+/* ---- the model family: twins of the functions of the same stems in include/cuvae/cpu.h, which states
  * the equations and the multi-sample layout. Pointers are device pointers, including beta (one float) and logvar. */
 /* likelihood.cu */
 cudaError_t gaussian_perdim_nll_grad_cuda(const float *out, const float *x, float *nll_row, float *dout, float scale,

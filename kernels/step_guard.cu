@@ -1,4 +1,4 @@
-// The step guard of a training step that runs ahead of the host (issue 4: losses come back asynchronously, once
+// The step guard of a training step that runs ahead of the host (losses come back asynchronously, once
 // per log interval). GPU twin of the isfinite checks in the CPU backend's cpu_train_step (src/backend_cpu.c).
 //
 // flags[0] = halted_at: 0 while training is healthy; once a step's loss or gradient is not finite, that step's

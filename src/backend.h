@@ -1,4 +1,4 @@
-/* The backend interface: one set of operations that the CPU reference and (issue 4) the CUDA backend both
+/* The backend interface: one set of operations that the CPU reference and the CUDA backend both
  * implement. The trainer talks only to this interface. Every backend keeps the parameters, gradients and Adam
  * moments in the ONE layout of cuvae_model, so state moves between backends as three flat arrays. */
 #ifndef CUVAE_BACKEND_H

@@ -32,7 +32,7 @@ static int dataset_paths(const char *dataset, char out[4][CUVAE_PATH_MAX]) {
   return cuvae_error("config: [data] dataset: unknown dataset '%s'", dataset);
 }
 
-/* Keys of the model family that only make sense together (issue 7). */
+/* Keys of the model family that only make sense together. */
 static int check_family(const cuvae_config *c) {
   if (c->binarize != CUVAE_BINARIZE_NONE && c->likelihood != CUVAE_LIK_BERNOULLI)
     return cuvae_error("config: [data] binarize = %s needs [model] likelihood = bernoulli", cfg_binarize[c->binarize]);

@@ -20,7 +20,7 @@ typedef enum { CUVAE_INIT_TORCH = 0, CUVAE_INIT_HE = 1 } cuvae_init;
 /* GEMM precision on the CUDA backend: fp32, or TF32 tensor-core math (inputs rounded to 10 mantissa bits). The
  * CPU backend always computes in fp32. */
 typedef enum { CUVAE_PRECISION_FP32 = 0, CUVAE_PRECISION_TF32 = 1 } cuvae_precision;
-/* The model family (issue 7; MATH.md sections 4-6). Gaussian decoder variance: fixed sigma, one learned
+/* The model family (MATH.md sections 4-6). Gaussian decoder variance: fixed sigma, one learned
  * log-variance shared by every pixel (tensor dec.logvar), or a second decoder head of per-pixel log-variances. */
 typedef enum { CUVAE_VAR_FIXED = 0, CUVAE_VAR_LEARNED_SHARED = 1, CUVAE_VAR_LEARNED_PER_DIM = 2 } cuvae_variance;
 /* Decoder: mirror of the encoder's hidden layers (mlp), or one affine map z -> output (linear). */

@@ -55,7 +55,7 @@ double grad_norm_cpu(const float *g, size_t n);
 /* Minibatch gather: dst[b][:] = src[rows[b]][:], b < B, rows of D floats (rows already checked). */
 void gather_rows_cpu(const float *src, const uint32_t *rows, float *dst, int B, int D);
 
-/* ---- the model family (issue 7; MATH.md sections 4-6) -------------------------------------------------------
+/* ---- the model family (MATH.md sections 4-6) -------------------------------------------------------
  * Multi-sample layout: R data rows x C samples per row, sample-major as the IWAE chunks (row s*R + r of a [C*R]
  * batch is sample s of data row r); C = 1 is the ordinary batch. */
 

@@ -7,7 +7,7 @@
  * The two encoder heads are stored as enc.mu.weight, enc.lv.weight, enc.mu.bias, enc.lv.bias, so that they
  * form one contiguous [2Z, hidden[k-1]] weight and one [2Z] bias: one GEMM produces a row [mu | lv].
  *
- * The model family (issue 7, config keys in include/cuvae/config.h):
+ * The model family (config keys in include/cuvae/config.h):
  * - decoder = linear: the decoder is the output layer alone (Z -> D); the encoder keeps its hidden layers.
  * - conditional: the encoder's first layer reads [x | onehot(y)] (D + C inputs), the decoder's first layer
  *   [z | onehot(y)] (Z + C inputs).

@@ -6,7 +6,7 @@
  *   evaluation eps, batch k of a pass:  seed = cfg seed ^ CUVAE_SEED_EVAL, offset k * stride(Be*Z);
  *   initial weights:                      seed = cfg seed ^ CUVAE_SEED_INIT, offset 0, tensor by tensor in
  *                                         layout order, each at the next multiple-of-4 offset;
- *   data noise of training step t (issue 7; [data] binarize = dynamic, corrupt): seed = cfg seed ^
+ *   data noise of training step t ([data] binarize = dynamic, corrupt): seed = cfg seed ^
  *     CUVAE_SEED_DATA, with n = B*D: binarization uniforms at offset 2t * stride(n), corruption draws (normals
  *     for gaussian:STD, uniforms for mask:P) at offset (2t + 1) * stride(n);
  *   data drawn once at load (binarize = static, and the test set of binarize = dynamic): seed = cfg seed ^

@@ -4,6 +4,15 @@
 // of the float32 inputs the test stores (e.g. 0.3f = 0.300000011920928955078125), then pasted with 17
 // significant digits; each block's comment gives the formula. The dense-layer tests compare against naive
 // double-precision loops instead, with the standard rounding-error bound of a float dot product.
+//
+// Tolerances: every check is |ref - out| <= atol + rtol |ref|, with the bound counted from the float operations
+// of the kernel (src/cpu/*.c, compiled with -std=c11: no FMA contraction) and computed per element from the
+// double reference values. u = 2^-24; one rounding errs by <= u |result|; 1 ulp of a float v is <= 2u |v|.
+// Math library: expf and log1pf may be libmvec's vector versions (simd_math.h), assumed within 4 ulp (8u
+// relative); scalar glibc's are within 1-2 ulp, so 4 ulp covers both. tanhf is scalar glibc: 2 ulp (glibc
+// manual, "Known Maximum Errors in Math Functions", x86_64) = 4u relative. The 17-digit constants carry a
+// relative error <= 1e-17, and sums in double add <= n 2^-53 relative: both far below u and covered by the
+// 1.01 factors on the first-order counts (which also cover the O(u^2) terms).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -17,8 +26,14 @@
 
 namespace {
 
-// Relative accuracy of one float32 result that went through a handful of float operations: a few ulps.
-constexpr double kFew = 8 * FLT_EPSILON;  // ~1e-6
+constexpr double kU = 1.0 / (1 << 24);  // float's unit roundoff 2^-24
+constexpr double kExpUlpRel = 8 * kU;   // expf / log1pf: 4 ulp (libmvec), relative
+constexpr double kTanhUlpRel = 4 * kU;  // tanhf: 2 ulp (scalar glibc), relative
+
+// gamma_n = n u / (1 - n u): an n-term float dot product or sum, in any order and blocking, errs by at most
+// gamma_n sum |terms| (Higham, Accuracy and Stability of Numerical Algorithms, eq. 3.5 / Lemma 3.1). A BLAS may sum
+// in any order, split K into blocks or use FMA: the bound holds for all of them.
+double Gamma(int n) { return n * kU / (1 - n * kU); }
 
 // |got - want| <= atol + rtol |want|, with a readable failure message.
 ::testing::AssertionResult Near(double got, double want, double atol, double rtol) {
@@ -46,9 +61,17 @@ TEST(ReparamKl, ForwardHandComputed) {
   for (int j = 0; j < Z; j++) EXPECT_EQ(z[j], eps[j]) << "row 0: mu = 0, lv = 0 must give z = eps exactly";
   EXPECT_EQ(kl[0], 0.0f) << "KL(N(0,1) || N(0,1)) must be exactly 0";
 
+  // z = fl(mu + fl(sd eps)), sd = expf(0.5f lv) (0.5f lv exact): sd errs by <= 8u relative, the product and the
+  // sum round once each: |ref - z| <= u |ref| + 9.01u |sd eps|, sd eps = ref - mu (exact in double here).
+  // KL = 0.5 sum_j (mu^2 + sd^2 - 1 - lv) in double from the float sd: sd^2 errs by <= 16.01u sd^2 = 16.01u e^lv,
+  // the double sum is exact to ~2^-50, the final float rounding adds u |KL|:
+  // |ref - KL| <= u |KL| + 8.01u sum_j e^lv_j. (A missing 1/2 or sign: KL off by O(1).)
   const double z1[Z] = {1.3852076403130982, -1.2278368205767957, 4.0};
-  for (int j = 0; j < Z; j++) EXPECT_TRUE(Near(z[Z + j], z1[j], 0, kFew)) << "z[1][" << j << "]";
-  EXPECT_TRUE(Near(kl[1], 2.8833003559357852, 0, kFew));
+  for (int j = 0; j < Z; j++)
+    EXPECT_TRUE(Near(z[Z + j], z1[j], 9.01 * kU * std::fabs(z1[j] - mulv[2 * Z + j]), kU)) << "z[1][" << j << "]";
+  double sum_var = 0;
+  for (int j = 0; j < Z; j++) sum_var += std::exp((double)mulv[3 * Z + j]);
+  EXPECT_TRUE(Near(kl[1], 2.8833003559357852, 8.01 * kU * sum_var, kU));
 }
 
 // dmu = dz + s mu;  dlv = dz eps 0.5 exp(lv/2) + s 0.5 (exp(lv) - 1), with the row-1 values above,
@@ -61,22 +84,55 @@ TEST(ReparamKl, BackwardHandComputed) {
   const float eps[B * Z] = {0.7f, -1.1f, 0.25f, 0.3f, -1.2f, 2.0f};
   const float dz[B * Z] = {1.0f, -1.0f, 0.5f, 0.5f, -2.0f, 1.0f};
   float dmulv[B * 2 * Z];
-  reparam_kl_backward_cpu(mulv, eps, dz, 0.25f, dmulv, B, Z);
+  reparam_kl_backward_cpu(mulv, eps, dz, 0.25f, dmulv, B, Z);  // s = 0.25 below
 
+  // dmu = fl(dz + fl(s mu)): |ref - dmu| <= u |s mu| + u |ref| (here every dmu is exact in binary).
+  // dlv = fl(A + B), A = fl(fl(fl(dz eps) 0.5f) sd) (0.5f exact; sd = expf(0.5f lv) within 8u): |dA| <= 10.01u |A|;
+  // B = fl(fl(s 0.5f) fl(fl(sd sd) - 1)): sd sd errs by <= 17.01u e^lv (16u from sd, one rounding), the
+  // difference by u |e^lv - 1| more, the products by 2u |B|. Hence, with A and B from the double reference,
+  // |ref - dlv| <= u |ref| + 10.01u |A| + |s/2| (17.01u e^lv + u |e^lv - 1|) + 2.01u |B|.
   // Row 0 (mu = 0, lv = 0): the KL terms vanish, dmu = dz, dlv = dz eps / 2.
+  const float s = 0.25f;
+  auto dlv_tol = [&](double g, double e, double lv) {
+    const double sd = std::exp(0.5 * lv), A = g * e * 0.5 * sd, B = s * 0.5 * (sd * sd - 1);
+    return 10.01 * kU * std::fabs(A) + 0.5 * s * (17.01 * kU * sd * sd + kU * std::fabs(sd * sd - 1)) +
+           2.01 * kU * std::fabs(B);
+  };
   for (int j = 0; j < Z; j++) {
-    EXPECT_TRUE(Near(dmulv[j], dz[j], 0, kFew)) << "row 0 dmu[" << j << "]";
-    EXPECT_TRUE(Near(dmulv[Z + j], 0.5 * dz[j] * eps[j], 0, kFew)) << "row 0 dlv[" << j << "]";
+    EXPECT_TRUE(Near(dmulv[j], dz[j], 0, kU)) << "row 0 dmu[" << j << "]";
+    EXPECT_TRUE(Near(dmulv[Z + j], 0.5 * dz[j] * eps[j], dlv_tol(dz[j], eps[j], 0), kU)) << "row 0 dlv[" << j << "]";
   }
   const double dmu1[Z] = {0.75, -2.125, 1.5};
   const double dlv1[Z] = {0.17739206891579057, 0.64882175072322601, 1.0};
   for (int j = 0; j < Z; j++) {
-    EXPECT_TRUE(Near(dmulv[2 * Z + j], dmu1[j], 0, kFew)) << "row 1 dmu[" << j << "]";
-    EXPECT_TRUE(Near(dmulv[3 * Z + j], dlv1[j], 0, kFew)) << "row 1 dlv[" << j << "]";
+    EXPECT_TRUE(Near(dmulv[2 * Z + j], dmu1[j], kU * std::fabs(s * mulv[2 * Z + j]), kU)) << "row 1 dmu[" << j << "]";
+    EXPECT_TRUE(Near(dmulv[3 * Z + j], dlv1[j], dlv_tol(dz[Z + j], eps[Z + j], mulv[3 * Z + j]), kU))
+        << "row 1 dlv[" << j << "]";
   }
 }
 
 // ---- Bernoulli likelihood (MATH.md section 4) ------------------------------------------------------------
+
+// Bound on one float term t = fl(fl(a + fl(log1pf(e))) - fl(x l)), a = (l + |l|) / 2 (exact), e = expf(-|l|):
+// e errs by <= 8u relative, which moves log1p(e) by <= 8u e / (1 + e) <= 8u log1p(e); log1pf adds 8u of its own:
+// 16.01u log1p(e). Then x l, a + lp and the difference round once each:
+//   |dt| <= 16.01u log1p(e) + u |x l| + u |a + lp| + u |t|.
+double BernoulliTermTol(double l, double x) {
+  const double lp = std::log1p(std::exp(-std::fabs(l))), a = std::max(l, 0.0);
+  return 16.01 * kU * lp + kU * std::fabs(x * l) + kU * (a + lp) + kU * std::fabs(a + lp - x * l);
+}
+
+// Bound on g = fl(scale fl(fl(n / fl(1 + e)) - x)), n = 1 (l >= 0) or e (l < 0), sig = n / (1 + e): e's 8u moves
+// sig by 8u e / (1 + e) relative (l >= 0) or 8u / (1 + e) (l < 0); 1 + e and the division round once each (2u):
+//   |dsig| <= sig (8u w + 2u), w = e / (1 + e) or 1 / (1 + e);  |dg| <= |scale| (1.01 |dsig| + u |sig - x|) + u |g|.
+// Below FLT_MIN (l < -87) the relative bounds fail: there expf's 4 ulp are 4 denorm_min = 4 2^-149 absolute, and
+// each of the 4 later roundings errs by <= 2^-150: 6 2^-149 more, absolute (the floor below).
+double SigmoidGradTol(double l, double x, double scale) {
+  const double e = std::exp(-std::fabs(l)), sig = l >= 0 ? 1 / (1 + e) : e / (1 + e);
+  const double w = l >= 0 ? e / (1 + e) : 1 / (1 + e);
+  const double dsig = sig * (8 * kU * w + 2 * kU), g = scale * (sig - x);
+  return std::fabs(scale) * (1.01 * dsig + kU * std::fabs(sig - x)) + kU * std::fabs(g) + 6 * std::ldexp(1.0, -149);
+}
 
 // nll = sum_d softplus(l_d) - x l_d with logits l = (100, -100, 0, 2.5, -3), the same in each row, and
 // x = 0, 0.3f, 1 (one value per row):
@@ -101,15 +157,20 @@ TEST(Bernoulli, ExtremeLogitsHandComputed) {
   const float scale = 0.5f;
   bernoulli_nll_grad_cpu(logits, x, nll, dl, scale, B, D);
 
-  // Rows near 103: a float holds them to 7.6e-6 (one ulp); allow ~1e-6 relative for the 5-term sum.
+  // Row NLL: the float terms (BernoulliTermTol each) are summed in double (exact to ~2^-50) and rounded once:
+  // |ref - nll| <= sum_d BernoulliTermTol + u |ref|. About 4u |ref| here; a wrong x l sign moves it by >= 1.
   const double want_row[B] = {103.32062426642624, 103.4706242723867, 103.82062426642624};
-  for (int b = 0; b < B; b++) EXPECT_TRUE(Near(nll[b], want_row[b], 0, kFew)) << "nll row " << b;
+  for (int b = 0; b < B; b++) {
+    double tol = 0;
+    for (int d = 0; d < D; d++) tol += BernoulliTermTol(l5[d], xs[b]);
+    EXPECT_TRUE(Near(nll[b], want_row[b], tol, kU)) << "nll row " << b;
+  }
 
+  // Gradient: SigmoidGradTol (sigmoid(-100) = 3.7e-44, a subnormal, errs by far less than its atol).
   const double sig[D] = {1.0, 3.720075976020836e-44, 0.5, 0.92414181997875645, 0.047425873177566781};
   for (int b = 0; b < B; b++) {
     for (int d = 0; d < D; d++) {
-      // Absolute 1e-7: the gradient is O(1) and computed in float; sigmoid(-100) may flush to 0.
-      EXPECT_TRUE(Near(dl[b * D + d], scale * (sig[d] - (double)xs[b]), 1e-7, kFew))
+      EXPECT_TRUE(Near(dl[b * D + d], scale * (sig[d] - (double)xs[b]), SigmoidGradTol(l5[d], xs[b], scale), 0))
           << "dl[" << b << "][" << d << "]";
     }
   }
@@ -130,14 +191,16 @@ TEST(Bernoulli, LargeLogitsAccurate) {
   float nll[4], dl[4];
   bernoulli_nll_grad_cpu(logits, x, nll, dl, 1.0f, 4, 1);
   for (int i = 0; i < 4; i++) {
-    // 4e-6 absolute: two ulps of 20 in float. The NLL of a matching logit must also never go negative.
-    EXPECT_TRUE(Near(nll[i], want[i], 4e-6, 0)) << "case " << i;
+    // One term, summed in double and rounded once: |ref - nll| <= BernoulliTermTol + u |ref| (3u |ref| + 16u
+    // 2e-9 here: 2.1e-9 is held to 16u relative, not swamped by an absolute floor). A matching logit's NLL must
+    // also never go negative.
+    EXPECT_TRUE(Near(nll[i], want[i], BernoulliTermTol(logits[i], x[i]), kU)) << "case " << i;
     EXPECT_GE(nll[i], 0.0f) << "case " << i;
   }
-  EXPECT_TRUE(Near(dl[0], 2.0611536e-9, 1e-7, 0));
-  EXPECT_TRUE(Near(dl[1], -1.0, 1e-7, 0));
-  EXPECT_TRUE(Near(dl[2], 1.0, 1e-7, 0));
-  EXPECT_TRUE(Near(dl[3], -2.0611536e-9, 1e-7, 0));
+  // sigmoid(l) - x with scale 1: SigmoidGradTol (at l = 20, 1 + e rounds to 1 and sig = 1; the bound is ~3u).
+  const double sig20 = 1 / (1 + std::exp(20.0)), want_dl[4] = {sig20, sig20 - 1, 1 - sig20, -sig20};
+  for (int i = 0; i < 4; i++)
+    EXPECT_TRUE(Near(dl[i], want_dl[i], SigmoidGradTol(logits[i], x[i], 1.0), 0)) << "dl case " << i;
 }
 
 // ---- Gaussian likelihood, fixed sigma (MATH.md section 4) ---------------------------------------------------
@@ -160,9 +223,11 @@ TEST(Gaussian, HandComputedTwoSigmas) {
     float nll, df[D];
     const float scale = 0.25f;
     gaussian_nll_grad_cpu(f, x, c.sigma, &nll, df, scale, 1, D);
-    EXPECT_TRUE(Near(nll, c.nll, 0, kFew)) << "sigma " << c.sigma;
+    // The NLL is formed in double from the float inputs (~2^-50 relative) and rounded once: 1.01u |ref|.
+    EXPECT_TRUE(Near(nll, c.nll, 0, 1.01 * kU)) << "sigma " << c.sigma;
+    // df = fl(g_scale fl(f - x)), g_scale = (float)(scale / s^2): three roundings, 3.01u |ref|.
     for (int d = 0; d < D; d++)
-      EXPECT_TRUE(Near(df[d], scale * c.df[d], 0, kFew)) << "sigma " << c.sigma << " d " << d;
+      EXPECT_TRUE(Near(df[d], scale * c.df[d], 0, 3.01 * kU)) << "sigma " << c.sigma << " d " << d;
     float nll2;
     gaussian_nll_grad_cpu(f, x, c.sigma, &nll2, nullptr, scale, 1, D);
     EXPECT_EQ(nll2, nll) << "forward-only call must give the same value";
@@ -170,6 +235,36 @@ TEST(Gaussian, HandComputedTwoSigmas) {
 }
 
 // ---- Adam (MATH.md section 7) --------------------------------------------------------------------------------
+
+// One element of adam_update_cpu in double, carrying a running first-order bound on the float path's error
+// (|ref - out| <= bound, counted per operation of adam_chunk; 1 - b1 and 1 - b2 are exact in float for b in
+// [0.5, 1] (Sterbenz), c1, c2 are rounded once from double, sqrtf is correctly rounded):
+//   gi = fl(gs g):                         eg = u |gi| (0 when gs = 1)
+//   m' = fl(fl(b1 m) + fl((1-b1) gi)):    em' = b1 em + (1-b1) eg + u (|b1 m| + |(1-b1) gi| + |m'|)
+//   v' = fl(fl(b2 v) + fl(fl((1-b2) gi) gi)): ev' = b2 ev + 2 (1-b2) |gi| eg + u (|b2 v| + 2 (1-b2) gi^2 + |v'|)
+//   num = fl(lr fl(m' fl(c1))):            enum = lr c1 em' + 3u |num|
+//   r = fl(sqrtf(fl(v' fl(c2)))):          er = r (ev' / 2v' + 2u) (2u: c2 and the product, halved; sqrt's u)
+//   den = fl(r + eps):                     eden = er + u den
+//   p' = fl(p - fl(num / den)):            ep' = ep + enum / den + |num| eden / den^2 + u |step| + u |p'|.
+// Cancellation in m (gradients of changing sign) is why the bound is carried, not taken relative to |m|.
+struct AdamRef {
+  double p, m = 0, v = 0, ep = 0, em = 0, ev = 0;
+  explicit AdamRef(double p0) : p(p0) {}
+  void step(double g, double lr, double b1, double b2, double eps, int t, double gs) {
+    const double c1 = 1 / (1 - std::pow(b1, t)), c2 = 1 / (1 - std::pow(b2, t));
+    const double gi = gs * g, eg = gs == 1 ? 0 : kU * std::fabs(gi);
+    const double m1 = b1 * m + (1 - b1) * gi, v1 = b2 * v + (1 - b2) * gi * gi;
+    em = b1 * em + (1 - b1) * eg + kU * (std::fabs(b1 * m) + std::fabs((1 - b1) * gi) + std::fabs(m1));
+    ev = b2 * ev + 2 * (1 - b2) * std::fabs(gi) * eg + kU * (b2 * v + 2 * (1 - b2) * gi * gi + v1);
+    m = m1;
+    v = v1;
+    const double num = lr * m * c1, r = std::sqrt(v * c2), den = r + eps, st = num / den;
+    const double enm = lr * c1 * em + 3 * kU * std::fabs(num);
+    const double er = v > 0 ? r * (ev / (2 * v) + 2 * kU) : 0, eden = er + kU * den;
+    p -= st;
+    ep += enm / den + std::fabs(num) * eden / (den * den) + kU * std::fabs(st) + kU * std::fabs(p);
+  }
+};
 
 // p0 = (1, -0.5, 2), lr = 0.01, b1 = 0.9f, b2 = 0.999f, eps = 1e-8, grad_scale = 1, gradients
 //   g1 = (0.1f, -2, 0), g2 = (0.2f, 1, 0.5f), g3 = (-0.3f, 0.5f, 1e-3f).
@@ -180,38 +275,42 @@ TEST(Gaussian, HandComputedTwoSigmas) {
 //   t=3: p = (0.98101417213120863, -0.48672274163489396, 1.9867936620250606)
 //        m = (-0.0039000026389960627, -0.021999999046324319, 0.045100009565334484)
 //        v = (0.00013993821774087279, 0.0052409366399196985, 0.00024974778777366272)
+// Tolerances: AdamRef's running bounds, 1.01 times (second-order terms). p's is ~u |p| per step (2e-7 at t = 3);
+// a missing bias correction changes the first step from 0.01 to 0.001 or 0.0316, far outside it.
 TEST(Adam, ThreeStepsHandComputed) {
   float p[3] = {1.0f, -0.5f, 2.0f}, m[3] = {0, 0, 0}, v[3] = {0, 0, 0};
   const float g[3][3] = {{0.1f, -2.0f, 0.0f}, {0.2f, 1.0f, 0.5f}, {-0.3f, 0.5f, 1e-3f}};
   const double want_p[3][3] = {{0.99000000122351727, -0.49000000027351742, 2.0},
                                {0.98034818173096145, -0.48733663008377004, 1.9925586320237387},
                                {0.98101417213120863, -0.48672274163489396, 1.9867936620250606}};
+  std::vector<AdamRef> ref(p, p + 3);
   for (int t = 1; t <= 3; t++) {
     adam_update_cpu(p, g[t - 1], m, v, 3, 0.01f, 0.9f, 0.999f, 1e-8f, t, 1.0f);
-    // 1e-6 absolute: p is O(1) (ulp 1.2e-7 at 1, 2.4e-7 at 2) and each step rounds once more. A missing bias
-    // correction changes the first step from 0.01 to 0.001 or 0.0316, far outside this.
-    for (int i = 0; i < 3; i++)
-      EXPECT_TRUE(Near(p[i], want_p[t - 1][i], 1e-6, 0)) << "t=" << t << " p[" << i << "]";
+    for (int i = 0; i < 3; i++) {
+      ref[i].step(g[t - 1][i], 0.01f, 0.9f, 0.999f, 1e-8f, t, 1.0);
+      EXPECT_TRUE(Near(p[i], want_p[t - 1][i], 1.01 * ref[i].ep, 0)) << "t=" << t << " p[" << i << "]";
+    }
   }
   const double want_m[3] = {-0.0039000026389960627, -0.021999999046324319, 0.045100009565334484};
   const double want_v[3] = {0.00013993821774087279, 0.0052409366399196985, 0.00024974778777366272};
   for (int i = 0; i < 3; i++) {
-    // Moments are short float recurrences: a few ulps relative (1e-5 leaves room for b1^t-style rounding).
-    EXPECT_TRUE(Near(m[i], want_m[i], 0, 1e-5)) << "m[" << i << "]";
-    EXPECT_TRUE(Near(v[i], want_v[i], 0, 1e-5)) << "v[" << i << "]";
+    EXPECT_TRUE(Near(m[i], want_m[i], 1.01 * ref[i].em, 0)) << "m[" << i << "]";
+    EXPECT_TRUE(Near(v[i], want_v[i], 1.01 * ref[i].ev, 0)) << "v[" << i << "]";
   }
 }
 
 // grad_scale multiplies g before both moments: g = 4, grad_scale = 0.5 -> g' = 2,
 //   m = 0.1 * 2 = 0.20000004768371582, v = 0.001 * 4 = 0.0039999485015869141 (float b1, b2),
-//   p = 1 - lr * 1 (first step ~ lr) = 0.99000000027351742.
+//   p = 1 - lr * 1 (first step ~ lr) = 0.99000000027351742. Tolerances: AdamRef's bounds, as above.
 TEST(Adam, GradScaleAppliesBeforeMoments) {
   float p = 1.0f, m = 0.0f, v = 0.0f;
   const float g = 4.0f;
   adam_update_cpu(&p, &g, &m, &v, 1, 0.01f, 0.9f, 0.999f, 1e-8f, 1, 0.5f);
-  EXPECT_TRUE(Near(m, 0.20000004768371582, 0, 1e-5));
-  EXPECT_TRUE(Near(v, 0.0039999485015869141, 0, 1e-5));
-  EXPECT_TRUE(Near(p, 0.99000000027351742, 1e-6, 0));
+  AdamRef ref(1.0);
+  ref.step(g, 0.01f, 0.9f, 0.999f, 1e-8f, 1, 0.5);
+  EXPECT_TRUE(Near(m, 0.20000004768371582, 1.01 * ref.em, 0));
+  EXPECT_TRUE(Near(v, 0.0039999485015869141, 1.01 * ref.ev, 0));
+  EXPECT_TRUE(Near(p, 0.99000000027351742, 1.01 * ref.ep, 0));
 }
 
 // ---- gradient norm ------------------------------------------------------------------------------------------
@@ -221,12 +320,15 @@ TEST(GradNorm, ExactAndDoubleAccumulated) {
   EXPECT_EQ(grad_norm_cpu(g34, 2), 5.0);
   EXPECT_EQ(grad_norm_cpu(g34, 0), 0.0);
 
-  // One 1 followed by 10^6 values of 1e-4: sqrt(1 + 10^6 * (1e-4f)^2) = 1.0049875618607215 (1e-4f = 1.0e-4
-  // to 7 digits). A float accumulator would stay at 1 (1 + 1e-8 rounds back to 1) and return 1.0: the sum
-  // must be in double, as cpu.h says.
+  // One 1 followed by 10^6 values of 1e-4f: sqrt(1 + 10^6 (1e-4f)^2) ~ 1.0049875618607215. A float
+  // accumulator would stay at 1 (1 + 1e-8 rounds back to 1) and return 1.0: the sum must be in double, as cpu.h
+  // says. Bound: float squares are exact in double; n positive terms summed in double in any order err by
+  // <= (n - 1) 2^-53 sum (Higham 3.1), the square root halves that and rounds once: |ref - out| <= n 2^-53 |ref|
+  // (1.1e-10 relative here; the float accumulator is off by 5e-3).
   std::vector<float> g(1000001, 1e-4f);
   g[0] = 1.0f;
-  EXPECT_TRUE(Near(grad_norm_cpu(g.data(), g.size()), 1.0049875618607215, 0, 1e-6));
+  const double want = std::sqrt(1.0 + 1e6 * ((double)1e-4f * 1e-4f));
+  EXPECT_TRUE(Near(grad_norm_cpu(g.data(), g.size()), want, 0, (double)g.size() * std::ldexp(1.0, -53)));
 }
 
 // ---- dense layers vs naive loops ------------------------------------------------------------------------------
@@ -256,9 +358,10 @@ std::vector<float> Uniform(size_t n, std::mt19937 &rng, float lo = -1.0f, float 
   return v;
 }
 
-// y = act(x W^T + b) against double loops. Tolerance: the float dot product of n terms has error at most
-// ~n u sum|x_i W_i| (u = FLT_EPSILON / 2); we allow (in + 2) FLT_EPSILON (sum|x_i W_i| + |b|), twice that bound
-// plus the bias add, and tanh (slope <= 1) adds one rounding of its own.
+// y = act(x W^T + b) against double loops. Bound: the GEMM's in-term float dot product (any order, blocking or
+// FMA) plus the bias add is an (in + 1)-term sum: |err| <= gamma_{in+1} (sum|x_i W_i| + |b|) (Higham 3.1).
+// ReLU passes the error through (slope 0 or 1, the kink is continuous); tanh has slope <= 1 and adds its own
+// 2 ulp (4u |tanh|): |ref - y| <= gamma_{in+1} mag + [tanh] 4u |ref|.
 TEST(Dense, ForwardMatchesNaiveLoops) {
   std::mt19937 rng(1234);
   for (const Shape &s : kShapes) {
@@ -273,8 +376,8 @@ TEST(Dense, ForwardMatchesNaiveLoops) {
             acc += (double)x[r * s.in + i] * W[o * s.in + i];
             mag += std::fabs((double)x[r * s.in + i] * W[o * s.in + i]);
           }
-          const double tol = (s.in + 2) * FLT_EPSILON * mag + 2 * FLT_EPSILON;
-          EXPECT_TRUE(Near(y[r * s.out + o], ActD(acc, act), tol, 0))
+          const double tol = Gamma(s.in + 1) * mag;
+          EXPECT_TRUE(Near(y[r * s.out + o], ActD(acc, act), tol, act == CUVAE_ACT_TANH ? kTanhUlpRel : 0))
               << "B=" << s.B << " in=" << s.in << " out=" << s.out << " act=" << act << " at [" << r << "][" << o
               << "]";
         }
@@ -283,7 +386,8 @@ TEST(Dense, ForwardMatchesNaiveLoops) {
   }
 }
 
-// bias_act_forward: y = act(y + b) in place; one rounding for the add and one for tanh.
+// bias_act_forward: y = act(y + b) in place. The add rounds once (u |y0 + b|), passed through ReLU (slope 0 or 1)
+// or tanh (slope 1 - tanh^2); tanh adds 2 ulp: |ref - y| <= u |y0 + b| act'(y0 + b) + [tanh] 4u |ref|.
 TEST(Dense, BiasActForward) {
   std::mt19937 rng(7);
   const int B = 4, n = 11;
@@ -291,17 +395,20 @@ TEST(Dense, BiasActForward) {
     std::vector<float> y0 = Uniform(B * n, rng, -2, 2), b = Uniform(n, rng), y = y0;
     bias_act_forward_cpu(y.data(), b.data(), B, n, act);
     for (int i = 0; i < B * n; i++) {
-      EXPECT_TRUE(Near(y[i], ActD((double)y0[i] + b[i % n], act), 4 * FLT_EPSILON, 0))
+      const double pre = (double)y0[i] + b[i % n], t = std::tanh(pre);
+      const double slope = act == CUVAE_ACT_TANH ? 1 - t * t : act == CUVAE_ACT_RELU ? (pre > 0) : 1;
+      EXPECT_TRUE(Near(y[i], ActD(pre, act), kU * std::fabs(pre) * slope, act == CUVAE_ACT_TANH ? kTanhUlpRel : 0))
           << "act " << act << " i " << i;
     }
   }
 }
 
-// Allowed absolute error of dy * act'(y) computed in float: tanh's 1 - y*y loses up to ~u absolutely to the
-// rounding of y*y (catastrophic cancellation as |y| -> 1, so no relative bound holds), then one more rounding
-// in the product: 4 FLT_EPSILON |dy| covers it. ReLU and none are exact (a multiply by 1 or 0, or nothing).
+// Allowed absolute error of dy * act'(y) computed in float from the float y: tanh's fl(fl(1 - fl(y y)) dy) rounds
+// y y (u y^2; catastrophic cancellation as |y| -> 1, so no relative bound holds), the difference
+// (u (1 - y^2)) and the product (u |dy| (1 - y^2)): <= u |dy| (y^2 + 2 (1 - y^2)) <= 2u |dy|, 2.01u with the
+// second-order terms. ReLU and none are exact (a select between dy and 0, or nothing).
 double ActGradTol(cuvae_activation act, double dy) {
-  return act == CUVAE_ACT_TANH ? 4 * FLT_EPSILON * std::fabs(dy) : 0.0;
+  return act == CUVAE_ACT_TANH ? 2.01 * kU * std::fabs(dy) : 0.0;
 }
 
 // bias_act_backward: dy *= act'(.) through the output y. ReLU: 1 where y > 0, else 0 (also at y == 0);
@@ -318,14 +425,16 @@ TEST(Dense, BiasActBackward) {
       double want = dy0[i];
       if (act == CUVAE_ACT_RELU) want = y[i] > 0 ? dy0[i] : 0.0;
       if (act == CUVAE_ACT_TANH) want = dy0[i] * (1.0 - (double)y[i] * y[i]);
-      EXPECT_TRUE(Near(dy[i], want, ActGradTol(act, dy0[i]), kFew)) << "act " << act << " i " << i;
+      EXPECT_TRUE(Near(dy[i], want, ActGradTol(act, dy0[i]), 0)) << "act " << act << " i " << i;
     }
   }
 }
 
 // dense_backward: dy <- dy * act'(y); dW = dy^T x; db = column sums of dy; dx = dy W (or skipped when NULL).
-// Outputs start as 1e30 to catch accumulate-instead-of-overwrite. Same dot-product bound as the forward test,
-// with B terms for dW/db and out terms for dx, plus the propagated ActGradTol of each pre-activation gradient.
+// Outputs start as 1e30 to catch accumulate-instead-of-overwrite. Same dot-product bound as the forward test on
+// the float pre-activation gradients dy_f (|dy_f - g| <= e = ActGradTol): dW and dx are GEMMs over B and out terms,
+// db a float sum over B rows (B - 1 additions), so |ref - out| <= gamma_K (sum|g a| + sum e |a|) + sum e |a|,
+// K = B (dW, db; a = x or 1) or out (dx; a = W).
 TEST(Dense, BackwardMatchesNaiveLoops) {
   std::mt19937 rng(99);
   for (const Shape &s : kShapes) {
@@ -349,7 +458,7 @@ TEST(Dense, BackwardMatchesNaiveLoops) {
         const std::string where = "B=" + std::to_string(s.B) + " in=" + std::to_string(s.in) +
                                   " out=" + std::to_string(s.out) + " act=" + std::to_string(act);
         for (size_t i = 0; i < g.size(); i++) {
-          EXPECT_TRUE(Near(dy[i], g[i], ActGradTol(act, dy0[i]), kFew)) << where << " dy " << i;
+          EXPECT_TRUE(Near(dy[i], g[i], ActGradTol(act, dy0[i]), 0)) << where << " dy " << i;
         }
         for (int o = 0; o < s.out; o++) {
           double sb = 0, mb = 0, eb = 0;
@@ -358,7 +467,7 @@ TEST(Dense, BackwardMatchesNaiveLoops) {
             mb += std::fabs(g[r * s.out + o]);
             eb += ActGradTol(act, dy0[r * s.out + o]);
           }
-          EXPECT_TRUE(Near(db[o], sb, (s.B + 2) * FLT_EPSILON * mb + eb, 0)) << where << " db " << o;
+          EXPECT_TRUE(Near(db[o], sb, Gamma(s.B) * (mb + eb) + eb, 0)) << where << " db " << o;
           for (int i = 0; i < s.in; i++) {
             double sw = 0, mw = 0, ew = 0;
             for (int r = 0; r < s.B; r++) {
@@ -366,7 +475,7 @@ TEST(Dense, BackwardMatchesNaiveLoops) {
               mw += std::fabs(g[r * s.out + o] * x[r * s.in + i]);
               ew += ActGradTol(act, dy0[r * s.out + o]) * std::fabs(x[r * s.in + i]);
             }
-            EXPECT_TRUE(Near(dW[o * s.in + i], sw, (s.B + 2) * FLT_EPSILON * mw + ew, 0)) << where << " dW";
+            EXPECT_TRUE(Near(dW[o * s.in + i], sw, Gamma(s.B) * (mw + ew) + ew, 0)) << where << " dW";
           }
         }
         if (!with_dx) continue;  // dx == NULL: only dy, dW, db are produced
@@ -378,7 +487,7 @@ TEST(Dense, BackwardMatchesNaiveLoops) {
               mx += std::fabs(g[r * s.out + o] * W[o * s.in + i]);
               ex += ActGradTol(act, dy0[r * s.out + o]) * std::fabs(W[o * s.in + i]);
             }
-            EXPECT_TRUE(Near(dx[r * s.in + i], sx, (s.out + 2) * FLT_EPSILON * mx + ex, 0)) << where << " dx";
+            EXPECT_TRUE(Near(dx[r * s.in + i], sx, Gamma(s.out) * (mx + ex) + ex, 0)) << where << " dx";
           }
         }
       }

@@ -46,6 +46,18 @@ inline std::vector<double> Linear(const cuvae_model &m, const std::vector<double
   return y;
 }
 
+// Bound factor of the float encoder against the double reference, |ref - out| <= gamma_P M, with M the encoder
+// evaluated in double on |W|, |x|, |b| without activations. Each dense layer is a GEMM of K = in terms plus the
+// bias add: K + 1 terms summed in some order, <= gamma_{K+1} (|W| |h| + |b|) (Higham 3.1, any order or blocking).
+// ReLU and tanh have slope <= 1 and |act(a)| <= |a|, tanhf adds 2 ulp (4u |h|, glibc's documented bound), so by
+// induction over the layers every output errs by <= gamma_P M, P = sum_layers (in + 1) + 4 per tanh hidden layer.
+inline double EncoderGamma(const cuvae_model &m, cuvae_activation act) {
+  int P = 0;
+  for (int i = 0; i < m.n_enc; i++) P += (int)m.enc[i].in + 1 + (i + 1 < m.n_enc && act == CUVAE_ACT_TANH ? 4 : 0);
+  const double u = std::ldexp(1.0, -24);
+  return P * u / (1 - P * u);
+}
+
 // (f(v + h e_i) - f(v - h e_i)) / 2h, or NaN when either side changes the ReLU sign pattern (a kink within h).
 // f(v, &pattern) returns the reference loss and appends the ReLU signs it met.
 template <class F>

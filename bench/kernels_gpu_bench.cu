@@ -166,7 +166,7 @@ void bench_shape(const Shape &s, cudaStream_t st, std::vector<Row> &rows) {
     std::fprintf(stderr, "  %-28s %s %-16s %10.2f us\n", kernel, s.name, shape.c_str(), rows.back().us);
   };
 
-  {  // Reparameterization + KL (MATH.md sections 2-3).
+  {  // Reparameterization + KL (docs/MATH.md sections 2-3).
     DevBuf<float> mulv(2 * bz), eps(bz), z(bz), kl(B), dz(bz), dmulv(2 * bz);
     fill(mulv, -2.0f, 2.0f, 1);
     fill(eps, -3.0f, 3.0f, 2);
@@ -181,7 +181,7 @@ void bench_shape(const Shape &s, cudaStream_t st, std::vector<Row> &rows) {
       return reparam_kl_backward_cuda(mulv.get(), eps.get(), dz.get(), 1.0f / (float)B, dmulv.get(), B, Z, st);
     });
   }
-  {  // Decoder likelihoods (MATH.md section 4), over the [B][D] decoder output.
+  {  // Decoder likelihoods (docs/MATH.md section 4), over the [B][D] decoder output.
     DevBuf<float> out(bd), x(bd), nll(B), grad(bd);
     fill(out, -8.0f, 8.0f, 4);
     fill(x, 0.0f, 1.0f, 5);
@@ -212,7 +212,7 @@ void bench_shape(const Shape &s, cudaStream_t st, std::vector<Row> &rows) {
     add("bias_grad", shape_str("B", B, "n", n), 4.0 * ((double)bn + n),
         [&] { return bias_grad_cuda(dy.get(), db.get(), B, n, st); });
   }
-  {  // Adam over the model's whole parameter buffer (MATH.md section 7), and the gradient's sum of squares.
+  {  // Adam over the model's whole parameter buffer (docs/MATH.md section 7), and the gradient's sum of squares.
     DevBuf<float> p(np), g(np), m(np), v(np), ss(1 + CUVAE_SUM_SQUARES_PARTIALS), scalars(4);
     DevBuf<int64_t> step(1);
     fill(p, -0.1f, 0.1f, 10);

@@ -7,12 +7,12 @@
 Model (cuvae's layout, include/cuvae/model.h), for [model] hidden = h0,...,h(k-1) and latent = Z:
   encoder  Linear(784, h0)+ReLU, ..., Linear(h(k-2), h(k-1))+ReLU, then ONE head Linear(h(k-1), 2Z) whose output
            row is split into [mu | logvar];
-  sampling z = mu + exp(0.5 logvar) * eps, eps ~ N(0, I)             (MATH.md section 2)
+  sampling z = mu + exp(0.5 logvar) * eps, eps ~ N(0, I)             (docs/MATH.md section 2)
   decoder  Linear(Z, h(k-1))+ReLU, ..., Linear(h1, h0)+ReLU, Linear(h0, 784) -> Bernoulli logits l.
-Loss per step (nats per data point, MATH.md sections 3 and 4), the batch mean of
+Loss per step (nats per data point, docs/MATH.md sections 3 and 4), the batch mean of
   recon_b + KL_b,  recon_b = sum_d BCE-with-logits(l_bd, x_bd) = sum_d [softplus(l_bd) - x_bd l_bd],
                    KL_b = 0.5 sum_j (mu_bj^2 + exp(lv_bj) - 1 - lv_bj);
-optimiser Adam(lr, betas, eps) from the config (MATH.md section 7), nn.Linear's own initialisation.
+optimiser Adam(lr, betas, eps) from the config (docs/MATH.md section 7), nn.Linear's own initialisation.
 Data: Fashion-MNIST train images (IDX, .gz or plain) scaled to [0, 1] float32, one random permutation of the
 training set per epoch (torch.randperm on a seeded generator), each batch gathered by index: x[idx].
 

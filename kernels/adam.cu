@@ -1,4 +1,4 @@
-// Adam over the whole parameter buffer (MATH.md section 7) and the gradient's sum of squares for norm clipping.
+// Adam over the whole parameter buffer (docs/MATH.md section 7) and the gradient's sum of squares for norm clipping.
 // GPU twins of adam_update_cpu and grad_norm_cpu (src/cpu/adam_cpu.c) and of the clip scale of the CPU
 // backend's train step (src/backend_cpu.c). A training step runs
 //   sum_squares_cuda(g) -> adam_prepare_cuda (one thread: step, clip scale, bias corrections) -> adam_update_cuda,
@@ -41,7 +41,7 @@ __global__ void adam_prepare_kernel(const float *sum_squares, int64_t *step, flo
   scalars[3] = (float)norm;
 }
 
-// Adam, bias-corrected (MATH.md section 7), with s = scalars[0], c1 = scalars[1], c2 = scalars[2]:
+// Adam, bias-corrected (docs/MATH.md section 7), with s = scalars[0], c1 = scalars[1], c2 = scalars[2]:
 //   g' = s g;  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2   (|m| < FLT_MIN and v < FLT_MIN flushed to 0);
 //   p -= lr (m c1) / (sqrt(v c2) + eps).
 // Grid-stride over the n parameters, one launch for the whole buffer. The float operations are adam_update_cpu's,
@@ -67,7 +67,7 @@ __global__ void adam_update_kernel(float *p, const float *g, float *m, float *v,
   }
 }
 
-// Sum of squares of the gradient, sum_i g_i^2 (||g||^2 for MATH.md section 7's norm clipping), in two passes
+// Sum of squares of the gradient, sum_i g_i^2 (||g||^2 for docs/MATH.md section 7's norm clipping), in two passes
 // with a fixed order, so deterministic and without atomics:
 //   pass 1: kSumSquaresBlocks blocks of kSumSquaresThreads threads; thread t of block k sums g[i]^2 for
 //           i = k * threads + t + j * (blocks * threads), j = 0, 1, ... in that order (coalesced), then the block's

@@ -1,5 +1,5 @@
 // Deterministic warp and block sums shared by the fused kernels: fixed trees, no atomics, so the same inputs give
-// the same bits on every run (the loss reductions of MATH.md sections 3-4 must be reproducible).
+// the same bits on every run (the loss reductions of docs/MATH.md sections 3-4 must be reproducible).
 #pragma once
 
 // Sum of v over the 32 lanes of a full warp by a fixed butterfly; every lane ends with the total. Callers use

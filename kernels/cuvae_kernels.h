@@ -1,6 +1,6 @@
 /* Host-side launchers of the fused CUDA kernels (one kernels/NAME.cu per kernel family). Each kernel is the GPU
  * twin of the CPU function with the same name stem in include/cuvae/cpu.h (src/cpu/NAME_cpu.c) and computes the
- * same equations (../shared/MATH.md); tests/cuda_emu/test_kernel_NAME.cu checks each against its twin.
+ * same equations (docs/MATH.md); tests/cuda_emu/test_kernel_NAME.cu checks each against its twin.
  * All pointers are device pointers; matrices are row-major [B][n]; every launcher enqueues on `stream` and returns
  * the launch's cudaError_t (cudaSuccess, or the configuration error). No launcher allocates or synchronises, so
  * all of them can be captured into a CUDA graph. Any B, n, Z, D >= 1 (no size assumptions). */
@@ -15,7 +15,7 @@
 extern "C" {
 #endif
 
-/* reparam_kl.cu -- reparameterization + closed-form KL (MATH.md sections 2-3), twins of reparam_kl_*_cpu.
+/* reparam_kl.cu -- reparameterization + closed-form KL (docs/MATH.md sections 2-3), twins of reparam_kl_*_cpu.
  * forward: z = mu + exp(0.5 lv) * eps; kl_row[b] = 0.5 sum_j (mu^2 + exp(lv) - 1 - lv), mulv[B][2Z] = [mu | lv].
  * backward: dmu = dz + s mu; dlv = dz eps 0.5 exp(0.5 lv) + s 0.5 (exp(lv) - 1), s = kl_scale. */
 cudaError_t reparam_kl_forward_cuda(const float *mulv, const float *eps, float *z, float *kl_row, int B, int Z,
@@ -23,7 +23,7 @@ cudaError_t reparam_kl_forward_cuda(const float *mulv, const float *eps, float *
 cudaError_t reparam_kl_backward_cuda(const float *mulv, const float *eps, const float *dz, float kl_scale,
                                      float *dmulv, int B, int Z, cudaStream_t stream);
 
-/* likelihood.cu -- decoder negative log-likelihoods + gradients (MATH.md section 4), twins of *_nll_grad_cpu.
+/* likelihood.cu -- decoder negative log-likelihoods + gradients (docs/MATH.md section 4), twins of *_nll_grad_cpu.
  * nll_row[b] per row; dout = scale * d(-log p)/d(output), skipped when dout == NULL. */
 cudaError_t bernoulli_nll_grad_cuda(const float *logits, const float *x, float *nll_row, float *dlogits,
                                     float scale, int B, int D, cudaStream_t stream);
@@ -72,7 +72,7 @@ cudaError_t gather_rows_cuda(const float *src, const uint32_t *rows, float *dst,
 cudaError_t step_guard_cuda(const float *sums, const int64_t *step, int64_t *flags, float *ring, int ring_cap,
                             cudaStream_t stream);
 
-/* ---- iwae.cu -- importance-weighted log p(x) (MATH.md section 5), twins of the iwae_*_cpu functions --------------
+/* ---- iwae.cu -- importance-weighted log p(x) (docs/MATH.md section 5), twins of the iwae_*_cpu functions --------------
  * A chunk is one decoder batch of R data rows x C samples, sample-major (batch row s*R + r = sample s of data row
  * r); mulv[R][2Z]; eps, z [R*C][Z]; nll[R*C]; state[R][2] = (running max m, running sum t of exp(log w - m)) in
  * double; see include/cuvae/cpu.h for the plan and the noise offsets.

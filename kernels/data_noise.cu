@@ -1,4 +1,4 @@
-// Data noise on the device (MATH.md section 4, dynamic binarization; section 6, the denoising autoencoder's
+// Data noise on the device (docs/MATH.md section 4, dynamic binarization; section 6, the denoising autoencoder's
 // corruption), with noise drawn beforehand by cuRAND (include/cuvae/rng.h names the streams). GPU twins of
 // binarize_cpu, corrupt_gaussian_cpu and corrupt_mask_cpu (src/cpu/data_noise_cpu.c): the same float expressions, so
 // the results are bitwise those of the twins.

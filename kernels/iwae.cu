@@ -1,4 +1,4 @@
-// Importance-weighted estimate of log p(x) (../shared/MATH.md section 5) on the device. GPU twins of
+// Importance-weighted estimate of log p(x) (docs/MATH.md section 5) on the device. GPU twins of
 // src/cpu/iwae_cpu.c (iwae_replicate_cpu, iwae_reparam_cpu, iwae_log_weights_cpu, iwae_finalize_cpu);
 // tests/cuda_emu/test_kernel_iwae.cu checks each against its twin. The CUDA backend's `iwae` entry
 // (src/backend_cuda_iwae.c) runs, per chunk of samples, replicate -> reparam -> decoder (cuBLAS + bias_act) ->
@@ -36,7 +36,7 @@ __global__ void iwae_replicate_kernel(const float *__restrict__ x, float *__rest
   }
 }
 
-// MATH.md section 2 with the q(z|x) of data row r shared by its samples, elementwise over the R*C*Z entries:
+// docs/MATH.md section 2 with the q(z|x) of data row r shared by its samples, elementwise over the R*C*Z entries:
 //   z[s*R + r][j] = mu_r[j] + exp(0.5 lv_r[j]) * eps[s*R + r][j]
 // (the float expression of reparam_kl_forward_kernel and of the CPU twin).
 __global__ void iwae_reparam_kernel(const float *__restrict__ mulv, const float *__restrict__ eps,
@@ -75,7 +75,7 @@ __device__ inline void warp_lse(double &m, double &t) {
   }
 }
 
-// MATH.md section 5, one chunk, one block per data row r (threads over its C samples):
+// docs/MATH.md section 5, one chunk, one block per data row r (threads over its C samples):
 //   log w = -nll - 0.5 sum_j (z_j^2 - eps_j^2 - lv_j)       (log N(z; 0, I) - log N(z; mu, diag exp(lv)) + log p(x|z);
 //                                                            the log 2pi terms cancel), in double;
 // each thread folds its samples s = tid, tid + blockDim.x, ... into its own (m, t); the pairs are merged by a fixed

@@ -1,4 +1,4 @@
-// Decoder negative log-likelihoods fused with their gradients (MATH.md section 4), one pass over the decoder output
+// Decoder negative log-likelihoods fused with their gradients (docs/MATH.md section 4), one pass over the decoder output
 // each. GPU twins of bernoulli_nll_grad_cpu, gaussian_nll_grad_cpu, gaussian_perdim_nll_grad_cpu and
 // gaussian_shared_nll_grad_cpu (src/cpu/likelihood_cpu.c).
 //
@@ -24,7 +24,7 @@ int block_for(int D) {
   return warps * 32 < kMaxBlock ? warps * 32 : kMaxBlock;
 }
 
-// MATH.md section 4, Bernoulli: nll_row[b] = sum_d softplus(l_d) - x_d l_d; dlogits = scale * (sigmoid(l) - x).
+// docs/MATH.md section 4, Bernoulli: nll_row[b] = sum_d softplus(l_d) - x_d l_d; dlogits = scale * (sigmoid(l) - x).
 // One exponential e = exp(-|l|) (never overflows) serves both, as on the CPU:
 //   softplus(l) = max(l, 0) + log1p(e);  sigmoid(l) = 1 / (1 + e) for l >= 0, e / (1 + e) for l < 0.
 __global__ void bernoulli_nll_grad_kernel(const float *__restrict__ logits, const float *__restrict__ x,
@@ -45,7 +45,7 @@ __global__ void bernoulli_nll_grad_kernel(const float *__restrict__ logits, cons
   if (threadIdx.x == 0) nll_row[blockIdx.x] = acc;
 }
 
-// MATH.md section 4, Gaussian with fixed sigma: nll_row[b] = 0.5/s^2 sum_d (x_d - f_d)^2 + 0.5 D (log s^2 + log 2pi);
+// docs/MATH.md section 4, Gaussian with fixed sigma: nll_row[b] = 0.5/s^2 sum_d (x_d - f_d)^2 + 0.5 D (log s^2 + log 2pi);
 // df = scale/s^2 * (f - x). The row-independent factors come from the launcher, computed in double as on the CPU:
 // half_inv_s2 = 0.5/s^2, const_term = 0.5 D (log s^2 + log 2pi), g_scale = scale/s^2.
 __global__ void gaussian_nll_grad_kernel(const float *__restrict__ f, const float *__restrict__ x,
@@ -66,7 +66,7 @@ __global__ void gaussian_nll_grad_kernel(const float *__restrict__ f, const floa
   if (threadIdx.x == 0) nll_row[blockIdx.x] = sq * half_inv_s2 + const_term;
 }
 
-// MATH.md section 4, Gaussian with a learned per-dimension log-variance (s_d^2 = exp(lv_d)); out[B][2D] = [f | lv]:
+// docs/MATH.md section 4, Gaussian with a learned per-dimension log-variance (s_d^2 = exp(lv_d)); out[B][2D] = [f | lv]:
 //   nll_row[b] = 0.5 sum_d [(x_d - f_d)^2 exp(-lv_d) + lv_d] + const_term,  const_term = 0.5 D log 2pi;
 //   dout[b] = [df | dlv]:  df_d = scale (f_d - x_d) exp(-lv_d),  dlv_d = scale 0.5 (1 - (x_d - f_d)^2 exp(-lv_d)).
 // With r = f - x, rw = r exp(-lv), q = r rw: the CPU twin's float expressions. The products are written __fmul_rn so
@@ -92,7 +92,7 @@ __global__ void gaussian_perdim_nll_grad_kernel(const float *__restrict__ out, c
   if (threadIdx.x == 0) nll_row[blockIdx.x] = 0.5f * acc + const_term;
 }
 
-// MATH.md section 4, Gaussian with one learned log-variance lv = *logvar (device memory) for every element; w =
+// docs/MATH.md section 4, Gaussian with one learned log-variance lv = *logvar (device memory) for every element; w =
 // exp(-lv) in double, as on the CPU:
 //   nll_row[b] = 0.5 [D lv + w sum_d (x_d - f_d)^2 + D log 2pi];  df_d = (scale w) (f_d - x_d);
 //   dlv_row[b] = scale 0.5 (D - w sum_d (x_d - f_d)^2)   (row b's part of dL/dlv).

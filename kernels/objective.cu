@@ -1,4 +1,4 @@
-// The multi-sample objectives of the model family (../shared/MATH.md sections 2, 3, 5, 6) on the device: the
+// The multi-sample objectives of the model family (docs/MATH.md sections 2, 3, 5, 6) on the device: the
 // beta warm-up, the sampled KL with the per-sample weights of the ELBO / IWAE objectives, the backward of the
 // multi-sample reparameterization, and a row scaling. GPU twins of src/cpu/objective_cpu.c (beta_schedule_cpu,
 // objective_weights_cpu, reparam_multi_backward_cpu, scale_rows_cpu); tests/cuda_emu/test_kernel_objective.cu
@@ -33,7 +33,7 @@ int grid_for(int64_t n, int block) {
   return want < kMaxGrid ? (int)want : kMaxGrid;
 }
 
-// MATH.md section 6 (beta-VAE warm-up), one thread: *beta_t = beta * min(1, t / warmup) with t = *step, in double,
+// docs/MATH.md section 6 (beta-VAE warm-up), one thread: *beta_t = beta * min(1, t / warmup) with t = *step, in double,
 // rounded once to float (beta_schedule_cpu's operations, so the same bits); warmup <= 0: beta.
 __global__ void beta_schedule_kernel(const int64_t *step, float beta, int64_t warmup, float *beta_t) {
   if (warmup <= 0) {
@@ -57,7 +57,7 @@ __device__ inline double log_weight(float nll, float beta, float kl) {
   return -(double)nll - (double)beta * (double)kl;
 }
 
-// MATH.md sections 5-6, one block per data row r (blockDim.x a multiple of 32):
+// docs/MATH.md sections 5-6, one block per data row r (blockDim.x a multiple of 32):
 //   1. warps over the row's samples s, lanes over j: kl_s[i] = 0.5 sum_j (z_ij^2 - eps_ij^2 - lv_rj) in double
 //      (squares of floats are exact in double; lanes' partials by a fixed butterfly), stored as float;
 //   2. thread 0, over s = 0..C-1 in order (as the CPU twin), with log w_i = -nll_i - beta kl_s[i] from the floats:
@@ -122,7 +122,7 @@ __global__ void objective_weights_kernel(const float *__restrict__ mulv, const f
   }
 }
 
-// Backward of z_i = mu_r + exp(0.5 lv_r) eps_i (MATH.md section 2) with the KL term (section 3 closed form, or
+// Backward of z_i = mu_r + exp(0.5 lv_r) eps_i (docs/MATH.md section 2) with the KL term (section 3 closed form, or
 // section 5 sampled), elementwise over the R*Z latent entries (r, j) (grid-stride), each summing its C samples in
 // order s = 0..C-1 (reads coalesced along j for every s). With sd = exp(0.5 lv_rj):
 //   sampled (weight != NULL), bw_i = beta weight_i:

@@ -10,7 +10,7 @@ namespace {
 
 constexpr int kSumThreads = 1024;  // one block; a multiple of 32
 
-// *out = sum_i x[i], i < n (the batch sums behind the losses of MATH.md sections 3-4, e.g. KL = mean_b kl_row[b]).
+// *out = sum_i x[i], i < n (the batch sums behind the losses of docs/MATH.md sections 3-4, e.g. KL = mean_b kl_row[b]).
 // One block: thread t adds x[t], x[t + blockDim.x], ... in that order into a float; warps add their 32 partials by
 // a butterfly, and warp 0 adds the warps' sums the same way. Every addition's place in the tree is fixed by n and
 // blockDim.x alone, so the result is bitwise reproducible.

@@ -1,5 +1,5 @@
 // Reparameterization + closed-form KL to the standard normal prior, forward and backward, each in one pass
-// (../shared/MATH.md sections 2-3). GPU twin of src/cpu/reparam_kl_cpu.c (reparam_kl_forward_cpu /
+// (docs/MATH.md sections 2-3). GPU twin of src/cpu/reparam_kl_cpu.c (reparam_kl_forward_cpu /
 // reparam_kl_backward_cpu); tests/cuda_emu/test_kernel_reparam_kl.cu checks one against the other.
 //
 // Layout (row-major): mulv[B][2Z] = [mu | lv] per row, eps, z, dz [B][Z], kl_row[B], dmulv[B][2Z] = [dmu | dlv].
@@ -16,7 +16,7 @@ constexpr int kForwardMaxThreads = 256;  // per row; fewer (a multiple of 32) wh
 constexpr int kBackwardThreads = 256;
 constexpr int kBackwardMaxBlocks = 65535;  // grid-stride beyond this
 
-// Forward, MATH.md section 2 (reparameterization) and section 3 (closed-form KL), one block per row b:
+// Forward, docs/MATH.md section 2 (reparameterization) and section 3 (closed-form KL), one block per row b:
 //   z[b][j] = mu_j + exp(0.5 lv_j) * eps_j
 //   kl_row[b] = 0.5 * sum_j (mu_j^2 + exp(lv_j) - 1 - lv_j)
 // Each thread reads mu, lv, eps once for the columns j = tid, tid + blockDim.x, ..., writes z there and keeps a
@@ -40,7 +40,7 @@ __global__ void reparam_kl_forward_kernel(const float *__restrict__ mulv, const 
   if (threadIdx.x == 0) kl_row[b] = 0.5f * kl;
 }
 
-// Backward, MATH.md sections 2-3, elementwise over the B*Z latent entries (grid-stride), s = kl_scale = dL/dKL_b:
+// Backward, docs/MATH.md sections 2-3, elementwise over the B*Z latent entries (grid-stride), s = kl_scale = dL/dKL_b:
 //   dmu_j = dz_j + s * mu_j                                       (dz from z; s * dKL/dmu_j)
 //   dlv_j = dz_j * eps_j * 0.5 exp(0.5 lv_j) + s * 0.5 (exp(lv_j) - 1)
 // Same float expressions, in the same order, as the CPU twin.

@@ -51,7 +51,7 @@ struct cuvae_backend {
    * labels[n]: each row's class for a conditional model (required there, in [0, classes)); NULL otherwise. */
   int (*encode)(cuvae_backend *be, const float *x, const int32_t *labels, size_t n, float *mulv);
   int (*decode)(cuvae_backend *be, const float *z, const int32_t *labels, size_t n, float *mean);
-  /* Importance-weighted log p(x) estimate per row of ds (MATH.md section 5) with K samples from q(z|x):
+  /* Importance-weighted log p(x) estimate per row of ds (docs/MATH.md section 5) with K samples from q(z|x):
    * log_px[i] = logsumexp_k(log p(x_i | z_k) + log p(z_k) - log q(z_k | x_i)) - log K, from the evaluation noise
    * stream; rows processed `batch` at a time and the K samples in chunks, so K = 5000 fits in memory. */
   int (*iwae)(cuvae_backend *be, const cuvae_dataset *ds, int K, int batch, double *log_px);

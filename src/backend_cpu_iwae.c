@@ -1,4 +1,4 @@
-/* The CPU backend's importance-weighted log-likelihood (src/backend.h, `iwae`; MATH.md section 5):
+/* The CPU backend's importance-weighted log-likelihood (src/backend.h, `iwae`; docs/MATH.md section 5):
  *   log_px[i] = logsumexp_k(log w_ik) - log K,   log w = log p(x|z) + log N(z; 0, I) - log N(z; mu, diag exp(lv)),
  * z_k = mu + exp(lv / 2) eps_k, eps from the evaluation noise stream.
  *
@@ -73,7 +73,7 @@ int cpu_iwae(cuvae_backend *base, const cuvae_dataset *ds, int K, int batch, dou
         dense_forward_cpu(in, be->params + l->w, be->params + l->b, act[i % 2], B, (int)l->in, (int)l->out, l->act);
         in = act[i % 2];
       }
-      /* -log p(x | z) per batch row (MATH.md section 4), no gradient. */
+      /* -log p(x | z) per batch row (docs/MATH.md section 4), no gradient. */
       cuvae_cpu_decoder_nll(m, be->params, in, be->x_batch, nll, NULL, NULL, 1.0f, B);
       iwae_log_weights_cpu(mulv, be->eps, z, nll, R, C, Z, NULL, state, c == 0);
     }

@@ -44,7 +44,7 @@ int cuda_dense_forward(cuda_backend *be, const cuvae_layer *l, const float *x, f
 int cuda_encoder_forward(cuda_backend *be, const float *x, const int32_t *labels, int B) {
   const cuvae_model *m = be->model;
   const float *in = x;
-  if (m->cond) {  /* [x | onehot(y)] (MATH.md section 6) */
+  if (m->cond) {  /* [x | onehot(y)] (docs/MATH.md section 6) */
     CU_CHECK(concat_onehot_cuda(x, (int)m->input_dim, labels, B, (int)m->cond, be->enc_in, B, be->stream));
     in = be->enc_in;
   }

@@ -1,4 +1,4 @@
-/* The CUDA backend's importance-weighted log-likelihood (src/backend.h, `iwae`; MATH.md section 5):
+/* The CUDA backend's importance-weighted log-likelihood (src/backend.h, `iwae`; docs/MATH.md section 5):
  *   log_px[i] = logsumexp_k(log w_ik) - log K,   log w = log p(x|z) + log N(z; 0, I) - log N(z; mu, diag exp(lv)),
  * z_k = mu + exp(lv / 2) eps_k, eps from the evaluation noise stream (device Philox: the CPU's numbers).
  *
@@ -54,7 +54,7 @@ static int iwae_passes(cuda_backend *be, const cuvae_dataset *ds, int K, const c
       if (cuda_noise_draw(be, &be->eval_noise, cuvae_iwae_noise_offset(plan, (size_t)Z, pass, c), n_draw)) return -1;
       CU_CHECK(iwae_reparam_cuda(mulv, be->eps, be->z, R, C, Z, be->stream));
       if (cuda_decoder_forward(be, be->z, labels, R, B)) return -1;
-      /* -log p(x | z) per batch row (MATH.md section 4), no gradient. */
+      /* -log p(x | z) per batch row (docs/MATH.md section 4), no gradient. */
       if (cuda_decoder_nll(be, be->dec_out[m->n_dec - 1], be->x, be->nll_row, NULL, NULL, 1.0f, B)) return -1;
       CU_CHECK(iwae_log_weights_cuda(mulv, be->eps, be->z, be->nll_row, R, C, Z, NULL, state, c == 0, be->stream));
     }

@@ -1,5 +1,5 @@
 /* Evaluation of a saved checkpoint on a split of its config: negative ELBO (the backend's evaluate), the
- * importance-weighted estimate of log p(x) (the backend's iwae, MATH.md section 5), active units and the KL per
+ * importance-weighted estimate of log p(x) (the backend's iwae, docs/MATH.md section 5), active units and the KL per
  * latent dimension. */
 #include <math.h>
 #include <stdlib.h>
@@ -27,7 +27,7 @@ void cuvae_eval_result_free(cuvae_eval_result *r) {
  *   A_u = #{ j : Var_x(E_q[z_j | x]) > 0.01 },  E_q[z_j | x] = mu_j(x)   (Burda et al. 2016: active units), the
  *   variance over the split's n rows (divided by n), computed from sums of (mu_j - mu_j(x_0)) in double: the shift
  *   by the first row's mean keeps the two-sum formula free of cancellation;
- *   kl_per_dim[j] = (1/n) sum_x 0.5 (mu_j^2 + exp(lv_j) - 1 - lv_j)   (MATH.md section 3, one dimension's term;
+ *   kl_per_dim[j] = (1/n) sum_x 0.5 (mu_j^2 + exp(lv_j) - 1 - lv_j)   (docs/MATH.md section 3, one dimension's term;
  *   the dims' sum is the KL of the ELBO).
  * These run on the host with cuvae_cpu_encode from the checkpoint's parameters, whatever the device: one encoder
  * pass over the split is cheap next to the decoder work of an evaluation (784-400-40 on 10,000 rows: ~7 GFLOP),

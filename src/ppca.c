@@ -1,4 +1,4 @@
-/* Probabilistic PCA (MATH.md section 6): moments, the closed-form and EM fits, the exact log-likelihood, and the
+/* Probabilistic PCA (docs/MATH.md section 6): moments, the closed-form and EM fits, the exact log-likelihood, and the
  * conversion into a cuvae checkpoint (equations in include/cuvae/ppca.h). All in double; LAPACK (src/linalg.h) for
  * the eigendecompositions and Cholesky factors, CBLAS for the products. */
 #include "cuvae/ppca.h"

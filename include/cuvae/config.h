@@ -20,14 +20,14 @@ typedef enum { CUVAE_INIT_TORCH = 0, CUVAE_INIT_HE = 1 } cuvae_init;
 /* GEMM precision on the CUDA backend: fp32, or TF32 tensor-core math (inputs rounded to 10 mantissa bits). The
  * CPU backend always computes in fp32. */
 typedef enum { CUVAE_PRECISION_FP32 = 0, CUVAE_PRECISION_TF32 = 1 } cuvae_precision;
-/* The model family (MATH.md sections 4-6). Gaussian decoder variance: fixed sigma, one learned
+/* The model family (docs/MATH.md sections 4-6). Gaussian decoder variance: fixed sigma, one learned
  * log-variance shared by every pixel (tensor dec.logvar), or a second decoder head of per-pixel log-variances. */
 typedef enum { CUVAE_VAR_FIXED = 0, CUVAE_VAR_LEARNED_SHARED = 1, CUVAE_VAR_LEARNED_PER_DIM = 2 } cuvae_variance;
 /* Decoder: mirror of the encoder's hidden layers (mlp), or one affine map z -> output (linear). */
 typedef enum { CUVAE_DECODER_MLP = 0, CUVAE_DECODER_LINEAR = 1 } cuvae_decoder;
 /* Training objective: (multi-sample) ELBO, importance-weighted bound (IWAE), or a plain autoencoder. */
 typedef enum { CUVAE_OBJ_ELBO = 0, CUVAE_OBJ_IWAE = 1, CUVAE_OBJ_AE = 2 } cuvae_objective;
-/* The ELBO's KL term: closed form (MATH.md section 3), or log q(z|x) - log p(z) at the drawn samples. */
+/* The ELBO's KL term: closed form (docs/MATH.md section 3), or log q(z|x) - log p(z) at the drawn samples. */
 typedef enum { CUVAE_KL_ANALYTIC = 0, CUVAE_KL_SAMPLED = 1 } cuvae_kl_estimator;
 /* Bernoulli data: as given, re-drawn x ~ Bernoulli(x) every step (test set: drawn once), or drawn once. */
 typedef enum { CUVAE_BINARIZE_NONE = 0, CUVAE_BINARIZE_DYNAMIC = 1, CUVAE_BINARIZE_STATIC = 2 } cuvae_binarize;

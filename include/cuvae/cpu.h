@@ -27,7 +27,7 @@ void bias_act_forward_cpu(float *y, const float *b, int B, int n, cuvae_activati
 /* dy *= act'(.) expressed through the output y (relu: y > 0; tanh: 1 - y^2). */
 void bias_act_backward_cpu(const float *y, float *dy, int B, int n, cuvae_activation act);
 
-/* Reparameterization + KL, MATH.md sections 2-3. mulv[B][2Z] holds [mu | lv] per row, eps[B][Z].
+/* Reparameterization + KL, docs/MATH.md sections 2-3. mulv[B][2Z] holds [mu | lv] per row, eps[B][Z].
  * z = mu + exp(0.5 lv) * eps;  kl_row[b] = 0.5 * sum_j (mu^2 + exp(lv) - 1 - lv). */
 void reparam_kl_forward_cpu(const float *mulv, const float *eps, float *z, float *kl_row, int B, int Z);
 /* Given dz = dL/dz and kl_scale = dL/dKL_b (1/B for a batch mean):
@@ -35,7 +35,7 @@ void reparam_kl_forward_cpu(const float *mulv, const float *eps, float *z, float
 void reparam_kl_backward_cpu(const float *mulv, const float *eps, const float *dz, float kl_scale,
                              float *dmulv, int B, int Z);
 
-/* Bernoulli decoder, logits l (MATH.md section 4): nll_row[b] = sum_d softplus(l) - x l (stable form);
+/* Bernoulli decoder, logits l (docs/MATH.md section 4): nll_row[b] = sum_d softplus(l) - x l (stable form);
  * dl = scale * (sigmoid(l) - x). dl may be NULL (forward only). */
 void bernoulli_nll_grad_cpu(const float *logits, const float *x, float *nll_row, float *dlogits, float scale,
                             int B, int D);
@@ -44,7 +44,7 @@ void bernoulli_nll_grad_cpu(const float *logits, const float *x, float *nll_row,
 void gaussian_nll_grad_cpu(const float *f, const float *x, float sigma, float *nll_row, float *df,
                            float scale, int B, int D);
 
-/* Adam (MATH.md section 7), bias-corrected, step t >= 1, over the whole buffer:
+/* Adam (docs/MATH.md section 7), bias-corrected, step t >= 1, over the whole buffer:
  * g' = grad_scale * g; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;
  * p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps). */
 void adam_update_cpu(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
@@ -55,11 +55,11 @@ double grad_norm_cpu(const float *g, size_t n);
 /* Minibatch gather: dst[b][:] = src[rows[b]][:], b < B, rows of D floats (rows already checked). */
 void gather_rows_cpu(const float *src, const uint32_t *rows, float *dst, int B, int D);
 
-/* ---- the model family (MATH.md sections 4-6) -------------------------------------------------------
+/* ---- the model family (docs/MATH.md sections 4-6) -------------------------------------------------------
  * Multi-sample layout: R data rows x C samples per row, sample-major as the IWAE chunks (row s*R + r of a [C*R]
  * batch is sample s of data row r); C = 1 is the ordinary batch. */
 
-/* Gaussian decoder with a learned log-variance lv (MATH.md section 4 with s^2 = exp(lv)), per element:
+/* Gaussian decoder with a learned log-variance lv (docs/MATH.md section 4 with s^2 = exp(lv)), per element:
  *   nll_row[b] = 0.5 sum_d [(x - f)^2 exp(-lv_d) + lv_d + log 2pi]  (summed in double),
  *   df = scale (f - x) exp(-lv_d),   dlv_d = scale 0.5 (1 - (x - f)^2 exp(-lv_d)).
  * perdim ([model] gaussian_variance = learned_per_dim): out[B][2D] = [f | lv] per row (the decoder's two heads);
@@ -72,7 +72,7 @@ void gaussian_perdim_nll_grad_cpu(const float *out, const float *x, float *nll_r
 void gaussian_shared_nll_grad_cpu(const float *f, const float *x, const float *logvar, float *nll_row, float *df,
                                   float *dlv_row, float scale, int B, int D);
 
-/* Autoencoder reconstruction error (MATH.md section 6, objective = ae): xhat = sigmoid(out) when sigmoid_out (the
+/* Autoencoder reconstruction error (docs/MATH.md section 6, objective = ae): xhat = sigmoid(out) when sigmoid_out (the
  * Bernoulli decoder's mean), else out; err_row[b] = sum_d (x - xhat)^2 (double);
  * dout = scale * 2 (xhat - x) * (sigmoid_out ? xhat (1 - xhat) : 1). dout may be NULL. */
 void squared_error_grad_cpu(const float *out, const float *x, int sigmoid_out, float *err_row, float *dout,
@@ -82,12 +82,12 @@ void squared_error_grad_cpu(const float *out, const float *x, int sigmoid_out, f
 void latent_mean_forward_cpu(const float *mulv, float *z, int B, int Z);
 void latent_mean_backward_cpu(const float *dz, float *dmulv, int B, int Z);
 
-/* KL weight of training step t (0-based) (MATH.md section 6, beta-VAE warm-up):
+/* KL weight of training step t (0-based) (docs/MATH.md section 6, beta-VAE warm-up):
  * beta_t = beta * min(1, t / warmup) for warmup > 0 (computed in double, rounded to float), else beta. */
 float beta_schedule_cpu(int64_t step, float beta, int64_t warmup);
 /* Sampled KL and the sample weights of the multi-sample objectives, R rows x C samples (layout above). beta points
  * to one float (this step's KL weight; device memory on the GPU). Per sample i = s*R + r, in double:
- *   kl_s[i] = log q(z_i | x_r) - log p(z_i) = 0.5 sum_j (z_ij^2 - eps_ij^2 - lv_rj)   (MATH.md section 5)
+ *   kl_s[i] = log q(z_i | x_r) - log p(z_i) = 0.5 sum_j (z_ij^2 - eps_ij^2 - lv_rj)   (docs/MATH.md section 5)
  *   log w_i = -nll[i] - beta kl_s[i]
  * iwae != 0: weight[i] = scale * softmax over s of log w (per row r);  row_obj[r] = -(logsumexp_s log w_i - log C)
  * iwae == 0: weight[i] = scale / C;  row_obj[r] = (1/C) sum_s (nll[i] + beta kl_s[i])  (ELBO with sampled KL)
@@ -119,7 +119,7 @@ void binarize_cpu(const float *x, const float *u, float *out, size_t n);
 void corrupt_gaussian_cpu(const float *x, const float *noise, float std, float *out, size_t n);
 void corrupt_mask_cpu(const float *x, const float *u, float p, float *out, size_t n);
 
-/* Conditional VAE (MATH.md section 6): out[i] = [a_i (n floats) | onehot(labels[i % period], n_classes)], i < rows,
+/* Conditional VAE (docs/MATH.md section 6): out[i] = [a_i (n floats) | onehot(labels[i % period], n_classes)], i < rows,
  * rows of n + n_classes floats (labels already checked to lie in [0, n_classes)). take_columns: dst[i][:] =
  * src[i][0..n) from rows of ld floats. gather_labels: dst[b] = src[rows[b]]. */
 void concat_onehot_cpu(const float *a, int n, const int32_t *labels, int period, int n_classes, float *out, int rows);
@@ -192,13 +192,13 @@ const float *cuvae_cpu_encode(const cuvae_model *m, cuvae_cpu_ws *ws, const floa
  * means, or [mean | lv]) in a buffer owned by ws; returned. */
 const float *cuvae_cpu_decode(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *z,
                               const int32_t *labels, int N);
-/* -log p(x | decoder output y) per row for the model's likelihood (MATH.md section 4: Bernoulli, Gaussian with
+/* -log p(x | decoder output y) per row for the model's likelihood (docs/MATH.md section 4: Bernoulli, Gaussian with
  * fixed, shared learned or per-dim learned variance). dy (NULL: forward only) = scale * d(-log p)/dy, with y's
  * row width (2D for per-dim variance); learned_shared: dlv_row[b] = row b's part of scale * d(-log p)/d logvar. */
 void cuvae_cpu_decoder_nll(const cuvae_model *m, const float *params, const float *y, const float *x, float *nll_row,
                            float *dy, float *dlv_row, float scale, int B);
 
-/* ---- importance-weighted log-likelihood (IWAE, MATH.md section 5) ------------------------------------------
+/* ---- importance-weighted log-likelihood (IWAE, docs/MATH.md section 5) ------------------------------------------
  * CPU twins of kernels/iwae.cu, and the plan every backend follows (src/cpu/iwae_cpu.c; docs/ARCHITECTURE.md,
  * "Evaluation: IWAE"). The K samples of a data row are processed in chunks: a pass takes R data rows, and each
  * chunk of C samples per row is one decoder batch of R*C rows laid out sample-major, [C][R]: row s*R + r of the
@@ -221,12 +221,12 @@ int cuvae_iwae_plan_make(int K, int batch, int max_batch, cuvae_iwae_plan *plan)
  * the Z values at (s * R_p + r) * Z of the draw. With K = 1 these are evaluate()'s numbers for batch = rows. */
 uint64_t cuvae_iwae_noise_offset(const cuvae_iwae_plan *plan, size_t Z, int64_t pass, int chunk);
 
-/* Reparameterization with each data row's q shared by its C samples (MATH.md section 2), mulv[R][2Z]:
+/* Reparameterization with each data row's q shared by its C samples (docs/MATH.md section 2), mulv[R][2Z]:
  *   z[s*R + r][j] = mu_r[j] + exp(0.5 lv_r[j]) * eps[s*R + r][j]   (the float expression of reparam_kl_forward_cpu). */
 void iwae_reparam_cpu(const float *mulv, const float *eps, float *z, int R, int C, int Z);
 /* The decoder's targets for that batch: x_rep[s*R + r][:] = x[r][:], rows of D floats. */
 void iwae_replicate_cpu(const float *x, float *x_rep, int R, int C, int D);
-/* MATH.md section 5, for one chunk. Per sample (s, r), from the decoder's NLL nll[s*R + r] = -log p(x_r | z):
+/* docs/MATH.md section 5, for one chunk. Per sample (s, r), from the decoder's NLL nll[s*R + r] = -log p(x_r | z):
  *   log w = -nll - 0.5 sum_j (z_j^2 - eps_j^2 - lv_j)        (log N(z; 0, I) - log N(z; mu, diag exp(lv)): the
  *                                                             log 2pi terms cancel), in double;
  * log_w[s*R + r] receives it (log_w may be NULL). Then the streaming log-sum-exp of row r takes the chunk's

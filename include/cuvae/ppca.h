@@ -1,4 +1,4 @@
-/* Probabilistic PCA (MATH.md section 6; Tipping & Bishop 1999): the linear Gaussian model
+/* Probabilistic PCA (docs/MATH.md section 6; Tipping & Bishop 1999): the linear Gaussian model
  *   x = W z + b + e,  z ~ N(0, I_Z),  e ~ N(0, s^2 I_D),  so  p(x) = N(x; b, C),  C = W W^T + s^2 I.
  * Fitted by maximum likelihood in closed form (eigendecomposition of the sample covariance) or by EM, evaluated
  * by its exact log-likelihood, and converted into a cuvae checkpoint whose encoder is the exact posterior.
@@ -41,7 +41,7 @@ void cuvae_ppca_free(cuvae_ppca *p);
  * smallest eigenvalues), W = U_Z (L_Z - s^2 I)^{1/2}, b = mean. Needs 1 <= Z < D and s^2 > 0. */
 int cuvae_ppca_fit_closed(const cuvae_ppca_moments *mo, size_t Z, cuvae_ppca *out);
 
-/* EM in its covariance form (the data enter only through S; O(D^2 Z) per iteration), MATH.md section 6:
+/* EM in its covariance form (the data enter only through S; O(D^2 Z) per iteration), docs/MATH.md section 6:
  *   E-step  M = W^T W + s^2 I,  E[z_n] = M^-1 W^T (x_n - b),  E[z z^T]_n = s^2 M^-1 + E[z_n] E[z_n]^T;
  *   M-step  W' = (sum (x_n - b) E[z_n]^T)(sum E[z z^T]_n)^-1 = S W (s^2 I + M^-1 W^T S W)^-1,
  *           s^2' = (1/(N D)) sum [ ||x_n - b||^2 - 2 E[z_n]^T W'^T (x_n - b) + tr(E[z z^T]_n W'^T W') ]

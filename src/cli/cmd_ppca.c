@@ -24,7 +24,7 @@
 
 void help_ppca(void) {
   printf("usage: cuvae ppca --config CONFIG --latent Z [options]\n\n"
-         "Fits probabilistic PCA, x = W z + b + e, z ~ N(0, I_Z), e ~ N(0, s^2 I) (MATH.md section 6), to the\n"
+         "Fits probabilistic PCA, x = W z + b + e, z ~ N(0, I_Z), e ~ N(0, s^2 I) (docs/MATH.md section 6), to the\n"
          "train split of CONFIG's data by maximum likelihood, in closed form (eigendecomposition of the sample\n"
          "covariance, Tipping & Bishop) and/or by EM, and reports the EXACT log-likelihood log N(x; b, W W^T + s^2 I)\n"
          "per data point (nats) on the train and test splits. A table goes to stderr (with EM's progress); stdout\n"

@@ -1,4 +1,4 @@
-/* Adam over the whole parameter buffer (MATH.md section 7). CPU twin of kernels/adam.cu. The buffer is split
+/* Adam over the whole parameter buffer (docs/MATH.md section 7). CPU twin of kernels/adam.cu. The buffer is split
  * across threads; every element's arithmetic is independent of the split. */
 #include <float.h>
 #include <math.h>

@@ -1,4 +1,4 @@
-/* The autoencoder's fused pieces (MATH.md section 6, objective = ae): the squared reconstruction error with its
+/* The autoencoder's fused pieces (docs/MATH.md section 6, objective = ae): the squared reconstruction error with its
  * gradient, and the deterministic encoder that takes z = mu. CPU twin of kernels/autoencoder.cu. */
 #include <math.h>
 #include <string.h>

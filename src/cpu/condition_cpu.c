@@ -1,4 +1,4 @@
-/* The conditional VAE's plumbing (MATH.md section 6): the one-hot label appended to the encoder input [x, y] and to
+/* The conditional VAE's plumbing (docs/MATH.md section 6): the one-hot label appended to the encoder input [x, y] and to
  * the decoder input [z, y], the columns of a matrix taken back out, and the labels of a minibatch. CPU twin of
  * kernels/condition.cu. */
 #include <string.h>

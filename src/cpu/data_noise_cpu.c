@@ -1,4 +1,4 @@
-/* Data noise (MATH.md section 4, dynamic binarization; section 6, the denoising autoencoder's corruption), applied to
+/* Data noise (docs/MATH.md section 4, dynamic binarization; section 6, the denoising autoencoder's corruption), applied to
  * a batch with noise drawn beforehand (include/cuvae/rng.h names the streams). CPU twin of kernels/data_noise.cu.
  * Elementwise; out may equal x (in place), so no pointer is restrict. */
 #include "cuvae/cpu.h"

@@ -1,4 +1,4 @@
-/* Importance-weighted estimate of log p(x) (MATH.md section 5), the CPU twins of kernels/iwae.cu, and the plan
+/* Importance-weighted estimate of log p(x) (docs/MATH.md section 5), the CPU twins of kernels/iwae.cu, and the plan
  * (passes of data rows x chunks of samples, and where each chunk's noise lies) that both backends follow, so that
  * the CPU and the CUDA backend use the same eps for every sample. Declarations and the layout: include/cuvae/cpu.h.
  *
@@ -33,7 +33,7 @@ uint64_t cuvae_iwae_noise_offset(const cuvae_iwae_plan *plan, size_t Z, int64_t 
   return ((uint64_t)pass * (uint64_t)plan->n_chunks + (uint64_t)chunk) * block;
 }
 
-/* MATH.md section 2 with mu, lv of data row r for each of its samples: z = mu + exp(0.5 lv) * eps, the float
+/* docs/MATH.md section 2 with mu, lv of data row r for each of its samples: z = mu + exp(0.5 lv) * eps, the float
  * expression (and order) of reparam_kl_forward_cpu. */
 void iwae_reparam_cpu(const float *mulv, const float *eps, float *z, int R, int C, int Z) {
   CUVAE_PARALLEL_FOR((size_t)R * C * Z)
@@ -58,7 +58,7 @@ void iwae_replicate_cpu(const float *x, float *x_rep, int R, int C, int D) {
   }
 }
 
-/* One sample's log-weight, MATH.md section 5: log w = -nll - 0.5 sum_j (z_j^2 - eps_j^2 - lv_j), in double. */
+/* One sample's log-weight, docs/MATH.md section 5: log w = -nll - 0.5 sum_j (z_j^2 - eps_j^2 - lv_j), in double. */
 static double log_weight(const float *z, const float *eps, const float *lv, float nll, int Z) {
   double acc = 0.0;
   for (int j = 0; j < Z; j++) acc += (double)z[j] * z[j] - (double)eps[j] * eps[j] - (double)lv[j];

@@ -1,4 +1,4 @@
-/* Decoder negative log-likelihoods with their gradients, one pass each (MATH.md section 4).
+/* Decoder negative log-likelihoods with their gradients, one pass each (docs/MATH.md section 4).
  * CPU twin of kernels/likelihood.cu. */
 #include <math.h>
 
@@ -78,7 +78,7 @@ void gaussian_nll_grad_cpu(const float *f, const float *x, float sigma, float *n
   }
 }
 
-/* MATH.md section 4, Gaussian with a learned per-dimension log-variance lv_d (s_d^2 = exp(lv_d)), one row:
+/* docs/MATH.md section 4, Gaussian with a learned per-dimension log-variance lv_d (s_d^2 = exp(lv_d)), one row:
  *   -log p(x|z) = 0.5 sum_d [(x_d - f_d)^2 exp(-lv_d) + lv_d + log 2pi];
  *   d/df_d = (f_d - x_d) exp(-lv_d);  d/dlv_d = 0.5 (1 - (x_d - f_d)^2 exp(-lv_d)).
  * With r = f - x, w = exp(-lv), rw = r w and q = r rw = (x - f)^2 exp(-lv), the float expressions are those of the
@@ -123,7 +123,7 @@ void gaussian_perdim_nll_grad_cpu(const float *out, const float *x, float *nll_r
   }
 }
 
-/* MATH.md section 4, Gaussian with one learned log-variance lv shared by every element (w = exp(-lv)), per row:
+/* docs/MATH.md section 4, Gaussian with one learned log-variance lv shared by every element (w = exp(-lv)), per row:
  *   -log p(x|z) = 0.5 [D lv + w sum_d (x_d - f_d)^2 + D log 2pi];  d/df_d = (f_d - x_d) w;
  *   d/dlv = 0.5 sum_d (1 - (x_d - f_d)^2 w) = 0.5 (D - w sum_d (x_d - f_d)^2)   (this row's part; the caller
  * sums the rows). df and dlv_row may each be NULL (forward only). w and the gradient's factor scale w are

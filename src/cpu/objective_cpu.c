@@ -1,4 +1,4 @@
-/* The multi-sample objectives of the model family (MATH.md sections 2, 3, 5, 6): the beta warm-up, the sampled KL
+/* The multi-sample objectives of the model family (docs/MATH.md sections 2, 3, 5, 6): the beta warm-up, the sampled KL
  * and the per-sample weights of the ELBO / IWAE objectives, the backward of the multi-sample reparameterization,
  * and a row scaling. CPU twins of kernels/objective.cu; declarations, equations and the layout (R data rows x C
  * samples, sample-major: row s*R + r is sample s of data row r) in include/cuvae/cpu.h.
@@ -14,7 +14,7 @@
 #include "parallel.h"
 #include "simd_math.h"
 
-/* MATH.md section 6 (beta-VAE warm-up): beta_t = beta * min(1, t / warmup), in double, rounded once to float;
+/* docs/MATH.md section 6 (beta-VAE warm-up): beta_t = beta * min(1, t / warmup), in double, rounded once to float;
  * warmup <= 0 means no warm-up. At t >= warmup the factor is exactly 1, so beta_t = beta. */
 float beta_schedule_cpu(int64_t step, float beta, int64_t warmup) {
   if (warmup <= 0) return beta;
@@ -23,7 +23,7 @@ float beta_schedule_cpu(int64_t step, float beta, int64_t warmup) {
   return (float)((double)beta * f);
 }
 
-/* MATH.md section 5: kl_s = log q(z|x) - log p(z) = 0.5 sum_j (z_j^2 - eps_j^2 - lv_j) (the log 2pi terms
+/* docs/MATH.md section 5: kl_s = log q(z|x) - log p(z) = 0.5 sum_j (z_j^2 - eps_j^2 - lv_j) (the log 2pi terms
  * cancel), in double: the squares of floats are exact in double, so only the sums round. */
 static double sampled_kl(const float *z, const float *eps, const float *lv, int Z) {
   double acc = 0.0;
@@ -47,7 +47,7 @@ void objective_weights_cpu(const float *mulv, const float *eps, const float *z, 
       kl_s[i] = (float)sampled_kl(z + i * Z, eps + i * Z, lv, Z);
     }
     if (iwae) {
-      /* IWAE bound (MATH.md section 5): m = max_s log w (NaN-sticky), t = sum_s exp(log w - m),
+      /* IWAE bound (docs/MATH.md section 5): m = max_s log w (NaN-sticky), t = sum_s exp(log w - m),
        * weight = scale exp(log w - m) / t (the softmax over the row's samples; exactly scale for C = 1),
        * row_obj = -(m + log t - log C). */
       double m = -INFINITY;
@@ -67,7 +67,7 @@ void objective_weights_cpu(const float *mulv, const float *eps, const float *z, 
       }
       row_obj[r] = (float)(-(m + log(t) - log_c));
     } else {
-      /* ELBO with the sampled KL (MATH.md section 6, beta-VAE): row_obj = (1/C) sum_s (nll + beta kl_s),
+      /* ELBO with the sampled KL (docs/MATH.md section 6, beta-VAE): row_obj = (1/C) sum_s (nll + beta kl_s),
        * every sample weighted scale / C. */
       double acc = 0.0;
       const float w = scale / (float)C;
@@ -87,7 +87,7 @@ void objective_weights_cpu(const float *mulv, const float *eps, const float *z, 
  *     g_i = dz_i + bw_i z_i;  dmu = sum_s g_i;  dlv = (sum_s g_i eps_i) 0.5 sd - 0.5 beta sum_s weight_i
  *   analytic (weight == NULL), ks = beta kl_scale:
  *     dmu = sum_s dz_i + ks mu;  dlv = (sum_s dz_i eps_i) 0.5 sd + ks 0.5 (sd sd - 1)
- * with sd = exp(0.5 lv) (MATH.md section 2: dz/dmu = 1, dz/dlv = eps 0.5 sd; section 3: dKL/dmu = mu,
+ * with sd = exp(0.5 lv) (docs/MATH.md section 2: dz/dmu = 1, dz/dlv = eps 0.5 sd; section 3: dKL/dmu = mu,
  * dKL/dlv = 0.5 (exp(lv) - 1); section 5: dkl_s/dmu = z, dkl_s/dlv = z eps 0.5 sd - 0.5). */
 CUVAE_VECTOR_CLONES
 static void multi_backward_row(const float *restrict mu, const float *restrict lv, const float *restrict eps,
@@ -135,7 +135,7 @@ void reparam_multi_backward_cpu(const float *mulv, const float *eps, const float
                                 const float *weight, const float *beta, float kl_scale, float *dmulv, int R, int C,
                                 int Z) {
   const float b = *beta, ks = b * kl_scale;
-  /* C = 1 with the analytic KL is MATH.md sections 2-3 for one sample with KL weight ks: exactly the equations of
+  /* C = 1 with the analytic KL is docs/MATH.md sections 2-3 for one sample with KL weight ks: exactly the equations of
    * reparam_kl_backward_cpu, so it is that function (bit for bit whatever the compiler fuses into FMAs). */
   if (C == 1 && !weight) {
     reparam_kl_backward_cpu(mulv, eps, dz, ks, dmulv, R, Z);

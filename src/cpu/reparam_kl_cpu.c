@@ -1,4 +1,4 @@
-/* Reparameterization + closed-form KL, forward and backward in one pass each (MATH.md sections 2-3).
+/* Reparameterization + closed-form KL, forward and backward in one pass each (docs/MATH.md sections 2-3).
  * CPU twin of kernels/reparam_kl.cu. Rows are split across threads; the exponentials are vectorised
  * (simd_math.h). */
 #include <math.h>

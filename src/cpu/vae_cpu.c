@@ -1,5 +1,5 @@
 /* The whole VAE on the CPU: encoder, latent stage, decoder, likelihood, and the backward pass through all of it,
- * for every objective of the model family (MATH.md sections 1-6). Per data point, averaged over the batch:
+ * for every objective of the model family (docs/MATH.md sections 1-6). Per data point, averaged over the batch:
  *   elbo, analytic KL:  L = (1/L_s) sum_s -log p(x | z_s) + beta KL(q(z|x) || N(0, I))      (closed-form KL)
  *   elbo, sampled KL:   L = (1/L_s) sum_s [-log p(x | z_s) + beta (log q(z_s|x) - log p(z_s))]
  *   iwae:               L = -log (1/K) sum_k w_k,  log w_k = log p(x | z_k) + log p(z_k) - log q(z_k | x)
@@ -128,7 +128,7 @@ void cuvae_cpu_decoder_nll(const cuvae_model *m, const float *params, const floa
 
 /* ---- forward and backward ----------------------------------------------------------------------------------- */
 
-/* The encoder's input: x, or [x | onehot(y)] for a conditional model (MATH.md section 6). */
+/* The encoder's input: x, or [x | onehot(y)] for a conditional model (docs/MATH.md section 6). */
 static const float *encoder_input(const cuvae_model *m, cuvae_cpu_ws *ws, const float *x, const int32_t *labels,
                                   int B) {
   if (!m->cond) return x;
@@ -207,7 +207,7 @@ int cuvae_cpu_latent_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, cons
   const int ae = spec->objective == CUVAE_OBJ_AE, sampled = cuvae_objective_sampled(spec);
   const float *eps = batch->eps;
 
-  /* z: the mean (ae); else z_s = mu + exp(0.5 lv) eps_s (MATH.md section 2), with the closed-form KL per row
+  /* z: the mean (ae); else z_s = mu + exp(0.5 lv) eps_s (docs/MATH.md section 2), with the closed-form KL per row
    * from the first sample's pass when the KL is analytic. */
   if (ae)
     latent_mean_forward_cpu(mulv, ws->z, B, Z);

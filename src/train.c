@@ -6,11 +6,14 @@
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "backend.h"
+#include "crash_point.h"
 #include "cuvae/blas.h"
 #include "cuvae/checkpoint.h"
 #include "cuvae/cpu.h"
@@ -113,6 +116,67 @@ static int write_text_file(const char *path, const char *text) {
   return 0;
 }
 
+/* metrics.jsonl or steps.jsonl. Rows are counted in bytes (each checkpoint records how much of both files belongs
+ * to it); the first failed write is kept and reported by the next log_sync. */
+typedef struct run_log {
+  FILE *f;
+  char path[CUVAE_PATH_MAX + 32];
+  uint64_t bytes;  /* the file's length, the rows written so far included */
+  int err;         /* errno of the first failed write; 0 if none */
+} run_log;
+
+static void log_row(run_log *l, const char *fmt, ...) CUVAE_PRINTF(2, 3);
+static void log_row(run_log *l, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  errno = 0;
+  const int n = vfprintf(l->f, fmt, ap);
+  va_end(ap);
+  if (n >= 0)
+    l->bytes += (uint64_t)n;
+  else if (l->err == 0)
+    l->err = errno ? errno : EIO;
+}
+
+/* Puts every row written so far on disk (fflush, fsync), or names the file and the first error. Devices that cannot
+ * be synced (EINVAL) are not an error. */
+static int log_sync(run_log *l) {
+  if (!l->f) return 0;
+  errno = 0;
+  if (l->err == 0 && fflush(l->f) != 0) l->err = errno ? errno : EIO;
+  if (l->err == 0 && ferror(l->f)) l->err = EIO;
+  if (l->err == 0 && fsync(fileno(l->f)) != 0 && errno != EINVAL) l->err = errno;
+  if (l->err != 0) return cuvae_error("cannot write %s: %s", l->path, strerror(l->err));
+  return 0;
+}
+
+/* On resume: cuts the file back to `want` bytes, its length when the checkpoint was written. A file that is shorter
+ * (edited or removed since) is kept as it is, with a note, and new rows are appended to it. */
+static int log_cut(run_log *l, uint64_t want, FILE *log) {
+  struct stat st;
+  l->bytes = want;
+  if (stat(l->path, &st) != 0) {
+    if (errno != ENOENT) return cuvae_error("cannot read %s: %s", l->path, strerror(errno));
+    st.st_size = 0;  /* removed since: as if empty */
+  } else if (!S_ISREG(st.st_mode)) {
+    return 0;  /* not a regular file (e.g. a device): nothing to cut */
+  }
+  if ((uint64_t)st.st_size > want && truncate(l->path, (off_t)want) != 0)
+    return cuvae_error("cannot cut %s back to the %llu bytes it had at the checkpoint: %s", l->path,
+                       (unsigned long long)want, strerror(errno));
+  if ((uint64_t)st.st_size < want) {
+    fprintf(log, "note: %s is %llu bytes, shorter than the %llu bytes it had at the checkpoint (edited since?); "
+                 "new rows are appended to it\n", l->path, (unsigned long long)st.st_size, (unsigned long long)want);
+    l->bytes = (uint64_t)st.st_size;
+  }
+  return 0;
+}
+
+static uint64_t file_size(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0;
+}
+
 /* All the state of one run, so the loop below reads as the algorithm. */
 typedef struct run {
   const cuvae_config *cfg;
@@ -123,10 +187,21 @@ typedef struct run {
   float *params, *adam_m, *adam_v;   /* host copies for checkpoints */
   cuvae_step_result *results;        /* [max_pending] collected step results */
   uint32_t *perm;
-  char ckpt_path[CUVAE_PATH_MAX + 32], metrics_path[CUVAE_PATH_MAX + 32], steps_path[CUVAE_PATH_MAX + 32];
-  FILE *metrics, *steps;
-  double *curve;                     /* loss.png: (step, train nelbo, test nelbo) per metrics line */
+  char ckpt_path[CUVAE_PATH_MAX + 32];
+  run_log metrics, steps;
+  uint64_t metrics_done;             /* bytes of metrics.jsonl up to the row of the last completed epoch */
+  int64_t steps_per_epoch, total;    /* the last partial batch is dropped; total is capped by max_steps */
+  int fresh;                         /* starts at step 0: a new run, or one stopped before its first checkpoint */
+  cuvae_train_progress resumed;      /* the checkpoint's record of the epoch in progress */
+  uint32_t resumed_version;          /* the checkpoint's format version (1 has no such record) */
+  /* The epoch in progress: sums of the collected steps' batch means, and its time (carried across a resume). */
+  cuvae_loss acc;
+  int64_t acc_steps;
+  double seconds_before, t_epoch;    /* the epoch's seconds before this process took it up; when it did */
+  double train_seconds, t_since_collect;
+  double *curve;                     /* loss.png: (epochs, train nelbo, test nelbo) per metrics row */
   size_t n_curve, cap_curve;
+  int64_t curve_epoch;               /* the epoch of the last point (a later row of the same epoch replaces it) */
 } run;
 
 static void run_free(run *r) {
@@ -140,11 +215,18 @@ static void run_free(run *r) {
   free(r->perm);
   free(r->results);
   free(r->curve);
-  if (r->metrics) fclose(r->metrics);
-  if (r->steps) fclose(r->steps);
+  if (r->metrics.f) fclose(r->metrics.f);
+  if (r->steps.f) fclose(r->steps.f);
 }
 
+static double epoch_seconds(const run *r) { return r->seconds_before + (cuvae_now_seconds() - r->t_epoch); }
+
+/* The checkpoint of `step`. Mid-epoch (an interrupt, or max_steps) the epoch's sums and times travel with it, so a
+ * resumed run writes that epoch's row as an uninterrupted run would; at an epoch boundary they are zero. The logs are
+ * synced first: a checkpoint never counts rows that may not be on disk, and a failed log write stops the run with
+ * the previous checkpoint in place. */
 static int save_checkpoint(run *r, int64_t step) {
+  if (log_sync(&r->metrics) || log_sync(&r->steps)) return -1;
   if (r->be->get_state(r->be, r->params, r->adam_m, r->adam_v)) return -1;
   cuvae_checkpoint ck;
   memset(&ck, 0, sizeof ck);
@@ -158,6 +240,18 @@ static int save_checkpoint(run *r, int64_t step) {
   ck.adam_v = r->adam_v;
   ck.step = step;
   ck.rng_offset = (uint64_t)step * cuvae_noise_stride((size_t)r->cfg->batch_size * r->model.latent);
+  cuvae_train_progress *g = &ck.progress;
+  if (step % r->steps_per_epoch != 0) {
+    g->epoch_steps = (uint64_t)r->acc_steps;
+    g->sum_nelbo = r->acc.nelbo;
+    g->sum_recon = r->acc.recon;
+    g->sum_kl = r->acc.kl;
+    g->sum_objective = r->acc.objective;
+    g->epoch_seconds = epoch_seconds(r);
+    g->train_seconds = r->train_seconds;
+  }
+  g->metrics_bytes = r->metrics_done;
+  g->steps_bytes = r->steps.bytes;
   return cuvae_checkpoint_save(r->ckpt_path, &ck);
 }
 
@@ -178,13 +272,46 @@ static int resume_from_checkpoint(run *r, int64_t *step, FILE *log) {
                  "not match an uninterrupted run\n");
   if (rc == 0) rc = r->be->set_state(r->be, ck.params, ck.adam_m, ck.adam_v);
   *step = ck.step;
+  r->resumed = ck.progress;
+  r->resumed_version = ck.version;
   cuvae_checkpoint_free(&ck);
   return rc;
 }
 
+/* On resume with steps left to train: metrics.jsonl and steps.jsonl go back to their state at the checkpoint (rows a
+ * killed run wrote after it, and the row of an epoch cut short by max_steps, are removed), and the epoch in progress
+ * continues from its recorded sums and times. */
+static int restore_epoch(run *r, int64_t step, FILE *log) {
+  const cuvae_train_progress *g = &r->resumed;
+  if (r->resumed_version < 2) {
+    fprintf(log, "note: the checkpoint (format version %u) has no record of the epoch in progress: metrics.jsonl "
+                 "and steps.jsonl are kept as they are and this epoch's row averages only the steps from here on\n",
+            r->resumed_version);
+    r->metrics.bytes = file_size(r->metrics.path);
+    r->steps.bytes = file_size(r->steps.path);
+  } else if (log_cut(&r->metrics, g->metrics_bytes, log) || log_cut(&r->steps, g->steps_bytes, log)) {
+    return -1;
+  }
+  r->metrics_done = r->metrics.bytes;
+  if (r->resumed_version >= 2 && g->epoch_steps == (uint64_t)(step % r->steps_per_epoch)) {
+    r->acc = (cuvae_loss){g->sum_nelbo, g->sum_recon, g->sum_kl, g->sum_objective};
+    r->acc_steps = (int64_t)g->epoch_steps;
+    r->seconds_before = g->epoch_seconds;
+    r->train_seconds = g->train_seconds;
+  } else if (r->resumed_version >= 2) {
+    fprintf(log, "note: the checkpoint's record of the epoch in progress (%llu steps) does not fit %lld steps per "
+                 "epoch; this epoch's row averages only the steps from here on\n",
+            (unsigned long long)g->epoch_steps, (long long)r->steps_per_epoch);
+  }
+  return 0;
+}
+
 /* ---- pictures: samples.png, recon.png, loss.png in the run directory at every epoch end ---------------------- */
 
-static void curve_add(run *r, int64_t step, double train_nelbo, double test_nelbo) {
+/* A point of loss.png at x = `epochs`; a second row of the same epoch (an older run's partial row, followed by the
+ * complete one) replaces the first. */
+static void curve_add(run *r, int64_t epoch, double epochs, double train_nelbo, double test_nelbo) {
+  if (r->n_curve > 0 && epoch == r->curve_epoch) r->n_curve--;
   if (r->n_curve == r->cap_curve) {
     const size_t cap = r->cap_curve ? 2 * r->cap_curve : 64;
     double *p = realloc(r->curve, cap * 3 * sizeof *p);
@@ -193,9 +320,10 @@ static void curve_add(run *r, int64_t step, double train_nelbo, double test_nelb
     r->cap_curve = cap;
   }
   double *e = r->curve + 3 * r->n_curve++;
-  e[0] = (double)step;
+  e[0] = epochs;
   e[1] = train_nelbo;
   e[2] = test_nelbo;
+  r->curve_epoch = epoch;
 }
 
 static double json_number(const char *line, const char *key) {
@@ -203,15 +331,18 @@ static double json_number(const char *line, const char *key) {
   return p ? strtod(p + strlen(key), NULL) : NAN;
 }
 
-/* On resume: the epochs already in metrics.jsonl (up to the checkpoint's step), so loss.png shows the whole run. */
+/* On resume: the rows already in metrics.jsonl (up to the checkpoint's step), so loss.png shows the whole run. */
 static void curve_load(run *r, int64_t upto) {
-  FILE *f = fopen(r->metrics_path, "r");
+  struct stat st;
+  if (stat(r->metrics.path, &st) != 0 || !S_ISREG(st.st_mode)) return;  /* e.g. a link to a device */
+  FILE *f = fopen(r->metrics.path, "r");
   if (!f) return;
   char line[1024];
   while (fgets(line, sizeof line, f)) {
-    const double step = json_number(line, "\"step\": ");
-    if (step > 0 && step <= (double)upto)
-      curve_add(r, (int64_t)step, json_number(line, "\"train_nelbo\": "), json_number(line, "\"test_nelbo\": "));
+    const double step = json_number(line, "\"step\": "), epoch = json_number(line, "\"epoch\": ");
+    if (step > 0 && step <= (double)upto && epoch > 0)
+      curve_add(r, (int64_t)epoch, step / (double)r->steps_per_epoch, json_number(line, "\"train_nelbo\": "),
+                json_number(line, "\"test_nelbo\": "));
   }
   fclose(f);
 }
@@ -219,7 +350,7 @@ static void curve_load(run *r, int64_t upto) {
 /* The decoder means of 64 prior samples (the same z every epoch: cuvae_prior_samples with the config's seed, which
  * `cuvae sample` also uses), the first 32 test examples beside their reconstructions, and the loss curve. A picture
  * that cannot be written is a warning; training goes on. */
-static void write_pictures(run *r, const char *dir, int64_t steps_per_epoch, cuvae_progress *prog) {
+static void write_pictures(run *r, const char *dir, int64_t step, cuvae_progress *prog) {
   char path[CUVAE_PATH_MAX + 32];
   int h, w;
   cuvae_image_shape(r->test.dim, r->test.rows, r->test.cols, &h, &w);
@@ -230,10 +361,11 @@ static void write_pictures(run *r, const char *dir, int64_t steps_per_epoch, cuv
   const int n = r->test.n < 32 ? (int)r->test.n : 32;
   if (n > 0 && cuvae_write_recon_png(r->be, &r->model, &r->test, n, h, w, 0, path, NULL, NULL))
     cuvae_progress_log(prog, "warning: recon.png not written: %s", cuvae_last_error());
+  cuvae_crash_point("pictures", step, NULL);
   double *xy = malloc(r->n_curve * 3 * sizeof *xy);
   if (!xy) return;
   for (size_t i = 0; i < r->n_curve; i++) {
-    xy[i] = r->curve[3 * i] / (double)steps_per_epoch;  /* epochs, fractional for an interrupted one */
+    xy[i] = r->curve[3 * i];  /* epochs: whole ones, and a fraction for the last row of a run cut by max_steps */
     xy[r->n_curve + i] = r->curve[3 * i + 1];
     xy[2 * r->n_curve + i] = r->curve[3 * i + 2];
   }
@@ -246,7 +378,10 @@ static void write_pictures(run *r, const char *dir, int64_t steps_per_epoch, cuv
   free(xy);
 }
 
-static int prepare(run *r, const cuvae_config *cfg, const cuvae_train_opts *opts, int64_t *start_step, FILE *log) {
+/* ---- setting up the run ---------------------------------------------------------------------------------------- */
+
+/* Data, model, backend and buffers; the schedule (steps per epoch, total). */
+static int build_run(run *r, const cuvae_config *cfg, const cuvae_train_opts *opts, FILE *log) {
   r->cfg = cfg;
   if (cuvae_load_split(cfg, 0, &r->train) || cuvae_load_split(cfg, 1, &r->test)) return -1;
   if (r->train.dim != r->test.dim)
@@ -268,36 +403,131 @@ static int prepare(run *r, const cuvae_config *cfg, const cuvae_train_opts *opts
   r->results = malloc((size_t)r->be->max_pending * sizeof *r->results);
   r->config_text = cuvae_config_to_ini(cfg);
   if (!r->params || !r->adam_m || !r->adam_v || !r->perm || !r->results || !r->config_text) return cuvae_error("out of memory");
-
+  r->steps_per_epoch = (int64_t)(r->train.n / (size_t)cfg->batch_size);
+  r->total = r->steps_per_epoch * cfg->epochs;
+  if (cfg->max_steps > 0 && cfg->max_steps < r->total) r->total = cfg->max_steps;
   snprintf(r->ckpt_path, sizeof r->ckpt_path, "%s/checkpoint.cuvae", opts->out_dir);
-  snprintf(r->metrics_path, sizeof r->metrics_path, "%s/metrics.jsonl", opts->out_dir);
-  snprintf(r->steps_path, sizeof r->steps_path, "%s/steps.jsonl", opts->out_dir);
-  *start_step = 0;
-  if (opts->resume) {
-    if (!file_exists(r->ckpt_path)) return cuvae_error("--resume %s: no checkpoint.cuvae there", opts->out_dir);
-    if (resume_from_checkpoint(r, start_step, log)) return -1;
-    curve_load(r, *start_step);
-  } else {
-    /* A fresh run never overwrites anything: not a finished run, nor the files of one that stopped early. */
-    static const char *const run_files[] = {"checkpoint.cuvae", "config.ini", "metrics.jsonl", "steps.jsonl"};
-    for (size_t i = 0; i < sizeof run_files / sizeof run_files[0]; i++) {
-      char path[CUVAE_PATH_MAX + 32];
-      snprintf(path, sizeof path, "%s/%s", opts->out_dir, run_files[i]);
-      if (file_exists(path))
-        return cuvae_error("%s already holds a run (%s); continue it with --resume %s, or choose another --out",
-                           opts->out_dir, run_files[i], opts->out_dir);
-    }
-  }
+  snprintf(r->metrics.path, sizeof r->metrics.path, "%s/metrics.jsonl", opts->out_dir);
+  snprintf(r->steps.path, sizeof r->steps.path, "%s/steps.jsonl", opts->out_dir);
+  return 0;
+}
 
-  /* Nothing has been written so far; from here on the run directory is ours. */
-  if (cuvae_make_dirs(opts->out_dir)) return -1;
+/* Which run to continue: --resume takes the checkpoint's state; a fresh run must not overwrite anything. A directory
+ * with config.ini but neither checkpoint nor logs is a run stopped before its step-0 checkpoint: it starts over. */
+static int choose_start(run *r, const cuvae_train_opts *opts, int64_t *start_step, FILE *log) {
   char path[CUVAE_PATH_MAX + 32];
+  *start_step = 0;
+  r->fresh = 1;
+  if (opts->resume && file_exists(r->ckpt_path)) {
+    r->fresh = 0;
+    return resume_from_checkpoint(r, start_step, log);
+  }
+  snprintf(path, sizeof path, "%s/config.ini", opts->out_dir);
+  if (opts->resume && (!file_exists(path) || file_exists(r->metrics.path) || file_exists(r->steps.path)))
+    return cuvae_error("--resume %s: no checkpoint.cuvae there", opts->out_dir);
+  if (opts->resume) {
+    fprintf(log, "note: %s has no checkpoint yet (the run stopped before writing its first one); starting it from "
+                 "step 0\n", opts->out_dir);
+    return 0;
+  }
+  /* A fresh run never overwrites anything: not a finished run, nor the files of one that stopped early. */
+  static const char *const run_files[] = {"checkpoint.cuvae", "config.ini", "metrics.jsonl", "steps.jsonl"};
+  for (size_t i = 0; i < sizeof run_files / sizeof run_files[0]; i++) {
+    snprintf(path, sizeof path, "%s/%s", opts->out_dir, run_files[i]);
+    if (file_exists(path))
+      return cuvae_error("%s already holds a run (%s); continue it with --resume %s, or choose another --out",
+                         opts->out_dir, run_files[i], opts->out_dir);
+  }
+  return 0;
+}
+
+/* The first writes to the run directory: config.ini, then (a fresh run) the step-0 checkpoint, so that any
+ * directory holding logs also holds a checkpoint to resume from; then the logs, cut back to the checkpoint. */
+static int open_run_files(run *r, const cuvae_train_opts *opts, int64_t step, FILE *log) {
+  if (cuvae_make_dirs(opts->out_dir)) return -1;
+  char path[CUVAE_PATH_MAX + 64];
   snprintf(path, sizeof path, "%s/config.ini", opts->out_dir);
   if (write_text_file(path, r->config_text)) return -1;
-  const char *mode = opts->resume ? "a" : "w";
-  r->metrics = fopen(r->metrics_path, mode);
-  r->steps = r->metrics ? fopen(r->steps_path, mode) : NULL;
-  if (!r->metrics || !r->steps) return cuvae_error("cannot open %s for writing: %s", r->metrics_path, strerror(errno));
+  snprintf(path, sizeof path, "%s.tmp", r->ckpt_path);
+  if (file_exists(path) && remove(path) == 0)
+    fprintf(log, "note: removed %s, left by a checkpoint write that was cut short\n", path);
+  if (r->fresh && save_checkpoint(r, 0)) return -1;
+  if (!r->fresh && step < r->total && restore_epoch(r, step, log)) return -1;
+  if (!r->fresh && step >= r->total) {
+    r->metrics.bytes = r->metrics_done = file_size(r->metrics.path);
+    r->steps.bytes = file_size(r->steps.path);
+  }
+  const char *mode = r->fresh ? "w" : "a";
+  r->metrics.f = fopen(r->metrics.path, mode);
+  if (!r->metrics.f) return cuvae_error("cannot open %s for writing: %s", r->metrics.path, strerror(errno));
+  r->steps.f = fopen(r->steps.path, mode);
+  if (!r->steps.f) return cuvae_error("cannot open %s for writing: %s", r->steps.path, strerror(errno));
+  curve_load(r, step);
+  return 0;
+}
+
+/* ---- the loop ---------------------------------------------------------------------------------------------------- */
+
+/* Collects the pending steps (up to `step`): their losses join the epoch's sums, the steps.jsonl row is written when
+ * `step` is a logging step, and the progress display moves on. */
+static int collect_steps(run *r, int64_t step, cuvae_progress *prog) {
+  int n = 0;
+  if (r->be->collect(r->be, r->results, &n)) return -1;
+  r->train_seconds += cuvae_now_seconds() - r->t_since_collect;
+  for (int i = 0; i < n; i++) {
+    r->acc.nelbo += r->results[i].loss.nelbo;
+    r->acc.recon += r->results[i].loss.recon;
+    r->acc.kl += r->results[i].loss.kl;
+    r->acc.objective += r->results[i].loss.objective;
+    r->acc_steps++;
+  }
+  const cuvae_step_result *res = &r->results[n - 1];
+  if (step % r->cfg->log_every == 0) {
+    log_row(&r->steps,
+            "{\"step\": %" PRId64 ", \"epoch\": %" PRId64 ", \"nelbo\": %.9g, \"recon\": %.9g, \"kl\": %.9g, "
+            "\"objective\": %.9g, \"grad_norm\": %.9g}\n",
+            step, (step - 1) / r->steps_per_epoch + 1, res->loss.nelbo, res->loss.recon, res->loss.kl,
+            res->loss.objective, res->grad_norm);
+    cuvae_crash_point("steps-row", step, r->steps.f);
+  }
+  const double sps = r->train_seconds > 0 ? (double)r->acc_steps * r->cfg->batch_size / r->train_seconds : 0.0;
+  cuvae_progress_step(prog, step, (int)((step - 1) / r->steps_per_epoch + 1), &res->loss, sps);
+  return 0;
+}
+
+/* The end of an epoch, or the run's last step: evaluation, the metrics.jsonl row, the checkpoint, the pictures. */
+static int end_epoch(run *r, int64_t step, const char *dir, cuvae_progress *prog, cuvae_train_summary *summary) {
+  cuvae_loss test;
+  if (r->be->evaluate(r->be, &r->test, r->cfg->eval_batch_size, &test)) return -1;
+  cuvae_crash_point("eval", step, NULL);
+  const int complete = step % r->steps_per_epoch == 0;
+  const int64_t epoch = (step - 1) / r->steps_per_epoch + 1, n = r->acc_steps;
+  const double seconds = epoch_seconds(r);
+  const double sps = r->train_seconds > 0 ? (double)n * r->cfg->batch_size / r->train_seconds : 0.0;
+  log_row(&r->metrics,
+          "{\"epoch\": %" PRId64 ", \"step\": %" PRId64 ", \"train_nelbo\": %.6f, \"train_recon\": %.6f, "
+          "\"train_kl\": %.6f, \"train_objective\": %.6f, \"test_nelbo\": %.6f, \"recon\": %.6f, \"kl\": %.6f, "
+          "\"samples_per_s\": %.1f, \"seconds\": %.3f, \"complete\": %s}\n",
+          epoch, step, r->acc.nelbo / n, r->acc.recon / n, r->acc.kl / n, r->acc.objective / n, test.nelbo,
+          test.recon, test.kl, sps, seconds, complete ? "true" : "false");
+  if (complete) r->metrics_done = r->metrics.bytes;
+  cuvae_crash_point("metrics", step, r->metrics.f);
+  cuvae_progress_log(prog, "epoch %lld step %lld: train nelbo %.3f | test nelbo %.3f (recon %.3f, kl %.3f) | "
+                           "%.0f samples/s | %.1f s",
+                     (long long)epoch, (long long)step, r->acc.nelbo / n, test.nelbo, test.recon, test.kl, sps,
+                     seconds);
+  if (save_checkpoint(r, step)) return -1;
+  cuvae_crash_point("checkpoint-saved", step, NULL);
+  curve_add(r, epoch, (double)step / (double)r->steps_per_epoch, r->acc.nelbo / n, test.nelbo);
+  write_pictures(r, dir, step, prog);
+  summary->test = test;
+  summary->evaluated = 1;
+  if (complete) {
+    r->acc = (cuvae_loss){0};
+    r->acc_steps = 0;
+    r->seconds_before = r->train_seconds = 0.0;
+    r->t_epoch = cuvae_now_seconds();
+  }
   return 0;
 }
 
@@ -308,118 +538,63 @@ int cuvae_train(const cuvae_config *cfg, const cuvae_train_opts *opts, cuvae_tra
   memset(summary, 0, sizeof *summary);
   stop_requested = 0;
   int64_t step = 0;
-  if (prepare(&r, cfg, opts, &step, log)) {
+  if (build_run(&r, cfg, opts, log) || choose_start(&r, opts, &step, log) || open_run_files(&r, opts, step, log)) {
     run_free(&r);
     return -1;
   }
-
-  const int B = cfg->batch_size;
-  const int64_t steps_per_epoch = (int64_t)(r.train.n / (size_t)B);  /* the last partial batch is dropped */
-  int64_t total = steps_per_epoch * cfg->epochs;
-  if (cfg->max_steps > 0 && cfg->max_steps < total) total = cfg->max_steps;
+  const int64_t spe = r.steps_per_epoch;
+  summary->steps_per_epoch = spe;
   fprintf(log, "cuvae %s | device %s (%s) | data %zu train, %zu test, D=%zu | model %zu parameters | %lld steps "
                "(%lld per epoch)%s\n",
-          CUVAE_VERSION_STRING, r.be->name, cuvae_blas_describe(), r.train.n, r.test.n, r.train.dim, r.model.n_params, (long long)total,
-          (long long)steps_per_epoch, step > 0 ? " | resumed" : "");
-  if (step >= total) fprintf(log, "nothing to train: the run is already at step %lld of %lld\n", (long long)step,
-                             (long long)total);
+          CUVAE_VERSION_STRING, r.be->name, cuvae_blas_describe(), r.train.n, r.test.n, r.train.dim, r.model.n_params,
+          (long long)r.total, (long long)spe, step > 0 ? " | resumed" : "");
+  if (step >= r.total)
+    fprintf(log, "nothing to train: the run is already at step %lld of %lld\n", (long long)step, (long long)r.total);
 
   cuvae_progress prog;
-  cuvae_progress_begin(&prog, log, opts->progress, cfg->log_every, step, total, cfg->epochs);
+  cuvae_progress_begin(&prog, log, opts->progress, cfg->log_every, step, r.total, cfg->epochs);
   const double t_run = cuvae_now_seconds();
   int rc = 0;
-  int64_t epoch_loaded = -1;
-  cuvae_loss acc = {0};
-  int64_t acc_steps = 0;
-  double t_epoch = cuvae_now_seconds(), train_seconds = 0.0;
-
-  /* Steps are enqueued on the backend and their results collected once per log interval (and at each epoch
-   * end), so a device backend runs ahead of the host between collects. */
-  int64_t collected = step;   /* steps whose results are in */
-  double t_since_collect = cuvae_now_seconds();
-  while (step < total && rc == 0) {
-    const int64_t epoch = step / steps_per_epoch;
+  int64_t epoch_loaded = -1, collected = step;  /* collected: steps whose results are in */
+  r.t_epoch = r.t_since_collect = cuvae_now_seconds();
+  /* Steps are enqueued on the backend and their results collected once per log interval (and at each epoch end),
+   * so a device backend runs ahead of the host between collects. */
+  while (step < r.total && rc == 0) {
+    const int64_t epoch = step / spe;
     if (epoch != epoch_loaded) {
       cuvae_shuffle(r.perm, r.train.n, cfg->seed, epoch);
       epoch_loaded = epoch;
     }
-    if (r.be->train_step(r.be, r.perm + (size_t)(step % steps_per_epoch) * (size_t)B, B, step)) {
+    if (r.be->train_step(r.be, r.perm + (size_t)(step % spe) * (size_t)cfg->batch_size, cfg->batch_size, step)) {
       rc = -1;
       break;
     }
     step++;
-    const int epoch_end = step % steps_per_epoch == 0 || step == total;
+    cuvae_crash_point("step", step, NULL);
+    const int epoch_end = step % spe == 0 || step == r.total;
     if (!(epoch_end || stop_requested || step % cfg->log_every == 0 || step - collected >= r.be->max_pending))
       continue;
-    int n = 0;
-    if (r.be->collect(r.be, r.results, &n)) {
+    if (collect_steps(&r, step, &prog)) {
       step = collected;  /* the failed step and those after it were not applied */
       rc = -1;
       break;
     }
-    train_seconds += cuvae_now_seconds() - t_since_collect;
-    for (int i = 0; i < n; i++) {
-      acc.nelbo += r.results[i].loss.nelbo;
-      acc.recon += r.results[i].loss.recon;
-      acc.kl += r.results[i].loss.kl;
-      acc.objective += r.results[i].loss.objective;
-      acc_steps++;
-    }
     collected = step;
-    const cuvae_step_result *res = &r.results[n - 1];
-    if (step % cfg->log_every == 0)
-      fprintf(r.steps,
-              "{\"step\": %" PRId64 ", \"epoch\": %" PRId64 ", \"nelbo\": %.9g, \"recon\": %.9g, \"kl\": %.9g, "
-              "\"objective\": %.9g, \"grad_norm\": %.9g}\n",
-              step, (step - 1) / steps_per_epoch + 1, res->loss.nelbo, res->loss.recon, res->loss.kl,
-              res->loss.objective, res->grad_norm);
-    const double sps = train_seconds > 0 ? (double)acc_steps * B / train_seconds : 0.0;
-    cuvae_progress_step(&prog, step, (int)epoch + 1, &res->loss, sps);
-
-    if (epoch_end || stop_requested) {
-      cuvae_loss test;
-      if (r.be->evaluate(r.be, &r.test, cfg->eval_batch_size, &test)) {
-        rc = -1;
-        break;
-      }
-      const double seconds = cuvae_now_seconds() - t_epoch;
-      fprintf(r.metrics,
-              "{\"epoch\": %" PRId64 ", \"step\": %" PRId64 ", \"train_nelbo\": %.6f, \"train_recon\": %.6f, "
-              "\"train_kl\": %.6f, \"train_objective\": %.6f, \"test_nelbo\": %.6f, \"recon\": %.6f, \"kl\": %.6f, "
-              "\"samples_per_s\": %.1f, \"seconds\": %.3f, \"complete\": %s}\n",
-              epoch + 1, step, acc.nelbo / acc_steps, acc.recon / acc_steps, acc.kl / acc_steps,
-              acc.objective / acc_steps, test.nelbo,
-              test.recon, test.kl, sps, seconds, step % steps_per_epoch == 0 ? "true" : "false");
-      fflush(r.metrics);
-      fflush(r.steps);
-      cuvae_progress_log(&prog, "epoch %lld step %lld: train nelbo %.3f | test nelbo %.3f (recon %.3f, kl %.3f) | "
-                                "%.0f samples/s | %.1f s",
-                         (long long)epoch + 1, (long long)step, acc.nelbo / acc_steps, test.nelbo, test.recon,
-                         test.kl, sps, seconds);
-      if (save_checkpoint(&r, step)) {
-        rc = -1;
-        break;
-      }
-      curve_add(&r, step, acc.nelbo / acc_steps, test.nelbo);
-      write_pictures(&r, opts->out_dir, steps_per_epoch, &prog);
-      summary->test = test;
-      summary->epochs_completed = (int)(step / steps_per_epoch);
-      acc = (cuvae_loss){0};
-      acc_steps = 0;
-      train_seconds = 0.0;
-      t_epoch = cuvae_now_seconds();
-      if (stop_requested && step < total) {
-        summary->interrupted = 1;
-        cuvae_progress_log(&prog, "stopped at step %lld; checkpoint saved; continue with --resume", (long long)step);
-        break;
-      }
+    const int stop = stop_requested && step < r.total;
+    rc = epoch_end ? end_epoch(&r, step, opts->out_dir, &prog, summary) : stop ? save_checkpoint(&r, step) : 0;
+    if (rc == 0 && stop) {
+      summary->interrupted = 1;
+      cuvae_progress_log(&prog, "stopped at step %lld (epoch %lld, step %lld of %lld); checkpoint saved: %s",
+                         (long long)step, (long long)((step - 1) / spe + 1), (long long)((step - 1) % spe + 1),
+                         (long long)spe, r.ckpt_path);
+      break;
     }
-    t_since_collect = cuvae_now_seconds();
+    r.t_since_collect = cuvae_now_seconds();
   }
   cuvae_progress_end(&prog);
-  if (rc != 0 && file_exists(r.ckpt_path))
-    fprintf(log, "the last good checkpoint is %s\n", r.ckpt_path);
+  if (rc != 0 && file_exists(r.ckpt_path)) fprintf(log, "the last good checkpoint is %s\n", r.ckpt_path);
   summary->step = step;
+  summary->epochs_completed = (int)(step / spe);
   summary->seconds = cuvae_now_seconds() - t_run;
   run_free(&r);
   return rc;

@@ -22,16 +22,20 @@ typedef struct cuvae_train_opts {
 
 typedef struct cuvae_train_summary {
   int64_t step;             /* optimizer steps completed */
-  int epochs_completed;
+  int64_t steps_per_epoch;
+  int epochs_completed;     /* step / steps_per_epoch */
+  int evaluated;            /* `test` holds an evaluation of this call (an epoch end or the last step was reached) */
   cuvae_loss test;          /* last test-set evaluation */
   double seconds;
-  int interrupted;          /* stopped by cuvae_train_request_stop (e.g. Ctrl-C); checkpoint saved */
+  int interrupted;          /* stopped by cuvae_train_request_stop (e.g. Ctrl-C) before the last step; checkpoint
+                               saved at `step`, which may be mid-epoch */
 } cuvae_train_summary;
 
 /* Trains cfg (finalized) and returns 0, or -1 with cuvae_last_error() set. On divergence (non-finite loss)
  * it stops with a message naming the step; the last checkpoint written stays intact. */
 int cuvae_train(const cuvae_config *cfg, const cuvae_train_opts *opts, cuvae_train_summary *summary);
-/* Async-signal-safe: asks a running cuvae_train to save a checkpoint and return at the next step. */
+/* Async-signal-safe: asks a running cuvae_train to finish the step in progress, save a checkpoint (mid-epoch: with
+ * the epoch's running sums, no metrics row) and return with summary->interrupted set. */
 void cuvae_train_request_stop(void);
 
 /* Evaluates a checkpoint on its configured test split (negative ELBO, recon, KL per data point). */

@@ -35,13 +35,81 @@ void help_train(void) {
          "                    match the checkpoint; epochs and max_steps may be raised to train longer.\n"
          "  --progress P      auto (default), bar or lines\n"
          "  -h, --help        this help\n\n"
-         "Ctrl-C saves a checkpoint at the current step and stops (exit 130); a second Ctrl-C stops at once.\n"
+         "Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves a checkpoint there, prints the command that\n"
+         "continues the run and stops (exit 130, or 143 for SIGTERM); a second Ctrl-C stops at once. A run killed\n"
+         "outright (SIGKILL, power loss) resumes from its last checkpoint; metrics.jsonl and steps.jsonl are cut back\n"
+         "to that checkpoint, so the resumed run's files equal those of an uninterrupted run.\n"
          "A non-finite loss stops training with a message naming the step (exit 1); the last checkpoint stays.\n");
 }
 
-static void on_sigint(int sig) {
-  (void)sig;
+static volatile sig_atomic_t stop_signal = 0;
+
+static void on_stop_signal(int sig) {
+  stop_signal = sig;
   cuvae_train_request_stop();
+}
+
+/* `s` as one shell word: unchanged when it holds only safe characters, else in single quotes. */
+static void shell_word(FILE *f, const char *s) {
+  int safe = *s != '\0';
+  for (const char *p = s; *p && safe; p++)
+    safe = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+           strchr("_./-+,:=@%", *p) != NULL;
+  if (safe) {
+    fputs(s, f);
+    return;
+  }
+  fputc('\'', f);
+  for (const char *p = s; *p; p++) {
+    if (*p == '\'')
+      fputs("'\\''", f);  /* close the quotes, an escaped quote, reopen */
+    else
+      fputc(*p, f);
+  }
+  fputc('\'', f);
+}
+
+/* The summary of a run stopped by a signal: where it stands, on stdout as JSON, and the command to continue it. */
+static int report_interrupted(const cuvae_train_summary *s, const char *run_dir, const char *device) {
+  const int sig = stop_signal ? (int)stop_signal : SIGINT;
+  const long long spe = (long long)s->steps_per_epoch, step = (long long)s->step;
+  const long long epoch = step > 0 ? (step - 1) / spe + 1 : 1, epoch_step = step > 0 ? (step - 1) % spe + 1 : 0;
+  fprintf(stderr, "interrupted by %s: checkpoint saved at step %lld (epoch %lld, step %lld of %lld). Continue the "
+                  "run with:\n    cuvae train --resume ", sig == SIGTERM ? "SIGTERM" : "SIGINT", step, epoch,
+          epoch_step, spe);
+  shell_word(stderr, run_dir);
+  if (strcmp(device, "auto") != 0) fprintf(stderr, " --device %s", device);
+  fputc('\n', stderr);
+  printf("{\"run_dir\": ");
+  cli_json_string(stdout, run_dir);
+  printf(", \"step\": %lld, \"epoch\": %lld, \"epoch_step\": %lld, \"steps_per_epoch\": %lld, "
+         "\"epochs_completed\": %d, \"seconds\": %.1f, \"interrupted\": true}\n",
+         step, epoch, epoch_step, spe, s->epochs_completed, s->seconds);
+  return 128 + sig;
+}
+
+/* Trains with SIGINT and SIGTERM turned into a stop at the next step; the result as one JSON line on stdout. */
+static int run_training(const cuvae_config *cfg, const cuvae_train_opts *opts) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sa.sa_flags = SA_RESETHAND;  /* a second Ctrl-C terminates at once */
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+
+  cuvae_train_summary s;
+  if (cuvae_train(cfg, opts, &s)) {
+    fprintf(stderr, "error: %s\n", cuvae_last_error());
+    return CUVAE_EXIT_FAIL;
+  }
+  if (s.interrupted) return report_interrupted(&s, opts->out_dir, opts->device);
+  printf("{\"run_dir\": ");
+  cli_json_string(stdout, opts->out_dir);
+  printf(", \"step\": %lld, \"epochs\": %d, \"test_nelbo\": %.6f, \"recon\": %.6f, "
+         "\"kl\": %.6f, \"seconds\": %.1f, \"interrupted\": false}\n",
+         (long long)s.step, s.epochs_completed, s.test.nelbo, s.test.recon, s.test.kl, s.seconds);
+  return 0;
 }
 
 static int dir_exists(const char *p) {
@@ -150,24 +218,6 @@ int cmd_train(int argc, char **argv) {
   else
     default_run_dir(config_path, run_dir, sizeof run_dir);
 
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_sigint;
-  sa.sa_flags = SA_RESETHAND;  /* a second Ctrl-C terminates at once */
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-
   cuvae_train_opts opts = {run_dir, resume != NULL, device, mode, stderr};
-  cuvae_train_summary s;
-  if (cuvae_train(&cfg, &opts, &s)) {
-    fprintf(stderr, "error: %s\n", cuvae_last_error());
-    return CUVAE_EXIT_FAIL;
-  }
-  printf("{\"run_dir\": ");
-  cli_json_string(stdout, run_dir);
-  printf(", \"step\": %lld, \"epochs\": %d, \"test_nelbo\": %.6f, \"recon\": %.6f, "
-         "\"kl\": %.6f, \"seconds\": %.1f, \"interrupted\": %s}\n",
-         (long long)s.step, s.epochs_completed, s.test.nelbo, s.test.recon, s.test.kl, s.seconds,
-         s.interrupted ? "true" : "false");
-  return s.interrupted ? CUVAE_EXIT_INTERRUPTED : 0;
+  return run_training(&cfg, &opts);
 }

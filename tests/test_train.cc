@@ -1,7 +1,9 @@
 // The training loop end to end on small synthetic data: run directory, metrics, resume determinism (bit for
-// bit), divergence detection that leaves the last checkpoint intact, and refusals of bad runs.
+// bit, metrics.jsonl included), resume from a version-1 checkpoint, divergence detection that leaves the last
+// checkpoint intact, and refusals of bad runs. Crashes and signals: tests/test_crash.cc.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <zlib.h>
 
 #include <cmath>
 #include <map>
@@ -71,6 +73,17 @@ std::vector<std::string> lines(const std::string &text) {
   return out;
 }
 
+// metrics.jsonl rows without the wall-clock fields samples_per_s and seconds.
+std::vector<std::string> metrics_rows(const std::string &path) {
+  std::vector<std::string> out;
+  for (std::string l : lines(read_file(path))) {
+    const size_t a = l.find("\"samples_per_s\": "), b = l.find("\"complete\": ");
+    if (a != std::string::npos && b != std::string::npos) l.erase(a, b - a);
+    out.push_back(l);
+  }
+  return out;
+}
+
 TEST_F(TrainFixture, WritesRunDirectoryAndLossDecreases) {
   cuvae_config c = config();
   cuvae_train_summary s;
@@ -110,6 +123,10 @@ TEST_F(TrainFixture, ResumeIsBitIdentical) {
   ASSERT_EQ(train(config("max_steps = 20\n"), dir + "/split", true, &s), 0) << cuvae_last_error();
   ASSERT_EQ(s.step, 20);
   EXPECT_EQ(read_file(dir + "/whole/steps.jsonl"), read_file(dir + "/split/steps.jsonl"));
+  // The first run's "complete": false row of step 5 was cut on resume; epoch 1's row covers all its 8 steps.
+  std::vector<std::string> whole = metrics_rows(dir + "/whole/metrics.jsonl");
+  EXPECT_EQ(whole.size(), 3u);  // steps 8, 16 and 20 (the last partial)
+  EXPECT_EQ(metrics_rows(dir + "/split/metrics.jsonl"), whole);
   cuvae_checkpoint a, b;
   ASSERT_EQ(cuvae_checkpoint_load((dir + "/whole/checkpoint.cuvae").c_str(), &a), 0) << cuvae_last_error();
   ASSERT_EQ(cuvae_checkpoint_load((dir + "/split/checkpoint.cuvae").c_str(), &b), 0) << cuvae_last_error();
@@ -120,6 +137,50 @@ TEST_F(TrainFixture, ResumeIsBitIdentical) {
   EXPECT_EQ(a.rng_offset, b.rng_offset);
   cuvae_checkpoint_free(&a);
   cuvae_checkpoint_free(&b);
+}
+
+// A checkpoint of format version 1 (no record of the epoch in progress) still resumes: the training state is exact,
+// the logs are kept as they are (a note says so), and the resumed epoch's row averages only the steps after it.
+TEST_F(TrainFixture, ResumeFromVersion1CheckpointKeepsTheLogs) {
+  cuvae_train_summary s;
+  ASSERT_EQ(train(config("max_steps = 20\n"), dir + "/whole", false, &s), 0) << cuvae_last_error();
+  ASSERT_EQ(train(config("max_steps = 5\n"), dir + "/split", false, &s), 0) << cuvae_last_error();
+  // Rewrite the checkpoint as version 1: drop the 72-byte progress block after the config, fix lengths and CRC.
+  const std::string path = dir + "/split/checkpoint.cuvae";
+  cuvae_checkpoint ck;
+  ASSERT_EQ(cuvae_checkpoint_load(path.c_str(), &ck), 0) << cuvae_last_error();
+  const size_t block = 60 + 68 * size_t(ck.n_tensors) + 8 + strlen(ck.config_ini);
+  cuvae_checkpoint_free(&ck);
+  std::string b = read_file(path);
+  b.erase(block, 72);
+  auto put = [&b](size_t at, uint64_t v, int n) {
+    for (int i = 0; i < n; i++) b[at + i] = char(v >> (8 * i));
+  };
+  put(8, 1, 4);
+  put(12, block - 16, 4);
+  put(16, b.size(), 8);
+  put(b.size() - 4, crc32(0, reinterpret_cast<const Bytef *>(b.data()), uInt(b.size() - 4)), 4);
+  write_file(path, b);
+  ASSERT_EQ(cuvae_checkpoint_load(path.c_str(), &ck), 0) << cuvae_last_error();
+  EXPECT_EQ(ck.version, 1u);
+  cuvae_checkpoint_free(&ck);
+
+  ASSERT_EQ(train(config("max_steps = 20\n"), dir + "/split", true, &s), 0) << cuvae_last_error();
+  EXPECT_NE(read_file(dir + "/log.txt").find("format version 1) has no record of the epoch in progress"),
+            std::string::npos);
+  EXPECT_EQ(read_file(dir + "/whole/steps.jsonl"), read_file(dir + "/split/steps.jsonl"));
+  std::vector<std::string> whole = metrics_rows(dir + "/whole/metrics.jsonl"),
+                           split = metrics_rows(dir + "/split/metrics.jsonl");
+  ASSERT_EQ(split.size(), 4u);  // the partial row of step 5 is kept
+  EXPECT_NE(split[0].find("\"step\": 5, "), std::string::npos) << split[0];
+  EXPECT_NE(split[1], whole[0]);  // epoch 1's row averages steps 6..8 only
+  EXPECT_EQ(split[2], whole[1]);
+  cuvae_checkpoint a, c;
+  ASSERT_EQ(cuvae_checkpoint_load((dir + "/whole/checkpoint.cuvae").c_str(), &a), 0) << cuvae_last_error();
+  ASSERT_EQ(cuvae_checkpoint_load(path.c_str(), &c), 0) << cuvae_last_error();
+  EXPECT_EQ(memcmp(a.params, c.params, a.n_params * 4), 0);
+  cuvae_checkpoint_free(&a);
+  cuvae_checkpoint_free(&c);
 }
 
 // A diverging run stops with a message naming the step, and the checkpoint of the last good epoch survives.

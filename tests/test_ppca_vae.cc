@@ -24,14 +24,19 @@
 //    N-row mean is sqrt(sum var) / N (0.016 nats on train, 0.022 on test; checked by hand against the spread of
 //    400 passes with different seeds: 0.0162 / 0.0230, and their mean matched the exact ELBO to 0.3 / 0.9 of its
 //    se). The backend's ELBO here is the mean of kEvalSeeds = 16 passes (backends with their own evaluation
-//    seeds), se = 0.004 / 0.0056. It must match the exact ELBO within 4 se (+ 1e-4 for float32 sums of ~10-nat
-//    terms), and on train must not exceed opt by more than that: "not above the optimum" up to the noise of the
-//    estimate. Exactly (in double): ELBO <= log p_theta (KL(q || p(z|x)) >= 0; 1e-9 for rounding) and
-//    log p_theta(train) <= opt (the maximum; 1e-9 relative).
+//    seeds), se = 0.004 / 0.0056. It must match the exact ELBO within 4 se (+ 1e-4, the float error of a row's
+//    value: the GEMMs' gamma_{K+1} M, expf's 4 ulp on sd and the float NLL's u |nll| ~ 6e-7, carried through
+//    |x - f| / s^2 and |z| as counted in tests/test_iwae.cc; <= 1e-4 for this O(1) linear model, K <= 8 terms, with
+//    |eps| <= 6, the condition assumed), and on train must not exceed opt by more than that: "not above the
+//    optimum" up to the noise of the estimate. Exactly (in double): ELBO <= log p_theta (KL(q || p(z|x)) >= 0; up to
+//    the double rounding of two ~10-nat means of Cholesky-based row terms, <= ~1e-13 each as in test_ppca.cc:
+//    1e-12) and log p_theta(train) <= opt (the maximum; 1e-11 relative, test_ppca.cc's bound for the moments
+//    form against the rows).
 //  - IWAE's noise: the per-row differences log_px[i] - log p_theta(x_i) give the standard error of their mean
 //    (~6e-5 nats: with a nearly exact posterior the weights hardly vary; checked by hand over 40 passes: per-pass
-//    sd 5.7e-5, mean -5e-6 +- 9e-6, no bias). IWAE <= log p_theta + 4 se + 1e-5 (float32 log-weights of ~10-nat
-//    terms), and IWAE >= the ELBO - 4 se (IWAE_K >= ELBO in expectation).
+//    sd 5.7e-5, mean -5e-6 +- 9e-6, no bias). IWAE <= log p_theta + 4 se + 1e-4 (the float error of a row's
+//    log-weight, as above; log-sum-exp is 1-Lipschitz in the max norm), and IWAE >= the ELBO - 4 se (IWAE_K >=
+//    ELBO in expectation).
 //  - How close to the optimum: opt - IWAE(train) < kMargin = 0.01 nats per point, and opt - exact ELBO(train)
 //    < kMargin. Scale: the ML fit beats the true parameters on the training set by about (free parameters)/(2N)
 //    = (D Z - Z(Z-1)/2 + D + 1) / 8000 = 0.003 nats (measured 0.0025), the resolution of the data themselves;
@@ -284,10 +289,10 @@ void check_bounds(const Split &s) {
   // The backend's one-sample ELBO estimates the exact ELBO of its parameters.
   EXPECT_NEAR(s.elbo_backend, s.elbo_exact, 4.0 * s.elbo_se + 1e-4) << "se " << s.elbo_se;
   // ELBO <= log p_theta(x) (KL(q || p(z|x)) >= 0), exactly in double.
-  EXPECT_LE(s.elbo_exact, s.logp_theta + 1e-9);
+  EXPECT_LE(s.elbo_exact, s.logp_theta + 1e-12);
   // IWAE is a lower bound on log p_theta in expectation, and at least the ELBO in expectation.
-  EXPECT_LE(s.iwae - s.logp_theta, 4.0 * s.iwae_se + 1e-5) << "se " << s.iwae_se;
-  EXPECT_GE(s.iwae, s.elbo_exact - 4.0 * s.iwae_se - 1e-5);
+  EXPECT_LE(s.iwae - s.logp_theta, 4.0 * s.iwae_se + 1e-4) << "se " << s.iwae_se;
+  EXPECT_GE(s.iwae, s.elbo_exact - 4.0 * s.iwae_se - 1e-4);
   EXPECT_GE(s.iwae, s.elbo_backend - 4.0 * s.elbo_se - 1e-4);
 }
 
@@ -372,9 +377,9 @@ TEST(PpcaVae, LinearVaeReachesTheClosedFormMaximumLikelihood) {
   check_bounds(te);
 
   // Training set: nothing is above the exact optimum, and the IWAE estimate is within kMargin below it.
-  EXPECT_LE(tr.logp_theta, opt + 1e-9 * std::fabs(opt));
+  EXPECT_LE(tr.logp_theta, opt + 1e-11 * std::fabs(opt));
   EXPECT_LE(tr.elbo_backend, opt + 4.0 * tr.elbo_se + 1e-4) << "se " << tr.elbo_se;
-  EXPECT_LE(tr.iwae, opt + 4.0 * tr.iwae_se + 1e-5);
+  EXPECT_LE(tr.iwae, opt + 4.0 * tr.iwae_se + 1e-4);
   EXPECT_LT(opt - tr.iwae, kMargin);
   EXPECT_LT(opt - tr.elbo_exact, kMargin);  // the encoder found the (nearly) exact posterior too
   // Test set: against the closed form's test log-likelihood (not a bound there; same margin both ways).

@@ -22,7 +22,7 @@ void help_train(void) {
          "  config.ini         the effective config (CONFIG plus --set overrides)\n"
          "  metrics.jsonl      one JSON object per epoch (train/test negative ELBO, recon, kl, samples/s, ...)\n"
          "  steps.jsonl        per-step losses every [train] log_every steps\n"
-         "  checkpoint.cuvae   the latest checkpoint (written atomically at every epoch end)\n"
+         "  checkpoint.cuvae   the latest checkpoint (written atomically at step 0, every epoch end and on a stop)\n"
          "  samples.png        decoder means of 64 fixed prior samples, rewritten at every epoch end\n"
          "  recon.png          the first 32 test examples above their reconstructions, every epoch end\n"
          "  loss.png           train and test negative ELBO per epoch\n\n"
@@ -38,7 +38,8 @@ void help_train(void) {
          "Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves a checkpoint there, prints the command that\n"
          "continues the run and stops (exit 130, or 143 for SIGTERM); a second Ctrl-C stops at once. A run killed\n"
          "outright (SIGKILL, power loss) resumes from its last checkpoint; metrics.jsonl and steps.jsonl are cut back\n"
-         "to that checkpoint, so the resumed run's files equal those of an uninterrupted run.\n"
+         "to that checkpoint, so the resumed run's numbers equal those of an uninterrupted run (all but the\n"
+         "wall-clock samples_per_s and seconds).\n"
          "A non-finite loss stops training with a message naming the step (exit 1); the last checkpoint stays.\n");
 }
 

@@ -107,12 +107,19 @@ static int file_exists(const char *path) {
   return stat(path, &st) == 0;
 }
 
+/* Through PATH.tmp and a rename, so that a kill never leaves a torn file (config.ini is what --resume reads). */
 static int write_text_file(const char *path, const char *text) {
-  FILE *f = fopen(path, "w");
-  if (!f) return cuvae_error("cannot write %s: %s", path, strerror(errno));
+  char tmp[CUVAE_PATH_MAX + 64];
+  if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return cuvae_error("path too long: %s", path);
+  FILE *f = fopen(tmp, "w");
+  if (!f) return cuvae_error("cannot write %s: %s", tmp, strerror(errno));
   const size_t n = strlen(text);
-  const int ok = fwrite(text, 1, n, f) == n;
-  if (fclose(f) != 0 || !ok) return cuvae_error("cannot write %s: %s", path, strerror(errno));
+  const int ok = fwrite(text, 1, n, f) == n && fflush(f) == 0 && fsync(fileno(f)) == 0;
+  const int err = errno;
+  if (fclose(f) != 0 || !ok || rename(tmp, path) != 0) {
+    remove(tmp);
+    return cuvae_error("cannot write %s: %s", path, strerror(ok ? errno : err));
+  }
   return 0;
 }
 

@@ -92,14 +92,15 @@ TEST(KernelBiasAct, ForwardMatchesCpu) {
         CUDA_OK(cudaDeviceSynchronize());
         bias_act_forward_cpu(y.data(), b.data(), B, n, act);
         // relu / none: one float addition (and a comparison), correctly rounded on both sides: bitwise equal.
-        // tanh: the same rounded sum, then tanhf: CUDA's errs by <= 2 ulp, glibc's by <= 1 ulp, so the two differ
-        // by <= 3 ulp <= 3 * 2^-23 |tanh| = 6 kU |cpu|; 8 kU leaves a margin. tanh(x) ~ x near 0 keeps the
-        // relative bound meaningful down to the smallest inputs (here |y + b| = 0 gives exactly 0 on both).
-        const double rtol = act == CUVAE_ACT_TANH ? 8 * kU : 0.0;
+        // tanh: the same rounded sum, then tanhf: CUDA's errs by <= 2 ulp (CUDA C Programming Guide, float
+        // functions), glibc's by <= 2 ulp (x86_64, "Known Maximum Errors in Math Functions"), so the two differ by
+        // <= 4 ulp <= 4 * 2^-23 |tanh| = 8 kU |tanh|, and |tanh| <= (1 + 4 kU) |cpu|: rtol 8.01 kU. tanh(x) ~ x near
+        // 0 keeps the relative bound meaningful down to the smallest inputs (|y + b| = 0 gives exactly 0 on both).
+        const double rtol = act == CUVAE_ACT_TANH ? 8.01 * kU : 0.0;
         const double w = expect_close(dy.get(), y, 0.0, rtol, "y");
         if (act == CUVAE_ACT_TANH) worst_tanh = std::max(worst_tanh, w);
       }
-  printf("bias_act_forward tanh: max |gpu - cpu| = %.3g of the tolerance 8 u |cpu|\n", worst_tanh);
+  printf("bias_act_forward tanh: max |gpu - cpu| = %.3g of the tolerance 8.01 u |cpu|\n", worst_tanh);
 }
 
 TEST(KernelBiasAct, BackwardMatchesCpu) {

@@ -11,7 +11,7 @@
 # FUZZ_FLAGS (more libFuzzer flags, e.g. -max_total_time=600).
 #
 # To minimise a grown corpus back into the checked-in one:
-#   build-fuzz/fuzz/fuzz_PARSER -merge=1 fuzz/corpus/PARSER build-fuzz/corpus/PARSER
+#   build-fuzz/fuzz/fuzz_PARSER -set_cover_merge=1 -use_counters=0 fuzz/corpus/PARSER build-fuzz/corpus/PARSER
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -19,11 +19,18 @@ PARSERS=(idx npy config checkpoint import)
 which="${1:-all}"
 runs="${2:-1000000}"
 build="${CUVAE_FUZZ_BUILD:-build-fuzz}"
-if [[ "$which" != all && ! " ${PARSERS[*]} " =~ " $which " ]]; then
-  echo "usage: scripts/fuzz.sh [idx|npy|config|checkpoint|import|all] [RUNS]" >&2
+case "$which" in
+  all) ;;
+  idx | npy | config | checkpoint | import) PARSERS=("$which") ;;
+  *)
+    echo "usage: scripts/fuzz.sh [idx|npy|config|checkpoint|import|all] [RUNS]" >&2
+    exit 2
+    ;;
+esac
+if ! [[ "$runs" =~ ^[0-9]+$ ]]; then
+  echo "error: RUNS must be a number of executions, got '$runs'" >&2
   exit 2
 fi
-[[ "$which" == all ]] || PARSERS=("$which")
 command -v clang >/dev/null || { echo "error: clang is needed (Debian: clang, libclang-rt-dev)" >&2; exit 1; }
 
 if [[ ! -f "$build/CMakeCache.txt" ]]; then

@@ -4,16 +4,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The widest activation row, as the CPU workspace sizes its ping-pong gradient buffers (src/cpu/vae_cpu.c). */
-static size_t widest_row(const cuvae_model *m) {
-  size_t widest = m->input_dim;
-  for (int i = 0; i < m->n_enc; i++)
-    if (m->enc[i].out > widest) widest = m->enc[i].out;
-  for (int i = 0; i < m->n_dec; i++)
-    if (m->dec[i].out > widest) widest = m->dec[i].out;
-  return widest;
-}
-
 int bench_slot_count(const cuvae_model *m) { return BENCH_SLOT_ENC_OUT + m->n_enc + m->n_dec; }
 
 size_t bench_slot_floats(const cuvae_model *m, int B, int slot) {
@@ -25,7 +15,7 @@ size_t bench_slot_floats(const cuvae_model *m, int B, int slot) {
     case BENCH_SLOT_DMULV: return b * 2 * Z;
     case BENCH_SLOT_DLOGITS: return b * D;
     case BENCH_SLOT_GRAD_A:
-    case BENCH_SLOT_GRAD_B: return b * widest_row(m);
+    case BENCH_SLOT_GRAD_B: return b * cuvae_model_widest_output(m, 1);
     case BENCH_SLOT_PARAMS:
     case BENCH_SLOT_GRAD: return m->n_params;
     default: break;

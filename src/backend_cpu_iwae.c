@@ -35,9 +35,7 @@ int cpu_iwae(cuvae_backend *base, const cuvae_dataset *ds, int K, int batch, dou
   if (cuvae_iwae_plan_make(K, batch, be->max_batch, &plan)) return -1;
 
   const size_t rows_max = (size_t)plan.rows * (size_t)plan.chunk;  /* decoder batch, <= max_batch */
-  size_t widest = 1;
-  for (int i = 0; i < m->n_dec; i++)
-    if (m->dec[i].out > widest) widest = m->dec[i].out;
+  const size_t widest = cuvae_model_widest_output(m, 0);
   float *act[2] = {malloc(rows_max * widest * sizeof(float)), malloc(rows_max * widest * sizeof(float))};
   float *z = malloc(rows_max * (size_t)Z * sizeof(float));
   float *zy = m->cond ? malloc(rows_max * ((size_t)Z + m->cond) * sizeof(float)) : NULL;  /* conditional: [z | y] */

@@ -357,20 +357,11 @@ typedef struct memory_plan {
   size_t state, activations, data, workspace;
 } memory_plan;
 
-static size_t widest_layer(const cuvae_model *m) {
-  size_t widest = m->input_dim;
-  for (int i = 0; i < m->n_enc; i++)
-    if (m->enc[i].out > widest) widest = m->enc[i].out;
-  for (int i = 0; i < m->n_dec; i++)
-    if (m->dec[i].out > widest) widest = m->dec[i].out;
-  return widest;
-}
-
 static memory_plan plan_memory(const cuda_backend *be) {
   const cuvae_model *m = be->model;
   const size_t B = (size_t)be->max_batch, Z = m->latent, D = m->input_dim, f = sizeof(float);
   /* x, x_in, x_rep, data_u/v, z, dz, dmulv, grad_a/b, kl/nll, kl_s, weight, row_obj, dlv_row, rows */
-  size_t per_row = 5 * D + Z + Z + 2 * Z + 2 * widest_layer(m) + 2 + 4 + 1 + 1;  /* + labels */
+  size_t per_row = 5 * D + Z + Z + 2 * Z + 2 * cuvae_model_widest_output(m, 1) + 2 + 4 + 1 + 1;  /* + labels */
   if (m->cond) per_row += (D + m->cond) + 2 * (Z + m->cond);                   /* enc_in, dec_in, dzy */
   for (int i = 0; i < m->n_enc; i++) per_row += m->enc[i].out;
   for (int i = 0; i < m->n_dec; i++) per_row += m->dec[i].out;
@@ -437,7 +428,7 @@ static int cuda_setup(cuda_backend *be, const cuvae_dataset *train, const cuvae_
       noise_init(be, &be->data_noise, cfg->seed ^ CUVAE_SEED_DATA))
     return -1;
 
-  const size_t widest = widest_layer(m);
+  const size_t widest = cuvae_model_widest_output(m, 1);
   if (dev_alloc(&be->state, 4 * n * f)) return -1;
   be->params = be->state;
   be->grad = be->state + n;

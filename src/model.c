@@ -128,6 +128,15 @@ const cuvae_tensor *cuvae_model_find(const cuvae_model *m, const char *name) {
   return NULL;
 }
 
+size_t cuvae_model_widest_output(const cuvae_model *m, int with_encoder) {
+  size_t widest = 1;
+  for (int i = 0; i < m->n_dec; i++)
+    if (m->dec[i].out > widest) widest = m->dec[i].out;
+  for (int i = 0; with_encoder && i < m->n_enc; i++)
+    if (m->enc[i].out > widest) widest = m->enc[i].out;
+  return widest;
+}
+
 /* Initial parameters, layer by layer in layout order, from the init noise stream (include/cuvae/rng.h); each
  * draw starts at the next multiple-of-4 position. The (mu, lv) head counts as one [2Z, in] layer.
  *   init = torch: W ~ U(-k, k) then b ~ U(-k, k), k = 1/sqrt(fan_in) (PyTorch nn.Linear's default);

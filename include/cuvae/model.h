@@ -71,6 +71,11 @@ int cuvae_model_build(cuvae_model *m, size_t input_dim, const cuvae_config *cfg)
  * docs/ARCHITECTURE.md, "Random numbers"). */
 int cuvae_model_init(const cuvae_model *m, float *params, uint64_t seed);
 const cuvae_tensor *cuvae_model_find(const cuvae_model *m, const char *name);
+/* The widest layer output, in floats per row: over the decoder's layers, and also the encoder's when
+ * with_encoder. It sizes the buffers that hold one layer's activations or their gradient for a batch (the
+ * backward pass's two ping-pong gradient buffers: both stacks; the IWAE evaluation's decoder activations: the
+ * decoder). It is >= D, the decoder's last output, so a row of data fits too. */
+size_t cuvae_model_widest_output(const cuvae_model *m, int with_encoder);
 void cuvae_model_print_layout(const cuvae_model *m, FILE *out);
 /* FLOPs of one training step (forward + backward of the dense layers) for a batch of B, for reporting. */
 double cuvae_model_step_flops(const cuvae_model *m, int B);

@@ -57,17 +57,11 @@ cuvae_cpu_ws *cuvae_cpu_ws_create(const cuvae_model *m, int max_batch) {
     return NULL;
   }
   const size_t B = (size_t)max_batch, Z = m->latent, D = m->input_dim;
-  size_t widest = D + m->cond;
+  const size_t widest = cuvae_model_widest_output(m, 1);
   int failed = 0;
   ws->max_batch = max_batch;
-  for (int i = 0; i < m->n_enc; i++) {
-    ws->enc_out[i] = alloc_floats(B * m->enc[i].out, &failed);
-    if (m->enc[i].out > widest) widest = m->enc[i].out;
-  }
-  for (int i = 0; i < m->n_dec; i++) {
-    ws->dec_out[i] = alloc_floats(B * m->dec[i].out, &failed);
-    if (m->dec[i].out > widest) widest = m->dec[i].out;
-  }
+  for (int i = 0; i < m->n_enc; i++) ws->enc_out[i] = alloc_floats(B * m->enc[i].out, &failed);
+  for (int i = 0; i < m->n_dec; i++) ws->dec_out[i] = alloc_floats(B * m->dec[i].out, &failed);
   ws->z = alloc_floats(B * Z, &failed);
   ws->dz = alloc_floats(B * Z, &failed);
   ws->dmulv = alloc_floats(B * 2 * Z, &failed);

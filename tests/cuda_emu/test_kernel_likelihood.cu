@@ -8,13 +8,17 @@
 // - Row sums: the kernel sums each row in float (per thread in column order, then a tree over at most 1024 threads),
 //   the twin in double. With blocks of at least 32 threads each term passes through at most ceil(D/32) serial
 //   additions and 10 tree levels, each adding a relative error <= u, so the sum errs by at most
-//   (ceil(D/32) + 10) u sum|terms|. Each term itself is a handful of float operations, on both sides (expf <= 2
-//   ulp on a GPU, log1pf 1 ulp, then +, *, -): at most 10 u |parts| per term from the two sides together, where
-//   |parts| = |max(l,0)| + log1p(e) + |x l| (Bernoulli; this bounds the cancellation in softplus(l) - x l) or
-//   (x - f)^2 / (2 s^2) (Gaussian, plus |const term|). Hence |gpu - cpu| <= (ceil(D/32) + 21) u sum|parts|.
-// - Bernoulli gradient: sigmoid = (1 or e) / (1 + e) has relative error <= 3.5 u per side (expf 2, the sum and the
-//   division 0.5 each, no worse after e's propagation), so |dsig| <= 7 u (sigmoid <= 1); then - x and * scale add
-//   2 u relative: atol = 8 u |scale|, rtol = 2 u. (Under the emulation both sides use the same libm: exact.)
+//   (ceil(D/32) + 10) u sum|terms|. Each term itself is a handful of float operations, on both sides, bounded
+//   relative to |parts| = |max(l,0)| + log1p(e) + |x l| (Bernoulli; this bounds the cancellation in softplus(l) -
+//   x l) or (x - f)^2 / (2 s^2) (Gaussian, plus |const term|). Bernoulli: the twin's libmvec expf and log1pf (4 ulp
+//   each, src/cpu/simd_math.h) give log1p(e) within 16u of itself (e's 8u moves log1p(e) by <= 8u e / (1 + e) <= 8u
+//   log1p(e)), and +, *, - round once each: <= 18u |parts| (as tests/test_math.cc counts); the GPU's expf 2 ulp
+//   and log1pf 1 ulp (CUDA C Programming Guide): <= 9u |parts|; 27u together. Gaussian: (x - f)^2 and the
+//   scaling, no transcendental: 10u together. Hence |gpu - cpu| <= (ceil(D/32) + 11 + T) u sum|parts|, T = 27
+//   (Bernoulli) or 10 (Gaussian).
+// - Bernoulli gradient: sigmoid = (1 or e) / (1 + e) has relative error <= 10u in the twin (expf 8u, no worse after
+//   e's propagation, then the sum and the division u each) and <= 6u on a GPU (expf 4u), so |dsig| <= 16u
+//   (sigmoid <= 1); then - x and * scale round once each per side, <= 4u |g|: atol = 16.1u |scale|, rtol = 4u.
 // - Gaussian gradient: the same float operations as the twin (g_scale rounded from double the same way, f - x,
 //   one product): equal; 1 ulp is allowed for safety.
 // - Per-dimension learned variance (r = f - x, w = exp(-lv), rw = r w, q = r rw): r is the same float on both
@@ -137,13 +141,13 @@ void compare_with_cpu(bool gaussian, const std::vector<float> &out, const std::v
       const double o = out[(size_t)b * D + d], xv = x[(size_t)b * D + d];
       parts += gaussian ? 0.5 * (xv - o) * (xv - o) / s2 : std::max(o, 0.0) + log1p(exp(-fabs(o))) + fabs(xv * o);
     }
-    const double tol = ((D + 31) / 32 + 21) * kU * parts;
+    const double tol = ((D + 31) / 32 + 11 + (gaussian ? 10 : 27)) * kU * parts;
     const double err = fabs((double)gpu.nll[b] - nll[b]);
     ASSERT_TRUE(isfinite(gpu.nll[b])) << "row " << b;
     ASSERT_LE(err, tol) << "row " << b << " gpu " << gpu.nll[b] << " cpu " << nll[b];
     worst->nll = std::max(worst->nll, err / tol);
   }
-  const double atol = gaussian ? 0.0 : 8 * kU * fabs(scale), rtol = 2 * kU;
+  const double atol = gaussian ? 0.0 : 16.1 * kU * fabs(scale), rtol = gaussian ? 2 * kU : 4 * kU;
   for (size_t i = 0; i < grad.size(); i++) {
     const double tol = atol + rtol * fabs(grad[i]), err = fabs((double)gpu.grad[i] - grad[i]);
     ASSERT_TRUE(isfinite(gpu.grad[i])) << "element " << i;
@@ -188,6 +192,8 @@ TEST(KernelLikelihood, BernoulliExtremeLogits) {
   const Result bad0 = run_gpu(false, l_pos, zeros, 0, 1.0f, 1, D, true);
   EXPECT_LE(fabs(fit1.nll[0]), 1e-30);
   EXPECT_LE(fabs(fit0.nll[0]), 1e-30);
+  // Each term is fl(fl(0 + log1pf(e^-100)) + 100) = 100 (the 3.7e-44 is absorbed, an error far below u 100) and
+  // sums of 100s up to 100 D are exact in float: the bound 10u per term is generous by design, not needed.
   EXPECT_NEAR(100.0 * D, bad1.nll[0], 100.0 * D * 10 * kU);
   EXPECT_NEAR(100.0 * D, bad0.nll[0], 100.0 * D * 10 * kU);
   for (int d = 0; d < D; d++) {

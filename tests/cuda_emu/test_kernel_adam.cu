@@ -191,9 +191,8 @@ TEST_P(KernelAdam, FiveStepsMatchCpu) {
     const State gpu{d_p.get(), d_m.get(), d_v.get()};
     // Given the same scalars, adam_update_cuda performs adam_update_cpu's float operations in the same order,
     // each correctly rounded (products feeding an addition are __fmul_rn, so no FMA contraction; sqrtf and the
-    // division are IEEE-rounded without fast math): bitwise equal. The 2-ulp tolerance only absorbs a compiler
-    // reordering; measured: 0 ulp.
-    const double worst = expect_state_close(gpu, cpu, 2.0);
+    // division are IEEE-rounded without fast math): bitwise equal, and checked as such (0 ulp).
+    const double worst = expect_state_close(gpu, cpu, 0.0);
     if (mode != kClipActive) {
       printf("adam n %zu clip mode %d: max %.3g ulp (p, m, v) vs adam_update_cpu\n", n, (int)mode, worst);
       continue;
@@ -294,8 +293,8 @@ TEST(KernelAdamSingle, GraphReplayIsThreeSteps) {
       }
       adam_update_cpu(cpu.p.data(), g.data(), cpu.m.data(), cpu.v.data(), n, kLr, kB1, kB2, kEps, t, sc[0]);
     }
-    // Same argument as FiveStepsMatchCpu: the same float operations on the same inputs; measured 0 ulp.
-    expect_state_close(State{d_p.get(), d_m.get(), d_v.get()}, cpu, 2.0);
+    // Same argument as FiveStepsMatchCpu: the same float operations on the same inputs: bitwise equal.
+    expect_state_close(State{d_p.get(), d_m.get(), d_v.get()}, cpu, 0.0);
     CUDA_OK(cudaGraphExecDestroy(exec));
     CUDA_OK(cudaGraphDestroy(graph));
     CUDA_OK(cudaStreamDestroy(stream));

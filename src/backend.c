@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cuvae/device.h"
 #include "cuvae/error.h"
 
 #if !CUVAE_HAVE_CUDA
@@ -12,13 +13,15 @@ int cuvae_cuda_device_count(char *desc, size_t n) {
 }
 #endif
 
+int cuvae_device_check(const char *device) {
+  if (device && (strcmp(device, "auto") == 0 || strcmp(device, "cpu") == 0 || strcmp(device, "cuda") == 0)) return 0;
+  return cuvae_error("--device '%s': expected " CUVAE_DEVICE_CHOICES, device ? device : "");
+}
+
 cuvae_backend *cuvae_backend_create(const char *device, const cuvae_model *m, const cuvae_config *cfg,
                                     const cuvae_dataset *train, const cuvae_dataset *eval) {
+  if (cuvae_device_check(device)) return NULL;
   const int is_auto = strcmp(device, "auto") == 0;
-  if (strcmp(device, "cpu") != 0 && strcmp(device, "cuda") != 0 && !is_auto) {
-    cuvae_error("--device '%s': expected auto, cpu or cuda", device);
-    return NULL;
-  }
   char desc[256] = "";
   const int devices = cuvae_cuda_device_count(desc, sizeof desc);
   if (strcmp(device, "cuda") == 0 && devices < 1) {

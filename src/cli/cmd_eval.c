@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cuvae/device.h"
 #include "cuvae/error.h"
 #include "cuvae/train.h"
 
@@ -94,8 +95,8 @@ int cmd_eval(int argc, char **argv) {
     fprintf(stderr, "error: eval needs a CHECKPOINT (see cuvae eval --help)\n");
     return CUVAE_EXIT_USAGE;
   }
-  if (strcmp(device, "auto") && strcmp(device, "cpu") && strcmp(device, "cuda")) {
-    fprintf(stderr, "error: --device '%s': expected auto, cpu or cuda\n", device);
+  if (cuvae_device_check(device)) {
+    fprintf(stderr, "error: %s\n", cuvae_last_error());
     return CUVAE_EXIT_USAGE;
   }
   if (strcmp(split, "test") && strcmp(split, "train")) {

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cuvae/device.h"
 #include "cuvae/error.h"
 #include "cuvae/export.h"
 
@@ -118,8 +119,8 @@ static int parse_args(int argc, char **argv, const char *posname, int want, void
     return CUVAE_EXIT_USAGE;
   }
   if (!a->device) a->device = "auto";
-  if ((want & WANT_DEVICE) && strcmp(a->device, "auto") && strcmp(a->device, "cpu") && strcmp(a->device, "cuda")) {
-    fprintf(stderr, "error: --device '%s': expected auto, cpu or cuda\n", a->device);
+  if ((want & WANT_DEVICE) && cuvae_device_check(a->device)) {
+    fprintf(stderr, "error: %s\n", cuvae_last_error());
     return CUVAE_EXIT_USAGE;
   }
   return 0;

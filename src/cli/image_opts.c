@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "image_opts.h"
+#include "cuvae/device.h"
 #include "cuvae/error.h"
 #include "cuvae/image.h"
 #include "inference.h"
@@ -57,8 +58,7 @@ int img_parse(int argc, char **argv, unsigned flags, opts *o, void (*help)(void)
       if (!*v) return img_usage_error("--out needs a file name");
       o->out = v;
     } else if (!missing && (v = cli_flag_value(argc, argv, &i, "--device", &missing))) {
-      if (strcmp(v, "auto") && strcmp(v, "cpu") && strcmp(v, "cuda"))
-        return img_usage_error("--device '%s': expected auto, cpu or cuda", v);
+      if (cuvae_device_check(v)) return img_usage_error("%s", cuvae_last_error());
       o->device = v;
     } else if (!missing && (flags & F_N) && (v = cli_flag_value(argc, argv, &i, "--n", &missing))) {
       rc = img_parse_int("--n", v, 1, MAX_N, &o->n);

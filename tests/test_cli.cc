@@ -591,3 +591,14 @@ TEST_F(Cli, ARunningTrainingMapsOneBlas) {
   ASSERT_EQ(blas.size(), 1u) << maps;
   EXPECT_NE(blas.begin()->find("libopenblas"), std::string::npos) << *blas.begin();
 }
+
+// A device that is not one of the choices: exit 2 and the same message from every command that takes --device.
+TEST_F(Cli, BadDeviceIsAUsageErrorEverywhere) {
+  Result r = run("train " + dir + "/ok.ini --set train.epochs=1 --out " + dir + "/run");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string want = "--device 'gpu': expected auto, cpu or cuda";
+  expect_error(run("train " + dir + "/ok.ini --device gpu --out " + dir + "/r1"), 2, want);
+  expect_error(run("eval " + dir + "/run --device gpu"), 2, want);
+  expect_error(run("sample " + dir + "/run --device gpu --out " + dir + "/s.png"), 2, want);
+  expect_error(run("encode " + dir + "/run --in " + dir + "/test.npy --out " + dir + "/e.npy --device gpu"), 2, want);
+}

@@ -12,4 +12,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  * be written: that is a broken harness, not a parser finding. */
 const char *fuzz_file(const uint8_t *data, size_t size);
 
+/* A path for files a harness writes itself ("DIR/checkpoint.cuvae" in a private directory under /dev/shm when it is
+ * writable, else under $TMPDIR or /tmp), the same for every call; the directory is removed at exit. */
+const char *fuzz_scratch_path(void);
+
 #endif

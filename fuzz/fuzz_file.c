@@ -1,4 +1,5 @@
-/* The fuzz harnesses' scratch file: an anonymous in-memory file (memfd) rewritten for each input. */
+/* The fuzz harnesses' files: the input as an anonymous in-memory file (memfd) rewritten for each input, and a scratch
+ * path for what a harness writes itself. */
 #define _GNU_SOURCE /* memfd_create */
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,4 +33,26 @@ const char *fuzz_file(const uint8_t *data, size_t size) {
     done += (size_t)w;
   }
   return path;
+}
+
+static char scratch_dir[128], scratch[256];
+
+static void remove_scratch(void) {
+  unlink(scratch);
+  rmdir(scratch_dir);
+}
+
+const char *fuzz_scratch_path(void) {
+  if (!scratch[0]) {
+    const char *tmp = getenv("TMPDIR");
+    const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : tmp && tmp[0] ? tmp : "/tmp";
+    snprintf(scratch_dir, sizeof scratch_dir, "%s/cuvae-fuzz-XXXXXX", base);
+    if (!mkdtemp(scratch_dir)) {
+      perror("fuzz: mkdtemp");
+      abort();
+    }
+    snprintf(scratch, sizeof scratch, "%s/checkpoint.cuvae", scratch_dir);
+    atexit(remove_scratch);
+  }
+  return scratch;
 }

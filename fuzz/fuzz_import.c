@@ -1,5 +1,5 @@
 /* Fuzz harness for the safetensors import (src/import.c): each input is read as a .safetensors file; what it
- * accepts must be a complete checkpoint of the model its __metadata__ describes. */
+ * accepts must be a complete checkpoint of the model its __metadata__ describes, which saves and loads back. */
 #include <string.h>
 
 #include "cuvae/checkpoint.h"
@@ -19,6 +19,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   FUZZ_REQUIRE(ck.params && ck.adam_m && ck.adam_v && ck.config_ini && ck.n_params >= 1 && ck.step == 0);
   FUZZ_REQUIRE(4 * ck.n_params < size);
+  /* `cuvae import` saves what it read: that must succeed and load back. */
+  if (cuvae_checkpoint_save(fuzz_scratch_path(), &ck) != 0) {
+    fprintf(stderr, "fuzz: an imported checkpoint cannot be saved: %s\n", cuvae_last_error());
+    abort();
+  }
+  cuvae_checkpoint back;
+  FUZZ_REQUIRE(cuvae_checkpoint_load(fuzz_scratch_path(), &back) == 0);
+  FUZZ_REQUIRE(back.n_params == ck.n_params && memcmp(back.params, ck.params, 4 * (size_t)ck.n_params) == 0);
+  cuvae_checkpoint_free(&back);
   cuvae_checkpoint_free(&ck);
   return 0;
 }

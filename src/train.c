@@ -333,6 +333,13 @@ static void curve_add(run *r, int64_t epoch, double epochs, double train_nelbo, 
   r->curve_epoch = epoch;
 }
 
+/* x as metrics.jsonl holds it (%.6f), so a point plotted live equals the one a resumed run reads back. */
+static double as_logged(double x) {
+  char buf[64];
+  snprintf(buf, sizeof buf, "%.6f", x);
+  return strtod(buf, NULL);
+}
+
 static double json_number(const char *line, const char *key) {
   const char *p = strstr(line, key);
   return p ? strtod(p + strlen(key), NULL) : NAN;
@@ -525,7 +532,7 @@ static int end_epoch(run *r, int64_t step, const char *dir, cuvae_progress *prog
                      seconds);
   if (save_checkpoint(r, step)) return -1;
   cuvae_crash_point("checkpoint-saved", step, NULL);
-  curve_add(r, epoch, (double)step / (double)r->steps_per_epoch, r->acc.nelbo / n, test.nelbo);
+  curve_add(r, epoch, (double)step / (double)r->steps_per_epoch, as_logged(r->acc.nelbo / n), as_logged(test.nelbo));
   write_pictures(r, dir, step, prog);
   summary->test = test;
   summary->evaluated = 1;

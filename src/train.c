@@ -6,7 +6,6 @@
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -22,6 +21,7 @@
 #include "cuvae/image.h"
 #include "cuvae/rng.h"
 #include "progress.h"
+#include "run_log.h"
 #include "train_internal.h"
 
 static volatile sig_atomic_t stop_requested = 0;
@@ -123,67 +123,6 @@ static int write_text_file(const char *path, const char *text) {
   return 0;
 }
 
-/* metrics.jsonl or steps.jsonl. Rows are counted in bytes (each checkpoint records how much of both files belongs
- * to it); the first failed write is kept and reported by the next log_sync. */
-typedef struct run_log {
-  FILE *f;
-  char path[CUVAE_PATH_MAX + 32];
-  uint64_t bytes;  /* the file's length, the rows written so far included */
-  int err;         /* errno of the first failed write; 0 if none */
-} run_log;
-
-static void log_row(run_log *l, const char *fmt, ...) CUVAE_PRINTF(2, 3);
-static void log_row(run_log *l, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  errno = 0;
-  const int n = vfprintf(l->f, fmt, ap);
-  va_end(ap);
-  if (n >= 0)
-    l->bytes += (uint64_t)n;
-  else if (l->err == 0)
-    l->err = errno ? errno : EIO;
-}
-
-/* Puts every row written so far on disk (fflush, fsync), or names the file and the first error. Devices that cannot
- * be synced (EINVAL) are not an error. */
-static int log_sync(run_log *l) {
-  if (!l->f) return 0;
-  errno = 0;
-  if (l->err == 0 && fflush(l->f) != 0) l->err = errno ? errno : EIO;
-  if (l->err == 0 && ferror(l->f)) l->err = EIO;
-  if (l->err == 0 && fsync(fileno(l->f)) != 0 && errno != EINVAL) l->err = errno;
-  if (l->err != 0) return cuvae_error("cannot write %s: %s", l->path, strerror(l->err));
-  return 0;
-}
-
-/* On resume: cuts the file back to `want` bytes, its length when the checkpoint was written. A file that is shorter
- * (edited or removed since) is kept as it is, with a note, and new rows are appended to it. */
-static int log_cut(run_log *l, uint64_t want, FILE *log) {
-  struct stat st;
-  l->bytes = want;
-  if (stat(l->path, &st) != 0) {
-    if (errno != ENOENT) return cuvae_error("cannot read %s: %s", l->path, strerror(errno));
-    st.st_size = 0;  /* removed since: as if empty */
-  } else if (!S_ISREG(st.st_mode)) {
-    return 0;  /* not a regular file (e.g. a device): nothing to cut */
-  }
-  if ((uint64_t)st.st_size > want && truncate(l->path, (off_t)want) != 0)
-    return cuvae_error("cannot cut %s back to the %llu bytes it had at the checkpoint: %s", l->path,
-                       (unsigned long long)want, strerror(errno));
-  if ((uint64_t)st.st_size < want) {
-    fprintf(log, "note: %s is %llu bytes, shorter than the %llu bytes it had at the checkpoint (edited since?); "
-                 "new rows are appended to it\n", l->path, (unsigned long long)st.st_size, (unsigned long long)want);
-    l->bytes = (uint64_t)st.st_size;
-  }
-  return 0;
-}
-
-static uint64_t file_size(const char *path) {
-  struct stat st;
-  return stat(path, &st) == 0 && S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0;
-}
-
 /* All the state of one run, so the loop below reads as the algorithm. */
 typedef struct run {
   const cuvae_config *cfg;
@@ -195,7 +134,7 @@ typedef struct run {
   cuvae_step_result *results;        /* [max_pending] collected step results */
   uint32_t *perm;
   char ckpt_path[CUVAE_PATH_MAX + 32];
-  run_log metrics, steps;
+  cuvae_run_log metrics, steps;
   uint64_t metrics_done;             /* bytes of metrics.jsonl up to the row of the last completed epoch */
   int64_t steps_per_epoch, total;    /* the last partial batch is dropped; total is capped by max_steps */
   int fresh;                         /* starts at step 0: a new run, or one stopped before its first checkpoint */
@@ -233,7 +172,7 @@ static double epoch_seconds(const run *r) { return r->seconds_before + (cuvae_no
  * synced first: a checkpoint never counts rows that may not be on disk, and a failed log write stops the run with
  * the previous checkpoint in place. */
 static int save_checkpoint(run *r, int64_t step) {
-  if (log_sync(&r->metrics) || log_sync(&r->steps)) return -1;
+  if (cuvae_log_sync(&r->metrics) || cuvae_log_sync(&r->steps)) return -1;
   if (r->be->get_state(r->be, r->params, r->adam_m, r->adam_v)) return -1;
   cuvae_checkpoint ck;
   memset(&ck, 0, sizeof ck);
@@ -294,9 +233,9 @@ static int restore_epoch(run *r, int64_t step, FILE *log) {
     fprintf(log, "note: the checkpoint (format version %u) has no record of the epoch in progress: metrics.jsonl "
                  "and steps.jsonl are kept as they are and this epoch's row averages only the steps from here on\n",
             r->resumed_version);
-    r->metrics.bytes = file_size(r->metrics.path);
-    r->steps.bytes = file_size(r->steps.path);
-  } else if (log_cut(&r->metrics, g->metrics_bytes, log) || log_cut(&r->steps, g->steps_bytes, log)) {
+    r->metrics.bytes = cuvae_file_size(r->metrics.path);
+    r->steps.bytes = cuvae_file_size(r->steps.path);
+  } else if (cuvae_log_cut(&r->metrics, g->metrics_bytes, log) || cuvae_log_cut(&r->steps, g->steps_bytes, log)) {
     return -1;
   }
   r->metrics_done = r->metrics.bytes;
@@ -416,7 +355,8 @@ static int build_run(run *r, const cuvae_config *cfg, const cuvae_train_opts *op
   r->perm = malloc(r->train.n * sizeof(uint32_t));
   r->results = malloc((size_t)r->be->max_pending * sizeof *r->results);
   r->config_text = cuvae_config_to_ini(cfg);
-  if (!r->params || !r->adam_m || !r->adam_v || !r->perm || !r->results || !r->config_text) return cuvae_error("out of memory");
+  if (!r->params || !r->adam_m || !r->adam_v || !r->perm || !r->results || !r->config_text)
+    return cuvae_error("out of memory");
   r->steps_per_epoch = (int64_t)(r->train.n / (size_t)cfg->batch_size);
   r->total = r->steps_per_epoch * cfg->epochs;
   if (cfg->max_steps > 0 && cfg->max_steps < r->total) r->total = cfg->max_steps;
@@ -468,8 +408,8 @@ static int open_run_files(run *r, const cuvae_train_opts *opts, int64_t step, FI
   if (r->fresh && save_checkpoint(r, 0)) return -1;
   if (!r->fresh && step < r->total && restore_epoch(r, step, log)) return -1;
   if (!r->fresh && step >= r->total) {
-    r->metrics.bytes = r->metrics_done = file_size(r->metrics.path);
-    r->steps.bytes = file_size(r->steps.path);
+    r->metrics.bytes = r->metrics_done = cuvae_file_size(r->metrics.path);
+    r->steps.bytes = cuvae_file_size(r->steps.path);
   }
   const char *mode = r->fresh ? "w" : "a";
   r->metrics.f = fopen(r->metrics.path, mode);
@@ -497,7 +437,7 @@ static int collect_steps(run *r, int64_t step, cuvae_progress *prog) {
   }
   const cuvae_step_result *res = &r->results[n - 1];
   if (step % r->cfg->log_every == 0) {
-    log_row(&r->steps,
+    cuvae_log_row(&r->steps,
             "{\"step\": %" PRId64 ", \"epoch\": %" PRId64 ", \"nelbo\": %.9g, \"recon\": %.9g, \"kl\": %.9g, "
             "\"objective\": %.9g, \"grad_norm\": %.9g}\n",
             step, (step - 1) / r->steps_per_epoch + 1, res->loss.nelbo, res->loss.recon, res->loss.kl,
@@ -518,7 +458,7 @@ static int end_epoch(run *r, int64_t step, const char *dir, cuvae_progress *prog
   const int64_t epoch = (step - 1) / r->steps_per_epoch + 1, n = r->acc_steps;
   const double seconds = epoch_seconds(r);
   const double sps = r->train_seconds > 0 ? (double)n * r->cfg->batch_size / r->train_seconds : 0.0;
-  log_row(&r->metrics,
+  cuvae_log_row(&r->metrics,
           "{\"epoch\": %" PRId64 ", \"step\": %" PRId64 ", \"train_nelbo\": %.6f, \"train_recon\": %.6f, "
           "\"train_kl\": %.6f, \"train_objective\": %.6f, \"test_nelbo\": %.6f, \"recon\": %.6f, \"kl\": %.6f, "
           "\"samples_per_s\": %.1f, \"seconds\": %.3f, \"complete\": %s}\n",

@@ -138,7 +138,8 @@ constexpr size_t kHeader = 16, kTensor0 = 60, kTensorBytes = 68, kProgressBytes 
 // The same checkpoint in format version 1: no training progress block, so 72 bytes shorter.
 std::vector<unsigned char> as_version_1(std::vector<unsigned char> b, size_t config_len, size_t n_tensors) {
   const size_t prog = kTensor0 + n_tensors * kTensorBytes + 8 + config_len;
-  b.erase(b.begin() + static_cast<std::ptrdiff_t>(prog), b.begin() + static_cast<std::ptrdiff_t>(prog + kProgressBytes));
+  const auto at = b.begin() + static_cast<std::ptrdiff_t>(prog);
+  b.erase(at, at + static_cast<std::ptrdiff_t>(kProgressBytes));
   put_u32(b, 8, 1);
   put_u32(b, 12, get_u32(b, 12) - static_cast<uint32_t>(kProgressBytes));
   put_u64(b, 16, b.size());

@@ -14,8 +14,7 @@
 #include "cli.h"
 #include "cuvae/config.h"
 #include "cuvae/error.h"
-#include "cuvae/ppca.h"
-#include "train_internal.h"
+#include "ppca_run.h"
 
 #define MAX_SETS 256
 #define EM_ITERS_DEFAULT 5000
@@ -100,116 +99,162 @@ static void em_progress_cb(void *ctx, int iter, double ll, double change) {
   fflush(stderr);
 }
 
-typedef struct fit_result {
-  int ran;
-  double train_ll, test_ll, s2, seconds;
-  int iterations, converged;
-} fit_result;
-
-static void json_fit(const char *name, const fit_result *r, int em) {
+static void json_fit(const char *name, const cuvae_ppca_fit_report *r, int em) {
   printf(", \"%s\": {\"train_loglik\": %.6f, \"test_loglik\": %.6f, \"test_nll\": %.6f, \"s2\": %.9g, "
          "\"seconds\": %.3f",
-         name, r->train_ll, r->test_ll, -r->test_ll, r->s2, r->seconds);
+         name, r->train_loglik, r->test_loglik, -r->test_loglik, r->s2, r->seconds);
   if (em) printf(", \"iterations\": %d, \"converged\": %s", r->iterations, r->converged ? "true" : "false");
   printf("}");
 }
 
-int cmd_ppca(int argc, char **argv) {
-  const char *config_path = NULL, *method = "both", *out_dir = NULL, *ckpt = NULL, *v;
-  const char *sets[MAX_SETS];
-  int n_sets = 0;
-  long latent = 0, em_iters = EM_ITERS_DEFAULT;
-  double em_tol = EM_TOL_DEFAULT;
-  for (int i = 1; i < argc; i++) {
-    int missing = 0;
-    if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-      help_ppca();
-      return 0;
-    } else if ((v = cli_flag_value(argc, argv, &i, "--config", &missing))) {
-      if (config_path) {
-        fprintf(stderr, "error: ppca takes one CONFIG, got '%s' and '%s'\n", config_path, v);
-        return CUVAE_EXIT_USAGE;
-      }
-      config_path = v;
-    } else if (!missing && (v = cli_flag_value(argc, argv, &i, "--latent", &missing))) {
-      if (parse_long(v, 1, 1L << 20, &latent)) {
-        fprintf(stderr, "error: --latent '%s': expected a whole number Z >= 1 (and below the data's D)\n", v);
-        return CUVAE_EXIT_USAGE;
-      }
-    } else if (!missing && (v = cli_flag_value(argc, argv, &i, "--method", &missing))) {
-      method = v;
-    } else if (!missing && (v = cli_flag_value(argc, argv, &i, "--out", &missing))) {
-      out_dir = v;
-    } else if (!missing && (v = cli_flag_value(argc, argv, &i, "--checkpoint", &missing))) {
-      ckpt = v;
-    } else if (!missing && (v = cli_flag_value(argc, argv, &i, "--em-iters", &missing))) {
-      if (parse_long(v, 1, EM_ITERS_MAX, &em_iters)) {
-        fprintf(stderr, "error: --em-iters '%s': expected a whole number from 1 to %d\n", v, EM_ITERS_MAX);
-        return CUVAE_EXIT_USAGE;
-      }
-    } else if (!missing && (v = cli_flag_value(argc, argv, &i, "--em-tol", &missing))) {
-      char *end = NULL;
-      errno = 0;
-      em_tol = strtod(v, &end);
-      if (errno || end == v || *end != '\0' || !(em_tol >= 0.0) || !isfinite(em_tol)) {
-        fprintf(stderr, "error: --em-tol '%s': expected a number >= 0 (nats per data point)\n", v);
-        return CUVAE_EXIT_USAGE;
-      }
-    } else if (!missing && (v = cli_flag_value(argc, argv, &i, "--set", &missing))) {
-      if (n_sets == MAX_SETS) {
-        fprintf(stderr, "error: more than %d --set overrides\n", MAX_SETS);
-        return CUVAE_EXIT_USAGE;
-      }
-      sets[n_sets++] = v;
-    } else if (missing) {
-      return CUVAE_EXIT_USAGE;
-    } else if (argv[i][0] == '-') {
-      fprintf(stderr, "error: unknown option '%s' for ppca (see cuvae ppca --help)\n", argv[i]);
-      return CUVAE_EXIT_USAGE;
-    } else if (config_path) {
-      fprintf(stderr, "error: ppca takes one CONFIG, got '%s' and '%s'\n", config_path, argv[i]);
-      return CUVAE_EXIT_USAGE;
-    } else {
-      config_path = argv[i];
-    }
+/* The table on stderr and the JSON line on stdout of a finished run. */
+static void report(const cuvae_ppca_run_opts *o, const cuvae_ppca_run_result *r, const char *config_path) {
+  fprintf(stderr, "ppca: %zu train and %zu test points of D = %zu features, latent Z = %zu; covariance in %.2f s\n",
+          r->n_train, r->n_test, r->features, o->latent, r->moments_seconds);
+  fprintf(stderr, "%-7s %16s %16s %14s %10s %8s\n", "method", "train loglik", "test loglik", "s^2", "EM iters",
+          "seconds");
+  const cuvae_ppca_fit_report *fits[2] = {&r->closed, &r->em};
+  for (int k = 0; k < 2; k++) {
+    if (!fits[k]->ran) continue;
+    char iters[32] = "-";
+    if (k == 1) snprintf(iters, sizeof iters, "%d%s", fits[k]->iterations, fits[k]->converged ? "" : "*");
+    fprintf(stderr, "%-7s %16.4f %16.4f %14.6g %10s %8.2f\n", k == 0 ? "closed" : "em", fits[k]->train_loglik,
+            fits[k]->test_loglik, fits[k]->s2, iters, fits[k]->seconds);
   }
-  if (!config_path) {
-    fprintf(stderr, "error: ppca needs --config CONFIG (see cuvae ppca --help)\n");
-    return CUVAE_EXIT_USAGE;
-  }
-  if (latent == 0) {
-    fprintf(stderr, "error: ppca needs --latent Z (see cuvae ppca --help)\n");
-    return CUVAE_EXIT_USAGE;
-  }
-  const int do_closed = strcmp(method, "closed") == 0 || strcmp(method, "both") == 0;
-  const int do_em = strcmp(method, "em") == 0 || strcmp(method, "both") == 0;
-  if (!do_closed && !do_em) {
-    fprintf(stderr, "error: --method '%s': expected closed, em or both\n", method);
-    return CUVAE_EXIT_USAGE;
-  }
-  if (out_dir && ckpt) {
-    fprintf(stderr, "error: --out %s and --checkpoint %s both name where the checkpoint goes; give one\n", out_dir,
-            ckpt);
-    return CUVAE_EXIT_USAGE;
-  }
+  if (r->em.ran && !r->em.converged)
+    fprintf(stderr, "* EM stopped at --em-iters %d before the log-likelihood changed by less than %g\n", o->em_iters,
+            o->em_tol);
+  fprintf(stderr, "(log-likelihoods in nats per data point; the checkpoint holds the %s fit)\ncheckpoint: %s\n",
+          o->closed ? "closed-form" : "EM", o->checkpoint);
+  printf("{\"config\": ");
+  cli_json_string(stdout, config_path);
+  printf(", \"checkpoint\": ");
+  cli_json_string(stdout, o->checkpoint);
+  printf(", \"latent\": %zu, \"features\": %zu, \"n_train\": %zu, \"n_test\": %zu, \"moments_seconds\": %.3f",
+         o->latent, r->features, r->n_train, r->n_test, r->moments_seconds);
+  if (r->closed.ran) json_fit("closed", &r->closed, 0);
+  if (r->em.ran) json_fit("em", &r->em, 1);
+  printf("}\n");
+}
 
-  cuvae_config user, cfg;
+/* The command line of ppca; the config itself is read by cmd_ppca. */
+typedef struct ppca_args {
+  const char *config_path, *method, *out_dir, *ckpt;
+  const char *sets[MAX_SETS];
+  int n_sets;
+  long latent, em_iters;
+  double em_tol;
+} ppca_args;
+
+/* 0: parsed; 1: --help printed; CUVAE_EXIT_USAGE: a message was printed. */
+static int parse_flag(int argc, char **argv, int *i, ppca_args *a) {
+  int missing = 0;
+  const char *v;
+  if (strcmp(argv[*i], "-h") == 0 || strcmp(argv[*i], "--help") == 0) {
+    help_ppca();
+    return 1;
+  } else if ((v = cli_flag_value(argc, argv, i, "--config", &missing))) {
+    if (a->config_path) {
+      fprintf(stderr, "error: ppca takes one CONFIG, got '%s' and '%s'\n", a->config_path, v);
+      return CUVAE_EXIT_USAGE;
+    }
+    a->config_path = v;
+  } else if (!missing && (v = cli_flag_value(argc, argv, i, "--latent", &missing))) {
+    if (parse_long(v, 1, 1L << 20, &a->latent)) {
+      fprintf(stderr, "error: --latent '%s': expected a whole number Z >= 1 (and below the data's D)\n", v);
+      return CUVAE_EXIT_USAGE;
+    }
+  } else if (!missing && (v = cli_flag_value(argc, argv, i, "--method", &missing))) {
+    a->method = v;
+  } else if (!missing && (v = cli_flag_value(argc, argv, i, "--out", &missing))) {
+    a->out_dir = v;
+  } else if (!missing && (v = cli_flag_value(argc, argv, i, "--checkpoint", &missing))) {
+    a->ckpt = v;
+  } else if (!missing && (v = cli_flag_value(argc, argv, i, "--em-iters", &missing))) {
+    if (parse_long(v, 1, EM_ITERS_MAX, &a->em_iters)) {
+      fprintf(stderr, "error: --em-iters '%s': expected a whole number from 1 to %d\n", v, EM_ITERS_MAX);
+      return CUVAE_EXIT_USAGE;
+    }
+  } else if (!missing && (v = cli_flag_value(argc, argv, i, "--em-tol", &missing))) {
+    char *end = NULL;
+    errno = 0;
+    a->em_tol = strtod(v, &end);
+    if (errno || end == v || *end != '\0' || !(a->em_tol >= 0.0) || !isfinite(a->em_tol)) {
+      fprintf(stderr, "error: --em-tol '%s': expected a number >= 0 (nats per data point)\n", v);
+      return CUVAE_EXIT_USAGE;
+    }
+  } else if (!missing && (v = cli_flag_value(argc, argv, i, "--set", &missing))) {
+    if (a->n_sets == MAX_SETS) {
+      fprintf(stderr, "error: more than %d --set overrides\n", MAX_SETS);
+      return CUVAE_EXIT_USAGE;
+    }
+    a->sets[a->n_sets++] = v;
+  } else if (missing) {
+    return CUVAE_EXIT_USAGE;
+  } else if (argv[*i][0] == '-') {
+    fprintf(stderr, "error: unknown option '%s' for ppca (see cuvae ppca --help)\n", argv[*i]);
+    return CUVAE_EXIT_USAGE;
+  } else if (a->config_path) {
+    fprintf(stderr, "error: ppca takes one CONFIG, got '%s' and '%s'\n", a->config_path, argv[*i]);
+    return CUVAE_EXIT_USAGE;
+  } else {
+    a->config_path = argv[*i];
+  }
+  return 0;
+}
+
+/* Every flag, then the checks across them. */
+static int parse_args(int argc, char **argv, ppca_args *a) {
+  memset(a, 0, sizeof *a);
+  a->method = "both";
+  a->em_iters = EM_ITERS_DEFAULT;
+  a->em_tol = EM_TOL_DEFAULT;
+  for (int i = 1; i < argc; i++) {
+    const int rc = parse_flag(argc, argv, &i, a);
+    if (rc) return rc;
+  }
+  const char *problem = NULL;
+  if (!a->config_path)
+    problem = "ppca needs --config CONFIG (see cuvae ppca --help)";
+  else if (a->latent == 0)
+    problem = "ppca needs --latent Z (see cuvae ppca --help)";
+  if (problem) {
+    fprintf(stderr, "error: %s\n", problem);
+    return CUVAE_EXIT_USAGE;
+  }
+  if (strcmp(a->method, "closed") && strcmp(a->method, "em") && strcmp(a->method, "both")) {
+    fprintf(stderr, "error: --method '%s': expected closed, em or both\n", a->method);
+    return CUVAE_EXIT_USAGE;
+  }
+  if (a->out_dir && a->ckpt) {
+    fprintf(stderr, "error: --out %s and --checkpoint %s both name where the checkpoint goes; give one\n",
+            a->out_dir, a->ckpt);
+    return CUVAE_EXIT_USAGE;
+  }
+  return 0;
+}
+
+int cmd_ppca(int argc, char **argv) {
+  ppca_args a;
+  const int parsed = parse_args(argc, argv, &a);
+  if (parsed) return parsed == 1 ? 0 : parsed;
+  const char *config_path = a.config_path, *ckpt = a.ckpt, *out_dir = a.out_dir;
+  const int do_closed = strcmp(a.method, "em") != 0, do_em = strcmp(a.method, "closed") != 0;
+  cuvae_config user;
   cuvae_config_defaults(&user);
   if (cuvae_config_load_file(&user, config_path)) {
     fprintf(stderr, "error: %s\n", cuvae_last_error());
     return CUVAE_EXIT_FAIL;
   }
-  for (int i = 0; i < n_sets; i++)
-    if (cuvae_config_set(&user, sets[i])) {
+  for (int i = 0; i < a.n_sets; i++)
+    if (cuvae_config_set(&user, a.sets[i])) {
       fprintf(stderr, "error: %s\n", cuvae_last_error());
       return CUVAE_EXIT_USAGE;
     }
-  /* The data are loaded as the Gaussian model's config names them (no [0, 1] check, no binarization). */
-  if (cuvae_config_finalize(&user) || cuvae_ppca_config(&user, (size_t)latent, 1.0, &cfg)) {
+  if (cuvae_config_finalize(&user)) {
     fprintf(stderr, "error: %s: %s\n", config_path, cuvae_last_error());
     return CUVAE_EXIT_FAIL;
   }
-  if (cfg.threads > 0) openblas_set_num_threads(cfg.threads);
 
   char path[CUVAE_PATH_MAX + 32], dir[CUVAE_PATH_MAX];
   if (ckpt) {
@@ -221,85 +266,16 @@ int cmd_ppca(int argc, char **argv) {
       default_run_dir(config_path, dir, sizeof dir);
     snprintf(path, sizeof path, "%s/checkpoint.cuvae", dir);
   }
-
-  cuvae_dataset train, test;
-  memset(&train, 0, sizeof train);
-  memset(&test, 0, sizeof test);
-  cuvae_ppca_moments mo;
-  memset(&mo, 0, sizeof mo);
-  cuvae_ppca fits[2];
-  memset(fits, 0, sizeof fits);
-  fit_result res[2];
-  memset(res, 0, sizeof res);
-  int rc = cuvae_load_split(&cfg, 0, &train);
-  if (rc == 0) rc = cuvae_load_split(&cfg, 1, &test);
-  if (rc == 0 && test.dim != train.dim)
-    rc = cuvae_error("the train data have %zu features, the test data %zu", train.dim, test.dim);
-  if (rc == 0 && (size_t)latent >= train.dim) {
-    fprintf(stderr, "error: --latent %ld: must be below the data's D = %zu features\n", latent, train.dim);
-    cuvae_dataset_free(&train);
-    cuvae_dataset_free(&test);
-    return CUVAE_EXIT_USAGE;
-  }
-  double t0 = now_s();
-  if (rc == 0) rc = cuvae_ppca_moments_compute(&mo, train.x, train.n, train.dim);
-  const double t_moments = now_s() - t0;
-  if (rc == 0)
-    fprintf(stderr, "ppca: %zu train and %zu test points of D = %zu features, latent Z = %ld; covariance in %.2f s\n",
-            train.n, test.n, train.dim, latent, t_moments);
-  for (int k = 0; k < 2 && rc == 0; k++) {
-    if (!(k == 0 ? do_closed : do_em)) continue;
-    t0 = now_s();
-    if (k == 0) {
-      rc = cuvae_ppca_fit_closed(&mo, (size_t)latent, &fits[0]);
-    } else {
-      em_progress prog = {isatty(fileno(stderr)), 0.0};
-      const cuvae_ppca_em_opts opts = {(int)em_iters, em_tol, cfg.seed, em_progress_cb, &prog};
-      rc = cuvae_ppca_fit_em(&mo, (size_t)latent, &opts, &fits[1]);
-      if (prog.tty) fprintf(stderr, "\n");
-    }
-    res[k].seconds = now_s() - t0;
-    if (rc == 0) rc = cuvae_ppca_loglik(&fits[k], test.x, test.n, NULL, &res[k].test_ll);
-    res[k].ran = rc == 0;
-    res[k].train_ll = fits[k].train_loglik;
-    res[k].s2 = fits[k].s2;
-    res[k].iterations = fits[k].iterations;
-    res[k].converged = fits[k].converged;
-  }
-  const cuvae_ppca *best = do_closed ? &fits[0] : &fits[1];
-  if (rc == 0 && !ckpt) rc = cuvae_make_dirs(dir);
-  if (rc == 0) rc = cuvae_ppca_save_checkpoint(best, &user, path);
-  if (rc == 0) {
-    fprintf(stderr, "%-7s %16s %16s %14s %10s %8s\n", "method", "train loglik", "test loglik", "s^2", "EM iters",
-            "seconds");
-    for (int k = 0; k < 2; k++) {
-      if (!res[k].ran) continue;
-      char iters[32] = "-";
-      if (k == 1) snprintf(iters, sizeof iters, "%d%s", res[k].iterations, res[k].converged ? "" : "*");
-      fprintf(stderr, "%-7s %16.4f %16.4f %14.6g %10s %8.2f\n", k == 0 ? "closed" : "em", res[k].train_ll,
-              res[k].test_ll, res[k].s2, iters, res[k].seconds);
-    }
-    if (res[1].ran && !res[1].converged)
-      fprintf(stderr, "* EM stopped at --em-iters %ld before the log-likelihood changed by less than %g\n", em_iters,
-              em_tol);
-    fprintf(stderr, "(log-likelihoods in nats per data point; the checkpoint holds the %s fit)\ncheckpoint: %s\n",
-            do_closed ? "closed-form" : "EM", path);
-    printf("{\"config\": ");
-    cli_json_string(stdout, config_path);
-    printf(", \"checkpoint\": ");
-    cli_json_string(stdout, path);
-    printf(", \"latent\": %ld, \"features\": %zu, \"n_train\": %zu, \"n_test\": %zu, \"moments_seconds\": %.3f", latent,
-           train.dim, train.n, test.n, t_moments);
-    if (res[0].ran) json_fit("closed", &res[0], 0);
-    if (res[1].ran) json_fit("em", &res[1], 1);
-    printf("}\n");
-  } else {
+  em_progress prog = {isatty(fileno(stderr)), 0.0};
+  const cuvae_ppca_run_opts opts = {&user, (size_t)a.latent, do_closed, do_em, (int)a.em_iters, a.em_tol,
+                                    em_progress_cb, &prog, path, ckpt ? NULL : dir};
+  cuvae_ppca_run_result res;
+  const int rc = cuvae_ppca_run(&opts, &res);
+  if (prog.tty && do_em) fprintf(stderr, "\n");
+  if (rc != 0) {
     fprintf(stderr, "error: %s\n", cuvae_last_error());
+    return rc == CUVAE_PPCA_LATENT_TOO_LARGE ? CUVAE_EXIT_USAGE : CUVAE_EXIT_FAIL;
   }
-  cuvae_ppca_free(&fits[0]);
-  cuvae_ppca_free(&fits[1]);
-  cuvae_ppca_moments_free(&mo);
-  cuvae_dataset_free(&train);
-  cuvae_dataset_free(&test);
-  return rc == 0 ? 0 : CUVAE_EXIT_FAIL;
+  report(&opts, &res, config_path);
+  return 0;
 }

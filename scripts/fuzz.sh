@@ -31,7 +31,20 @@ if ! [[ "$runs" =~ ^[0-9]+$ ]]; then
   echo "error: RUNS must be a number of executions, got '$runs'" >&2
   exit 2
 fi
-command -v clang >/dev/null || { echo "error: clang is needed (Debian: clang, libclang-rt-dev)" >&2; exit 1; }
+# The project's own dependencies first (scripts/setup.sh installs what is missing and builds), then clang and its
+# libFuzzer runtime (Debian: clang, libclang-rt-dev), installed the same way when missing.
+scripts/setup.sh >/dev/null
+missing=()
+for p in clang libclang-rt-dev; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "fuzz: installing ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 
 if [[ ! -f "$build/CMakeCache.txt" ]]; then
   CC=clang CXX=clang++ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCUVAE_FUZZ=ON \

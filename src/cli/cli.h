@@ -69,5 +69,8 @@ const char *cli_flag_value(int argc, char **argv, int *i, const char *flag, int 
 /* Writes s as a JSON string literal (quotes, backslashes and control characters escaped). */
 #include <stdio.h>
 void cli_json_string(FILE *out, const char *s);
+/* The run directory a command picks when not given --out: runs/<config file name without its extension>, with
+ * -2, -3, ... appended when that path is taken. */
+void cli_default_run_dir(const char *config_path, char *out, size_t n);
 
 #endif

@@ -2,12 +2,10 @@
  * [--em-tol T] [--set S.K=V]...: probabilistic PCA fitted by maximum likelihood (include/cuvae/ppca.h). */
 #include <cblas.h>
 #include <errno.h>
-#include <libgen.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -64,19 +62,6 @@ static int parse_long(const char *s, long lo, long hi, long *out) {
   if (errno || end == s || *end != '\0' || v < lo || v > hi) return -1;
   *out = v;
   return 0;
-}
-
-/* runs/<config file name without .ini>, with -2, -3, ... appended when taken (as cuvae train does). */
-static void default_run_dir(const char *config_path, char *out, size_t n) {
-  char tmp[CUVAE_PATH_MAX];
-  struct stat st;
-  if (snprintf(tmp, sizeof tmp, "%s", config_path) >= (int)sizeof tmp) tmp[0] = '\0';
-  char *stem = basename(tmp);
-  char *dot = strrchr(stem, '.');
-  if (dot && dot != stem) *dot = '\0';
-  if (snprintf(out, n, "runs/%s", stem) >= (int)n) return;
-  for (int k = 2; stat(out, &st) == 0 && k < 10000; k++)
-    if (snprintf(out, n, "runs/%s-%d", stem, k) >= (int)n) return;
 }
 
 /* EM progress on stderr: a live line on a terminal (at most 10 refreshes a second), else a line every 100
@@ -263,7 +248,7 @@ int cmd_ppca(int argc, char **argv) {
     if (out_dir)
       snprintf(dir, sizeof dir, "%s", out_dir);
     else
-      default_run_dir(config_path, dir, sizeof dir);
+      cli_default_run_dir(config_path, dir, sizeof dir);
     snprintf(path, sizeof path, "%s/checkpoint.cuvae", dir);
   }
   em_progress prog = {isatty(fileno(stderr)), 0.0};

@@ -1,13 +1,12 @@
 /* cuvae train CONFIG [--set section.key=value]... [--out RUN_DIR] [--device D] [--resume RUN_DIR] */
-#include <libgen.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli.h"
 #include "cuvae/config.h"
+#include "cuvae/device.h"
 #include "cuvae/error.h"
 #include "cuvae/train.h"
 
@@ -113,23 +112,6 @@ static int run_training(const cuvae_config *cfg, const cuvae_train_opts *opts) {
   return 0;
 }
 
-static int dir_exists(const char *p) {
-  struct stat st;
-  return stat(p, &st) == 0;
-}
-
-/* runs/<config file name without .ini>, with -2, -3, ... appended when taken. */
-static void default_run_dir(const char *config_path, char *out, size_t n) {
-  char tmp[CUVAE_PATH_MAX];
-  if (snprintf(tmp, sizeof tmp, "%s", config_path) >= (int)sizeof tmp) tmp[0] = '\0';
-  char *stem = basename(tmp);
-  char *dot = strrchr(stem, '.');
-  if (dot && dot != stem) *dot = '\0';
-  if (snprintf(out, n, "runs/%s", stem) >= (int)n) return;
-  for (int k = 2; dir_exists(out) && k < 10000; k++)
-    if (snprintf(out, n, "runs/%s-%d", stem, k) >= (int)n) return;
-}
-
 int cmd_train(int argc, char **argv) {
   const char *config_path = NULL, *out = NULL, *resume = NULL, *device = "auto", *progress = "auto", *v;
   const char *sets[MAX_SETS];
@@ -165,8 +147,8 @@ int cmd_train(int argc, char **argv) {
       config_path = argv[i];
     }
   }
-  if (strcmp(device, "auto") && strcmp(device, "cpu") && strcmp(device, "cuda")) {
-    fprintf(stderr, "error: --device '%s': expected auto, cpu or cuda\n", device);
+  if (cuvae_device_check(device)) {
+    fprintf(stderr, "error: %s\n", cuvae_last_error());
     return CUVAE_EXIT_USAGE;
   }
   cuvae_progress_mode mode;
@@ -217,7 +199,7 @@ int cmd_train(int argc, char **argv) {
   else if (out)
     snprintf(run_dir, sizeof run_dir, "%s", out);
   else
-    default_run_dir(config_path, run_dir, sizeof run_dir);
+    cli_default_run_dir(config_path, run_dir, sizeof run_dir);
 
   cuvae_train_opts opts = {run_dir, resume != NULL, device, mode, stderr};
   return run_training(&cfg, &opts);

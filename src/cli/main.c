@@ -1,6 +1,8 @@
 /* cuvae: the command-line program. */
+#include <libgen.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "backend.h"
 #include "cli.h"
@@ -75,6 +77,18 @@ void cli_json_string(FILE *out, const char *s) {
       fputc(*p, out);
   }
   fputc('"', out);
+}
+
+void cli_default_run_dir(const char *config_path, char *out, size_t n) {
+  char tmp[CUVAE_PATH_MAX];
+  struct stat st;
+  if (snprintf(tmp, sizeof tmp, "%s", config_path) >= (int)sizeof tmp) tmp[0] = '\0';
+  char *stem = basename(tmp);
+  char *dot = strrchr(stem, '.');
+  if (dot && dot != stem) *dot = '\0';
+  if (snprintf(out, n, "runs/%s", stem) >= (int)n) return;
+  for (int k = 2; stat(out, &st) == 0 && k < 10000; k++)
+    if (snprintf(out, n, "runs/%s-%d", stem, k) >= (int)n) return;
 }
 
 static int help_topic(const char *topic) {

@@ -9,17 +9,7 @@ packages=(build-essential cmake pkg-config libopenblas-dev libopenblas-openmp-de
           libbenchmark-dev
           libpng-dev libcairo2-dev liblapacke-dev
           dataset-fashion-mnist)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "setup: installing ${missing[*]}"
-  sudo_cmd=""
-  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+scripts/install_packages.sh setup "${packages[@]}"
 
 # cuRAND (its host Philox generator draws the noise) comes with the CUDA toolkit.
 if [ -d /usr/local/cuda/bin ]; then export PATH="/usr/local/cuda/bin:$PATH"; fi

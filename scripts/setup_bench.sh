@@ -10,17 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(python3-torch libopenblas0-openmp dataset-fashion-mnist)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "setup_bench: installing ${missing[*]}"
-  sudo_cmd=""
-  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+scripts/install_packages.sh setup_bench "${packages[@]}"
 
 # The directory that holds the OpenMP build's libblas.so.3, from the package's own file list.
 blas_lib=$(dpkg -L libopenblas0-openmp | grep -E '/openblas-openmp/libblas\.so\.3$' | head -n1 || true)

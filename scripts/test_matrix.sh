@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # The CPU suite (labels cpu and emu) under every OpenBLAS kernel family, one thread, and OpenBLAS's pthread build.
-#   scripts/test_matrix.sh [BUILD_DIR]        (default BUILD_DIR: build; built by scripts/setup.sh if missing)
+#   scripts/test_matrix.sh [--scalar-math] [BUILD_DIR]   (default BUILD_DIR: build; built by scripts/setup.sh if
+#                                                          missing)
 # The tests' tolerances must hold whichever GEMM kernels, thread count and OpenBLAS build a machine of this
 # project's class ends up with; this runs them all on one machine and exits non-zero if any cell is red.
+# --scalar-math adds a cell built without libmvec (BUILD_DIR-scalar, -DCUVAE_MVEC=OFF: glibc's scalar expf/log1pf
+# in the fused CPU loops), a second build of a few minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+scalar_math=0
+if [ "${1:-}" = "--scalar-math" ]; then
+  scalar_math=1
+  shift
+fi
 build_dir="${1:-build}"
 if [ ! -f "$build_dir/CTestTestfile.cmake" ]; then
   scripts/setup.sh "$build_dir" || exit 1
@@ -48,6 +56,21 @@ for cell in "${cells[@]}"; do
   results+=("$(printf '%-14s %-6s core %-11s %4d s  %s  (%s)' "$name" "$verdict" "${core:-?}" \
                 $((SECONDS - start)) "$summary" "$lib")")
 done
+
+if ((scalar_math)); then
+  echo "== CPU suite: glibc's scalar math (no libmvec; $build_dir-scalar) =="
+  start=$SECONDS
+  if scripts/setup.sh "$build_dir-scalar" -DCUVAE_MVEC=OFF -DCUVAE_BENCH=OFF >/dev/null &&
+     ctest --test-dir "$build_dir-scalar" -LE gpu -j2 --output-on-failure > "$build_dir/test_matrix.log" 2>&1; then
+    verdict="green"
+  else
+    verdict="RED"
+    failed=1
+    grep -E "^[[:space:]]+[0-9]+ - " "$build_dir/test_matrix.log" | grep -v "(Skipped)" | head -40
+  fi
+  summary=$(grep -E "tests passed" "$build_dir/test_matrix.log" | tail -1)
+  results+=("$(printf '%-14s %-6s %-16s %4d s  %s' "scalar math" "$verdict" "(no libmvec)" $((SECONDS - start)) "$summary")")
+fi
 
 echo "== test matrix =="
 printf '%s\n' "${results[@]}"

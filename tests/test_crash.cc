@@ -62,22 +62,11 @@ Exit cuvae(const std::vector<std::string> &args, const std::string &out_file, co
   return e;
 }
 
-std::vector<std::string> lines(const std::string &text) {
-  std::vector<std::string> out;
-  size_t start = 0, nl;
-  while ((nl = text.find('\n', start)) != std::string::npos) {
-    out.push_back(text.substr(start, nl - start));
-    start = nl + 1;
-  }
-  if (start < text.size()) out.push_back(text.substr(start) + " <- no newline");
-  return out;
-}
-
 // metrics.jsonl rows without their wall-clock fields (samples_per_s, seconds).
 std::vector<std::string> metrics_rows(const std::string &run) {
   static const std::regex timing("\"samples_per_s\": [0-9.e+-]+, \"seconds\": [0-9.e+-]+, ");
   std::vector<std::string> out;
-  for (const std::string &l : lines(read_file(run + "/metrics.jsonl"))) {
+  for (const std::string &l : split_lines(read_file(run + "/metrics.jsonl"))) {
     EXPECT_TRUE(std::regex_search(l, timing)) << l;
     out.push_back(std::regex_replace(l, timing, ""));
   }
@@ -107,8 +96,8 @@ struct Crash : ::testing::Test {
     ref = dir + "/ref";
     Exit e = train(ref);
     ASSERT_EQ(e.code(), 0) << e.out;
-    ASSERT_EQ(lines(read_file(ref + "/metrics.jsonl")).size(), 3u);
-    ASSERT_EQ(lines(read_file(ref + "/steps.jsonl")).size(), size_t(kSteps));
+    ASSERT_EQ(split_lines(read_file(ref + "/metrics.jsonl")).size(), 3u);
+    ASSERT_EQ(split_lines(read_file(ref + "/steps.jsonl")).size(), size_t(kSteps));
   }
   void TearDown() override {
     std::error_code ec;
@@ -198,7 +187,7 @@ TEST_F(Crash, KilledAnywhereResumesToTheSameRun) {
     Exit e = train(run, k.at);
     ASSERT_TRUE(e.killed()) << "status " << e.status << ": " << e.out;
     EXPECT_EQ(checkpoint_step(run), k.ckpt_step);
-    EXPECT_GE(lines(read_file(run + "/metrics.jsonl")).size(), k.metrics_before);
+    EXPECT_GE(split_lines(read_file(run + "/metrics.jsonl")).size(), k.metrics_before);
     e = resume(run);
     ASSERT_EQ(e.code(), 0) << e.out;
     if (k.ckpt_step < 0) {
@@ -235,8 +224,8 @@ TEST_F(Crash, SigtermMidEpochSavesAndResumesExactly) {
             std::string::npos) << e.out;
   EXPECT_NE(e.out.find("\"interrupted\": true}"), std::string::npos) << e.out;
   EXPECT_EQ(e.out.find("\"epochs\""), std::string::npos) << e.out;
-  EXPECT_EQ(lines(read_file(run + "/metrics.jsonl")).size(), 1u);  // no partial row for epoch 2
-  EXPECT_EQ(lines(read_file(run + "/steps.jsonl")).size(), 13u);
+  EXPECT_EQ(split_lines(read_file(run + "/metrics.jsonl")).size(), 1u);  // no partial row for epoch 2
+  EXPECT_EQ(split_lines(read_file(run + "/steps.jsonl")).size(), 13u);
   cuvae_checkpoint ck;
   ASSERT_EQ(cuvae_checkpoint_load((run + "/checkpoint.cuvae").c_str(), &ck), 0) << cuvae_last_error();
   EXPECT_EQ(ck.step, 13);
@@ -258,7 +247,7 @@ TEST_F(Crash, SigintAtEpochEndStops) {
   ASSERT_EQ(e.code(), 130) << e.out;
   EXPECT_NE(e.out.find("interrupted by SIGINT: checkpoint saved at step 16 (epoch 2, step 8 of 8)"),
             std::string::npos) << e.out;
-  EXPECT_EQ(lines(read_file(run + "/metrics.jsonl")).size(), 2u);
+  EXPECT_EQ(split_lines(read_file(run + "/metrics.jsonl")).size(), 2u);
   EXPECT_EQ(checkpoint_step(run), 16);
   e = resume(run);
   ASSERT_EQ(e.code(), 0) << e.out;
@@ -271,7 +260,7 @@ TEST_F(Crash, MaxStepsMidEpochThenContinued) {
   const std::string run = dir + "/run";
   Exit e = train(run, "", {"--set", "train.max_steps=13"});
   ASSERT_EQ(e.code(), 0) << e.out;
-  std::vector<std::string> m = lines(read_file(run + "/metrics.jsonl"));
+  std::vector<std::string> m = split_lines(read_file(run + "/metrics.jsonl"));
   ASSERT_EQ(m.size(), 2u);
   EXPECT_NE(m[1].find("\"epoch\": 2, \"step\": 13, "), std::string::npos) << m[1];
   EXPECT_NE(m[1].find("\"complete\": false"), std::string::npos) << m[1];

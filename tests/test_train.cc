@@ -63,20 +63,10 @@ struct TrainFixture : ::testing::Test {
   }
 };
 
-std::vector<std::string> lines(const std::string &text) {
-  std::vector<std::string> out;
-  size_t start = 0, nl;
-  while ((nl = text.find('\n', start)) != std::string::npos) {
-    out.push_back(text.substr(start, nl - start));
-    start = nl + 1;
-  }
-  return out;
-}
-
 // metrics.jsonl rows without the wall-clock fields samples_per_s and seconds.
 std::vector<std::string> metrics_rows(const std::string &path) {
   std::vector<std::string> out;
-  for (std::string l : lines(read_file(path))) {
+  for (std::string l : split_lines(read_file(path))) {
     const size_t a = l.find("\"samples_per_s\": "), b = l.find("\"complete\": ");
     if (a != std::string::npos && b != std::string::npos) l.erase(a, b - a);
     out.push_back(l);
@@ -90,12 +80,12 @@ TEST_F(TrainFixture, WritesRunDirectoryAndLossDecreases) {
   ASSERT_EQ(train(c, dir + "/run", false, &s), 0) << cuvae_last_error();
   EXPECT_EQ(s.step, 24);
   EXPECT_EQ(s.epochs_completed, 3);
-  std::vector<std::string> m = lines(read_file(dir + "/run/metrics.jsonl"));
+  std::vector<std::string> m = split_lines(read_file(dir + "/run/metrics.jsonl"));
   ASSERT_EQ(m.size(), 3u);
   for (const char *key : {"\"epoch\"", "\"step\"", "\"train_nelbo\"", "\"test_nelbo\"", "\"recon\"", "\"kl\"",
                           "\"samples_per_s\"", "\"seconds\""})
     EXPECT_NE(m[0].find(key), std::string::npos) << key;
-  EXPECT_EQ(lines(read_file(dir + "/run/steps.jsonl")).size(), 24u);
+  EXPECT_EQ(split_lines(read_file(dir + "/run/steps.jsonl")).size(), 24u);
   // The effective config reloads to the same values.
   cuvae_config again;
   cuvae_config_defaults(&again);
@@ -104,7 +94,7 @@ TEST_F(TrainFixture, WritesRunDirectoryAndLossDecreases) {
   EXPECT_EQ(again.seed, 7u);
   // Training lowers the loss: first-step loss vs the test loss after 3 epochs (16 features, so the initial
   // negative ELBO is ~16 * log 2 + KL ~ 11+ nats; Adam at lr 1e-3 must have made progress in 24 steps).
-  std::string first = lines(read_file(dir + "/run/steps.jsonl"))[0];
+  std::string first = split_lines(read_file(dir + "/run/steps.jsonl"))[0];
   double first_loss = atof(first.c_str() + first.find("\"nelbo\": ") + 9);
   EXPECT_LT(s.test.nelbo, first_loss);
   cuvae_checkpoint ck;

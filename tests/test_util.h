@@ -26,6 +26,18 @@ inline void write_file(const std::string &path, const std::string &bytes) {
   fclose(f);
 }
 
+// The lines of text without their '\n'; a last line without one is kept, marked " <- no newline".
+inline std::vector<std::string> split_lines(const std::string &text) {
+  std::vector<std::string> out;
+  size_t start = 0, nl;
+  while ((nl = text.find('\n', start)) != std::string::npos) {
+    out.push_back(text.substr(start, nl - start));
+    start = nl + 1;
+  }
+  if (start < text.size()) out.push_back(text.substr(start) + " <- no newline");
+  return out;
+}
+
 inline std::string read_file(const std::string &path) {
   std::string out;
   FILE *f = fopen(path.c_str(), "rb");

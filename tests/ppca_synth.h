@@ -1,4 +1,4 @@
-// Synthetic data from a known linear Gaussian model (pPCA, ../shared/MATH.md section 6), shared by
+// Synthetic data from a known linear Gaussian model (pPCA, docs/MATH.md section 6), shared by
 // tests/test_ppca.cc and tests/test_ppca_vae.cc: a deterministic normal generator and the draw x = W0 z + b0 + s0 e.
 #pragma once
 #include <stddef.h>

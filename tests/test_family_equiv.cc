@@ -1,4 +1,4 @@
-// The model family (issue 7; MATH.md sections 4-6) on the CPU, the checks besides the gradient checks of
+// The model family (docs/MATH.md sections 4-6) on the CPU, the checks besides the gradient checks of
 // tests/test_family_gradcheck.cc: bitwise equivalences between members of the family; the config keys' cross
 // checks; the CPU backend's data noise (dynamic binarization, corruption); and the conditional model's labels in
 // the CPU backend (gathered per step; refused when missing or out of range). The shared fixture: tests/family_ref.h.

@@ -1,4 +1,4 @@
-// The model family (issue 7; MATH.md sections 4-6) on the CPU: every objective and likelihood, and the conditional
+// The model family (docs/MATH.md sections 4-6) on the CPU: every objective and likelihood, and the conditional
 // VAE, checked against an independent naive double-precision reference written here (plain loops, no BLAS,
 // parameters read through the tensor names of include/cuvae/model.h, eps sample-major: row s*B + r is sample s of
 // data row r; a conditional model reads [x | onehot(y_r)] in the encoder and [z | onehot(y_r)] in the decoder, for
@@ -133,7 +133,7 @@ std::vector<double> RefEncode(const cuvae_model &m, const Case &c, const std::ve
   return mulv;
 }
 
-// Everything after the encoder (MATH.md sections 2-6), batch means per data point.
+// Everything after the encoder (docs/MATH.md sections 2-6), batch means per data point.
 Ref RefLatent(const cuvae_model &m, const Case &c, const std::vector<double> &p, const std::vector<double> &mulv,
               const std::vector<double> &x, const std::vector<int32_t> &labels, const std::vector<double> &eps,
               std::vector<char> *pattern) {
@@ -206,7 +206,7 @@ Ref RefLatent(const cuvae_model &m, const Case &c, const std::vector<double> &p,
   }
   const double beta = c.beta;
   if (c.obj == CUVAE_OBJ_IWAE) {
-    // L = -(1/B) sum_r [logsumexp_s log w - log K], log w = -nll - beta kls (MATH.md section 5).
+    // L = -(1/B) sum_r [logsumexp_s log w - log K], log w = -nll - beta kls (docs/MATH.md section 5).
     for (int r = 0; r < B; r++) {
       double mx = -INFINITY;
       for (int s = 0; s < L; s++) mx = std::max(mx, -nll[s * B + r] - beta * kls[s * B + r]);
@@ -228,7 +228,7 @@ Ref RefLatent(const cuvae_model &m, const Case &c, const std::vector<double> &p,
     out.objective = out.recon + beta * out.kl;
     out.mag_objective = out.mag_recon + beta * out.mag_kl;
   } else {
-    // L = (1/(B L)) sum nll + beta (1/B) sum_r KL_r, KL_r in closed form (MATH.md section 3).
+    // L = (1/(B L)) sum nll + beta (1/B) sum_r KL_r, KL_r in closed form (docs/MATH.md section 3).
     for (int r = 0; r < B; r++)
       for (int j = 0; j < Z; j++) {
         const double mu = mulv[r * 2 * Z + j], lv = mulv[r * 2 * Z + Z + j];

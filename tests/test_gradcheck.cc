@@ -108,7 +108,7 @@ std::vector<double> RefEncode(const cuvae_model &m, const Arch &a, const std::ve
   return mulv;
 }
 
-// Everything after the encoder: reparameterization, decoder, likelihood, KL; batch means (MATH.md 2-4).
+// Everything after the encoder: reparameterization, decoder, likelihood, KL; batch means (docs/MATH.md 2-4).
 RefLoss RefLatentLoss(const cuvae_model &m, const Arch &a, const std::vector<double> &p,
                       const std::vector<double> &mulv, const std::vector<double> &x,
                       const std::vector<double> &eps, std::vector<char> *pattern) {

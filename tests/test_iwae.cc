@@ -1,4 +1,4 @@
-// The importance-weighted estimate of log p(x) (MATH.md section 5) on the CPU backend, on a model whose log p(x)
+// The importance-weighted estimate of log p(x) (docs/MATH.md section 5) on the CPU backend, on a model whose log p(x)
 // is known in closed form, and `cuvae eval` with its IWAE, active-unit and per-dimension KL outputs.
 //
 // The model: no hidden layers and a Gaussian decoder, p(z) = N(0, I), p(x | z) = N(W z + b, s^2 I), so
@@ -254,7 +254,7 @@ TEST(Iwae, SampleForSampleFromTheDocumentedNoise) {
               }
               const double sd = std::exp(0.5 * lv);
               z[j] = mu + sd * ep[j];
-              latent += z[j] * z[j] - (double)ep[j] * ep[j] - lv;  // MATH.md section 5
+              latent += z[j] * z[j] - (double)ep[j] * ep[j] - lv;  // docs/MATH.md section 5
               const double emu = kGammaEnc * mmu, elv = kGammaEnc * mlv, esd = 1.01 * sd * (8 * kU + 0.5 * elv);
               ez[j] = emu + std::fabs(ep[j]) * esd + kU * std::fabs(sd * ep[j]) + kU * std::fabs(z[j]);
               elw += std::fabs(z[j]) * ez[j] + 0.5 * ez[j] * ez[j] + 0.5 * elv;
@@ -399,7 +399,7 @@ void latent_reference(const Model &md, const Data &data, double *var, double *kl
       }
       s1 += mu;
       s2 += mu * mu;
-      k += 0.5 * (mu * mu + std::exp(lv) - 1 - lv);  // MATH.md section 3, one dimension
+      k += 0.5 * (mu * mu + std::exp(lv) - 1 - lv);  // docs/MATH.md section 3, one dimension
       t += 1.01 * kGammaEnc * (std::fabs(mu) * mmu + 0.5 * std::fabs(std::exp(lv) - 1) * mlv);
       el += std::exp(lv);
     }

@@ -1,4 +1,4 @@
-// Hand-computed checks of the CPU kernels (include/cuvae/cpu.h) against the formulas in MATH.md.
+// Hand-computed checks of the CPU kernels (include/cuvae/cpu.h) against the formulas in docs/MATH.md.
 //
 // Every expected number below was computed once with mpmath at 30 significant digits from the exact values
 // of the float32 inputs the test stores (e.g. 0.3f = 0.300000011920928955078125), then pasted with 17
@@ -44,7 +44,7 @@ double Gamma(int n) { return n * kU / (1 - n * kU); }
                                        << std::fabs(got - want) << " > " << atol + rtol * std::fabs(want) << ")";
 }
 
-// ---- reparameterization and KL (MATH.md sections 2-3) ---------------------------------------------------
+// ---- reparameterization and KL (docs/MATH.md sections 2-3) ---------------------------------------------------
 
 // Row 0: mu = 0, lv = 0 -> z = eps exactly and KL = 0 exactly.
 // Row 1: mu = (1, -0.5, 2), lv = (0.5, -1, 0), eps = (0.3f, -1.2f, 2):
@@ -111,7 +111,7 @@ TEST(ReparamKl, BackwardHandComputed) {
   }
 }
 
-// ---- Bernoulli likelihood (MATH.md section 4) ------------------------------------------------------------
+// ---- Bernoulli likelihood (docs/MATH.md section 4) ------------------------------------------------------------
 
 // Bound on one float term t = fl(fl(a + fl(log1pf(e))) - fl(x l)), a = (l + |l|) / 2 (exact), e = expf(-|l|):
 // e errs by <= 8u relative, which moves log1p(e) by <= 8u e / (1 + e) <= 8u log1p(e); log1pf adds 8u of its own:
@@ -203,7 +203,7 @@ TEST(Bernoulli, LargeLogitsAccurate) {
     EXPECT_TRUE(Near(dl[i], want_dl[i], SigmoidGradTol(logits[i], x[i], 1.0), 0)) << "dl case " << i;
 }
 
-// ---- Gaussian likelihood, fixed sigma (MATH.md section 4) ---------------------------------------------------
+// ---- Gaussian likelihood, fixed sigma (docs/MATH.md section 4) ---------------------------------------------------
 
 // f = (0.2f, -1.5, 3), x = (0.7f, -1, 0); nll = 0.5 sum_d [(x-f)^2/s^2 + log s^2 + log 2pi],
 // df = scale (f - x) / s^2:
@@ -234,7 +234,7 @@ TEST(Gaussian, HandComputedTwoSigmas) {
   }
 }
 
-// ---- Adam (MATH.md section 7) --------------------------------------------------------------------------------
+// ---- Adam (docs/MATH.md section 7) --------------------------------------------------------------------------------
 
 // One element of adam_update_cpu in double, carrying a running first-order bound on the float path's error
 // (|ref - out| <= bound, counted per operation of adam_chunk; 1 - b1 and 1 - b2 are exact in float for b in

@@ -1,4 +1,4 @@
-// A VAE trained end to end reaches the exact maximum likelihood (issue 7; MATH.md section 6).
+// A VAE trained end to end reaches the exact maximum likelihood (docs/MATH.md section 6).
 //
 // Data: N = 4000 train + 2000 test rows from a known pPCA model, D = 8, Z = 2 (x = W0 z + b0 + s0 e). The closed
 // form (src/ppca.c) gives the exact maximum of the mean training log-likelihood, `opt`, and the ML model's exact

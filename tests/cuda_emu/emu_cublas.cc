@@ -1,4 +1,4 @@
-// cuBLAS subset of the CUDA emulation (issue 3), over OpenBLAS. Implements the real prototypes of cublas_v2.h /
+// cuBLAS subset of the CUDA emulation, over OpenBLAS. Implements the real prototypes of cublas_v2.h /
 // cublas_api.h (the `_v2` symbols the header's macros map to), so host code compiles unchanged.
 //
 // What is reproduced from cuBLAS:

@@ -1,4 +1,4 @@
-// cuRAND host API of the CUDA emulation (issue 3): an emulated "device" generator is a real cuRAND HOST generator.
+// cuRAND host API of the CUDA emulation: an emulated "device" generator is a real cuRAND HOST generator.
 //
 // Device memory is host memory in the emulation, so curandCreateGenerator here creates the generator with the
 // real libcurand's curandCreateGeneratorHost, which computes the same streams (Philox4x32-10, XORWOW, ...) on

@@ -1,4 +1,4 @@
-// Stream capture, events and CUDA graphs for the emulation (issue 3, docs/CUDA_EMULATION.md). Every stream
+// Stream capture, events and CUDA graphs for the emulation (docs/CUDA_EMULATION.md). Every stream
 // operation passes through cuda_emu::enqueue (emu_runtime.cc), which asks route() here whether its stream is
 // capturing: if so the operation is appended to the capture's graph instead of running. A graph is the
 // recorded operations in issue order; cudaGraphLaunch replays them in that order, itself as one operation on its

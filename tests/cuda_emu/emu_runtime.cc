@@ -1,4 +1,4 @@
-// The CUDA runtime API subset of the emulation (issue 3, docs/CUDA_EMULATION.md): errors, device memory, device
+// The CUDA runtime API subset of the emulation (docs/CUDA_EMULATION.md): errors, device memory, device
 // queries, streams, and enqueue(), through which every stream operation passes. Stream capture, events and
 // graphs live in emu_graph.cc. Every function has the real prototype from cuda_runtime_api.h.
 //

@@ -1,4 +1,4 @@
-// Every model-family config in configs/ (issue 7) trains on both backends: each file is loaded, finalized and
+// Every model-family config in configs/ trains on both backends: each file is loaded, finalized and
 // trained for a few Adam steps on the CPU backend and on the CUDA backend (emulated in CI, native with label gpu)
 // on its real data set (Fashion-MNIST), and the two agree step by step within the tolerances of
 // test_backend_parity.cc (whose file comment says why they are what they are): objective and NELBO 1e-4

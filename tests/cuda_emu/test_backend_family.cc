@@ -1,4 +1,4 @@
-// Whole-step parity of the model family (issue 7): every member's training steps on the CUDA backend (built against
+// Whole-step parity of the model family: every member's training steps on the CUDA backend (built against
 // the emulation; natively with label gpu) against the CPU reference backend, with the tolerances of
 // test_backend_parity.cc (its file comment says why): per-step objective, NELBO, KL and gradient norm, every
 // gradient tensor, then parameters and Adam moments after all steps, then evaluate().

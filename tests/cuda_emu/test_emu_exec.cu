@@ -1,4 +1,4 @@
-// Kernel execution in the CUDA emulation (issue 3): shared-memory and warp-shuffle reductions, dynamic shared
+// Kernel execution in the CUDA emulation: shared-memory and warp-shuffle reductions, dynamic shared
 // memory, block and warp votes, atomics under contention, multi-dimensional grids, argument capture, launch
 // configuration errors, template kernels and the math intrinsics. Ordinary CUDA: the same file compiles with nvcc
 // and runs on a GPU. Emulation-only behaviour (poisoned memory, fault reports) is tested in test_emu_faults.cu.

@@ -1,4 +1,4 @@
-// The CUDA emulation's fault reports (issue 3): kernels that are wrong in ways a GPU would hide or hang on
+// The CUDA emulation's fault reports: kernels that are wrong in ways a GPU would hide or hang on
 // (divergent barriers, shuffles naming missing or exited lanes, mismatched warp operations, deadlocks, reads of
 // uninitialised device memory, out-of-bounds writes) must be reported naming the kernel, block, thread and
 // source line. Emulation-specific: on a GPU these kernels hang or compute garbage, so nothing here runs there.

@@ -1,4 +1,4 @@
-// kernels/adam.cu against its CPU twins (issue 4): sum_squares_cuda vs a double sum (grad_norm_cpu),
+// kernels/adam.cu against its CPU twins: sum_squares_cuda vs a double sum (grad_norm_cpu),
 // adam_prepare_cuda vs the CPU backend's clip scale and adam_update_cpu's bias corrections, adam_update_cuda vs
 // adam_update_cpu over 5 consecutive steps (clipping off, on but inactive, active) for n in {1, 1000, 652824}
 // (652824 is not a multiple of any block size), the step counter advancing on the device, determinism, argument

@@ -1,4 +1,4 @@
-// kernels/bias_act.cu against its CPU twins (issue 4): bias_act_forward_cuda vs bias_act_forward_cpu,
+// kernels/bias_act.cu against its CPU twins: bias_act_forward_cuda vs bias_act_forward_cpu,
 // bias_act_backward_cuda vs bias_act_backward_cpu, bias_grad_cuda vs a double column sum and vs the db of
 // dense_backward_cpu. Shapes n in {1, 7, 400, 1000} x B in {1, 3, 128, 257} (none a multiple of every block size),
 // relu / tanh / none, extreme inputs; determinism, argument validation and graph replay.

@@ -199,7 +199,7 @@ TEST(KernelIwae, LogWeightsMatchCpu) {
       const double tol = (s.Z + 4) * kUd * S;  // file comment
       const double err = fabs(gpu_w[i] - cpu_w[i]);
       ASSERT_LE(err, tol) << "sample " << i << " gpu " << gpu_w[i] << " cpu " << cpu_w[i];
-      // the twin is MATH.md section 5's formula (same bound: the same roundings in another grouping)
+      // the twin is docs/MATH.md section 5's formula (same bound: the same roundings in another grouping)
       ASSERT_LE(fabs(cpu_w[i] - ref), tol) << "sample " << i;
       max_dw = std::max(max_dw, err);
       if (tol > 0) worst_w = std::max(worst_w, err / tol);

@@ -1,4 +1,4 @@
-// kernels/objective.cu against its CPU twins (src/cpu/objective_cpu.c), and the twins against the math (MATH.md
+// kernels/objective.cu against its CPU twins (src/cpu/objective_cpu.c), and the twins against the math (docs/MATH.md
 // sections 2, 3, 5, 6): objective_weights (sampled KL, ELBO / IWAE weights and row objectives, iwae 0 and 1),
 // reparam_multi_backward (sampled and analytic KL), scale_rows and beta_schedule, at (R, C, Z) that include 1 and
 // non-multiples of a warp; then finite differences of the backward, an independent long-double IWAE bound, the
@@ -187,7 +187,7 @@ long double lse_ref(const std::vector<long double> &v) {
   return m + logl(t);
 }
 
-// (c) The twin against MATH.md sections 5-6 computed independently in long double from the inputs.
+// (c) The twin against docs/MATH.md sections 5-6 computed independently in long double from the inputs.
 TEST(KernelObjective, CpuWeightsMatchLongDoubleMath) {
   const Shape shapes[] = {{3, 7, 20}, {2, 300, 3}, {4, 1, 5}, {1, 64, 1000}};
   double worst = 0;  // max |twin - ref| / tolerance

@@ -1,5 +1,5 @@
 // kernels/reparam_kl.cu against its CPU twin (src/cpu/reparam_kl_cpu.c): reparameterization + closed-form KL,
-// forward and backward (MATH.md sections 2-3), at B in {1, 3, 128, 257} x Z in {1, 20, 1000, 4096} (Z = 20 and
+// forward and backward (docs/MATH.md sections 2-3), at B in {1, 3, 128, 257} x Z in {1, 20, 1000, 4096} (Z = 20 and
 // 1000 are not multiples of a warp or of the block), with ordinary and extreme (lv in [-20, 20]) inputs; then
 // determinism, argument validation and CUDA-graph capture. Runs emulated (label emu) and natively (label gpu).
 #include "cuda_compat.h"

@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 #include "cuvae/config.h"
-#include "cuvae/cpu.h"
+#include "cuvae/objective.h"
 #include "cuvae/data.h"
 #include "cuvae/model.h"
 

@@ -9,22 +9,6 @@
 #include "backend_cpu_internal.h"
 #include "cuvae/error.h"
 
-/* The decoder mean from its output, in place: sigmoid for Bernoulli logits, in the form that never overflows;
- * nothing for a Gaussian decoder (the output is the mean). Also used by the CUDA backend's decode (after the
- * download), so both backends turn the same logits into the same means. */
-void cuvae_decoder_mean_host(const cuvae_model *m, float *y, size_t count) {
-  if (m->likelihood != CUVAE_LIK_BERNOULLI) return;
-  for (size_t i = 0; i < count; i++) {
-    const float l = y[i];
-    if (l >= 0.0f) {
-      y[i] = 1.0f / (1.0f + expf(-l));
-    } else {
-      const float e = expf(l);
-      y[i] = e / (1.0f + e);
-    }
-  }
-}
-
 static int check_args(const char *what, const void *in, size_t n, const void *out) {
   if (!in || !out) return cuvae_error("%s: NULL input or output", what);
   if (n < 1) return cuvae_error("%s: n = 0 rows (need at least 1)", what);

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "cuvae/cpu.h"
 #include "cuvae/rng.h"
 
 typedef struct cpu_backend {

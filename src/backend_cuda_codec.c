@@ -12,9 +12,7 @@
 #include "backend_cuda_internal.h"
 #include "cuda_check.h"
 #include "cuvae/error.h"
-
-/* src/backend_cpu_codec.c */
-void cuvae_decoder_mean_host(const cuvae_model *m, float *y, size_t count);
+#include "cuvae/objective.h"
 
 static int check_args(cuda_backend *be, const char *what, const void *in, size_t n, const void *out) {
   if (!in || !out) return cuvae_error("%s: NULL input or output", what);

@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "cuvae/cpu.h"
+#include "cuvae/objective.h"
 #include "cuvae/error.h"
 
 typedef struct cuvae_progress {

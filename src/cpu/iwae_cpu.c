@@ -14,25 +14,6 @@
 #include "cuvae/rng.h"
 #include "parallel.h"
 
-int cuvae_iwae_plan_make(int K, int batch, int max_batch, cuvae_iwae_plan *plan) {
-  if (K < 1 || batch < 1 || max_batch < 1)
-    return cuvae_error("IWAE plan: K %d, batch %d and workspace %d rows must all be >= 1", K, batch, max_batch);
-  /* Equal chunks: as few as the workspace allows, then spread K over them (K = 300 with 133 rows: 3 x 100, not
-   * 133 + 133 + 34), so the last decoder batch is not mostly idle. */
-  const int most = K < max_batch ? K : max_batch;
-  const int n_min = (K + most - 1) / most;
-  plan->chunk = (K + n_min - 1) / n_min;
-  plan->n_chunks = (K + plan->chunk - 1) / plan->chunk;
-  const int fit = max_batch / plan->chunk;  /* >= 1: chunk <= most <= max_batch */
-  plan->rows = batch < fit ? batch : fit;
-  return 0;
-}
-
-uint64_t cuvae_iwae_noise_offset(const cuvae_iwae_plan *plan, size_t Z, int64_t pass, int chunk) {
-  const uint64_t block = cuvae_noise_stride((size_t)plan->rows * (size_t)plan->chunk * Z);
-  return ((uint64_t)pass * (uint64_t)plan->n_chunks + (uint64_t)chunk) * block;
-}
-
 /* docs/MATH.md section 2 with mu, lv of data row r for each of its samples: z = mu + exp(0.5 lv) * eps, the float
  * expression (and order) of reparam_kl_forward_cpu. */
 void iwae_reparam_cpu(const float *mulv, const float *eps, float *z, int R, int C, int Z) {

@@ -89,24 +89,6 @@ cuvae_cpu_ws *cuvae_cpu_ws_create(const cuvae_model *m, int max_batch) {
 
 /* ---- objectives --------------------------------------------------------------------------------------------- */
 
-void cuvae_objective_for_step(const cuvae_config *cfg, int64_t step, cuvae_objective_spec *spec) {
-  spec->objective = cfg->objective;
-  spec->samples = cfg->objective == CUVAE_OBJ_AE ? 1 : cfg->samples;
-  spec->kl = cfg->kl;
-  spec->beta = beta_schedule_cpu(step, cfg->beta, cfg->beta_warmup_steps);
-}
-
-void cuvae_objective_for_eval(const cuvae_config *cfg, cuvae_objective_spec *spec) {
-  spec->objective = cfg->objective == CUVAE_OBJ_AE ? CUVAE_OBJ_AE : CUVAE_OBJ_ELBO;
-  spec->samples = 1;
-  spec->kl = CUVAE_KL_ANALYTIC;
-  spec->beta = 1.0f;
-}
-
-int cuvae_objective_sampled(const cuvae_objective_spec *spec) {
-  return spec->objective == CUVAE_OBJ_IWAE || (spec->objective == CUVAE_OBJ_ELBO && spec->kl == CUVAE_KL_SAMPLED);
-}
-
 void cuvae_cpu_decoder_nll(const cuvae_model *m, const float *params, const float *y, const float *x, float *nll_row,
                            float *dy, float *dlv_row, float scale, int B) {
   const int D = (int)m->input_dim;

@@ -3,7 +3,7 @@
  *   encode: x rows -> be->x (H2D), cuda_dense_forward per encoder layer, enc_out[last] = (mu | lv) -> host (D2H);
  *   decode: z rows -> be->z (H2D), cuda_dense_forward per decoder layer, dec_out[last] -> host (D2H), then the
  *           decoder mean on the host: sigmoid of the logits for a Bernoulli decoder (cuvae_decoder_mean_host, the
- *           CPU backend's function, so both backends map equal logits to equal means), identity for Gaussian.
+ *           one both backends call, include/cuvae/objective.h, so equal logits give equal means), identity for Gaussian.
  * One synchronisation per batch (the host rows are pageable; the batch's results are needed before the next
  * upload reuses the buffers anyway). Refused while training steps are pending, like evaluate. */
 #include <cuda_runtime_api.h>

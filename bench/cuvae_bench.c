@@ -22,7 +22,7 @@
 #include "cuvae/config.h"
 #include "cuvae/error.h"
 #include "cuvae/rng.h"
-#include "train_internal.h"
+#include "data_split.h"
 
 enum { EXIT_USAGE = 2 };
 #define DEFAULT_SUITE "configs/bench"
@@ -212,7 +212,7 @@ static int load_data(const cuvae_config *cfg) {
   cuvae_dataset_free(&g_data);
   memset(&g_data, 0, sizeof g_data);
   g_data_lik = -1;
-  if (cuvae_load_split(cfg, 0, &g_data)) return -1;
+  if (cuvae_load_split(cfg, CUVAE_SPLIT_TRAIN, &g_data)) return -1;
   snprintf(g_data_path, sizeof g_data_path, "%s", cfg->train_images);
   g_data_lik = (int)cfg->likelihood;
   return 0;

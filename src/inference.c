@@ -5,7 +5,7 @@
 #include <sys/stat.h>
 
 #include "cuvae/error.h"
-#include "train_internal.h"
+#include "data_split.h"
 
 /* A run directory stands for the checkpoint.cuvae it holds; any other path is taken as it is. */
 static int resolve_checkpoint_path(const char *path, char *out, size_t n) {

@@ -8,6 +8,7 @@
 #include "cuvae/config.h"
 #include "cuvae/data.h"
 #include "cuvae/model.h"
+#include "data_split.h"
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -19,8 +20,6 @@ typedef struct cuvae_inference {
   cuvae_dataset data;   /* the split loaded by open (empty with CUVAE_SPLIT_NONE) */
   cuvae_backend *be;    /* NULL when opened without a device (device == NULL) */
 } cuvae_inference;
-
-enum { CUVAE_SPLIT_NONE = -1, CUVAE_SPLIT_TRAIN = 0, CUVAE_SPLIT_TEST = 1 };
 
 /* Loads and checks the checkpoint (CRC, layout against its own config; a run directory is read as its
  * checkpoint.cuvae), loads `split`, and creates a backend on

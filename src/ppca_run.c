@@ -9,7 +9,7 @@
 #include "cuvae/error.h"
 #include "cuvae/ppca.h"
 #include "inference.h"
-#include "train_internal.h"
+#include "data_split.h"
 
 static double now_s(void) {
   struct timespec ts;

@@ -1,4 +1,4 @@
-// Data handling of the model family at load time (cuvae_load_split, src/train.c): binarization drawn
+// Data handling of the model family at load time (cuvae_load_split, src/data_split.c): binarization drawn
 // once ([data] binarize = static: both splits; dynamic: the test split, the training split stays grey for the
 // per-step draws) and the label checks of the conditional VAE.
 #include <gtest/gtest.h>
@@ -12,7 +12,7 @@
 #include "cuvae/data.h"
 #include "cuvae/error.h"
 #include "test_util.h"
-#include "train_internal.h"
+#include "data_split.h"
 
 using namespace cuvae_test;
 
@@ -70,9 +70,9 @@ void expect_bernoulli_of(const cuvae_dataset &ds, const std::vector<float> &grey
 TEST_F(DataFamily, StaticBinarizationDrawsBothSplitsOnce) {
   const cuvae_config c = config("[train]\nseed = 5\n[data]\nbinarize = static\n");
   cuvae_dataset tr{}, te{}, tr2{};
-  ASSERT_EQ(cuvae_load_split(&c, 0, &tr), 0) << cuvae_last_error();
-  ASSERT_EQ(cuvae_load_split(&c, 1, &te), 0) << cuvae_last_error();
-  ASSERT_EQ(cuvae_load_split(&c, 0, &tr2), 0) << cuvae_last_error();
+  ASSERT_EQ(cuvae_load_split(&c, CUVAE_SPLIT_TRAIN, &tr), 0) << cuvae_last_error();
+  ASSERT_EQ(cuvae_load_split(&c, CUVAE_SPLIT_TEST, &te), 0) << cuvae_last_error();
+  ASSERT_EQ(cuvae_load_split(&c, CUVAE_SPLIT_TRAIN, &tr2), 0) << cuvae_last_error();
   EXPECT_TRUE(all_binary(tr));
   EXPECT_TRUE(all_binary(te));
   expect_bernoulli_of(tr, train);
@@ -82,7 +82,7 @@ TEST_F(DataFamily, StaticBinarizationDrawsBothSplitsOnce) {
   cuvae_config other = c;
   other.seed = 6;
   cuvae_dataset tr3{};
-  ASSERT_EQ(cuvae_load_split(&other, 0, &tr3), 0) << cuvae_last_error();
+  ASSERT_EQ(cuvae_load_split(&other, CUVAE_SPLIT_TRAIN, &tr3), 0) << cuvae_last_error();
   EXPECT_NE(0, std::memcmp(tr.x, tr3.x, kN * kD * sizeof(float))) << "another seed, another draw";
   cuvae_dataset_free(&tr);
   cuvae_dataset_free(&te);
@@ -93,8 +93,8 @@ TEST_F(DataFamily, StaticBinarizationDrawsBothSplitsOnce) {
 TEST_F(DataFamily, DynamicBinarizationFixesOnlyTheTestSplit) {
   const cuvae_config c = config("[data]\nbinarize = dynamic\n");
   cuvae_dataset tr{}, te{};
-  ASSERT_EQ(cuvae_load_split(&c, 0, &tr), 0) << cuvae_last_error();
-  ASSERT_EQ(cuvae_load_split(&c, 1, &te), 0) << cuvae_last_error();
+  ASSERT_EQ(cuvae_load_split(&c, CUVAE_SPLIT_TRAIN, &tr), 0) << cuvae_last_error();
+  ASSERT_EQ(cuvae_load_split(&c, CUVAE_SPLIT_TEST, &te), 0) << cuvae_last_error();
   EXPECT_EQ(0, std::memcmp(tr.x, train.data(), kN * kD * sizeof(float))) << "training data stays grey";
   EXPECT_TRUE(all_binary(te));
   expect_bernoulli_of(te, test);
@@ -105,15 +105,15 @@ TEST_F(DataFamily, DynamicBinarizationFixesOnlyTheTestSplit) {
 TEST_F(DataFamily, ConditionalNeedsLabelsWithinClasses) {
   cuvae_config c = config("[model]\nconditional = true\nclasses = 10\n");
   cuvae_dataset tr{}, te{};
-  EXPECT_EQ(cuvae_load_split(&c, 0, &tr), 0) << cuvae_last_error();  // labels 0..9
-  EXPECT_EQ(cuvae_load_split(&c, 1, &te), -1);                       // labels up to 11
+  EXPECT_EQ(cuvae_load_split(&c, CUVAE_SPLIT_TRAIN, &tr), 0) << cuvae_last_error();  // labels 0..9
+  EXPECT_EQ(cuvae_load_split(&c, CUVAE_SPLIT_TEST, &te), -1);                       // labels up to 11
   EXPECT_NE(std::string(cuvae_last_error()).find("outside 0..classes-1"), std::string::npos) << cuvae_last_error();
   EXPECT_EQ(te.x, nullptr) << "nothing left allocated";
   c.classes = 12;
-  EXPECT_EQ(cuvae_load_split(&c, 1, &te), 0) << cuvae_last_error();
+  EXPECT_EQ(cuvae_load_split(&c, CUVAE_SPLIT_TEST, &te), 0) << cuvae_last_error();
   cuvae_dataset_free(&te);
   c.test_labels[0] = '\0';  // no label file
-  EXPECT_EQ(cuvae_load_split(&c, 1, &te), -1);
+  EXPECT_EQ(cuvae_load_split(&c, CUVAE_SPLIT_TEST, &te), -1);
   EXPECT_NE(std::string(cuvae_last_error()).find("no label file"), std::string::npos) << cuvae_last_error();
   cuvae_dataset_free(&tr);
 }

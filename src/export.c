@@ -21,9 +21,8 @@
 
 #include "cuvae/data.h"
 #include "cuvae/error.h"
-#include "backend.h"
 #include "export_internal.h"
-#include "inference.h"
+#include "saved_model.h"
 
 
 /* ---- the PyTorch names ------------------------------------------------------------------------------------- */
@@ -224,7 +223,7 @@ static int add_meta(cJSON *meta, const char *key, const char *value) {
 }
 
 /* The __metadata__ map (string values only, as safetensors requires). */
-static cJSON *build_metadata(const cuvae_inference *inf) {
+static cJSON *build_metadata(const cuvae_saved_model *sm) {
   cJSON *meta = cJSON_CreateObject();
   char buf[256];
   if (!meta) {
@@ -234,21 +233,21 @@ static cJSON *build_metadata(const cuvae_inference *inf) {
   int rc = add_meta(meta, "format", EXPORT_FORMAT_NAME);
   if (!rc) rc = add_meta(meta, "format_version", EXPORT_FORMAT_VERSION);
   if (!rc) rc = add_meta(meta, "module", "CuvaeVAE (scripts/torch_vae_module.py)");
-  snprintf(buf, sizeof buf, "%zu", inf->model.input_dim);
+  snprintf(buf, sizeof buf, "%zu", sm->model.input_dim);
   if (!rc) rc = add_meta(meta, "input_dim", buf);
-  export_hidden_text(&inf->cfg, buf, sizeof buf);
+  export_hidden_text(&sm->cfg, buf, sizeof buf);
   if (!rc) rc = add_meta(meta, "hidden", buf);
-  snprintf(buf, sizeof buf, "%zu", inf->model.latent);
+  snprintf(buf, sizeof buf, "%zu", sm->model.latent);
   if (!rc) rc = add_meta(meta, "latent", buf);
-  if (!rc) rc = add_meta(meta, "likelihood", cuvae_likelihood_name(inf->cfg.likelihood));
-  snprintf(buf, sizeof buf, "%.9g", (double)inf->cfg.sigma);
+  if (!rc) rc = add_meta(meta, "likelihood", cuvae_likelihood_name(sm->cfg.likelihood));
+  snprintf(buf, sizeof buf, "%.9g", (double)sm->cfg.sigma);
   if (!rc) rc = add_meta(meta, "sigma", buf);
-  if (!rc) rc = add_meta(meta, "activation", cuvae_activation_name(inf->cfg.activation));
-  if (!rc) rc = add_meta(meta, "gaussian_variance", inf->model.variance == CUVAE_VAR_LEARNED_SHARED ? "learned_shared"
+  if (!rc) rc = add_meta(meta, "activation", cuvae_activation_name(sm->cfg.activation));
+  if (!rc) rc = add_meta(meta, "gaussian_variance", sm->model.variance == CUVAE_VAR_LEARNED_SHARED ? "learned_shared"
                                                                                                      : "fixed");
-  snprintf(buf, sizeof buf, "%" PRId64, inf->ck.step);
+  snprintf(buf, sizeof buf, "%" PRId64, sm->ck.step);
   if (!rc) rc = add_meta(meta, "step", buf);
-  if (!rc) rc = add_meta(meta, "config", inf->ck.config_ini ? inf->ck.config_ini : "");
+  if (!rc) rc = add_meta(meta, "config", sm->ck.config_ini ? sm->ck.config_ini : "");
   if (rc) {
     cJSON_Delete(meta);
     return NULL;
@@ -298,12 +297,12 @@ static cJSON *tensor_json(const cuvae_torch_tensor *t, size_t begin, const char 
   return o;
 }
 
-static int write_safetensors(const char *path, const cuvae_inference *inf, const cuvae_torch_tensor *t, int n) {
+static int write_safetensors(const char *path, const cuvae_saved_model *sm, const cuvae_torch_tensor *t, int n) {
   struct stat st;
   if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
     return cuvae_error("%s: is a directory (give the path of the .safetensors file to write)", path);
   cJSON *root = cJSON_CreateObject();
-  if (!root || add_item(root, "__metadata__", build_metadata(inf))) {
+  if (!root || add_item(root, "__metadata__", build_metadata(sm))) {
     cJSON_Delete(root);
     return cuvae_error("%s: cannot build the safetensors header: %s", path, cuvae_last_error());
   }
@@ -333,7 +332,7 @@ static int write_safetensors(const char *path, const cuvae_inference *inf, const
   out_write(&o, json, len);
   out_write(&o, "        ", pad);
   free(json);
-  for (int i = 0; i < n; i++) out_floats(&o, inf->ck.params + t[i].offset, t[i].count);
+  for (int i = 0; i < n; i++) out_floats(&o, sm->ck.params + t[i].offset, t[i].count);
   if (out_commit(&o)) return -1;
   sync_parent(path);
   return 0;
@@ -351,20 +350,20 @@ static int dir_has_entries(const char *dir) {
   return found;
 }
 
-static int write_npy_dir_at(const char *dir, const cuvae_inference *inf, const cuvae_torch_tensor *t, int n);
+static int write_npy_dir_at(const char *dir, const cuvae_saved_model *sm, const cuvae_torch_tensor *t, int n);
 
 /* "out/" names the directory "out": the temporary directory must be its sibling, not its child. */
-static int write_npy_dir(const char *path, const cuvae_inference *inf, const cuvae_torch_tensor *t, int n) {
+static int write_npy_dir(const char *path, const cuvae_saved_model *sm, const cuvae_torch_tensor *t, int n) {
   char *dir = strdup(path);
   if (!dir) return cuvae_error("%s: out of memory", path);
   size_t len = strlen(dir);
   while (len > 1 && dir[len - 1] == '/') dir[--len] = '\0';
-  const int rc = write_npy_dir_at(dir, inf, t, n);
+  const int rc = write_npy_dir_at(dir, sm, t, n);
   free(dir);
   return rc;
 }
 
-static int write_npy_dir_at(const char *dir, const cuvae_inference *inf, const cuvae_torch_tensor *t, int n) {
+static int write_npy_dir_at(const char *dir, const cuvae_saved_model *sm, const cuvae_torch_tensor *t, int n) {
   struct stat st;
   if (stat(dir, &st) == 0) {
     if (!S_ISDIR(st.st_mode)) return cuvae_error("%s: exists and is not a directory", dir);
@@ -388,14 +387,14 @@ static int write_npy_dir_at(const char *dir, const cuvae_inference *inf, const c
   }
   int written = 0, meta_written = 0, rc = 0;
   cJSON *root = cJSON_CreateObject(), *tensors = NULL;
-  if (!root || add_item(root, "__metadata__", build_metadata(inf)) ||
+  if (!root || add_item(root, "__metadata__", build_metadata(sm)) ||
       add_item(root, "tensors", cJSON_CreateObject()))
     rc = cuvae_error("%s: out of memory building metadata.json", dir);
   else
     tensors = cJSON_GetObjectItemCaseSensitive(root, "tensors");
   for (int i = 0; i < n && !rc; i++) {
     snprintf(file, dlen + 32 + CUVAE_TORCH_NAME + 16, "%s/%s.npy", tmp, t[i].name);
-    if (cuvae_npy_write_f32(file, inf->ck.params + t[i].offset, t[i].rank, t[i].shape)) {
+    if (cuvae_npy_write_f32(file, sm->ck.params + t[i].offset, t[i].rank, t[i].shape)) {
       rc = -1;
       break;
     }
@@ -457,13 +456,13 @@ int cuvae_export_checkpoint(const char *checkpoint_path, cuvae_export_format for
   if (!out_path || !out_path[0]) return cuvae_error("export: no output path given");
   if (format != CUVAE_EXPORT_SAFETENSORS && format != CUVAE_EXPORT_NPY)
     return cuvae_error("export: unknown format %d", (int)format);
-  cuvae_inference inf;
-  if (cuvae_inference_open(&inf, checkpoint_path, NULL, CUVAE_SPLIT_NONE)) return -1;
+  cuvae_saved_model sm;
+  if (cuvae_saved_model_open(&sm, checkpoint_path)) return -1;
   cuvae_torch_tensor t[CUVAE_MAX_TENSORS];
-  int n = 0, rc = cuvae_torch_layout(&inf.model, t, &n);
+  int n = 0, rc = cuvae_torch_layout(&sm.model, t, &n);
   if (rc == 0)
-    rc = format == CUVAE_EXPORT_SAFETENSORS ? write_safetensors(out_path, &inf, t, n)
-                                            : write_npy_dir(out_path, &inf, t, n);
-  cuvae_inference_close(&inf);
+    rc = format == CUVAE_EXPORT_SAFETENSORS ? write_safetensors(out_path, &sm, t, n)
+                                            : write_npy_dir(out_path, &sm, t, n);
+  cuvae_saved_model_close(&sm);
   return rc;
 }

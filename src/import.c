@@ -15,7 +15,6 @@
 #include "cuvae/error.h"
 #include "cuvae/export.h"
 #include "export_internal.h"
-#include "inference.h"
 
 /* ---- import ------------------------------------------------------------------------------------------------ */
 

@@ -2,45 +2,26 @@
 #include "inference.h"
 
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cuvae/error.h"
 #include "data_split.h"
-
-/* A run directory stands for the checkpoint.cuvae it holds; any other path is taken as it is. */
-static int resolve_checkpoint_path(const char *path, char *out, size_t n) {
-  struct stat st;
-  if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
-    if (snprintf(out, n, "%s", path) >= (int)n) return cuvae_error("path too long: %s", path);
-    return 0;
-  }
-  const size_t len = strlen(path);
-  const char *sep = len > 0 && path[len - 1] == '/' ? "" : "/";
-  if (snprintf(out, n, "%s%scheckpoint.cuvae", path, sep) >= (int)n) return cuvae_error("path too long: %s", path);
-  if (stat(out, &st) != 0)
-    return cuvae_error("%s is a directory without a checkpoint.cuvae (a run directory has one once its first "
-                       "epoch ends, or once it is interrupted)", path);
-  return 0;
-}
+#include "saved_model.h"
 
 int cuvae_inference_open(cuvae_inference *inf, const char *checkpoint_arg, const char *device, int split) {
   memset(inf, 0, sizeof *inf);
-  char checkpoint_path[CUVAE_PATH_MAX + 32];
-  if (resolve_checkpoint_path(checkpoint_arg, checkpoint_path, sizeof checkpoint_path)) return -1;
-  if (cuvae_checkpoint_load(checkpoint_path, &inf->ck)) return -1;
-  cuvae_config_defaults(&inf->cfg);
-  int rc = cuvae_config_load_string(&inf->cfg, inf->ck.config_ini, checkpoint_path);
-  if (rc == 0) rc = cuvae_config_finalize(&inf->cfg);
-  if (rc == 0 && split != CUVAE_SPLIT_NONE) {
+  cuvae_saved_model sm;
+  if (cuvae_saved_model_open(&sm, checkpoint_arg)) return -1;
+  inf->ck = sm.ck;  /* the arrays move to inf, which frees them on close */
+  inf->cfg = sm.cfg;
+  inf->model = sm.model;
+  int rc = 0;
+  if (split != CUVAE_SPLIT_NONE) {
     rc = cuvae_load_split(&inf->cfg, split, &inf->data);
     if (rc == 0 && inf->data.dim != inf->ck.input_dim)
-      rc = cuvae_error("%s: the model takes %llu features but the %s data %s has %zu", checkpoint_path,
+      rc = cuvae_error("%s: the model takes %llu features but the %s data %s has %zu", sm.path,
                        (unsigned long long)inf->ck.input_dim, split == CUVAE_SPLIT_TRAIN ? "train" : "test",
                        split == CUVAE_SPLIT_TRAIN ? inf->cfg.train_images : inf->cfg.test_images, inf->data.dim);
   }
-  if (rc == 0) rc = cuvae_model_build(&inf->model, (size_t)inf->ck.input_dim, &inf->cfg);
-  if (rc == 0 && cuvae_checkpoint_check_layout(&inf->ck, &inf->model))
-    rc = cuvae_error("%s: %s", checkpoint_path, cuvae_last_error());
   if (rc == 0 && device) {
     /* No training set: the backend only evaluates; the split (if any) is uploaded once as its evaluation set. */
     inf->be = cuvae_backend_create(device, &inf->model, &inf->cfg, NULL,

@@ -1,0 +1,43 @@
+/* Opening a checkpoint with its config and model (see saved_model.h). */
+#include "saved_model.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cuvae/error.h"
+
+/* A run directory stands for the checkpoint.cuvae it holds; any other path is taken as it is. */
+static int resolve_checkpoint_path(const char *path, char *out, size_t n) {
+  struct stat st;
+  if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    if (snprintf(out, n, "%s", path) >= (int)n) return cuvae_error("path too long: %s", path);
+    return 0;
+  }
+  const size_t len = strlen(path);
+  const char *sep = len > 0 && path[len - 1] == '/' ? "" : "/";
+  if (snprintf(out, n, "%s%scheckpoint.cuvae", path, sep) >= (int)n) return cuvae_error("path too long: %s", path);
+  if (stat(out, &st) != 0)
+    return cuvae_error("%s is a directory without a checkpoint.cuvae (a run directory has one once its first "
+                       "epoch ends, or once it is interrupted)", path);
+  return 0;
+}
+
+int cuvae_saved_model_open(cuvae_saved_model *sm, const char *checkpoint_or_run_dir) {
+  memset(sm, 0, sizeof *sm);
+  if (resolve_checkpoint_path(checkpoint_or_run_dir, sm->path, sizeof sm->path)) return -1;
+  if (cuvae_checkpoint_load(sm->path, &sm->ck)) return -1;
+  cuvae_config_defaults(&sm->cfg);
+  int rc = cuvae_config_load_string(&sm->cfg, sm->ck.config_ini, sm->path);
+  if (rc == 0) rc = cuvae_config_finalize(&sm->cfg);
+  if (rc == 0) rc = cuvae_model_build(&sm->model, (size_t)sm->ck.input_dim, &sm->cfg);
+  if (rc == 0 && cuvae_checkpoint_check_layout(&sm->ck, &sm->model))
+    rc = cuvae_error("%s: %s", sm->path, cuvae_last_error());
+  if (rc != 0) cuvae_saved_model_close(sm);
+  return rc;
+}
+
+void cuvae_saved_model_close(cuvae_saved_model *sm) {
+  cuvae_checkpoint_free(&sm->ck);
+  memset(sm, 0, sizeof *sm);
+}

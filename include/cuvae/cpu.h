@@ -27,6 +27,8 @@ void dense_backward_cpu(const float *x, const float *W, const float *y, float *d
 void bias_act_forward_cpu(float *y, const float *b, int B, int n, cuvae_activation act);
 /* dy *= act'(.) expressed through the output y (relu: y > 0; tanh: 1 - y^2). */
 void bias_act_backward_cpu(const float *y, float *dy, int B, int n, cuvae_activation act);
+/* db[j] = sum_r dy[r][j], each column summed in row order (the bias gradient of dense_backward_cpu). */
+void bias_grad_cpu(const float *dy, float *db, int B, int n);
 
 /* Reparameterization + KL, docs/MATH.md sections 2-3. mulv[B][2Z] holds [mu | lv] per row, eps[B][Z].
  * z = mu + exp(0.5 lv) * eps;  kl_row[b] = 0.5 * sum_j (mu^2 + exp(lv) - 1 - lv). */

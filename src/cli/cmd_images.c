@@ -39,7 +39,7 @@ void help_sample(void) {
 }
 
 int cmd_sample(int argc, char **argv) {
-  opts o;
+  image_opts o;
   img_defaults(&o, "sample", "samples.png");
   o.n = 64;
   int rc = img_parse(argc, argv, F_N | F_SEED | F_SCALE | F_LABEL, &o, help_sample);
@@ -75,7 +75,7 @@ void help_reconstruct(void) {
 }
 
 int cmd_reconstruct(int argc, char **argv) {
-  opts o;
+  image_opts o;
   img_defaults(&o, "reconstruct", "recon.png");
   o.n = 32;
   int rc = img_parse(argc, argv, F_N | F_SPLIT | F_SCALE, &o, help_reconstruct);
@@ -120,7 +120,7 @@ void help_interpolate(void) {
 }
 
 int cmd_interpolate(int argc, char **argv) {
-  opts o;
+  image_opts o;
   img_defaults(&o, "interpolate", "interp.png");
   o.pair_i = 0;
   o.pair_j = 1;
@@ -196,7 +196,7 @@ void help_traverse(void) {
 }
 
 int cmd_traverse(int argc, char **argv) {
-  opts o;
+  image_opts o;
   img_defaults(&o, "traverse", "traverse.png");
   o.steps = 9;
   o.range = 3.0;

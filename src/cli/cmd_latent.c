@@ -75,7 +75,7 @@ static int top2_eigen(const double *C, size_t Z, double *v, double *lambda) {
 int cmd_latent_plot(int argc, char **argv) {
   static const char *const fashion_names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                                 "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
-  opts o;
+  image_opts o;
   img_defaults(&o, "latent-plot", "latent.png");
   int rc = img_parse(argc, argv, F_SPLIT | F_SIZE, &o, help_latent_plot);
   if (rc) return rc < 0 ? 0 : rc;
@@ -180,7 +180,7 @@ static double normal_quantile(double p) {
 }
 
 int cmd_manifold(int argc, char **argv) {
-  opts o;
+  image_opts o;
   img_defaults(&o, "manifold", "manifold.png");
   o.grid = 20;
   int rc = img_parse(argc, argv, F_GRID | F_SCALE | F_LABEL, &o, help_manifold);

@@ -46,7 +46,7 @@ int img_parse_int(const char *flag, const char *v, int lo, int hi, int *out) {
 }
 
 /* Returns 0 to go on, -1 after --help (exit 0), or CUVAE_EXIT_USAGE. */
-int img_parse(int argc, char **argv, unsigned flags, opts *o, void (*help)(void)) {
+int img_parse(int argc, char **argv, unsigned flags, image_opts *o, void (*help)(void)) {
   const char *v;
   for (int i = 1; i < argc; i++) {
     int missing = 0, rc = 0;
@@ -129,7 +129,7 @@ int img_parse(int argc, char **argv, unsigned flags, opts *o, void (*help)(void)
   return 0;
 }
 
-void img_defaults(opts *o, const char *cmd, const char *out) {
+void img_defaults(image_opts *o, const char *cmd, const char *out) {
   memset(o, 0, sizeof *o);
   o->cmd = cmd;
   o->label = -1;
@@ -144,7 +144,7 @@ const char *img_split_name(int split) { return split == CUVAE_SPLIT_TRAIN ? "tra
 
 /* Opens the checkpoint with o->split loaded (need_data), or, for the commands that only decode, with the test
  * split when it can be read (it tells the picture shape of 3-D data) and without data otherwise. */
-int img_open_model(const opts *o, int need_data, cuvae_inference *inf) {
+int img_open_model(const image_opts *o, int need_data, cuvae_inference *inf) {
   int rc = cuvae_inference_open(inf, o->ckpt, o->device, need_data ? o->split : CUVAE_SPLIT_TEST);
   if (rc != 0 && !need_data) rc = cuvae_inference_open(inf, o->ckpt, o->device, CUVAE_SPLIT_NONE);
   if (rc != 0) {
@@ -177,7 +177,7 @@ int img_failed(cuvae_inference *inf) {
   return CUVAE_EXIT_FAIL;
 }
 
-void img_print_head(const opts *o, int width, int height) {
+void img_print_head(const image_opts *o, int width, int height) {
   printf("{\"command\": ");
   cli_json_string(stdout, o->cmd);
   printf(", \"out\": ");
@@ -197,7 +197,7 @@ int32_t *img_same_labels(const cuvae_inference *inf, int label, size_t n) {
 
 /* Writes a grid of decoder means of the n latent rows z (a conditional model decodes them with class `label`), and
  * prints the JSON head (the caller ends the line). */
-int img_decode_grid(const opts *o, cuvae_inference *inf, const float *z, int n, int rows, int cols, int label) {
+int img_decode_grid(const image_opts *o, cuvae_inference *inf, const float *z, int n, int rows, int cols, int label) {
   const size_t D = inf->model.input_dim;
   float *mean = malloc((size_t)n * D * sizeof *mean);
   int32_t *labels = img_same_labels(inf, label, (size_t)n);
@@ -239,7 +239,7 @@ int img_example_label(const cuvae_inference *inf, long long i) {
   return inf->data.labels ? inf->data.labels[i] : 0;
 }
 
-int img_check_index(const opts *o, const cuvae_inference *inf, const char *flag, long long i) {
+int img_check_index(const image_opts *o, const cuvae_inference *inf, const char *flag, long long i) {
   if (i >= 0 && (size_t)i < inf->data.n) return 0;
   fprintf(stderr, "error: %s %lld is out of range: the %s split has %zu examples (0..%zu)\n", flag, i,
           img_split_name(o->split), inf->data.n, inf->data.n ? inf->data.n - 1 : 0);

@@ -16,7 +16,7 @@ enum {
 
 enum { MAX_N = 10000, MAX_STEPS = 200, MAX_GRID = 100, MAX_SCALE = 16 };
 
-typedef struct opts {
+typedef struct image_opts {
   const char *cmd, *ckpt, *out, *device;
   int split;                  /* CUVAE_SPLIT_TEST | CUVAE_SPLIT_TRAIN */
   int n, steps, dims, grid, scale, width, height;
@@ -25,7 +25,7 @@ typedef struct opts {
   double range;
   uint64_t seed;
   int have_seed, spherical;
-} opts;
+} image_opts;
 
 /* "error: ..." on stderr; returns CUVAE_EXIT_USAGE. */
 int img_usage_error(const char *fmt, ...) CUVAE_PRINTF(1, 2);
@@ -33,25 +33,25 @@ int img_usage_error(const char *fmt, ...) CUVAE_PRINTF(1, 2);
 int img_parse_ll(const char *flag, const char *v, long long lo, long long hi, long long *out);
 int img_parse_int(const char *flag, const char *v, int lo, int hi, int *out);
 /* The command line (the flags in `flags` are accepted): 0 to go on, -1 after --help (exit 0), or CUVAE_EXIT_USAGE. */
-int img_parse(int argc, char **argv, unsigned flags, opts *o, void (*help)(void));
-void img_defaults(opts *o, const char *cmd, const char *out);
+int img_parse(int argc, char **argv, unsigned flags, image_opts *o, void (*help)(void));
+void img_defaults(image_opts *o, const char *cmd, const char *out);
 const char *img_split_name(int split);
 /* Opens the checkpoint (with its `o->split` when need_data) and checks --label against the model; 0 or an exit code. */
-int img_open_model(const opts *o, int need_data, cuvae_inference *inf);
+int img_open_model(const image_opts *o, int need_data, cuvae_inference *inf);
 /* The picture shape of one data point (cuvae_image_shape). */
 void img_shape_of(const cuvae_inference *inf, int *h, int *w);
 /* Prints the last error, closes inf; returns CUVAE_EXIT_FAIL. */
 int img_failed(cuvae_inference *inf);
 /* The start of the JSON line: command, out, width, height (the caller ends the line). */
-void img_print_head(const opts *o, int width, int height);
+void img_print_head(const image_opts *o, int width, int height);
 /* A grid of decoder means of the n latent rows z (a conditional model decodes them with class `label`); prints the
  * JSON head. */
-int img_decode_grid(const opts *o, cuvae_inference *inf, const float *z, int n, int rows, int cols, int label);
+int img_decode_grid(const image_opts *o, cuvae_inference *inf, const float *z, int n, int rows, int cols, int label);
 /* mulv of the whole loaded split (n x 2Z), allocated; NULL on failure. */
 float *img_encode_all(cuvae_inference *inf);
 /* Example i's label (0 when the split has none). */
 int img_example_label(const cuvae_inference *inf, long long i);
 /* 0 when i indexes the split, else a message and CUVAE_EXIT_USAGE. */
-int img_check_index(const opts *o, const cuvae_inference *inf, const char *flag, long long i);
+int img_check_index(const image_opts *o, const cuvae_inference *inf, const char *flag, long long i);
 
 #endif

@@ -40,7 +40,7 @@ void iwae_replicate_cpu(const float *x, float *x_rep, int R, int C, int D) {
 }
 
 /* One sample's log-weight, docs/MATH.md section 5: log w = -nll - 0.5 sum_j (z_j^2 - eps_j^2 - lv_j), in double. */
-static double log_weight(const float *z, const float *eps, const float *lv, float nll, int Z) {
+static double iwae_log_weight(const float *z, const float *eps, const float *lv, float nll, int Z) {
   double acc = 0.0;
   for (int j = 0; j < Z; j++) acc += (double)z[j] * z[j] - (double)eps[j] * eps[j] - (double)lv[j];
   return -(double)nll - 0.5 * acc;
@@ -67,7 +67,7 @@ void iwae_log_weights_cpu(const float *mulv, const float *eps, const float *z, c
     double m = reset ? -INFINITY : state[2 * r], t = reset ? 0.0 : state[2 * r + 1];
     for (int s = 0; s < C; s++) {
       const size_t i = (size_t)s * R + r;
-      const double v = log_weight(z + i * Z, eps + i * Z, lv, nll[i], Z);
+      const double v = iwae_log_weight(z + i * Z, eps + i * Z, lv, nll[i], Z);
       if (log_w) log_w[i] = v;
       lse_add(&m, &t, v);
     }

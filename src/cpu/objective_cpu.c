@@ -32,7 +32,7 @@ static double sampled_kl(const float *z, const float *eps, const float *lv, int 
 }
 
 /* log w_i = -nll_i - beta kl_s_i, from the stored floats (beta * kl_s is exact in double). */
-static double log_weight(float nll, float beta, float kl) { return -(double)nll - (double)beta * (double)kl; }
+static double sample_log_weight(float nll, float beta, float kl) { return -(double)nll - (double)beta * (double)kl; }
 
 void objective_weights_cpu(const float *mulv, const float *eps, const float *z, const float *nll, int R, int C,
                            int Z, int iwae, const float *beta, float scale, float *kl_s, float *weight,
@@ -53,17 +53,17 @@ void objective_weights_cpu(const float *mulv, const float *eps, const float *z, 
       double m = -INFINITY;
       for (int s = 0; s < C; s++) {
         const size_t i = (size_t)s * R + r;
-        const double v = log_weight(nll[i], b, kl_s[i]);
+        const double v = sample_log_weight(nll[i], b, kl_s[i]);
         if (v > m || isnan(v)) m = v;
       }
       double t = 0.0;
       for (int s = 0; s < C; s++) {
         const size_t i = (size_t)s * R + r;
-        t += exp(log_weight(nll[i], b, kl_s[i]) - m);
+        t += exp(sample_log_weight(nll[i], b, kl_s[i]) - m);
       }
       for (int s = 0; s < C; s++) {
         const size_t i = (size_t)s * R + r;
-        weight[i] = (float)((double)scale * (exp(log_weight(nll[i], b, kl_s[i]) - m) / t));
+        weight[i] = (float)((double)scale * (exp(sample_log_weight(nll[i], b, kl_s[i]) - m) / t));
       }
       row_obj[r] = (float)(-(m + log(t) - log_c));
     } else {

@@ -19,7 +19,9 @@
 #include "bench_model.h"
 #include "bench_report.h"
 #include "cuvae/blas.h"
+#include "cli/flags.h"
 #include "cuvae/config.h"
+#include "cuvae/device.h"
 #include "cuvae/error.h"
 #include "cuvae/rng.h"
 #include "data_split.h"
@@ -73,22 +75,6 @@ static void usage(FILE *out) {
           DEFAULT_SUITE);
 }
 
-/* The value of `flag` at argv[*i] ("--flag VALUE" or "--flag=VALUE"); NULL when argv[*i] is another flag.
- * *bad is set when the flag is there but its value is missing. */
-static const char *flag_value(int argc, char **argv, int *i, const char *flag, int *bad) {
-  const char *a = argv[*i];
-  const size_t n = strlen(flag);
-  if (strncmp(a, flag, n) != 0) return NULL;
-  if (a[n] == '=') return a + n + 1;
-  if (a[n] != '\0') return NULL;
-  if (*i + 1 >= argc) {
-    fprintf(stderr, "cuvae-bench: error: %s needs a value\n", flag);
-    *bad = 1;
-    return NULL;
-  }
-  return argv[++*i];
-}
-
 static int parse_int(const char *flag, const char *s, int lo, int hi, int *out) {
   char *end = NULL;
   errno = 0;
@@ -118,23 +104,23 @@ static int parse_args(int argc, char **argv, options *o) {
       return 1;
     } else if (strcmp(argv[i], "--quiet") == 0) {
       o->quiet = 1;
-    } else if ((v = flag_value(argc, argv, &i, "--config", &bad))) {
+    } else if ((v = cli_flag_value(argc, argv, &i, "--config", &bad))) {
       o->configs[o->n_configs++] = v;
-    } else if ((v = flag_value(argc, argv, &i, "--suite", &bad))) {
+    } else if ((v = cli_flag_value(argc, argv, &i, "--suite", &bad))) {
       o->suite = v;
-    } else if ((v = flag_value(argc, argv, &i, "--device", &bad))) {
-      if (strcmp(v, "cpu") != 0 && strcmp(v, "cuda") != 0 && strcmp(v, "auto") != 0) {
-        fprintf(stderr, "cuvae-bench: error: --device '%s': expected cpu, cuda or auto\n", v);
+    } else if ((v = cli_flag_value(argc, argv, &i, "--device", &bad))) {
+      if (cuvae_device_check(v)) {
+        fprintf(stderr, "cuvae-bench: error: %s\n", cuvae_last_error());
         return -1;
       }
       o->device = v;
-    } else if ((v = flag_value(argc, argv, &i, "--steps", &bad))) {
+    } else if ((v = cli_flag_value(argc, argv, &i, "--steps", &bad))) {
       if (parse_int("--steps", v, 1, 1000000, &o->steps)) return -1;
-    } else if ((v = flag_value(argc, argv, &i, "--warmup", &bad))) {
+    } else if ((v = cli_flag_value(argc, argv, &i, "--warmup", &bad))) {
       if (parse_int("--warmup", v, 0, 1000000, &o->warmup)) return -1;
-    } else if ((v = flag_value(argc, argv, &i, "--threads", &bad))) {
+    } else if ((v = cli_flag_value(argc, argv, &i, "--threads", &bad))) {
       if (parse_int("--threads", v, 0, 1024, &o->threads)) return -1;
-    } else if ((v = flag_value(argc, argv, &i, "--json", &bad))) {
+    } else if ((v = cli_flag_value(argc, argv, &i, "--json", &bad))) {
       o->json = v;
     } else if (!bad) {
       fprintf(stderr, "cuvae-bench: error: unknown argument '%s' (see cuvae-bench --help)\n", argv[i]);

@@ -5,9 +5,10 @@ add_executable(cuvae-bench
   ${CMAKE_CURRENT_SOURCE_DIR}/bench_model.c   # FLOPs, bytes and launches per step; the H100 roofline
   ${CMAKE_CURRENT_SOURCE_DIR}/bench_gemm.c    # sgemm peak and GEMM-only replay (cblas; cuBLAS in CUDA builds)
   ${CMAKE_CURRENT_SOURCE_DIR}/bench_report.c  # the table and the JSON file
+  ${PROJECT_SOURCE_DIR}/src/cli/flags.c       # the CLI's flag reader
 )
 # As the CLI: cuvae, then cuvae_cuda in CUDA builds; the bench itself calls cuBLAS and the runtime there.
 target_link_libraries(cuvae-bench PRIVATE cuvae
   $<$<BOOL:${CUVAE_CUDA}>:cuvae_cuda> $<$<BOOL:${CUVAE_CUDA}>:CUDA::cudart> $<$<BOOL:${CUVAE_CUDA}>:CUDA::cublas>)
-target_include_directories(cuvae-bench PRIVATE ${PROJECT_SOURCE_DIR}/src)   # backend.h, data_split.h
+target_include_directories(cuvae-bench PRIVATE ${PROJECT_SOURCE_DIR}/src)   # backend.h, data_split.h, cli/flags.h
 set_target_properties(cuvae-bench PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR})

@@ -63,8 +63,7 @@ void help_decode(void);
    help_encode},                                                                                                  \
   {"decode", "CHECKPOINT", "decode latent vectors (.npy) to the decoder's means, a float32 .npy", cmd_decode,     \
    help_decode},
-/* "--flag VALUE" or "--flag=VALUE" at argv[*i]; advances *i past the value. NULL when argv[*i] is not flag. */
-const char *cli_flag_value(int argc, char **argv, int *i, const char *flag, int *missing);
+#include "flags.h"
 
 /* Writes s as a JSON string literal (quotes, backslashes and control characters escaped). */
 #include <stdio.h>

@@ -51,21 +51,6 @@ static void list_commands(FILE *out) {
   for (int i = 0; i < N_COMMANDS; i++) fprintf(out, "%s%s", i ? ", " : "", k_commands[i].name);
 }
 
-const char *cli_flag_value(int argc, char **argv, int *i, const char *flag, int *missing) {
-  const char *a = argv[*i];
-  const size_t n = strlen(flag);
-  if (strncmp(a, flag, n) != 0) return NULL;
-  if (a[n] == '=') return a + n + 1;
-  if (a[n] != '\0') return NULL;
-  if (*i + 1 >= argc) {
-    fprintf(stderr, "error: %s needs a value\n", flag);
-    *missing = 1;
-    return NULL;
-  }
-  *i += 1;
-  return argv[*i];
-}
-
 void cli_json_string(FILE *out, const char *s) {
   fputc('"', out);
   for (const unsigned char *p = (const unsigned char *)s; *p; p++) {

@@ -1,0 +1,9 @@
+/* Reading one flag's value from a command line, for cuvae's commands and cuvae-bench. */
+#ifndef CUVAE_CLI_FLAGS_H
+#define CUVAE_CLI_FLAGS_H
+
+/* "--flag VALUE" or "--flag=VALUE" at argv[*i]; advances *i past the value. NULL when argv[*i] is not flag; then
+ * *missing is set (and "error: FLAG needs a value" printed) when it is the flag but its value is missing. */
+const char *cli_flag_value(int argc, char **argv, int *i, const char *flag, int *missing);
+
+#endif

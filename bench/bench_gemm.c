@@ -216,7 +216,7 @@ fail:
 }
 
 /* Row-major C[m,n] = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: cublasSgemm(tb, ta, n, m, k, B, A). This
- * gives exactly the calls of src/backend_cuda.c (its header derives them). */
+ * gives exactly the calls of src/backend/cuda/backend_cuda.c (its header derives them). */
 int bench_cuda_gemm_replay(const cuvae_model *m, const bench_step_work *w, int reps, int tf32, double *median_s) {
   const float one = 1.0f, zero = 0.0f;
   const int ns = bench_slot_count(m);

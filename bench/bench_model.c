@@ -91,7 +91,7 @@ static void layer_backward(bench_step_work *w, const char *name, const cuvae_lay
   }
 }
 
-/* Backward through layers[n-1..0] as src/cpu/vae_cpu.c's backward_stack: dy starts in GRAD_A, dx goes to the
+/* Backward through layers[n-1..0] as src/backend/cpu/vae_cpu.c's backward_stack: dy starts in GRAD_A, dx goes to the
  * other ping-pong buffer, layer 0's dx to dx0_slot (-1: none). The CPU first copies the incoming gradient into
  * GRAD_A; the replay reads it from first_dy_slot instead (same shape), so every input of a replayed GEMM is a
  * constant or written earlier in the same pass, and repeated passes compute the same values. */

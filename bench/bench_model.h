@@ -1,12 +1,12 @@
 /* cuvae-bench: the work of one training step, counted from the layer shapes of a cuvae_model.
  *
- * GEMMs: exactly the cblas_sgemm calls of the CPU backend (src/cpu/dense_cpu.c, in the order of
- * src/cpu/vae_cpu.c), written in row-major cblas terms; the CUDA backend issues the same products through the
- * column-major identity (src/backend_cuda.c). Per dense layer of shape in -> out at batch B:
+ * GEMMs: exactly the cblas_sgemm calls of the CPU backend (src/backend/cpu/dense_cpu.c, in the order of
+ * src/backend/cpu/vae_cpu.c), written in row-major cblas terms; the CUDA backend issues the same products through the
+ * column-major identity (src/backend/cuda/backend_cuda.c). Per dense layer of shape in -> out at batch B:
  *   forward  y[B,out]  = x[B,in] W^T          (NoTrans, Trans)   2*B*in*out FLOPs
  *   dW[out,in]         = dy^T x               (Trans, NoTrans)   2*B*in*out
  *   dx[B,in]           = dy W                 (NoTrans, NoTrans) 2*B*in*out, not for the first encoder layer.
- * Kernels: every launch of the CUDA step (src/backend_cuda.c, step_body, plus the eps draw), each with the bytes
+ * Kernels: every launch of the CUDA step (src/backend/cuda/backend_cuda.c, step_body, plus the eps draw), each with the bytes
  * it moves: a GEMM reads its two inputs and writes its output once; an elementwise kernel reads and writes each
  * of its arrays once; all fp32. Elementwise FLOPs are not counted (they are tiny next to their bytes). */
 #ifndef CUVAE_BENCH_MODEL_H

@@ -1,7 +1,7 @@
 # Per-kernel micro-benchmarks; results and how to run them: docs/PERFORMANCE.md,
 # "Kernel micro-benchmarks". Both binaries land in the build root, beside cuvae.
 
-# The CPU twins of the fused kernels (src/cpu/), with Google Benchmark (Debian's libbenchmark-dev).
+# The CPU twins of the fused kernels (src/backend/cpu/), with Google Benchmark (Debian's libbenchmark-dev).
 find_package(benchmark REQUIRED)
 add_executable(cuvae-kernels-bench-cpu ${CMAKE_CURRENT_SOURCE_DIR}/kernels_cpu_bench.cc)
 target_link_libraries(cuvae-kernels-bench-cpu PRIVATE cuvae benchmark::benchmark)

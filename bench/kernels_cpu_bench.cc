@@ -1,4 +1,4 @@
-// Micro-benchmarks of the fused kernels' CPU twins (include/cuvae/cpu.h, src/cpu/*.c) at the shapes of the
+// Micro-benchmarks of the fused kernels' CPU twins (include/cuvae/cpu.h, src/backend/cpu/*.c) at the shapes of the
 // benchmark suite (configs/bench/{A,B,C,D}.ini), with BM_copy (memcpy) as the machine's bandwidth reference.
 // The results and how to read them are in docs/PERFORMANCE.md, "Kernel micro-benchmarks".
 //

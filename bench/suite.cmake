@@ -10,5 +10,5 @@ add_executable(cuvae-bench
 # As the CLI: cuvae, then cuvae_cuda in CUDA builds; the bench itself calls cuBLAS and the runtime there.
 target_link_libraries(cuvae-bench PRIVATE cuvae
   $<$<BOOL:${CUVAE_CUDA}>:cuvae_cuda> $<$<BOOL:${CUVAE_CUDA}>:CUDA::cudart> $<$<BOOL:${CUVAE_CUDA}>:CUDA::cublas>)
-target_include_directories(cuvae-bench PRIVATE ${PROJECT_SOURCE_DIR}/src)   # backend.h, data_split.h, cli/flags.h
+target_include_directories(cuvae-bench PRIVATE ${CUVAE_PRIVATE_INCLUDE_DIRS})   # backend.h, data_split.h, cli/flags.h
 set_target_properties(cuvae-bench PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR})

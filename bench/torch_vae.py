@@ -21,7 +21,7 @@ before every clock read). Reports the median step time and samples/s = batch / m
 
 BLAS: Debian's torch does its dense layers in whatever libblas.so.3 the loader finds (OpenBLAS). On virtual CPUs
 OpenBLAS may fall back to its generic Prescott kernels; cuvae then re-executes itself with OPENBLAS_CORETYPE set
-from the CPU flags (src/blas.c), and --openblas-core auto (the default) does exactly the same here, so both sides
+from the CPU flags (src/core/blas.c), and --openblas-core auto (the default) does exactly the same here, so both sides
 use the same kernels. The BLAS actually mapped into the process (from /proc/self/maps) is reported.
 """
 import argparse
@@ -161,7 +161,7 @@ def cpu_flags():
 
 
 def wanted_core():
-    """cuvae's rule (src/blas.c): SkylakeX with AVX-512 F/BW/VL/DQ, else Haswell with AVX2+FMA, else none."""
+    """cuvae's rule (src/core/blas.c): SkylakeX with AVX-512 F/BW/VL/DQ, else Haswell with AVX2+FMA, else none."""
     f = cpu_flags()
     if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= f:
         return "SkylakeX"

@@ -1,4 +1,4 @@
-/* Fuzz harness for the checkpoint loader (src/checkpoint.c), opened as `cuvae eval` opens one (src/inference.c:
+/* Fuzz harness for the checkpoint loader (src/io/checkpoint.c), opened as `cuvae eval` opens one (src/engine/inference.c:
  * load, its config, the model it describes, the layout check). Each input is opened twice: as it is, and
  * "sealed": its file-length field (bytes 16..23) set to its size and its last 4 bytes replaced by the CRC32 of
  * the rest, so that mutations reach the header and layout checks behind the checksum. A checkpoint that opens must

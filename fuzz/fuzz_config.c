@@ -1,4 +1,4 @@
-/* Fuzz harness for the config parser (src/config.c, src/config_check.c): each input is loaded as INI text over the
+/* Fuzz harness for the config parser (src/core/config.c, src/core/config_check.c): each input is loaded as INI text over the
  * defaults (from memory and from a file), and each of its lines is applied as a --set assignment. A config that
  * loads and finalizes must come back unchanged through its own INI output (cuvae_config_to_ini, as checkpoints
  * store it). */

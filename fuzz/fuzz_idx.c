@@ -1,6 +1,6 @@
-/* Fuzz harness for the IDX reader (src/idx.c): each input is read as a file as it is (plain IDX, or gzip if it is
+/* Fuzz harness for the IDX reader (src/io/idx.c): each input is read as a file as it is (plain IDX, or gzip if it is
  * one) and again gzip-compressed by the harness, so the gzip path parses the same IDX bytes; an input that reads
- * is also loaded as images and labels through the data set loader (src/data.c). */
+ * is also loaded as images and labels through the data set loader (src/io/data.c). */
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>

@@ -1,4 +1,4 @@
-/* Fuzz harness for the safetensors import (src/import.c): each input is read as a .safetensors file; what it
+/* Fuzz harness for the safetensors import (src/io/import.c): each input is read as a .safetensors file; what it
  * accepts must be a complete checkpoint of the model its __metadata__ describes, which saves and loads back. */
 #include <string.h>
 

@@ -1,5 +1,5 @@
-/* Fuzz harness for the .npy reader (src/npy.c): each input is read as a .npy file, and one that reads is also
- * loaded as images and labels through the data set loader (src/data.c). */
+/* Fuzz harness for the .npy reader (src/io/npy.c): each input is read as a .npy file, and one that reads is also
+ * loaded as images and labels through the data set loader (src/io/data.c). */
 #include "cuvae/data.h"
 #include "cuvae/error.h"
 #include "fuzz.h"

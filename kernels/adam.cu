@@ -1,6 +1,6 @@
 // Adam over the whole parameter buffer (docs/MATH.md section 7) and the gradient's sum of squares for norm clipping.
-// GPU twins of adam_update_cpu and grad_norm_cpu (src/cpu/adam_cpu.c) and of the clip scale of the CPU
-// backend's train step (src/backend_cpu.c). A training step runs
+// GPU twins of adam_update_cpu and grad_norm_cpu (src/backend/cpu/adam_cpu.c) and of the clip scale of the CPU
+// backend's train step (src/backend/cpu/backend_cpu.c). A training step runs
 //   sum_squares_cuda(g) -> adam_prepare_cuda (one thread: step, clip scale, bias corrections) -> adam_update_cuda,
 // and nothing that changes from step to step is a kernel argument, so the three launches can be captured into a
 // CUDA graph once and replayed every step.
@@ -23,7 +23,7 @@ static_assert(kSumSquaresBlocks == kSumSquaresThreads, "pass 2 sums one partial 
 
 // Per-step scalars, computed in double by one thread exactly as the CPU computes them:
 //   t = ++*step;  ||g|| = sqrt(sum g^2);
-//   scalars[0] = clip / ||g|| when clip > 0 and ||g|| > clip, else 1   (src/backend_cpu.c: cpu_train_step)
+//   scalars[0] = clip / ||g|| when clip > 0 and ||g|| > clip, else 1   (src/backend/cpu/backend_cpu.c: cpu_train_step)
 //   scalars[1] = 1 / (1 - b1^t),  scalars[2] = 1 / (1 - b2^t)            (adam_update_cpu's c1, c2)
 //   scalars[3] = ||g||                                                    (for logging)
 // The only difference from the CPU is the input: the CPU sums g^2 in double, sum_squares_cuda in float.

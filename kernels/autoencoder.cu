@@ -1,5 +1,5 @@
 // The autoencoder's fused pieces (docs/MATH.md section 6, objective = ae). GPU twins of squared_error_grad_cpu,
-// latent_mean_forward_cpu and latent_mean_backward_cpu (src/cpu/autoencoder_cpu.c).
+// latent_mean_forward_cpu and latent_mean_backward_cpu (src/backend/cpu/autoencoder_cpu.c).
 //
 // squared_error_grad: one block per row, as the likelihoods (kernels/likelihood.cu): threads stride over the row's D
 // columns, writing the gradient of each and keeping a float partial sum in column order; block_sum adds the partials

@@ -1,5 +1,5 @@
 // Bias + activation of a dense layer, forward and backward, and the bias gradient. GPU twins of
-// bias_act_forward_cpu, bias_act_backward_cpu and bias_grad_cpu (src/cpu/bias_act_cpu.c).
+// bias_act_forward_cpu, bias_act_backward_cpu and bias_grad_cpu (src/backend/cpu/bias_act_cpu.c).
 // The GEMMs of the layer are cuBLAS calls in the host code; these kernels are the elementwise rest. docs/MATH.md has no
 // section of its own for the dense layers (the encoder and decoder networks of section 6's models): the equations
 // are written on each kernel.

@@ -1,6 +1,6 @@
 // The conditional VAE's plumbing on the device (docs/MATH.md section 6): the one-hot label appended to the encoder input
 // [x, y] and the decoder input [z, y], columns taken back out of a matrix, and the minibatch's labels. GPU twins of
-// concat_onehot_cpu, take_columns_cpu and gather_labels_cpu (src/cpu/condition_cpu.c); pure data movement, so the
+// concat_onehot_cpu, take_columns_cpu and gather_labels_cpu (src/backend/cpu/condition_cpu.c); pure data movement, so the
 // results are bitwise those of the twins.
 //
 // Design: concat_onehot and take_columns: one block per output row (grid-stride over rows beyond 65535), threads

@@ -1,6 +1,6 @@
 // Data noise on the device (docs/MATH.md section 4, dynamic binarization; section 6, the denoising autoencoder's
 // corruption), with noise drawn beforehand by cuRAND (include/cuvae/rng.h names the streams). GPU twins of
-// binarize_cpu, corrupt_gaussian_cpu and corrupt_mask_cpu (src/cpu/data_noise_cpu.c): the same float expressions, so
+// binarize_cpu, corrupt_gaussian_cpu and corrupt_mask_cpu (src/backend/cpu/data_noise_cpu.c): the same float expressions, so
 // the results are bitwise those of the twins.
 //
 // Design: elementwise, grid-stride over the n elements (size_t: any n), coalesced. out may equal x (in place): each

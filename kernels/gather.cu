@@ -1,5 +1,5 @@
 // Minibatch gather on the device (the data set stays on the device). GPU twin of gather_rows_cpu
-// (src/cpu/gather_cpu.c): dst[b][:] = src[rows[b]][:] for b < B, rows of D floats. The row indices are read from
+// (src/backend/cpu/gather_cpu.c): dst[b][:] = src[rows[b]][:] for b < B, rows of D floats. The row indices are read from
 // device memory, so the launch is the same every step and can live in a captured CUDA graph; only the contents of
 // `rows` change.
 #include "cuda_compat.h"

@@ -1,6 +1,6 @@
 // Decoder negative log-likelihoods fused with their gradients (docs/MATH.md section 4), one pass over the decoder output
 // each. GPU twins of bernoulli_nll_grad_cpu, gaussian_nll_grad_cpu, gaussian_perdim_nll_grad_cpu and
-// gaussian_shared_nll_grad_cpu (src/cpu/likelihood_cpu.c).
+// gaussian_shared_nll_grad_cpu (src/backend/cpu/likelihood_cpu.c).
 //
 // Design: one block per row (grid = B). The block's threads stride over the row's D columns, each accumulating its
 // terms in float in column order and writing the gradient of each column it visits; the per-thread sums are then

@@ -1,5 +1,5 @@
 // The step guard of a training step that runs ahead of the host (losses come back asynchronously, once
-// per log interval). GPU twin of the isfinite checks in the CPU backend's cpu_train_step (src/backend_cpu.c).
+// per log interval). GPU twin of the isfinite checks in the CPU backend's cpu_train_step (src/backend/cpu/backend_cpu.c).
 //
 // flags[0] = halted_at: 0 while training is healthy; once a step's loss or gradient is not finite, that step's
 //            1-based number, and adam_prepare_cuda / adam_update_cuda (given &flags[0]) then change nothing, so

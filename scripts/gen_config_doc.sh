@@ -8,7 +8,7 @@ bin="${1:-build/cuvae}"
   echo '# Config reference'
   echo
   echo 'Every key `cuvae` accepts, as printed by `cuvae help config`. The schema itself is the key table in'
-  echo '`src/config.c`; `tests/test_cli.cc` fails when this page and the program disagree (regenerate it with'
+  echo '`src/core/config.c`; `tests/test_cli.cc` fails when this page and the program disagree (regenerate it with'
   echo '`scripts/gen_config_doc.sh`).'
   echo
   echo '```'

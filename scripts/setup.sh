@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# liblapacke-dev only for <lapack.h>'s prototypes: LAPACK itself is the one bundled in OpenBLAS (src/linalg.h).
-packages=(build-essential cmake pkg-config libopenblas-dev libopenblas-openmp-dev libinih-dev libcjson-dev zlib1g-dev libgtest-dev googletest libboost-context-dev
+# liblapacke-dev only for <lapack.h>'s prototypes: LAPACK itself is the one bundled in OpenBLAS (src/core/linalg.h).
+packages=(build-essential cmake pkg-config python3 libopenblas-dev libopenblas-openmp-dev libinih-dev libcjson-dev zlib1g-dev libgtest-dev googletest libboost-context-dev
           libbenchmark-dev
           libpng-dev libcairo2-dev liblapacke-dev
           dataset-fashion-mnist)

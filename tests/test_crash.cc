@@ -1,4 +1,4 @@
-// Crash safety of `cuvae train`: runs killed with SIGKILL at named points (src/crash_point.h), stopped by SIGINT or
+// Crash safety of `cuvae train`: runs killed with SIGKILL at named points (src/core/crash_point.h), stopped by SIGINT or
 // SIGTERM, cut by max_steps, or writing to a full disk, then resumed, must end with the checkpoint state and every
 // number of metrics.jsonl and steps.jsonl of one uninterrupted run. The wall-clock fields samples_per_s and seconds
 // are measurements, not results, and are the only ones left out of the comparison.

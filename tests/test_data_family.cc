@@ -1,4 +1,4 @@
-// Data handling of the model family at load time (cuvae_load_split, src/data_split.c): binarization drawn
+// Data handling of the model family at load time (cuvae_load_split, src/engine/data_split.c): binarization drawn
 // once ([data] binarize = static: both splits; dynamic: the test split, the training split stays grey for the
 // per-step draws) and the label checks of the conditional VAE.
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-// Export to PyTorch and import back (src/export.c, docs/EXPORT.md): the safetensors layout byte by byte, bit-exact
+// Export to PyTorch and import back (src/io/export.c, docs/EXPORT.md): the safetensors layout byte by byte, bit-exact
 // round trips, one clear message for each kind of malformed file, the .npy directory, and (when Debian's
 // python3-torch is installed) the PyTorch module of scripts/torch_vae_module.py against `cuvae encode` / `decode`.
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-// src/image.c: PNG grids read back with libpng and checked pixel by pixel (layout, separators, scaling, clamping),
+// src/engine/image.c: PNG grids read back with libpng and checked pixel by pixel (layout, separators, scaling, clamping),
 // plots of the stated size that are not blank, the shared sample / reconstruction pictures, and the refusals of bad
 // arguments and unwritable paths.
 #include <gtest/gtest.h>

@@ -6,7 +6,7 @@
 // double-precision loops instead, with the standard rounding-error bound of a float dot product.
 //
 // Tolerances: every check is |ref - out| <= atol + rtol |ref|, with the bound counted from the float operations
-// of the kernel (src/cpu/*.c, compiled with -std=c11: no FMA contraction) and computed per element from the
+// of the kernel (src/backend/cpu/*.c, compiled with -std=c11: no FMA contraction) and computed per element from the
 // double reference values. u = 2^-24; one rounding errs by <= u |result|; 1 ulp of a float v is <= 2u |v|.
 // Math library: expf and log1pf may be libmvec's vector versions (simd_math.h), assumed within 4 ulp (8u
 // relative); scalar glibc's are within 1-2 ulp, so 4 ulp covers both. tanhf is scalar glibc: 2 ulp (glibc

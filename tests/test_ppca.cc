@@ -1,4 +1,4 @@
-// Probabilistic PCA (src/ppca.c, docs/MATH.md section 6): the closed form and EM against each other and against the
+// Probabilistic PCA (src/engine/ppca.c, docs/MATH.md section 6): the closed form and EM against each other and against the
 // true parameters of synthetic data drawn from a known model, the exact log-likelihood against a brute-force
 // one, the checkpoint (exact posterior: ELBO = IWAE = log p(x)) through the CPU backend, and the CLI's errors.
 #include <gtest/gtest.h>

@@ -1,7 +1,7 @@
 // A VAE trained end to end reaches the exact maximum likelihood (docs/MATH.md section 6).
 //
 // Data: N = 4000 train + 2000 test rows from a known pPCA model, D = 8, Z = 2 (x = W0 z + b0 + s0 e). The closed
-// form (src/ppca.c) gives the exact maximum of the mean training log-likelihood, `opt`, and the ML model's exact
+// form (src/engine/ppca.c) gives the exact maximum of the mean training log-likelihood, `opt`, and the ML model's exact
 // test log-likelihood. A VAE with the same structure (no hidden layers: linear encoder x -> (mu, log sigma^2),
 // linear decoder z -> W z + b, one learned log-variance log s^2 shared by all D outputs) is trained on the CPU
 // backend with the one-sample ELBO and Adam. Its global optimum is the pPCA ML fit with a tight ELBO (Lucas et

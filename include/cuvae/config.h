@@ -1,5 +1,5 @@
 /* The run configuration: INI sections [data] [model] [train]. The schema (keys, types, ranges, defaults, help)
- * lives in exactly one place, the key table in src/config.c; this struct is its in-memory form. */
+ * lives in exactly one place, the key table in src/core/config.c; this struct is its in-memory form. */
 #ifndef CUVAE_CONFIG_H
 #define CUVAE_CONFIG_H
 #include <stddef.h>

@@ -181,7 +181,7 @@ void cuvae_cpu_decoder_nll(const cuvae_model *m, const float *params, const floa
                            float *dy, float *dlv_row, float scale, int B);
 
 /* ---- importance-weighted log-likelihood (IWAE, docs/MATH.md section 5) ------------------------------------------
- * CPU twins of kernels/iwae.cu, and the plan every backend follows (src/cpu/iwae_cpu.c; docs/ARCHITECTURE.md,
+ * CPU twins of kernels/iwae.cu, and the plan every backend follows (src/backend/cpu/iwae_cpu.c; docs/ARCHITECTURE.md,
  * "Evaluation: IWAE"). The K samples of a data row are processed in chunks: a pass takes R data rows, and each
  * chunk of C samples per row is one decoder batch of R*C rows laid out sample-major, [C][R]: row s*R + r of the
  * batch is sample s of data row r. Per-row state: state[2r] = running max m_r of the log-weights seen so far,

@@ -1,4 +1,4 @@
-/* The device choices a user names with --device (auto | cpu | cuda), checked in one place (src/backend.c). */
+/* The device choices a user names with --device (auto | cpu | cuda), checked in one place (src/backend/backend.c). */
 #ifndef CUVAE_DEVICE_H
 #define CUVAE_DEVICE_H
 #ifdef __cplusplus

@@ -1,5 +1,5 @@
 /* The VAE's shapes and its ONE parameter buffer: the layout table (name, shape, offset) is defined here and
- * built in src/model.c; gradients and Adam moments use the same layout. Weights are stored like PyTorch's
+ * built in src/core/model.c; gradients and Adam moments use the same layout. Weights are stored like PyTorch's
  * nn.Linear: W[out][in] row-major, then b[out].
  *
  * Encoder: D -> hidden[0] -> ... -> hidden[k-1] -> (mu, lv), each of size Z.

@@ -1,6 +1,6 @@
 /* What every backend computes the same way: the loss record of a step, what a step minimises (the objective spec
  * of a config and step), the IWAE evaluation's work plan and noise offsets, and the decoder mean from its output.
- * Defined in src/objective.c; the CPU twins (include/cuvae/cpu.h) and the CUDA backend both use them. */
+ * Defined in src/backend/objective.c; the CPU twins (include/cuvae/cpu.h) and the CUDA backend both use them. */
 #ifndef CUVAE_OBJECTIVE_H
 #define CUVAE_OBJECTIVE_H
 #include <stddef.h>
@@ -27,6 +27,8 @@ typedef struct cuvae_objective_spec {
   float beta;                 /* this step's KL weight (beta_schedule_cpu) */
 } cuvae_objective_spec;
 
+/* The KL weight of step `step` under a linear warm-up over `warmup` steps (docs/MATH.md (6.2)). */
+float cuvae_beta_at_step(int64_t step, float beta, int64_t warmup);
 /* The spec of training step `step` (0-based) of cfg. */
 void cuvae_objective_for_step(const cuvae_config *cfg, int64_t step, cuvae_objective_spec *spec);
 /* The spec evaluation uses: one sample, closed-form KL, beta = 1 (the plain negative ELBO); ae: squared error. */

@@ -1,6 +1,6 @@
 /* cuvae sample | reconstruct | interpolate | traverse CHECKPOINT [options] (latent-plot and manifold: cmd_latent.c;
  * shared options: image_opts.c): pictures of a
- * trained model, as PNG files (src/image.c). Each opens the checkpoint with cuvae_inference_open, works through the
+ * trained model, as PNG files (src/engine/image.c). Each opens the checkpoint with cuvae_inference_open, works through the
  * backend's encode / decode (so on the CPU or the GPU), writes one PNG and prints one JSON line describing it.
  * Exit codes: 0 written; 2 a bad flag or a bad argument for this model / data (index out of range, K > Z, ...);
  * 1 any other failure (unreadable checkpoint or data, unwritable output). */

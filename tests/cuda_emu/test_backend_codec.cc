@@ -1,5 +1,5 @@
-// encode / decode (src/backend.h) on the CUDA backend (src/backend_cuda_codec.c, built against the emulation) and on
-// the CPU backend (src/backend_cpu_codec.c), against each other and against an independent double-precision forward
+// encode / decode (src/backend/backend.h) on the CUDA backend (src/backend/cuda/backend_cuda_codec.c, built against the emulation) and on
+// the CPU backend (src/backend/cpu/backend_cpu_codec.c), against each other and against an independent double-precision forward
 // pass written here from the layout (W[out][in], then b; relu/tanh hidden layers; sigmoid for Bernoulli means).
 //
 // Tolerances, |out - ref| <= 1e-5 + 1e-4 |ref| (u = 2^-24). Each output is a chain of at most 3 dense layers whose

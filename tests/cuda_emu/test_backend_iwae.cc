@@ -1,5 +1,5 @@
-// The `iwae` entry of the CUDA backend (src/backend_cuda_iwae.c, against the emulation) against the CPU backend's
-// (src/backend_cpu_iwae.c): the same model, data and K give the same per-row estimates of log p(x) (both follow
+// The `iwae` entry of the CUDA backend (src/backend/cuda/backend_cuda_iwae.c, against the emulation) against the CPU backend's
+// (src/backend/cpu/backend_cpu_iwae.c): the same model, data and K give the same per-row estimates of log p(x) (both follow
 // cuvae_iwae_plan_make and draw each sample's eps at the same place of the evaluation noise stream). K = 1, 7 and 300
 // with a batch that does not divide N (several rows per pass, one row per pass with several chunks, a shorter last
 // chunk); resident and streamed data; K = 5000 on a small model; argument checks.

@@ -1,4 +1,4 @@
-// The CUDA backend (src/backend_cuda.c, built against the emulation) against the CPU reference backend: the same
+// The CUDA backend (src/backend/cuda/backend_cuda.c, built against the emulation) against the CPU reference backend: the same
 // model, data, row orders and noise give the same losses, parameters and Adam moments within stated tolerances.
 //
 // Where the two differ (and so the tolerances), u = 2^-24, each check |cpu - cuda| <= atol + rtol |cpu|:

@@ -1,4 +1,4 @@
-// kernels/autoencoder.cu against its CPU twins (src/cpu/autoencoder_cpu.c): squared_error_grad_cuda (xhat = out and
+// kernels/autoencoder.cu against its CPU twins (src/backend/cpu/autoencoder_cpu.c): squared_error_grad_cuda (xhat = out and
 // xhat = sigmoid(out)), latent_mean_forward_cuda and latent_mean_backward_cuda, at B in {1, 3, 128, 257} x D in
 // {1, 7, 784, 1000} (Z in {1, 20, 1000}); the twin's gradient against central differences of its own error; NULL
 // gradient (forward only), determinism, argument checks and graph replay. Runs emulated (emu) and natively (gpu).

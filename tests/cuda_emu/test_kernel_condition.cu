@@ -1,4 +1,4 @@
-// kernels/condition.cu against its CPU twins (src/cpu/condition_cpu.c): concat_onehot_cuda (the conditional VAE's
+// kernels/condition.cu against its CPU twins (src/backend/cpu/condition_cpu.c): concat_onehot_cuda (the conditional VAE's
 // [x, onehot(y)] and [z, onehot(y)], also with C samples per data row: period R), take_columns_cuda and
 // gather_labels_cuda, at rows in {1, 3, 128, 257} x widths in {1, 7, 784} (around and away from the 256-thread
 // block), more rows than one grid (gather_labels: > 1024 x 256 labels; concat_onehot: > 65535 rows); argument

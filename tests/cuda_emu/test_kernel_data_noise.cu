@@ -1,4 +1,4 @@
-// kernels/data_noise.cu against its CPU twins (src/cpu/data_noise_cpu.c): binarize_cuda, corrupt_gaussian_cuda and
+// kernels/data_noise.cu against its CPU twins (src/backend/cpu/data_noise_cpu.c): binarize_cuda, corrupt_gaussian_cuda and
 // corrupt_mask_cuda, with uniforms and normals from the project's noise stream (cuvae_noise_uniform / _normal, the
 // draws training uses), at n in {1, 7, 1000, 100003, 300001} (300001 > one grid-stride wave of 1024 x 256), out of
 // place and in place; binarize's statistics and its exact 0/1 at x = 0 and x = 1; masking's rate; determinism,

@@ -1,4 +1,4 @@
-// kernels/iwae.cu against its CPU twins (src/cpu/iwae_cpu.c): iwae_replicate_cuda, iwae_reparam_cuda,
+// kernels/iwae.cu against its CPU twins (src/backend/cpu/iwae_cpu.c): iwae_replicate_cuda, iwae_reparam_cuda,
 // iwae_log_weights_cuda (per-sample log-weights and the streaming log-sum-exp state), iwae_finalize_cuda, at shapes
 // that are and are not multiples of the block (C = 1, 7, 33, 256, 300, 1000; Z = 1, 3, 20, 1000; R = 1, 3, 19, 257);
 // chunked streaming against a one-shot log-sum-exp; widely spread, -inf and NaN log-weights; determinism; argument

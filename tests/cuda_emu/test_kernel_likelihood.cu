@@ -1,4 +1,4 @@
-// kernels/likelihood.cu against its CPU twins (src/cpu/likelihood_cpu.c): bernoulli_nll_grad_cuda,
+// kernels/likelihood.cu against its CPU twins (src/backend/cpu/likelihood_cpu.c): bernoulli_nll_grad_cuda,
 // gaussian_nll_grad_cuda, gaussian_perdim_nll_grad_cuda and gaussian_shared_nll_grad_cuda, per-row negative
 // log-likelihood and gradient, at B in {1, 3, 128, 257} x D in {1, 7, 784, 1000} (D = 1, 7: less than a warp; 784,
 // 1000: not multiples of the block), extreme logits, NULL gradient, determinism, argument checks and graph replay;
@@ -11,7 +11,7 @@
 //   (ceil(D/32) + 10) u sum|terms|. Each term itself is a handful of float operations, on both sides, bounded
 //   relative to |parts| = |max(l,0)| + log1p(e) + |x l| (Bernoulli; this bounds the cancellation in softplus(l) -
 //   x l) or (x - f)^2 / (2 s^2) (Gaussian, plus |const term|). Bernoulli: the twin's libmvec expf and log1pf (4 ulp
-//   each, src/cpu/simd_math.h) give log1p(e) within 16u of itself (e's 8u moves log1p(e) by <= 8u e / (1 + e) <= 8u
+//   each, src/backend/cpu/simd_math.h) give log1p(e) within 16u of itself (e's 8u moves log1p(e) by <= 8u e / (1 + e) <= 8u
 //   log1p(e)), and +, *, - round once each: <= 18u |parts| (as tests/test_math.cc counts); the GPU's expf 2 ulp
 //   and log1pf 1 ulp (CUDA C Programming Guide): <= 9u |parts|; 27u together. Gaussian: (x - f)^2 and the
 //   scaling, no transcendental: 10u together. Hence |gpu - cpu| <= (ceil(D/32) + 11 + T) u sum|parts|, T = 27

@@ -1,4 +1,4 @@
-// kernels/objective.cu against its CPU twins (src/cpu/objective_cpu.c), and the twins against the math (docs/MATH.md
+// kernels/objective.cu against its CPU twins (src/backend/cpu/objective_cpu.c), and the twins against the math (docs/MATH.md
 // sections 2, 3, 5, 6): objective_weights (sampled KL, ELBO / IWAE weights and row objectives, iwae 0 and 1),
 // reparam_multi_backward (sampled and analytic KL), scale_rows and beta_schedule, at (R, C, Z) that include 1 and
 // non-multiples of a warp; then finite differences of the backward, an independent long-double IWAE bound, the

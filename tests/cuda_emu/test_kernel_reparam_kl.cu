@@ -1,4 +1,4 @@
-// kernels/reparam_kl.cu against its CPU twin (src/cpu/reparam_kl_cpu.c): reparameterization + closed-form KL,
+// kernels/reparam_kl.cu against its CPU twin (src/backend/cpu/reparam_kl_cpu.c): reparameterization + closed-form KL,
 // forward and backward (docs/MATH.md sections 2-3), at B in {1, 3, 128, 257} x Z in {1, 20, 1000, 4096} (Z = 20 and
 // 1000 are not multiples of a warp or of the block), with ordinary and extreme (lv in [-20, 20]) inputs; then
 // determinism, argument validation and CUDA-graph capture. Runs emulated (label emu) and natively (label gpu).
@@ -89,7 +89,7 @@ void check_forward(const Inputs &in, WorstRatio &worst) {
       const double m = mu[j], sd = exp(0.5 * lv[j]), se = fabs(sd * e[j]);
       abs_sum += m * m + sd * sd + 1.0 + fabs(lv[j]);
       // z = mu + sd * eps. sd = expf(0.5 lv) (0.5 lv is exact) differs between the two by at most 12u (the GPU's
-      // expf errs by <= 2 ulp = 4u, the twin's vectorised libmvec expf (src/cpu/simd_math.h) by <= 4 ulp = 8u);
+      // expf errs by <= 2 ulp = 4u, the twin's vectorised libmvec expf (src/backend/cpu/simd_math.h) by <= 4 ulp = 8u);
       // the product rounds once on each side (or is fused into an fma on the GPU): <= 14u of |sd eps|; the sum
       // rounds once on each side: <= 2u of |mu| + |sd eps|. Total <= 16u (|mu| + |sd eps|), 16.1u with the
       // second-order terms.

@@ -1,4 +1,4 @@
-/* Shared by src/export.c and src/import.c. Private to src/. */
+/* Shared by src/io/export.c and src/io/import.c. Private to src/. */
 #ifndef CUVAE_EXPORT_INTERNAL_H
 #define CUVAE_EXPORT_INTERNAL_H
 #include <stddef.h>

@@ -76,7 +76,7 @@ cuvae_backend *cuvae_backend_create(const char *device, const cuvae_model *m, co
 int cuvae_cuda_device_count(char *desc, size_t n);
 cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train,
                                         const cuvae_dataset *eval);
-/* The CUDA backend (src/backend_cuda.c; only in builds with CUDA, or linked from the emulation's
+/* The CUDA backend (src/backend/cuda/backend_cuda.c; only in builds with CUDA, or linked from the emulation's
  * cuvae_cuda_emu library in the tests). Uses the current device. Before allocating anything it checks its
  * memory plan against cudaMemGetInfo and fails with the plan in the message when the model does not fit. */
 cuvae_backend *cuvae_backend_cuda_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train,

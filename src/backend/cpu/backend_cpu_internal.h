@@ -1,5 +1,5 @@
-/* The CPU backend's state, shared by its files: src/backend_cpu.c (training, evaluation, state),
- * src/backend_cpu_codec.c (encode / decode), src/backend_cpu_iwae.c (importance-weighted log-likelihood).
+/* The CPU backend's state, shared by its files: src/backend/cpu/backend_cpu.c (training, evaluation, state),
+ * src/backend/cpu/backend_cpu_codec.c (encode / decode), src/backend/cpu/backend_cpu_iwae.c (importance-weighted log-likelihood).
  * Private to src/. */
 #ifndef CUVAE_BACKEND_CPU_INTERNAL_H
 #define CUVAE_BACKEND_CPU_INTERNAL_H
@@ -27,7 +27,7 @@ typedef struct cpu_backend {
   char diverged_msg[256];
 } cpu_backend;
 
-/* The vtable entries of src/backend.h implemented outside backend_cpu.c. */
+/* The vtable entries of src/backend/backend.h implemented outside backend_cpu.c. */
 int cpu_encode(cuvae_backend *be, const float *x, const int32_t *labels, size_t n, float *mulv);
 int cpu_decode(cuvae_backend *be, const float *z, const int32_t *labels, size_t n, float *mean);
 int cpu_iwae(cuvae_backend *be, const cuvae_dataset *ds, int K, int batch, double *log_px);

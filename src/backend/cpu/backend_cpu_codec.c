@@ -1,5 +1,5 @@
-/* The CPU backend's encode / decode (src/backend.h): inference on host rows, in batches of the backend's max batch.
- *   encode: x[n][D] -> mulv[n][2Z] = (mu | lv), the encoder of src/cpu/vae_cpu.c (cuvae_cpu_encode);
+/* The CPU backend's encode / decode (src/backend/backend.h): inference on host rows, in batches of the backend's max batch.
+ *   encode: x[n][D] -> mulv[n][2Z] = (mu | lv), the encoder of src/backend/cpu/vae_cpu.c (cuvae_cpu_encode);
  *   decode: z[n][Z] -> mean[n][D]: dense_forward_cpu per decoder layer, then the decoder's mean:
  *           sigmoid(logits) for a Bernoulli decoder, the output itself (f) for a Gaussian one. */
 #include <math.h>

@@ -1,5 +1,5 @@
 /* The CUDA backend's state and the pieces of its forward pass, shared by the files of the backend
- * (src/backend_cuda.c: training, evaluation, state; later files: further evaluation tools). Private to src/. */
+ * (src/backend/cuda/backend_cuda.c: training, evaluation, state; later files: further evaluation tools). Private to src/. */
 #ifndef CUVAE_BACKEND_CUDA_INTERNAL_H
 #define CUVAE_BACKEND_CUDA_INTERNAL_H
 #include <cublas_v2.h>
@@ -9,7 +9,7 @@
 
 #include "backend.h"
 
-/* A device noise stream; like src/rng.c it sets the generator's offset only when the requested one is not where
+/* A device noise stream; like src/core/rng.c it sets the generator's offset only when the requested one is not where
  * the previous draw left the stream. */
 typedef struct dev_noise {
   curandGenerator_t gen;
@@ -69,7 +69,7 @@ typedef struct cuda_backend {
   int64_t step_mirror;                        /* what *step will hold after the pending steps, or -1: unknown */
 } cuda_backend;
 
-/* src/backend_cuda_forward.c. Draws n normals (uniforms when `uniform`), rounded up to whole Philox blocks, into dst
+/* src/backend/cuda/backend_cuda_forward.c. Draws n normals (uniforms when `uniform`), rounded up to whole Philox blocks, into dst
  * from stream g at `offset`; cuda_noise_draw: normals into be->eps. */
 int cuda_noise_fill(cuda_backend *be, dev_noise *g, uint64_t offset, size_t n, float *dst, int uniform);
 int cuda_noise_draw(cuda_backend *be, dev_noise *g, uint64_t offset, size_t n);
@@ -96,8 +96,8 @@ int cuda_labels_upload(cuda_backend *be, const int32_t *labels, size_t n);
 /* A step's loss (cuvae_loss) from its sums, as the CPU computes it. */
 void cuda_loss_from_sums(const cuvae_objective_spec *spec, const float *sums, int B, cuvae_loss *out);
 
-/* The vtable entries of src/backend.h implemented outside backend_cuda.c: src/backend_cuda_codec.c (encode,
- * decode) and src/backend_cuda_iwae.c (importance-weighted log-likelihood). */
+/* The vtable entries of src/backend/backend.h implemented outside backend_cuda.c: src/backend/cuda/backend_cuda_codec.c (encode,
+ * decode) and src/backend/cuda/backend_cuda_iwae.c (importance-weighted log-likelihood). */
 int cuda_encode(cuvae_backend *be, const float *x, const int32_t *labels, size_t n, float *mulv);
 int cuda_decode(cuvae_backend *be, const float *z, const int32_t *labels, size_t n, float *mean);
 int cuda_iwae(cuvae_backend *be, const cuvae_dataset *ds, int K, int batch, double *log_px);

@@ -1,5 +1,5 @@
 /* Probabilistic PCA (docs/MATH.md section 6): moments, the closed-form and EM fits, the exact log-likelihood, and the
- * conversion into a cuvae checkpoint (equations in include/cuvae/ppca.h). All in double; LAPACK (src/linalg.h) for
+ * conversion into a cuvae checkpoint (equations in include/cuvae/ppca.h). All in double; LAPACK (src/core/linalg.h) for
  * the eigendecompositions and Cholesky factors, CBLAS for the products. */
 #include "cuvae/ppca.h"
 

@@ -1,5 +1,5 @@
 /* The config's cross-key checks and finalize, its INI text, the printed schema and the architecture comparison
- * (the key table they read is in src/config.c; src/config_internal.h shares it). */
+ * (the key table they read is in src/core/config.c; src/core/config_internal.h shares it). */
 #define _POSIX_C_SOURCE 200809L /* open_memstream */
 #include <inttypes.h>
 #include <stdbool.h>

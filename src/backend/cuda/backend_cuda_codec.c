@@ -1,4 +1,4 @@
-/* The CUDA backend's encode / decode (src/backend.h): inference on host rows, in batches of the backend's max batch,
+/* The CUDA backend's encode / decode (src/backend/backend.h): inference on host rows, in batches of the backend's max batch,
  * on the backend's own device buffers (be->x, be->z, enc_out, dec_out) and stream:
  *   encode: x rows -> be->x (H2D), cuda_dense_forward per encoder layer, enc_out[last] = (mu | lv) -> host (D2H);
  *   decode: z rows -> be->z (H2D), cuda_dense_forward per decoder layer, dec_out[last] -> host (D2H), then the

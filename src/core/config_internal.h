@@ -1,6 +1,6 @@
-/* The config schema shared by src/config.c (the key table, parsing, --set) and src/config_check.c (cross-key checks,
+/* The config schema shared by src/core/config.c (the key table, parsing, --set) and src/core/config_check.c (cross-key checks,
  * finalize, INI output, the printed schema, architecture comparison). Private to src/. The key table itself is
- * defined once, in src/config.c. */
+ * defined once, in src/core/config.c. */
 #ifndef CUVAE_CONFIG_INTERNAL_H
 #define CUVAE_CONFIG_INTERNAL_H
 #include <stddef.h>

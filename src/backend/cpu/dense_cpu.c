@@ -1,5 +1,5 @@
 /* Dense layer forward/backward on the CPU: the GEMMs in cblas_sgemm, around the fused bias + activation passes of
- * src/cpu/bias_act_cpu.c (the twins of kernels/bias_act.cu). */
+ * src/backend/cpu/bias_act_cpu.c (the twins of kernels/bias_act.cu). */
 #include <cblas.h>
 #include "cuvae/cpu.h"
 

@@ -1,5 +1,5 @@
-/* The CUDA backend's forward pass (src/backend_cuda.c holds the backward pass, the step and the state): the twin of
- * cuvae_cpu_latent_objective_grad's forward half in src/cpu/vae_cpu.c, kernel for kernel, for every objective of
+/* The CUDA backend's forward pass (src/backend/cuda/backend_cuda.c holds the backward pass, the step and the state): the twin of
+ * cuvae_cpu_latent_objective_grad's forward half in src/backend/cpu/vae_cpu.c, kernel for kernel, for every objective of
  * the model family (elbo with L samples and analytic or sampled KL, iwae, ae) and every decoder likelihood. */
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>

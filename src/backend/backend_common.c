@@ -1,4 +1,4 @@
-/* What every backend shares: the pending-step bound and the synchronous one-step helper (src/backend.h). Kept
+/* What every backend shares: the pending-step bound and the synchronous one-step helper (src/backend/backend.h). Kept
  * apart from the device selection in backend.c, so linking these never pulls in the CUDA device query. */
 #include "backend.h"
 #include "cuvae/error.h"

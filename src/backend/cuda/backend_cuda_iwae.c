@@ -1,8 +1,8 @@
-/* The CUDA backend's importance-weighted log-likelihood (src/backend.h, `iwae`; docs/MATH.md section 5):
+/* The CUDA backend's importance-weighted log-likelihood (src/backend/backend.h, `iwae`; docs/MATH.md section 5):
  *   log_px[i] = logsumexp_k(log w_ik) - log K,   log w = log p(x|z) + log N(z; 0, I) - log N(z; mu, diag exp(lv)),
  * z_k = mu + exp(lv / 2) eps_k, eps from the evaluation noise stream (device Philox: the CPU's numbers).
  *
- * The same plan as the CPU backend (src/backend_cpu_iwae.c; cuvae_iwae_plan_make, cuvae_iwae_noise_offset), so
+ * The same plan as the CPU backend (src/backend/cpu/backend_cpu_iwae.c; cuvae_iwae_plan_make, cuvae_iwae_noise_offset), so
  * both use the same eps for every sample. Per pass of R data rows: the encoder once (cuda_dense_forward per layer,
  * mu | lv in the last enc_out), the targets replicated for a full chunk (iwae_replicate_cuda into be->x; a shorter
  * last chunk uses a prefix, the layout being sample-major). Per chunk: eps (one draw of the full stride into

@@ -4,17 +4,25 @@
 
 #include <math.h>
 
-#include "cuvae/cpu.h"
 #include "cuvae/error.h"
 #include "cuvae/rng.h"
 
 /* ---- what a step minimises ------------------------------------------------------------------------------- */
 
+/* docs/MATH.md (6.2): beta_t = beta * min(1, t / warmup), in double, rounded once to float; warmup <= 0 means no
+ * warm-up. At t >= warmup the factor is exactly 1, so beta_t = beta. */
+float cuvae_beta_at_step(int64_t step, float beta, int64_t warmup) {
+  if (warmup <= 0) return beta;
+  double f = (double)step / (double)warmup;
+  if (f > 1.0) f = 1.0;
+  return (float)((double)beta * f);
+}
+
 void cuvae_objective_for_step(const cuvae_config *cfg, int64_t step, cuvae_objective_spec *spec) {
   spec->objective = cfg->objective;
   spec->samples = cfg->objective == CUVAE_OBJ_AE ? 1 : cfg->samples;
   spec->kl = cfg->kl;
-  spec->beta = beta_schedule_cpu(step, cfg->beta, cfg->beta_warmup_steps);
+  spec->beta = cuvae_beta_at_step(step, cfg->beta, cfg->beta_warmup_steps);
 }
 
 void cuvae_objective_for_eval(const cuvae_config *cfg, cuvae_objective_spec *spec) {

@@ -14,14 +14,8 @@
 #include "parallel.h"
 #include "simd_math.h"
 
-/* docs/MATH.md section 6 (beta-VAE warm-up): beta_t = beta * min(1, t / warmup), in double, rounded once to float;
- * warmup <= 0 means no warm-up. At t >= warmup the factor is exactly 1, so beta_t = beta. */
-float beta_schedule_cpu(int64_t step, float beta, int64_t warmup) {
-  if (warmup <= 0) return beta;
-  double f = (double)step / (double)warmup;
-  if (f > 1.0) f = 1.0;
-  return (float)((double)beta * f);
-}
+/* The CPU twin of the beta_schedule kernel: the shared host formula, cuvae_beta_at_step (docs/MATH.md (6.2)). */
+float beta_schedule_cpu(int64_t step, float beta, int64_t warmup) { return cuvae_beta_at_step(step, beta, warmup); }
 
 /* docs/MATH.md section 5: kl_s = log q(z|x) - log p(z) = 0.5 sum_j (z_j^2 - eps_j^2 - lv_j) (the log 2pi terms
  * cancel), in double: the squares of floats are exact in double, so only the sums round. */

@@ -1,5 +1,5 @@
-/* Export to PyTorch (safetensors, .npy directory); import is src/import.c, encode / decode of files
- * src/codec_file.c; see include/cuvae/export.h and docs/EXPORT.md. The safetensors format: u64 little-endian N, N bytes of JSON (an object: per tensor
+/* Export to PyTorch (safetensors, .npy directory); import is src/io/import.c, encode / decode of files
+ * src/engine/codec_file.c; see include/cuvae/export.h and docs/EXPORT.md. The safetensors format: u64 little-endian N, N bytes of JSON (an object: per tensor
  * {"dtype", "shape", "data_offsets": [begin, end]} with offsets relative to the data, plus "__metadata__", a
  * string-to-string map), padded with spaces, then the data: the tensors' bytes, little-endian, no holes. */
 #define _POSIX_C_SOURCE 200809L

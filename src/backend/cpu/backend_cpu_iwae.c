@@ -1,4 +1,4 @@
-/* The CPU backend's importance-weighted log-likelihood (src/backend.h, `iwae`; docs/MATH.md section 5):
+/* The CPU backend's importance-weighted log-likelihood (src/backend/backend.h, `iwae`; docs/MATH.md section 5):
  *   log_px[i] = logsumexp_k(log w_ik) - log K,   log w = log p(x|z) + log N(z; 0, I) - log N(z; mu, diag exp(lv)),
  * z_k = mu + exp(lv / 2) eps_k, eps from the evaluation noise stream.
  *
@@ -13,7 +13,7 @@
  *
  * Memory: the targets replicated for a decoder batch go into the backend's x_batch, eps into its eps buffer (both
  * sized for max_batch rows); the decoder's two ping-pong activation buffers, z, the per-row NLL and the per-row
- * state are allocated per call (the workspace of src/cpu/vae_cpu.c is private to it) and freed before returning.
+ * state are allocated per call (the workspace of src/backend/cpu/vae_cpu.c is private to it) and freed before returning.
  * K = 5000 therefore needs no more memory than K = max_batch. */
 #include <stdlib.h>
 

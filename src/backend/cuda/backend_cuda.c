@@ -1,4 +1,4 @@
-/* The CUDA backend: the same VAE step as src/backend_cpu.c + src/cpu/vae_cpu.c, on the device.
+/* The CUDA backend: the same VAE step as src/backend/cpu/backend_cpu.c + src/backend/cpu/vae_cpu.c, on the device.
  *
  * State: ONE device buffer of 4 * n_params floats with the layout of cuvae_model: params | grad | adam m | v
  * (initialised by cuvae_model_init on the host and copied up). The training set and the evaluation set are

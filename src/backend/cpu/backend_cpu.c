@@ -1,5 +1,5 @@
 /* The CPU reference backend: parameters, gradients and Adam moments in host memory (one layout), minibatch
- * gather from the host data set, eps from the Philox host stream, loss and gradient from src/cpu/vae_cpu.c. */
+ * gather from the host data set, eps from the Philox host stream, loss and gradient from src/backend/cpu/vae_cpu.c. */
 #include <cblas.h>
 #include <math.h>
 #ifdef _OPENMP
@@ -224,7 +224,7 @@ cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config
   if (cfg->threads > 0) {  /* 0: the defaults, all cores */
     openblas_set_num_threads(cfg->threads);
 #ifdef _OPENMP
-    omp_set_num_threads(cfg->threads);  /* the fused loops of src/cpu/ (and OpenBLAS's OpenMP build) */
+    omp_set_num_threads(cfg->threads);  /* the fused loops of src/backend/cpu/ (and OpenBLAS's OpenMP build) */
 #endif
   }
   if (train && cuvae_backend_check_labels(m, train->labels, train->n, "training set")) {

@@ -1,7 +1,7 @@
 /* The run configuration. One key table (cfg_keys) is the schema: every key's section, type, place in
  * cuvae_config, range, default and help. Defaults, INI parsing (inih), --set overrides, validation,
  * to_ini and the printed schema are all driven by it, so each fact about a key lives in one place. This file holds
- * the table, parsing and --set; src/config_check.c the cross-key checks, finalize and the output. */
+ * the table, parsing and --set; src/core/config_check.c the cross-key checks, finalize and the output. */
 #define _POSIX_C_SOURCE 200809L /* open_memstream */
 #include "cuvae/config.h"
 

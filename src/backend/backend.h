@@ -63,6 +63,9 @@ struct cuvae_backend {
 int cuvae_backend_check_labels(const cuvae_model *m, const int32_t *labels, size_t n, const char *what);
 /* How many steps a backend lets pend between collects for this config (its log interval, bounded). */
 int cuvae_backend_max_pending(const cuvae_config *cfg);
+/* The rows every backend buffer holds: max(batch_size x samples, eval_batch_size); -1 with a message when that is
+ * absurd (over 2^30 rows) or below 1. */
+int cuvae_backend_max_batch(const cuvae_config *cfg);
 /* One step, synchronously: train_step then collect (tests and tools that want each step's result at once). */
 int cuvae_backend_step(cuvae_backend *be, const uint32_t *rows, int B, int64_t step, cuvae_step_result *out);
 

@@ -8,6 +8,17 @@ int cuvae_backend_max_pending(const cuvae_config *cfg) {
   return cfg->log_every < 1 ? 1 : cfg->log_every > 4096 ? 4096 : cfg->log_every;
 }
 
+int cuvae_backend_max_batch(const cuvae_config *cfg) {
+  /* Rows of the buffers: a training batch with all its samples, or an evaluation batch. */
+  const int64_t samples = cfg->objective == CUVAE_OBJ_AE ? 1 : cfg->samples;
+  const int64_t train_rows = (int64_t)cfg->batch_size * samples;
+  if (train_rows > (1 << 30))
+    return cuvae_error("[train] batch_size %d x samples %lld is too large", cfg->batch_size, (long long)samples);
+  const int64_t rows = train_rows > cfg->eval_batch_size ? train_rows : cfg->eval_batch_size;
+  if (rows < 1) return cuvae_error("batch size %lld must be >= 1", (long long)rows);
+  return (int)rows;
+}
+
 int cuvae_backend_step(cuvae_backend *be, const uint32_t *rows, int B, int64_t step, cuvae_step_result *out) {
   if (be->train_step(be, rows, B, step)) return -1;
   cuvae_step_result res[1];

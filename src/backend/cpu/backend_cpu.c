@@ -168,36 +168,26 @@ static void cpu_destroy(cuvae_backend *base) {
   free(be);
 }
 
+static const cuvae_backend k_cpu_ops = {
+    .name = "cpu", .train_step = cpu_train_step, .collect = cpu_collect, .evaluate = cpu_evaluate,
+    .get_state = cpu_get_state, .set_state = cpu_set_state, .get_grad = cpu_get_grad, .encode = cpu_encode,
+    .decode = cpu_decode, .iwae = cpu_iwae, .destroy = cpu_destroy};
+
 cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train,
                                         const cuvae_dataset *eval) {
+  const int max_batch = cuvae_backend_max_batch(cfg);
+  if (max_batch < 0) return NULL;
   cpu_backend *be = calloc(1, sizeof *be);
   if (!be) {
     cuvae_error("out of memory creating the CPU backend");
     return NULL;
   }
-  be->base.name = "cpu";
-  be->base.train_step = cpu_train_step;
-  be->base.collect = cpu_collect;
-  be->base.evaluate = cpu_evaluate;
-  be->base.get_state = cpu_get_state;
-  be->base.set_state = cpu_set_state;
-  be->base.get_grad = cpu_get_grad;
-  be->base.encode = cpu_encode;
-  be->base.decode = cpu_decode;
-  be->base.iwae = cpu_iwae;
-  be->base.destroy = cpu_destroy;
+  be->base = k_cpu_ops;
   be->base.max_pending = cuvae_backend_max_pending(cfg);
   be->model = m;
   be->cfg = cfg;
   be->train = train;
-  /* Rows of the workspace: a training batch with all its samples, or an evaluation batch. */
-  const int samples = cfg->objective == CUVAE_OBJ_AE ? 1 : cfg->samples;
-  if ((int64_t)cfg->batch_size * samples > (1 << 30)) {
-    free(be);
-    cuvae_error("[train] batch_size %d x samples %d is too large", cfg->batch_size, samples);
-    return NULL;
-  }
-  be->max_batch = cfg->batch_size * samples > cfg->eval_batch_size ? cfg->batch_size * samples : cfg->eval_batch_size;
+  be->max_batch = max_batch;
   const size_t n = m->n_params, B = (size_t)be->max_batch;
   /* Host memory; the data sets are the caller's, read in place. */
   snprintf(be->base.memory_plan, sizeof be->base.memory_plan,

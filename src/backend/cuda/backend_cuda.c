@@ -493,41 +493,26 @@ static int cuda_setup(cuda_backend *be, const cuvae_dataset *train, const cuvae_
   return 0;
 }
 
+static const cuvae_backend k_cuda_ops = {
+    .name = "cuda", .train_step = cuda_train_step, .collect = cuda_collect, .evaluate = cuda_evaluate,
+    .get_state = cuda_get_state, .set_state = cuda_set_state, .get_grad = cuda_get_grad, .encode = cuda_encode,
+    .decode = cuda_decode, .iwae = cuda_iwae, .destroy = cuda_destroy};
+
 cuvae_backend *cuvae_backend_cuda_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train,
                                          const cuvae_dataset *eval) {
+  const int max_batch = cuvae_backend_max_batch(cfg);
+  if (max_batch < 0) return NULL;
   cuda_backend *be = calloc(1, sizeof *be);
   if (!be) {
     cuvae_error("out of memory creating the CUDA backend");
     return NULL;
   }
-  be->base.name = "cuda";
-  be->base.train_step = cuda_train_step;
-  be->base.collect = cuda_collect;
-  be->base.evaluate = cuda_evaluate;
-  be->base.get_state = cuda_get_state;
-  be->base.set_state = cuda_set_state;
-  be->base.get_grad = cuda_get_grad;
-  be->base.encode = cuda_encode;
-  be->base.decode = cuda_decode;
-  be->base.iwae = cuda_iwae;
-  be->base.destroy = cuda_destroy;
+  be->base = k_cuda_ops;
   be->base.max_pending = cuvae_backend_max_pending(cfg);
   be->model = m;
   be->cfg = cfg;
-  /* Rows of every buffer: a training batch with all its samples, or an evaluation batch. */
   cuvae_objective_for_step(cfg, 0, &be->train_spec);
-  const int64_t train_rows = (int64_t)cfg->batch_size * be->train_spec.samples;
-  if (train_rows > (1 << 30)) {
-    cuvae_error("[train] batch_size %d x samples %d is too large", cfg->batch_size, be->train_spec.samples);
-    free(be);
-    return NULL;
-  }
-  be->max_batch = train_rows > cfg->eval_batch_size ? (int)train_rows : cfg->eval_batch_size;
-  if (be->max_batch < 1) {
-    cuvae_error("batch size %d must be >= 1", be->max_batch);
-    free(be);
-    return NULL;
-  }
+  be->max_batch = max_batch;
   if (cuda_setup(be, train, eval)) {
     cuda_destroy(&be->base);
     return NULL;

@@ -110,122 +110,114 @@ static void idx_swap32(void *data, size_t count) {
   }
 }
 
-int cuvae_idx_read(const char *path, cuvae_array *out) {
-  memset(out, 0, sizeof *out);
-  if (!path) return cuvae_error("cuvae_idx_read: no path given");
-
-  /* Open once and fstat the same descriptor, so the size check applies to the file actually read. */
+/* Opens path for gzip-transparent reading; *size = the file's size. Open once and fstat the same descriptor, so the
+ * size check applies to the file actually read. NULL with a message. */
+static gzFile idx_open(const char *path, off_t *size) {
   int fd = open(path, O_RDONLY);
-  if (fd < 0) return cuvae_error("cannot open %s: %s", path, strerror(errno));
+  if (fd < 0) {
+    cuvae_error("cannot open %s: %s", path, strerror(errno));
+    return NULL;
+  }
   struct stat st;
-  if (fstat(fd, &st) != 0) {
-    int e = errno;
-    close(fd);
-    return cuvae_error("cannot open %s: %s", path, strerror(e));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    close(fd);
-    return cuvae_error("cannot open %s: not a regular file", path);
-  }
-  gzFile gz = gzdopen(fd, "rb");
+  const char *problem = NULL;
+  if (fstat(fd, &st) != 0)
+    problem = strerror(errno);
+  else if (!S_ISREG(st.st_mode))
+    problem = "not a regular file";
+  gzFile gz = problem ? NULL : gzdopen(fd, "rb");
   if (!gz) {
+    cuvae_error("cannot open %s: %s", path, problem ? problem : "zlib could not open it");
     close(fd);
-    return cuvae_error("cannot open %s: zlib could not open it", path);
+    return NULL;
   }
   /* Big files: a buffer larger than the 8 KiB default (fewer read calls); small ones keep the default, so reading
    * many small files does not allocate 384 KiB of zlib buffers each time. */
   if (st.st_size > (off_t)(1 << 17)) (void)gzbuffer(gz, 1u << 17);
+  *size = st.st_size;
+  return gz;
+}
 
-  int rc = -1;
-  void *data = NULL;
-  int failed = 0;
-
-  /* Magic: two zero bytes, element type, number of dimensions. */
+/* Magic: two zero bytes, element type, number of dimensions. Sets out->dtype, *esize and *ndim. */
+static int idx_read_magic(gzFile gz, const char *path, cuvae_array *out, size_t *esize, int *ndim) {
   unsigned char magic[4];
-  if (gz_read_full(gz, magic, 4, &failed) != 4) {
-    if (gz_has_error(gz))
-      cuvae_error("%s: truncated or corrupt gzip data (inside the IDX magic)", path);
-    else
-      cuvae_error("%s: too short for an IDX header (need 4 magic bytes)", path);
-    goto done;
-  }
-  const int is_gzip = !gzdirect(gz);
-  if (magic[0] != 0 || magic[1] != 0) {
-    cuvae_error("%s: wrong IDX magic 0x%08" PRIx32 " (expected 0x0000TTNN: two zero bytes, type, dimension count)",
-                path, be32(magic));
-    goto done;
-  }
-  size_t esize;
+  int failed = 0;
+  if (gz_read_full(gz, magic, 4, &failed) != 4)
+    return gz_has_error(gz) ? cuvae_error("%s: truncated or corrupt gzip data (inside the IDX magic)", path)
+                            : cuvae_error("%s: too short for an IDX header (need 4 magic bytes)", path);
+  if (magic[0] != 0 || magic[1] != 0)
+    return cuvae_error("%s: wrong IDX magic 0x%08" PRIx32 " (expected 0x0000TTNN: two zero bytes, type, dimension "
+                       "count)",
+                       path, be32(magic));
   switch (magic[2]) {
-    case 0x08: out->dtype = CUVAE_DTYPE_U8; esize = 1; break;
-    case 0x0C: out->dtype = CUVAE_DTYPE_I32; esize = 4; break;
-    case 0x0D: out->dtype = CUVAE_DTYPE_F32; esize = 4; break;
+    case 0x08: out->dtype = CUVAE_DTYPE_U8; *esize = 1; break;
+    case 0x0C: out->dtype = CUVAE_DTYPE_I32; *esize = 4; break;
+    case 0x0D: out->dtype = CUVAE_DTYPE_F32; *esize = 4; break;
     default:
-      cuvae_error("%s: unsupported IDX data type 0x%02X (supported: 0x08 uint8, 0x0C int32, 0x0D float32)", path,
-                  magic[2]);
-      goto done;
+      return cuvae_error("%s: unsupported IDX data type 0x%02X (supported: 0x08 uint8, 0x0C int32, 0x0D float32)",
+                         path, magic[2]);
   }
-  const int ndim = magic[3];
-  if (ndim < 1 || ndim > 4) {
-    cuvae_error("%s: IDX header has %d dimensions (supported: 1 to 4)", path, ndim);
-    goto done;
-  }
+  *ndim = magic[3];
+  if (*ndim < 1 || *ndim > 4) return cuvae_error("%s: IDX header has %d dimensions (supported: 1 to 4)", path, *ndim);
+  return 0;
+}
 
-  /* Dimensions, and their product checked for zero, overflow and the element limit before any allocation. */
+/* The dimensions into out->shape, their product checked for zero, overflow and the element limit before any
+ * allocation; *count = the product. */
+static int idx_read_shape(gzFile gz, const char *path, int ndim, size_t esize, cuvae_array *out, uint64_t *count) {
   unsigned char dims[16];
-  if (gz_read_full(gz, dims, (size_t)ndim * 4, &failed) != (size_t)ndim * 4) {
-    if (gz_has_error(gz))
-      cuvae_error("%s: truncated or corrupt gzip data (inside the IDX dimensions)", path);
-    else
-      cuvae_error("%s: file ends inside the IDX header (%d dimensions announced)", path, ndim);
-    goto done;
-  }
+  int failed = 0;
+  if (gz_read_full(gz, dims, (size_t)ndim * 4, &failed) != (size_t)ndim * 4)
+    return gz_has_error(gz) ? cuvae_error("%s: truncated or corrupt gzip data (inside the IDX dimensions)", path)
+                            : cuvae_error("%s: file ends inside the IDX header (%d dimensions announced)", path, ndim);
   char shape_str[64] = "";
-  uint64_t count = 1;
+  uint64_t n = 1;
   int absurd = 0, zero = 0;
   for (int d = 0; d < ndim; d++) {
     uint32_t v = be32(dims + 4 * d);
     size_t len = strlen(shape_str);
     snprintf(shape_str + len, sizeof shape_str - len, d ? " x %" PRIu32 : "%" PRIu32, v);
     if (v == 0) zero = 1;
-    /* count <= 2^32 and v < 2^32 here, so the product cannot overflow 64 bits; stop growing once absurd. */
+    /* n <= 2^32 and v < 2^32 here, so the product cannot overflow 64 bits; stop growing once absurd. */
     if (!absurd) {
-      count *= v;
-      if (count > (uint64_t)CUVAE_MAX_ELEMENTS) absurd = 1;
+      n *= v;
+      if (n > (uint64_t)CUVAE_MAX_ELEMENTS) absurd = 1;
     }
     out->shape[d] = v;
   }
-  if (zero) {
-    cuvae_error("%s: IDX shape %s has a zero dimension (empty data set)", path, shape_str);
-    goto done;
-  }
+  if (zero) return cuvae_error("%s: IDX shape %s has a zero dimension (empty data set)", path, shape_str);
+  if (absurd || n * esize > (uint64_t)SIZE_MAX)
+    return cuvae_error("%s: absurd dimensions %s (more than %zu elements)", path, shape_str,
+                       (size_t)CUVAE_MAX_ELEMENTS);
+  *count = n;
+  return 0;
+}
+
+int cuvae_idx_read(const char *path, cuvae_array *out) {
+  memset(out, 0, sizeof *out);
+  if (!path) return cuvae_error("cuvae_idx_read: no path given");
+  off_t size = 0;
+  gzFile gz = idx_open(path, &size);
+  if (!gz) return -1;
+  void *data = NULL;
+  size_t esize = 0;
+  int ndim = 0;
+  uint64_t count = 0;
+  int rc = idx_read_magic(gz, path, out, &esize, &ndim);
+  const int is_gzip = !gzdirect(gz);
+  if (rc == 0) rc = idx_read_shape(gz, path, ndim, esize, out, &count);
   const uint64_t bytes64 = count * esize;
-  if (absurd || bytes64 > (uint64_t)SIZE_MAX) {
-    cuvae_error("%s: absurd dimensions %s (more than %zu elements)", path, shape_str, (size_t)CUVAE_MAX_ELEMENTS);
-    goto done;
+  /* Plain file: the header must account for exactly the bytes that follow it (size >= header: it was read). */
+  const uint64_t have = (uint64_t)size - (4 + 4 * (uint64_t)ndim);
+  if (rc == 0 && !is_gzip && have != bytes64)
+    rc = cuvae_error("%s: header says %" PRIu64 " bytes of data, file has %" PRIu64, path, bytes64, have);
+  if (rc == 0) rc = idx_read_data(path, gz, is_gzip, (size_t)bytes64, &data);
+  if (rc == 0) {
+    if (esize == 4) idx_swap32(data, (size_t)count);
+    out->ndim = ndim;
+    out->count = (size_t)count;
+    out->data = data;
+    data = NULL;
   }
-  const size_t bytes = (size_t)bytes64;
-
-  /* Plain file: the header must account for exactly the bytes that follow it. */
-  if (!is_gzip) {
-    const uint64_t header = 4 + 4 * (uint64_t)ndim;
-    const uint64_t have = (uint64_t)st.st_size - header; /* st_size >= header: the header was read */
-    if (have != bytes64) {
-      cuvae_error("%s: header says %" PRIu64 " bytes of data, file has %" PRIu64, path, bytes64, have);
-      goto done;
-    }
-  }
-
-  if (idx_read_data(path, gz, is_gzip, bytes, &data) != 0) goto done;
-  if (esize == 4) idx_swap32(data, (size_t)count);
-
-  out->ndim = ndim;
-  out->count = (size_t)count;
-  out->data = data;
-  data = NULL;
-  rc = 0;
-
-done:
   gzclose(gz);
   free(data);
   if (rc != 0) memset(out, 0, sizeof *out);

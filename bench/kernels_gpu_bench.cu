@@ -14,7 +14,7 @@
 // one-block reductions on small inputs measure launch latency, not bandwidth.
 //
 // Without a CUDA device it prints "no CUDA device: nothing to benchmark" and exits 0. The source also builds
-// against the CPU emulation of tests/cuda_emu (through cuda_compat.h), where it checks the calls, not the speed.
+// against the CPU emulation of tests/emu (through cuda_compat.h), where it checks the calls, not the speed.
 #include "cuda_compat.h"
 
 #include <algorithm>

@@ -1,5 +1,5 @@
 /* The one include of every CUDA source (the kernels/ sources and the CUDA backend's host code). Under nvcc it is the
- * real CUDA; under the CPU emulation (CUVAE_CUDA_EMU, tests/cuda_emu/) it is the emulation, so each kernel has ONE
+ * real CUDA; under the CPU emulation (CUVAE_CUDA_EMU, tests/emu/) it is the emulation, so each kernel has ONE
  * source that runs both natively and in CI.
  *
  *   CUVAE_LAUNCH(kernel, grid, block, smem, stream, args...)   kernel<<<grid, block, smem, stream>>>(args...)

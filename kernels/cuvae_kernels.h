@@ -1,6 +1,6 @@
 /* Host-side launchers of the fused CUDA kernels (one kernels/NAME.cu per kernel family). Each kernel is the GPU
  * twin of the CPU function with the same name stem in include/cuvae/cpu.h (src/backend/cpu/NAME_cpu.c) and computes the
- * same equations (docs/MATH.md); tests/cuda_emu/test_kernel_NAME.cu checks each against its twin.
+ * same equations (docs/MATH.md); tests/cuda/test_kernel_NAME.cu checks each against its twin.
  * All pointers are device pointers; matrices are row-major [B][n]; every launcher enqueues on `stream` and returns
  * the launch's cudaError_t (cudaSuccess, or the configuration error). No launcher allocates or synchronises, so
  * all of them can be captured into a CUDA graph. Any B, n, Z, D >= 1 (no size assumptions). */

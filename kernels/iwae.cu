@@ -1,6 +1,6 @@
 // Importance-weighted estimate of log p(x) (docs/MATH.md section 5) on the device. GPU twins of
 // src/backend/cpu/iwae_cpu.c (iwae_replicate_cpu, iwae_reparam_cpu, iwae_log_weights_cpu, iwae_finalize_cpu);
-// tests/cuda_emu/test_kernel_iwae.cu checks each against its twin. The CUDA backend's `iwae` entry
+// tests/cuda/test_kernel_iwae.cu checks each against its twin. The CUDA backend's `iwae` entry
 // (src/backend/cuda/backend_cuda_iwae.c) runs, per chunk of samples, replicate -> reparam -> decoder (cuBLAS + bias_act) ->
 // *_nll_grad (no gradient) -> iwae_log_weights, and iwae_finalize once per pass.
 //

@@ -1,7 +1,7 @@
 // The multi-sample objectives of the model family (docs/MATH.md sections 2, 3, 5, 6) on the device: the
 // beta warm-up, the sampled KL with the per-sample weights of the ELBO / IWAE objectives, the backward of the
 // multi-sample reparameterization, and a row scaling. GPU twins of src/backend/cpu/objective_cpu.c (beta_schedule_cpu,
-// objective_weights_cpu, reparam_multi_backward_cpu, scale_rows_cpu); tests/cuda_emu/test_kernel_objective.cu
+// objective_weights_cpu, reparam_multi_backward_cpu, scale_rows_cpu); tests/cuda/test_kernel_objective.cu
 // checks each against its twin.
 //
 // Layout (include/cuvae/cpu.h): R data rows x C samples, sample-major: batch row i = s * R + r is sample s of data

@@ -1,6 +1,6 @@
 // Deterministic reductions of loss vectors (e.g. the per-row KL or negative log-likelihood into the batch total):
 // no float atomics, a fixed summation order, so every run gives the same bits. Checked against a double sum in
-// tests/cuda_emu/test_kernel_reduce.cu.
+// tests/cuda/test_kernel_reduce.cu.
 #include "cuda_compat.h"
 
 #include "block_reduce.cuh"

@@ -1,6 +1,6 @@
 // Reparameterization + closed-form KL to the standard normal prior, forward and backward, each in one pass
 // (docs/MATH.md sections 2-3). GPU twin of src/backend/cpu/reparam_kl_cpu.c (reparam_kl_forward_cpu /
-// reparam_kl_backward_cpu); tests/cuda_emu/test_kernel_reparam_kl.cu checks one against the other.
+// reparam_kl_backward_cpu); tests/cuda/test_kernel_reparam_kl.cu checks one against the other.
 //
 // Layout (row-major): mulv[B][2Z] = [mu | lv] per row, eps, z, dz [B][Z], kl_row[B], dmulv[B][2Z] = [dmu | dlv].
 #include "cuda_compat.h"

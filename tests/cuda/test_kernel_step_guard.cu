@@ -1,7 +1,7 @@
 // kernels/step_guard.cu with the halt flag of kernels/adam.cu: the guard records each step's sums in the ring,
 // halts at the first non-finite step (naming it), and a halted Adam changes neither the parameters, the moments
 // nor the step counter. The CPU twin is the isfinite check of cpu_train_step (src/backend/cpu/backend_cpu.c), whose
-// behaviour tests/cuda_emu/test_backend_parity.cc compares end to end. Runs emulated (emu) and natively (gpu).
+// behaviour tests/cuda/test_backend_parity.cc compares end to end. Runs emulated (emu) and natively (gpu).
 #include "cuda_compat.h"
 // (cuda_compat.h first: under emulation it stands in for cuda_runtime.h)
 #include "device_vec.h"

@@ -13,7 +13,7 @@
 //   chain on |W|, |h|, |b|); each of the D <= 12 NLL terms moves by |dt/df| times that (slope <= 1 in the logit for
 //   Bernoulli; |x - f| / s^2 <= 8 for the Gaussian with s = 0.5);
 // - the NLL row sum: float tree on the device vs double on the host: (ceil(D/32) + 38) u sum |parts| <= 2.3e-6
-//   sum|parts| (tests/cuda_emu/test_kernel_likelihood.cu);
+//   sum|parts| (tests/cuda/test_kernel_likelihood.cu);
 // - mu, lv and z: the encoder's 2 gamma_17 per layer and expf's 2 + 4 ulp on sd, entering the latent terms
 //   0.5 sum_j (z^2 - eps^2 - lv) through |z| and 1/2.
 // Summed: |d log w| <= 6.3e-6 sum_d |dt/df_d| M_f,d + 2.3e-6 sum|parts| + (latent part, alike), which is within

@@ -1,4 +1,4 @@
-// Shared by the whole-step parity tests (tests/cuda_emu/test_backend_parity.cc, test_backend_family.cc): the CUDA
+// Shared by the whole-step parity tests (tests/cuda/test_backend_parity.cc, test_backend_family.cc): the CUDA
 // backend against the CPU reference backend on the same model, data, row orders and noise. The tolerances and
 // why they are what they are: see the comment at the top of test_backend_parity.cc.
 #pragma once

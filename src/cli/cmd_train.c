@@ -112,95 +112,121 @@ static int run_training(const cuvae_config *cfg, const cuvae_train_opts *opts) {
   return 0;
 }
 
-int cmd_train(int argc, char **argv) {
-  const char *config_path = NULL, *out = NULL, *resume = NULL, *device = "auto", *progress = "auto", *v;
+/* What the command line asks for. */
+typedef struct train_args {
+  const char *config_path, *out, *resume, *device, *progress;
   const char *sets[MAX_SETS];
-  int n_sets = 0;
+  int n_sets;
+} train_args;
+
+enum { HELP_SHOWN = -1 };
+
+/* 0 to go on, HELP_SHOWN after --help, or CUVAE_EXIT_USAGE after a message. */
+static int parse_train_args(int argc, char **argv, train_args *a) {
+  const char *v;
   for (int i = 1; i < argc; i++) {
     int missing = 0;
     if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
       help_train();
-      return 0;
+      return HELP_SHOWN;
     } else if ((v = cli_flag_value(argc, argv, &i, "--set", &missing))) {
-      if (n_sets == MAX_SETS) {
+      if (a->n_sets == MAX_SETS) {
         fprintf(stderr, "error: more than %d --set overrides\n", MAX_SETS);
         return CUVAE_EXIT_USAGE;
       }
-      sets[n_sets++] = v;
+      a->sets[a->n_sets++] = v;
     } else if (!missing && (v = cli_flag_value(argc, argv, &i, "--out", &missing))) {
-      out = v;
+      a->out = v;
     } else if (!missing && (v = cli_flag_value(argc, argv, &i, "--device", &missing))) {
-      device = v;
+      a->device = v;
     } else if (!missing && (v = cli_flag_value(argc, argv, &i, "--resume", &missing))) {
-      resume = v;
+      a->resume = v;
     } else if (!missing && (v = cli_flag_value(argc, argv, &i, "--progress", &missing))) {
-      progress = v;
+      a->progress = v;
     } else if (missing) {
       return CUVAE_EXIT_USAGE;
     } else if (argv[i][0] == '-') {
       fprintf(stderr, "error: unknown option '%s' for train (see cuvae train --help)\n", argv[i]);
       return CUVAE_EXIT_USAGE;
-    } else if (config_path) {
-      fprintf(stderr, "error: train takes one CONFIG, got '%s' and '%s'\n", config_path, argv[i]);
+    } else if (a->config_path) {
+      fprintf(stderr, "error: train takes one CONFIG, got '%s' and '%s'\n", a->config_path, argv[i]);
       return CUVAE_EXIT_USAGE;
     } else {
-      config_path = argv[i];
+      a->config_path = argv[i];
     }
   }
-  if (cuvae_device_check(device)) {
-    fprintf(stderr, "error: %s\n", cuvae_last_error());
-    return CUVAE_EXIT_USAGE;
-  }
-  cuvae_progress_mode mode;
+  return 0;
+}
+
+/* --progress auto | bar | lines; 0, or CUVAE_EXIT_USAGE after a message. */
+static int parse_progress(const char *progress, cuvae_progress_mode *mode) {
   if (strcmp(progress, "auto") == 0) {
-    mode = CUVAE_PROGRESS_AUTO;
+    *mode = CUVAE_PROGRESS_AUTO;
   } else if (strcmp(progress, "bar") == 0) {
-    mode = CUVAE_PROGRESS_BAR;
+    *mode = CUVAE_PROGRESS_BAR;
   } else if (strcmp(progress, "lines") == 0) {
-    mode = CUVAE_PROGRESS_LINES;
+    *mode = CUVAE_PROGRESS_LINES;
   } else {
     fprintf(stderr, "error: --progress '%s': expected auto, bar or lines\n", progress);
     return CUVAE_EXIT_USAGE;
   }
-  if (resume && out && strcmp(resume, out) != 0) {
-    fprintf(stderr, "error: --resume %s continues that run in place; --out %s conflicts with it\n", resume, out);
-    return CUVAE_EXIT_USAGE;
-  }
-  char resume_config[CUVAE_PATH_MAX + 16];
-  if (!config_path && resume) {
-    snprintf(resume_config, sizeof resume_config, "%s/config.ini", resume);
-    config_path = resume_config;
-  }
-  if (!config_path) {
-    fprintf(stderr, "error: train needs a CONFIG file (see cuvae train --help)\n");
-    return CUVAE_EXIT_USAGE;
-  }
+  return 0;
+}
 
-  cuvae_config cfg;
-  cuvae_config_defaults(&cfg);
-  if (cuvae_config_load_file(&cfg, config_path)) {
+/* The config file with the --set overrides applied, finalized; 0 or the exit code after a message. */
+static int load_train_config(cuvae_config *cfg, const train_args *a) {
+  cuvae_config_defaults(cfg);
+  if (cuvae_config_load_file(cfg, a->config_path)) {
     fprintf(stderr, "error: %s\n", cuvae_last_error());
     return CUVAE_EXIT_FAIL;
   }
-  for (int k = 0; k < n_sets; k++) {
-    if (cuvae_config_set(&cfg, sets[k])) {
+  for (int k = 0; k < a->n_sets; k++) {
+    if (cuvae_config_set(cfg, a->sets[k])) {
       fprintf(stderr, "error: %s\n", cuvae_last_error());
       return CUVAE_EXIT_USAGE;
     }
   }
-  if (cuvae_config_finalize(&cfg)) {
+  if (cuvae_config_finalize(cfg)) {
     fprintf(stderr, "error: %s\n", cuvae_last_error());
     return CUVAE_EXIT_FAIL;
   }
+  return 0;
+}
+
+int cmd_train(int argc, char **argv) {
+  train_args a = {.device = "auto", .progress = "auto"};
+  int rc = parse_train_args(argc, argv, &a);
+  if (rc) return rc == HELP_SHOWN ? 0 : rc;
+  if (cuvae_device_check(a.device)) {
+    fprintf(stderr, "error: %s\n", cuvae_last_error());
+    return CUVAE_EXIT_USAGE;
+  }
+  cuvae_progress_mode mode;
+  if ((rc = parse_progress(a.progress, &mode))) return rc;
+  if (a.resume && a.out && strcmp(a.resume, a.out) != 0) {
+    fprintf(stderr, "error: --resume %s continues that run in place; --out %s conflicts with it\n", a.resume, a.out);
+    return CUVAE_EXIT_USAGE;
+  }
+  char resume_config[CUVAE_PATH_MAX + 16];
+  if (!a.config_path && a.resume) {
+    snprintf(resume_config, sizeof resume_config, "%s/config.ini", a.resume);
+    a.config_path = resume_config;
+  }
+  if (!a.config_path) {
+    fprintf(stderr, "error: train needs a CONFIG file (see cuvae train --help)\n");
+    return CUVAE_EXIT_USAGE;
+  }
+  cuvae_config cfg;
+  if ((rc = load_train_config(&cfg, &a))) return rc;
 
   char run_dir[CUVAE_PATH_MAX];
-  if (resume)
-    snprintf(run_dir, sizeof run_dir, "%s", resume);
-  else if (out)
-    snprintf(run_dir, sizeof run_dir, "%s", out);
+  if (a.resume)
+    snprintf(run_dir, sizeof run_dir, "%s", a.resume);
+  else if (a.out)
+    snprintf(run_dir, sizeof run_dir, "%s", a.out);
   else
-    cli_default_run_dir(config_path, run_dir, sizeof run_dir);
+    cli_default_run_dir(a.config_path, run_dir, sizeof run_dir);
 
-  cuvae_train_opts opts = {run_dir, resume != NULL, device, mode, stderr};
+  cuvae_train_opts opts = {run_dir, a.resume != NULL, a.device, mode, stderr};
   return run_training(&cfg, &opts);
 }

@@ -448,11 +448,8 @@ static int find_label(const int32_t *u, int n, int32_t v) {
   return 0;
 }
 
-int cuvae_write_scatter_png(const char *path, int width, int height, const char *title, const char *xlabel,
-                            const char *ylabel, const float *x, const float *y, const int32_t *labels, size_t n,
-                            const char *const *label_names, int n_names) {
-  if (check_plot_args(path, width, height)) return -1;
-  if (n < 1 || !x || !y) return cuvae_error("scatter plot: no points");
+/* The points' bounding box over the finite points; returns how many points are finite. */
+static size_t scatter_bounds(const float *x, const float *y, size_t n, double box[4]) {
   double xmn = INFINITY, xmx = -INFINITY, ymn = INFINITY, ymx = -INFINITY;
   size_t points = 0;
   for (size_t i = 0; i < n; i++) {
@@ -463,84 +460,121 @@ int cuvae_write_scatter_png(const char *path, int width, int height, const char 
     ymn = fmin(ymn, y[i]);
     ymx = fmax(ymx, y[i]);
   }
-  if (points == 0) return cuvae_error("scatter plot: none of the %zu points is finite", n);
-  /* The distinct labels, sorted: colour k for the k-th. */
-  int32_t *uniq = NULL;
-  int n_uniq = 0;
+  box[0] = xmn;
+  box[1] = xmx;
+  box[2] = ymn;
+  box[3] = ymx;
+  return points;
+}
+
+/* A scatter plot's labels: the distinct ones sorted (colour k for the k-th), and the legend's entries. */
+typedef struct scatter_legend {
+  int32_t *uniq;
+  int n_uniq;
+  int n;                  /* legend entries: as many as fit the height, the rest summarised in a last line */
+  char (*text)[64];
+  const char **names;
+  int *colours;
+} scatter_legend;
+
+static void scatter_legend_free(scatter_legend *lg) {
+  free(lg->uniq);
+  free(lg->text);
+  free(lg->names);
+  free(lg->colours);
+}
+
+static int scatter_legend_make(scatter_legend *lg, const int32_t *labels, size_t n, int height,
+                               const char *const *label_names, int n_names) {
+  memset(lg, 0, sizeof *lg);
   if (labels) {
-    uniq = malloc(n * sizeof *uniq);
-    if (!uniq) return cuvae_error("scatter plot: out of memory");
-    memcpy(uniq, labels, n * sizeof *uniq);
-    qsort(uniq, n, sizeof *uniq, cmp_i32);
+    lg->uniq = malloc(n * sizeof *lg->uniq);
+    if (!lg->uniq) return cuvae_error("scatter plot: out of memory");
+    memcpy(lg->uniq, labels, n * sizeof *lg->uniq);
+    qsort(lg->uniq, n, sizeof *lg->uniq, cmp_i32);
     for (size_t i = 0; i < n; i++)
-      if (i == 0 || uniq[i] != uniq[n_uniq - 1]) uniq[n_uniq++] = uniq[i];
+      if (i == 0 || lg->uniq[i] != lg->uniq[lg->n_uniq - 1]) lg->uniq[lg->n_uniq++] = lg->uniq[i];
   }
-  /* Legend entries: as many as fit the height (the rest summarised in a last line). */
   const int max_rows = (height - 40 - 50 - 8) / 18;
-  int n_leg = n_uniq;
-  if (n_leg > max_rows) n_leg = max_rows > 1 ? max_rows : 1;
-  char (*text)[64] = n_leg ? malloc((size_t)n_leg * sizeof *text) : NULL;
-  const char **names = n_leg ? malloc((size_t)n_leg * sizeof *names) : NULL;
-  int *colours = n_leg ? malloc((size_t)n_leg * sizeof *colours) : NULL;
-  if (n_leg && (!text || !names || !colours)) {
-    free(uniq);
-    free(text);
-    free(names);
-    free(colours);
+  lg->n = lg->n_uniq;
+  if (lg->n > max_rows) lg->n = max_rows > 1 ? max_rows : 1;
+  if (!lg->n) return 0;
+  lg->text = malloc((size_t)lg->n * sizeof *lg->text);
+  lg->names = malloc((size_t)lg->n * sizeof *lg->names);
+  lg->colours = malloc((size_t)lg->n * sizeof *lg->colours);
+  if (!lg->text || !lg->names || !lg->colours) {
+    scatter_legend_free(lg);
     return cuvae_error("scatter plot: out of memory");
   }
-  for (int k = 0; k < n_leg; k++) {
-    const int32_t l = uniq[k];
-    if (k == n_leg - 1 && n_leg < n_uniq)
-      snprintf(text[k], sizeof text[k], "... %d more", n_uniq - k);
+  for (int k = 0; k < lg->n; k++) {
+    const int32_t l = lg->uniq[k];
+    if (k == lg->n - 1 && lg->n < lg->n_uniq)
+      snprintf(lg->text[k], sizeof lg->text[k], "... %d more", lg->n_uniq - k);
     else if (label_names && l >= 0 && l < n_names && label_names[l])
-      snprintf(text[k], sizeof text[k], "%d %s", (int)l, label_names[l]);
+      snprintf(lg->text[k], sizeof lg->text[k], "%d %s", (int)l, label_names[l]);
     else
-      snprintf(text[k], sizeof text[k], "%d", (int)l);
-    names[k] = text[k];
-    colours[k] = k;
+      snprintf(lg->text[k], sizeof lg->text[k], "%d", (int)l);
+    lg->names[k] = lg->text[k];
+    lg->colours[k] = k;
   }
-  axis ax, ay;
-  axis_make(&ax, xmn, xmx, 0);
-  axis_make(&ay, ymn, ymx, 0);
-  /* Room on the right for the legend. */
+  return 0;
+}
+
+/* Room on the right of the plot for the legend (0 without one). */
+static double scatter_legend_room(const scatter_legend *lg) {
+  if (!lg->n) return 0;
+  cairo_surface_t *probe = cairo_image_surface_create(CAIRO_FORMAT_RGB24, 1, 1);
+  cairo_t *pc = cairo_create(probe);
+  cairo_select_font_face(pc, "sans-serif", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+  cairo_set_font_size(pc, 12);
   double right = 0;
-  if (n_leg) {
-    cairo_surface_t *probe = cairo_image_surface_create(CAIRO_FORMAT_RGB24, 1, 1);
-    cairo_t *pc = cairo_create(probe);
-    cairo_select_font_face(pc, "sans-serif", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
-    cairo_set_font_size(pc, 12);
-    for (int k = 0; k < n_leg; k++) right = fmax(right, text_width(pc, names[k]));
-    right += 40 + 16;
-    cairo_destroy(pc);
-    cairo_surface_destroy(probe);
+  for (int k = 0; k < lg->n; k++) right = fmax(right, text_width(pc, lg->names[k]));
+  right += 40 + 16;
+  cairo_destroy(pc);
+  cairo_surface_destroy(probe);
+  return right;
+}
+
+/* The finite points as discs coloured by label, clipped to the plot area, then the legend on the right. */
+static void scatter_draw(const frame *f, const float *x, const float *y, const int32_t *labels, size_t n,
+                         size_t points, const scatter_legend *lg) {
+  cairo_t *cr = f->cr;
+  cairo_save(cr);
+  cairo_rectangle(cr, f->x0, f->y0, f->x1 - f->x0, f->y1 - f->y0);
+  cairo_clip(cr);
+  const double radius = points > 5000 ? 2.0 : points > 500 ? 2.5 : 3.0;
+  /* Opaque, aliased points: thousands of anti-aliased translucent discs make the PNG 3x larger (~290 KB at
+   * 800 x 640 for 10,000 points, against ~90 KB). */
+  cairo_set_antialias(cr, CAIRO_ANTIALIAS_NONE);
+  for (size_t i = 0; i < n; i++) {
+    if (!isfinite(x[i]) || !isfinite(y[i])) continue;
+    double rgb[3];
+    palette(labels ? find_label(lg->uniq, lg->n_uniq, labels[i]) : 1, rgb);
+    cairo_set_source_rgb(cr, rgb[0], rgb[1], rgb[2]);
+    cairo_arc(cr, px_x(f, x[i]), px_y(f, y[i]), radius, 0, 2 * PI);
+    cairo_fill(cr);
   }
+  cairo_restore(cr);
+  if (lg->n) legend(cr, f->x1 + 16, f->y0, lg->n, lg->names, lg->colours, 0);
+}
+
+int cuvae_write_scatter_png(const char *path, int width, int height, const char *title, const char *xlabel,
+                            const char *ylabel, const float *x, const float *y, const int32_t *labels, size_t n,
+                            const char *const *label_names, int n_names) {
+  if (check_plot_args(path, width, height)) return -1;
+  if (n < 1 || !x || !y) return cuvae_error("scatter plot: no points");
+  double box[4];
+  const size_t points = scatter_bounds(x, y, n, box);
+  if (points == 0) return cuvae_error("scatter plot: none of the %zu points is finite", n);
+  scatter_legend lg;
+  if (scatter_legend_make(&lg, labels, n, height, label_names, n_names)) return -1;
+  axis ax, ay;
+  axis_make(&ax, box[0], box[1], 0);
+  axis_make(&ay, box[2], box[3], 0);
   frame f;
-  int rc = frame_begin(&f, &ax, &ay, width, height, right, title, xlabel, ylabel);
-  if (rc == 0) {
-    cairo_t *cr = f.cr;
-    cairo_save(cr);
-    cairo_rectangle(cr, f.x0, f.y0, f.x1 - f.x0, f.y1 - f.y0);
-    cairo_clip(cr);
-    const double radius = points > 5000 ? 2.0 : points > 500 ? 2.5 : 3.0;
-    /* Opaque, aliased points: thousands of anti-aliased translucent discs make the PNG 3x larger (~290 KB at
-     * 800 x 640 for 10,000 points, against ~90 KB). */
-    cairo_set_antialias(cr, CAIRO_ANTIALIAS_NONE);
-    for (size_t i = 0; i < n; i++) {
-      if (!isfinite(x[i]) || !isfinite(y[i])) continue;
-      double rgb[3];
-      palette(labels ? find_label(uniq, n_uniq, labels[i]) : 1, rgb);
-      cairo_set_source_rgb(cr, rgb[0], rgb[1], rgb[2]);
-      cairo_arc(cr, px_x(&f, x[i]), px_y(&f, y[i]), radius, 0, 2 * PI);
-      cairo_fill(cr);
-    }
-    cairo_restore(cr);
-    if (n_leg) legend(cr, f.x1 + 16, f.y0, n_leg, names, colours, 0);
-  }
-  free(uniq);
-  free(text);
-  free(names);
-  free(colours);
+  int rc = frame_begin(&f, &ax, &ay, width, height, scatter_legend_room(&lg), title, xlabel, ylabel);
+  if (rc == 0) scatter_draw(&f, x, y, labels, n, points, &lg);
+  scatter_legend_free(&lg);
   const int written = frame_end(&f, rc == 0 ? path : NULL);
   return rc || written ? -1 : 0;
 }

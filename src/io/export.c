@@ -363,7 +363,8 @@ static int write_npy_dir(const char *path, const cuvae_saved_model *sm, const cu
   return rc;
 }
 
-static int write_npy_dir_at(const char *dir, const cuvae_saved_model *sm, const cuvae_torch_tensor *t, int n) {
+/* The directory an npy export writes to may not exist yet, or be an empty directory. */
+static int check_npy_dir(const char *dir) {
   struct stat st;
   if (stat(dir, &st) == 0) {
     if (!S_ISDIR(st.st_mode)) return cuvae_error("%s: exists and is not a directory", dir);
@@ -371,84 +372,122 @@ static int write_npy_dir_at(const char *dir, const cuvae_saved_model *sm, const 
     if (dir_has_entries(dir) != 0)
       return cuvae_error("%s: already exists and is not empty; remove it or choose another --out", dir);
   }
+  return 0;
+}
+
+/* The temporary sibling directory an npy export is written into, then renamed into place. */
+typedef struct npy_stage {
+  const char *dir;             /* the destination */
+  char *tmp;                   /* DIR.tmp.PID */
+  char *file;                  /* room for the path of one file in tmp */
+  size_t file_cap;
+  int written, meta_written;   /* tensor files written so far; whether metadata.json was */
+} npy_stage;
+
+static int stage_open(npy_stage *st, const char *dir) {
+  memset(st, 0, sizeof *st);
+  st->dir = dir;
   const size_t dlen = strlen(dir);
-  char *tmp = malloc(dlen + 32), *file = malloc(dlen + 32 + CUVAE_TORCH_NAME + 16);
-  if (!tmp || !file) {
-    free(tmp);
-    free(file);
+  st->file_cap = dlen + 32 + CUVAE_TORCH_NAME + 16;
+  st->tmp = malloc(dlen + 32);
+  st->file = malloc(st->file_cap);
+  if (!st->tmp || !st->file) {
+    free(st->tmp);
+    free(st->file);
     return cuvae_error("%s: out of memory", dir);
   }
-  snprintf(tmp, dlen + 32, "%s.tmp.%ld", dir, (long)getpid());
-  if (mkdir(tmp, 0777) != 0) {
-    cuvae_error("%s: cannot create temporary directory %s: %s", dir, tmp, strerror(errno));
-    free(tmp);
-    free(file);
+  snprintf(st->tmp, dlen + 32, "%s.tmp.%ld", dir, (long)getpid());
+  if (mkdir(st->tmp, 0777) != 0) {
+    cuvae_error("%s: cannot create temporary directory %s: %s", dir, st->tmp, strerror(errno));
+    free(st->tmp);
+    free(st->file);
     return -1;
   }
-  int written = 0, meta_written = 0, rc = 0;
-  cJSON *root = cJSON_CreateObject(), *tensors = NULL;
-  if (!root || add_item(root, "__metadata__", build_metadata(sm)) ||
-      add_item(root, "tensors", cJSON_CreateObject()))
-    rc = cuvae_error("%s: out of memory building metadata.json", dir);
-  else
-    tensors = cJSON_GetObjectItemCaseSensitive(root, "tensors");
-  for (int i = 0; i < n && !rc; i++) {
-    snprintf(file, dlen + 32 + CUVAE_TORCH_NAME + 16, "%s/%s.npy", tmp, t[i].name);
-    if (cuvae_npy_write_f32(file, sm->ck.params + t[i].offset, t[i].rank, t[i].shape)) {
-      rc = -1;
-      break;
-    }
-    written = i + 1;
+  return 0;
+}
+
+/* One .npy file per tensor, each entered in `tensors` (metadata.json's "tensors" object). */
+static int stage_tensors(npy_stage *st, const cuvae_saved_model *sm, const cuvae_torch_tensor *t, int n,
+                         cJSON *tensors) {
+  for (int i = 0; i < n; i++) {
+    snprintf(st->file, st->file_cap, "%s/%s.npy", st->tmp, t[i].name);
+    if (cuvae_npy_write_f32(st->file, sm->ck.params + t[i].offset, t[i].rank, t[i].shape)) return -1;
+    st->written = i + 1;
     char fname[CUVAE_TORCH_NAME + 8];
     snprintf(fname, sizeof fname, "%.*s.npy", CUVAE_TORCH_NAME - 1, t[i].name);
     if (add_item(tensors, t[i].name, tensor_json(&t[i], SIZE_MAX, fname)))
-      rc = cuvae_error("%s: out of memory building metadata.json", dir);
+      return cuvae_error("%s: out of memory building metadata.json", st->dir);
   }
-  if (!rc) {
-    char *json = cJSON_Print(root);
-    if (!json) rc = cuvae_error("%s: out of memory printing metadata.json", dir);
-    snprintf(file, dlen + 32 + CUVAE_TORCH_NAME + 16, "%s/metadata.json", tmp);
-    out_file o;
-    if (!rc && out_open(&o, file) == 0) {
-      out_write(&o, json, strlen(json));
-      out_write(&o, "\n", 1);
-      rc = out_commit(&o);
-      meta_written = rc == 0;
-    } else if (!rc) {
-      rc = -1;
-    }
-    free(json);
+  return 0;
+}
+
+static int stage_metadata(npy_stage *st, const cJSON *root) {
+  char *json = cJSON_Print(root);
+  int rc = json ? 0 : cuvae_error("%s: out of memory printing metadata.json", st->dir);
+  snprintf(st->file, st->file_cap, "%s/metadata.json", st->tmp);
+  out_file o;
+  if (!rc && out_open(&o, st->file) == 0) {
+    out_write(&o, json, strlen(json));
+    out_write(&o, "\n", 1);
+    rc = out_commit(&o);
+    st->meta_written = rc == 0;
+  } else if (!rc) {
+    rc = -1;
   }
+  free(json);
+  return rc;
+}
+
+/* The tensors and metadata.json into the temporary directory. */
+static int stage_write(npy_stage *st, const cuvae_saved_model *sm, const cuvae_torch_tensor *t, int n) {
+  int rc = 0;
+  cJSON *root = cJSON_CreateObject();
+  if (!root || add_item(root, "__metadata__", build_metadata(sm)) ||
+      add_item(root, "tensors", cJSON_CreateObject()))
+    rc = cuvae_error("%s: out of memory building metadata.json", st->dir);
+  if (!rc) rc = stage_tensors(st, sm, t, n, cJSON_GetObjectItemCaseSensitive(root, "tensors"));
+  if (!rc) rc = stage_metadata(st, root);
   cJSON_Delete(root);
-  if (!rc) {
-    int fd = open(tmp, O_RDONLY);
-    if (fd >= 0) {
-      (void)fsync(fd);
-      close(fd);
-    }
-    if (rename(tmp, dir) != 0) {
-      const int e = errno;
-      if (e == ENOTEMPTY || e == EEXIST)
-        rc = cuvae_error("%s: already exists and is not empty; remove it or choose another --out", dir);
-      else
-        rc = cuvae_error("%s: cannot rename %s into place: %s", dir, tmp, strerror(e));
-    }
+  return rc;
+}
+
+static int stage_commit(const npy_stage *st) {
+  int fd = open(st->tmp, O_RDONLY);
+  if (fd >= 0) {
+    (void)fsync(fd);
+    close(fd);
   }
-  if (rc) { /* remove everything written into the temporary directory, then the directory */
-    for (int i = 0; i < written; i++) {
-      snprintf(file, dlen + 32 + CUVAE_TORCH_NAME + 16, "%s/%s.npy", tmp, t[i].name);
-      unlink(file);
-    }
-    if (meta_written) {
-      snprintf(file, dlen + 32 + CUVAE_TORCH_NAME + 16, "%s/metadata.json", tmp);
-      unlink(file);
-    }
-    rmdir(tmp);
-  } else {
+  if (rename(st->tmp, st->dir) == 0) return 0;
+  const int e = errno;
+  if (e == ENOTEMPTY || e == EEXIST)
+    return cuvae_error("%s: already exists and is not empty; remove it or choose another --out", st->dir);
+  return cuvae_error("%s: cannot rename %s into place: %s", st->dir, st->tmp, strerror(e));
+}
+
+/* Removes everything written into the temporary directory, then the directory. */
+static void stage_discard(npy_stage *st, const cuvae_torch_tensor *t) {
+  for (int i = 0; i < st->written; i++) {
+    snprintf(st->file, st->file_cap, "%s/%s.npy", st->tmp, t[i].name);
+    unlink(st->file);
+  }
+  if (st->meta_written) {
+    snprintf(st->file, st->file_cap, "%s/metadata.json", st->tmp);
+    unlink(st->file);
+  }
+  rmdir(st->tmp);
+}
+
+static int write_npy_dir_at(const char *dir, const cuvae_saved_model *sm, const cuvae_torch_tensor *t, int n) {
+  npy_stage st;
+  if (check_npy_dir(dir) || stage_open(&st, dir)) return -1;
+  int rc = stage_write(&st, sm, t, n);
+  if (!rc) rc = stage_commit(&st);
+  if (rc)
+    stage_discard(&st, t);
+  else
     sync_parent(dir);
-  }
-  free(tmp);
-  free(file);
+  free(st.tmp);
+  free(st.file);
   return rc;
 }
 

@@ -42,10 +42,9 @@ int cmd_sample(int argc, char **argv) {
   image_opts o;
   img_defaults(&o, "sample", "samples.png");
   o.n = 64;
-  int rc = img_parse(argc, argv, F_N | F_SEED | F_SCALE | F_LABEL, &o, help_sample);
-  if (rc) return rc < 0 ? 0 : rc;
   cuvae_inference inf;
-  if ((rc = img_open_model(&o, 0, &inf))) return rc;
+  const int rc = img_begin(argc, argv, F_N | F_SEED | F_SCALE | F_LABEL, help_sample, 0, &o, &inf);
+  if (rc) return rc < 0 ? 0 : rc;
   const uint64_t seed = o.have_seed ? o.seed : inf.cfg.seed;
   int h, w, W, H;
   img_shape_of(&inf, &h, &w);
@@ -65,29 +64,21 @@ void help_reconstruct(void) {
          "of pairs of rows: a row of inputs, below it the same inputs reconstructed (decoder means). The grid is\n"
          "ceil(sqrt(2n)) tiles wide (32 -> 8 wide, 4 pairs). This is the picture training writes as recon.png.\n\n"
          "options:\n"
-         "  --n N          number of examples, 1..%d (default 32; at most the split's size)\n"
-         "  --out FILE     the PNG to write (default recon.png)\n"
-         "  --split S      test (default) or train\n"
-         "  --scale P      pixels per data pixel, 1..%d; 0 (default) automatic\n"
-         "  --device D     auto (default), cpu or cuda\n"
-         "  -h, --help     this help\n",
-         MAX_N, MAX_SCALE);
+         "  --n N          number of examples, 1..%d (default 32; at most the split's size)\n",
+         MAX_N);
+  img_help_options(F_SPLIT | F_SCALE, "recon.png");
 }
 
 int cmd_reconstruct(int argc, char **argv) {
   image_opts o;
   img_defaults(&o, "reconstruct", "recon.png");
   o.n = 32;
-  int rc = img_parse(argc, argv, F_N | F_SPLIT | F_SCALE, &o, help_reconstruct);
-  if (rc) return rc < 0 ? 0 : rc;
   cuvae_inference inf;
-  if ((rc = img_open_model(&o, 1, &inf))) return rc;
-  if ((size_t)o.n > inf.data.n) {
-    fprintf(stderr, "error: --n %d is more than the %zu examples of the %s split\n", o.n, inf.data.n,
-            img_split_name(o.split));
-    cuvae_inference_close(&inf);
-    return CUVAE_EXIT_USAGE;
-  }
+  const int rc = img_begin(argc, argv, F_N | F_SPLIT | F_SCALE, help_reconstruct, 1, &o, &inf);
+  if (rc) return rc < 0 ? 0 : rc;
+  if ((size_t)o.n > inf.data.n)
+    return img_close(&inf, img_usage_error("--n %d is more than the %zu examples of the %s split", o.n, inf.data.n,
+                                           img_split_name(o.split)));
   int h, w, W, H;
   img_shape_of(&inf, &h, &w);
   if (cuvae_write_recon_png(inf.be, &inf.model, &inf.data, o.n, h, w, o.scale, o.out, &W, &H)) return img_failed(&inf);
@@ -110,13 +101,9 @@ void help_interpolate(void) {
          "  --pair I,J     example indices (default 0,1)\n"
          "  --steps N      points on the path including both ends, 2..%d (default 10)\n"
          "  --spherical    slerp instead of the straight line\n"
-         "  --label Y      conditional model: decode with class Y (default: example I's label)\n"
-         "  --out FILE     the PNG to write (default interp.png)\n"
-         "  --split S      test (default) or train\n"
-         "  --scale P      pixels per data pixel, 1..%d; 0 (default) automatic\n"
-         "  --device D     auto (default), cpu or cuda\n"
-         "  -h, --help     this help\n",
-         MAX_STEPS, MAX_SCALE);
+         "  --label Y      conditional model: decode with class Y (default: example I's label)\n",
+         MAX_STEPS);
+  img_help_options(F_SPLIT | F_SCALE, "interp.png");
 }
 
 int cmd_interpolate(int argc, char **argv) {
@@ -125,14 +112,12 @@ int cmd_interpolate(int argc, char **argv) {
   o.pair_i = 0;
   o.pair_j = 1;
   o.steps = 10;
-  int rc = img_parse(argc, argv, F_PAIR | F_STEPS | F_SPHERICAL | F_SPLIT | F_SCALE | F_LABEL, &o, help_interpolate);
-  if (rc) return rc < 0 ? 0 : rc;
   cuvae_inference inf;
-  if ((rc = img_open_model(&o, 1, &inf))) return rc;
-  if ((rc = img_check_index(&o, &inf, "--pair", o.pair_i)) || (rc = img_check_index(&o, &inf, "--pair", o.pair_j))) {
-    cuvae_inference_close(&inf);
-    return rc;
-  }
+  int rc = img_begin(argc, argv, F_PAIR | F_STEPS | F_SPHERICAL | F_SPLIT | F_SCALE | F_LABEL, help_interpolate, 1,
+                     &o, &inf);
+  if (rc) return rc < 0 ? 0 : rc;
+  if ((rc = img_check_index(&o, &inf, "--pair", o.pair_i)) || (rc = img_check_index(&o, &inf, "--pair", o.pair_j)))
+    return img_close(&inf, rc);
   const size_t Z = inf.model.latent, D = inf.model.input_dim;
   float *x = malloc(2 * D * sizeof *x), *mulv = malloc(4 * Z * sizeof *mulv),
         *z = malloc((size_t)o.steps * Z * sizeof *z);
@@ -186,13 +171,9 @@ void help_traverse(void) {
          "  --label Y      conditional model: decode with class Y (default: the example's label)\n"
          "  --dims K       number of dims, 1..Z (default min(Z, 8))\n"
          "  --range R      traverse z_j over [-R, R], R in (0, 100] (default 3)\n"
-         "  --steps N      values per dim, 2..%d (default 9)\n"
-         "  --out FILE     the PNG to write (default traverse.png)\n"
-         "  --split S      test (default) or train\n"
-         "  --scale P      pixels per data pixel, 1..%d; 0 (default) automatic\n"
-         "  --device D     auto (default), cpu or cuda\n"
-         "  -h, --help     this help\n",
-         MAX_STEPS, MAX_SCALE);
+         "  --steps N      values per dim, 2..%d (default 9)\n",
+         MAX_STEPS);
+  img_help_options(F_SPLIT | F_SCALE, "traverse.png");
 }
 
 int cmd_traverse(int argc, char **argv) {
@@ -200,21 +181,15 @@ int cmd_traverse(int argc, char **argv) {
   img_defaults(&o, "traverse", "traverse.png");
   o.steps = 9;
   o.range = 3.0;
-  int rc = img_parse(argc, argv, F_INDEX | F_DIMS | F_RANGE | F_STEPS | F_SPLIT | F_SCALE | F_LABEL, &o, help_traverse);
-  if (rc) return rc < 0 ? 0 : rc;
   cuvae_inference inf;
-  if ((rc = img_open_model(&o, 1, &inf))) return rc;
+  int rc = img_begin(argc, argv, F_INDEX | F_DIMS | F_RANGE | F_STEPS | F_SPLIT | F_SCALE | F_LABEL, help_traverse,
+                     1, &o, &inf);
+  if (rc) return rc < 0 ? 0 : rc;
   const size_t Z = inf.model.latent, n = inf.data.n;
   if (o.dims == 0) o.dims = Z < 8 ? (int)Z : 8;
-  if ((size_t)o.dims > Z) {
-    fprintf(stderr, "error: --dims %d is more than the model's %zu latent dimensions\n", o.dims, Z);
-    cuvae_inference_close(&inf);
-    return CUVAE_EXIT_USAGE;
-  }
-  if ((rc = img_check_index(&o, &inf, "--index", o.index))) {
-    cuvae_inference_close(&inf);
-    return rc;
-  }
+  if ((size_t)o.dims > Z)
+    return img_close(&inf, img_usage_error("--dims %d is more than the model's %zu latent dimensions", o.dims, Z));
+  if ((rc = img_check_index(&o, &inf, "--index", o.index))) return img_close(&inf, rc);
   float *mulv = img_encode_all(&inf);
   if (!mulv) return img_failed(&inf);
   /* Mean KL per dim: 0.5 (mu^2 + exp(lv) - 1 - lv), averaged over the split, in double. */

@@ -20,13 +20,8 @@ void help_latent_plot(void) {
          "(one colour when the split has no labels). Z = 2: the two coordinates; Z > 2: the first two principal\n"
          "components of the mu's (power iteration on their covariance; the axis labels give the share of the\n"
          "variance each explains); Z = 1: mu against 0.\n\n"
-         "options:\n"
-         "  --out FILE     the PNG to write (default latent.png)\n"
-         "  --split S      test (default) or train\n"
-         "  --width W      picture width in pixels, 160..8192 (default 800)\n"
-         "  --height H     picture height in pixels, 160..8192 (default 640)\n"
-         "  --device D     auto (default), cpu or cuda\n"
-         "  -h, --help     this help\n");
+         "options:\n");
+  img_help_options(F_SPLIT | F_SIZE, "latent.png");
 }
 
 /* The top two eigenvectors of the symmetric Z x Z matrix C (power iteration with deflation by orthogonalisation),
@@ -77,10 +72,9 @@ int cmd_latent_plot(int argc, char **argv) {
                                                 "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
   image_opts o;
   img_defaults(&o, "latent-plot", "latent.png");
-  int rc = img_parse(argc, argv, F_SPLIT | F_SIZE, &o, help_latent_plot);
-  if (rc) return rc < 0 ? 0 : rc;
   cuvae_inference inf;
-  if ((rc = img_open_model(&o, 1, &inf))) return rc;
+  int rc = img_begin(argc, argv, F_SPLIT | F_SIZE, help_latent_plot, 1, &o, &inf);
+  if (rc) return rc < 0 ? 0 : rc;
   const size_t Z = inf.model.latent, n = inf.data.n;
   float *mulv = img_encode_all(&inf);
   if (!mulv) return img_failed(&inf);
@@ -158,12 +152,9 @@ void help_manifold(void) {
          "cell covers an equal share of the prior's mass; z1 grows to the right, z2 upwards.\n\n"
          "options:\n"
          "  --grid G       tiles per side, 2..%d (default 20)\n"
-         "  --label Y      conditional model: decode with class Y (default 0)\n"
-         "  --out FILE     the PNG to write (default manifold.png)\n"
-         "  --scale P      pixels per data pixel, 1..%d; 0 (default) automatic\n"
-         "  --device D     auto (default), cpu or cuda\n"
-         "  -h, --help     this help\n",
-         MAX_GRID, MAX_SCALE);
+         "  --label Y      conditional model: decode with class Y (default 0)\n",
+         MAX_GRID);
+  img_help_options(F_SCALE, "manifold.png");
 }
 
 /* Phi^-1(p) for p in (0, 1): bisection on Phi(x) = erfc(-x / sqrt 2) / 2 to double precision. */
@@ -183,16 +174,12 @@ int cmd_manifold(int argc, char **argv) {
   image_opts o;
   img_defaults(&o, "manifold", "manifold.png");
   o.grid = 20;
-  int rc = img_parse(argc, argv, F_GRID | F_SCALE | F_LABEL, &o, help_manifold);
-  if (rc) return rc < 0 ? 0 : rc;
   cuvae_inference inf;
-  if ((rc = img_open_model(&o, 0, &inf))) return rc;
-  if (inf.model.latent != 2) {
-    fprintf(stderr, "error: manifold needs a model with a 2-D latent space; %s has Z = %zu (latent-plot and "
-            "traverse work for any Z)\n", o.ckpt, inf.model.latent);
-    cuvae_inference_close(&inf);
-    return CUVAE_EXIT_USAGE;
-  }
+  int rc = img_begin(argc, argv, F_GRID | F_SCALE | F_LABEL, help_manifold, 0, &o, &inf);
+  if (rc) return rc < 0 ? 0 : rc;
+  if (inf.model.latent != 2)
+    return img_close(&inf, img_usage_error("manifold needs a model with a 2-D latent space; %s has Z = %zu "
+                                           "(latent-plot and traverse work for any Z)", o.ckpt, inf.model.latent));
   const int G = o.grid;
   float *z = malloc((size_t)G * (size_t)G * 2 * sizeof *z);
   if (!z) {

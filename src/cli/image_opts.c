@@ -45,6 +45,61 @@ int img_parse_int(const char *flag, const char *v, int lo, int hi, int *out) {
   return 0;
 }
 
+/* The values that are more than an integer in a range: 0, or CUVAE_EXIT_USAGE after a message. */
+static int parse_seed(const char *v, image_opts *o) {
+  char *end;
+  errno = 0;
+  o->seed = strtoull(v, &end, 0);
+  if (end == v || *end || errno || *v == '-') return img_usage_error("--seed '%s': expected a non-negative integer", v);
+  o->have_seed = 1;
+  return 0;
+}
+
+static int parse_split(const char *v, image_opts *o) {
+  if (strcmp(v, "test") == 0)
+    o->split = CUVAE_SPLIT_TEST;
+  else if (strcmp(v, "train") == 0)
+    o->split = CUVAE_SPLIT_TRAIN;
+  else
+    return img_usage_error("--split '%s': expected test or train", v);
+  return 0;
+}
+
+static int parse_pair(const char *v, image_opts *o) {
+  char first[32];
+  const char *comma = strchr(v, ',');
+  if (!comma || (size_t)(comma - v) >= sizeof first)
+    return img_usage_error("--pair '%s': expected two example indices I,J (e.g. --pair 0,1)", v);
+  memcpy(first, v, (size_t)(comma - v));
+  first[comma - v] = '\0';
+  if (img_parse_ll("--pair (first index)", first, 0, INT32_MAX, &o->pair_i) ||
+      img_parse_ll("--pair (second index)", comma + 1, 0, INT32_MAX, &o->pair_j))
+    return CUVAE_EXIT_USAGE;
+  return 0;
+}
+
+static int parse_range(const char *v, image_opts *o) {
+  char *end;
+  o->range = strtod(v, &end);
+  if (end == v || *end || !isfinite(o->range) || o->range <= 0 || o->range > 100)
+    return img_usage_error("--range '%s': expected a number in (0, 100]", v);
+  return 0;
+}
+
+/* A word that is no flag of the command: the CHECKPOINT, or an error. */
+static int take_positional(const char *a, image_opts *o) {
+  if (a[0] == '-') {
+    fprintf(stderr, "error: unknown option '%s' for %s (see cuvae %s --help)\n", a, o->cmd, o->cmd);
+    return CUVAE_EXIT_USAGE;
+  }
+  if (o->ckpt) {
+    fprintf(stderr, "error: %s takes one CHECKPOINT, got '%s' and '%s'\n", o->cmd, o->ckpt, a);
+    return CUVAE_EXIT_USAGE;
+  }
+  o->ckpt = a;
+  return 0;
+}
+
 /* Returns 0 to go on, -1 after --help (exit 0), or CUVAE_EXIT_USAGE. */
 int img_parse(int argc, char **argv, unsigned flags, image_opts *o, void (*help)(void)) {
   const char *v;
@@ -63,29 +118,11 @@ int img_parse(int argc, char **argv, unsigned flags, image_opts *o, void (*help)
     } else if (!missing && (flags & F_N) && (v = cli_flag_value(argc, argv, &i, "--n", &missing))) {
       rc = img_parse_int("--n", v, 1, MAX_N, &o->n);
     } else if (!missing && (flags & F_SEED) && (v = cli_flag_value(argc, argv, &i, "--seed", &missing))) {
-      char *end;
-      errno = 0;
-      o->seed = strtoull(v, &end, 0);
-      if (end == v || *end || errno || *v == '-')
-        return img_usage_error("--seed '%s': expected a non-negative integer", v);
-      o->have_seed = 1;
+      rc = parse_seed(v, o);
     } else if (!missing && (flags & F_SPLIT) && (v = cli_flag_value(argc, argv, &i, "--split", &missing))) {
-      if (strcmp(v, "test") == 0)
-        o->split = CUVAE_SPLIT_TEST;
-      else if (strcmp(v, "train") == 0)
-        o->split = CUVAE_SPLIT_TRAIN;
-      else
-        return img_usage_error("--split '%s': expected test or train", v);
+      rc = parse_split(v, o);
     } else if (!missing && (flags & F_PAIR) && (v = cli_flag_value(argc, argv, &i, "--pair", &missing))) {
-      char first[32];
-      const char *comma = strchr(v, ',');
-      if (!comma || (size_t)(comma - v) >= sizeof first)
-        return img_usage_error("--pair '%s': expected two example indices I,J (e.g. --pair 0,1)", v);
-      memcpy(first, v, (size_t)(comma - v));
-      first[comma - v] = '\0';
-      if (img_parse_ll("--pair (first index)", first, 0, INT32_MAX, &o->pair_i) ||
-          img_parse_ll("--pair (second index)", comma + 1, 0, INT32_MAX, &o->pair_j))
-        return CUVAE_EXIT_USAGE;
+      rc = parse_pair(v, o);
     } else if (!missing && (flags & F_STEPS) && (v = cli_flag_value(argc, argv, &i, "--steps", &missing))) {
       rc = img_parse_int("--steps", v, 2, MAX_STEPS, &o->steps);
     } else if ((flags & F_SPHERICAL) && strcmp(a, "--spherical") == 0) {
@@ -95,10 +132,7 @@ int img_parse(int argc, char **argv, unsigned flags, image_opts *o, void (*help)
     } else if (!missing && (flags & F_DIMS) && (v = cli_flag_value(argc, argv, &i, "--dims", &missing))) {
       rc = img_parse_int("--dims", v, 1, 1 << 20, &o->dims);
     } else if (!missing && (flags & F_RANGE) && (v = cli_flag_value(argc, argv, &i, "--range", &missing))) {
-      char *end;
-      o->range = strtod(v, &end);
-      if (end == v || *end || !isfinite(o->range) || o->range <= 0 || o->range > 100)
-        return img_usage_error("--range '%s': expected a number in (0, 100]", v);
+      rc = parse_range(v, o);
     } else if (!missing && (flags & F_GRID) && (v = cli_flag_value(argc, argv, &i, "--grid", &missing))) {
       rc = img_parse_int("--grid", v, 2, MAX_GRID, &o->grid);
     } else if (!missing && (flags & F_SCALE) && (v = cli_flag_value(argc, argv, &i, "--scale", &missing))) {
@@ -109,16 +143,8 @@ int img_parse(int argc, char **argv, unsigned flags, image_opts *o, void (*help)
       rc = img_parse_int("--width", v, 160, 8192, &o->width);
     } else if (!missing && (flags & F_SIZE) && (v = cli_flag_value(argc, argv, &i, "--height", &missing))) {
       rc = img_parse_int("--height", v, 160, 8192, &o->height);
-    } else if (missing) {
-      return CUVAE_EXIT_USAGE;
-    } else if (a[0] == '-') {
-      fprintf(stderr, "error: unknown option '%s' for %s (see cuvae %s --help)\n", a, o->cmd, o->cmd);
-      return CUVAE_EXIT_USAGE;
-    } else if (o->ckpt) {
-      fprintf(stderr, "error: %s takes one CHECKPOINT, got '%s' and '%s'\n", o->cmd, o->ckpt, a);
-      return CUVAE_EXIT_USAGE;
     } else {
-      o->ckpt = a;
+      rc = missing ? CUVAE_EXIT_USAGE : take_positional(a, o);
     }
     if (rc) return rc;
   }
@@ -127,6 +153,28 @@ int img_parse(int argc, char **argv, unsigned flags, image_opts *o, void (*help)
     return CUVAE_EXIT_USAGE;
   }
   return 0;
+}
+
+void img_help_options(unsigned flags, const char *out_default) {
+  printf("  --out FILE     the PNG to write (default %s)\n", out_default);
+  if (flags & F_SPLIT) printf("  --split S      test (default) or train\n");
+  if (flags & F_SIZE)
+    printf("  --width W      picture width in pixels, 160..8192 (default 800)\n"
+           "  --height H     picture height in pixels, 160..8192 (default 640)\n");
+  if (flags & F_SCALE) printf("  --scale P      pixels per data pixel, 1..%d; 0 (default) automatic\n", MAX_SCALE);
+  printf("  --device D     auto (default), cpu or cuda\n"
+         "  -h, --help     this help\n");
+}
+
+int img_begin(int argc, char **argv, unsigned flags, void (*help)(void), int need_data, image_opts *o,
+              cuvae_inference *inf) {
+  const int rc = img_parse(argc, argv, flags, o, help);
+  return rc ? rc : img_open_model(o, need_data, inf);
+}
+
+int img_close(cuvae_inference *inf, int rc) {
+  cuvae_inference_close(inf);
+  return rc;
 }
 
 void img_defaults(image_opts *o, const char *cmd, const char *out) {

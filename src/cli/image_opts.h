@@ -34,6 +34,15 @@ int img_parse_ll(const char *flag, const char *v, long long lo, long long hi, lo
 int img_parse_int(const char *flag, const char *v, int lo, int hi, int *out);
 /* The command line (the flags in `flags` are accepted): 0 to go on, -1 after --help (exit 0), or CUVAE_EXIT_USAGE. */
 int img_parse(int argc, char **argv, unsigned flags, image_opts *o, void (*help)(void));
+/* The help lines of the options the picture commands share, in this order: --out FILE (its default out_default),
+ * --split (F_SPLIT), --width and --height (F_SIZE), --scale (F_SCALE), --device, -h. */
+void img_help_options(unsigned flags, const char *out_default);
+/* A picture command's start: img_parse, then img_open_model. 0 to go on with inf open, -1 after --help (exit 0), or
+ * the exit code after a message. */
+int img_begin(int argc, char **argv, unsigned flags, void (*help)(void), int need_data, image_opts *o,
+              cuvae_inference *inf);
+/* Closes inf and returns rc, e.g. `return img_close(&inf, img_usage_error(...))`. */
+int img_close(cuvae_inference *inf, int rc);
 void img_defaults(image_opts *o, const char *cmd, const char *out);
 const char *img_split_name(int split);
 /* Opens the checkpoint (with its `o->split` when need_data) and checks --label against the model; 0 or an exit code. */

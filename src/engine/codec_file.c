@@ -35,70 +35,92 @@ static int codec_labels(const cuvae_inference *inf, const char *labels_path, siz
   return cuvae_backend_check_labels(&inf->model, *labels, n, labels_path);
 }
 
-int cuvae_encode_file(const char *checkpoint_path, const char *device, const char *data_path, const char *labels_path,
-                      const char *out_path, cuvae_codec_info *info) {
-  if (!data_path || !out_path) return cuvae_error("encode: need an input and an output path");
-  cuvae_inference inf;
-  cuvae_dataset ds;
-  memset(&ds, 0, sizeof ds);
-  if (cuvae_inference_open(&inf, checkpoint_path, device ? device : "auto", CUVAE_SPLIT_NONE)) return -1;
-  int rc = cuvae_dataset_load(&ds, data_path, NULL);
-  const size_t D = inf.model.input_dim, Z2 = 2 * inf.model.latent;
-  if (rc == 0 && ds.dim != D)
-    rc = cuvae_error("%s: has %zu features per row, but the model in %s takes D = %zu", data_path, ds.dim,
-                     checkpoint_path, D);
-  float *mulv = NULL;
-  if (rc == 0 && ds.n > SIZE_MAX / sizeof(float) / Z2) rc = cuvae_error("%s: too many rows", data_path);
-  if (rc == 0 && !(mulv = malloc(ds.n * Z2 * sizeof *mulv)))
-    rc = cuvae_error("%s: out of memory for %zu x %zu outputs", out_path, ds.n, Z2);
+typedef int (*codec_op)(cuvae_backend *be, const float *in, const int32_t *labels, size_t n, float *out);
+
+/* Runs the backend's encode or decode (op) on the n rows of `in` (read from in_path) and writes the n x cols result
+ * to out_path as a float32 .npy. */
+static int codec_run(const cuvae_inference *inf, codec_op op, const float *in, size_t n, size_t cols,
+                     const char *in_path, const char *labels_path, const char *out_path, cuvae_codec_info *info) {
+  float *out = NULL;
+  int rc = 0;
+  if (n > SIZE_MAX / sizeof(float) / cols) rc = cuvae_error("%s: too many rows", in_path);
+  if (rc == 0 && !(out = malloc(n * cols * sizeof *out)))
+    rc = cuvae_error("%s: out of memory for %zu x %zu outputs", out_path, n, cols);
   int32_t *labels = NULL;
-  if (rc == 0) rc = codec_labels(&inf, labels_path, ds.n, data_path, &labels);
-  if (rc == 0) rc = inf.be->encode(inf.be, ds.x, labels, ds.n, mulv);
+  if (rc == 0) rc = codec_labels(inf, labels_path, n, in_path, &labels);
+  if (rc == 0) rc = op(inf->be, in, labels, n, out);
   free(labels);
   if (rc == 0) {
-    const size_t shape[2] = {ds.n, Z2};
-    rc = cuvae_npy_write_f32(out_path, mulv, 2, shape);
+    const size_t shape[2] = {n, cols};
+    rc = cuvae_npy_write_f32(out_path, out, 2, shape);
   }
-  if (rc == 0) fill_info(info, &inf, ds.n, Z2);
-  free(mulv);
-  cuvae_dataset_free(&ds);
+  if (rc == 0) fill_info(info, inf, n, cols);
+  free(out);
+  return rc;
+}
+
+/* The rows encode / decode read: data rows (a data set file) or latent vectors (a .npy). */
+typedef struct codec_input {
+  cuvae_dataset ds;
+  cuvae_array z;
+  const float *rows;
+  size_t n;
+} codec_input;
+
+/* Data rows of the model's input dimension D, from any file cuvae_dataset_load reads. */
+static int read_data_rows(codec_input *in, const char *path, const char *checkpoint_path, size_t D) {
+  if (cuvae_dataset_load(&in->ds, path, NULL)) return -1;
+  if (in->ds.dim != D)
+    return cuvae_error("%s: has %zu features per row, but the model in %s takes D = %zu", path, in->ds.dim,
+                       checkpoint_path, D);
+  in->rows = in->ds.x;
+  in->n = in->ds.n;
+  return 0;
+}
+
+/* Latent vectors: a 2-D floating-point .npy of Z columns. */
+static int read_latent_rows(codec_input *in, const char *path, const char *checkpoint_path, size_t Z) {
+  const cuvae_array *z = &in->z;
+  if (cuvae_npy_read(path, &in->z)) return -1;
+  if (z->dtype != CUVAE_DTYPE_F32)
+    return cuvae_error("%s: latent vectors must be floating point (f2, f4 or f8), not integers", path);
+  if (z->ndim != 2)
+    return cuvae_error("%s: expected a 2-D array [N, Z] of latent vectors, got %d dimension%s", path, z->ndim,
+                       z->ndim == 1 ? "" : "s");
+  if (z->shape[1] != Z)
+    return cuvae_error("%s: has %zu columns, but the model in %s has latent size Z = %zu", path, z->shape[1],
+                       checkpoint_path, Z);
+  in->rows = (const float *)z->data;
+  in->n = z->shape[0];
+  return 0;
+}
+
+/* encode (decode = 0) or decode (decode = 1) of a file's rows through the checkpoint's backend. */
+static int codec_file(const char *checkpoint_path, const char *device, const char *in_path, const char *labels_path,
+                      const char *out_path, cuvae_codec_info *info, int decode) {
+  if (!in_path || !out_path) return cuvae_error("%s: need an input and an output path", decode ? "decode" : "encode");
+  cuvae_inference inf;
+  if (cuvae_inference_open(&inf, checkpoint_path, device ? device : "auto", CUVAE_SPLIT_NONE)) return -1;
+  const size_t D = inf.model.input_dim, Z = inf.model.latent;
+  codec_input in;
+  memset(&in, 0, sizeof in);
+  int rc = decode ? read_latent_rows(&in, in_path, checkpoint_path, Z)
+                  : read_data_rows(&in, in_path, checkpoint_path, D);
+  if (rc == 0)
+    rc = codec_run(&inf, decode ? inf.be->decode : inf.be->encode, in.rows, in.n, decode ? D : 2 * Z, in_path,
+                   labels_path, out_path, info);
+  cuvae_dataset_free(&in.ds);
+  cuvae_array_free(&in.z);
   cuvae_inference_close(&inf);
   return rc;
 }
 
+int cuvae_encode_file(const char *checkpoint_path, const char *device, const char *data_path, const char *labels_path,
+                      const char *out_path, cuvae_codec_info *info) {
+  return codec_file(checkpoint_path, device, data_path, labels_path, out_path, info, 0);
+}
+
 int cuvae_decode_file(const char *checkpoint_path, const char *device, const char *z_path, const char *labels_path,
                       const char *out_path, cuvae_codec_info *info) {
-  if (!z_path || !out_path) return cuvae_error("decode: need an input and an output path");
-  cuvae_inference inf;
-  cuvae_array z;
-  memset(&z, 0, sizeof z);
-  if (cuvae_inference_open(&inf, checkpoint_path, device ? device : "auto", CUVAE_SPLIT_NONE)) return -1;
-  const size_t D = inf.model.input_dim, Z = inf.model.latent;
-  int rc = cuvae_npy_read(z_path, &z);
-  if (rc == 0 && z.dtype != CUVAE_DTYPE_F32)
-    rc = cuvae_error("%s: latent vectors must be floating point (f2, f4 or f8), not integers", z_path);
-  if (rc == 0 && z.ndim != 2)
-    rc = cuvae_error("%s: expected a 2-D array [N, Z] of latent vectors, got %d dimension%s", z_path, z.ndim,
-                     z.ndim == 1 ? "" : "s");
-  if (rc == 0 && z.shape[1] != Z)
-    rc = cuvae_error("%s: has %zu columns, but the model in %s has latent size Z = %zu", z_path, z.shape[1],
-                     checkpoint_path, Z);
-  float *mean = NULL;
-  const size_t n = rc == 0 ? z.shape[0] : 0;
-  if (rc == 0 && n > SIZE_MAX / sizeof(float) / D) rc = cuvae_error("%s: too many rows", z_path);
-  if (rc == 0 && !(mean = malloc(n * D * sizeof *mean)))
-    rc = cuvae_error("%s: out of memory for %zu x %zu outputs", out_path, n, D);
-  int32_t *labels = NULL;
-  if (rc == 0) rc = codec_labels(&inf, labels_path, n, z_path, &labels);
-  if (rc == 0) rc = inf.be->decode(inf.be, (const float *)z.data, labels, n, mean);
-  free(labels);
-  if (rc == 0) {
-    const size_t shape[2] = {n, D};
-    rc = cuvae_npy_write_f32(out_path, mean, 2, shape);
-  }
-  if (rc == 0) fill_info(info, &inf, n, D);
-  free(mean);
-  cuvae_array_free(&z);
-  cuvae_inference_close(&inf);
-  return rc;
+  return codec_file(checkpoint_path, device, z_path, labels_path, out_path, info, 1);
 }

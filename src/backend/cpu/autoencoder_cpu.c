@@ -5,43 +5,41 @@
 
 #include "cuvae/cpu.h"
 #include "parallel.h"
+#include "row_sum.h"
 #include "simd_math.h"
 
-enum { ROW_CHUNK = 256 };  /* per-element squared errors are summed in double one chunk at a time */
-
-/* One row of the reconstruction error, xhat = sigmoid(out) (sigmoid_out) or out:
+/* The reconstruction error, xhat = sigmoid(out) (sigmoid_out) or out:
  *   err = sum_d (x_d - xhat_d)^2;  d err / d out_d = 2 (xhat_d - x_d) * (sigmoid_out ? xhat_d (1 - xhat_d) : 1).
  * sigmoid(l) in the stable form of the Bernoulli decoder, with e = exp(-|l|): 1 / (1 + e) for l >= 0, else
- * e / (1 + e). The float expressions are those of the CUDA kernel; the chunk's squares are added in double in index
- * order. g (may be NULL) receives scale * the gradient. Returns the row's error. */
+ * e / (1 + e). The float expressions are those of the CUDA kernel. The chunk functions get two_scale = 2 * scale
+ * and write the squares into sq (row_sum.h adds them in double in index order). */
 CUVAE_VECTOR_CLONES
+static void squared_error_sigmoid_terms(const float *restrict out, const float *restrict x, float *restrict g,
+                                               float two_scale, float *restrict sq, int n) {
+  CUVAE_SIMD
+  for (int d = 0; d < n; d++) {
+    const float e = expf(-fabsf(out[d]));
+    const float xhat = (out[d] >= 0.0f ? 1.0f : e) / (1.0f + e), r = xhat - x[d];
+    sq[d] = r * r;
+    if (g) g[d] = two_scale * r * (xhat * (1.0f - xhat));
+  }
+}
+
+CUVAE_VECTOR_CLONES
+static void squared_error_terms(const float *restrict out, const float *restrict x, float *restrict g,
+                                       float two_scale, float *restrict sq, int n) {
+  for (int d = 0; d < n; d++) {
+    const float r = out[d] - x[d];
+    sq[d] = r * r;
+    if (g) g[d] = two_scale * r;
+  }
+}
+
+/* One row's error; g (may be NULL) receives scale * the gradient. */
 static double squared_error_row(const float *restrict out, const float *restrict x, int sigmoid_out,
                                 float *restrict g, float scale, int D) {
-  const float two_scale = 2.0f * scale;
-  float sq[ROW_CHUNK];
-  double err = 0.0;
-  for (int d0 = 0; d0 < D; d0 += ROW_CHUNK) {
-    const int n = D - d0 < ROW_CHUNK ? D - d0 : ROW_CHUNK;
-    const float *oc = out + d0, *xc = x + d0;
-    float *gc = g ? g + d0 : NULL;
-    if (sigmoid_out) {
-      CUVAE_SIMD
-      for (int d = 0; d < n; d++) {
-        const float e = expf(-fabsf(oc[d]));
-        const float xhat = (oc[d] >= 0.0f ? 1.0f : e) / (1.0f + e), r = xhat - xc[d];
-        sq[d] = r * r;
-        if (gc) gc[d] = two_scale * r * (xhat * (1.0f - xhat));
-      }
-    } else {
-      for (int d = 0; d < n; d++) {
-        const float r = oc[d] - xc[d];
-        sq[d] = r * r;
-        if (gc) gc[d] = two_scale * r;
-      }
-    }
-    for (int d = 0; d < n; d++) err += sq[d];
-  }
-  return err;
+  if (sigmoid_out) return row_sum(squared_error_sigmoid_terms, out, x, g, 2.0f * scale, D);
+  return row_sum(squared_error_terms, out, x, g, 2.0f * scale, D);
 }
 
 void squared_error_grad_cpu(const float *out, const float *x, int sigmoid_out, float *err_row, float *dout,

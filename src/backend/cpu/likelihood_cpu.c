@@ -4,41 +4,36 @@
 
 #include "cuvae/cpu.h"
 #include "parallel.h"
+#include "row_sum.h"
 #include "simd_math.h"
 
 #define LOG_2PI 1.8378770664093454836  /* log(2 pi) */
 
-enum { ROW_CHUNK = 256 };  /* per-element terms are summed in double one chunk at a time */
-
 /* -log p(x|z) = sum_d softplus(l_d) - x_d l_d;  d/dl = sigmoid(l) - x.
  * Stable forms sharing one exponential e = exp(-|l|) (never overflows):
  *   softplus(l) = max(l, 0) + log1p(e);  sigmoid(l) = 1 / (1 + e) for l >= 0, e / (1 + e) for l < 0.
- * max(l, 0) is written (l + |l|) / 2 (exact) so the loop vectorises; the terms of a chunk are computed in one
- * vector loop, then added in double in index order. Returns the row's NLL. */
+ * max(l, 0) is written (l + |l|) / 2 (exact) so the loop vectorises. One chunk's terms; row_sum.h adds them in
+ * double in index order. */
 CUVAE_VECTOR_CLONES
+static void bernoulli_terms(const float *restrict l, const float *restrict x, float *restrict g, float scale,
+                                   float *restrict term, int n) {
+  if (g) {
+    CUVAE_SIMD
+    for (int d = 0; d < n; d++) {
+      const float e = expf(-fabsf(l[d]));
+      term[d] = 0.5f * (l[d] + fabsf(l[d])) + log1pf(e) - x[d] * l[d];
+      g[d] = scale * ((l[d] >= 0.0f ? 1.0f : e) / (1.0f + e) - x[d]);
+    }
+  } else {
+    CUVAE_SIMD
+    for (int d = 0; d < n; d++) term[d] = 0.5f * (l[d] + fabsf(l[d])) + log1pf(expf(-fabsf(l[d]))) - x[d] * l[d];
+  }
+}
+
+/* One row's NLL; g (may be NULL) receives scale * the gradient. */
 static double bernoulli_row(const float *restrict l, const float *restrict x, float *restrict g, float scale,
                             int D) {
-  float term[ROW_CHUNK];
-  double nll = 0.0;
-  for (int d0 = 0; d0 < D; d0 += ROW_CHUNK) {
-    const int n = D - d0 < ROW_CHUNK ? D - d0 : ROW_CHUNK;
-    const float *lc = l + d0, *xc = x + d0;
-    float *gc = g ? g + d0 : NULL;
-    if (gc) {
-      CUVAE_SIMD
-      for (int d = 0; d < n; d++) {
-        const float e = expf(-fabsf(lc[d]));
-        term[d] = 0.5f * (lc[d] + fabsf(lc[d])) + log1pf(e) - xc[d] * lc[d];
-        gc[d] = scale * ((lc[d] >= 0.0f ? 1.0f : e) / (1.0f + e) - xc[d]);
-      }
-    } else {
-      CUVAE_SIMD
-      for (int d = 0; d < n; d++)
-        term[d] = 0.5f * (lc[d] + fabsf(lc[d])) + log1pf(expf(-fabsf(lc[d]))) - xc[d] * lc[d];
-    }
-    for (int d = 0; d < n; d++) nll += term[d];
-  }
-  return nll;
+  return row_sum(bernoulli_terms, l, x, g, scale, D);
 }
 
 void bernoulli_nll_grad_cpu(const float *logits, const float *x, float *nll_row, float *dlogits, float scale,

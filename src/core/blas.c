@@ -1,3 +1,4 @@
+/* OpenBLAS kernels and OpenMP idle waits chosen before the program runs, and their description (cuvae/blas.h). */
 #include "cuvae/blas.h"
 
 #include <cblas.h>

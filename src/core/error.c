@@ -1,3 +1,4 @@
+/* The library's last error message, one per thread (include/cuvae/error.h). */
 #include "cuvae/error.h"
 
 #include <stdarg.h>

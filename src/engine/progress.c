@@ -1,3 +1,4 @@
+/* The training progress display (progress.h): a bar redrawn in place on a terminal, plain lines otherwise. */
 #include "progress.h"
 
 #include <stdarg.h>

@@ -1,6 +1,7 @@
 // kernels/reduce.cu: sum_cuda, the deterministic loss reduction, against a double sum on the host, at n from 1 to
 // 1e7 (around the block size 1024 and far from its multiples); exactness on integers, determinism, argument
-// validation and CUDA-graph capture. Runs emulated (label emu) and natively (label gpu).
+// validation and CUDA-graph capture; block_sum (kernels/block_reduce.cuh) called twice in a row on one shared
+// buffer. Runs emulated (label emu) and natively (label gpu).
 #include "cuda_compat.h"
 // (cuda_compat.h first: under emulation it stands in for cuda_runtime.h)
 #include "device_vec.h"
@@ -15,6 +16,7 @@
 #include <random>
 #include <vector>
 
+#include "block_reduce.cuh"
 #include "cuvae/cpu.h"
 #include "cuvae_kernels.h"
 
@@ -149,6 +151,42 @@ TEST(KernelReduce, GraphReplayEqualsEager) {
   CUDA_OK(cudaGraphExecDestroy(exec));
   CUDA_OK(cudaGraphDestroy(graph));
   CUDA_OK(cudaStreamDestroy(stream));
+}
+
+// block_sum twice in a row on the same warp_sums, with different values, so a second call's write that overtook
+// the first call's read by warp 0 would change the first total. The values are small integers, so both totals are
+// exact: out[2b] = sum v, out[2b + 1] = sum (2 v + 1).
+__global__ void block_sum_twice_kernel(const float *x, float *out) {
+  __shared__ float warp_sums[32];
+  const float v = x[(size_t)blockIdx.x * blockDim.x + threadIdx.x];
+  const float first = block_sum(v, warp_sums);
+  const float second = block_sum(2.0f * v + 1.0f, warp_sums);
+  if (threadIdx.x == 0) out[2 * blockIdx.x] = first, out[2 * blockIdx.x + 1] = second;
+}
+
+// Without block_sum's trailing barrier, warp w > 0 can leave the first call, sum its lanes in the second and write
+// warp_sums[w] before warp 0 has read the first value there: a GPU may then return a wrong first total (and
+// compute-sanitizer's racecheck reports the hazard). The emulation cannot show this race: after a barrier it
+// resumes the block's threads in index order, so warp 0 reads every warp_sums entry before any other warp runs
+// again (docs/CUDA_EMULATION.md, "How it runs"). Under the emulation this test checks the two totals only; on a
+// GPU, 512 blocks of 1024 threads give the race many chances.
+TEST(KernelReduce, BlockSumTwiceInARow) {
+  const int kBlocks = 512, kThreads = 1024;
+  std::vector<float> x((size_t)kBlocks * kThreads);
+  std::mt19937 rng(60u);
+  std::uniform_int_distribution<int> dist(-8, 8);
+  for (float &v : x) v = (float)dist(rng);
+  DeviceVec<float> dx(x), out(2 * kBlocks);
+  CUVAE_LAUNCH(block_sum_twice_kernel, kBlocks, kThreads, 0, 0, dx.p, out.p);
+  CUDA_OK(cudaGetLastError());
+  CUDA_OK(cudaDeviceSynchronize());
+  const std::vector<float> got = out.get();
+  for (int b = 0; b < kBlocks; b++) {
+    long long sum = 0;  // |partial sums| <= 17 * 1024 < 2^24: every float addition is exact
+    for (int t = 0; t < kThreads; t++) sum += (long long)x[(size_t)b * kThreads + t];
+    ASSERT_EQ((float)sum, got[2 * b]) << "block " << b << ": first total";
+    ASSERT_EQ((float)(2 * sum + kThreads), got[2 * b + 1]) << "block " << b << ": second total";
+  }
 }
 
 }  // namespace

@@ -15,6 +15,9 @@ constexpr int kElemBlock = 256;      // elementwise kernels: threads per block
 constexpr int kElemMaxGrid = 1024;   // 1024 x 256 threads ~ one full wave on A100/H100; grid-stride beyond
 constexpr int kGradCols = 32;        // bias_grad: columns per block (one warp wide, coalesced row reads)
 constexpr int kGradRows = 8;         // bias_grad: threads per column, each summing every 8th row
+constexpr int kGradUnroll = 8;       // bias_grad: rows a thread loads before adding them
+constexpr int kGradTargetBlocks = 1024;  // bias_grad: stage-1 blocks the batch split aims for
+constexpr int kGradMinRows = 64;     // bias_grad: rows per slice, at least (8 per thread)
 
 int elem_grid(size_t total) {
   const size_t blocks = (total + kElemBlock - 1) / kElemBlock;
@@ -56,25 +59,62 @@ __global__ void bias_act_backward_kernel(const float *y, float *dy, size_t total
   }
 }
 
-// Bias gradient: db[j] = sum_r dy[r][j] (column sums of the [B][n] pre-activation gradient).
-// Blocks of kGradCols x kGradRows threads (32 x 8); grid.x covers the columns, 32 per block. Thread (tx, ty)
-// sums rows ty, ty + 8, ty + 16, ... of column blockIdx.x * 32 + tx in float, in row order; the 8 partial sums
-// of a column are then added by a fixed tree in shared memory (4, 2, 1). The order depends only on B, so the
-// result is deterministic (bitwise the same every run, no atomics). A warp reads 32 consecutive floats of a row.
-__global__ void bias_grad_kernel(const float *dy, float *db, int B, int n) {
+// The batch split of bias_grad: stage 1 runs ceil(n / 32) x slices blocks, slice s taking rows
+// [s * slice_rows, min(B, (s + 1) * slice_rows)). Narrow layers have few column blocks, so the rows are split until
+// about kGradTargetBlocks blocks exist, each thread keeping at least kGradMinRows / kGradRows rows, and slices * n
+// partial sums fitting the scratch. A function of (B, n) alone: the summation order never depends on the device.
+struct GradSplit {
+  int slices, slice_rows;
+};
+
+GradSplit grad_split(int B, int n) {
+  const int col_blocks = (n + kGradCols - 1) / kGradCols;
+  int slices = (kGradTargetBlocks + col_blocks - 1) / col_blocks;
+  const int by_rows = (B + kGradMinRows - 1) / kGradMinRows, by_scratch = CUVAE_SUM_SQUARES_PARTIALS / n;
+  if (slices > by_rows) slices = by_rows;
+  if (slices > by_scratch) slices = by_scratch;
+  if (slices < 2) return GradSplit{1, B};
+  const int rows = ((B + slices - 1) / slices + kGradRows - 1) / kGradRows * kGradRows;  // whole rounds of 8 rows
+  return GradSplit{(B + rows - 1) / rows, rows};
+}
+
+// Bias gradient: db[j] = sum_r dy[r][j] (column sums of the [B][n] pre-activation gradient), stage 1.
+// Blocks of kGradCols x kGradRows threads (32 x 8); blockIdx.x covers the columns, 32 per block, blockIdx.y the
+// row slices. Thread (tx, ty) sums rows r0 + ty, r0 + ty + 8, ... < r1 of column blockIdx.x * 32 + tx in float, in
+// row order, loading kGradUnroll rows before adding them (the same order, more loads in flight); the 8 partial sums
+// of a column are then added by a fixed tree in shared memory (4, 2, 1). With one slice the column's sum goes to
+// db, else to out[slice][col] for bias_grad_finish_kernel. A warp reads 32 consecutive floats of a row.
+__global__ void bias_grad_kernel(const float *dy, float *out, int B, int n, int slice_rows) {
   __shared__ float partial[kGradRows][kGradCols];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int col = blockIdx.x * kGradCols + tx;
+  const int r0 = blockIdx.y * slice_rows, r1 = B - r0 < slice_rows ? B : r0 + slice_rows;
   float acc = 0.0f;
-  if (col < n)
-    for (int r = ty; r < B; r += kGradRows) acc += dy[(size_t)r * n + col];
+  if (col < n) {
+    int r = r0 + ty;
+    for (; r + (kGradUnroll - 1) * kGradRows < r1; r += kGradUnroll * kGradRows) {
+      float t[kGradUnroll];  // constant trip counts: nvcc unrolls both loops, t stays in registers
+      for (int u = 0; u < kGradUnroll; u++) t[u] = dy[(size_t)(r + u * kGradRows) * n + col];
+      for (int u = 0; u < kGradUnroll; u++) acc += t[u];
+    }
+    for (; r < r1; r += kGradRows) acc += dy[(size_t)r * n + col];
+  }
   partial[ty][tx] = acc;
   __syncthreads();  // every thread, also those of columns >= n, reaches every barrier
   for (int half = kGradRows / 2; half > 0; half /= 2) {
     if (ty < half) partial[ty][tx] += partial[ty + half][tx];
     __syncthreads();
   }
-  if (ty == 0 && col < n) db[col] = partial[0][tx];
+  if (ty == 0 && col < n) out[(size_t)blockIdx.y * n + col] = partial[0][tx];
+}
+
+// Stage 2 of a split bias_grad: db[j] = sum_s part[s][j], s = 0, 1, ..., slices - 1 in order (one thread per column).
+__global__ void bias_grad_finish_kernel(const float *part, float *db, int n, int slices) {
+  for (int col = blockIdx.x * blockDim.x + threadIdx.x; col < n; col += gridDim.x * blockDim.x) {
+    float acc = part[col];
+    for (int s = 1; s < slices; s++) acc += part[(size_t)s * n + col];
+    db[col] = acc;
+  }
 }
 
 }  // namespace
@@ -100,9 +140,16 @@ extern "C" cudaError_t bias_act_backward_cuda(const float *y, float *dy, int B, 
   return cudaGetLastError();
 }
 
-extern "C" cudaError_t bias_grad_cuda(const float *dy, float *db, int B, int n, cudaStream_t stream) {
-  if (!dy || !db || B < 1 || n < 1) return cudaErrorInvalidValue;
-  const int grid = (n + kGradCols - 1) / kGradCols;
-  CUVAE_LAUNCH(bias_grad_kernel, grid, dim3(kGradCols, kGradRows), 0, stream, dy, db, B, n);
+extern "C" cudaError_t bias_grad_cuda(const float *dy, float *db, float *scratch, int B, int n,
+                                      cudaStream_t stream) {
+  if (!dy || !db || !scratch || B < 1 || n < 1) return cudaErrorInvalidValue;
+  const GradSplit split = grad_split(B, n);
+  const dim3 grid((unsigned)((n + kGradCols - 1) / kGradCols), (unsigned)split.slices);
+  float *out = split.slices > 1 ? scratch : db;
+  CUVAE_LAUNCH(bias_grad_kernel, grid, dim3(kGradCols, kGradRows), 0, stream, dy, out, B, n, split.slice_rows);
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess || split.slices == 1) return e;
+  CUVAE_LAUNCH(bias_grad_finish_kernel, (n + kElemBlock - 1) / kElemBlock, kElemBlock, 0, stream, scratch, db, n,
+               split.slices);
   return cudaGetLastError();
 }

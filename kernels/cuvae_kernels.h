@@ -31,12 +31,14 @@ cudaError_t gaussian_nll_grad_cuda(const float *f, const float *x, float sigma, 
                                    float scale, int B, int D, cudaStream_t stream);
 
 /* bias_act.cu -- twins of bias_act_forward_cpu / bias_act_backward_cpu and of the bias gradient in
- * dense_backward_cpu: y = act(y + b); dy *= act'(y); db[j] = sum_b dy[b][j] (overwritten; fixed summation order,
- * so deterministic). */
+ * dense_backward_cpu: y = act(y + b); dy *= act'(y); db[j] = sum_b dy[b][j] (overwritten; fixed summation order
+ * for given B and n, so deterministic). bias_grad splits the rows of narrow layers over more blocks and adds the
+ * slices' partial sums in a second launch, through scratch: CUVAE_SUM_SQUARES_PARTIALS floats of device scratch
+ * (the buffer sum_squares_cuda takes may serve both: launches on one stream use it in turn). */
 cudaError_t bias_act_forward_cuda(float *y, const float *b, int B, int n, cuvae_activation act, cudaStream_t stream);
 cudaError_t bias_act_backward_cuda(const float *y, float *dy, int B, int n, cuvae_activation act,
                                    cudaStream_t stream);
-cudaError_t bias_grad_cuda(const float *dy, float *db, int B, int n, cudaStream_t stream);
+cudaError_t bias_grad_cuda(const float *dy, float *db, float *scratch, int B, int n, cudaStream_t stream);
 
 /* adam.cu -- twin of adam_update_cpu and grad_norm_cpu, over the whole parameter buffer in one launch. To be
  * capturable into a graph replayed every step, nothing that changes per step is a kernel argument: a one-thread
@@ -52,9 +54,9 @@ cudaError_t adam_prepare_cuda(const float *sum_squares, int64_t *step, float cli
                               float *scalars, const int64_t *halted, cudaStream_t stream);
 cudaError_t adam_update_cuda(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
                              float eps, const float *scalars, const int64_t *halted, cudaStream_t stream);
-/* *out = sum of g^2 (one float in device memory), deterministic (fixed reduction tree, no float atomics), in two
- * passes through partials[CUVAE_SUM_SQUARES_PARTIALS] (device scratch). */
-#define CUVAE_SUM_SQUARES_PARTIALS 256
+/* *out = sum of g^2 (one float in device memory), deterministic (fixed reduction tree for a given n, no float
+ * atomics), in two passes through partials[CUVAE_SUM_SQUARES_PARTIALS] (device scratch). */
+#define CUVAE_SUM_SQUARES_PARTIALS 8192
 cudaError_t sum_squares_cuda(const float *g, size_t n, float *partials, float *out, cudaStream_t stream);
 
 /* reduce.cu -- deterministic sum of a vector (e.g. per-row losses) into *out (device), fixed tree order. */

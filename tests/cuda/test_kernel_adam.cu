@@ -1,8 +1,9 @@
 // kernels/adam.cu against its CPU twins: sum_squares_cuda vs a double sum (grad_norm_cpu),
 // adam_prepare_cuda vs the CPU backend's clip scale and adam_update_cpu's bias corrections, adam_update_cuda vs
-// adam_update_cpu over 5 consecutive steps (clipping off, on but inactive, active) for n in {1, 1000, 652824}
-// (652824 is not a multiple of any block size), the step counter advancing on the device, determinism, argument
-// validation, and a CUDA graph of one optimiser step replayed 3 times against 3 CPU steps.
+// adam_update_cpu over 5 consecutive steps (clipping off, on but inactive, active) for n in {1, 1000, 4099, 652824}
+// (652824 is not a multiple of any block size; 4099 leaves 3 parameters after the last float4), the step counter
+// advancing on the device, determinism, buffers that are not 16-byte aligned (the scalar paths: the same bits),
+// argument validation, and a CUDA graph of one optimiser step replayed 3 times against 3 CPU steps.
 #include "cuda_compat.h"
 
 #include <float.h>
@@ -24,7 +25,6 @@ namespace {
 
 const double kU = ldexp(1.0, -24);  // unit roundoff of float
 constexpr float kLr = 1e-3f, kB1 = 0.9f, kB2 = 0.999f, kEps = 1e-8f;
-constexpr size_t kSumStride = 256 * 256;  // sum_squares_cuda's pass-1 threads (for its error bound)
 
 // A device buffer, freed on scope exit.
 template <typename T>
@@ -100,11 +100,17 @@ double expect_state_close(const State &gpu, const State &cpu, double max_ulps) {
   return worst;
 }
 
-// Relative error bound of sum_squares_cuda: every g^2 is rounded once, then passes through at most
-// ceil(n / 65536) serial float additions in its thread, 8 tree levels in its block (5 in the warp, 3 across the
-// 8 warps) and 8 more in pass 2, each erring by <= kU times a partial sum <= the total (all terms are >= 0).
-// (On a GPU the compiler may fuse g*g into the addition: one rounding less.)
-double sum_squares_rel_bound(size_t n) { return ((n + kSumStride - 1) / kSumStride + 16 + 1) * kU; }
+// Relative error bound of sum_squares_cuda (kernels/adam.cu): pass 1 runs G = min(ceil(n4 / 256), 8192) blocks of
+// 256 threads over the n4 = floor(n / 4) float4s; each g^2 is rounded once, then passes through at most
+// ceil(n4 / (256 G)) + 1 serial float additions in its thread's component sum (+1: the n mod 4 tail), 2 to combine
+// the four components, 8 tree levels in its block (5 in the warp, 3 across the 8 warps), ceil(G / 1024) serial
+// additions in pass 2 and 10 tree levels there (1024 threads), each erring by <= kU times a partial sum <= the
+// total (all terms are >= 0). (On a GPU the compiler may fuse g*g into the addition: one rounding less.)
+double sum_squares_rel_bound(size_t n) {
+  const size_t n4 = n / 4, want = (n4 + 255) / 256, G = std::max<size_t>(1, std::min<size_t>(want, 8192));
+  const size_t serial = (n4 + 256 * G - 1) / (256 * G) + 1;
+  return (double)(1 + serial + 2 + 8 + (G + 1023) / 1024 + 10) * kU;
+}
 
 // The bias corrections exactly as adam_update_cpu computes them.
 float correction(float b, int64_t t) { return (float)(1.0 / (1.0 - pow((double)b, (double)t))); }
@@ -114,7 +120,7 @@ enum ClipMode { kClipOff, kClipInactive, kClipActive };
 // One optimiser step on the device, in the order of the training step.
 cudaError_t device_step(const float *g, size_t n, float clip, float *ss, int64_t *step, float *scalars, float *p,
                         float *m, float *v, cudaStream_t stream) {
-  cudaError_t e = sum_squares_cuda(g, n, ss + 1, ss, stream);  // ss[1..256]: the partials
+  cudaError_t e = sum_squares_cuda(g, n, ss + 1, ss, stream);  // ss[1..]: the partials
   if (e == cudaSuccess) e = adam_prepare_cuda(ss, step, clip, kB1, kB2, scalars, nullptr, stream);
   if (e == cudaSuccess) e = adam_update_cuda(p, g, m, v, n, kLr, kB1, kB2, kEps, scalars, nullptr, stream);
   return e;
@@ -217,7 +223,7 @@ TEST_P(KernelAdam, FiveStepsMatchCpu) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Sizes, KernelAdam, testing::Values(size_t{1}, size_t{1000}, size_t{652824}));
+INSTANTIATE_TEST_SUITE_P(Sizes, KernelAdam, testing::Values(size_t{1}, size_t{1000}, size_t{4099}, size_t{652824}));
 
 TEST(KernelAdamSingle, SumSquaresAndStepDeterministic) {
   const size_t n = 100003;
@@ -237,6 +243,44 @@ TEST(KernelAdamSingle, SumSquaresAndStepDeterministic) {
   EXPECT_EQ(0, memcmp(out[0].p.data(), out[1].p.data(), out[0].p.size() * sizeof(float)));
   EXPECT_EQ(0, memcmp(out[0].m.data(), out[1].m.data(), n * sizeof(float)));
   EXPECT_EQ(0, memcmp(out[0].v.data(), out[1].v.data(), n * sizeof(float)));
+}
+
+// Buffers starting one float past a 16-byte boundary take the scalar paths of adam_update and sum_squares. The
+// update is elementwise and the sum's order depends on n alone, so both give the aligned run's bits exactly; the
+// parameters also match adam_update_cpu exactly (FiveStepsMatchCpu's argument).
+TEST(KernelAdamSingle, UnalignedBuffersGiveTheSameBits) {
+  const size_t n = 4099;
+  const std::vector<float> g = gradient(n, 5);
+  const State s = initial_state(n, 6);
+  State out[2];
+  float ss[2];
+  for (int offset = 0; offset < 2; offset++) {
+    SCOPED_TRACE(testing::Message() << "offset " << offset);
+    auto padded = [&](const std::vector<float> &h) {
+      std::vector<float> v(n + 1, 0.0f);
+      std::copy(h.begin(), h.end(), v.begin() + offset);
+      return v;
+    };
+    DevBuf<float> d_p(padded(s.p)), d_m(padded(s.m)), d_v(padded(s.v)), d_g(padded(g));
+    DevBuf<float> d_ss(1 + CUVAE_SUM_SQUARES_PARTIALS), d_scalars(4);
+    DevBuf<int64_t> d_step(std::vector<int64_t>{0});
+    CUDA_OK(device_step(d_g.p + offset, n, 0.0f, d_ss.p, d_step.p, d_scalars.p, d_p.p + offset, d_m.p + offset,
+                        d_v.p + offset, 0));
+    CUDA_OK(cudaDeviceSynchronize());
+    auto unpad = [&](const DevBuf<float> &d) {
+      const std::vector<float> h = d.get();
+      return std::vector<float>(h.begin() + offset, h.begin() + offset + n);
+    };
+    out[offset] = State{unpad(d_p), unpad(d_m), unpad(d_v)};
+    ss[offset] = d_ss.get()[0];
+  }
+  EXPECT_EQ(0, memcmp(&ss[0], &ss[1], sizeof(float))) << ss[0] << " vs " << ss[1];
+  EXPECT_EQ(0, memcmp(out[0].p.data(), out[1].p.data(), n * sizeof(float)));
+  EXPECT_EQ(0, memcmp(out[0].m.data(), out[1].m.data(), n * sizeof(float)));
+  EXPECT_EQ(0, memcmp(out[0].v.data(), out[1].v.data(), n * sizeof(float)));
+  State cpu = s;
+  adam_update_cpu(cpu.p.data(), g.data(), cpu.m.data(), cpu.v.data(), n, kLr, kB1, kB2, kEps, 1, 1.0f);
+  expect_state_close(out[1], cpu, 0.0);
 }
 
 TEST(KernelAdamSingle, RejectsInvalidArguments) {

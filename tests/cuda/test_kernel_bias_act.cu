@@ -1,7 +1,8 @@
 // kernels/bias_act.cu against its CPU twins: bias_act_forward_cuda vs bias_act_forward_cpu,
 // bias_act_backward_cuda vs bias_act_backward_cpu, bias_grad_cuda vs a double column sum and vs the db of
 // dense_backward_cpu. Shapes n in {1, 7, 400, 1000} x B in {1, 3, 128, 257} (none a multiple of every block size),
-// relu / tanh / none, extreme inputs; determinism, argument validation and graph replay.
+// relu / tanh / none, extreme inputs; a narrow layer whose rows are split over blocks (20 x 512); determinism,
+// argument validation and graph replay.
 #include "cuda_compat.h"
 
 #include <gtest/gtest.h>
@@ -152,8 +153,8 @@ TEST(KernelBiasAct, BiasGradMatchesColumnSums) {
       SCOPED_TRACE(testing::Message() << "B " << B << " n " << n);
       std::vector<float> dy = uniform((size_t)B * n, -1.0f, 1.0f, 11u * B + n);
       for (size_t i = 0; i < dy.size(); i += 29) dy[i] *= 1000.0f;  // a spread of magnitudes
-      DevBuf d_dy(dy), d_db((size_t)n);
-      CUDA_OK(bias_grad_cuda(d_dy.p, d_db.p, B, n, 0));
+      DevBuf d_dy(dy), d_db((size_t)n), scratch(CUVAE_SUM_SQUARES_PARTIALS);
+      CUDA_OK(bias_grad_cuda(d_dy.p, d_db.p, scratch.p, B, n, 0));
       CUDA_OK(cudaDeviceSynchronize());
       const std::vector<float> got = d_db.get();
 
@@ -164,7 +165,10 @@ TEST(KernelBiasAct, BiasGradMatchesColumnSums) {
                          CUVAE_ACT_NONE);
       // Error bound per column j: a thread adds ceil(B/8) terms in float, then 3 tree levels: every term passes
       // through at most ceil(B/8) + 3 additions, each erring by <= kU * (a partial sum <= sum_r |dy[r][j]|), so
-      // |gpu - exact| <= (ceil(B/8) + 3) kU sum|dy|. The CPU twin's serial float sum errs by <= B kU sum|dy|.
+      // |gpu - exact| <= (ceil(B/8) + 3) kU sum|dy|. With the rows split into S slices of R rows (R a multiple of
+      // 8, B > (S - 1) R; narrow layers) a term passes through R/8 + 3 additions in its slice and S - 1 adding
+      // the slices, and R/8 + S - 1 <= ceil(B/8): the same bound holds. The CPU twin's serial float sum errs by
+      // <= B kU sum|dy|.
       const int path = (B + 7) / 8 + 3;
       for (int j = 0; j < n; j++) {
         double exact = 0.0, abs_sum = 0.0;
@@ -184,15 +188,50 @@ TEST(KernelBiasAct, BiasGradMatchesColumnSums) {
          worst, worst_dense);
 }
 
+// A narrow layer (20 columns, 512 rows: one block of columns) has its rows split into slices (kernels/bias_act.cu,
+// grad_split: min(1024, ceil(512 / 64), 8192 / 20) = 8 slices of 64 rows), each slice's column sums written to the
+// scratch, then added in slice order. Checked: each slice's partial sum (8 serial additions per thread + 3 tree
+// levels: <= 11 kU of the slice's sum|dy|), db (64/8 + 3 + 7 = 18 additions: <= 18 kU sum|dy|, a quarter of the
+// unsplit bound ceil(512/8) + 3 = 67) and the CPU twin dense_backward_cpu (<= (18 + 512) kU sum|dy|).
+TEST(KernelBiasAct, NarrowLayerSplitsTheBatch) {
+  const int B = 512, n = 20, kSlices = 8, kSliceRows = 64;
+  std::vector<float> dy = uniform((size_t)B * n, -1.0f, 1.0f, 77);
+  for (size_t i = 0; i < dy.size(); i += 31) dy[i] *= 1000.0f;  // a spread of magnitudes
+  DevBuf d_dy(dy), d_db((size_t)n), scratch(CUVAE_SUM_SQUARES_PARTIALS);
+  CUDA_OK(cudaMemset(scratch.p, 0xFF, CUVAE_SUM_SQUARES_PARTIALS * sizeof(float)));  // NaN until written
+  CUDA_OK(bias_grad_cuda(d_dy.p, d_db.p, scratch.p, B, n, 0));
+  CUDA_OK(cudaDeviceSynchronize());
+  const std::vector<float> got = d_db.get(), part = scratch.get();
+  std::vector<float> x((size_t)B, 1.0f), W((size_t)n, 1.0f), dW((size_t)n), db_cpu((size_t)n), g = dy;
+  dense_backward_cpu(x.data(), W.data(), nullptr, g.data(), dW.data(), db_cpu.data(), nullptr, B, 1, n,
+                     CUVAE_ACT_NONE);
+  double worst = 0.0;
+  for (int j = 0; j < n; j++) {
+    double exact = 0.0, abs_sum = 0.0;
+    for (int s = 0; s < kSlices; s++) {
+      double slice = 0.0, slice_abs = 0.0;
+      for (int r = s * kSliceRows; r < (s + 1) * kSliceRows; r++)
+        slice += dy[(size_t)r * n + j], slice_abs += fabs(dy[(size_t)r * n + j]);
+      ASSERT_LE(fabs(part[(size_t)s * n + j] - slice), 11 * kU * slice_abs) << "slice " << s << " column " << j;
+      exact += slice, abs_sum += slice_abs;
+    }
+    const double err = fabs(got[j] - exact), tol = 18 * kU * abs_sum;
+    ASSERT_LE(err, tol) << "column " << j << ": gpu " << got[j] << " exact " << exact;
+    ASSERT_LE(fabs((double)got[j] - db_cpu[j]), (18 + B) * kU * abs_sum) << "column " << j;
+    worst = std::max(worst, err / tol);
+  }
+  printf("bias_grad 512 x 20: max |gpu - exact| = %.3g of its bound\n", worst);
+}
+
 TEST(KernelBiasAct, Deterministic) {
   const int B = 257, n = 1000;
   std::vector<float> y, b;
   make_forward_inputs(B, n, 5, &y, &b);
-  DevBuf d_b(b), d_y1(y), d_y2(y), d_db1((size_t)n), d_db2((size_t)n);
+  DevBuf d_b(b), d_y1(y), d_y2(y), d_db1((size_t)n), d_db2((size_t)n), scratch(CUVAE_SUM_SQUARES_PARTIALS);
   CUDA_OK(bias_act_forward_cuda(d_y1.p, d_b.p, B, n, CUVAE_ACT_TANH, 0));
   CUDA_OK(bias_act_forward_cuda(d_y2.p, d_b.p, B, n, CUVAE_ACT_TANH, 0));
-  CUDA_OK(bias_grad_cuda(d_y1.p, d_db1.p, B, n, 0));
-  CUDA_OK(bias_grad_cuda(d_y2.p, d_db2.p, B, n, 0));
+  CUDA_OK(bias_grad_cuda(d_y1.p, d_db1.p, scratch.p, B, n, 0));
+  CUDA_OK(bias_grad_cuda(d_y2.p, d_db2.p, scratch.p, B, n, 0));
   CUDA_OK(cudaDeviceSynchronize());
   const std::vector<float> y1 = d_y1.get(), y2 = d_y2.get(), s1 = d_db1.get(), s2 = d_db2.get();
   EXPECT_EQ(0, memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)));
@@ -200,7 +239,7 @@ TEST(KernelBiasAct, Deterministic) {
 }
 
 TEST(KernelBiasAct, RejectsInvalidArguments) {
-  DevBuf y(21), b(7), db(7);
+  DevBuf y(21), b(7), db(7), scratch(CUVAE_SUM_SQUARES_PARTIALS);
   for (cuvae_activation act : kActs) {
     EXPECT_EQ(cudaErrorInvalidValue, bias_act_forward_cuda(y.p, b.p, 0, 7, act, 0));
     EXPECT_EQ(cudaErrorInvalidValue, bias_act_forward_cuda(y.p, b.p, 3, 0, act, 0));
@@ -210,10 +249,11 @@ TEST(KernelBiasAct, RejectsInvalidArguments) {
     EXPECT_EQ(cudaErrorInvalidValue, bias_act_backward_cuda(y.p, db.p, 3, -1, act, 0));
     EXPECT_EQ(cudaErrorInvalidValue, bias_act_backward_cuda(nullptr, y.p, 3, 7, act, 0));
   }
-  EXPECT_EQ(cudaErrorInvalidValue, bias_grad_cuda(y.p, db.p, 0, 7, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, bias_grad_cuda(y.p, db.p, 3, 0, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, bias_grad_cuda(nullptr, db.p, 3, 7, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, bias_grad_cuda(y.p, nullptr, 3, 7, 0));
+  EXPECT_EQ(cudaErrorInvalidValue, bias_grad_cuda(y.p, db.p, scratch.p, 0, 7, 0));
+  EXPECT_EQ(cudaErrorInvalidValue, bias_grad_cuda(y.p, db.p, scratch.p, 3, 0, 0));
+  EXPECT_EQ(cudaErrorInvalidValue, bias_grad_cuda(nullptr, db.p, scratch.p, 3, 7, 0));
+  EXPECT_EQ(cudaErrorInvalidValue, bias_grad_cuda(y.p, nullptr, scratch.p, 3, 7, 0));
+  EXPECT_EQ(cudaErrorInvalidValue, bias_grad_cuda(y.p, db.p, nullptr, 3, 7, 0));
   EXPECT_EQ(cudaSuccess, cudaGetLastError());  // rejected before any launch: no error left behind
 }
 
@@ -225,13 +265,14 @@ TEST(KernelBiasAct, GraphReplayEqualsEager) {
   make_forward_inputs(B, n, 9, &y, &b);
   bias_act_forward_cpu(y.data(), b.data(), B, n, CUVAE_ACT_TANH);
   DevBuf d_y(y), d_g((size_t)B * n), d_db((size_t)n), e_g((size_t)B * n), e_db((size_t)n);
+  DevBuf scratch(CUVAE_SUM_SQUARES_PARTIALS);
   cudaStream_t stream;
   CUDA_OK(cudaStreamCreate(&stream));
   cudaGraph_t graph;
   cudaGraphExec_t exec;
   CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
   CUDA_OK(bias_act_backward_cuda(d_y.p, d_g.p, B, n, CUVAE_ACT_TANH, stream));
-  CUDA_OK(bias_grad_cuda(d_g.p, d_db.p, B, n, stream));
+  CUDA_OK(bias_grad_cuda(d_g.p, d_db.p, scratch.p, B, n, stream));
   CUDA_OK(cudaStreamEndCapture(stream, &graph));
   CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
   for (unsigned replay = 0; replay < 2; replay++) {
@@ -240,7 +281,7 @@ TEST(KernelBiasAct, GraphReplayEqualsEager) {
     e_g.put(g);
     CUDA_OK(cudaGraphLaunch(exec, stream));
     CUDA_OK(bias_act_backward_cuda(d_y.p, e_g.p, B, n, CUVAE_ACT_TANH, stream));
-    CUDA_OK(bias_grad_cuda(e_g.p, e_db.p, B, n, stream));
+    CUDA_OK(bias_grad_cuda(e_g.p, e_db.p, scratch.p, B, n, stream));
     CUDA_OK(cudaStreamSynchronize(stream));
     const std::vector<float> gg = d_g.get(), ge = e_g.get(), sg = d_db.get(), se = e_db.get();
     EXPECT_EQ(0, memcmp(gg.data(), ge.data(), gg.size() * sizeof(float))) << "replay " << replay;

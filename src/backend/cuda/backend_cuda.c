@@ -42,7 +42,7 @@ static int dense_backward(cuda_backend *be, const cuvae_layer *l, const float *x
   CU_CHECK(bias_act_backward_cuda(y, dy, B, (int)l->out, l->act, be->stream));
   CUBLAS_CHECK(cublasSgemm(be->blas, CUBLAS_OP_N, CUBLAS_OP_T, (int)l->in, (int)l->out, B, &one, x, (int)l->in,
                            dy, (int)l->out, &zero, be->grad + l->w, (int)l->in));
-  CU_CHECK(bias_grad_cuda(dy, be->grad + l->b, B, (int)l->out, be->stream));
+  CU_CHECK(bias_grad_cuda(dy, be->grad + l->b, be->sum_partials, B, (int)l->out, be->stream));
   if (dx)
     CUBLAS_CHECK(cublasSgemm(be->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)l->in, B, (int)l->out, &one,
                              be->params + l->w, (int)l->in, dy, (int)l->out, &zero, dx, (int)l->in));

@@ -19,6 +19,7 @@ namespace {
 
 constexpr int kMaxBlock = 256;      // threads per block (a multiple of 32)
 constexpr int kMaxGrid = 65535;     // grid-stride beyond this many blocks
+constexpr int kLogWeightWarps = 8;  // iwae_log_weights: warps (samples at a time) per data row
 
 // Threads for n items per block: n rounded up to whole warps, at most kMaxBlock.
 int block_for(int n) {
@@ -75,30 +76,39 @@ __device__ inline void warp_lse(double &m, double &t) {
   }
 }
 
-// docs/MATH.md section 5, one chunk, one block per data row r (threads over its C samples):
+// Sum of a double over a full warp by a fixed butterfly; every lane ends with the same total (each level adds the
+// same two values on both partners, and addition is commutative).
+__device__ inline double warp_sum_double(double v) {
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// docs/MATH.md section 5, one chunk, one block per data row r, one warp per sample:
 //   log w = -nll - 0.5 sum_j (z_j^2 - eps_j^2 - lv_j)       (log N(z; 0, I) - log N(z; mu, diag exp(lv)) + log p(x|z);
-//                                                            the log 2pi terms cancel), in double;
-// each thread folds its samples s = tid, tid + blockDim.x, ... into its own (m, t); the pairs are merged by a fixed
-// tree (warp butterflies, then warp 0 over the warps' pairs), then into state[r] (unless reset): deterministic,
-// no atomics. log_w (may be NULL) receives each sample's log-weight.
+//                                                            the log 2pi terms cancel), in double.
+// Warp w takes the samples s = w, w + n_warps, ... in order; its lanes read the sample's z, eps (and the row's lv)
+// at j = lane, lane + 32, ..., adjacent lanes at adjacent addresses (coalesced), each summing its terms in order,
+// then the warp's butterfly adds the 32 partial sums. Every lane then holds the same log w and folds it into the
+// warp's (m, t); the warps' pairs are merged by warp 0 by a fixed tree, then into state[r] (unless reset):
+// deterministic, no atomics. log_w (may be NULL) receives each sample's log-weight.
 __global__ void iwae_log_weights_kernel(const float *__restrict__ mulv, const float *__restrict__ eps,
                                         const float *__restrict__ z, const float *__restrict__ nll, int R, int C,
                                         int Z, double *__restrict__ log_w, double *__restrict__ state, int reset) {
   __shared__ double warp_m[32], warp_t[32];
   const int r = blockIdx.x;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
   const float *lv = mulv + (size_t)r * 2 * Z + Z;
   double m = -INFINITY, t = 0.0;
-  for (int s = threadIdx.x; s < C; s += blockDim.x) {
+  for (int s = warp; s < C; s += n_warps) {  // the same trip count on every lane of the warp: shuffles converge
     const size_t i = (size_t)s * R + r;
     const float *zi = z + i * Z, *ei = eps + i * Z;
     double acc = 0.0;
-    for (int j = 0; j < Z; j++) acc += (double)zi[j] * zi[j] - (double)ei[j] * ei[j] - (double)lv[j];
+    for (int j = lane; j < Z; j += 32) acc += (double)zi[j] * zi[j] - (double)ei[j] * ei[j] - (double)lv[j];
+    acc = warp_sum_double(acc);
     const double v = -(double)nll[i] - 0.5 * acc;
-    if (log_w) log_w[i] = v;
+    if (log_w && lane == 0) log_w[i] = v;
     lse_merge(m, t, v, 1.0);
   }
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
-  warp_lse(m, t);
   if (lane == 0) {
     warp_m[warp] = m;
     warp_t[warp] = t;
@@ -155,7 +165,9 @@ extern "C" cudaError_t iwae_log_weights_cuda(const float *mulv, const float *eps
                                              int R, int C, int Z, double *log_w, double *state, int reset,
                                              cudaStream_t stream) {
   if (!mulv || !eps || !z || !nll || !state || R < 1 || C < 1 || Z < 1) return cudaErrorInvalidValue;
-  CUVAE_LAUNCH(iwae_log_weights_kernel, R, block_for(C), 0, stream, mulv, eps, z, nll, R, C, Z, log_w, state,
+  // One warp per sample, at most kLogWeightWarps warps per data row.
+  const int warps = C < kLogWeightWarps ? C : kLogWeightWarps;
+  CUVAE_LAUNCH(iwae_log_weights_kernel, R, 32 * warps, 0, stream, mulv, eps, z, nll, R, C, Z, log_w, state,
                reset);
   return cudaGetLastError();
 }

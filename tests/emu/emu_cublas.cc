@@ -18,6 +18,10 @@
 //   disables TF32 as it does for the real library.
 // - operands must be device memory (cudaMalloc): a host pointer would fault on a GPU, so it is reported here
 //   with cuda_emu::fault. Scalars are checked only in device pointer mode.
+// - lazy initialisation: cuBLAS sets a handle up on its first use and picks a GEMM's algorithm (and may allocate)
+//   on the first call of each shape, which must not happen inside stream capture. The emulation faults when a
+//   handle's first operation, or a GEMM shape (entry point, transposes, m, n, k, leading dimensions, batch count,
+//   TF32 or not) never run on that handle outside capture, is issued into a capturing stream: warm up first.
 //
 // Where the emulation differs: results are OpenBLAS's (its summation order, not cuBLAS's; both are fp32 with
 // fp32 accumulation, so they agree to within k * 2^-23 * sum|a||b| per element); CUBLAS_TENSOR_OP_MATH (fp16
@@ -33,16 +37,25 @@
 
 #include <algorithm>
 #include <mutex>
+#include <set>
+#include <string>
+#include <tuple>
 #include <unordered_set>
 #include <vector>
 
 #include "emu_internal.h"
+
+// What makes two GEMM calls one "shape" for cuBLAS's algorithm choice: entry point, transposes, m, n, k, lda,
+// ldb, ldc, batch count, TF32.
+using GemmShape = std::tuple<std::string, int, int, int, int, int, int, int, int, int, bool>;
 
 // The opaque context behind a cublasHandle_t.
 struct cublasContext {
   cudaStream_t stream = nullptr;  // the legacy default stream until cublasSetStream
   cublasPointerMode_t pointer_mode = CUBLAS_POINTER_MODE_HOST;
   cublasMath_t math_mode = CUBLAS_DEFAULT_MATH;
+  bool used = false;              // an operation has been issued outside capture (the handle is initialised)
+  std::set<GemmShape> warm;       // GEMM shapes issued outside capture
 };
 
 namespace {
@@ -195,7 +208,20 @@ struct Gemm {
   }
 };
 
-cublasStatus_t enqueue(const cublasContext *h, const char *what, std::function<void()> op) {
+// Whether the handle's stream is being captured (an unknown stream is not: enqueue reports it).
+bool capturing(const cublasContext *h) {
+  cudaStream_t s;
+  unsigned flags;
+  return cuda_emu::streams::lookup(h->stream, &s, &flags) == cudaSuccess && cuda_emu::capture::active(s);
+}
+
+cublasStatus_t enqueue(cublasContext *h, const char *what, std::function<void()> op) {
+  if (!capturing(h))
+    h->used = true;
+  else if (!h->used)
+    cuda_emu::fault("%s: the first operation of cuBLAS handle %p is issued during stream capture; cuBLAS "
+                    "initialises a handle lazily (it may allocate then): use it once outside the capture first",
+                    what, (void *)h);
   // A launch into a destroyed stream fails like a failed kernel launch.
   return cuda_emu::enqueue(h->stream, what, std::move(op)) == cudaSuccess ? CUBLAS_STATUS_SUCCESS
                                                                            : CUBLAS_STATUS_EXECUTION_FAILED;
@@ -232,6 +258,15 @@ cublasStatus_t gemm(const char *fn, cublasHandle_t handle, cublasOperation_t tra
     }
     require_device(fn, "C", C + i * stride_c, matrix_bytes(m, n, ldc));
   }
+  const GemmShape shape{fn, transa, transb, m, n, k, lda, ldb, ldc, batch_count, g.tf32};
+  if (!capturing(handle))
+    handle->warm.insert(shape);
+  else if (handle->used && !handle->warm.count(shape))
+    cuda_emu::fault("%s: first call of this shape on handle %p (op %c%c, m %d, n %d, k %d, lda %d, ldb %d, ldc %d, "
+                    "batch %d, %s) is issued during stream capture; cuBLAS picks a GEMM's algorithm on its first "
+                    "call: run the shape once outside the capture first", fn, (void *)handle,
+                    transa == CUBLAS_OP_N ? 'N' : 'T', transb == CUBLAS_OP_N ? 'N' : 'T', m, n, k, lda, ldb, ldc,
+                    batch_count, g.tf32 ? "TF32" : "FP32");
   return enqueue(handle, fn, g);
 }
 

@@ -488,10 +488,32 @@ cudaError_t launch(const void *fn, const char *kernel, const char *file, int lin
   Launch l{kernel, file, line};
   char what[256];
   snprintf(what, sizeof what, "kernel %s", kernel);
-  return enqueue(stream, what, [l, grid, block, dynamic_smem, body]() {
-    std::lock_guard<std::mutex> lock(g_launch_mutex);
-    run_grid(l, grid, block, dynamic_smem, body);
+  const cudaError_t injected = exec::take_injected_fault(kernel);
+  return enqueue(stream, what, [l, grid, block, dynamic_smem, body, injected]() {
+    {
+      std::lock_guard<std::mutex> lock(g_launch_mutex);
+      run_grid(l, grid, block, dynamic_smem, body);
+    }
+    if (injected != cudaSuccess) raise_async_error(injected);
   });
+}
+
+// ---- fault injection ----------------------------------------------------------------------------------------------
+
+namespace {
+std::mutex g_inject_mutex;
+std::string g_inject_kernel;  // armed when not empty
+cudaError_t g_inject_error = cudaSuccess;
+}  // namespace
+
+cudaError_t exec::take_injected_fault(const char *kernel) {
+  std::lock_guard<std::mutex> lock(g_inject_mutex);
+  // The name as written, or (a template) followed by its arguments: "k" arms "k<true>" too.
+  const size_t len = g_inject_kernel.size();
+  if (len == 0 || strncmp(kernel, g_inject_kernel.c_str(), len) != 0 || (kernel[len] && kernel[len] != '<'))
+    return cudaSuccess;
+  g_inject_kernel.clear();
+  return g_inject_error;
 }
 
 // ---- reports ----------------------------------------------------------------------------------------------------
@@ -535,3 +557,9 @@ struct InstallAsanCallback {
 #endif
 
 }  // namespace cuda_emu
+
+extern "C" void cuda_emu_inject_async_fault(const char *kernel, cudaError_t error) {
+  std::lock_guard<std::mutex> lock(cuda_emu::g_inject_mutex);
+  cuda_emu::g_inject_kernel = kernel ? kernel : "";
+  cuda_emu::g_inject_error = error;
+}

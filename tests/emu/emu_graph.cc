@@ -186,6 +186,12 @@ cudaError_t capture::check_device_sync() {
   return st.active.empty() ? cudaSuccess : cudaErrorStreamCaptureUnsupported;
 }
 
+bool capture::active(cudaStream_t s) {
+  State &st = state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  return capture_of(st, s) != nullptr;
+}
+
 // A destroyed origin stream abandons its capture (the graph is discarded); a destroyed forked stream leaves it
 // and invalidates it.
 void capture::stream_destroyed(cudaStream_t s) {
@@ -475,7 +481,7 @@ cudaError_t cudaEventQuery(cudaEvent_t event) {
   std::lock_guard<std::mutex> lock(st.mu);
   if (!st.events.count(event)) return fail(cudaErrorInvalidResourceHandle);
   if (event->capture_id && st.active.count(event->capture_id)) return fail(cudaErrorCapturedEvent);
-  return cudaSuccess;
+  return fail(cuda_emu::async_error());  // a faulted kernel's error surfaces here too
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t event) { return cudaEventQuery(event); }

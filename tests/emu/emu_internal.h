@@ -31,10 +31,16 @@ void set_last_error(cudaError_t e);
 // to the capture's graph. `what` names the operation in reports ("kernel foo", "cublasSgemm"). Returns
 // cudaErrorInvalidResourceHandle for a destroyed/unknown stream, a capture error (e.g.
 // cudaErrorStreamCaptureInvalidated, cudaErrorStreamCaptureImplicit) when the capture rules are broken, else
-// cudaSuccess; a failure is also recorded with set_last_error, as CUDA does.
-cudaError_t enqueue(cudaStream_t stream, const char *what, std::function<void()> op);
+// cudaSuccess; a failure is also recorded with set_last_error, as CUDA does. A direct operation (not recorded) is
+// counted (cuda_emu_counts) by the kind `what` names; *recorded (when given) says whether it was recorded.
+cudaError_t enqueue(cudaStream_t stream, const char *what, std::function<void()> op, bool *recorded = nullptr);
 // True when [p, p + n) lies inside one live device allocation (cudaMalloc).
 bool is_device_range(const void *p, size_t n);
+// The asynchronous error of a faulted kernel (cuda_emu_inject_async_fault): cudaSuccess until one has run.
+// Synchronising calls return it (and from then on cudaGetLastError / cudaPeekAtLastError too); it sticks, as a
+// GPU context does after a kernel fault, until cuda_emu_clear_async_error.
+cudaError_t async_error();
+void raise_async_error(cudaError_t e);  // a faulting kernel ran (the first error wins)
 
 // ---- owned by emu_exec.cc ---------------------------------------------------------------------------------
 // Validates the configuration like CUDA (cudaErrorInvalidConfiguration for bad block/grid dimensions,
@@ -66,10 +72,44 @@ cudaError_t check_unsafe();
 cudaError_t check_sync(cudaStream_t s);
 cudaError_t check_device_sync();
 void stream_destroyed(cudaStream_t s);
+bool active(cudaStream_t s);  // s is the origin or a forked member of an active capture
 }  // namespace cuda_emu::capture
+namespace cuda_emu::exec {  // emu_exec.cc
+// The kernel armed by cuda_emu_inject_async_fault: when `kernel` is it, disarms it and returns its error (the
+// launch then faults when it runs); else cudaSuccess.
+cudaError_t take_injected_fault(const char *kernel);
+}  // namespace cuda_emu::exec
 
 // C entry points for tests.
 extern "C" {
 // Number and total bytes of live device allocations.
 size_t cuda_emu_live_allocations(size_t *bytes);
+
+// What the host asked of the emulated device since the last cuda_emu_counts_reset (all threads together).
+// A "direct" operation is a stream operation that ran where it was issued: not recorded into a graph under
+// capture, and not one of the nodes a graph launch replays (the launch itself counts once).
+typedef struct cuda_emu_counts {
+  unsigned long long device_allocs;    // cudaMalloc calls that returned memory
+  unsigned long long pinned_allocs;    // cudaHostAlloc / cudaMallocHost calls that returned memory
+  unsigned long long direct_ops;       // direct stream operations of every kind, of which:
+  unsigned long long kernels;          //   kernel launches
+  unsigned long long copies;           //   copies (cudaMemcpy, cudaMemcpyAsync)
+  unsigned long long pageable_copies;  //   copies between device memory and pageable host memory (host side not
+                                       //   from cudaMallocHost: a GPU stages those through a driver buffer)
+  unsigned long long blas;             //   cuBLAS operations
+  unsigned long long rand;             //   cuRAND generations
+  unsigned long long graph_launches;   //   graph launches
+} cuda_emu_counts;
+void cuda_emu_counts_get(cuda_emu_counts *out);
+void cuda_emu_counts_reset(void);
+
+// Fault injection: the next launch of the kernel named `kernel` (its __global__ name; a template's instances, named
+// "kernel<...>", match too) runs and then faults with
+// `error` (e.g. cudaErrorIllegalAddress) the way a kernel faults on a GPU: the launch itself succeeds, and the
+// error surfaces at the next synchronisation (cudaStreamSynchronize, cudaDeviceSynchronize, cudaStreamQuery,
+// cudaEventSynchronize / cudaEventQuery, a synchronous cudaMemcpy / cudaMemset), after which it sticks (see
+// cuda_emu::async_error). cuda_emu_clear_async_error disarms the injection and clears the error and the calling
+// thread's last error (a test's stand-in for a fresh process).
+void cuda_emu_inject_async_fault(const char *kernel, cudaError_t error);
+void cuda_emu_clear_async_error(void);
 }

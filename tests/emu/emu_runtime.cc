@@ -1,6 +1,7 @@
 // The CUDA runtime API subset of the emulation (docs/CUDA_EMULATION.md): errors, device memory, device
-// queries, streams, and enqueue(), through which every stream operation passes. Stream capture, events and
-// graphs live in emu_graph.cc. Every function has the real prototype from cuda_runtime_api.h.
+// queries, streams, and enqueue(), through which every stream operation passes (and is counted for
+// cuda_emu_counts); the asynchronous error of an injected kernel fault. Stream capture, events and graphs live in
+// emu_graph.cc, the error names in emu_errors.cc. Every function has the real prototype from cuda_runtime_api.h.
 //
 // Like CUDA, a call that fails returns its error and also records it as the calling thread's last error.
 #include <cuda_runtime_api.h>
@@ -42,9 +43,12 @@ struct Allocation {
 struct State {
   std::mutex mu;
   std::map<uintptr_t, Allocation> device;      // base address -> allocation (cudaMalloc)
-  std::unordered_map<void *, size_t> pinned;   // cudaMallocHost / cudaHostAlloc
+  std::map<uintptr_t, size_t> pinned;          // base address -> size (cudaMallocHost / cudaHostAlloc)
   unsigned long long next_seq = 0;
   std::unordered_set<cudaStream_t> streams;    // created, not destroyed
+  cuda_emu_counts counts = {};                 // see cuda_emu_counts_get
+  cudaError_t async_error = cudaSuccess;       // a faulted kernel's error (raise_async_error)
+  bool async_seen = false;                     // a synchronisation has returned it
 };
 State &state() {
   static State *s = new State;
@@ -58,6 +62,38 @@ std::map<uintptr_t, Allocation>::const_iterator find_allocation(const State &st,
   if (it == st.device.begin()) return st.device.end();
   --it;
   return a < it->first + it->second.size ? it : st.device.end();
+}
+
+// True when [p, p + n) lies inside one pinned host allocation. Caller holds st.mu.
+bool is_pinned(const State &st, const void *p, size_t n) {
+  const uintptr_t a = (uintptr_t)p;
+  auto it = st.pinned.upper_bound(a);
+  if (it == st.pinned.begin()) return false;
+  --it;
+  return a - it->first <= it->second && n <= it->second - (a - it->first);
+}
+
+// Counts a direct stream operation under its kind, told by the name enqueue() was given.
+void count_direct(const char *what) {
+  State &st = state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  cuda_emu_counts &c = st.counts;
+  c.direct_ops++;
+  if (!what) return;
+  if (!strncmp(what, "kernel ", 7)) c.kernels++;
+  else if (!strncmp(what, "cudaMemcpy", 10)) c.copies++;
+  else if (!strncmp(what, "cublas", 6)) c.blas++;
+  else if (!strncmp(what, "curand", 6)) c.rand++;
+  else if (!strcmp(what, "cudaGraphLaunch")) c.graph_launches++;
+}
+
+// A synchronising call's result: the sticky asynchronous error once a faulted kernel has run, else e.
+cudaError_t synchronised(cudaError_t e) {
+  State &st = state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  if (st.async_error == cudaSuccess) return e;
+  st.async_seen = true;
+  return st.async_error;
 }
 
 // ---- leak report at exit --------------------------------------------------------------------------------
@@ -141,13 +177,26 @@ cudaError_t issue_copy(const char *what, void *dst, const void *src, size_t coun
   bool dst_dev, src_dev;
   cudaError_t e = check_copy(dst, src, count, kind, &dst_dev, &src_dev);
   if (e != cudaSuccess) return fail(e);
+  bool pageable = false;  // one side on the device, the other in host memory that is not pinned
+  if (dst_dev != src_dev) {
+    State &st = state();
+    std::lock_guard<std::mutex> lock(st.mu);
+    pageable = !is_pinned(st, dst_dev ? src : dst, count);
+  }
   // The op keeps the pointers and size (by value); the bytes are read when it runs, as a graph's memcpy node
   // reads its source at replay time.
-  return enqueue(stream, what, [=] {
+  bool recorded = false;
+  e = enqueue(stream, what, [=] {
     if (dst_dev) recheck(dst, count, what);
     if (src_dev) recheck(src, count, what);
     memmove(dst, src, count);
-  });
+  }, &recorded);
+  if (e == cudaSuccess && pageable && !recorded) {
+    State &st = state();
+    std::lock_guard<std::mutex> lock(st.mu);
+    st.counts.pageable_copies++;
+  }
+  return e;
 }
 
 cudaError_t issue_set(const char *what, void *dst, int value, size_t count, cudaStream_t stream) {
@@ -175,15 +224,30 @@ bool is_device_range(const void *p, size_t n) {
   return a <= end && n <= end - a;
 }
 
-cudaError_t enqueue(cudaStream_t stream, const char *what, std::function<void()> op) {
+cudaError_t enqueue(cudaStream_t stream, const char *what, std::function<void()> op, bool *was_recorded) {
   cudaStream_t s;
   unsigned flags;
   cudaError_t e = streams::lookup(stream, &s, &flags);
   bool recorded = false;
   if (e == cudaSuccess) e = capture::route(s, what, op, &recorded);
   if (e != cudaSuccess) return fail(e);
-  if (!recorded) op();  // synchronous execution: the stream is idle again when this returns
+  if (was_recorded) *was_recorded = recorded;
+  if (recorded) return cudaSuccess;
+  count_direct(what);
+  op();  // synchronous execution: the stream is idle again when this returns
   return cudaSuccess;
+}
+
+cudaError_t async_error() {
+  State &st = state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  return st.async_error;
+}
+
+void raise_async_error(cudaError_t e) {
+  State &st = state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  if (st.async_error == cudaSuccess) st.async_error = e;
 }
 
 cudaError_t streams::lookup(cudaStream_t s, cudaStream_t *canonical, unsigned *flags) {
@@ -207,6 +271,27 @@ cudaError_t streams::lookup(cudaStream_t s, cudaStream_t *canonical, unsigned *f
 using cuda_emu::fail;
 using cuda_emu::state;
 
+extern "C" void cuda_emu_counts_get(cuda_emu_counts *out) {
+  cuda_emu::State &st = state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  *out = st.counts;
+}
+
+extern "C" void cuda_emu_counts_reset(void) {
+  cuda_emu::State &st = state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  st.counts = {};
+}
+
+extern "C" void cuda_emu_clear_async_error(void) {
+  cuda_emu_inject_async_fault(nullptr, cudaSuccess);
+  cuda_emu::State &st = state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  st.async_error = cudaSuccess;
+  st.async_seen = false;
+  cuda_emu::t_last_error = cudaSuccess;
+}
+
 extern "C" size_t cuda_emu_live_allocations(size_t *bytes) {
   cuda_emu::State &st = state();
   std::lock_guard<std::mutex> lock(st.mu);
@@ -216,72 +301,23 @@ extern "C" size_t cuda_emu_live_allocations(size_t *bytes) {
   return st.device.size();
 }
 
+// Once a synchronisation has reported a faulted kernel's error, it is every call's last error (it sticks).
+static cudaError_t sticky_error() {
+  cuda_emu::State &st = state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  return st.async_seen ? st.async_error : cudaSuccess;
+}
+
 cudaError_t cudaGetLastError(void) {
+  if (cudaError_t e = sticky_error(); e != cudaSuccess) return e;
   const cudaError_t e = cuda_emu::t_last_error;
   cuda_emu::t_last_error = cudaSuccess;
   return e;
 }
 
-cudaError_t cudaPeekAtLastError(void) { return cuda_emu::t_last_error; }
-
-// Names and descriptions (CUDA's own texts) of the codes the emulation returns, and a few more.
-#define CUDA_EMU_ERRORS(X)                                                                               \
-  X(cudaSuccess, "no error")                                                                             \
-  X(cudaErrorInvalidValue, "invalid argument")                                                           \
-  X(cudaErrorMemoryAllocation, "out of memory")                                                          \
-  X(cudaErrorInitializationError, "initialization error")                                                \
-  X(cudaErrorCudartUnloading, "driver shutting down")                                                    \
-  X(cudaErrorInvalidConfiguration, "invalid configuration argument")                                     \
-  X(cudaErrorInvalidPitchValue, "invalid pitch argument")                                                \
-  X(cudaErrorInvalidSymbol, "invalid device symbol")                                                     \
-  X(cudaErrorInvalidDevicePointer, "invalid device pointer")                                             \
-  X(cudaErrorInvalidMemcpyDirection, "invalid copy direction for memcpy")                                \
-  X(cudaErrorNoDevice, "no CUDA-capable device is detected")                                             \
-  X(cudaErrorInvalidDevice, "invalid device ordinal")                                                    \
-  X(cudaErrorNoKernelImageForDevice, "no kernel image is available for execution on the device")         \
-  X(cudaErrorInvalidResourceHandle, "invalid resource handle")                                           \
-  X(cudaErrorIllegalState, "the operation cannot be performed in the present state")                     \
-  X(cudaErrorNotReady, "device not ready")                                                               \
-  X(cudaErrorIllegalAddress, "an illegal memory access was encountered")                                 \
-  X(cudaErrorLaunchOutOfResources, "too many resources requested for launch")                            \
-  X(cudaErrorLaunchTimeout, "the launch timed out and was terminated")                                   \
-  X(cudaErrorAssert, "device-side assert triggered")                                                     \
-  X(cudaErrorMisalignedAddress, "misaligned address")                                                    \
-  X(cudaErrorInvalidDeviceFunction, "invalid device function")                                           \
-  X(cudaErrorLaunchFailure, "unspecified launch failure")                                                \
-  X(cudaErrorNotPermitted, "operation not permitted")                                                    \
-  X(cudaErrorNotSupported, "operation not supported")                                                    \
-  X(cudaErrorStreamCaptureUnsupported, "operation not permitted when stream is capturing")               \
-  X(cudaErrorStreamCaptureInvalidated, "operation failed due to a previous error during capture")        \
-  X(cudaErrorStreamCaptureMerge, "operation would result in a merge of separate capture sequences")      \
-  X(cudaErrorStreamCaptureUnmatched, "capture was not ended in the same stream as it began")             \
-  X(cudaErrorStreamCaptureUnjoined, "capturing stream has unjoined work")                                \
-  X(cudaErrorStreamCaptureIsolation, "dependency created on uncaptured work in another stream")          \
-  X(cudaErrorStreamCaptureImplicit,                                                                      \
-    "operation would make the legacy stream depend on a capturing blocking stream")                      \
-  X(cudaErrorCapturedEvent, "operation not permitted on an event last recorded in a capturing stream")   \
-  X(cudaErrorStreamCaptureWrongThread, "attempt to terminate a thread-local capture sequence from another " \
-                                       "thread")                                                         \
-  X(cudaErrorUnknown, "unknown error")
-
-const char *cudaGetErrorName(cudaError_t error) {
-  switch (error) {
-#define X(code, text) \
-  case code: return #code;
-    CUDA_EMU_ERRORS(X)
-#undef X
-    default: return "unrecognized error code";  // what CUDA answers for codes it does not know
-  }
-}
-
-const char *cudaGetErrorString(cudaError_t error) {
-  switch (error) {
-#define X(code, text) \
-  case code: return text;
-    CUDA_EMU_ERRORS(X)
-#undef X
-    default: return "unrecognized error code";
-  }
+cudaError_t cudaPeekAtLastError(void) {
+  if (cudaError_t e = sticky_error(); e != cudaSuccess) return e;
+  return cuda_emu::t_last_error;
 }
 
 // ---- memory ------------------------------------------------------------------------------------------------
@@ -300,6 +336,7 @@ cudaError_t cudaMalloc(void **devPtr, size_t size) {
   cuda_emu::State &st = state();
   std::lock_guard<std::mutex> lock(st.mu);
   st.device[(uintptr_t)p] = {size, ++st.next_seq};
+  st.counts.device_allocs++;
   *devPtr = p;
   return cudaSuccess;
 }
@@ -330,7 +367,8 @@ cudaError_t cudaHostAlloc(void **pHost, size_t size, unsigned int flags) {
   if (posix_memalign(&p, 256, size) != 0) return fail(cudaErrorMemoryAllocation);
   cuda_emu::State &st = state();
   std::lock_guard<std::mutex> lock(st.mu);
-  st.pinned[p] = size;
+  st.pinned[(uintptr_t)p] = size;
+  st.counts.pinned_allocs++;
   *pHost = p;
   return cudaSuccess;
 }
@@ -343,7 +381,7 @@ cudaError_t cudaFreeHost(void *ptr) {
   cuda_emu::State &st = state();
   {
     std::lock_guard<std::mutex> lock(st.mu);
-    if (!st.pinned.erase(ptr)) return fail(cudaErrorInvalidValue);
+    if (!st.pinned.erase((uintptr_t)ptr)) return fail(cudaErrorInvalidValue);
   }
   free(ptr);
   return cudaSuccess;
@@ -352,7 +390,8 @@ cudaError_t cudaFreeHost(void *ptr) {
 // Synchronous copies and sets run on the legacy stream; CUDA counts them as potentially unsafe during capture.
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind) {
   if (cudaError_t e = cuda_emu::capture::check_unsafe(); e != cudaSuccess) return fail(e);
-  return cuda_emu::issue_copy("cudaMemcpy", dst, src, count, kind, cudaStreamLegacy);
+  const cudaError_t e = cuda_emu::issue_copy("cudaMemcpy", dst, src, count, kind, cudaStreamLegacy);
+  return fail(cuda_emu::synchronised(e));
 }
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind,
@@ -362,7 +401,8 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, enum cudaM
 
 cudaError_t cudaMemset(void *devPtr, int value, size_t count) {
   if (cudaError_t e = cuda_emu::capture::check_unsafe(); e != cudaSuccess) return fail(e);
-  return cuda_emu::issue_set("cudaMemset", devPtr, value, count, cudaStreamLegacy);
+  const cudaError_t e = cuda_emu::issue_set("cudaMemset", devPtr, value, count, cudaStreamLegacy);
+  return fail(cuda_emu::synchronised(e));
 }
 
 cudaError_t cudaMemsetAsync(void *devPtr, int value, size_t count, cudaStream_t stream) {
@@ -484,7 +524,10 @@ cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int dev
 
 // Every stream is idle whenever the host runs (work is synchronous), so synchronising only has to respect the
 // capture rules: CUDA forbids it while any stream captures.
-cudaError_t cudaDeviceSynchronize(void) { return fail(cuda_emu::capture::check_device_sync()); }
+cudaError_t cudaDeviceSynchronize(void) {
+  const cudaError_t e = cuda_emu::capture::check_device_sync();
+  return fail(e == cudaSuccess ? cuda_emu::synchronised(e) : e);
+}
 
 // Emulation: resets nothing (allocations, streams and events stay valid).
 cudaError_t cudaDeviceReset(void) { return cudaSuccess; }
@@ -548,7 +591,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   unsigned flags;
   cudaError_t e = cuda_emu::streams::lookup(stream, &s, &flags);
   if (e == cudaSuccess) e = cuda_emu::capture::check_sync(s);
-  return fail(e);
+  return fail(e == cudaSuccess ? cuda_emu::synchronised(e) : e);
 }
 
 // Always complete (cudaSuccess, never cudaErrorNotReady): work ran when it was issued.

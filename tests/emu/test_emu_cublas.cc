@@ -1,6 +1,7 @@
 // The emulated cuBLAS subset (emu_cublas.cc) against naive loops: every transpose combination with padded
 // leading dimensions, the scalar rules (beta == 0 never reads C, alpha == 0 / k == 0 never read A or B), strided
-// batches, cublasGemmEx, TF32, pointer modes under graph capture, and cuBLAS's status codes.
+// batches, cublasGemmEx, TF32, pointer modes under graph capture, cuBLAS's status codes, and the lazy-initialisation
+// check (a handle's first use, or a GEMM shape's, inside stream capture is reported).
 //
 // Tolerance of a GEMM element (fp32 inputs and fp32 accumulation in any order): the k products, the k - 1 sums,
 // the alpha product and the beta update are k + 2 roundings of relative size at most u = 2^-24, so
@@ -12,6 +13,7 @@
 #include <gtest/gtest.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -521,6 +523,9 @@ TEST_F(Cublas, PointerModesUnderGraphCapture) {
   ASSERT_EQ(cublasSetStream(h, s), CUBLAS_STATUS_SUCCESS);
   Dev<float> da(a.v), db(b.v), dc(c0.v), d_alpha(std::vector<float>{2.0f}), d_beta(std::vector<float>{1.0f});
   float h_alpha = 2.0f, h_beta = 1.0f;
+  // The shape once outside capture (cuBLAS initialises the handle and picks the algorithm then).
+  ASSERT_EQ(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 3, 2, 2, &h_alpha, da.p, 3, db.p, 2, &h_beta, dc.p, 3),
+            CUBLAS_STATUS_SUCCESS);
   for (const bool device_mode : {false, true}) {
     SCOPED_TRACE(device_mode ? "device pointer mode" : "host pointer mode");
     dc.put(c0.v), d_alpha.put({2.0f}), d_beta.put({1.0f});
@@ -635,10 +640,43 @@ void gemm_launched_after_free() {
   cudaGraph_t graph;
   cudaGraphExec_t exec;
   cublasCreate(&h), cudaStreamCreate(&s), cublasSetStream(h, s), cudaMalloc((void **)&d, 4 * sizeof(float));
+  cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &kOne, d, 2, d, 2, &kOne, d, 2);  // warm-up
   cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal);
   cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &kOne, d, 2, d, 2, &kOne, d, 2);
   cudaStreamEndCapture(s, &graph), cudaGraphInstantiate(&exec, graph, 0), cudaFree(d);
   cudaGraphLaunch(exec, s);
+}
+
+// Captures one GEMM on a handle after `warm` (how the handle was used before the capture).
+enum class Warm { kNothing, kOtherShape, kOtherMathMode, kSameShape };
+void capture_gemm_after(Warm warm) {
+  cublasHandle_t h;
+  cudaStream_t s;
+  float *d;
+  cudaGraph_t graph;
+  cublasCreate(&h), cudaStreamCreate(&s), cublasSetStream(h, s), cudaMalloc((void **)&d, 16 * sizeof(float));
+  if (warm == Warm::kOtherShape) cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, 2, 2, 2, &kOne, d, 2, d, 2, &kOne, d, 2);
+  if (warm == Warm::kOtherMathMode || warm == Warm::kSameShape)
+    cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &kOne, d, 2, d, 2, &kOne, d, 2);
+  if (warm == Warm::kOtherMathMode) cublasSetMathMode(h, CUBLAS_TF32_TENSOR_OP_MATH);
+  cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal);
+  cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &kOne, d, 2, d, 2, &kOne, d, 2);
+  cudaStreamEndCapture(s, &graph);
+  cudaGraphDestroy(graph), cudaFree(d), cudaStreamDestroy(s), cublasDestroy(h);
+  fprintf(stderr, "captured\n");
+  exit(0);
+}
+
+TEST(CublasFaults, ColdUseDuringCaptureIsReported) {
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  EXPECT_DEATH(capture_gemm_after(Warm::kNothing),
+               "cuda_emu: cublasSgemm: the first operation of cuBLAS handle 0x[0-9a-f]+ is issued during stream "
+               "capture");
+  EXPECT_DEATH(capture_gemm_after(Warm::kOtherShape),
+               "cublasSgemm: first call of this shape on handle 0x[0-9a-f]+ \\(op NN, m 2, n 2, k 2, lda 2, ldb 2, "
+               "ldc 2, batch 1, FP32\\) is issued during stream capture");
+  EXPECT_DEATH(capture_gemm_after(Warm::kOtherMathMode), "first call of this shape .*TF32\\) is issued during");
+  EXPECT_EXIT(capture_gemm_after(Warm::kSameShape), ::testing::ExitedWithCode(0), "captured");
 }
 
 TEST(CublasFaults, HostPointerIsReported) {

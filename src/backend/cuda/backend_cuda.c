@@ -2,7 +2,8 @@
  *
  * State: ONE device buffer of 4 * n_params floats with the layout of cuvae_model: params | grad | adam m | v
  * (initialised by cuvae_model_init on the host and copied up). The training set and the evaluation set are
- * uploaded once, at creation, after the memory plan has been checked against cudaMemGetInfo.
+ * uploaded once, at creation (src/backend/cuda/backend_cuda_setup.c), after the memory plan has been checked
+ * against cudaMemGetInfo.
  *
  * One training step, as enqueued by cuda_train_step (docs/ARCHITECTURE.md draws it):
  *   host:  row indices -> pinned slot -> rows (H2D copy); Adam's step counter (H2D, only when it must be set);
@@ -11,7 +12,9 @@
  *          *_nll_grad -> sum (NLL, KL) -> decoder backward -> reparam_kl_backward -> encoder backward ->
  *          sum_squares -> step_guard (records the sums; halts on a non-finite step) -> adam_prepare -> adam_update.
  * The graph part is captured once per batch size and replayed ([train] cuda_graph = on), or launched kernel by
- * kernel (off). eps stays outside the graph: a captured cuRAND call would replay the same numbers every step.
+ * kernel (off, and always under CUVAE_CUDA_SYNC=1, which checks each launch). Before a capture every GEMM of the
+ * step runs once outside it (warm_up_gemms), so cuBLAS never initialises or picks an algorithm inside a capture.
+ * eps stays outside the graph: a captured cuRAND call would replay the same numbers every step.
  * Nothing is read back per step: collect copies the recorded sums of all pending steps in one transfer.
  *
  * Row-major <-> column-major: a row-major [r][c] array with leading dimension c is the column-major c x r matrix,
@@ -38,14 +41,10 @@
 /* dy (post-activation gradient) -> pre-activation gradient in place; dW, db overwritten; dx = dy W if wanted. */
 static int dense_backward(cuda_backend *be, const cuvae_layer *l, const float *x, const float *y, float *dy,
                           float *dx, int B) {
-  const float one = 1.0f, zero = 0.0f;
-  CU_CHECK(bias_act_backward_cuda(y, dy, B, (int)l->out, l->act, be->stream));
-  CUBLAS_CHECK(cublasSgemm(be->blas, CUBLAS_OP_N, CUBLAS_OP_T, (int)l->in, (int)l->out, B, &one, x, (int)l->in,
-                           dy, (int)l->out, &zero, be->grad + l->w, (int)l->in));
-  CU_CHECK(bias_grad_cuda(dy, be->grad + l->b, be->sum_partials, B, (int)l->out, be->stream));
-  if (dx)
-    CUBLAS_CHECK(cublasSgemm(be->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)l->in, B, (int)l->out, &one,
-                             be->params + l->w, (int)l->in, dy, (int)l->out, &zero, dx, (int)l->in));
+  CU_LAUNCH(be, bias_act_backward_cuda(y, dy, B, (int)l->out, l->act, be->stream));
+  if (cuda_gemm_weight_grad(be, l, x, dy, B)) return -1;
+  CU_LAUNCH(be, bias_grad_cuda(dy, be->grad + l->b, be->sum_partials, B, (int)l->out, be->stream));
+  if (dx && cuda_gemm_input_grad(be, l, dy, dx, B)) return -1;
   return 0;
 }
 
@@ -71,47 +70,59 @@ static int step_body(cuda_backend *be, int B) {
   const int Z = (int)m->latent, L = spec->samples, N = B * L;
   const size_t nx = (size_t)B * m->input_dim;
   const int ae = spec->objective == CUVAE_OBJ_AE, sampled = cuvae_objective_sampled(spec);
-  CU_CHECK(beta_schedule_cuda(be->step, c->beta, c->beta_warmup_steps, be->beta_t, be->stream));
-  CU_CHECK(gather_rows_cuda(be->train_x, be->rows, be->x, B, (int)m->input_dim, be->stream));
-  if (m->cond) CU_CHECK(gather_labels_cuda(be->train_labels, be->rows, be->labels, B, be->stream));
+  CU_LAUNCH(be, beta_schedule_cuda(be->step, c->beta, c->beta_warmup_steps, be->beta_t, be->stream));
+  CU_LAUNCH(be, gather_rows_cuda(be->train_x, be->rows, be->x, B, (int)m->input_dim, be->stream));
+  if (m->cond) CU_LAUNCH(be, gather_labels_cuda(be->train_labels, be->rows, be->labels, B, be->stream));
   /* Data noise drawn before the launch (include/cuvae/rng.h): binarize the targets, corrupt the encoder input. */
-  if (c->binarize == CUVAE_BINARIZE_DYNAMIC) CU_CHECK(binarize_cuda(be->x, be->data_u, be->x, nx, be->stream));
+  if (c->binarize == CUVAE_BINARIZE_DYNAMIC) CU_LAUNCH(be, binarize_cuda(be->x, be->data_u, be->x, nx, be->stream));
   const float *x_in = be->x;
   if (c->corrupt.kind == CUVAE_CORRUPT_GAUSSIAN)
-    CU_CHECK(corrupt_gaussian_cuda(be->x, be->data_v, c->corrupt.level, be->x_in, nx, be->stream));
+    CU_LAUNCH(be, corrupt_gaussian_cuda(be->x, be->data_v, c->corrupt.level, be->x_in, nx, be->stream));
   if (c->corrupt.kind == CUVAE_CORRUPT_MASK)
-    CU_CHECK(corrupt_mask_cuda(be->x, be->data_v, c->corrupt.level, be->x_in, nx, be->stream));
+    CU_LAUNCH(be, corrupt_mask_cuda(be->x, be->data_v, c->corrupt.level, be->x_in, nx, be->stream));
   if (c->corrupt.kind != CUVAE_CORRUPT_NONE) x_in = be->x_in;
   if (cuda_vae_forward(be, x_in, be->x, be->labels, B, spec, 1)) return -1;
   /* Backward: the shared log-variance, the decoder (down to dz), the latent stage, the encoder. */
-  if (m->variance == CUVAE_VAR_LEARNED_SHARED) CU_CHECK(sum_cuda(be->dlv_row, N, be->grad + m->logvar, be->stream));
+  if (m->variance == CUVAE_VAR_LEARNED_SHARED) CU_LAUNCH(be, sum_cuda(be->dlv_row, N, be->grad + m->logvar, be->stream));
   if (backward_stack(be, m->dec, m->n_dec, be->dec_out, m->cond ? be->dec_in : be->z, be->grad_a,
                      m->cond ? be->dzy : be->dz, N))
     return -1;
-  if (m->cond) CU_CHECK(take_columns_cuda(be->dzy, Z + (int)m->cond, be->dz, N, Z, be->stream));  /* dL/dz */
+  if (m->cond) CU_LAUNCH(be, take_columns_cuda(be->dzy, Z + (int)m->cond, be->dz, N, Z, be->stream));  /* dL/dz */
   const float *mulv = be->enc_out[m->n_enc - 1];
   if (ae)
-    CU_CHECK(latent_mean_backward_cuda(be->dz, be->dmulv, B, Z, be->stream));
+    CU_LAUNCH(be, latent_mean_backward_cuda(be->dz, be->dmulv, B, Z, be->stream));
   else
-    CU_CHECK(reparam_multi_backward_cuda(mulv, be->eps, be->z, be->dz, sampled ? be->weight : NULL, be->beta_t,
+    CU_LAUNCH(be, reparam_multi_backward_cuda(mulv, be->eps, be->z, be->dz, sampled ? be->weight : NULL, be->beta_t,
                                          1.0f / (float)B, be->dmulv, B, L, Z, be->stream));
   if (backward_stack(be, m->enc, m->n_enc, be->enc_out, m->cond ? be->enc_in : x_in, be->dmulv, NULL, B)) return -1;
-  CU_CHECK(sum_squares_cuda(be->grad, m->n_params, be->sum_partials, be->sums + 2, be->stream));
+  CU_LAUNCH(be, sum_squares_cuda(be->grad, m->n_params, be->sum_partials, be->sums + 2, be->stream));
   /* Only a finite step reaches the parameters: the guard halts Adam from the first non-finite one on. */
-  CU_CHECK(step_guard_cuda(be->sums, be->step, be->flags, be->ring, be->base.max_pending, be->stream));
-  CU_CHECK(adam_prepare_cuda(be->sums + 2, be->step, c->clip_norm, c->beta1, c->beta2, be->adam_scalars, be->flags,
+  CU_LAUNCH(be, step_guard_cuda(be->sums, be->step, be->flags, be->ring, be->base.max_pending, be->stream));
+  CU_LAUNCH(be, adam_prepare_cuda(be->sums + 2, be->step, c->clip_norm, c->beta1, c->beta2, be->adam_scalars, be->flags,
                              be->stream));
-  CU_CHECK(adam_update_cuda(be->params, be->grad, be->adam_m, be->adam_v, m->n_params, c->lr, c->beta1, c->beta2,
+  CU_LAUNCH(be, adam_update_cuda(be->params, be->grad, be->adam_m, be->adam_v, m->n_params, c->lr, c->beta1, c->beta2,
                             c->adam_eps, be->adam_scalars, be->flags, be->stream));
   return 0;
 }
 
-/* Captures step_body for B rows into be->graph (replacing one for another B). */
+/* Every GEMM of step_body for B rows, once, outside capture, on the step's stream and cuBLAS handle (so in its FP32 or
+ * TF32 math mode): step_body itself with its kernels skipped (CU_LAUNCH in the gemm_only pass), so the shapes are the
+ * step's by construction. cuBLAS initialises the handle and picks each shape's algorithm here instead of inside the
+ * capture. What the GEMMs write (activations, dW in grad, dx) is written again by the step before anything reads it. */
+static int warm_up_gemms(cuda_backend *be, int B) {
+  be->gemm_only = 1;
+  const int rc = step_body(be, B);
+  be->gemm_only = 0;
+  return rc;
+}
+
+/* Captures step_body for B rows into be->graph (replacing one for another B), after warming its GEMMs up. */
 static int capture_step(cuda_backend *be, int B) {
   if (be->graph) {
     CU_CHECK(cudaGraphExecDestroy(be->graph));
     be->graph = NULL;
   }
+  if (warm_up_gemms(be, B)) return -1;
   CU_CHECK(cudaStreamBeginCapture(be->stream, cudaStreamCaptureModeThreadLocal));
   const int rc = step_body(be, B);
   cudaGraph_t g = NULL;
@@ -171,7 +182,7 @@ static int cuda_train_step(cuvae_backend *base, const uint32_t *rows, int B, int
       cuda_noise_fill(be, &be->data_noise, (2 * (uint64_t)step + 1) * cuvae_noise_stride(nx), nx, be->data_v,
                       c->corrupt.kind == CUVAE_CORRUPT_MASK))
     return -1;
-  if (be->cfg->cuda_graph) {
+  if (be->cfg->cuda_graph && !be->sync_checks) {  /* CUVAE_CUDA_SYNC=1 launches directly, to check each launch */
     if (!be->graph || be->graph_B != B)
       if (capture_step(be, B)) return -1;
     CU_CHECK(cudaGraphLaunch(be->graph, be->stream));
@@ -301,195 +312,6 @@ static int cuda_set_state(cuvae_backend *base, const float *params, const float 
   if (adam_v) CU_CHECK(cudaMemcpyAsync(be->adam_v, adam_v, bytes, cudaMemcpyHostToDevice, be->stream));
   CU_CHECK(cudaStreamSynchronize(be->stream));  /* the host arrays may be freed once we return */
   be->step_mirror = -1;  /* the next train_step sets the device step counter from its step argument */
-  return 0;
-}
-
-static void cuda_destroy(cuvae_backend *base) {
-  cuda_backend *be = (cuda_backend *)base;
-  if (!be) return;
-  if (be->stream) cudaStreamSynchronize(be->stream);
-  if (be->graph) cudaGraphExecDestroy(be->graph);
-  void *bufs[] = {be->state,   be->train_x, be->eval_x,       be->x,            be->rows,    be->eps,
-                  be->z,       be->dz,      be->dmulv,        be->grad_a,       be->grad_b,  be->kl_row,
-                  be->nll_row, be->sums,    be->sum_partials, be->adam_scalars, be->step,    be->flags,
-                  be->ring,    be->blas_workspace, be->x_in, be->x_rep,        be->data_u,  be->data_v,
-                  be->kl_s,    be->weight,  be->row_obj,      be->dlv_row,      be->beta_t,
-                  be->train_labels, be->eval_labels, be->labels, be->enc_in, be->dec_in, be->dzy};
-  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-    if (bufs[i]) cudaFree(bufs[i]);
-  for (int i = 0; i < CUVAE_MAX_LAYERS; i++) {
-    if (be->enc_out[i]) cudaFree(be->enc_out[i]);
-    if (be->dec_out[i]) cudaFree(be->dec_out[i]);
-  }
-  void *pinned[] = {be->rows_host, be->step_host, be->ring_host, be->flags_host};
-  for (size_t i = 0; i < sizeof pinned / sizeof pinned[0]; i++)
-    if (pinned[i]) cudaFreeHost(pinned[i]);
-  if (be->train_noise.gen) curandDestroyGenerator(be->train_noise.gen);
-  if (be->eval_noise.gen) curandDestroyGenerator(be->eval_noise.gen);
-  if (be->data_noise.gen) curandDestroyGenerator(be->data_noise.gen);
-  if (be->blas) cublasDestroy(be->blas);
-  if (be->stream) cudaStreamDestroy(be->stream);
-  free(be->pending_step);
-  free(be->pending_B);
-  free(be);
-}
-
-static int dev_alloc(void *p, size_t bytes) {
-  CU_CHECK(cudaMalloc((void **)p, bytes ? bytes : 1));
-  return 0;
-}
-
-static int host_alloc(void *p, size_t bytes) {
-  CU_CHECK(cudaMallocHost((void **)p, bytes));
-  return 0;
-}
-
-static int noise_init(cuda_backend *be, dev_noise *g, uint64_t seed) {
-  CURAND_CHECK(curandCreateGenerator(&g->gen, CURAND_RNG_PSEUDO_PHILOX4_32_10));
-  CURAND_CHECK(curandSetGeneratorOrdering(g->gen, CURAND_ORDERING_PSEUDO_DEFAULT));
-  CURAND_CHECK(curandSetPseudoRandomGeneratorSeed(g->gen, seed));
-  CURAND_CHECK(curandSetStream(g->gen, be->stream));
-  return 0;
-}
-
-/* The memory plan: every device allocation of create, by category, in bytes. */
-typedef struct memory_plan {
-  size_t state, activations, data, workspace;
-} memory_plan;
-
-static memory_plan plan_memory(const cuda_backend *be) {
-  const cuvae_model *m = be->model;
-  const size_t B = (size_t)be->max_batch, Z = m->latent, D = m->input_dim, f = sizeof(float);
-  /* x, x_in, x_rep, data_u/v, z, dz, dmulv, grad_a/b, kl/nll, kl_s, weight, row_obj, dlv_row, rows */
-  size_t per_row = 5 * D + Z + Z + 2 * Z + 2 * cuvae_model_widest_output(m, 1) + 2 + 4 + 1 + 1;  /* + labels */
-  if (m->cond) per_row += (D + m->cond) + 2 * (Z + m->cond);                   /* enc_in, dec_in, dzy */
-  for (int i = 0; i < m->n_enc; i++) per_row += m->enc[i].out;
-  for (int i = 0; i < m->n_dec; i++) per_row += m->dec[i].out;
-  memory_plan p;
-  p.state = 4 * m->n_params * f;
-  p.activations = B * per_row * f + (size_t)cuvae_noise_stride(B * Z) * f;
-  p.data = (be->n_train + be->n_eval) * (D * f + (m->cond ? sizeof(int32_t) : 0));
-  p.workspace = CUBLAS_WORKSPACE_BYTES;
-  return p;
-}
-
-/* Fills base.memory_plan and fails, before anything is allocated, when the plan does not fit in free memory. */
-static int check_memory_plan(cuda_backend *be) {
-  const memory_plan p = plan_memory(be);
-  const double mib = 1.0 / (1 << 20);
-  const size_t total = p.state + p.activations + p.data + p.workspace;
-  size_t free_b = 0, total_b = 0;
-  CU_CHECK(cudaMemGetInfo(&free_b, &total_b));
-  snprintf(be->base.memory_plan, sizeof be->base.memory_plan,
-           "%.1f MiB on the device = parameters, gradient, Adam m and v %.1f + activations (%d rows) %.1f + "
-           "data sets %.1f + cuBLAS workspace %.1f; %.0f MiB free of %.0f",
-           total * mib, p.state * mib, be->max_batch, p.activations * mib, p.data * mib, p.workspace * mib,
-           free_b * mib, total_b * mib);
-  /* A margin for what CUDA, cuBLAS and cuRAND allocate themselves (contexts, kernels, graph): 256 MiB. */
-  const size_t margin = (size_t)256 << 20;
-  if (total > free_b || free_b - total < margin)
-    return cuvae_error("the model does not fit on the CUDA device: it needs %s, plus a %.0f MiB margin; reduce "
-                       "batch_size, eval_batch_size or the layer widths, or train with --device cpu",
-                       be->base.memory_plan, margin * mib);
-  return 0;
-}
-
-static int upload(cuda_backend *be, float *dst, const cuvae_dataset *ds) {
-  if (ds && ds->n)
-    CU_CHECK(cudaMemcpyAsync(dst, ds->x, ds->n * ds->dim * sizeof(float), cudaMemcpyHostToDevice, be->stream));
-  return 0;
-}
-
-static int cuda_setup(cuda_backend *be, const cuvae_dataset *train, const cuvae_dataset *eval) {
-  const cuvae_model *m = be->model;
-  const cuvae_config *cfg = be->cfg;
-  const size_t n = m->n_params, B = (size_t)be->max_batch, Z = m->latent, D = m->input_dim, f = sizeof(float);
-  const size_t P = (size_t)be->base.max_pending;
-  if (train && train->dim != D) return cuvae_error("training data has %zu features, the model %zu", train->dim, D);
-  if (eval && eval->dim != D) return cuvae_error("evaluation data has %zu features, the model %zu", eval->dim, D);
-  if ((train && cuvae_backend_check_labels(m, train->labels, train->n, "training set")) ||
-      (eval && cuvae_backend_check_labels(m, eval->labels, eval->n, "evaluation set")))
-    return -1;
-  be->n_train = train ? train->n : 0;
-  be->n_eval = eval ? eval->n : 0;
-  be->eval_ds = eval;
-  if (check_memory_plan(be)) return -1;
-
-  CU_CHECK(cudaStreamCreateWithFlags(&be->stream, cudaStreamNonBlocking));
-  CUBLAS_CHECK(cublasCreate(&be->blas));
-  CUBLAS_CHECK(cublasSetStream(be->blas, be->stream));
-  /* After cublasSetStream (which resets the workspace): cuBLAS then never allocates, also not during capture. */
-  if (dev_alloc(&be->blas_workspace, CUBLAS_WORKSPACE_BYTES)) return -1;
-  CUBLAS_CHECK(cublasSetWorkspace(be->blas, be->blas_workspace, CUBLAS_WORKSPACE_BYTES));
-  /* [train] precision: full FP32, or TF32 tensor-core math for the GEMMs. */
-  CUBLAS_CHECK(cublasSetMathMode(be->blas, cfg->precision == CUVAE_PRECISION_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
-                                                                                  : CUBLAS_DEFAULT_MATH));
-  if (noise_init(be, &be->train_noise, cfg->seed) || noise_init(be, &be->eval_noise, cfg->seed ^ CUVAE_SEED_EVAL) ||
-      noise_init(be, &be->data_noise, cfg->seed ^ CUVAE_SEED_DATA))
-    return -1;
-
-  const size_t widest = cuvae_model_widest_output(m, 1);
-  if (dev_alloc(&be->state, 4 * n * f)) return -1;
-  be->params = be->state;
-  be->grad = be->state + n;
-  be->adam_m = be->state + 2 * n;
-  be->adam_v = be->state + 3 * n;
-  for (int i = 0; i < m->n_enc; i++)
-    if (dev_alloc(&be->enc_out[i], B * m->enc[i].out * f)) return -1;
-  for (int i = 0; i < m->n_dec; i++)
-    if (dev_alloc(&be->dec_out[i], B * m->dec[i].out * f)) return -1;
-  if (dev_alloc(&be->train_x, be->n_train * D * f) || dev_alloc(&be->eval_x, be->n_eval * D * f) ||
-      dev_alloc(&be->x, B * D * f) || dev_alloc(&be->rows, B * sizeof(uint32_t)) ||
-      dev_alloc(&be->eps, (size_t)cuvae_noise_stride(B * Z) * f) || dev_alloc(&be->z, B * Z * f) ||
-      dev_alloc(&be->dz, B * Z * f) || dev_alloc(&be->dmulv, B * 2 * Z * f) || dev_alloc(&be->grad_a, B * widest * f) ||
-      dev_alloc(&be->grad_b, B * widest * f) || dev_alloc(&be->kl_row, B * f) || dev_alloc(&be->nll_row, B * f) ||
-      dev_alloc(&be->sums, CUVAE_STEP_SUMS * f) || dev_alloc(&be->sum_partials, CUVAE_SUM_SQUARES_PARTIALS * f) ||
-      dev_alloc(&be->adam_scalars, 4 * f) || dev_alloc(&be->step, sizeof(int64_t)) ||
-      dev_alloc(&be->flags, 2 * sizeof(int64_t)) || dev_alloc(&be->ring, P * CUVAE_STEP_SUMS * f))
-    return -1;
-  const size_t data_noise = (size_t)cuvae_noise_stride(B * D) * f;
-  if (dev_alloc(&be->x_in, B * D * f) || dev_alloc(&be->x_rep, B * D * f) || dev_alloc(&be->data_u, data_noise) ||
-      dev_alloc(&be->data_v, data_noise) || dev_alloc(&be->kl_s, B * f) || dev_alloc(&be->weight, B * f) ||
-      dev_alloc(&be->row_obj, B * f) || dev_alloc(&be->dlv_row, B * f) || dev_alloc(&be->beta_t, f) ||
-      dev_alloc(&be->labels, B * sizeof(int32_t)))
-    return -1;
-  if (m->cond) {  /* conditional: the sets' labels (uploaded below) and the one-hot inputs */
-    const size_t C = m->cond, i32 = sizeof(int32_t);
-    if (dev_alloc(&be->train_labels, be->n_train * i32) || dev_alloc(&be->eval_labels, be->n_eval * i32) ||
-        dev_alloc(&be->enc_in, B * (D + C) * f) || dev_alloc(&be->dec_in, B * (Z + C) * f) ||
-        dev_alloc(&be->dzy, B * (Z + C) * f))
-      return -1;
-  }
-  if (host_alloc(&be->rows_host, P * B * sizeof(uint32_t)) || host_alloc(&be->step_host, P * sizeof(int64_t)) ||
-      host_alloc(&be->ring_host, P * CUVAE_STEP_SUMS * f) || host_alloc(&be->flags_host, 2 * sizeof(int64_t)))
-    return -1;
-  be->pending_step = malloc(P * sizeof *be->pending_step);
-  be->pending_B = malloc(P * sizeof *be->pending_B);
-  if (!be->pending_step || !be->pending_B) return cuvae_error("out of memory creating the CUDA backend");
-  be->step_mirror = -1;
-
-  /* Initial parameters on the host (the CPU backend's exact values), zero moments and gradient. */
-  float *host = malloc(n * f);
-  if (!host) return cuvae_error("out of memory initialising %zu parameters", n);
-  if (cuvae_model_init(m, host, cfg->seed)) {
-    free(host);
-    return -1;
-  }
-  /* Everything on the backend's (non-blocking) stream, then one synchronisation before the host buffers go. */
-  cudaError_t err = cudaMemcpyAsync(be->params, host, n * f, cudaMemcpyHostToDevice, be->stream);
-  if (err == cudaSuccess) err = cudaStreamSynchronize(be->stream);
-  free(host);
-  CU_CHECK(err);
-  CU_CHECK(cudaMemsetAsync(be->grad, 0, 3 * n * f, be->stream));
-  CU_CHECK(cudaMemsetAsync(be->flags, 0, 2 * sizeof(int64_t), be->stream));
-  if (upload(be, be->train_x, train) || upload(be, be->eval_x, eval)) return -1;
-  if (m->cond && train && train->n)
-    CU_CHECK(cudaMemcpyAsync(be->train_labels, train->labels, train->n * sizeof(int32_t), cudaMemcpyHostToDevice,
-                             be->stream));
-  if (m->cond && eval && eval->n)
-    CU_CHECK(cudaMemcpyAsync(be->eval_labels, eval->labels, eval->n * sizeof(int32_t), cudaMemcpyHostToDevice,
-                             be->stream));
-  CU_CHECK(cudaStreamSynchronize(be->stream));
   return 0;
 }
 

@@ -4,10 +4,15 @@
  *   decode: z rows -> be->z (H2D), cuda_dense_forward per decoder layer, dec_out[last] -> host (D2H), then the
  *           decoder mean on the host: sigmoid of the logits for a Bernoulli decoder (cuvae_decoder_mean_host, the
  *           one both backends call, include/cuvae/objective.h, so equal logits give equal means), identity for Gaussian.
- * One synchronisation per batch (the host rows are pageable; the batch's results are needed before the next
- * upload reuses the buffers anyway). Refused while training steps are pending, like evaluate. */
+ * Each batch goes through the pinned staging rows be->io_host (max_batch x io_cols floats): the caller's rows are
+ * copied into it on the host and up in ONE copy, the results come down in ONE copy (whole output rows; with per-dim
+ * variances, rows [mean | lv], the host then keeps the first D columns) and are copied out on the host. Copies from
+ * pinned memory are true DMA transfers; from the caller's pageable memory the driver would stage them itself.
+ * One synchronisation per batch (the staging rows are reused by the next batch). A conditional model's labels go up
+ * from the caller's array (cuda_labels_upload). Refused while training steps are pending, like evaluate. */
 #include <cuda_runtime_api.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "backend_cuda_internal.h"
 #include "cuda_check.h"
@@ -21,20 +26,36 @@ static int check_args(cuda_backend *be, const char *what, const void *in, size_t
   return 0;
 }
 
+/* rows x cols floats of host memory -> dev, through the staging rows (one copy). */
+static int stage_up(cuda_backend *be, float *dev, const float *host, size_t rows, size_t cols) {
+  memcpy(be->io_host, host, rows * cols * sizeof(float));
+  CU_CHECK(cudaMemcpyAsync(dev, be->io_host, rows * cols * sizeof(float), cudaMemcpyHostToDevice, be->stream));
+  return 0;
+}
+
+/* rows of `cols` floats of dev -> the first `keep` columns of each row of host (one copy, then a synchronisation). */
+static int stage_down(cuda_backend *be, float *host, const float *dev, size_t rows, size_t cols, size_t keep) {
+  CU_CHECK(cudaMemcpyAsync(be->io_host, dev, rows * cols * sizeof(float), cudaMemcpyDeviceToHost, be->stream));
+  CU_CHECK(cudaStreamSynchronize(be->stream));
+  if (keep == cols)
+    memcpy(host, be->io_host, rows * cols * sizeof(float));
+  else
+    for (size_t r = 0; r < rows; r++) memcpy(host + r * keep, be->io_host + r * cols, keep * sizeof(float));
+  return 0;
+}
+
 int cuda_encode(cuvae_backend *base, const float *x, const int32_t *labels, size_t n, float *mulv) {
   cuda_backend *be = (cuda_backend *)base;
   const cuvae_model *m = be->model;
   if (check_args(be, "encode", x, n, mulv) || cuvae_backend_check_labels(m, labels, n, "encode")) return -1;
-  const size_t D = m->input_dim, Z2 = 2 * m->latent, Bmax = (size_t)be->max_batch, f = sizeof(float);
+  const size_t D = m->input_dim, Z2 = 2 * m->latent, Bmax = (size_t)be->max_batch;
   for (size_t start = 0; start < n; start += Bmax) {
-    const int B = (int)(n - start < Bmax ? n - start : Bmax);
-    CU_CHECK(cudaMemcpyAsync(be->x, x + start * D, (size_t)B * D * f, cudaMemcpyHostToDevice, be->stream));
-    if (cuda_labels_upload(be, m->cond ? labels + start : NULL, (size_t)B) ||
-        cuda_encoder_forward(be, be->x, be->labels, B))
+    const size_t B = n - start < Bmax ? n - start : Bmax;
+    if (stage_up(be, be->x, x + start * D, B, D) ||
+        cuda_labels_upload(be, m->cond ? labels + start : NULL, B) ||
+        cuda_encoder_forward(be, be->x, be->labels, (int)B) ||
+        stage_down(be, mulv + start * Z2, be->enc_out[m->n_enc - 1], B, Z2, Z2))
       return -1;
-    CU_CHECK(cudaMemcpyAsync(mulv + start * Z2, be->enc_out[m->n_enc - 1], (size_t)B * Z2 * f,
-                             cudaMemcpyDeviceToHost, be->stream));
-    CU_CHECK(cudaStreamSynchronize(be->stream));
   }
   return 0;
 }
@@ -43,23 +64,16 @@ int cuda_decode(cuvae_backend *base, const float *z, const int32_t *labels, size
   cuda_backend *be = (cuda_backend *)base;
   const cuvae_model *m = be->model;
   if (check_args(be, "decode", z, n, mean) || cuvae_backend_check_labels(m, labels, n, "decode")) return -1;
-  const size_t D = m->input_dim, Z = m->latent, Bmax = (size_t)be->max_batch, f = sizeof(float);
+  const size_t D = m->input_dim, Z = m->latent, Bmax = (size_t)be->max_batch;
+  /* The means: the whole output rows, or (per-dim variances, rows [mean | lv] of 2D) their first D columns. */
+  const size_t cols = m->dec[m->n_dec - 1].out;
   for (size_t start = 0; start < n; start += Bmax) {
-    const int B = (int)(n - start < Bmax ? n - start : Bmax);
-    CU_CHECK(cudaMemcpyAsync(be->z, z + start * Z, (size_t)B * Z * f, cudaMemcpyHostToDevice, be->stream));
-    if (cuda_labels_upload(be, m->cond ? labels + start : NULL, (size_t)B) ||
-        cuda_decoder_forward(be, be->z, be->labels, B, B))
+    const size_t B = n - start < Bmax ? n - start : Bmax;
+    if (stage_up(be, be->z, z + start * Z, B, Z) ||
+        cuda_labels_upload(be, m->cond ? labels + start : NULL, B) ||
+        cuda_decoder_forward(be, be->z, be->labels, (int)B, (int)B) ||
+        stage_down(be, mean + start * D, be->dec_out[m->n_dec - 1], B, cols, D))
       return -1;
-    const float *in = be->dec_out[m->n_dec - 1];
-    /* The means: the whole output rows, or (per-dim variances, rows [mean | lv] of 2D) their first D columns. */
-    const size_t cols = m->dec[m->n_dec - 1].out;
-    if (cols == D)
-      CU_CHECK(cudaMemcpyAsync(mean + start * D, in, (size_t)B * D * f, cudaMemcpyDeviceToHost, be->stream));
-    else
-      for (int b = 0; b < B; b++)
-        CU_CHECK(cudaMemcpyAsync(mean + (start + (size_t)b) * D, in + (size_t)b * cols, D * f, cudaMemcpyDeviceToHost,
-                                 be->stream));
-    CU_CHECK(cudaStreamSynchronize(be->stream));
   }
   cuvae_decoder_mean_host(m, mean, n * D);
   return 0;

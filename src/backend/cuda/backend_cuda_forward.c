@@ -19,12 +19,11 @@ int cuda_noise_fill(cuda_backend *be, dev_noise *g, uint64_t offset, size_t n, f
     CURAND_CHECK(curandSetGeneratorOffset(g->gen, offset));
   }
   if (uniform)
-    CURAND_CHECK(curandGenerateUniform(g->gen, dst, len));
+    CURAND_LAUNCH(be, curandGenerateUniform(g->gen, dst, len));
   else
-    CURAND_CHECK(curandGenerateNormal(g->gen, dst, len, 0.0f, 1.0f));
+    CURAND_LAUNCH(be, curandGenerateNormal(g->gen, dst, len, 0.0f, 1.0f));
   g->pos = offset + len;
   g->pos_known = 1;
-  (void)be;
   return 0;
 }
 
@@ -32,12 +31,32 @@ int cuda_noise_draw(cuda_backend *be, dev_noise *g, uint64_t offset, size_t n) {
   return cuda_noise_fill(be, g, offset, n, be->eps, 0);
 }
 
+/* The column-major forms (backend_cuda.c): forward Yc = Wc^T Xc, dWc = Xc dYc^T, dXc = Wc dYc. */
+int cuda_gemm_forward(cuda_backend *be, const cuvae_layer *l, const float *x, float *y, int B) {
+  const float one = 1.0f, zero = 0.0f;
+  CUBLAS_LAUNCH(be, cublasSgemm(be->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)l->out, B, (int)l->in, &one,
+                                be->params + l->w, (int)l->in, x, (int)l->in, &zero, y, (int)l->out));
+  return 0;
+}
+
+int cuda_gemm_weight_grad(cuda_backend *be, const cuvae_layer *l, const float *x, const float *dy, int B) {
+  const float one = 1.0f, zero = 0.0f;
+  CUBLAS_LAUNCH(be, cublasSgemm(be->blas, CUBLAS_OP_N, CUBLAS_OP_T, (int)l->in, (int)l->out, B, &one, x, (int)l->in,
+                                dy, (int)l->out, &zero, be->grad + l->w, (int)l->in));
+  return 0;
+}
+
+int cuda_gemm_input_grad(cuda_backend *be, const cuvae_layer *l, const float *dy, float *dx, int B) {
+  const float one = 1.0f, zero = 0.0f;
+  CUBLAS_LAUNCH(be, cublasSgemm(be->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)l->in, B, (int)l->out, &one,
+                                be->params + l->w, (int)l->in, dy, (int)l->out, &zero, dx, (int)l->in));
+  return 0;
+}
+
 /* y[B, out] = act(x W^T + b). */
 int cuda_dense_forward(cuda_backend *be, const cuvae_layer *l, const float *x, float *y, int B) {
-  const float one = 1.0f, zero = 0.0f;
-  CUBLAS_CHECK(cublasSgemm(be->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)l->out, B, (int)l->in, &one,
-                           be->params + l->w, (int)l->in, x, (int)l->in, &zero, y, (int)l->out));
-  CU_CHECK(bias_act_forward_cuda(y, be->params + l->b, B, (int)l->out, l->act, be->stream));
+  if (cuda_gemm_forward(be, l, x, y, B)) return -1;
+  CU_LAUNCH(be, bias_act_forward_cuda(y, be->params + l->b, B, (int)l->out, l->act, be->stream));
   return 0;
 }
 
@@ -45,7 +64,7 @@ int cuda_encoder_forward(cuda_backend *be, const float *x, const int32_t *labels
   const cuvae_model *m = be->model;
   const float *in = x;
   if (m->cond) {  /* [x | onehot(y)] (docs/MATH.md section 6) */
-    CU_CHECK(concat_onehot_cuda(x, (int)m->input_dim, labels, B, (int)m->cond, be->enc_in, B, be->stream));
+    CU_LAUNCH(be, concat_onehot_cuda(x, (int)m->input_dim, labels, B, (int)m->cond, be->enc_in, B, be->stream));
     in = be->enc_in;
   }
   for (int i = 0; i < m->n_enc; i++) {
@@ -59,7 +78,7 @@ int cuda_decoder_forward(cuda_backend *be, const float *z, const int32_t *labels
   const cuvae_model *m = be->model;
   const float *in = z;
   if (m->cond) {  /* [z | onehot(y of row i mod period)] */
-    CU_CHECK(concat_onehot_cuda(z, (int)m->latent, labels, period, (int)m->cond, be->dec_in, N, be->stream));
+    CU_LAUNCH(be, concat_onehot_cuda(z, (int)m->latent, labels, period, (int)m->cond, be->dec_in, N, be->stream));
     in = be->dec_in;
   }
   for (int i = 0; i < m->n_dec; i++) {
@@ -80,14 +99,14 @@ int cuda_decoder_nll(cuda_backend *be, const float *y, const float *x, float *nl
   const cuvae_model *m = be->model;
   const int D = (int)m->input_dim;
   if (m->likelihood == CUVAE_LIK_BERNOULLI)
-    CU_CHECK(bernoulli_nll_grad_cuda(y, x, nll_row, dy, scale, N, D, be->stream));
+    CU_LAUNCH(be, bernoulli_nll_grad_cuda(y, x, nll_row, dy, scale, N, D, be->stream));
   else if (m->variance == CUVAE_VAR_LEARNED_SHARED)
-    CU_CHECK(gaussian_shared_nll_grad_cuda(y, x, be->params + m->logvar, nll_row, dy, dy ? dlv_row : NULL, scale, N,
+    CU_LAUNCH(be, gaussian_shared_nll_grad_cuda(y, x, be->params + m->logvar, nll_row, dy, dy ? dlv_row : NULL, scale, N,
                                            D, be->stream));
   else if (m->variance == CUVAE_VAR_LEARNED_PER_DIM)
-    CU_CHECK(gaussian_perdim_nll_grad_cuda(y, x, nll_row, dy, scale, N, D, be->stream));
+    CU_LAUNCH(be, gaussian_perdim_nll_grad_cuda(y, x, nll_row, dy, scale, N, D, be->stream));
   else
-    CU_CHECK(gaussian_nll_grad_cuda(y, x, m->sigma, nll_row, dy, scale, N, D, be->stream));
+    CU_LAUNCH(be, gaussian_nll_grad_cuda(y, x, m->sigma, nll_row, dy, scale, N, D, be->stream));
   return 0;
 }
 
@@ -100,44 +119,44 @@ int cuda_vae_forward(cuda_backend *be, const float *x_in, const float *x, const 
   const float *mulv = be->enc_out[m->n_enc - 1];
   /* z: the mean (ae); else z_s = mu + exp(0.5 lv) eps_s, the closed-form KL from the first sample's pass. */
   if (ae)
-    CU_CHECK(latent_mean_forward_cuda(mulv, be->z, B, Z, be->stream));
+    CU_LAUNCH(be, latent_mean_forward_cuda(mulv, be->z, B, Z, be->stream));
   else if (sampled)
-    CU_CHECK(iwae_reparam_cuda(mulv, be->eps, be->z, B, L, Z, be->stream));
+    CU_LAUNCH(be, iwae_reparam_cuda(mulv, be->eps, be->z, B, L, Z, be->stream));
   else {
-    CU_CHECK(reparam_kl_forward_cuda(mulv, be->eps, be->z, be->kl_row, B, Z, be->stream));
+    CU_LAUNCH(be, reparam_kl_forward_cuda(mulv, be->eps, be->z, be->kl_row, B, Z, be->stream));
     if (L > 1)
-      CU_CHECK(iwae_reparam_cuda(mulv, be->eps + (size_t)B * Z, be->z + (size_t)B * Z, B, L - 1, Z, be->stream));
+      CU_LAUNCH(be, iwae_reparam_cuda(mulv, be->eps + (size_t)B * Z, be->z + (size_t)B * Z, B, L - 1, Z, be->stream));
   }
   if (cuda_decoder_forward(be, be->z, labels, B, N)) return -1;
   const float *dec_y = be->dec_out[m->n_dec - 1];
   const int out_cols = (int)m->dec[m->n_dec - 1].out;
   if (L > 1) {
-    CU_CHECK(iwae_replicate_cuda(x, be->x_rep, B, L, D, be->stream));
+    CU_LAUNCH(be, iwae_replicate_cuda(x, be->x_rep, B, L, D, be->stream));
     x = be->x_rep;
   }
   float *dy = want_grad ? be->grad_a : NULL;
   if (ae)
-    CU_CHECK(squared_error_grad_cuda(dec_y, x, m->likelihood == CUVAE_LIK_BERNOULLI, be->nll_row, dy,
+    CU_LAUNCH(be, squared_error_grad_cuda(dec_y, x, m->likelihood == CUVAE_LIK_BERNOULLI, be->nll_row, dy,
                                      1.0f / (float)B, B, D, be->stream));
   else if (cuda_decoder_nll(be, dec_y, x, be->nll_row, dy, be->dlv_row, sampled ? 1.0f : 1.0f / (float)N, N))
     return -1;
   if (sampled) {
-    CU_CHECK(objective_weights_cuda(mulv, be->eps, be->z, be->nll_row, B, L, Z, spec->objective == CUVAE_OBJ_IWAE,
+    CU_LAUNCH(be, objective_weights_cuda(mulv, be->eps, be->z, be->nll_row, B, L, Z, spec->objective == CUVAE_OBJ_IWAE,
                                     be->beta_t, 1.0f / (float)B, be->kl_s, be->weight, be->row_obj, be->stream));
     if (dy) {
-      CU_CHECK(scale_rows_cuda(dy, be->weight, N, out_cols, be->stream));
-      if (m->variance == CUVAE_VAR_LEARNED_SHARED) CU_CHECK(scale_rows_cuda(be->dlv_row, be->weight, N, 1, be->stream));
+      CU_LAUNCH(be, scale_rows_cuda(dy, be->weight, N, out_cols, be->stream));
+      if (m->variance == CUVAE_VAR_LEARNED_SHARED) CU_LAUNCH(be, scale_rows_cuda(be->dlv_row, be->weight, N, 1, be->stream));
     }
   }
   /* sums: [0] NLL (or squared error) over the N rows, [1] KL (closed form over B rows, or sampled over N),
    * [3] the per-row objective of the sampled objectives; zeros where a term does not exist. */
-  CU_CHECK(sum_cuda(be->nll_row, N, be->sums + 0, be->stream));
+  CU_LAUNCH(be, sum_cuda(be->nll_row, N, be->sums + 0, be->stream));
   if (ae)
     CU_CHECK(cudaMemsetAsync(be->sums + 1, 0, sizeof(float), be->stream));
   else
-    CU_CHECK(sum_cuda(sampled ? be->kl_s : be->kl_row, sampled ? N : B, be->sums + 1, be->stream));
+    CU_LAUNCH(be, sum_cuda(sampled ? be->kl_s : be->kl_row, sampled ? N : B, be->sums + 1, be->stream));
   if (sampled)
-    CU_CHECK(sum_cuda(be->row_obj, B, be->sums + 3, be->stream));
+    CU_LAUNCH(be, sum_cuda(be->row_obj, B, be->sums + 3, be->stream));
   else
     CU_CHECK(cudaMemsetAsync(be->sums + 3, 0, sizeof(float), be->stream));
   return 0;

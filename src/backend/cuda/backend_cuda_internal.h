@@ -1,5 +1,6 @@
-/* The CUDA backend's state and the pieces of its forward pass, shared by the files of the backend
- * (src/backend/cuda/backend_cuda.c: training, evaluation, state; later files: further evaluation tools). Private to src/. */
+/* The CUDA backend's state, the checked-launch macros and the pieces of its forward pass, shared by the files of the
+ * backend (backend_cuda.c: training, evaluation, state; backend_cuda_setup.c: creation; the others: the forward
+ * pass and the evaluation tools). Private to src/. */
 #ifndef CUVAE_BACKEND_CUDA_INTERNAL_H
 #define CUVAE_BACKEND_CUDA_INTERNAL_H
 #include <cublas_v2.h>
@@ -8,6 +9,7 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "cuda_check.h"
 
 /* A device noise stream; like src/core/rng.c it sets the generator's offset only when the requested one is not where
  * the previous draw left the stream. */
@@ -34,6 +36,8 @@ typedef struct cuda_backend {
   cuvae_objective_spec train_spec;            /* the config's training objective (its beta: see beta_t) */
   cudaGraphExec_t graph;                      /* the captured step body, for graph_B rows */
   int graph_B;
+  int sync_checks;                            /* CUVAE_CUDA_SYNC=1: synchronise and check after every launch */
+  int gemm_only;                              /* warm-up pass: CU_LAUNCH skips kernels, GEMMs run (warm_up_gemms) */
   /* device memory */
   float *state;                               /* params | grad | m | v, n_params each */
   float *params, *grad, *adam_m, *adam_v;     /* views into state */
@@ -57,11 +61,16 @@ typedef struct cuda_backend {
   int64_t *step;                              /* Adam's step counter */
   int64_t *flags;                             /* [0] halted_at, [1] recorded count: see step_guard_cuda */
   float *ring;                                /* [max_pending][CUVAE_STEP_SUMS] recorded sums */
+  double *iwae_state;                         /* [2 max_batch]: each pass row's running (max, sum exp) */
+  double *iwae_log_px;                        /* [iwae_cap]: log p(x) of the rows of one IWAE call */
+  size_t iwae_cap;                            /* max(n_eval, max_batch) at creation; grown for a larger set */
   /* pinned host memory: the staging of per-step inputs and of collect's one read-back */
   uint32_t *rows_host;                        /* [max_pending][max_batch] */
   int64_t *step_host;                         /* [max_pending] */
   float *ring_host;                           /* [max_pending][CUVAE_STEP_SUMS] */
   int64_t *flags_host;                        /* [2] */
+  float *io_host;                             /* [max_batch][io_cols]: encode / decode rows in and out */
+  size_t io_cols;                             /* max(D, 2Z, decoder output width) */
   /* host bookkeeping of the pending steps */
   int n_pending;
   int64_t *pending_step;                      /* [max_pending] */
@@ -69,6 +78,37 @@ typedef struct cuda_backend {
   int64_t step_mirror;                        /* what *step will hold after the pending steps, or -1: unknown */
 } cuda_backend;
 
+/* A kernel launch (CU_LAUNCH), cuBLAS call (CUBLAS_LAUNCH) or cuRAND generation (CURAND_LAUNCH) on the backend's
+ * stream, checked like CU_CHECK; then, under CUVAE_CUDA_SYNC=1, cuda_sync_check synchronises and reports a failure of
+ * the work itself naming the call and its file:line. In the warm-up pass (gemm_only) kernels are skipped. */
+#define CU_LAUNCH(be, call)                                                                                   \
+  do {                                                                                                        \
+    if (!(be)->gemm_only) {                                                                                   \
+      CU_CHECK(call);                                                                                         \
+      if (cuda_sync_check((be), #call, __FILE__, __LINE__)) return -1;                                        \
+    }                                                                                                         \
+  } while (0)
+#define CUBLAS_LAUNCH(be, call)                                                                               \
+  do {                                                                                                        \
+    CUBLAS_CHECK(call);                                                                                       \
+    if (cuda_sync_check((be), #call, __FILE__, __LINE__)) return -1;                                          \
+  } while (0)
+#define CURAND_LAUNCH(be, call)                                                                               \
+  do {                                                                                                        \
+    CURAND_CHECK(call);                                                                                       \
+    if (cuda_sync_check((be), #call, __FILE__, __LINE__)) return -1;                                          \
+  } while (0)
+/* src/backend/cuda/backend_cuda_setup.c. 0 unless be->sync_checks; then, outside stream capture (where a
+ * synchronisation is not allowed: captured launches are checked when the graph runs), synchronises the stream and
+ * fails with "file:line: NAME failed while it ran: ..." when the work of `call` (NAME: its text up to '(') or any
+ * earlier work failed. */
+int cuda_sync_check(cuda_backend *be, const char *call, const char *file, int line);
+
+/* src/backend/cuda/backend_cuda_forward.c. The three GEMMs of a dense layer (row-major, see backend_cuda.c):
+ * forward y[B, out] = x W^T; weight gradient dW = dy^T x into be->grad; input gradient dx[B, in] = dy W. */
+int cuda_gemm_forward(cuda_backend *be, const cuvae_layer *l, const float *x, float *y, int B);
+int cuda_gemm_weight_grad(cuda_backend *be, const cuvae_layer *l, const float *x, const float *dy, int B);
+int cuda_gemm_input_grad(cuda_backend *be, const cuvae_layer *l, const float *dy, float *dx, int B);
 /* src/backend/cuda/backend_cuda_forward.c. Draws n normals (uniforms when `uniform`), rounded up to whole Philox blocks, into dst
  * from stream g at `offset`; cuda_noise_draw: normals into be->eps. */
 int cuda_noise_fill(cuda_backend *be, dev_noise *g, uint64_t offset, size_t n, float *dst, int uniform);
@@ -101,5 +141,9 @@ void cuda_loss_from_sums(const cuvae_objective_spec *spec, const float *sums, in
 int cuda_encode(cuvae_backend *be, const float *x, const int32_t *labels, size_t n, float *mulv);
 int cuda_decode(cuvae_backend *be, const float *z, const int32_t *labels, size_t n, float *mean);
 int cuda_iwae(cuvae_backend *be, const cuvae_dataset *ds, int K, int batch, double *log_px);
+/* src/backend/cuda/backend_cuda_setup.c: creation (the memory plan, the handles, every buffer, the initial state and
+ * the uploaded sets; fails with a message, leaving what it made for cuda_destroy) and destruction. */
+int cuda_setup(cuda_backend *be, const cuvae_dataset *train, const cuvae_dataset *eval);
+void cuda_destroy(cuvae_backend *be);
 
 #endif

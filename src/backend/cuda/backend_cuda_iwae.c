@@ -12,8 +12,10 @@
  * back, so the host never waits inside the loop.
  *
  * Memory: the backend's buffers for max_batch rows (x, eps, z, nll_row, enc_out, dec_out; grad_a stages rows of a
- * data set that was not uploaded at creation). Only the per-row state (2 doubles per pass row) and log_px (one
- * double per data row) are allocated, per call, and freed before returning. */
+ * data set that was not uploaded at creation), the per-row state (iwae_state, 2 doubles per pass row; a pass has at
+ * most max_batch rows) and the call's log_px (iwae_log_px, one double per data row), all allocated at creation:
+ * nothing is allocated per call, except that a set larger than any before (beyond max(n_eval, max_batch) rows)
+ * grows iwae_log_px once. */
 #include <stdlib.h>
 
 #include "backend_cuda_internal.h"
@@ -47,18 +49,18 @@ static int iwae_passes(cuda_backend *be, const cuvae_dataset *ds, int K, const c
     else if (cuda_labels_upload(be, m->cond ? ds->labels + start : NULL, (size_t)R)) return -1;
     if (cuda_encoder_forward(be, x, labels, R)) return -1;
     const float *mulv = be->enc_out[m->n_enc - 1];
-    CU_CHECK(iwae_replicate_cuda(x, be->x, R, plan->chunk, D, be->stream));
+    CU_LAUNCH(be, iwae_replicate_cuda(x, be->x, R, plan->chunk, D, be->stream));
     for (int c = 0; c < plan->n_chunks; c++) {
       const int C = K - c * plan->chunk < plan->chunk ? K - c * plan->chunk : plan->chunk;
       const int B = R * C;
       if (cuda_noise_draw(be, &be->eval_noise, cuvae_iwae_noise_offset(plan, (size_t)Z, pass, c), n_draw)) return -1;
-      CU_CHECK(iwae_reparam_cuda(mulv, be->eps, be->z, R, C, Z, be->stream));
+      CU_LAUNCH(be, iwae_reparam_cuda(mulv, be->eps, be->z, R, C, Z, be->stream));
       if (cuda_decoder_forward(be, be->z, labels, R, B)) return -1;
       /* -log p(x | z) per batch row (docs/MATH.md section 4), no gradient. */
       if (cuda_decoder_nll(be, be->dec_out[m->n_dec - 1], be->x, be->nll_row, NULL, NULL, 1.0f, B)) return -1;
-      CU_CHECK(iwae_log_weights_cuda(mulv, be->eps, be->z, be->nll_row, R, C, Z, NULL, state, c == 0, be->stream));
+      CU_LAUNCH(be, iwae_log_weights_cuda(mulv, be->eps, be->z, be->nll_row, R, C, Z, NULL, state, c == 0, be->stream));
     }
-    CU_CHECK(iwae_finalize_cuda(state, R, K, dev_log_px + start, be->stream));
+    CU_LAUNCH(be, iwae_finalize_cuda(state, R, K, dev_log_px + start, be->stream));
   }
   CU_CHECK(cudaMemcpyAsync(log_px, dev_log_px, ds->n * sizeof(double), cudaMemcpyDeviceToHost, be->stream));
   CU_CHECK(cudaStreamSynchronize(be->stream));
@@ -77,10 +79,13 @@ int cuda_iwae(cuvae_backend *base, const cuvae_dataset *ds, int K, int batch, do
   if (cuvae_backend_check_labels(m, ds->labels, ds->n, "IWAE")) return -1;
   cuvae_iwae_plan plan;
   if (cuvae_iwae_plan_make(K, batch, be->max_batch, &plan)) return -1;
-  double *buf = NULL;  /* state [2 * rows] | log_px [n] */
-  CU_CHECK(cudaMalloc((void **)&buf, (2 * (size_t)plan.rows + ds->n) * sizeof(double)));
-  const int rc = iwae_passes(be, ds, K, &plan, buf, buf + 2 * (size_t)plan.rows, log_px);
-  cudaStreamSynchronize(be->stream);  /* after a failure, work may still be queued that reads buf */
-  cudaFree(buf);
-  return rc;
+  if (ds->n > be->iwae_cap) {  /* a set larger than any before: grow the results once, kept for later calls */
+    CU_CHECK(cudaStreamSynchronize(be->stream));
+    CU_CHECK(cudaFree(be->iwae_log_px));
+    be->iwae_log_px = NULL;
+    be->iwae_cap = 0;
+    CU_CHECK(cudaMalloc((void **)&be->iwae_log_px, ds->n * sizeof(double)));
+    be->iwae_cap = ds->n;
+  }
+  return iwae_passes(be, ds, K, &plan, be->iwae_state, be->iwae_log_px, log_px);
 }

@@ -66,6 +66,9 @@ int cuvae_backend_max_pending(const cuvae_config *cfg);
 /* The rows every backend buffer holds: max(batch_size x samples, eval_batch_size); -1 with a message when that is
  * absurd (over 2^30 rows) or below 1. */
 int cuvae_backend_max_batch(const cuvae_config *cfg);
+/* The start of every backend's constructor: *max_batch (cuvae_backend_max_batch), then a zeroed object of `size`
+ * bytes whose first member is its cuvae_backend, set to `ops` with the config's max_pending. NULL with a message. */
+void *cuvae_backend_alloc(size_t size, const cuvae_backend *ops, const cuvae_config *cfg, int *max_batch);
 /* One step, synchronously: train_step then collect (tests and tools that want each step's result at once). */
 int cuvae_backend_step(cuvae_backend *be, const uint32_t *rows, int B, int64_t step, cuvae_step_result *out);
 

@@ -1,5 +1,8 @@
-/* What every backend shares: the pending-step bound and the synchronous one-step helper (src/backend/backend.h). Kept
- * apart from the device selection in backend.c, so linking these never pulls in the CUDA device query. */
+/* What every backend shares: the pending-step bound, the buffer rows, the first allocation of a backend object and
+ * the synchronous one-step helper (src/backend/backend.h). Kept apart from the device selection in backend.c, so
+ * linking these never pulls in the CUDA device query. */
+#include <stdlib.h>
+
 #include "backend.h"
 #include "cuvae/error.h"
 
@@ -17,6 +20,19 @@ int cuvae_backend_max_batch(const cuvae_config *cfg) {
   const int64_t rows = train_rows > cfg->eval_batch_size ? train_rows : cfg->eval_batch_size;
   if (rows < 1) return cuvae_error("batch size %lld must be >= 1", (long long)rows);
   return (int)rows;
+}
+
+void *cuvae_backend_alloc(size_t size, const cuvae_backend *ops, const cuvae_config *cfg, int *max_batch) {
+  *max_batch = cuvae_backend_max_batch(cfg);
+  if (*max_batch < 0) return NULL;
+  cuvae_backend *be = calloc(1, size);
+  if (!be) {
+    cuvae_error("out of memory creating the %s backend", ops->name);
+    return NULL;
+  }
+  *be = *ops;
+  be->max_pending = cuvae_backend_max_pending(cfg);
+  return be;
 }
 
 int cuvae_backend_step(cuvae_backend *be, const uint32_t *rows, int B, int64_t step, cuvae_step_result *out) {

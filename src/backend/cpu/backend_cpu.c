@@ -175,15 +175,9 @@ static const cuvae_backend k_cpu_ops = {
 
 cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train,
                                         const cuvae_dataset *eval) {
-  const int max_batch = cuvae_backend_max_batch(cfg);
-  if (max_batch < 0) return NULL;
-  cpu_backend *be = calloc(1, sizeof *be);
-  if (!be) {
-    cuvae_error("out of memory creating the CPU backend");
-    return NULL;
-  }
-  be->base = k_cpu_ops;
-  be->base.max_pending = cuvae_backend_max_pending(cfg);
+  int max_batch;
+  cpu_backend *be = cuvae_backend_alloc(sizeof *be, &k_cpu_ops, cfg, &max_batch);
+  if (!be) return NULL;
   be->model = m;
   be->cfg = cfg;
   be->train = train;

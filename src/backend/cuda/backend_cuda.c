@@ -322,15 +322,9 @@ static const cuvae_backend k_cuda_ops = {
 
 cuvae_backend *cuvae_backend_cuda_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train,
                                          const cuvae_dataset *eval) {
-  const int max_batch = cuvae_backend_max_batch(cfg);
-  if (max_batch < 0) return NULL;
-  cuda_backend *be = calloc(1, sizeof *be);
-  if (!be) {
-    cuvae_error("out of memory creating the CUDA backend");
-    return NULL;
-  }
-  be->base = k_cuda_ops;
-  be->base.max_pending = cuvae_backend_max_pending(cfg);
+  int max_batch;
+  cuda_backend *be = cuvae_backend_alloc(sizeof *be, &k_cuda_ops, cfg, &max_batch);
+  if (!be) return NULL;
   be->model = m;
   be->cfg = cfg;
   cuvae_objective_for_step(cfg, 0, &be->train_spec);

@@ -2,12 +2,17 @@
 """cuvae against its PyTorch peer, config by config, on the same machine, threads and step counts.
 
     /usr/bin/python3 bench/compare_torch.py [--configs A,B,C] [--rounds 3] [--threads 2] [--steps 50]
-                                            [--warmup 10] [--json OUT.json] [--cuvae-bench build/cuvae-bench]
+                                            [--warmup 10] [--device cpu|cuda] [--tf32] [--json OUT.json]
+                                            [--cuvae-bench build/cuvae-bench] [--print-commands]
 
 Each round runs, for every config, build/cuvae-bench and then bench/torch_vae.py back to back (cuvae, torch,
 cuvae, torch, ...), so that slow drifts of the machine (other load, thermal or host noise) hit both sides alike.
 Per config it prints the median over the rounds of each side's samples/s, and the median of the per-round
 ratios cuvae/torch (each ratio from two adjacent runs), with the BLAS each side reported.
+
+--device cuda runs both sides on the GPU; --tf32 gives both a copy of each config with [train] precision = tf32
+(TF32 tensor-core GEMMs in cuvae's cuBLAS calls and in torch's matmuls; the CPU ignores it). --print-commands
+prints the commands of one round and exits without running them.
 
 Environment: the PyTorch side runs with LD_LIBRARY_PATH=<--torch-blas-dir> (default Debian's OpenMP build of
 OpenBLAS; torch's own OpenMP threads and the pthread build's spinning threads fight over the cores) and
@@ -17,6 +22,7 @@ caller's environment. Both get --threads. Needs scripts/setup_bench.sh (python3-
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -46,6 +52,10 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=50, help="timed steps per run (default 50)")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps before them (default 10)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="both sides' device (default cpu)")
+    p.add_argument("--tf32", action="store_true",
+                   help="both sides run each config with [train] precision = tf32 (TF32 GEMMs on CUDA)")
+    p.add_argument("--print-commands", action="store_true",
+                   help="print the commands of one round (after the checks of the arguments) and exit")
     p.add_argument("--json", metavar="OUT", help="write the summary (every run's result too) to this file")
     p.add_argument("--cuvae-bench", default=os.path.join(REPO, "build", "cuvae-bench"),
                    help="the cuvae benchmark program (default build/cuvae-bench)")
@@ -78,6 +88,40 @@ def resolve_configs(spec, config_dir):
         out.append((os.path.splitext(os.path.basename(path))[0], os.path.abspath(path)))
     if not out:
         fail("--configs names no config")
+    return out
+
+
+def with_precision(text, precision):
+    """The INI text with [train] precision = PRECISION: an existing precision line of [train] is replaced, else
+    the key is added right after the [train] header (a [train] section is appended if there is none)."""
+    out, section, done = [], "", False
+    for line in text.splitlines():
+        header = re.match(r"\s*\[([^]]*)\]", line)
+        if header:
+            section = header.group(1).strip()
+            out.append(line)
+            if section == "train" and not done:
+                out.append(f"precision = {precision}")
+                done = True
+            continue
+        if section == "train" and re.match(r"\s*precision\s*=", line):
+            continue
+        out.append(line)
+    if not done:
+        out += ["[train]", f"precision = {precision}"]
+    return "\n".join(out) + "\n"
+
+
+def precision_copies(configs, precision, tmp):
+    """Copies of the configs with [train] precision set, under tmp/<precision>/, keeping each config's name."""
+    d = os.path.join(tmp, precision)
+    os.makedirs(d, exist_ok=True)
+    out = []
+    for name, path in configs:
+        copy = os.path.join(d, os.path.basename(path))
+        with open(path) as f, open(copy, "w") as g:
+            g.write(with_precision(f.read(), precision))
+        out.append((name, copy))
     return out
 
 
@@ -184,18 +228,28 @@ def main(argv):
     tenv = torch_env(a)
     common = ["--device", a.device, "--steps", str(a.steps), "--warmup", str(a.warmup), "--threads", str(a.threads)]
     runs = {name: {"cuvae": [], "pytorch": []} for name, _ in configs}
+    precision = "tf32" if a.tf32 else "fp32"
+
+    def commands(path, out):
+        return ([a.cuvae_bench, "--config", path, *common, "--json", out],
+                [a.python, TORCH_PEER, "--config", path, *common, "--adam", a.torch_adam, "--json", out])
 
     print(f"compare_torch: {len(configs)} config(s) x {a.rounds} round(s), {a.threads} thread(s), "
-          f"{a.warmup}+{a.steps} steps, device {a.device}", flush=True)
+          f"{a.warmup}+{a.steps} steps, device {a.device}" + (", precision tf32" if a.tf32 else ""), flush=True)
     with tempfile.TemporaryDirectory(prefix="compare_torch.") as tmp:
+        if a.tf32:
+            configs = precision_copies(configs, "tf32", tmp)
+        out = os.path.join(tmp, "result.json")
+        if a.print_commands:
+            for name, path in configs:
+                for cmd in commands(path, out):
+                    print(" ".join(cmd))
+            return 0
         for rnd in range(1, a.rounds + 1):
             for name, path in configs:
-                out = os.path.join(tmp, "result.json")
-                cu = run_one("cuvae-bench", [a.cuvae_bench, "--config", path, *common, "--json", out],
-                             None, out, a)
-                pt = run_one("torch_vae.py", [a.python, TORCH_PEER, "--config", path, *common,
-                                              "--adam", a.torch_adam, "--json", out],
-                             tenv, out, a)
+                cu_cmd, pt_cmd = commands(path, out)
+                cu = run_one("cuvae-bench", cu_cmd, None, out, a)
+                pt = run_one("torch_vae.py", pt_cmd, tenv, out, a)
                 runs[name]["cuvae"].append(cu)
                 runs[name]["pytorch"].append(pt)
                 print(f"  round {rnd} {name}: cuvae {cu['samples_per_s']:10.0f} samples/s   "
@@ -204,7 +258,7 @@ def main(argv):
                       + ("   * contended" if cu.get("contended") or pt.get("contended") else ""), flush=True)
 
     summary = {"machine": machine_description(), "threads": a.threads, "rounds": a.rounds, "steps": a.steps,
-               "warmup": a.warmup, "device": a.device, "torch_blas_dir": a.torch_blas_dir,
+               "warmup": a.warmup, "device": a.device, "precision": precision, "torch_blas_dir": a.torch_blas_dir,
                "torch_adam": a.torch_adam, "configs": {}}
     rows = []
     for name, _ in configs:

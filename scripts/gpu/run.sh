@@ -124,7 +124,9 @@ stage_setup() {
     echo "the programs of $BUILD stand in for the bundle's" > "$W/dry.txt"
   else
     record tar -xJf "$tar" -C "$u"
-    if ! { rm -rf "$u" && mkdir -p "$u" && tar -xJf "$tar" -C "$u"; }; then
+    # python's lzma where tar finds no xz program
+    if ! { rm -rf "$u" && mkdir -p "$u" && { tar -xJf "$tar" -C "$u" 2> /dev/null ||
+      python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$tar" "$u"; }; }; then
       echo "problem=cannot unpack $tar" >> "$W/info.txt"
       return 1
     fi

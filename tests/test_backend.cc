@@ -92,6 +92,11 @@ TEST_P(BackendStep, FirstMomentIsTheClippedGradientOfTheDocumentedBatch) {
     const double u = std::ldexp(1.0, -24);
     ASSERT_NEAR(adam_m[i], want, 3.0000001 * u * std::fabs(want) + FLT_MIN) << "entry " << i;
   }
+  ASSERT_FALSE(cuvae_test::GapPositions(m).empty());  // the case has alignment gaps to check
+  cuvae_test::ExpectGapsZero(m, after, "params");
+  cuvae_test::ExpectGapsZero(m, adam_m, "adam m");
+  cuvae_test::ExpectGapsZero(m, adam_v, "adam v");
+  cuvae_test::ExpectGapsZero(m, got_grad, "gradient");
   be->destroy(be);
 }
 

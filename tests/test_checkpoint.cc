@@ -19,7 +19,9 @@
 #include <vector>
 
 #include "cuvae/checkpoint.h"
+#include "cuvae/config.h"
 #include "cuvae/error.h"
+#include "cuvae/model.h"
 
 namespace fs = std::filesystem;
 
@@ -56,7 +58,8 @@ void add_tensor(cuvae_checkpoint &ck, size_t &off, const char *name, size_t out,
   off += t.count;
 }
 
-// A one-hidden-layer VAE layout (D -> H -> 2Z heads; Z -> H -> D), laid out by hand like model.h describes.
+// A one-hidden-layer VAE layout (D -> H -> 2Z heads; Z -> H -> D), laid out by hand like model.h describes but
+// packed, every tensor right after the previous one, as checkpoints were written before the buffer was aligned.
 Owned make_checkpoint(size_t D, size_t H, size_t Z) {
   Owned o;
   cuvae_checkpoint &ck = o.ck;
@@ -677,6 +680,65 @@ TEST_F(Layout, OffsetAndTotal) {
   m.tensors[9].offset -= 1;
   m.n_params += 16;  // e.g. a model that pads its buffer
   EXPECT_EQ(mismatch(), "checkpoint layout differs from the model: 63 parameters in the checkpoint, 79 in the model");
+}
+
+// ---- a checkpoint written with another alignment --------------------------------------------------------
+
+// The model make_checkpoint(3, 4, 2) describes, built by cuvae_model_build (aligned layout).
+void build_model_of_make_checkpoint(cuvae_model *m) {
+  cuvae_config cfg;
+  cuvae_config_defaults(&cfg);
+  ASSERT_EQ(cuvae_config_load_string(&cfg, "[model]\nlatent = 2\nhidden = 4\nactivation = relu\n", "test"), 0)
+      << cuvae_last_error();
+  ASSERT_EQ(cuvae_config_finalize(&cfg), 0) << cuvae_last_error();
+  ASSERT_EQ(cuvae_model_build(m, 3, &cfg), 0) << cuvae_last_error();
+}
+
+TEST_F(Checkpoint, APackedCheckpointMovesIntoTheAlignedLayout) {
+  const Owned o = make_checkpoint(3, 4, 2);
+  ASSERT_EQ(cuvae_checkpoint_save(path.c_str(), &o.ck), 0) << cuvae_last_error();
+  cuvae_model m;
+  build_model_of_make_checkpoint(&m);
+  ASSERT_GT(m.n_params, o.ck.n_params);  // the aligned layout has gaps: the test moves something
+  cuvae_checkpoint ck;
+  ASSERT_EQ(cuvae_checkpoint_load(path.c_str(), &ck), 0) << cuvae_last_error();
+  EXPECT_EQ(cuvae_checkpoint_check_layout(&ck, &m), -1);  // as written, the offsets differ
+  ASSERT_EQ(cuvae_checkpoint_fit_layout(&ck, &m), 0) << cuvae_last_error();
+  ASSERT_EQ(ck.n_params, (uint64_t)m.n_params);
+  std::vector<int> covered(m.n_params, 0);
+  for (int t = 0; t < m.n_tensors; t++) {
+    const cuvae_tensor &to = m.tensors[t], &from = o.ck.tensors[t];
+    EXPECT_EQ(ck.tensors[t].offset, to.offset) << to.name;
+    for (size_t i = 0; i < to.count; i++) {  // every value moved bit for bit (-0 and subnormals included)
+      ASSERT_EQ(std::memcmp(&ck.params[to.offset + i], &o.params[from.offset + i], 4), 0) << to.name << " " << i;
+      ASSERT_EQ(std::memcmp(&ck.adam_m[to.offset + i], &o.m[from.offset + i], 4), 0) << to.name << " " << i;
+      ASSERT_EQ(std::memcmp(&ck.adam_v[to.offset + i], &o.v[from.offset + i], 4), 0) << to.name << " " << i;
+      covered[to.offset + i] = 1;
+    }
+  }
+  for (size_t i = 0; i < m.n_params; i++)
+    if (!covered[i]) {
+      ASSERT_EQ(ck.params[i], 0.0f) << "gap " << i;
+      ASSERT_EQ(ck.adam_m[i], 0.0f) << "gap " << i;
+      ASSERT_EQ(ck.adam_v[i], 0.0f) << "gap " << i;
+    }
+  cuvae_checkpoint_free(&ck);
+}
+
+TEST_F(Checkpoint, FittingRefusesOtherShapesAndLeavesTheCheckpointAlone) {
+  const Owned o = make_checkpoint(3, 5, 2);  // hidden 5, the model's 4
+  ASSERT_EQ(cuvae_checkpoint_save(path.c_str(), &o.ck), 0) << cuvae_last_error();
+  cuvae_model m;
+  build_model_of_make_checkpoint(&m);
+  cuvae_checkpoint ck;
+  ASSERT_EQ(cuvae_checkpoint_load(path.c_str(), &ck), 0) << cuvae_last_error();
+  EXPECT_EQ(cuvae_checkpoint_fit_layout(&ck, &m), -1);
+  EXPECT_EQ(std::string(cuvae_last_error()),
+            "checkpoint layout differs from the model: tensor 0 'enc.0.weight' has shape [5, 3] in the checkpoint, "
+            "[4, 3] in the model");
+  EXPECT_EQ(ck.n_params, o.ck.n_params);
+  EXPECT_EQ(std::memcmp(ck.params, o.params.data(), o.params.size() * 4), 0);
+  cuvae_checkpoint_free(&ck);
 }
 
 }  // namespace

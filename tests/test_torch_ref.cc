@@ -150,7 +150,10 @@ TEST_P(TorchRefTest, LossAndGradientsMatchPyTorch) {
     ASSERT_EQ(ref.grad[name].size(), v.size()) << name;
     for (size_t i = 0; i < v.size(); i++) params[t->offset + i] = (float)v[i];
   }
-  for (size_t i = 0; i < m.n_params; i++) ASSERT_FALSE(std::isnan(params[i])) << "parameter " << i << " not set";
+  // Every tensor given (the alignment gaps stay NaN: nothing may read them).
+  size_t given = 0;
+  for (size_t i = 0; i < m.n_params; i++) given += std::isnan(params[i]) ? 0 : 1;
+  ASSERT_EQ(given, m.n_values) << "some parameters were not given";
   ASSERT_EQ(ref.data["x"].size(), (size_t)B * D);
   ASSERT_EQ(ref.data["eps"].size(), (size_t)B * c.latent);
   const std::vector<float> x(ref.data["x"].begin(), ref.data["x"].end());

@@ -9,7 +9,66 @@
 #include <string>
 #include <vector>
 
+#include "cuvae/model.h"
+
 namespace cuvae_test {
+
+// The parameter layout's contract (include/cuvae/model.h): the tensors cover [0, n_params) without overlap, every
+// layer's weight block and bias block and the buffer's length are multiples of CUVAE_TENSOR_ALIGN floats, the
+// second head of a two-head layer follows the first without a gap, and the uncovered floats are the alignment gaps
+// alone (each gap shorter than CUVAE_TENSOR_ALIGN, n_params - n_values of them in all).
+// The floats of the parameter buffer that no tensor covers: the alignment gaps.
+inline std::vector<size_t> GapPositions(const cuvae_model &m) {
+  std::vector<char> covered(m.n_params, 0);
+  for (int t = 0; t < m.n_tensors; t++)
+    for (size_t i = 0; i < m.tensors[t].count; i++) covered[m.tensors[t].offset + i] = 1;
+  std::vector<size_t> gaps;
+  for (size_t i = 0; i < m.n_params; i++)
+    if (!covered[i]) gaps.push_back(i);
+  return gaps;
+}
+
+// The gaps of a buffer with the model's layout (parameters, gradient, Adam moments) hold +0 exactly: nothing writes
+// them, their gradient is zero, and Adam maps (0, 0, 0) to 0.
+inline void ExpectGapsZero(const cuvae_model &m, const std::vector<float> &buf, const char *what) {
+  ASSERT_EQ(buf.size(), m.n_params) << what;
+  for (size_t i : GapPositions(m)) {
+    ASSERT_EQ(std::memcmp(&buf[i], "\0\0\0\0", 4), 0) << what << ": gap float " << i << " is " << buf[i];
+  }
+}
+
+inline void ExpectAlignedTiling(const cuvae_model &m) {
+  std::vector<int> cover(m.n_params, 0);
+  size_t values = 0;
+  for (int t = 0; t < m.n_tensors; t++) {
+    ASSERT_LE(m.tensors[t].offset + m.tensors[t].count, m.n_params) << m.tensors[t].name;
+    for (size_t i = 0; i < m.tensors[t].count; i++) cover[m.tensors[t].offset + i]++;
+    values += m.tensors[t].count;
+  }
+  EXPECT_EQ(values, m.n_values);
+  EXPECT_EQ(m.n_params % CUVAE_TENSOR_ALIGN, 0u);
+  size_t gap = 0, gaps = 0;
+  for (size_t i = 0; i < m.n_params; i++) {
+    ASSERT_LE(cover[i], 1) << "parameter " << i << " covered " << cover[i] << " times";
+    gap = cover[i] ? 0 : gap + 1;
+    gaps += cover[i] ? 0 : 1;
+    ASSERT_LT(gap, CUVAE_TENSOR_ALIGN) << "a gap longer than the alignment ends at " << i;
+  }
+  EXPECT_EQ(gaps, m.n_params - m.n_values);
+  const cuvae_layer *layers[2] = {m.enc, m.dec};
+  const int counts[2] = {m.n_enc, m.n_dec};
+  for (int s = 0; s < 2; s++)
+    for (int i = 0; i < counts[s]; i++) {
+      EXPECT_EQ(layers[s][i].w % CUVAE_TENSOR_ALIGN, 0u) << (s ? "dec " : "enc ") << i;
+      EXPECT_EQ(layers[s][i].b % CUVAE_TENSOR_ALIGN, 0u) << (s ? "dec " : "enc ") << i;
+    }
+  for (int t = 0; t + 1 < m.n_tensors; t++) {  // two heads: X.lv.weight right after its partner's weight
+    const std::string name = m.tensors[t + 1].name;
+    if (name == "enc.lv.weight" || name == "enc.lv.bias" || name == "dec.lv.weight" || name == "dec.lv.bias") {
+      EXPECT_EQ(m.tensors[t + 1].offset, m.tensors[t].offset + m.tensors[t].count) << name;
+    }
+  }
+}
 
 inline std::string make_temp_dir() {
   std::string tmpl = ::testing::TempDir() + "cuvae_XXXXXX";

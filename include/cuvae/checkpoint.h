@@ -51,6 +51,10 @@ void cuvae_checkpoint_free(cuvae_checkpoint *ck);
 /* 0 when the checkpoint's layout table equals the model's (names, shapes, offsets, total); otherwise -1
  * with a message naming the first difference. */
 int cuvae_checkpoint_check_layout(const cuvae_checkpoint *ck, const cuvae_model *m);
+/* What a loader calls: a checkpoint holding the model's tensors (same names, shapes and order) at other offsets, as
+ * written by a build with another alignment of the parameter buffer (include/cuvae/model.h), is first moved into
+ * the model's layout (params, Adam m and v; the gaps zero); then cuvae_checkpoint_check_layout. */
+int cuvae_checkpoint_fit_layout(cuvae_checkpoint *ck, const cuvae_model *m);
 
 #ifdef __cplusplus
 }

@@ -14,7 +14,10 @@
  * - gaussian_variance = learned_per_dim: the output layer has two heads stored like the encoder's, dec.out.weight,
  *   dec.lv.weight, dec.out.bias, dec.lv.bias: one [2D, H] layer whose output row is [mean | log-variance].
  * - gaussian_variance = learned_shared: one more tensor after all the others, dec.logvar [1], the log-variance
- *   shared by every output feature (initially 2 log sigma, as is the per-dim head's bias). */
+ *   shared by every output feature (initially 2 log sigma, as is the per-dim head's bias).
+ *
+ * Each layer's weight block (both heads' weights, for a two-head layer) and bias block start at a multiple of
+ * CUVAE_TENSOR_ALIGN floats; the second head of a two-head layer follows the first without a gap. */
 #ifndef CUVAE_MODEL_H
 #define CUVAE_MODEL_H
 #include <stddef.h>
@@ -29,6 +32,10 @@ extern "C" {
 #define CUVAE_MAX_LAYERS (CUVAE_MAX_HIDDEN + 1)
 #define CUVAE_MAX_TENSORS (4 * CUVAE_MAX_LAYERS + 6)
 #define CUVAE_TENSOR_NAME 32
+/* Every layer's weight block and bias block, and the buffer's length, are multiples of this many floats (256
+ * bytes): each GEMM operand starts at a 256-byte boundary of a buffer that starts at one (cudaMalloc's guarantee;
+ * the CPU backend allocates likewise). The gaps between blocks are zero and stay zero (their gradient is zero). */
+#define CUVAE_TENSOR_ALIGN ((size_t)64)
 /* Refuse models with more parameters than this (2^31 floats = 8 GiB) before allocating. */
 #define CUVAE_MAX_PARAMS ((size_t)1 << 31)
 
@@ -62,12 +69,13 @@ typedef struct cuvae_model {
   cuvae_layer dec[CUVAE_MAX_LAYERS];
   int n_tensors;
   cuvae_tensor tensors[CUVAE_MAX_TENSORS];
-  size_t n_params;
+  size_t n_params;              /* the buffer's length in floats: the tensors and the alignment gaps */
+  size_t n_values;              /* the parameters proper: the sum of the tensors' counts */
 } cuvae_model;
 
 /* Builds shapes and layout for input dimension D from the [model] section of cfg. */
 int cuvae_model_build(cuvae_model *m, size_t input_dim, const cuvae_config *cfg);
-/* Initial parameters by [model] init (see cuvae_init in config.h). Deterministic in seed (see
+/* Initial parameters by [model] init, and zeros in the gaps between tensors (see cuvae_init in config.h). Deterministic in seed (see
  * docs/ARCHITECTURE.md, "Random numbers"). */
 int cuvae_model_init(const cuvae_model *m, float *params, uint64_t seed);
 const cuvae_tensor *cuvae_model_find(const cuvae_model *m, const char *name);
@@ -76,6 +84,8 @@ const cuvae_tensor *cuvae_model_find(const cuvae_model *m, const char *name);
  * backward pass's two ping-pong gradient buffers: both stacks; the IWAE evaluation's decoder activations: the
  * decoder). It is >= D, the decoder's last output, so a row of data fits too. */
 size_t cuvae_model_widest_output(const cuvae_model *m, int with_encoder);
+/* "[out, in]" or "[out]" into buf. */
+void cuvae_tensor_shape_string(const cuvae_tensor *t, char *buf, size_t cap);
 void cuvae_model_print_layout(const cuvae_model *m, FILE *out);
 /* FLOPs of one training step (forward + backward of the dense layers) for a batch of B, for reporting. */
 double cuvae_model_step_flops(const cuvae_model *m, int B);

@@ -9,6 +9,12 @@
 #include "cuvae/error.h"
 #include "cuvae/rng.h"
 
+/* The next offset at or after `off` where a tensor block may start (docs/ARCHITECTURE.md, "Parameter layout"). */
+static size_t aligned(size_t off) {
+  return (off + CUVAE_TENSOR_ALIGN - 1) / CUVAE_TENSOR_ALIGN * CUVAE_TENSOR_ALIGN;
+}
+
+/* Appends tensor NAME [out, in] (rank 1 when in == 0) at *offset, which it advances past the tensor. */
 static int add_tensor(cuvae_model *m, const char *name, size_t out, size_t in, size_t *offset) {
   if (m->n_tensors >= CUVAE_MAX_TENSORS) return cuvae_error("model: too many tensors");
   cuvae_tensor *t = &m->tensors[m->n_tensors++];
@@ -19,22 +25,95 @@ static int add_tensor(cuvae_model *m, const char *name, size_t out, size_t in, s
   t->count = out * (in ? in : 1);
   t->offset = *offset;
   *offset += t->count;
+  m->n_values += t->count;
+  return 0;
+}
+
+/* A dense layer of `heads` heads of `out` outputs each, read from `in` inputs: the weights of every head in one
+ * block (PREFIX[h].weight, [out, in] each), then their biases in another (PREFIX[h].bias), each block starting
+ * aligned. With two heads the block is one [2 out, in] weight and one [2 out] bias: one GEMM computes both. */
+static int add_layer(cuvae_model *m, cuvae_layer *l, const char *const prefix[], int heads, size_t in, size_t out,
+                     cuvae_activation act, size_t *offset) {
+  char name[CUVAE_TENSOR_NAME];
+  l->in = in;
+  l->out = (size_t)heads * out;
+  l->act = act;
+  l->w = *offset = aligned(*offset);
+  for (int h = 0; h < heads; h++) {
+    snprintf(name, sizeof name, "%s.weight", prefix[h]);
+    if (add_tensor(m, name, out, in, offset)) return -1;
+  }
+  l->b = *offset = aligned(*offset);
+  for (int h = 0; h < heads; h++) {
+    snprintf(name, sizeof name, "%s.bias", prefix[h]);
+    if (add_tensor(m, name, out, 0, offset)) return -1;
+  }
   return 0;
 }
 
 /* One dense layer "PREFIX.weight" [out, in] then "PREFIX.bias" [out]. */
 static int add_dense(cuvae_model *m, cuvae_layer *l, const char *prefix, size_t in, size_t out,
                      cuvae_activation act, size_t *offset) {
-  char name[CUVAE_TENSOR_NAME];
-  l->in = in;
-  l->out = out;
-  l->act = act;
-  l->w = *offset;
-  snprintf(name, sizeof name, "%s.weight", prefix);
-  if (add_tensor(m, name, out, in, offset)) return -1;
-  l->b = *offset;
-  snprintf(name, sizeof name, "%s.bias", prefix);
-  return add_tensor(m, name, out, 0, offset);
+  const char *const one[1] = {prefix};
+  return add_layer(m, l, one, 1, in, out, act, offset);
+}
+
+/* The parameter count in double, so that absurd sizes are refused before any size_t overflow. */
+static int check_model_size(const cuvae_config *cfg, size_t input_dim, size_t cond, size_t out_dim, int mlp_decoder) {
+  double count = 0.0, prev = (double)(input_dim + cond), dec_prev = (double)cfg->latent + (double)cond;
+  for (int i = 0; i < cfg->n_hidden; i++) {
+    if (cfg->hidden[i] < 1) return cuvae_error("[model] hidden: width %d must be >= 1", cfg->hidden[i]);
+    count += (prev + 1.0) * cfg->hidden[i];  /* encoder layer */
+    prev = cfg->hidden[i];
+  }
+  count += (prev + 1.0) * 2.0 * cfg->latent;  /* (mu, lv) head */
+  for (int i = 0; mlp_decoder && i < cfg->n_hidden; i++) {  /* decoder mirror */
+    const double w = cfg->hidden[cfg->n_hidden - 1 - i];
+    count += (dec_prev + 1.0) * w;
+    dec_prev = w;
+  }
+  count += (dec_prev + 1.0) * (double)out_dim + 1.0;
+  count += 2.0 * CUVAE_TENSOR_ALIGN * (2.0 * cfg->n_hidden + 3.0);  /* the alignment gaps, at most */
+  if (count > (double)CUVAE_MAX_PARAMS)
+    return cuvae_error("model: %.3g parameters is more than the supported %zu", count, CUVAE_MAX_PARAMS);
+  return 0;
+}
+
+/* Encoder: the hidden layers, then the (mu, lv) head as one [2Z, in] layer. */
+static int build_encoder(cuvae_model *m, const cuvae_config *cfg, size_t *off) {
+  static const char *const head[2] = {"enc.mu", "enc.lv"};
+  size_t in = m->input_dim + m->cond;
+  char prefix[16];
+  for (int i = 0; i < cfg->n_hidden; i++) {
+    snprintf(prefix, sizeof prefix, "enc.%d", i);
+    if (add_dense(m, &m->enc[i], prefix, in, (size_t)cfg->hidden[i], cfg->activation, off)) return -1;
+    in = (size_t)cfg->hidden[i];
+  }
+  m->n_enc = cfg->n_hidden + 1;
+  return add_layer(m, &m->enc[cfg->n_hidden], head, 2, in, m->latent, CUVAE_ACT_NONE, off);
+}
+
+/* Decoder: the hidden layers in mirror order (none for a linear decoder), then the output layer: dec.out, or the
+ * (mean, log-variance) heads dec.out + dec.lv as one [2D, in] layer; a shared learned log-variance last. */
+static int build_decoder(cuvae_model *m, const cuvae_config *cfg, size_t *off) {
+  static const char *const heads[2] = {"dec.out", "dec.lv"};
+  const int n_hidden = cfg->decoder == CUVAE_DECODER_MLP ? cfg->n_hidden : 0;
+  size_t in = m->latent + m->cond;
+  char prefix[16];
+  for (int i = 0; i < n_hidden; i++) {
+    const size_t out = (size_t)cfg->hidden[cfg->n_hidden - 1 - i];
+    snprintf(prefix, sizeof prefix, "dec.%d", i);
+    if (add_dense(m, &m->dec[i], prefix, in, out, cfg->activation, off)) return -1;
+    in = out;
+  }
+  m->n_dec = n_hidden + 1;
+  const int n_heads = m->variance == CUVAE_VAR_LEARNED_PER_DIM ? 2 : 1;
+  if (add_layer(m, &m->dec[n_hidden], heads, n_heads, in, m->input_dim, CUVAE_ACT_NONE, off)) return -1;
+  if (m->variance == CUVAE_VAR_LEARNED_SHARED) {
+    m->logvar = *off = aligned(*off);
+    if (add_tensor(m, "dec.logvar", 1, 0, off)) return -1;
+  }
+  return 0;
 }
 
 int cuvae_model_build(cuvae_model *m, size_t input_dim, const cuvae_config *cfg) {
@@ -49,76 +128,13 @@ int cuvae_model_build(cuvae_model *m, size_t input_dim, const cuvae_config *cfg)
   m->sigma = cfg->sigma;
   m->variance = cfg->likelihood == CUVAE_LIK_GAUSSIAN ? cfg->gaussian_variance : CUVAE_VAR_FIXED;
   m->cond = cfg->conditional ? (size_t)cfg->classes : 0;
-  const int mlp_decoder = cfg->decoder == CUVAE_DECODER_MLP;
-  const size_t out_dim = m->variance == CUVAE_VAR_LEARNED_PER_DIM ? 2 * input_dim : input_dim;
   m->activation = cfg->activation;
   m->init = cfg->init;
-
-  /* Count parameters in double first, so absurd sizes are refused before any size_t overflow. */
-  double count = 0.0, prev = (double)(input_dim + m->cond), dec_prev = (double)cfg->latent + (double)m->cond;
-  for (int i = 0; i < cfg->n_hidden; i++) {
-    if (cfg->hidden[i] < 1) return cuvae_error("[model] hidden: width %d must be >= 1", cfg->hidden[i]);
-    count += (prev + 1.0) * cfg->hidden[i];  /* encoder layer */
-    prev = cfg->hidden[i];
-  }
-  count += (prev + 1.0) * 2.0 * cfg->latent;  /* (mu, lv) head */
-  for (int i = 0; mlp_decoder && i < cfg->n_hidden; i++) {  /* decoder mirror */
-    const double w = cfg->hidden[cfg->n_hidden - 1 - i];
-    count += (dec_prev + 1.0) * w;
-    dec_prev = w;
-  }
-  count += (dec_prev + 1.0) * (double)out_dim + 1.0;
-  if (count > (double)CUVAE_MAX_PARAMS)
-    return cuvae_error("model: %.3g parameters is more than the supported %zu", count, CUVAE_MAX_PARAMS);
-
-  size_t off = 0, in = input_dim + m->cond;
-  const size_t Z = m->latent;
-  char prefix[16];
-  for (int i = 0; i < cfg->n_hidden; i++) {
-    snprintf(prefix, sizeof prefix, "enc.%d", i);
-    if (add_dense(m, &m->enc[i], prefix, in, (size_t)cfg->hidden[i], cfg->activation, &off)) return -1;
-    in = (size_t)cfg->hidden[i];
-  }
-  /* (mu, lv) head: enc.mu.weight, enc.lv.weight, enc.mu.bias, enc.lv.bias = one [2Z, in] layer. */
-  cuvae_layer *head = &m->enc[cfg->n_hidden];
-  head->in = in;
-  head->out = 2 * Z;
-  head->act = CUVAE_ACT_NONE;
-  head->w = off;
-  if (add_tensor(m, "enc.mu.weight", Z, in, &off) || add_tensor(m, "enc.lv.weight", Z, in, &off)) return -1;
-  head->b = off;
-  if (add_tensor(m, "enc.mu.bias", Z, 0, &off) || add_tensor(m, "enc.lv.bias", Z, 0, &off)) return -1;
-  m->n_enc = cfg->n_hidden + 1;
-
-  in = Z + m->cond;
-  const int n_dec_hidden = mlp_decoder ? cfg->n_hidden : 0;
-  for (int i = 0; i < n_dec_hidden; i++) {
-    size_t out = (size_t)cfg->hidden[cfg->n_hidden - 1 - i];
-    snprintf(prefix, sizeof prefix, "dec.%d", i);
-    if (add_dense(m, &m->dec[i], prefix, in, out, cfg->activation, &off)) return -1;
-    in = out;
-  }
-  cuvae_layer *out_layer = &m->dec[n_dec_hidden];
-  if (m->variance == CUVAE_VAR_LEARNED_PER_DIM) {
-    /* (mean, log-variance) heads: dec.out.weight, dec.lv.weight, dec.out.bias, dec.lv.bias = one [2D, in] layer */
-    out_layer->in = in;
-    out_layer->out = 2 * input_dim;
-    out_layer->act = CUVAE_ACT_NONE;
-    out_layer->w = off;
-    if (add_tensor(m, "dec.out.weight", input_dim, in, &off) || add_tensor(m, "dec.lv.weight", input_dim, in, &off))
-      return -1;
-    out_layer->b = off;
-    if (add_tensor(m, "dec.out.bias", input_dim, 0, &off) || add_tensor(m, "dec.lv.bias", input_dim, 0, &off))
-      return -1;
-  } else if (add_dense(m, out_layer, "dec.out", in, input_dim, CUVAE_ACT_NONE, &off)) {
-    return -1;
-  }
-  m->n_dec = n_dec_hidden + 1;
-  if (m->variance == CUVAE_VAR_LEARNED_SHARED) {
-    m->logvar = off;
-    if (add_tensor(m, "dec.logvar", 1, 0, &off)) return -1;
-  }
-  m->n_params = off;
+  const size_t out_dim = m->variance == CUVAE_VAR_LEARNED_PER_DIM ? 2 * input_dim : input_dim;
+  if (check_model_size(cfg, input_dim, m->cond, out_dim, cfg->decoder == CUVAE_DECODER_MLP)) return -1;
+  size_t off = 0;
+  if (build_encoder(m, cfg, &off) || build_decoder(m, cfg, &off)) return -1;
+  m->n_params = aligned(off);
   return 0;
 }
 
@@ -171,6 +187,7 @@ static int init_layer(const cuvae_model *m, const cuvae_layer *l, float *params,
 }
 
 int cuvae_model_init(const cuvae_model *m, float *params, uint64_t seed) {
+  memset(params, 0, m->n_params * sizeof *params);  /* the gaps between tensor blocks are zero, and stay zero */
   cuvae_noise *g = cuvae_noise_create(seed ^ CUVAE_SEED_INIT);
   if (!g) return -1;
   uint64_t pos = 0;
@@ -188,18 +205,23 @@ int cuvae_model_init(const cuvae_model *m, float *params, uint64_t seed) {
   return rc;
 }
 
+void cuvae_tensor_shape_string(const cuvae_tensor *t, char *buf, size_t cap) {
+  if (t->rank == 2)
+    snprintf(buf, cap, "[%zu, %zu]", t->shape[0], t->shape[1]);
+  else
+    snprintf(buf, cap, "[%zu]", t->shape[0]);
+}
+
 void cuvae_model_print_layout(const cuvae_model *m, FILE *out) {
   fprintf(out, "%-16s %-14s %12s %12s\n", "tensor", "shape", "offset", "count");
   for (int i = 0; i < m->n_tensors; i++) {
     const cuvae_tensor *t = &m->tensors[i];
-    char shape[40];
-    if (t->rank == 2)
-      snprintf(shape, sizeof shape, "[%zu, %zu]", t->shape[0], t->shape[1]);
-    else
-      snprintf(shape, sizeof shape, "[%zu]", t->shape[0]);
+    char shape[48];
+    cuvae_tensor_shape_string(t, shape, sizeof shape);
     fprintf(out, "%-16s %-14s %12zu %12zu\n", t->name, shape, t->offset, t->count);
   }
-  fprintf(out, "%-16s %-14s %12s %12zu\n", "total", "", "", m->n_params);
+  fprintf(out, "%-16s %-14s %12s %12zu\n", "total", "", "", m->n_values);
+  fprintf(out, "%-16s %-14s %12s %12zu\n", "buffer", "(aligned)", "", m->n_params);
 }
 
 /* A dense layer costs 2*B*in*out FLOPs forward and twice that backward (dW and dx), except that the first

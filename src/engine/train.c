@@ -137,7 +137,7 @@ static int resume_from_checkpoint(run *r, int64_t *step, FILE *log) {
   if (rc == 0 && cuvae_config_same_architecture(&saved, r->cfg))
     rc = cuvae_error("--resume %s: the config describes a different architecture than the run: %s", r->ckpt_path,
                      cuvae_last_error());
-  if (rc == 0 && cuvae_checkpoint_check_layout(&ck, &r->model))
+  if (rc == 0 && cuvae_checkpoint_fit_layout(&ck, &r->model))
     rc = cuvae_error("--resume %s: %s", r->ckpt_path, cuvae_last_error());
   if (rc == 0 && (saved.batch_size != r->cfg->batch_size || saved.seed != r->cfg->seed))
     fprintf(log, "note: resuming with a different batch_size or seed than the run started with; the result will "
@@ -426,7 +426,7 @@ int cuvae_train(const cuvae_config *cfg, const cuvae_train_opts *opts, cuvae_tra
   summary->steps_per_epoch = spe;
   fprintf(log, "cuvae %s | device %s (%s) | data %zu train, %zu test, D=%zu | model %zu parameters | %lld steps "
                "(%lld per epoch)%s\n",
-          CUVAE_VERSION_STRING, r.be->name, cuvae_blas_describe(), r.train.n, r.test.n, r.train.dim, r.model.n_params,
+          CUVAE_VERSION_STRING, r.be->name, cuvae_blas_describe(), r.train.n, r.test.n, r.train.dim, r.model.n_values,
           (long long)r.total, (long long)spe, step > 0 ? " | resumed" : "");
   if (step >= r.total)
     fprintf(log, "nothing to train: the run is already at step %lld of %lld\n", (long long)step, (long long)r.total);

@@ -77,13 +77,6 @@ static size_t header_bytes_for(int n_tensors, uint64_t config_len) {
   return CK_HEAD_FIXED + (size_t)n_tensors * CK_TENSOR_BYTES + CK_CONFIG_LEN + (size_t)config_len;
 }
 
-static void format_shape(char *buf, size_t cap, int rank, const size_t shape[2]) {
-  if (rank == 2)
-    snprintf(buf, cap, "[%zu, %zu]", shape[0], shape[1]);
-  else
-    snprintf(buf, cap, "[%zu]", shape[0]);
-}
-
 /* ---- validation shared by save and load ------------------------------------------------------------ */
 
 /* Checks the layout table against n_params; `what` prefixes the message (the path plus context). */
@@ -113,7 +106,7 @@ static int validate_layout(const char *what, int n_tensors, const cuvae_tensor *
     /* shape product, offset + count: compare by division/subtraction so nothing can overflow */
     if (a->shape[0] > n_params / a->shape[1] || a->count != a->shape[0] * a->shape[1]) {
       char s[64];
-      format_shape(s, sizeof s, a->rank, a->shape);
+      cuvae_tensor_shape_string(a, s, sizeof s);
       return cuvae_error("%s: tensor %d '%s' has count %zu but shape %s", what, i, a->name, a->count, s);
     }
     if (a->offset > n_params || a->count > n_params - a->offset)
@@ -551,36 +544,4 @@ void cuvae_checkpoint_free(cuvae_checkpoint *ck) {
   free(ck->adam_m);
   free(ck->adam_v);
   memset(ck, 0, sizeof *ck);
-}
-
-/* ---- layout comparison ----------------------------------------------------------------------------- */
-
-int cuvae_checkpoint_check_layout(const cuvae_checkpoint *ck, const cuvae_model *m) {
-  static const char *const pre = "checkpoint layout differs from the model";
-  if (!ck || !m) return cuvae_error("checkpoint layout check: null checkpoint or model");
-  if (ck->input_dim != (uint64_t)m->input_dim)
-    return cuvae_error("%s: input dimension %llu in the checkpoint, %zu in the model", pre,
-                       (unsigned long long)ck->input_dim, m->input_dim);
-  if (ck->n_tensors != m->n_tensors)
-    return cuvae_error("%s: %d tensors in the checkpoint, %d in the model", pre, ck->n_tensors, m->n_tensors);
-  for (int i = 0; i < ck->n_tensors && i < CUVAE_MAX_TENSORS; i++) {
-    const cuvae_tensor *a = &ck->tensors[i], *b = &m->tensors[i];
-    if (strncmp(a->name, b->name, CUVAE_TENSOR_NAME) != 0)
-      return cuvae_error("%s: tensor %d is '%.32s' in the checkpoint, '%.32s' in the model", pre, i, a->name,
-                         b->name);
-    if (a->rank != b->rank || a->shape[0] != b->shape[0] || (a->rank == 2 && a->shape[1] != b->shape[1])) {
-      char sa[64], sb[64];
-      format_shape(sa, sizeof sa, a->rank, a->shape);
-      format_shape(sb, sizeof sb, b->rank, b->shape);
-      return cuvae_error("%s: tensor %d '%.32s' has shape %s in the checkpoint, %s in the model", pre, i,
-                         a->name, sa, sb);
-    }
-    if (a->offset != b->offset || a->count != b->count)
-      return cuvae_error("%s: tensor %d '%.32s' is at offset %zu (count %zu) in the checkpoint, offset %zu "
-                         "(count %zu) in the model", pre, i, a->name, a->offset, a->count, b->offset, b->count);
-  }
-  if (ck->n_params != (uint64_t)m->n_params)
-    return cuvae_error("%s: %llu parameters in the checkpoint, %zu in the model", pre,
-                       (unsigned long long)ck->n_params, m->n_params);
-  return 0;
 }

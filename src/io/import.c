@@ -331,7 +331,7 @@ int cuvae_import_safetensors(const char *path, cuvae_checkpoint *ck) {
   const uint64_t data_size = size - 8 - hlen, data_start = 8 + hlen;
   if (collect_spans(path, root, meta, t, nt, data_size, spans) || check_coverage(path, spans, nt, t, data_size))
     goto done;
-  params = malloc(model.n_params * sizeof *params);
+  params = calloc(model.n_params, sizeof *params);  /* the gaps between tensors are zero */
   zeros_m = calloc(model.n_params, sizeof *zeros_m);
   zeros_v = calloc(model.n_params, sizeof *zeros_v);
   ck->config_ini = strdup(config_text);

@@ -31,7 +31,7 @@ int cuvae_saved_model_open(cuvae_saved_model *sm, const char *checkpoint_or_run_
   int rc = cuvae_config_load_string(&sm->cfg, sm->ck.config_ini, sm->path);
   if (rc == 0) rc = cuvae_config_finalize(&sm->cfg);
   if (rc == 0) rc = cuvae_model_build(&sm->model, (size_t)sm->ck.input_dim, &sm->cfg);
-  if (rc == 0 && cuvae_checkpoint_check_layout(&sm->ck, &sm->model))
+  if (rc == 0 && cuvae_checkpoint_fit_layout(&sm->ck, &sm->model))
     rc = cuvae_error("%s: %s", sm->path, cuvae_last_error());
   if (rc != 0) cuvae_saved_model_close(sm);
   return rc;

@@ -69,6 +69,16 @@ TEST_P(Parity, TrainingStepsAgreeWithTheCpuBackend) {
   expect_state_close(state_of(cpu, n), state_of(gpu, n), 1e-6, "after 1 step");
   run_both(c, f.m, cpu, gpu, f.cfg.seed, 1, c.steps);
   expect_state_close(state_of(cpu, n), state_of(gpu, n), 2e-5, "after all steps");
+  for (cuvae_backend *be : {cpu, gpu}) {  // the alignment gaps of the parameter buffer are still +0
+    const State s = state_of(be, n);
+    std::vector<float> g(n);
+    ASSERT_EQ(be->get_grad(be, g.data()), 0) << cuvae_last_error();
+    const std::string who = be->name;
+    cuvae_test::ExpectGapsZero(f.m, s.p, (who + " params").c_str());
+    cuvae_test::ExpectGapsZero(f.m, s.m, (who + " adam m").c_str());
+    cuvae_test::ExpectGapsZero(f.m, s.v, (who + " adam v").c_str());
+    cuvae_test::ExpectGapsZero(f.m, g, (who + " gradient").c_str());
+  }
 
   // evaluate(): the evaluation noise stream, partial last batch.
   cuvae_loss ec, eg;

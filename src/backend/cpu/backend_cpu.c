@@ -168,6 +168,15 @@ static void cpu_destroy(cuvae_backend *base) {
   free(be);
 }
 
+/* n zeroed floats at a 256-byte boundary (n is a multiple of CUVAE_TENSOR_ALIGN for the parameter buffer), so that
+ * every tensor block of the layout is 256-byte aligned here as on the device. */
+static float *aligned_zeros(size_t n) {
+  const size_t bytes = (n * sizeof(float) + 255) / 256 * 256;
+  float *p = aligned_alloc(256, bytes ? bytes : 256);
+  if (p) memset(p, 0, bytes);
+  return p;
+}
+
 static const cuvae_backend k_cpu_ops = {
     .name = "cpu", .train_step = cpu_train_step, .collect = cpu_collect, .evaluate = cpu_evaluate,
     .get_state = cpu_get_state, .set_state = cpu_set_state, .get_grad = cpu_get_grad, .encode = cpu_encode,
@@ -189,10 +198,10 @@ cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config
            4.0 * (double)n * sizeof(float) / (1 << 20));
   (void)eval;
   be->pending = calloc((size_t)be->base.max_pending, sizeof *be->pending);
-  be->params = malloc(n * sizeof(float));
-  be->grad = malloc(n * sizeof(float));
-  be->adam_m = calloc(n, sizeof(float));
-  be->adam_v = calloc(n, sizeof(float));
+  be->params = aligned_zeros(n);
+  be->grad = aligned_zeros(n);
+  be->adam_m = aligned_zeros(n);
+  be->adam_v = aligned_zeros(n);
   be->x_batch = malloc(B * m->input_dim * sizeof(float));
   be->eps = malloc((size_t)cuvae_noise_stride(B * m->latent) * sizeof(float));
   const size_t nx = B * m->input_dim;

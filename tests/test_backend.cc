@@ -108,4 +108,37 @@ INSTANTIATE_TEST_SUITE_P(Cases, BackendStep,
                                   std::to_string(i.param.step);
                          });
 
+// The evaluation pass both backends share: batch k's rows and noise offset, the row-weighted mean, bad arguments.
+TEST(EvalPass, BatchesCoverTheSetAndDrawAtTheBatchOffsets) {
+  cuvae_eval_pass p;
+  ASSERT_EQ(cuvae_eval_pass_begin(&p, 10, 4, 3), 0) << cuvae_last_error();
+  cuvae_eval_batch b;
+  const size_t want_start[3] = {0, 4, 8};
+  const int want_rows[3] = {4, 4, 2};
+  const float recon[3] = {1.0f, 2.0f, 4.0f}, kl[3] = {0.5f, 0.25f, 1.0f};
+  for (int64_t k = 0; k < 3; k++) {
+    ASSERT_EQ(cuvae_eval_pass_batch(&p, k, &b), 1);
+    EXPECT_EQ(b.start, want_start[k]);
+    EXPECT_EQ(b.B, want_rows[k]);
+    // every batch draws at k * stride(batch * Z), the last, shorter one included
+    EXPECT_EQ(b.noise_offset, (uint64_t)k * cuvae_noise_stride(4 * 3));
+    cuvae_loss l = {};
+    l.recon = recon[k];
+    l.kl = kl[k];
+    cuvae_eval_pass_add(&p, &b, &l);
+  }
+  EXPECT_EQ(cuvae_eval_pass_batch(&p, 3, &b), 0);
+  cuvae_loss out;
+  cuvae_eval_pass_end(&p, &out);
+  // (4*1 + 4*2 + 2*4) / 10 = 2 and (4*0.5 + 4*0.25 + 2*1) / 10 = 0.5: every term and sum is exact in double.
+  EXPECT_EQ(out.recon, 2.0);
+  EXPECT_EQ(out.kl, 0.5);
+  EXPECT_EQ(out.nelbo, 2.5);
+  EXPECT_EQ(out.objective, 2.5);
+  EXPECT_EQ(cuvae_eval_pass_begin(&p, 10, 0, 3), -1);
+  EXPECT_STREQ(cuvae_last_error(), "evaluation batch 0 must be >= 1");
+  EXPECT_EQ(cuvae_eval_pass_begin(&p, 0, 4, 3), -1);
+  EXPECT_STREQ(cuvae_last_error(), "evaluation set is empty");
+}
+
 }  // namespace

@@ -69,6 +69,27 @@ int cuvae_backend_max_batch(const cuvae_config *cfg);
 /* The start of every backend's constructor: *max_batch (cuvae_backend_max_batch), then a zeroed object of `size`
  * bytes whose first member is its cuvae_backend, set to `ops` with the config's max_pending. NULL with a message. */
 void *cuvae_backend_alloc(size_t size, const cuvae_backend *ops, const cuvae_config *cfg, int *max_batch);
+/* An evaluation pass over n rows in batches of `batch` (both backends' evaluate): batch k covers rows
+ * [k batch, min(n, (k + 1) batch)) and draws its noise at offset k * stride(batch Z), whatever its own length, so
+ * the noise of a row does not depend on the backend; the result is the row-weighted mean of the batch means. */
+typedef struct cuvae_eval_pass {
+  size_t n, latent;
+  int batch;
+  double recon, kl;  /* sums over the rows so far */
+} cuvae_eval_pass;
+typedef struct cuvae_eval_batch {
+  size_t start;           /* first row */
+  int B;                  /* rows */
+  uint64_t noise_offset;  /* in the evaluation noise stream */
+} cuvae_eval_batch;
+/* -1 with a message when batch < 1 or the set is empty. */
+int cuvae_eval_pass_begin(cuvae_eval_pass *p, size_t n, int batch, size_t latent);
+/* Batch k of the pass into *b; 0 when k is past the end. */
+int cuvae_eval_pass_batch(const cuvae_eval_pass *p, int64_t k, cuvae_eval_batch *b);
+/* Adds batch b's means (recon and KL per row). */
+void cuvae_eval_pass_add(cuvae_eval_pass *p, const cuvae_eval_batch *b, const cuvae_loss *batch_mean);
+/* The pass's per-row means: recon, KL, their sum as nelbo and objective. */
+void cuvae_eval_pass_end(const cuvae_eval_pass *p, cuvae_loss *out);
 /* One step, synchronously: train_step then collect (tests and tools that want each step's result at once). */
 int cuvae_backend_step(cuvae_backend *be, const uint32_t *rows, int B, int64_t step, cuvae_step_result *out);
 

@@ -5,6 +5,7 @@
 
 #include "backend.h"
 #include "cuvae/error.h"
+#include "cuvae/rng.h"
 
 int cuvae_backend_max_pending(const cuvae_config *cfg) {
   /* The trainer collects once per log interval; a bound keeps the result buffers small for huge intervals. */
@@ -53,4 +54,35 @@ int cuvae_backend_check_labels(const cuvae_model *m, const int32_t *labels, size
       return cuvae_error("%s: label %d of row %zu is outside 0..%zu ([model] classes = %zu)", what, (int)labels[i], i,
                          m->cond - 1, m->cond);
   return 0;
+}
+
+int cuvae_eval_pass_begin(cuvae_eval_pass *p, size_t n, int batch, size_t latent) {
+  if (batch < 1) return cuvae_error("evaluation batch %d must be >= 1", batch);
+  if (n == 0) return cuvae_error("evaluation set is empty");
+  p->n = n;
+  p->batch = batch;
+  p->latent = latent;
+  p->recon = p->kl = 0.0;
+  return 0;
+}
+
+int cuvae_eval_pass_batch(const cuvae_eval_pass *p, int64_t k, cuvae_eval_batch *b) {
+  const size_t start = (size_t)k * (size_t)p->batch;
+  if (start >= p->n) return 0;
+  b->start = start;
+  b->B = (int)(p->n - start < (size_t)p->batch ? p->n - start : (size_t)p->batch);
+  b->noise_offset = (uint64_t)k * cuvae_noise_stride((size_t)p->batch * p->latent);
+  return 1;
+}
+
+void cuvae_eval_pass_add(cuvae_eval_pass *p, const cuvae_eval_batch *b, const cuvae_loss *batch_mean) {
+  p->recon += batch_mean->recon * b->B;
+  p->kl += batch_mean->kl * b->B;
+}
+
+void cuvae_eval_pass_end(const cuvae_eval_pass *p, cuvae_loss *out) {
+  out->recon = p->recon / (double)p->n;
+  out->kl = p->kl / (double)p->n;
+  out->nelbo = out->recon + out->kl;
+  out->objective = out->nelbo;
 }

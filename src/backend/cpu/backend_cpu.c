@@ -109,24 +109,19 @@ static int cpu_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch,
   if (cuvae_backend_check_labels(m, ds->labels, ds->n, "evaluate")) return -1;
   cuvae_objective_spec spec;
   cuvae_objective_for_eval(be->cfg, &spec);
-  double recon = 0.0, kl = 0.0;
-  int64_t k = 0;
-  for (size_t start = 0; start < ds->n; start += (size_t)batch, k++) {
-    const int B = (int)(ds->n - start < (size_t)batch ? ds->n - start : (size_t)batch);
-    const size_t nz = (size_t)B * m->latent;
-    /* Every evaluation batch k draws at offset k * stride(batch * Z), whatever its own length. */
-    const uint64_t offset = (uint64_t)k * cuvae_noise_stride((size_t)batch * m->latent);
-    if (spec.objective != CUVAE_OBJ_AE && cuvae_noise_normal(be->eval_noise, offset, be->eps, nz)) return -1;
-    const cuvae_cpu_batch b = {B, ds->x + start * ds->dim, NULL, be->eps, m->cond ? ds->labels + start : NULL};
+  cuvae_eval_pass pass;
+  cuvae_eval_batch b;
+  if (cuvae_eval_pass_begin(&pass, ds->n, batch, m->latent)) return -1;
+  for (int64_t k = 0; cuvae_eval_pass_batch(&pass, k, &b); k++) {
+    if (spec.objective != CUVAE_OBJ_AE &&
+        cuvae_noise_normal(be->eval_noise, b.noise_offset, be->eps, (size_t)b.B * m->latent))
+      return -1;
+    const cuvae_cpu_batch in = {b.B, ds->x + b.start * ds->dim, NULL, be->eps, m->cond ? ds->labels + b.start : NULL};
     cuvae_loss l;
-    if (cuvae_cpu_objective_grad(m, be->ws, be->params, &b, &spec, NULL, &l)) return -1;
-    recon += l.recon * B;
-    kl += l.kl * B;
+    if (cuvae_cpu_objective_grad(m, be->ws, be->params, &in, &spec, NULL, &l)) return -1;
+    cuvae_eval_pass_add(&pass, &b, &l);
   }
-  out->recon = recon / (double)ds->n;
-  out->kl = kl / (double)ds->n;
-  out->nelbo = out->recon + out->kl;
-  out->objective = out->nelbo;
+  cuvae_eval_pass_end(&pass, out);
   return 0;
 }
 

@@ -240,7 +240,6 @@ static int cuda_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch
   cuda_backend *be = (cuda_backend *)base;
   const cuvae_model *m = be->model;
   if (batch > be->max_batch) batch = be->max_batch;
-  if (batch < 1) return cuvae_error("evaluation batch %d must be >= 1", batch);
   if (ds->dim != m->input_dim)
     return cuvae_error("evaluation data has %zu features, the model %zu", ds->dim, m->input_dim);
   if (be->n_pending) return cuvae_error("evaluate: %d training steps are pending; collect them first", be->n_pending);
@@ -249,37 +248,30 @@ static int cuda_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch
   if (cuvae_backend_check_labels(m, ds->labels, ds->n, "evaluate")) return -1;
   cuvae_objective_spec spec;
   cuvae_objective_for_eval(be->cfg, &spec);
-  double recon = 0.0, kl = 0.0;
-  int64_t k = 0;
-  for (size_t start = 0; start < ds->n; start += (size_t)batch, k++) {
-    const int B = (int)(ds->n - start < (size_t)batch ? ds->n - start : (size_t)batch);
-    const size_t nz = (size_t)B * m->latent;
-    /* Every evaluation batch k draws at offset k * stride(batch * Z), whatever its own length. */
-    const uint64_t offset = (uint64_t)k * cuvae_noise_stride((size_t)batch * m->latent);
-    const float *x = be->eval_x + start * ds->dim;
+  cuvae_eval_pass pass;
+  cuvae_eval_batch b;
+  if (cuvae_eval_pass_begin(&pass, ds->n, batch, m->latent)) return -1;
+  for (int64_t k = 0; cuvae_eval_pass_batch(&pass, k, &b); k++) {
+    const float *x = be->eval_x + b.start * ds->dim;
     if (!resident) {
-      CU_CHECK(cudaMemcpyAsync(be->x, ds->x + start * ds->dim, (size_t)B * ds->dim * sizeof(float),
+      CU_CHECK(cudaMemcpyAsync(be->x, ds->x + b.start * ds->dim, (size_t)b.B * ds->dim * sizeof(float),
                                cudaMemcpyHostToDevice, be->stream));
       x = be->x;
     }
     const int32_t *labels = be->labels;
-    if (m->cond && resident) labels = be->eval_labels + start;
-    else if (cuda_labels_upload(be, m->cond ? ds->labels + start : NULL, (size_t)B)) return -1;
-    if (spec.objective != CUVAE_OBJ_AE && cuda_noise_draw(be, &be->eval_noise, offset, nz)) return -1;
-    if (cuda_vae_forward(be, x, x, labels, B, &spec, 0)) return -1;
+    if (m->cond && resident) labels = be->eval_labels + b.start;
+    else if (cuda_labels_upload(be, m->cond ? ds->labels + b.start : NULL, (size_t)b.B)) return -1;
+    if (spec.objective != CUVAE_OBJ_AE && cuda_noise_draw(be, &be->eval_noise, b.noise_offset, (size_t)b.B * m->latent))
+      return -1;
+    if (cuda_vae_forward(be, x, x, labels, b.B, &spec, 0)) return -1;
     CU_CHECK(cudaMemcpyAsync(be->ring_host, be->sums, CUVAE_STEP_SUMS * sizeof(float), cudaMemcpyDeviceToHost,
                              be->stream));
     CU_CHECK(cudaStreamSynchronize(be->stream));  /* also keeps the pageable ds->x alive for the copy above */
-    /* As the CPU: the batch mean times B. */
-    cuvae_loss l;
-    cuda_loss_from_sums(&spec, be->ring_host, B, &l);
-    recon += l.recon * B;
-    kl += l.kl * B;
+    cuvae_loss l;  /* as the CPU: the batch's means */
+    cuda_loss_from_sums(&spec, be->ring_host, b.B, &l);
+    cuvae_eval_pass_add(&pass, &b, &l);
   }
-  out->recon = recon / (double)ds->n;
-  out->kl = kl / (double)ds->n;
-  out->nelbo = out->recon + out->kl;
-  out->objective = out->nelbo;
+  cuvae_eval_pass_end(&pass, out);
   return 0;
 }
 

@@ -193,27 +193,9 @@ CUDA_EMU_CAS(unsigned short)
 #undef CUDA_EMU_CAS
 
 // ---- math intrinsics and device functions ----------------------------------------------------------------------
-// The fast-math intrinsics map to the accurate libm functions: results can be MORE accurate than on a GPU, so
-// tests compare against tolerances that cover the GPU's documented intrinsic error, never bit equality.
-inline float __expf(float x) { return expf(x); }
-inline float __exp10f(float x) { return powf(10.0f, x); }
-inline float __logf(float x) { return logf(x); }
-inline float __log2f(float x) { return log2f(x); }
-inline float __log10f(float x) { return log10f(x); }
-inline float __powf(float x, float y) { return powf(x, y); }
-inline float __sinf(float x) { return sinf(x); }
-inline float __cosf(float x) { return cosf(x); }
-inline float __tanf(float x) { return tanf(x); }
-inline float __fdividef(float x, float y) { return x / y; }
-inline float __frcp_rn(float x) { return 1.0f / x; }
-inline float __fsqrt_rn(float x) { return sqrtf(x); }
-inline float __fadd_rn(float a, float b) { return a + b; }
-inline float __fmul_rn(float a, float b) { return a * b; }
-inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
-inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
-inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
-inline double rsqrt(double x) { return 1.0 / sqrt(x); }
-inline int __float2int_rn(float x) { return (int)nearbyintf(x); }
+// The approximate intrinsics differ from the exact functions within their documented bounds, the _rn ones are
+// correctly rounded and unfused: emu_intrinsics.h.
+#include "emu_intrinsics.h"
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }

@@ -21,11 +21,20 @@
 // replay must not use the host API inside a graph (use curand_kernel.h with a device-side offset instead).
 // Outside capture the emulated stream runs the copy at once, so the call behaves like a synchronous generate.
 //
-// Where the emulation differs: normals are computed with the CPU's transcendental functions, which (as curand.h
-// says of host generators) may differ from a GPU's in the last bits; uniforms are bit-identical. Functions not
-// overridden here (curandGenerate, curandGenerateNormalDouble, curandGenerateLogNormal, ...) run at once on the
-// calling thread, ignoring the stream and any capture in progress.
+// Normals of Philox generators follow the device's formula: the host generator's normals are the host branch of
+// curand_normal.h's _curand_box_muller on consecutive pairs of the raw stream (sinf, cosf, logf: test_emu_curand.cc
+// checks this bit for bit), and libcurand's device generator runs its device branch on the same pairs, which
+// curand.h says may differ in the results of transcendental functions. So the emulation draws the raw integers
+// (curandGenerate) and applies the device branch: __sincosf and the device's logf (emu_intrinsics.h), with v's
+// product and sum fused as nvcc does by default. They differ from the host generator's within
+// tests/emu/curand_bound.h's bound; uniforms are bit-identical (x 2^-32 + 2^-33 is exact either way). The
+// emulation keeps each generator's stream position (curandSetGeneratorOffset, curandGenerate and the generations
+// here advance it) because normals pair the integers at even positions; from an odd position, and for other
+// generator types (which pair their integers otherwise), normals are the host generator's. Functions not overridden
+// here (curandGenerateNormalDouble, curandGenerateLogNormal, ...) run at once on the calling thread, ignoring the
+// stream and any capture in progress, and do not advance the kept position.
 #include <curand.h>
+#include <curand_globals.h>
 #include <dlfcn.h>
 #include <string.h>
 
@@ -35,12 +44,14 @@
 #include <vector>
 
 #include "emu_internal.h"
+#include "emu_intrinsics.h"
 
 namespace {
 
 struct Generator {
   curandRngType_t type;
   cudaStream_t stream = nullptr;  // the legacy default stream until curandSetStream
+  uint64_t offset = 0;            // the stream position: curandSetGeneratorOffset, advanced by every generation here
 };
 
 // Generators created by curandCreateGenerator (emulated device generators). Generators made directly with
@@ -48,11 +59,12 @@ struct Generator {
 std::mutex g_mutex;
 std::unordered_map<curandGenerator_t, Generator> g_generators;
 
-bool lookup(curandGenerator_t g, Generator *out) {
+bool lookup(curandGenerator_t g, Generator *out, uint64_t advance = 0) {
   std::lock_guard<std::mutex> lock(g_mutex);
   auto it = g_generators.find(g);
   if (it == g_generators.end()) return false;
   *out = it->second;
+  it->second.offset += advance;
   return true;
 }
 
@@ -63,6 +75,26 @@ Fn real(const char *name, Fn ours) {
   if (p == nullptr || p == reinterpret_cast<void *>(ours))
     cuda_emu::fault("curand emulation: cannot find libcurand's %s (is the program linked with libcurand?)", name);
   return reinterpret_cast<Fn>(p);
+}
+
+// n (even) Philox normals the way the device generator computes them: the device branch of _curand_box_muller
+// (curand_normal.h) on each pair of raw integers, then mean + stddev n fused. Normals pair the integers at even
+// stream positions (position p is the sine or cosine of the pair at p & ~1), so this holds from an even position.
+curandStatus_t device_normals(curandGenerator_t g, float *dst, size_t n, float mean, float stddev) {
+  static const auto generate_raw = real("curandGenerate", &curandGenerate);
+  std::vector<unsigned> raw(n);
+  const curandStatus_t s = generate_raw(g, raw.data(), n);
+  if (s != CURAND_STATUS_SUCCESS) return s;
+  for (size_t i = 0; i + 1 < n; i += 2) {
+    const float u = fmaf((float)raw[i], CURAND_2POW32_INV, CURAND_2POW32_INV / 2);
+    const float v = fmaf((float)raw[i + 1], CURAND_2POW32_INV_2PI, CURAND_2POW32_INV_2PI / 2);
+    const float r = sqrtf(-2.0f * cuda_emu::device_logf(u));
+    float sn, cs;
+    __sincosf(v, &sn, &cs);
+    dst[i] = fmaf(sn * r, stddev, mean);
+    dst[i + 1] = fmaf(cs * r, stddev, mean);
+  }
+  return CURAND_STATUS_SUCCESS;
 }
 
 bool is_pseudo(curandRngType_t t) { return t >= CURAND_RNG_PSEUDO_DEFAULT && t < CURAND_RNG_QUASI_DEFAULT; }
@@ -122,21 +154,40 @@ curandStatus_t CURANDAPI curandSetStream(curandGenerator_t generator, cudaStream
   return set_stream(generator, stream);
 }
 
+curandStatus_t CURANDAPI curandSetGeneratorOffset(curandGenerator_t generator, unsigned long long offset) {
+  static const auto set_offset = real("curandSetGeneratorOffset", &curandSetGeneratorOffset);
+  const curandStatus_t s = set_offset(generator, offset);
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto it = g_generators.find(generator);
+  if (s == CURAND_STATUS_SUCCESS && it != g_generators.end()) it->second.offset = offset;
+  return s;
+}
+
+// Raw integers: libcurand's own, at once (not ordered on the stream); overridden only to keep the position.
+curandStatus_t CURANDAPI curandGenerate(curandGenerator_t generator, unsigned int *outputPtr, size_t num) {
+  static const auto generate_raw = real("curandGenerate", &curandGenerate);
+  Generator gen;
+  lookup(generator, &gen, num);
+  return generate_raw(generator, outputPtr, num);
+}
+
 curandStatus_t CURANDAPI curandGenerateNormal(curandGenerator_t generator, float *outputPtr, size_t n, float mean,
                                               float stddev) {
   static const auto normal = real("curandGenerateNormal", &curandGenerateNormal);
   Generator gen;
-  if (!lookup(generator, &gen)) return normal(generator, outputPtr, n, mean, stddev);
+  if (!lookup(generator, &gen, n % 2 == 0 ? n : 0)) return normal(generator, outputPtr, n, mean, stddev);
   // Device generators: Box-Muller produces pairs, so a pseudorandom generator needs an even count.
   if (is_pseudo(gen.type) && n % 2 != 0) return CURAND_STATUS_LENGTH_NOT_MULTIPLE;
-  return generate("curandGenerateNormal", gen, outputPtr, n,
-                  [&](float *dst) { return normal(generator, dst, n, mean, stddev); });
+  return generate("curandGenerateNormal", gen, outputPtr, n, [&](float *dst) {
+    return gen.type == CURAND_RNG_PSEUDO_PHILOX4_32_10 && gen.offset % 2 == 0 ? device_normals(generator, dst, n, mean, stddev)
+                                                       : normal(generator, dst, n, mean, stddev);
+  });
 }
 
 curandStatus_t CURANDAPI curandGenerateUniform(curandGenerator_t generator, float *outputPtr, size_t num) {
   static const auto uniform = real("curandGenerateUniform", &curandGenerateUniform);
   Generator gen;
-  if (!lookup(generator, &gen)) return uniform(generator, outputPtr, num);
+  if (!lookup(generator, &gen, num)) return uniform(generator, outputPtr, num);
   return generate("curandGenerateUniform", gen, outputPtr, num,
                   [&](float *dst) { return uniform(generator, dst, num); });
 }

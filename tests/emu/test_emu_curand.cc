@@ -1,13 +1,17 @@
 // The emulated cuRAND host API (emu_curand.cc): a generator from curandCreateGenerator is libcurand's host
-// generator, ordered on its stream, writing into device (cudaMalloc) memory. Its output must equal, bit for bit,
-// that of a generator made directly with curandCreateGeneratorHost with the same seed and offset.
+// generator, ordered on its stream, writing into device (cudaMalloc) memory. Its raw integers and uniforms equal,
+// bit for bit, those of a generator made directly with curandCreateGeneratorHost with the same seed and offset; its
+// Philox normals are the device's formula of the same integers, within curand_bound.h's bound of the host's.
 #include <cuda_runtime_api.h>
 #include <curand.h>
+#include <curand_globals.h>
 #include <gtest/gtest.h>
 #include <math.h>
 #include <string.h>
 
 #include <vector>
+
+#include "curand_bound.h"
 
 namespace {
 
@@ -15,11 +19,11 @@ const unsigned long long kSeed = 0x5eedULL, kOffset = 7;
 
 // A generator of `type` made by `create`, seeded and offset alike.
 curandGenerator_t make(curandStatus_t (*create)(curandGenerator_t *, curandRngType_t),
-                       curandRngType_t type = CURAND_RNG_PSEUDO_PHILOX4_32_10) {
+                       curandRngType_t type = CURAND_RNG_PSEUDO_PHILOX4_32_10, unsigned long long offset = kOffset) {
   curandGenerator_t g = nullptr;
   EXPECT_EQ(create(&g, type), CURAND_STATUS_SUCCESS);
   EXPECT_EQ(curandSetPseudoRandomGeneratorSeed(g, kSeed), CURAND_STATUS_SUCCESS);
-  EXPECT_EQ(curandSetGeneratorOffset(g, kOffset), CURAND_STATUS_SUCCESS);
+  EXPECT_EQ(curandSetGeneratorOffset(g, offset), CURAND_STATUS_SUCCESS);
   return g;
 }
 
@@ -62,9 +66,55 @@ void expect_same_stream(curandRngType_t type, size_t n, Gen gen, bool floats = t
   EXPECT_EQ(curandDestroyGenerator(host), CURAND_STATUS_SUCCESS);
 }
 
-TEST(EmuCurand, PhiloxNormalMatchesHostGenerator) {
-  expect_same_stream(CURAND_RNG_PSEUDO_PHILOX4_32_10, 1002,
-                     [](curandGenerator_t g, float *p) { return curandGenerateNormal(g, p, 1002, 0.5f, 2.0f); });
+// The host generator's normals are the host branch of _curand_box_muller (curand_normal.h: sinf, cosf, logf) on
+// consecutive pairs of its raw integers from an even stream position, bit for bit: the premise of emu_curand.cc's
+// device formula.
+TEST(EmuCurand, HostPhiloxNormalsAreBoxMullerOfConsecutivePairs) {
+  const curandRngType_t philox = CURAND_RNG_PSEUDO_PHILOX4_32_10;
+  curandGenerator_t normals = make(curandCreateGeneratorHost, philox, 8), raw = make(curandCreateGeneratorHost, philox, 8);
+  const size_t n = 4096;
+  std::vector<float> z(n);
+  std::vector<unsigned> x(n);
+  ASSERT_EQ(curandGenerateNormal(normals, z.data(), n, 0.0f, 1.0f), CURAND_STATUS_SUCCESS);
+  ASSERT_EQ(curandGenerate(raw, x.data(), n), CURAND_STATUS_SUCCESS);
+  for (size_t i = 0; i < n; i += 2) {
+    const float u = x[i] * CURAND_2POW32_INV + (CURAND_2POW32_INV / 2);
+    const float v = x[i + 1] * CURAND_2POW32_INV_2PI + (CURAND_2POW32_INV_2PI / 2);
+    const float s = sqrtf(-2.0f * logf(u));
+    ASSERT_EQ(z[i], sinf(v) * s) << i;
+    ASSERT_EQ(z[i + 1], cosf(v) * s) << i;
+  }
+  EXPECT_EQ(curandDestroyGenerator(normals), CURAND_STATUS_SUCCESS);
+  EXPECT_EQ(curandDestroyGenerator(raw), CURAND_STATUS_SUCCESS);
+}
+
+// Philox normals of an emulated device generator, two calls in a row (the second continues the stream): each within
+// curand_bound.h's bound of the host generator's (mean 0.5, stddev 2), and many not equal to it, as on a GPU.
+// From offset 8 (an even position: the CUDA backend draws at multiples of 4).
+TEST(EmuCurand, PhiloxNormalsFollowTheDeviceFormula) {
+  const curandRngType_t philox = CURAND_RNG_PSEUDO_PHILOX4_32_10;
+  curandGenerator_t dev = make(curandCreateGenerator, philox, 8), host = make(curandCreateGeneratorHost, philox, 8),
+                    raw = make(curandCreateGeneratorHost, philox, 8);
+  const size_t n = 1002;
+  DevFloats out(n);
+  for (int call = 0; call < 2; ++call) {
+    std::vector<float> expected(n);
+    std::vector<unsigned> x(n);
+    ASSERT_EQ(curandGenerateNormal(host, expected.data(), n, 0.5f, 2.0f), CURAND_STATUS_SUCCESS);
+    ASSERT_EQ(curandGenerate(raw, x.data(), n), CURAND_STATUS_SUCCESS);
+    ASSERT_EQ(curandGenerateNormal(dev, out.p, n, 0.5f, 2.0f), CURAND_STATUS_SUCCESS);
+    const std::vector<float> got = out.get();
+    size_t differ = 0;
+    for (size_t i = 0; i < n; i++) {
+      ASSERT_LE(fabs((double)got[i] - expected[i]), curand_bound::normal_bound(x[i & ~(size_t)1], 0.5, 2.0, expected[i]))
+          << "call " << call << ", normal " << i << ": " << got[i] << " vs " << expected[i];
+      differ += got[i] != expected[i];
+    }
+    EXPECT_GT(differ, n / 10) << "call " << call << ": the device formula is (almost) the host's";
+  }
+  EXPECT_EQ(curandDestroyGenerator(dev), CURAND_STATUS_SUCCESS);
+  EXPECT_EQ(curandDestroyGenerator(host), CURAND_STATUS_SUCCESS);
+  EXPECT_EQ(curandDestroyGenerator(raw), CURAND_STATUS_SUCCESS);
 }
 
 TEST(EmuCurand, PhiloxUniformMatchesHostGenerator) {
@@ -134,13 +184,13 @@ TEST(EmuCurand, GraphReplayRewritesTheNumbersDrawnAtCapture) {
   const size_t n = 128;
   DevFloats out(n);
   std::vector<float> first(n), second(n);
-  ASSERT_EQ(curandGenerateNormal(host, first.data(), n, 0.0f, 1.0f), CURAND_STATUS_SUCCESS);
-  ASSERT_EQ(curandGenerateNormal(host, second.data(), n, 0.0f, 1.0f), CURAND_STATUS_SUCCESS);
+  ASSERT_EQ(curandGenerateUniform(host, first.data(), n), CURAND_STATUS_SUCCESS);
+  ASSERT_EQ(curandGenerateUniform(host, second.data(), n), CURAND_STATUS_SUCCESS);
 
   cudaGraph_t graph;
   cudaGraphExec_t exec;
   ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
-  ASSERT_EQ(curandGenerateNormal(dev, out.p, n, 0.0f, 1.0f), CURAND_STATUS_SUCCESS);
+  ASSERT_EQ(curandGenerateUniform(dev, out.p, n), CURAND_STATUS_SUCCESS);
   ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
   ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
   EXPECT_TRUE(same_bits(out.get(), std::vector<float>(n, 0.0f)));  // recorded, not run
@@ -150,7 +200,7 @@ TEST(EmuCurand, GraphReplayRewritesTheNumbersDrawnAtCapture) {
     ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
     EXPECT_TRUE(same_bits(out.get(), first)) << "launch " << launch;
   }
-  ASSERT_EQ(curandGenerateNormal(dev, out.p, n, 0.0f, 1.0f), CURAND_STATUS_SUCCESS);
+  ASSERT_EQ(curandGenerateUniform(dev, out.p, n), CURAND_STATUS_SUCCESS);
   EXPECT_TRUE(same_bits(out.get(), second));
   EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
   EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);

@@ -128,7 +128,9 @@ int bench_cpu_gemm_replay(const cuvae_model *m, const bench_step_work *w, int re
     }                                                                                                          \
   } while (0)
 
-/* Fills n device floats with the pattern, through a host staging buffer of at most 4 Mi floats. */
+/* Fills n device floats with the pattern, through a host staging buffer of at most 4 Mi floats. cudaMemcpy from
+ * pageable memory may return before the device side is written, and the legacy stream it runs on does not order
+ * the non-blocking stream the GEMMs run on: the fill waits for the device before it returns. */
 static int cuda_fill(float *dev, size_t n, size_t start) {
   const size_t chunk = (size_t)4 << 20;
   float *host = malloc((n < chunk ? n : chunk) * sizeof *host + sizeof *host);
@@ -143,6 +145,9 @@ static int cuda_fill(float *dev, size_t n, size_t start) {
     }
   }
   free(host);
+  const cudaError_t e = cudaDeviceSynchronize();
+  if (e != cudaSuccess) return cuvae_error("cudaDeviceSynchronize after the bench operands' fill failed: %s",
+                                           cudaGetErrorString(e));
   return 0;
 }
 

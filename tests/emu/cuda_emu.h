@@ -15,8 +15,14 @@
 #define __launch_bounds__(...)
 #define __restrict__ __restrict
 // Static shared memory: a function-scope static is one object per kernel, shared by all fibers of the running
-// block; blocks run one at a time, so this is exactly per-block shared memory (not re-initialised per block).
+// block; blocks run one at a time, so this is exactly per-block shared memory (not re-initialised per block, except
+// by the schedule mode, which poisons the section cuda_emu_shared before every block: emu_exec.cc). Under
+// AddressSanitizer it stays a plain static, which keeps ASan's redzones around it.
+#if defined(__SANITIZE_ADDRESS__)
 #define __shared__ static
+#else
+#define __shared__ static __attribute__((section("cuda_emu_shared")))
+#endif
 
 // cuda_runtime.h is nvcc's C++ layer over the runtime API (it also declares templates whose parameters are
 // named like our built-in variable macros). Under emulation it is replaced by this header: mark it included, so

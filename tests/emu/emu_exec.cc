@@ -1,7 +1,9 @@
 // Kernel execution for the CUDA emulation: launch validation, one fiber per CUDA thread (Boost.Context's
 // fcontext with our own guard-paged stacks), a block scheduler that runs fibers until they reach a
 // synchronisation point, barrier and warp-operation resolution, and fault reports (deadlocks, divergent
-// barriers, bad shuffles) that name the kernel, block, thread and source line.
+// barriers, bad shuffles) that name the kernel, block, thread and source line. The schedule mode
+// (CUDA_EMU_SCHEDULE=shuffle:SEED) runs the runnable threads of each round in a seeded random order and poisons
+// static shared memory before every block.
 #include <boost/context/detail/fcontext.hpp>
 #include <stdarg.h>
 #include <stdio.h>
@@ -9,6 +11,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <string>
@@ -79,7 +82,33 @@ struct Scheduler {
   size_t sched_stack_size = 0;
   bool in_kernel = false;
   Thread *current = nullptr;
+  uint64_t rng = 0;  // schedule mode: splitmix64 state, seeded per launch
 };
+
+// The schedule mode: -1 not read yet (CUDA_EMU_SCHEDULE), 0 in order, 1 shuffled with g_seed.
+std::atomic<int> g_shuffle{-1};
+std::atomic<unsigned long long> g_seed{0};
+unsigned long long g_launches = 0;  // launches run so far (under g_launch_mutex): seeds each launch's order
+
+bool shuffling() {
+  int m = g_shuffle.load();
+  if (m >= 0) return m == 1;
+  const char *v = getenv("CUDA_EMU_SCHEDULE");
+  unsigned long long seed = 0;
+  char *end = nullptr;
+  if (!v || !*v) {
+    m = 0;
+  } else if (strncmp(v, "shuffle:", 8) == 0 && v[8] && (seed = strtoull(v + 8, &end, 10), *end == 0)) {
+    m = 1;
+  } else {
+    fprintf(stderr, "cuda_emu: CUDA_EMU_SCHEDULE must be shuffle:SEED (SEED a decimal integer), not \"%s\"\n", v);
+    exit(2);
+  }
+  g_seed.store(seed);
+  int expected = -1;
+  g_shuffle.compare_exchange_strong(expected, m);
+  return g_shuffle.load() == 1;
+}
 
 Scheduler g;
 std::mutex g_launch_mutex;  // one grid at a time, whichever host thread launches it
@@ -350,6 +379,73 @@ bool try_release_warp(int warp) {
   return released;
 }
 
+uint64_t next_random() {  // splitmix64
+  uint64_t z = (g.rng += UINT64_C(0x9E3779B97F4A7C15));
+  z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+  z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+  return z ^ (z >> 31);
+}
+
+void shuffle(std::vector<int> &v) {  // Fisher-Yates
+  for (size_t i = v.size(); i > 1; i--) std::swap(v[i - 1], v[next_random() % i]);
+}
+
+// Runs the runnable lanes of warp `w` in a random order, releasing its warp operations, until none can go on
+// (all wait at a barrier, have exited, or wait for a lane elsewhere). Returns whether any lane ran; counts exits.
+bool run_warp_shuffled(int w, std::vector<int> &lanes, int *live) {
+  const int n_lanes = lanes_in_warp(w);
+  lanes.resize((size_t)n_lanes);
+  bool progress = false;
+  for (;;) {
+    for (int l = 0; l < n_lanes; l++) lanes[l] = w * kWarpSize + l;
+    shuffle(lanes);
+    bool ran = false;
+    for (int i : lanes) {
+      Thread &t = g.threads[i];
+      if (t.state != kRunnable) continue;
+      resume(&t);
+      ran = true;
+      if (t.state == kDone) --*live;
+    }
+    progress |= ran;
+    if (!ran && !try_release_warp(w)) return progress;
+  }
+}
+
+// The schedule mode's block: the warps in a random order, each run as far as it can go before the next, the order
+// drawn again after every barrier, so a warp can get a whole barrier interval ahead of another (as on a GPU, where
+// nothing orders warps between barriers) and a warp's lanes interleave at random between warp operations.
+void run_block_shuffled() {
+  const int n = (int)g.threads.size(), n_warps = (n + kWarpSize - 1) / kWarpSize;
+  std::vector<int> warps((size_t)n_warps), lanes;
+  for (int w = 0; w < n_warps; w++) warps[w] = w;
+  shuffle(warps);
+  int live = n;
+  while (live > 0) {
+    bool progress = false;
+    for (int w : warps) progress |= run_warp_shuffled(w, lanes, &live);
+    if (live == 0) break;
+    if (try_release_barrier()) {
+      shuffle(warps);
+      continue;
+    }
+    bool released = false;
+    for (int w = 0; w < n_warps; w++) released |= try_release_warp(w);
+    if (released || progress) continue;
+    block_fault("deadlock: no thread of the block can make progress");
+  }
+}
+
+// Static __shared__ variables live in the section cuda_emu_shared (cuda_emu.h; not under AddressSanitizer, which
+// then keeps its redzones around them): the schedule mode fills it with 0xFF bytes (NaN floats, -1 integers)
+// before every block, since shared memory starts undefined on a GPU.
+extern "C" unsigned char __start_cuda_emu_shared[] __attribute__((weak));
+extern "C" unsigned char __stop_cuda_emu_shared[] __attribute__((weak));
+void poison_static_shared() {
+  const uintptr_t start = (uintptr_t)__start_cuda_emu_shared, stop = (uintptr_t)__stop_cuda_emu_shared;
+  if (start && stop > start) memset(__start_cuda_emu_shared, 0xFF, stop - start);
+}
+
 void run_block() {
   const int n = (int)g.threads.size();
   const dim3 bd = g.block.block_dim;
@@ -363,6 +459,7 @@ void run_block() {
     t.stack = &g.stacks[i];
     t.ctx = fc::make_fcontext((char *)t.stack->bottom + t.stack->size, t.stack->size, fiber_entry);
   }
+  if (shuffling()) return run_block_shuffled();
   int live = n;
   while (live > 0) {
     bool progress = false;
@@ -393,12 +490,15 @@ void run_grid(const Launch &launch, dim3 grid, dim3 block, size_t smem, const st
   g.block.dynamic_smem = dynamic_smem.data();
   tls_block = &g.block;
   g.in_kernel = true;
+  const bool shuffle = shuffling();
+  g.rng = g_seed.load() ^ (++g_launches * UINT64_C(0xD1B54A32D192ED03));
   for (unsigned z = 0; z < grid.z; z++)
     for (unsigned y = 0; y < grid.y; y++)
       for (unsigned x = 0; x < grid.x; x++) {
         g.block.block_idx = make_uint3(x, y, z);
         // Fresh dynamic shared memory is poisoned (NaN floats), like device memory, to expose reads before writes.
         memset(dynamic_smem.data(), 0xFF, dynamic_smem.size());
+        if (shuffle) poison_static_shared();
         run_block();
       }
   g.in_kernel = false;
@@ -562,4 +662,13 @@ extern "C" void cuda_emu_inject_async_fault(const char *kernel, cudaError_t erro
   std::lock_guard<std::mutex> lock(cuda_emu::g_inject_mutex);
   cuda_emu::g_inject_kernel = kernel ? kernel : "";
   cuda_emu::g_inject_error = error;
+}
+
+extern "C" int cuda_emu_set_schedule(int shuffle, unsigned long long seed) {
+  const int was = cuda_emu::shuffling();
+  std::lock_guard<std::mutex> lock(cuda_emu::g_launch_mutex);  // not while a grid runs
+  cuda_emu::g_seed.store(seed);
+  cuda_emu::g_shuffle.store(shuffle ? 1 : 0);
+  cuda_emu::g_launches = 0;  // the same seed and launches give the same schedules
+  return was;
 }

@@ -43,6 +43,8 @@ struct CUevent_st {
   bool recorded = false;              // a timestamp was taken (a record outside capture has run)
   double ms = 0;                      // that timestamp, ms since an arbitrary origin
   unsigned long long capture_id = 0;  // last recorded inside this capture sequence (0: not in a capture)
+  cudaStream_t stream = nullptr;      // deferred mode: the stream and ticket of the latest record issued
+  unsigned long long ticket = 0;      //   outside capture (cuda_emu::async)
 };
 // Nodes are shared between a graph and the executable graphs made from it, so either may be destroyed first.
 struct CUgraphNode_st {
@@ -419,6 +421,19 @@ cudaError_t cudaGraphUpload(cudaGraphExec_t graphExec, cudaStream_t stream) {
 
 // ---- events --------------------------------------------------------------------------------------------
 // Unknown or destroyed event handles are cudaErrorInvalidResourceHandle, never dereferenced.
+
+// Deferred mode: true (with the stream and ticket of its latest record) when `event` is live and was recorded
+// outside capture. Taken before the queues run: their record operations lock the same state.
+static bool event_pending(cudaEvent_t event, cudaStream_t *on, unsigned long long *ticket) {
+  if (!cuda_emu::async::enabled()) return false;
+  cuda_emu::State &st = state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  if (!st.events.count(event) || !event->ticket) return false;
+  *on = event->stream;
+  *ticket = event->ticket;
+  return true;
+}
+
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned int flags) {
   const unsigned known = cudaEventBlockingSync | cudaEventDisableTiming | cudaEventInterprocess;
   if (!event || (flags & ~known)) return fail(cudaErrorInvalidValue);
@@ -433,7 +448,11 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned int flags) {
 
 cudaError_t cudaEventCreate(cudaEvent_t *event) { return cudaEventCreateWithFlags(event, cudaEventDefault); }
 
+// A record still queued in the deferred mode runs first (CUDA releases the event once it has).
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  cudaStream_t on = nullptr;
+  unsigned long long ticket = 0;
+  if (event_pending(event, &on, &ticket)) cuda_emu::async::drain(on, ticket);
   cuda_emu::State &st = state();
   std::lock_guard<std::mutex> lock(st.mu);
   if (!st.events.erase(event)) return fail(cudaErrorInvalidResourceHandle);
@@ -460,31 +479,45 @@ cudaError_t cudaEventRecordWithFlags(cudaEvent_t event, cudaStream_t stream, uns
       return cudaSuccess;
     }
   }
-  return cuda_emu::enqueue(s, "cudaEventRecord", [event, &st] {
+  bool recorded = false;
+  const cudaError_t e = cuda_emu::enqueue(s, "cudaEventRecord", [event, &st] {
     std::lock_guard<std::mutex> lock(st.mu);
     if (!st.events.count(event)) cuda_emu::fault("cudaEventRecord: event destroyed before the record ran");
     event->recorded = true;
     event->ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch())
                     .count();
     event->capture_id = 0;
-  });
+  }, &recorded);
+  if (e == cudaSuccess && !recorded && cuda_emu::async::enabled()) {
+    const unsigned long long ticket = cuda_emu::async::last(s);  // before the lock: see event_pending
+    std::lock_guard<std::mutex> lock(st.mu);
+    if (st.events.count(event)) event->stream = s, event->ticket = ticket;
+  }
+  return e;
 }
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   return cudaEventRecordWithFlags(event, stream, cudaEventRecordDefault);
 }
 
-// Always complete (work ran when it was issued), except while the event's last record is part of an active
-// capture: cudaErrorCapturedEvent. A never-recorded event is complete too, as in CUDA.
-cudaError_t cudaEventQuery(cudaEvent_t event) {
+// Complete (work ran when it was issued), except while the event's last record is part of an active capture:
+// cudaErrorCapturedEvent. A never-recorded event is complete too, as in CUDA. In the deferred mode the work up
+// to the record runs first; a query that had to run any answers cudaErrorNotReady (not a last error, as in CUDA).
+static cudaError_t event_wait(cudaEvent_t event, bool query) {
+  cudaStream_t on = nullptr;
+  unsigned long long ticket = 0;
+  const bool ran = event_pending(event, &on, &ticket) && cuda_emu::async::drain(on, ticket);
   cuda_emu::State &st = state();
   std::lock_guard<std::mutex> lock(st.mu);
   if (!st.events.count(event)) return fail(cudaErrorInvalidResourceHandle);
   if (event->capture_id && st.active.count(event->capture_id)) return fail(cudaErrorCapturedEvent);
+  if (ran && query && cuda_emu::async_error() == cudaSuccess) return cudaErrorNotReady;
   return fail(cuda_emu::async_error());  // a faulted kernel's error surfaces here too
 }
 
-cudaError_t cudaEventSynchronize(cudaEvent_t event) { return cudaEventQuery(event); }
+cudaError_t cudaEventQuery(cudaEvent_t event) { return event_wait(event, true); }
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) { return event_wait(event, false); }
 
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
   if (!ms) return fail(cudaErrorInvalidValue);
@@ -498,13 +531,25 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) 
   return cudaSuccess;
 }
 
-// Outside capture the awaited work has already run, so a wait only has to apply the capture rules: waiting on
-// an event of an active capture makes `stream` join it (fork) or is a join inside it.
+// Outside capture the awaited work has already run (in the deferred mode: later work on `stream` waits for the
+// event's record), so a wait applies the capture rules: waiting on an event of an active capture makes `stream`
+// join it (fork) or is a join inside it.
+static cudaError_t stream_wait_event(cudaStream_t s, unsigned sflags, cudaEvent_t event, unsigned int flags);
+
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags) {
   if (flags & ~(unsigned)cudaEventWaitExternal) return fail(cudaErrorInvalidValue);
   cudaStream_t s;
   unsigned sflags;
   if (cudaError_t e = cuda_emu::streams::lookup(stream, &s, &sflags); e != cudaSuccess) return fail(e);
+  cudaStream_t on = nullptr;
+  unsigned long long ticket = 0;
+  const bool pending = event_pending(event, &on, &ticket);
+  const cudaError_t e = stream_wait_event(s, sflags, event, flags);
+  if (e == cudaSuccess && pending && !cuda_emu::capture::active(s)) cuda_emu::async::wait(s, sflags, on, ticket);
+  return e;
+}
+
+static cudaError_t stream_wait_event(cudaStream_t s, unsigned sflags, cudaEvent_t event, unsigned int flags) {
   cuda_emu::State &st = state();
   std::lock_guard<std::mutex> lock(st.mu);
   if (!st.events.count(event)) return fail(cudaErrorInvalidResourceHandle);

@@ -34,6 +34,8 @@ void set_last_error(cudaError_t e);
 // cudaSuccess; a failure is also recorded with set_last_error, as CUDA does. A direct operation (not recorded) is
 // counted (cuda_emu_counts) by the kind `what` names; *recorded (when given) says whether it was recorded.
 cudaError_t enqueue(cudaStream_t stream, const char *what, std::function<void()> op, bool *recorded = nullptr);
+// The host's available and total memory (MemAvailable and MemTotal): the emulated device's (emu_device.cc).
+void host_memory(size_t *free_bytes, size_t *total_bytes);
 // True when [p, p + n) lies inside one live device allocation (cudaMalloc).
 bool is_device_range(const void *p, size_t n);
 // The asynchronous error of a faulted kernel (cuda_emu_inject_async_fault): cudaSuccess until one has run.
@@ -79,6 +81,19 @@ namespace cuda_emu::exec {  // emu_exec.cc
 // launch then faults when it runs); else cudaSuccess.
 cudaError_t take_injected_fault(const char *kernel);
 }  // namespace cuda_emu::exec
+namespace cuda_emu::async {  // emu_async.cc: the deferred mode (CUDA_EMU_ASYNC=1); streams 0 and
+                             // cudaStreamLegacy are the same queue; a ticket names one queued operation
+bool enabled();
+// Queues `op` on `s` (creation flags `flags`), after the legacy stream's implicit synchronisation.
+void submit(cudaStream_t s, unsigned flags, std::function<void()> op);
+unsigned long long last(cudaStream_t s);  // the ticket of the latest operation issued on s (0: none)
+// Work issued on `s` from now on waits for `on`'s operations up to `ticket` (cudaStreamWaitEvent).
+void wait(cudaStream_t s, unsigned flags, cudaStream_t on, unsigned long long ticket);
+// Runs s's queued operations up to `ticket` (all by default) and what they depend on; true when any ran.
+bool drain(cudaStream_t s, unsigned long long ticket = ~0ULL);
+bool drain_all();             // runs every queued operation (cudaDeviceSynchronize)
+void forget(cudaStream_t s);  // s is destroyed: its work runs, its queue goes
+}  // namespace cuda_emu::async
 
 // C entry points for tests.
 extern "C" {
@@ -112,4 +127,12 @@ void cuda_emu_counts_reset(void);
 // thread's last error (a test's stand-in for a fresh process).
 void cuda_emu_inject_async_fault(const char *kernel, cudaError_t error);
 void cuda_emu_clear_async_error(void);
+
+// Switches the deferred mode (CUDA_EMU_ASYNC) on or off for the rest of the process, or until the next call; off
+// runs everything queued first. Returns the previous setting.
+int cuda_emu_set_async(int on);
+// Switches the schedule mode (CUDA_EMU_SCHEDULE=shuffle:SEED): `shuffle` non-zero runs each block's threads in an
+// order drawn from `seed` between synchronisation points and poisons static shared memory before every block.
+// Returns the previous setting (shuffle on or off).
+int cuda_emu_set_schedule(int shuffle, unsigned long long seed);
 }

@@ -1,7 +1,8 @@
-// The CUDA runtime API subset of the emulation (docs/CUDA_EMULATION.md): errors, device memory, device
-// queries, streams, and enqueue(), through which every stream operation passes (and is counted for
-// cuda_emu_counts); the asynchronous error of an injected kernel fault. Stream capture, events and graphs live in
-// emu_graph.cc, the error names in emu_errors.cc. Every function has the real prototype from cuda_runtime_api.h.
+// The CUDA runtime API subset of the emulation (docs/CUDA_EMULATION.md): errors, device memory, streams, and
+// enqueue(), through which every stream operation passes (and is counted for cuda_emu_counts); the asynchronous
+// error of an injected kernel fault. Stream capture, events and graphs live in emu_graph.cc, the error names in
+// emu_errors.cc, device queries in emu_device.cc, the deferred mode's queues in emu_async.cc. Every function has
+// the real prototype from cuda_runtime_api.h.
 //
 // Like CUDA, a call that fails returns its error and also records it as the calling thread's last error.
 #include <cuda_runtime_api.h>
@@ -9,12 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/sysinfo.h>
 
 #include <map>
+#include <memory>
 #include <mutex>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include "emu_internal.h"
 
@@ -115,28 +117,6 @@ struct LeakReport {
   }
 } g_leak_report;
 
-// ---- host memory figures for cudaMemGetInfo / totalGlobalMem ---------------------------------------------
-// MemAvailable and MemTotal from /proc/meminfo; sysinfo() where that file cannot be read.
-void host_memory(size_t *free_bytes, size_t *total_bytes) {
-  struct sysinfo si;
-  size_t avail = 0, total = 0;
-  if (sysinfo(&si) == 0) {
-    avail = (size_t)si.freeram * si.mem_unit;
-    total = (size_t)si.totalram * si.mem_unit;
-  }
-  if (FILE *f = fopen("/proc/meminfo", "r")) {
-    char line[256];
-    unsigned long long kb;
-    while (fgets(line, sizeof line, f)) {
-      if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) avail = (size_t)kb * 1024;
-      if (sscanf(line, "MemTotal: %llu kB", &kb) == 1) total = (size_t)kb * 1024;
-    }
-    fclose(f);
-  }
-  *free_bytes = avail;
-  *total_bytes = total;
-}
-
 // ---- memcpy / memset helpers ----------------------------------------------------------------------------
 // Where a device range checked at issue time is no longer allocated when the operation runs (a graph replayed
 // after cudaFree), the emulation faults instead of writing freed memory; CUDA would fault or corrupt silently.
@@ -171,8 +151,13 @@ cudaError_t check_copy(void *dst, const void *src, size_t count, cudaMemcpyKind 
   return cudaSuccess;
 }
 
+// A copy on `stream`; `sync` for cudaMemcpy. In the deferred mode (emu_async.cc) it returns when CUDA's "API
+// synchronization behavior" lets it: a copy from pageable memory to the device reads (stages) the source now and
+// writes the device later, cudaMemcpy first waiting for the legacy stream; a copy into host memory returns when
+// done, except cudaMemcpyAsync into pinned memory; cudaMemcpy from pinned memory returns when done; device to
+// device never waits.
 cudaError_t issue_copy(const char *what, void *dst, const void *src, size_t count, cudaMemcpyKind kind,
-                       cudaStream_t stream) {
+                       cudaStream_t stream, bool sync) {
   if (count == 0) return cudaSuccess;  // CUDA accepts empty copies without looking at the pointers
   bool dst_dev, src_dev;
   cudaError_t e = check_copy(dst, src, count, kind, &dst_dev, &src_dev);
@@ -183,14 +168,24 @@ cudaError_t issue_copy(const char *what, void *dst, const void *src, size_t coun
     std::lock_guard<std::mutex> lock(st.mu);
     pageable = !is_pinned(st, dst_dev ? src : dst, count);
   }
+  const bool deferred = async::enabled() && !capture::active(stream == nullptr ? cudaStreamLegacy : stream);
+  const bool stage = deferred && dst_dev && !src_dev && pageable;
+  const bool block = deferred && (dst_dev ? !src_dev && sync && !pageable : !src_dev || sync || pageable);
+  std::shared_ptr<std::vector<unsigned char>> staged;
+  if (stage) {
+    if (sync) async::drain(stream);
+    staged = std::make_shared<std::vector<unsigned char>>((const unsigned char *)src,
+                                                          (const unsigned char *)src + count);
+  }
   // The op keeps the pointers and size (by value); the bytes are read when it runs, as a graph's memcpy node
   // reads its source at replay time.
   bool recorded = false;
   e = enqueue(stream, what, [=] {
     if (dst_dev) recheck(dst, count, what);
     if (src_dev) recheck(src, count, what);
-    memmove(dst, src, count);
+    memmove(dst, staged ? staged->data() : src, count);
   }, &recorded);
+  if (e == cudaSuccess && block) async::drain(stream);
   if (e == cudaSuccess && pageable && !recorded) {
     State &st = state();
     std::lock_guard<std::mutex> lock(st.mu);
@@ -234,7 +229,8 @@ cudaError_t enqueue(cudaStream_t stream, const char *what, std::function<void()>
   if (was_recorded) *was_recorded = recorded;
   if (recorded) return cudaSuccess;
   count_direct(what);
-  op();  // synchronous execution: the stream is idle again when this returns
+  if (async::enabled()) async::submit(s, flags, std::move(op));  // runs when the host synchronises
+  else op();  // synchronous execution: the stream is idle again when this returns
   return cudaSuccess;
 }
 
@@ -341,9 +337,11 @@ cudaError_t cudaMalloc(void **devPtr, size_t size) {
   return cudaSuccess;
 }
 
+// cudaFree and cudaFreeHost wait for the device to be idle, as CUDA's do.
 cudaError_t cudaFree(void *devPtr) {
   if (!devPtr) return cudaSuccess;
   if (cudaError_t e = cuda_emu::capture::check_unsafe(); e != cudaSuccess) return fail(e);
+  cuda_emu::async::drain_all();
   cuda_emu::State &st = state();
   {
     std::lock_guard<std::mutex> lock(st.mu);
@@ -378,6 +376,7 @@ cudaError_t cudaMallocHost(void **ptr, size_t size) { return cudaHostAlloc(ptr, 
 cudaError_t cudaFreeHost(void *ptr) {
   if (!ptr) return cudaSuccess;
   if (cudaError_t e = cuda_emu::capture::check_unsafe(); e != cudaSuccess) return fail(e);
+  cuda_emu::async::drain_all();
   cuda_emu::State &st = state();
   {
     std::lock_guard<std::mutex> lock(st.mu);
@@ -390,13 +389,13 @@ cudaError_t cudaFreeHost(void *ptr) {
 // Synchronous copies and sets run on the legacy stream; CUDA counts them as potentially unsafe during capture.
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind) {
   if (cudaError_t e = cuda_emu::capture::check_unsafe(); e != cudaSuccess) return fail(e);
-  const cudaError_t e = cuda_emu::issue_copy("cudaMemcpy", dst, src, count, kind, cudaStreamLegacy);
+  const cudaError_t e = cuda_emu::issue_copy("cudaMemcpy", dst, src, count, kind, cudaStreamLegacy, true);
   return fail(cuda_emu::synchronised(e));
 }
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind,
                             cudaStream_t stream) {
-  return cuda_emu::issue_copy("cudaMemcpyAsync", dst, src, count, kind, stream);
+  return cuda_emu::issue_copy("cudaMemcpyAsync", dst, src, count, kind, stream, false);
 }
 
 cudaError_t cudaMemset(void *devPtr, int value, size_t count) {
@@ -415,117 +414,10 @@ cudaError_t cudaMemGetInfo(size_t *free, size_t *total) {
   return cudaSuccess;
 }
 
-// ---- device ----------------------------------------------------------------------------------------------
-// One device, ordinal 0: an sm_90-class part with the limits in emu_internal.h and the machine's RAM.
-cudaError_t cudaGetDeviceCount(int *count) {
-  if (!count) return fail(cudaErrorInvalidValue);
-  *count = 1;
-  return cudaSuccess;
-}
-
-cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice); }
-
-cudaError_t cudaGetDevice(int *device) {
-  if (!device) return fail(cudaErrorInvalidValue);
-  *device = 0;
-  return cudaSuccess;
-}
-
-cudaError_t cudaRuntimeGetVersion(int *runtimeVersion) {
-  if (!runtimeVersion) return fail(cudaErrorInvalidValue);
-  *runtimeVersion = CUDART_VERSION;
-  return cudaSuccess;
-}
-
-cudaError_t cudaDriverGetVersion(int *driverVersion) {
-  if (!driverVersion) return fail(cudaErrorInvalidValue);
-  *driverVersion = CUDART_VERSION;
-  return cudaSuccess;
-}
-
-cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int device) {
-  if (!prop) return fail(cudaErrorInvalidValue);
-  if (device != 0) return fail(cudaErrorInvalidDevice);
-  using namespace cuda_emu;
-  memset(prop, 0, sizeof *prop);
-  snprintf(prop->name, sizeof prop->name, "cuda_emu (CPU emulation)");
-  size_t free_bytes;
-  host_memory(&free_bytes, &prop->totalGlobalMem);
-  prop->sharedMemPerBlock = kSharedMemPerBlock;
-  prop->sharedMemPerBlockOptin = kSharedMemPerBlockOptin;
-  prop->sharedMemPerMultiprocessor = kSharedMemPerBlockOptin + 1024;  // as on sm_90: optin + 1 KiB reserved
-  prop->reservedSharedMemPerBlock = 1024;
-  prop->regsPerBlock = prop->regsPerMultiprocessor = 65536;
-  prop->warpSize = kWarpSize;
-  prop->memPitch = 2147483647;
-  prop->maxThreadsPerBlock = kMaxThreadsPerBlock;
-  for (int i = 0; i < 3; i++) {
-    prop->maxThreadsDim[i] = kMaxBlockDim[i];
-    prop->maxGridSize[i] = (int)kMaxGridDim[i];
-  }
-  prop->totalConstMem = 65536;
-  prop->major = kComputeMajor;
-  prop->minor = kComputeMinor;
-  prop->textureAlignment = 512;
-  prop->texturePitchAlignment = 32;
-  prop->multiProcessorCount = kMultiProcessorCount;
-  prop->canMapHostMemory = 1;
-  prop->concurrentKernels = 1;
-  prop->asyncEngineCount = 1;
-  prop->unifiedAddressing = 1;
-  prop->l2CacheSize = 50 * 1024 * 1024;
-  prop->maxThreadsPerMultiProcessor = 2048;
-  prop->maxBlocksPerMultiProcessor = 32;
-  prop->streamPrioritiesSupported = 1;
-  prop->globalL1CacheSupported = prop->localL1CacheSupported = 1;
-  prop->computePreemptionSupported = 1;
-  prop->hostNumaId = -1;
-  return cudaSuccess;
-}
-
-cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int device) {
-  if (!value) return fail(cudaErrorInvalidValue);
-  if (device != 0) return fail(cudaErrorInvalidDevice);
-  cudaDeviceProp p;
-  cudaGetDeviceProperties(&p, 0);
-  switch (attr) {
-    case cudaDevAttrMaxThreadsPerBlock: *value = p.maxThreadsPerBlock; break;
-    case cudaDevAttrMaxBlockDimX: *value = p.maxThreadsDim[0]; break;
-    case cudaDevAttrMaxBlockDimY: *value = p.maxThreadsDim[1]; break;
-    case cudaDevAttrMaxBlockDimZ: *value = p.maxThreadsDim[2]; break;
-    case cudaDevAttrMaxGridDimX: *value = p.maxGridSize[0]; break;
-    case cudaDevAttrMaxGridDimY: *value = p.maxGridSize[1]; break;
-    case cudaDevAttrMaxGridDimZ: *value = p.maxGridSize[2]; break;
-    case cudaDevAttrMaxSharedMemoryPerBlock: *value = (int)p.sharedMemPerBlock; break;
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = (int)p.sharedMemPerBlockOptin; break;
-    case cudaDevAttrMaxSharedMemoryPerMultiprocessor: *value = (int)p.sharedMemPerMultiprocessor; break;
-    case cudaDevAttrReservedSharedMemoryPerBlock: *value = (int)p.reservedSharedMemPerBlock; break;
-    case cudaDevAttrTotalConstantMemory: *value = (int)p.totalConstMem; break;
-    case cudaDevAttrWarpSize: *value = p.warpSize; break;
-    case cudaDevAttrMaxRegistersPerBlock: *value = p.regsPerBlock; break;
-    case cudaDevAttrMaxRegistersPerMultiprocessor: *value = p.regsPerMultiprocessor; break;
-    case cudaDevAttrMultiProcessorCount: *value = p.multiProcessorCount; break;
-    case cudaDevAttrComputeCapabilityMajor: *value = p.major; break;
-    case cudaDevAttrComputeCapabilityMinor: *value = p.minor; break;
-    case cudaDevAttrMaxThreadsPerMultiProcessor: *value = p.maxThreadsPerMultiProcessor; break;
-    case cudaDevAttrMaxBlocksPerMultiprocessor: *value = p.maxBlocksPerMultiProcessor; break;
-    case cudaDevAttrL2CacheSize: *value = p.l2CacheSize; break;
-    case cudaDevAttrConcurrentKernels: *value = p.concurrentKernels; break;
-    case cudaDevAttrUnifiedAddressing: *value = p.unifiedAddressing; break;
-    case cudaDevAttrCanMapHostMemory: *value = p.canMapHostMemory; break;
-    case cudaDevAttrIntegrated: *value = p.integrated; break;
-    case cudaDevAttrAsyncEngineCount: *value = p.asyncEngineCount; break;
-    case cudaDevAttrStreamPrioritiesSupported: *value = p.streamPrioritiesSupported; break;
-    case cudaDevAttrMemoryPoolsSupported: *value = 0; break;  // cudaMallocAsync is not emulated
-    default: return fail(cudaErrorInvalidValue);              // an attribute the emulation does not model
-  }
-  return cudaSuccess;
-}
-
-// Every stream is idle whenever the host runs (work is synchronous), so synchronising only has to respect the
-// capture rules: CUDA forbids it while any stream captures.
+// Runs whatever the deferred mode has queued; CUDA forbids it while any stream captures.
 cudaError_t cudaDeviceSynchronize(void) {
   const cudaError_t e = cuda_emu::capture::check_device_sync();
+  if (e == cudaSuccess) cuda_emu::async::drain_all();
   return fail(e == cudaSuccess ? cuda_emu::synchronised(e) : e);
 }
 
@@ -582,6 +474,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
     if (!st.streams.erase(stream)) return fail(cudaErrorInvalidResourceHandle);
   }
   cuda_emu::capture::stream_destroyed(stream);  // a capture on it is abandoned
+  cuda_emu::async::forget(stream);               // its queued work still runs, as on a GPU
   delete stream;
   return cudaSuccess;
 }
@@ -591,8 +484,18 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   unsigned flags;
   cudaError_t e = cuda_emu::streams::lookup(stream, &s, &flags);
   if (e == cudaSuccess) e = cuda_emu::capture::check_sync(s);
+  if (e == cudaSuccess) cuda_emu::async::drain(s);
   return fail(e == cudaSuccess ? cuda_emu::synchronised(e) : e);
 }
 
-// Always complete (cudaSuccess, never cudaErrorNotReady): work ran when it was issued.
-cudaError_t cudaStreamQuery(cudaStream_t stream) { return cudaStreamSynchronize(stream); }
+// Complete, except in the deferred mode when work was queued: that work runs and this query answers
+// cudaErrorNotReady (not recorded as the last error, as in CUDA), so a polling loop still ends.
+cudaError_t cudaStreamQuery(cudaStream_t stream) {
+  cudaStream_t s;
+  unsigned flags;
+  cudaError_t e = cuda_emu::streams::lookup(stream, &s, &flags);
+  if (e == cudaSuccess) e = cuda_emu::capture::check_sync(s);
+  if (e == cudaSuccess && cuda_emu::async::drain(s) && cuda_emu::async_error() == cudaSuccess)
+    return cudaErrorNotReady;
+  return fail(e == cudaSuccess ? cuda_emu::synchronised(e) : e);
+}

@@ -1,5 +1,9 @@
 /* Random numbers. Gaussian noise comes from cuRAND's Philox4_32_10 generator (the host generator here; the
- * CUDA backend uses the device generator with the same seed and offsets, which draws the identical values).
+ * CUDA backend uses the device generator with the same seed and offsets, through the host API, which generates on
+ * the GPU). Both draw the identical raw integers and uniforms; the normals are Box-Muller of the same integer pairs
+ * through the device's __sincosf/logf instead of the host's sinf/cosf/logf, so they may differ by up to 2.0e-6 s
+ * (s = sqrt(-2 ln u) <= 6.8: <= 1.4e-5; derivation in tests/emu/curand_bound.h, consequences for CPU/CUDA parity in
+ * docs/ARCHITECTURE.md, "Random numbers").
  * The scheme (also in docs/ARCHITECTURE.md, "Random numbers"):
  *   training eps, step t (0-based, counted across epochs): seed = cfg seed, n = B*Z normals drawn at
  *     offset t * cuvae_noise_stride(B*Z)  [stride = B*Z rounded up to a multiple of 4, one Philox block];

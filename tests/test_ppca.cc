@@ -294,6 +294,112 @@ struct Files {
   }
 };
 
+// The inverse of the posterior precision M = W^T W + s^2 I of a kZ = 3 fit, by cofactors.
+std::vector<double> posterior_precision_inverse(const cuvae_ppca &p) {
+  std::vector<double> M(kZ * kZ), Minv(kZ * kZ);
+  for (size_t j = 0; j < kZ; j++)
+    for (size_t k = 0; k < kZ; k++) {
+      double s = j == k ? p.s2 : 0.0;
+      for (size_t d = 0; d < kD; d++) s += p.W[d * kZ + j] * p.W[d * kZ + k];
+      M[j * kZ + k] = s;
+    }
+  const double *m = M.data();
+  const double det = m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6]) +
+                     m[2] * (m[3] * m[7] - m[4] * m[6]);
+  const double inv[9] = {m[4] * m[8] - m[5] * m[7], m[2] * m[7] - m[1] * m[8], m[1] * m[5] - m[2] * m[4],
+                         m[5] * m[6] - m[3] * m[8], m[0] * m[8] - m[2] * m[6], m[2] * m[3] - m[0] * m[5],
+                         m[3] * m[7] - m[4] * m[6], m[1] * m[6] - m[0] * m[7], m[0] * m[4] - m[1] * m[3]};
+  for (int i = 0; i < 9; i++) Minv[i] = inv[i] / det;
+  return Minv;
+}
+
+// The exact posterior of fit p on the N rows of x: per row the decoded posterior mean W mu + b = W M^-1 W^T (x - b)
+// + b (rotation-invariant), and the sum over rows of the one-sample ELBO's variance (4 r^T W Sigma W^T r +
+// 2 tr((W^T W Sigma)^2)) / (4 s^4), r = x - b - W mu, Sigma = s^2 M^-1 (derived at CheckpointIsTheExactPosterior
+// below).
+struct ExactPosterior {
+  std::vector<float> mu_want;
+  double var_sum = 0.0;
+};
+ExactPosterior exact_posterior(const cuvae_ppca &p, const std::vector<float> &x, size_t N) {
+  const std::vector<double> Minv = posterior_precision_inverse(p);
+  // WtW Sigma = (M - s^2 I) s^2 M^-1 = s^2 (I - s^2 M^-1)
+  double trG2 = 0.0;
+  {
+    double A[kZ * kZ];
+    for (size_t j = 0; j < kZ; j++)
+      for (size_t k = 0; k < kZ; k++) A[j * kZ + k] = p.s2 * ((j == k) - p.s2 * Minv[j * kZ + k]);
+    for (size_t j = 0; j < kZ; j++)
+      for (size_t k = 0; k < kZ; k++) trG2 += A[j * kZ + k] * A[k * kZ + j];
+  }
+  ExactPosterior e;
+  e.mu_want.resize(N * kD);
+  for (size_t i = 0; i < N; i++) {
+    double xc[kD], u[kZ] = {0}, mu[kZ] = {0}, r[kD];
+    for (size_t d = 0; d < kD; d++) xc[d] = (double)x[i * kD + d] - p.b[d];
+    for (size_t d = 0; d < kD; d++)
+      for (size_t j = 0; j < kZ; j++) u[j] += p.W[d * kZ + j] * xc[d];
+    for (size_t j = 0; j < kZ; j++)
+      for (size_t k = 0; k < kZ; k++) mu[j] += Minv[j * kZ + k] * u[k];
+    for (size_t d = 0; d < kD; d++) {
+      double wm = 0.0;
+      for (size_t j = 0; j < kZ; j++) wm += p.W[d * kZ + j] * mu[j];
+      r[d] = xc[d] - wm;
+      e.mu_want[i * kD + d] = (float)(wm + p.b[d]);
+    }
+    double wr[kZ] = {0}, rWSWr = 0.0;  // r^T W Sigma W^T r, Sigma = s^2 M^-1
+    for (size_t d = 0; d < kD; d++)
+      for (size_t j = 0; j < kZ; j++) wr[j] += p.W[d * kZ + j] * r[d];
+    for (size_t j = 0; j < kZ; j++)
+      for (size_t k = 0; k < kZ; k++) rWSWr += wr[j] * p.s2 * Minv[j * kZ + k] * wr[k];
+    e.var_sum += (4.0 * rWSWr + 2.0 * trG2) / (4.0 * p.s2 * p.s2);
+  }
+  return e;
+}
+
+// The checkpoint's encoder mean decoded by the backend, W mu(x) + b, against the exact posterior's mu_want.
+void expect_decoded_posterior_mean(cuvae_inference &inf, const std::vector<float> &mu_want, size_t N) {
+  // The encoder's mean decoded: W mu(x) + b. Bound, |want - dec| <= gamma_{kZ+2} M_f + sum_j |W_dj| gamma_{kD+2}
+  // M_mu_j + u |want|: mu = A x + a is a float GEMM of kD terms plus the bias (gamma_{kD+1} (|a| + sum|A x|), Higham
+  // 3.1, any order), and A, a are the exact posterior's rounded once to float (u relative each: one more term's
+  // worth, hence kD + 2); likewise f = W mu + b with M_f = |b| + sum_j |W_dj| |mu_j| (kZ + 2); mu_want is rounded
+  // to float once. M^-1 taken diagonal in the rotated basis (ppca.c) errs by ~1e-16: nothing. Measured 7e-7.
+  std::vector<float> mulv(N * 2 * kZ), z(N * kZ), dec(N * kD);
+  ASSERT_EQ(inf.be->encode(inf.be, inf.data.x, NULL, N, mulv.data()), 0) << cuvae_last_error();
+  for (size_t i = 0; i < N; i++)
+    for (size_t j = 0; j < kZ; j++) z[i * kZ + j] = mulv[i * 2 * kZ + j];
+  ASSERT_EQ(inf.be->decode(inf.be, z.data(), NULL, N, dec.data()), 0) << cuvae_last_error();
+  const cuvae_tensor *emw = cuvae_model_find(&inf.model, "enc.mu.weight"),
+                     *emb = cuvae_model_find(&inf.model, "enc.mu.bias"),
+                     *dw = cuvae_model_find(&inf.model, "dec.out.weight"),
+                     *db = cuvae_model_find(&inf.model, "dec.out.bias");
+  ASSERT_TRUE(emw && emb && dw && db);
+  const float *P = inf.ck.params;
+  const double u = std::ldexp(1.0, -24), g_enc = (kD + 2) * u / (1 - (kD + 2) * u),
+               g_dec = (kZ + 2) * u / (1 - (kZ + 2) * u);
+  for (size_t i = 0; i < N; i++) {
+    double m_mu[kZ], mu_abs[kZ];
+    for (size_t j = 0; j < kZ; j++) {
+      double acc = P[emb->offset + j], mag = std::fabs(acc);
+      for (size_t d = 0; d < kD; d++) {
+        acc += (double)P[emw->offset + j * kD + d] * inf.data.x[i * kD + d];
+        mag += std::fabs((double)P[emw->offset + j * kD + d] * inf.data.x[i * kD + d]);
+      }
+      m_mu[j] = mag;
+      mu_abs[j] = std::fabs(acc) + g_enc * mag;
+    }
+    for (size_t d = 0; d < kD; d++) {
+      double m_f = std::fabs(P[db->offset + d]), prop = 0;
+      for (size_t j = 0; j < kZ; j++) {
+        m_f += std::fabs(P[dw->offset + d * kZ + j]) * mu_abs[j];
+        prop += std::fabs(P[dw->offset + d * kZ + j]) * g_enc * m_mu[j];
+      }
+      const double tol = 1.01 * (g_dec * m_f + prop) + u * std::fabs(mu_want[i * kD + d]);
+      ASSERT_NEAR(dec[i * kD + d], mu_want[i * kD + d], tol) << "element " << i * kD + d;
+    }
+  }
+}
+
 // (e) The checkpoint's encoder is the exact posterior, so for every z ~ q(z|x) the importance weight
 // log w = log p(x|z) + log p(z) - log q(z|x) = log p(x): the CPU backend's IWAE estimate must equal the exact
 // log p(x) per row, to the float error of a log-weight (counted in tests/test_iwae.cc: the encoder and decoder
@@ -339,94 +445,10 @@ TEST(Ppca, CheckpointIsTheExactPosterior) {
   std::vector<double> ll(N);
   double ll_mean = 0.0;
   ASSERT_EQ(cuvae_ppca_loglik(&p, files.test.data(), N, ll.data(), &ll_mean), 0);
-  std::vector<double> M(kZ * kZ), Minv(kZ * kZ);
-  for (size_t j = 0; j < kZ; j++)
-    for (size_t k = 0; k < kZ; k++) {
-      double s = j == k ? p.s2 : 0.0;
-      for (size_t d = 0; d < kD; d++) s += p.W[d * kZ + j] * p.W[d * kZ + k];
-      M[j * kZ + k] = s;
-    }
-  {  // 3 x 3 inverse by cofactors
-    const double *m = M.data();
-    const double det = m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6]) +
-                       m[2] * (m[3] * m[7] - m[4] * m[6]);
-    const double inv[9] = {m[4] * m[8] - m[5] * m[7], m[2] * m[7] - m[1] * m[8], m[1] * m[5] - m[2] * m[4],
-                           m[5] * m[6] - m[3] * m[8], m[0] * m[8] - m[2] * m[6], m[2] * m[3] - m[0] * m[5],
-                           m[3] * m[7] - m[4] * m[6], m[1] * m[6] - m[0] * m[7], m[0] * m[4] - m[1] * m[3]};
-    for (int i = 0; i < 9; i++) Minv[i] = inv[i] / det;
-  }
-  // WtW Sigma = (M - s^2 I) s^2 M^-1 = s^2 (I - s^2 M^-1)
-  double trG2 = 0.0;
-  {
-    double A[kZ * kZ];
-    for (size_t j = 0; j < kZ; j++)
-      for (size_t k = 0; k < kZ; k++) A[j * kZ + k] = p.s2 * ((j == k) - p.s2 * Minv[j * kZ + k]);
-    for (size_t j = 0; j < kZ; j++)
-      for (size_t k = 0; k < kZ; k++) trG2 += A[j * kZ + k] * A[k * kZ + j];
-  }
-  double var_sum = 0.0;
-  std::vector<float> mu_want(N * kD);  // W mu + b = W M^-1 W^T (x - b) + b, rotation-invariant
-  for (size_t i = 0; i < N; i++) {
-    double xc[kD], u[kZ] = {0}, mu[kZ] = {0}, r[kD];
-    for (size_t d = 0; d < kD; d++) xc[d] = (double)files.test[i * kD + d] - p.b[d];
-    for (size_t d = 0; d < kD; d++)
-      for (size_t j = 0; j < kZ; j++) u[j] += p.W[d * kZ + j] * xc[d];
-    for (size_t j = 0; j < kZ; j++)
-      for (size_t k = 0; k < kZ; k++) mu[j] += Minv[j * kZ + k] * u[k];
-    for (size_t d = 0; d < kD; d++) {
-      double wm = 0.0;
-      for (size_t j = 0; j < kZ; j++) wm += p.W[d * kZ + j] * mu[j];
-      r[d] = xc[d] - wm;
-      mu_want[i * kD + d] = (float)(wm + p.b[d]);
-    }
-    double wr[kZ] = {0}, rWSWr = 0.0;  // r^T W Sigma W^T r, Sigma = s^2 M^-1
-    for (size_t d = 0; d < kD; d++)
-      for (size_t j = 0; j < kZ; j++) wr[j] += p.W[d * kZ + j] * r[d];
-    for (size_t j = 0; j < kZ; j++)
-      for (size_t k = 0; k < kZ; k++) rWSWr += wr[j] * p.s2 * Minv[j * kZ + k] * wr[k];
-    var_sum += (4.0 * rWSWr + 2.0 * trG2) / (4.0 * p.s2 * p.s2);
-  }
-  const double elbo_tol = 4.0 * std::sqrt(var_sum / (double)N / (double)N) + 1e-4;
+  const ExactPosterior post = exact_posterior(p, files.test, N);
+  const double elbo_tol = 4.0 * std::sqrt(post.var_sum / (double)N / (double)N) + 1e-4;
 
-  // The encoder's mean decoded: W mu(x) + b. Bound, |want - dec| <= gamma_{kZ+2} M_f + sum_j |W_dj| gamma_{kD+2}
-  // M_mu_j + u |want|: mu = A x + a is a float GEMM of kD terms plus the bias (gamma_{kD+1} (|a| + sum|A x|), Higham
-  // 3.1, any order), and A, a are the exact posterior's rounded once to float (u relative each: one more term's
-  // worth, hence kD + 2); likewise f = W mu + b with M_f = |b| + sum_j |W_dj| |mu_j| (kZ + 2); mu_want is rounded
-  // to float once. M^-1 taken diagonal in the rotated basis (ppca.c) errs by ~1e-16: nothing. Measured 7e-7.
-  std::vector<float> mulv(N * 2 * kZ), z(N * kZ), dec(N * kD);
-  ASSERT_EQ(inf.be->encode(inf.be, inf.data.x, NULL, N, mulv.data()), 0) << cuvae_last_error();
-  for (size_t i = 0; i < N; i++)
-    for (size_t j = 0; j < kZ; j++) z[i * kZ + j] = mulv[i * 2 * kZ + j];
-  ASSERT_EQ(inf.be->decode(inf.be, z.data(), NULL, N, dec.data()), 0) << cuvae_last_error();
-  const cuvae_tensor *emw = cuvae_model_find(&inf.model, "enc.mu.weight"),
-                     *emb = cuvae_model_find(&inf.model, "enc.mu.bias"),
-                     *dw = cuvae_model_find(&inf.model, "dec.out.weight"),
-                     *db = cuvae_model_find(&inf.model, "dec.out.bias");
-  ASSERT_TRUE(emw && emb && dw && db);
-  const float *P = inf.ck.params;
-  const double u = std::ldexp(1.0, -24), g_enc = (kD + 2) * u / (1 - (kD + 2) * u),
-               g_dec = (kZ + 2) * u / (1 - (kZ + 2) * u);
-  for (size_t i = 0; i < N; i++) {
-    double m_mu[kZ], mu_abs[kZ];
-    for (size_t j = 0; j < kZ; j++) {
-      double acc = P[emb->offset + j], mag = std::fabs(acc);
-      for (size_t d = 0; d < kD; d++) {
-        acc += (double)P[emw->offset + j * kD + d] * inf.data.x[i * kD + d];
-        mag += std::fabs((double)P[emw->offset + j * kD + d] * inf.data.x[i * kD + d]);
-      }
-      m_mu[j] = mag;
-      mu_abs[j] = std::fabs(acc) + g_enc * mag;
-    }
-    for (size_t d = 0; d < kD; d++) {
-      double m_f = std::fabs(P[db->offset + d]), prop = 0;
-      for (size_t j = 0; j < kZ; j++) {
-        m_f += std::fabs(P[dw->offset + d * kZ + j]) * mu_abs[j];
-        prop += std::fabs(P[dw->offset + d * kZ + j]) * g_enc * m_mu[j];
-      }
-      const double tol = 1.01 * (g_dec * m_f + prop) + u * std::fabs(mu_want[i * kD + d]);
-      ASSERT_NEAR(dec[i * kD + d], mu_want[i * kD + d], tol) << "element " << i * kD + d;
-    }
-  }
+  ASSERT_NO_FATAL_FAILURE(expect_decoded_posterior_mean(inf, post.mu_want, N));
 
   cuvae_loss loss{};
   ASSERT_EQ(inf.be->evaluate(inf.be, &inf.data, 500, &loss), 0) << cuvae_last_error();

@@ -134,14 +134,11 @@ std::vector<double> RefEncode(const cuvae_model &m, const Case &c, const std::ve
   return mulv;
 }
 
-// Everything after the encoder (docs/MATH.md sections 2-6), batch means per data point.
-Ref RefLatent(const cuvae_model &m, const Case &c, const std::vector<double> &p, const std::vector<double> &mulv,
-              const std::vector<double> &x, const std::vector<int32_t> &labels, const std::vector<double> &eps,
-              std::vector<char> *pattern) {
-  const int B = c.B, Z = c.Z, D = c.D;
+// z of the sample rows: sample s of row r is row s*B + r (mu itself for the autoencoder).
+std::vector<double> RefSampleZ(const Case &c, const std::vector<double> &mulv, const std::vector<double> &eps) {
+  const int B = c.B, Z = c.Z;
   const bool ae = c.obj == CUVAE_OBJ_AE;
   const int L = ae ? 1 : c.samples, N = B * L;
-  // z: sample s of row r is row s*B + r.
   std::vector<double> z((size_t)N * Z);
   for (int s = 0; s < L; s++)
     for (int r = 0; r < B; r++)
@@ -150,31 +147,56 @@ Ref RefLatent(const cuvae_model &m, const Case &c, const std::vector<double> &p,
         const size_t i = ((size_t)s * B + r) * Z + j;
         z[i] = ae ? mu : mu + std::exp(0.5 * lv) * eps[i];
       }
+  return z;
+}
+
+// The decoder's outputs for the N = z.size() / Z sample rows: the mean head f, the per-dimension log-variance head
+// (learned_per_dim) and the shared log-variance (learned_shared).
+struct RefDecoded {
+  std::vector<double> f, lvd;
+  double lv_shared = 0.0;
+};
+RefDecoded RefDecode(const cuvae_model &m, const Case &c, const std::vector<double> &p, const std::vector<double> &z,
+                     const std::vector<int32_t> &labels, std::vector<char> *pattern) {
+  const int N = (int)(z.size() / (size_t)c.Z);
   // Decoder: mirror of the hidden layers (mlp) or none (linear), then the output head(s); its input z (or sample row
   // s*B + r: [z | onehot(y_r)]).
-  std::vector<double> h = WithOnehot(c, z, Z, N, labels, B);
+  std::vector<double> h = WithOnehot(c, z, c.Z, N, labels, c.B);
   const int k = c.dec == CUVAE_DECODER_MLP ? (int)c.hidden.size() : 0;
   for (int i = 0; i < k; i++) h = Linear(m, p, "dec." + std::to_string(i), h, N, true, c.act, pattern);
-  const std::vector<double> f = Linear(m, p, "dec.out", h, N, false, c.act, pattern);
-  std::vector<double> lvd;
+  RefDecoded out;
+  out.f = Linear(m, p, "dec.out", h, N, false, c.act, pattern);
   if (c.lik == CUVAE_LIK_GAUSSIAN && c.var == CUVAE_VAR_LEARNED_PER_DIM)
-    lvd = Linear(m, p, "dec.lv", h, N, false, c.act, pattern);
-  const double lv_shared =
+    out.lvd = Linear(m, p, "dec.lv", h, N, false, c.act, pattern);
+  out.lv_shared =
       c.lik == CUVAE_LIK_GAUSSIAN && c.var == CUVAE_VAR_LEARNED_SHARED ? p[Find(m, "dec.logvar").offset] : 0.0;
+  return out;
+}
 
+// The autoencoder's objective: ||x - xhat||^2, xhat = sigmoid(out) (Bernoulli) or out.
+Ref RefAe(const Case &c, const std::vector<double> &x, const std::vector<double> &f) {
   Ref out;
-  if (ae) {  // ||x - xhat||^2, xhat = sigmoid(out) (Bernoulli) or out
-    for (int i = 0; i < B * D; i++) {
-      const double xhat = c.lik == CUVAE_LIK_BERNOULLI ? 1.0 / (1.0 + std::exp(-f[i])) : f[i];
-      out.recon += (x[i] - xhat) * (x[i] - xhat);
-    }
-    out.recon /= B;
-    out.objective = out.recon;
-    out.mag_recon = out.mag_objective = out.recon;
-    return out;
+  for (int i = 0; i < c.B * c.D; i++) {
+    const double xhat = c.lik == CUVAE_LIK_BERNOULLI ? 1.0 / (1.0 + std::exp(-f[i])) : f[i];
+    out.recon += (x[i] - xhat) * (x[i] - xhat);
   }
-  // Per sample i = s*B + r: nll[i] = -log p(x_r | z_i), kls[i] = 0.5 sum_j (z^2 - eps^2 - lv_r).
-  std::vector<double> nll(N, 0.0), kls(N, 0.0), mag_nll(N, 0.0), mag_kls(N, 0.0);
+  out.recon /= c.B;
+  out.objective = out.recon;
+  out.mag_recon = out.mag_objective = out.recon;
+  return out;
+}
+
+// Per sample i = s*B + r: nll[i] = -log p(x_r | z_i), kls[i] = 0.5 sum_j (z^2 - eps^2 - lv_r), and the sums of
+// their terms' absolute values.
+struct RefSampleTerms {
+  std::vector<double> nll, kls, mag_nll, mag_kls;
+};
+RefSampleTerms RefPerSample(const Case &c, const std::vector<double> &mulv, const std::vector<double> &x,
+                            const std::vector<double> &eps, const std::vector<double> &z, const RefDecoded &dec) {
+  const int B = c.B, Z = c.Z, D = c.D, N = B * c.samples;
+  const std::vector<double> &f = dec.f;
+  const std::vector<double> zeros(N, 0.0);
+  RefSampleTerms t{zeros, zeros, zeros, zeros};
   const double s2 = (double)c.sigma * (double)c.sigma;  // the float sigma the library holds
   for (int i = 0; i < N; i++) {
     const int r = i % B;
@@ -186,21 +208,29 @@ Ref RefLatent(const cuvae_model &m, const Case &c, const std::vector<double> &p,
         mag = std::fabs(std::max(fv, 0.0) + std::log1p(std::exp(-std::fabs(fv)))) + std::fabs(xv * fv);
       } else {
         const double lv = c.var == CUVAE_VAR_FIXED ? std::log(s2)
-                          : c.var == CUVAE_VAR_LEARNED_SHARED ? lv_shared
-                                                              : lvd[(size_t)i * D + d];
+                          : c.var == CUVAE_VAR_LEARNED_SHARED ? dec.lv_shared
+                                                              : dec.lvd[(size_t)i * D + d];
         const double q = (xv - fv) * (xv - fv) * std::exp(-lv);
         term = 0.5 * (q + lv + kLog2Pi);
         mag = 0.5 * (q + std::fabs(lv) + kLog2Pi);
       }
-      nll[i] += term;
-      mag_nll[i] += mag;
+      t.nll[i] += term;
+      t.mag_nll[i] += mag;
     }
     for (int j = 0; j < Z; j++) {
       const double zz = z[(size_t)i * Z + j], e = eps[(size_t)i * Z + j], lv = mulv[r * 2 * Z + Z + j];
-      kls[i] += 0.5 * (zz * zz - e * e - lv);
-      mag_kls[i] += 0.5 * (zz * zz + e * e + std::fabs(lv));
+      t.kls[i] += 0.5 * (zz * zz - e * e - lv);
+      t.mag_kls[i] += 0.5 * (zz * zz + e * e + std::fabs(lv));
     }
   }
+  return t;
+}
+
+// The objective of a VAE member from its per-sample terms, batch means per data point.
+Ref RefCombine(const Case &c, const std::vector<double> &mulv, const RefSampleTerms &terms) {
+  const int B = c.B, Z = c.Z, L = c.samples, N = B * L;
+  const std::vector<double> &nll = terms.nll, &kls = terms.kls, &mag_nll = terms.mag_nll, &mag_kls = terms.mag_kls;
+  Ref out;
   for (int i = 0; i < N; i++) {
     out.recon += nll[i] / N;
     out.mag_recon += mag_nll[i] / N;
@@ -240,6 +270,16 @@ Ref RefLatent(const cuvae_model &m, const Case &c, const std::vector<double> &p,
     out.mag_objective = out.mag_recon + beta * out.mag_kl;
   }
   return out;
+}
+
+// Everything after the encoder (docs/MATH.md sections 2-6), batch means per data point.
+Ref RefLatent(const cuvae_model &m, const Case &c, const std::vector<double> &p, const std::vector<double> &mulv,
+              const std::vector<double> &x, const std::vector<int32_t> &labels, const std::vector<double> &eps,
+              std::vector<char> *pattern) {
+  const std::vector<double> z = RefSampleZ(c, mulv, eps);
+  const RefDecoded dec = RefDecode(m, c, p, z, labels, pattern);
+  if (c.obj == CUVAE_OBJ_AE) return RefAe(c, x, dec.f);
+  return RefCombine(c, mulv, RefPerSample(c, mulv, x, eps, z, dec));
 }
 
 Ref RefFull(const cuvae_model &m, const Case &c, const std::vector<double> &p, const std::vector<double> &x,
@@ -351,13 +391,8 @@ TEST_P(FamilyGradCheck, ParameterGradients) {
   EXPECT_LE(skipped, (int)pr.m.n_values / 20);  // a check with many kinks skipped would be hollow
 }
 
-// dL/d[mu|lv] (cuvae_cpu_latent_objective_grad) at a generic latent point, and the decoder's gradients it
-// produces, vs central differences of the reference after the encoder.
-TEST_P(FamilyGradCheck, LatentGradients) {
-  Problem pr;
-  MakeProblem(GetParam(), &pr);
-  if (HasFatalFailure()) return;
-  const Case &c = pr.c;
+// A generic latent point [mu | lv] per row: mu ~ N(0, 1), lv ~ U(-1.5, 1).
+std::vector<float> LatentPoint(const Case &c) {
   const int Z = c.Z;
   std::mt19937 rng(77);
   std::normal_distribution<float> n01(0.0f, 1.0f);
@@ -368,6 +403,51 @@ TEST_P(FamilyGradCheck, LatentGradients) {
       mulv[r * 2 * Z + j] = n01(rng);
       mulv[r * 2 * Z + Z + j] = ulv(rng);
     }
+  return mulv;
+}
+
+// Every entry of dL/d[mu|lv] vs central differences of fm at mulvd, tallied into *mu_all and *lv_all. The
+// autoencoder's lv does not reach the objective: both its analytic and FD entries must be exactly 0.
+template <class F>
+void CheckLatentEntries(const Case &c, const std::vector<double> &mulvd, const std::vector<float> &dmulv,
+                        const std::vector<char> &pattern0, F fm, Tally *mu_all, Tally *lv_all) {
+  const int Z = c.Z;
+  const bool ae = c.obj == CUVAE_OBJ_AE;
+  for (int r = 0; r < c.B; r++) {
+    // Per row the gradient can be small; the caller checks "non-trivial somewhere" over all rows.
+    for (int half = 0; half < 2; half++) {
+      Tally &acc = half ? *lv_all : *mu_all;
+      for (int j = 0; j < Z; j++) {
+        const size_t i = (size_t)r * 2 * Z + half * Z + j;
+        const double fd = CentralDiff(mulvd, i, pattern0, fm);
+        if (std::isnan(fd)) {
+          acc.skipped++;
+          continue;
+        }
+        acc.checked++;
+        const double err = std::fabs((double)dmulv[i] - fd);
+        acc.max_err = std::max(acc.max_err, err);
+        acc.max_fd = std::max(acc.max_fd, std::fabs(fd));
+        if (ae && half == 1) {
+          EXPECT_EQ(dmulv[i], 0.0f) << "ae: dL/dlv row " << r << " j " << j;
+          EXPECT_EQ(fd, 0.0);
+        } else {
+          EXPECT_LE(err, kAtol + kRtol * std::fabs(fd))
+              << (half ? "dlv" : "dmu") << " row " << r << " j " << j << ": analytic " << dmulv[i] << " fd " << fd;
+        }
+      }
+    }
+  }
+}
+
+// dL/d[mu|lv] (cuvae_cpu_latent_objective_grad) at a generic latent point, and the decoder's gradients it
+// produces, vs central differences of the reference after the encoder.
+TEST_P(FamilyGradCheck, LatentGradients) {
+  Problem pr;
+  MakeProblem(GetParam(), &pr);
+  if (HasFatalFailure()) return;
+  const Case &c = pr.c;
+  const std::vector<float> mulv = LatentPoint(c);
   const std::vector<double> mulvd(mulv.begin(), mulv.end());
   Workspace ws = MakeWs(pr.m, pr.rows);
   ASSERT_NE(ws, nullptr) << cuvae_last_error();
@@ -394,31 +474,7 @@ TEST_P(FamilyGradCheck, LatentGradients) {
   };
   const bool ae = c.obj == CUVAE_OBJ_AE;
   Tally mu_all, lv_all;
-  for (int r = 0; r < c.B; r++) {
-    // Per row the gradient can be small; the "non-trivial somewhere" check is made over all rows below.
-    for (int half = 0; half < 2; half++) {
-      Tally &acc = half ? lv_all : mu_all;
-      for (int j = 0; j < Z; j++) {
-        const size_t i = (size_t)r * 2 * Z + half * Z + j;
-        const double fd = CentralDiff(mulvd, i, pattern0, fm);
-        if (std::isnan(fd)) {
-          acc.skipped++;
-          continue;
-        }
-        acc.checked++;
-        const double err = std::fabs((double)dmulv[i] - fd);
-        acc.max_err = std::max(acc.max_err, err);
-        acc.max_fd = std::max(acc.max_fd, std::fabs(fd));
-        if (ae && half == 1) {
-          EXPECT_EQ(dmulv[i], 0.0f) << "ae: dL/dlv row " << r << " j " << j;
-          EXPECT_EQ(fd, 0.0);
-        } else {
-          EXPECT_LE(err, kAtol + kRtol * std::fabs(fd))
-              << (half ? "dlv" : "dmu") << " row " << r << " j " << j << ": analytic " << dmulv[i] << " fd " << fd;
-        }
-      }
-    }
-  }
+  CheckLatentEntries(c, mulvd, dmulv, pattern0, fm, &mu_all, &lv_all);
   std::printf("  %-16s %4d checked %2d skipped  max|err| %.2e  max|grad| %.2e\n", "dmu", mu_all.checked,
               mu_all.skipped, mu_all.max_err, mu_all.max_fd);
   std::printf("  %-16s %4d checked %2d skipped  max|err| %.2e  max|grad| %.2e\n", "dlv", lv_all.checked,

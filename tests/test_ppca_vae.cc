@@ -296,19 +296,20 @@ void check_bounds(const Split &s) {
   EXPECT_GE(s.iwae, s.elbo_backend - 4.0 * s.elbo_se - 1e-4);
 }
 
-TEST(PpcaVae, LinearVaeReachesTheClosedFormMaximumLikelihood) {
-  const Truth truth;
-  std::vector<float> train = draw(truth, kTrain, 11), test = draw(truth, kTest, 12);
-  const cuvae_dataset train_ds = view(train);
-
-  // The optimum: the closed-form ML fit on the training set, and its exact test log-likelihood.
+// The optimum: the closed-form ML fit on the training set (opt: its mean train log-likelihood, ml_s2: its noise
+// variance), and its exact test log-likelihood.
+struct Optimum {
+  double opt = 0.0, closed_test = 0.0, ml_s2 = 0.0;
+};
+void closed_form_optimum(const Truth &truth, const std::vector<float> &train, const std::vector<float> &test,
+                         Optimum *o) {
   cuvae_ppca_moments mo{};
   cuvae_ppca ml{};
   ASSERT_EQ(cuvae_ppca_moments_compute(&mo, train.data(), kTrain, kD), 0) << cuvae_last_error();
   ASSERT_EQ(cuvae_ppca_fit_closed(&mo, kZ, &ml), 0) << cuvae_last_error();
-  double opt = 0.0, closed_test = 0.0, true_train = 0.0;
-  ASSERT_EQ(cuvae_ppca_loglik(&ml, train.data(), kTrain, nullptr, &opt), 0) << cuvae_last_error();
-  ASSERT_EQ(cuvae_ppca_loglik(&ml, test.data(), kTest, nullptr, &closed_test), 0) << cuvae_last_error();
+  double true_train = 0.0;
+  ASSERT_EQ(cuvae_ppca_loglik(&ml, train.data(), kTrain, nullptr, &o->opt), 0) << cuvae_last_error();
+  ASSERT_EQ(cuvae_ppca_loglik(&ml, test.data(), kTest, nullptr, &o->closed_test), 0) << cuvae_last_error();
   {
     cuvae_ppca t{};
     t.D = kD;
@@ -318,27 +319,20 @@ TEST(PpcaVae, LinearVaeReachesTheClosedFormMaximumLikelihood) {
     t.s2 = kS2;
     ASSERT_EQ(cuvae_ppca_loglik(&t, train.data(), kTrain, nullptr, &true_train), 0);
   }
-  std::printf("closed form: train log p(x) %.5f (true parameters %.5f), test %.5f, s^2 %.5f\n", opt, true_train,
-              closed_test, ml.s2);
-  const double ml_s2 = ml.s2;
+  std::printf("closed form: train log p(x) %.5f (true parameters %.5f), test %.5f, s^2 %.5f\n", o->opt, true_train,
+              o->closed_test, ml.s2);
+  o->ml_s2 = ml.s2;
   cuvae_ppca_free(&ml);
   cuvae_ppca_moments_free(&mo);
+}
 
-  // The VAE, trained with Adam; each phase a backend with its learning rate, continuing the state and step count.
-  cuvae_config cfg[sizeof kPhases / sizeof kPhases[0]];
-  cuvae_model m;
-  for (size_t k = 0; k < sizeof kPhases / sizeof kPhases[0]; k++) {
-    base_config(&cfg[k], kPhases[k].lr);
-    if (HasFatalFailure()) return;
-  }
-  ASSERT_EQ(cuvae_model_build(&m, kD, &cfg[0]), 0) << cuvae_last_error();
-  ASSERT_NE(cuvae_model_find(&m, "dec.logvar"), nullptr);
-  ASSERT_EQ(cuvae_model_find(&m, "enc.0.weight"), nullptr);  // no hidden layer
+// Trains the VAE on train_ds with Adam: each phase of kPhases a backend with its learning rate (cfg[k]), continuing
+// the state and step count; *be_out: the last phase's backend.
+void train_phases(const cuvae_model &m, const cuvae_config *cfg, const cuvae_dataset &train_ds, Backend *be_out) {
+  Backend &be = *be_out;
   std::vector<float> p(m.n_params), am(m.n_params), av(m.n_params);
   std::vector<uint32_t> perm(kTrain);
   int64_t step = 0;
-  const auto t0 = std::chrono::steady_clock::now();
-  Backend be(nullptr, [](cuvae_backend *) {});
   for (size_t k = 0; k < sizeof kPhases / sizeof kPhases[0]; k++) {
     Backend next = make_backend(m, cfg[k], &train_ds, &train_ds);
     ASSERT_NE(next, nullptr) << cuvae_last_error();
@@ -363,6 +357,31 @@ TEST(PpcaVae, LinearVaeReachesTheClosedFormMaximumLikelihood) {
     std::printf("phase %zu: lr %g, %d steps, mean training-batch ELBO over its second half %.5f\n", k,
                 (double)kPhases[k].lr, kPhases[k].steps, -sum / counted);
   }
+}
+
+TEST(PpcaVae, LinearVaeReachesTheClosedFormMaximumLikelihood) {
+  const Truth truth;
+  std::vector<float> train = draw(truth, kTrain, 11), test = draw(truth, kTest, 12);
+  const cuvae_dataset train_ds = view(train);
+
+  Optimum o;
+  ASSERT_NO_FATAL_FAILURE(closed_form_optimum(truth, train, test, &o));
+  const double opt = o.opt, closed_test = o.closed_test, ml_s2 = o.ml_s2;
+
+  // The VAE, trained with Adam; each phase a backend with its learning rate, continuing the state and step count.
+  cuvae_config cfg[sizeof kPhases / sizeof kPhases[0]];
+  cuvae_model m;
+  for (size_t k = 0; k < sizeof kPhases / sizeof kPhases[0]; k++) {
+    base_config(&cfg[k], kPhases[k].lr);
+    if (HasFatalFailure()) return;
+  }
+  ASSERT_EQ(cuvae_model_build(&m, kD, &cfg[0]), 0) << cuvae_last_error();
+  ASSERT_NE(cuvae_model_find(&m, "dec.logvar"), nullptr);
+  ASSERT_EQ(cuvae_model_find(&m, "enc.0.weight"), nullptr);  // no hidden layer
+  const auto t0 = std::chrono::steady_clock::now();
+  Backend be(nullptr, [](cuvae_backend *) {});
+  ASSERT_NO_FATAL_FAILURE(train_phases(m, cfg, train_ds, &be));
+  std::vector<float> p(m.n_params);
   ASSERT_EQ(be->get_state(be.get(), p.data(), nullptr, nullptr), 0);
   std::printf("VAE: s^2 = %.5f (closed form %.5f)\n", std::exp((double)p[cuvae_model_find(&m, "dec.logvar")->offset]),
               ml_s2);

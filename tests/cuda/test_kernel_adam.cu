@@ -128,15 +128,87 @@ cudaError_t device_step(const float *g, size_t n, float clip, float *ss, int64_t
 
 class KernelAdam : public testing::TestWithParam<size_t> {};
 
-TEST_P(KernelAdam, FiveStepsMatchCpu) {
-  const size_t n = GetParam();
+// The 5 steps' gradients of a size-n test, and the smallest and largest of their norms.
+std::vector<std::vector<float>> five_gradients(size_t n, double *min_norm, double *max_norm) {
   std::vector<std::vector<float>> grads;
-  double min_norm = INFINITY, max_norm = 0.0;
+  *min_norm = INFINITY;
+  *max_norm = 0.0;
   for (unsigned k = 1; k <= 5; k++) {
     grads.push_back(gradient(n, 1000u * k + (unsigned)n));
     const double norm = grad_norm_cpu(grads.back().data(), n);
-    min_norm = std::min(min_norm, norm), max_norm = std::max(max_norm, norm);
+    *min_norm = std::min(*min_norm, norm), *max_norm = std::max(*max_norm, norm);
   }
+  return grads;
+}
+
+// Step t's device scalars (ss = the sum of squares, sc = scalars[0..3]: clip scale, the two bias corrections, the
+// norm) vs the CPU's for gradient g; *scale_cpu: the CPU backend's clip scale from the double norm.
+void expect_step_scalars(const std::vector<float> &g, size_t n, float clip, ClipMode mode, int64_t t, float ss,
+                         const std::vector<float> &sc, float *scale_cpu) {
+  // sum of squares vs the double sum, within its bound; the norm (sqrt halves the relative error, plus the
+  // float rounding of scalars[3]) vs grad_norm_cpu.
+  const double norm = grad_norm_cpu(g.data(), n), rel_ss = sum_squares_rel_bound(n);
+  ASSERT_LE(fabs(ss - norm * norm), rel_ss * norm * norm);
+  ASSERT_LE(fabs(sc[3] - norm), (rel_ss / 2 + 2 * kU) * norm);
+  // Bias corrections: the same double expression as the CPU's, rounded to float once. (CUDA's double pow
+  // errs by <= 2 ulp of a double, which changes the float only within 2^-28 of a rounding boundary.)
+  EXPECT_LE(ulps(sc[1], correction(kB1, t)), 1.0);
+  EXPECT_LE(ulps(sc[2], correction(kB2, t)), 1.0);
+  // The clip scale as the CPU backend computes it (cpu_train_step), from the double norm.
+  *scale_cpu = 1.0f;
+  if (clip > 0.0f && norm > clip) *scale_cpu = (float)(clip / norm);
+  if (mode == kClipActive) {
+    // clip / ||g||: relative error of the norm, plus the float rounding on both sides.
+    ASSERT_LT(*scale_cpu, 1.0f);
+    EXPECT_LE(fabs(sc[0] - *scale_cpu), (rel_ss / 2 + 4 * kU) * *scale_cpu);
+  } else {
+    ASSERT_EQ(1.0f, sc[0]);
+    ASSERT_EQ(1.0f, *scale_cpu);
+  }
+}
+
+// The independent run's error bound after step t (active clipping): its m's gradient-part magnitudes m_abs and the
+// bound dp_bound on p's distance from the device's run, from p before and after its step.
+void add_independent_bound(const std::vector<float> &g, size_t n, int64_t t, float scale_cpu,
+                           const std::vector<float> &p_before, const State &independent, std::vector<double> *m_abs,
+                           std::vector<double> *dp_bound) {
+  // First-order effect of scales that differ by a relative delta (every step): m's gradient part moves by
+  // <= delta m_abs, v's by <= 2 delta v, so the step u = lr c1 m / (sqrt(c2 v) + eps) moves by
+  // <= lr c1 delta m_abs / (sqrt(c2 v) + eps) + delta |u|; the p differences add up over the steps.
+  const double delta = sum_squares_rel_bound(n) / 2 + 4 * kU, c1 = correction(kB1, t), c2 = correction(kB2, t);
+  for (size_t i = 0; i < n; i++) {
+    (*m_abs)[i] = kB1 * (*m_abs)[i] + (1.0 - kB1) * fabs((double)scale_cpu * g[i]);
+    const double u = fabs((double)p_before[i] - independent.p[i]);
+    (*dp_bound)[i] += kLr * c1 * delta * (*m_abs)[i] / (sqrt(c2 * independent.v[i]) + kEps) + delta * u;
+  }
+}
+
+// The device's p vs the independent run's (active clipping) within 2 dp_bound + 5 ulp; prints the distances.
+void expect_independent_close(const State &gpu, const State &independent, const std::vector<double> &dp_bound,
+                              size_t n, ClipMode mode, double worst) {
+  // Independent run (active clipping): the scales differ by a relative delta <= rel_ss / 2 + 4 kU (float vs
+  // double sum of squares, checked above); its effect on p is dp_bound (first order; doubled for the second
+  // order), and once the updates differ, each of the 5 steps may round p to a neighbouring float: + 5 ulp
+  // <= 10 kU |p|. (Measured for n = 652824: |dp| <= 6e-5 lr, 1 ulp of a p near 1, but up to a few hundred
+  // ulps of a tiny |p|: hence no ulp bound.)
+  double worst_independent = 0.0, worst_abs = 0.0, worst_ratio = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    const double d = fabs((double)gpu.p[i] - independent.p[i]);
+    const double tol = 2 * dp_bound[i] + 10 * kU * fabs(independent.p[i]);
+    ASSERT_LE(d, tol) << "p[" << i << "]";
+    worst_independent = std::max(worst_independent, ulps(gpu.p[i], independent.p[i]));
+    worst_abs = std::max(worst_abs, d);
+    if (d > 0) worst_ratio = std::max(worst_ratio, d / tol);
+  }
+  printf("adam n %zu clip mode %d: max %.3g ulp (p, m, v) vs adam_update_cpu with the device's scale; "
+         "p vs the CPU backend's own scale: max %.3g ulp, max |dp| = %.3g lr (%.3g of its bound)\n",
+         n, (int)mode, worst, worst_independent, worst_abs / kLr, worst_ratio);
+}
+
+TEST_P(KernelAdam, FiveStepsMatchCpu) {
+  const size_t n = GetParam();
+  double min_norm, max_norm;
+  const std::vector<std::vector<float>> grads = five_gradients(n, &min_norm, &max_norm);
   for (ClipMode mode : {kClipOff, kClipInactive, kClipActive}) {
     if (mode == kClipInactive && n > 1000) continue;  // the same update as kClipOff; spares 3 s under ASan
     SCOPED_TRACE(testing::Message() << "n " << n << " clip mode " << mode);
@@ -157,26 +229,8 @@ TEST_P(KernelAdam, FiveStepsMatchCpu) {
       const std::vector<float> sc = d_scalars.get();
       ASSERT_EQ(t, d_step.get()[0]) << "the step counter advances on the device";
 
-      // sum of squares vs the double sum, within its bound; the norm (sqrt halves the relative error, plus the
-      // float rounding of scalars[3]) vs grad_norm_cpu.
-      const double norm = grad_norm_cpu(g.data(), n), rel_ss = sum_squares_rel_bound(n);
-      ASSERT_LE(fabs(ss - norm * norm), rel_ss * norm * norm);
-      ASSERT_LE(fabs(sc[3] - norm), (rel_ss / 2 + 2 * kU) * norm);
-      // Bias corrections: the same double expression as the CPU's, rounded to float once. (CUDA's double pow
-      // errs by <= 2 ulp of a double, which changes the float only within 2^-28 of a rounding boundary.)
-      EXPECT_LE(ulps(sc[1], correction(kB1, t)), 1.0);
-      EXPECT_LE(ulps(sc[2], correction(kB2, t)), 1.0);
-      // The clip scale as the CPU backend computes it (cpu_train_step), from the double norm.
       float scale_cpu = 1.0f;
-      if (clip > 0.0f && norm > clip) scale_cpu = (float)(clip / norm);
-      if (mode == kClipActive) {
-        // clip / ||g||: relative error of the norm, plus the float rounding on both sides.
-        ASSERT_LT(scale_cpu, 1.0f);
-        EXPECT_LE(fabs(sc[0] - scale_cpu), (rel_ss / 2 + 4 * kU) * scale_cpu);
-      } else {
-        ASSERT_EQ(1.0f, sc[0]);
-        ASSERT_EQ(1.0f, scale_cpu);
-      }
+      ASSERT_NO_FATAL_FAILURE(expect_step_scalars(g, n, clip, mode, t, ss, sc, &scale_cpu));
       // The CPU twin with the device's scale: without active clipping, that is the CPU backend's 1 (asserted) ...
       adam_update_cpu(cpu.p.data(), g.data(), cpu.m.data(), cpu.v.data(), n, kLr, kB1, kB2, kEps, t, sc[0]);
       if (mode != kClipActive) continue;
@@ -184,15 +238,7 @@ TEST_P(KernelAdam, FiveStepsMatchCpu) {
       const std::vector<float> p_before = independent.p;
       adam_update_cpu(independent.p.data(), g.data(), independent.m.data(), independent.v.data(), n, kLr, kB1, kB2,
                       kEps, t, scale_cpu);
-      // First-order effect of scales that differ by a relative delta (every step): m's gradient part moves by
-      // <= delta m_abs, v's by <= 2 delta v, so the step u = lr c1 m / (sqrt(c2 v) + eps) moves by
-      // <= lr c1 delta m_abs / (sqrt(c2 v) + eps) + delta |u|; the p differences add up over the steps.
-      const double delta = sum_squares_rel_bound(n) / 2 + 4 * kU, c1 = correction(kB1, t), c2 = correction(kB2, t);
-      for (size_t i = 0; i < n; i++) {
-        m_abs[i] = kB1 * m_abs[i] + (1.0 - kB1) * fabs((double)scale_cpu * g[i]);
-        const double u = fabs((double)p_before[i] - independent.p[i]);
-        dp_bound[i] += kLr * c1 * delta * m_abs[i] / (sqrt(c2 * independent.v[i]) + kEps) + delta * u;
-      }
+      add_independent_bound(g, n, t, scale_cpu, p_before, independent, &m_abs, &dp_bound);
     }
     const State gpu{d_p.get(), d_m.get(), d_v.get()};
     // Given the same scalars, adam_update_cuda performs adam_update_cpu's float operations in the same order,
@@ -203,23 +249,7 @@ TEST_P(KernelAdam, FiveStepsMatchCpu) {
       printf("adam n %zu clip mode %d: max %.3g ulp (p, m, v) vs adam_update_cpu\n", n, (int)mode, worst);
       continue;
     }
-    // Independent run (active clipping): the scales differ by a relative delta <= rel_ss / 2 + 4 kU (float vs
-    // double sum of squares, checked above); its effect on p is dp_bound (first order; doubled for the second
-    // order), and once the updates differ, each of the 5 steps may round p to a neighbouring float: + 5 ulp
-    // <= 10 kU |p|. (Measured for n = 652824: |dp| <= 6e-5 lr, 1 ulp of a p near 1, but up to a few hundred
-    // ulps of a tiny |p|: hence no ulp bound.)
-    double worst_independent = 0.0, worst_abs = 0.0, worst_ratio = 0.0;
-    for (size_t i = 0; i < n; i++) {
-      const double d = fabs((double)gpu.p[i] - independent.p[i]);
-      const double tol = 2 * dp_bound[i] + 10 * kU * fabs(independent.p[i]);
-      ASSERT_LE(d, tol) << "p[" << i << "]";
-      worst_independent = std::max(worst_independent, ulps(gpu.p[i], independent.p[i]));
-      worst_abs = std::max(worst_abs, d);
-      if (d > 0) worst_ratio = std::max(worst_ratio, d / tol);
-    }
-    printf("adam n %zu clip mode %d: max %.3g ulp (p, m, v) vs adam_update_cpu with the device's scale; "
-           "p vs the CPU backend's own scale: max %.3g ulp, max |dp| = %.3g lr (%.3g of its bound)\n",
-           n, (int)mode, worst, worst_independent, worst_abs / kLr, worst_ratio);
+    ASSERT_NO_FATAL_FAILURE(expect_independent_close(gpu, independent, dp_bound, n, mode, worst));
   }
 }
 

@@ -201,6 +201,46 @@ TEST(Iwae, ExactPosteriorGivesExactLogLikelihood) {
   }
 }
 
+// Sample ep's log-weight for data row x, -nll - KL_sampled, computed in double from the model's float parameters
+// (docs/MATH.md section 5), and the bound on the backend's float error in it (|d log w|, counted above kFloatTol).
+struct LogWeight {
+  double lw, bound;
+};
+LogWeight log_weight_with_bound(const Model &md, const float *x, const float *ep) {
+  const float *P = md.params.data();
+  const cuvae_layer &enc = md.m.enc[0], &dec = md.m.dec[0];
+  double z[kZ], ez[kZ], latent = 0, nll = 0.5 * kD * (std::log(kSigma * kSigma) + kLog2Pi), elw = 0;
+  for (int j = 0; j < kZ; j++) {
+    double mu = P[enc.b + j], lv = P[enc.b + kZ + j];
+    double mmu = std::fabs(mu), mlv = std::fabs(lv);
+    for (int d = 0; d < kD; d++) {
+      mu += (double)P[enc.w + (size_t)j * kD + d] * x[d];
+      lv += (double)P[enc.w + (size_t)(kZ + j) * kD + d] * x[d];
+      mmu += std::fabs((double)P[enc.w + (size_t)j * kD + d] * x[d]);
+      mlv += std::fabs((double)P[enc.w + (size_t)(kZ + j) * kD + d] * x[d]);
+    }
+    const double sd = std::exp(0.5 * lv);
+    z[j] = mu + sd * ep[j];
+    latent += z[j] * z[j] - (double)ep[j] * ep[j] - lv;  // docs/MATH.md section 5
+    const double emu = kGammaEnc * mmu, elv = kGammaEnc * mlv, esd = 1.01 * sd * (8 * kU + 0.5 * elv);
+    ez[j] = emu + std::fabs(ep[j]) * esd + kU * std::fabs(sd * ep[j]) + kU * std::fabs(z[j]);
+    elw += std::fabs(z[j]) * ez[j] + 0.5 * ez[j] * ez[j] + 0.5 * elv;
+  }
+  for (int d = 0; d < kD; d++) {
+    double f = P[dec.b + d], mf = std::fabs(f), ef = 0;
+    for (int j = 0; j < kZ; j++) {
+      f += (double)P[dec.w + (size_t)d * kZ + j] * z[j];
+      mf += std::fabs((double)P[dec.w + (size_t)d * kZ + j]) * (std::fabs(z[j]) + ez[j]);
+      ef += std::fabs((double)P[dec.w + (size_t)d * kZ + j]) * ez[j];
+    }
+    ef += kGammaDec * mf;
+    nll += 0.5 * (x[d] - f) * (x[d] - f) / (kSigma * kSigma);
+    elw += (std::fabs(x[d] - f) * ef + 0.5 * ef * ef) / (kSigma * kSigma);
+  }
+  elw += kU * std::fabs(nll);
+  return LogWeight{-nll - 0.5 * latent, elw};
+}
+
 // The documented plan and noise offsets (include/cuvae/cpu.h), rebuilt by hand: sample s of data row r of pass p,
 // chunk c, takes the Z normals at (s * R_p + r) * Z of the draw at offset (p * n_chunks + c) * stride(rows * chunk *
 // Z) in the evaluation stream (seed ^ CUVAE_SEED_EVAL). From those eps the log-weights are computed here in double
@@ -226,8 +266,6 @@ TEST(Iwae, SampleForSampleFromTheDocumentedNoise) {
     ASSERT_NE(g, nullptr);
     const size_t draw = (size_t)e.rows * e.chunk * kZ;
     std::vector<float> eps(draw);
-    const float *P = md.params.data();
-    const cuvae_layer &enc = md.m.enc[0], &dec = md.m.dec[0];
     double worst = 0, worst_bound = 0, max_eps = 0;
     for (int p = 0; p * e.rows < (int)data.ds.n; p++) {
       const int R = std::min(e.rows, (int)data.ds.n - p * e.rows);
@@ -242,37 +280,9 @@ TEST(Iwae, SampleForSampleFromTheDocumentedNoise) {
             const float *x = &data.x[(size_t)(p * e.rows + r) * kD];
             const float *ep = &eps[((size_t)s * R + r) * kZ];
             for (int j = 0; j < kZ; j++) max_eps = std::max(max_eps, (double)std::fabs(ep[j]));
-            double z[kZ], ez[kZ], latent = 0, nll = 0.5 * kD * (std::log(kSigma * kSigma) + kLog2Pi), elw = 0;
-            for (int j = 0; j < kZ; j++) {
-              double mu = P[enc.b + j], lv = P[enc.b + kZ + j];
-              double mmu = std::fabs(mu), mlv = std::fabs(lv);
-              for (int d = 0; d < kD; d++) {
-                mu += (double)P[enc.w + (size_t)j * kD + d] * x[d];
-                lv += (double)P[enc.w + (size_t)(kZ + j) * kD + d] * x[d];
-                mmu += std::fabs((double)P[enc.w + (size_t)j * kD + d] * x[d]);
-                mlv += std::fabs((double)P[enc.w + (size_t)(kZ + j) * kD + d] * x[d]);
-              }
-              const double sd = std::exp(0.5 * lv);
-              z[j] = mu + sd * ep[j];
-              latent += z[j] * z[j] - (double)ep[j] * ep[j] - lv;  // docs/MATH.md section 5
-              const double emu = kGammaEnc * mmu, elv = kGammaEnc * mlv, esd = 1.01 * sd * (8 * kU + 0.5 * elv);
-              ez[j] = emu + std::fabs(ep[j]) * esd + kU * std::fabs(sd * ep[j]) + kU * std::fabs(z[j]);
-              elw += std::fabs(z[j]) * ez[j] + 0.5 * ez[j] * ez[j] + 0.5 * elv;
-            }
-            for (int d = 0; d < kD; d++) {
-              double f = P[dec.b + d], mf = std::fabs(f), ef = 0;
-              for (int j = 0; j < kZ; j++) {
-                f += (double)P[dec.w + (size_t)d * kZ + j] * z[j];
-                mf += std::fabs((double)P[dec.w + (size_t)d * kZ + j]) * (std::fabs(z[j]) + ez[j]);
-                ef += std::fabs((double)P[dec.w + (size_t)d * kZ + j]) * ez[j];
-              }
-              ef += kGammaDec * mf;
-              nll += 0.5 * (x[d] - f) * (x[d] - f) / (kSigma * kSigma);
-              elw += (std::fabs(x[d] - f) * ef + 0.5 * ef * ef) / (kSigma * kSigma);
-            }
-            elw += kU * std::fabs(nll);
-            bound[r] = std::max(bound[r], elw);
-            lw[r].push_back(-nll - 0.5 * latent);
+            const LogWeight w = log_weight_with_bound(md, x, ep);
+            bound[r] = std::max(bound[r], w.bound);
+            lw[r].push_back(w.lw);
           }
       }
       for (int r = 0; r < R; r++) {

@@ -111,14 +111,11 @@ int ConfigInt(const TorchRef &r, const std::string &key) {
 
 class TorchRefTest : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(TorchRefTest, LossAndGradientsMatchPyTorch) {
-  const std::string path = std::string(CUVAE_TEST_DATA) + "/torch_ref_" + GetParam() + ".txt";
-  TorchRef ref;
-  std::string err;
-  ASSERT_TRUE(ParseRef(path, &ref, &err)) << err;
-
-  // The architecture from the file's config records.
-  cuvae_config c;
+// The architecture from the file's config records (path: the file, for messages): *cfg, the model *m built from it,
+// the input dimension *D_out and batch *B_out.
+void BuildFromConfig(TorchRef &ref, const std::string &path, cuvae_config *cfg, cuvae_model *m, int *D_out,
+                     int *B_out) {
+  cuvae_config &c = *cfg;
   cuvae_config_defaults(&c);
   const std::vector<std::string> &hidden = ref.config["hidden"];
   ASSERT_FALSE(hidden.empty()) << path << ": no config hidden";
@@ -127,6 +124,8 @@ TEST_P(TorchRefTest, LossAndGradientsMatchPyTorch) {
   for (size_t i = 0; i < hidden.size(); i++) c.hidden[i] = std::stoi(hidden[i]);
   c.latent = ConfigInt(ref, "latent");
   const int D = ConfigInt(ref, "input_dim"), B = ConfigInt(ref, "batch");
+  *D_out = D;
+  *B_out = B;
   ASSERT_GT(c.latent, 0);
   ASSERT_GT(D, 0);
   ASSERT_GT(B, 0);
@@ -136,8 +135,39 @@ TEST_P(TorchRefTest, LossAndGradientsMatchPyTorch) {
   c.likelihood = ref.config["likelihood"][0] == "gaussian" ? CUVAE_LIK_GAUSSIAN : CUVAE_LIK_BERNOULLI;
   c.activation = ref.config["activation"][0] == "tanh" ? CUVAE_ACT_TANH : CUVAE_ACT_RELU;
   c.sigma = std::stof(ref.config["sigma"][0]);
+  ASSERT_EQ(cuvae_model_build(m, (size_t)D, &c), 0) << cuvae_last_error();
+}
+
+// Every gradient entry of every tensor vs the file's, reported per tensor.
+void ExpectGradientsMatch(TorchRef &ref, const cuvae_model &m, const std::vector<float> &grad) {
+  for (const std::string &name : ref.param_order) {
+    const cuvae_tensor *t = cuvae_model_find(&m, name.c_str());
+    const std::vector<double> &g = ref.grad[name];
+    double max_err = 0, max_g = 0;
+    int bad = 0;
+    for (size_t i = 0; i < g.size(); i++) {
+      const double ours = grad[t->offset + i], err = std::fabs(ours - g[i]);
+      max_err = std::max(max_err, err);
+      max_g = std::max(max_g, std::fabs(g[i]));
+      if (!(err <= kGradAtol + kGradRtol * std::fabs(g[i])) && ++bad <= 5) {
+        ADD_FAILURE() << name << "[" << i << "]: ours " << ours << ", torch " << g[i];
+      }
+    }
+    std::printf("  %-16s %4zu entries  max|err| %.2e  max|grad| %.2e\n", name.c_str(), g.size(), max_err, max_g);
+    EXPECT_EQ(bad, 0) << name;
+  }
+}
+
+TEST_P(TorchRefTest, LossAndGradientsMatchPyTorch) {
+  const std::string path = std::string(CUVAE_TEST_DATA) + "/torch_ref_" + GetParam() + ".txt";
+  TorchRef ref;
+  std::string err;
+  ASSERT_TRUE(ParseRef(path, &ref, &err)) << err;
+
+  cuvae_config c;
   cuvae_model m;
-  ASSERT_EQ(cuvae_model_build(&m, (size_t)D, &c), 0) << cuvae_last_error();
+  int D = 0, B = 0;
+  ASSERT_NO_FATAL_FAILURE(BuildFromConfig(ref, path, &c, &m, &D, &B));
 
   // Weights by name: every file tensor must exist with the same size, and every model tensor must be given.
   std::vector<float> params(m.n_params, NAN);
@@ -174,23 +204,7 @@ TEST_P(TorchRefTest, LossAndGradientsMatchPyTorch) {
   EXPECT_NEAR(loss.recon, ref.scalar["recon"], kLossAtol + kLossRtol * std::fabs(ref.scalar["recon"]));
   EXPECT_NEAR(loss.kl, ref.scalar["kl"], kLossAtol + kLossRtol * std::fabs(ref.scalar["kl"]));
 
-  // Every gradient entry of every tensor, reported per tensor.
-  for (const std::string &name : ref.param_order) {
-    const cuvae_tensor *t = cuvae_model_find(&m, name.c_str());
-    const std::vector<double> &g = ref.grad[name];
-    double max_err = 0, max_g = 0;
-    int bad = 0;
-    for (size_t i = 0; i < g.size(); i++) {
-      const double ours = grad[t->offset + i], err = std::fabs(ours - g[i]);
-      max_err = std::max(max_err, err);
-      max_g = std::max(max_g, std::fabs(g[i]));
-      if (!(err <= kGradAtol + kGradRtol * std::fabs(g[i])) && ++bad <= 5) {
-        ADD_FAILURE() << name << "[" << i << "]: ours " << ours << ", torch " << g[i];
-      }
-    }
-    std::printf("  %-16s %4zu entries  max|err| %.2e  max|grad| %.2e\n", name.c_str(), g.size(), max_err, max_g);
-    EXPECT_EQ(bad, 0) << name;
-  }
+  ExpectGradientsMatch(ref, m, grad);
 }
 
 INSTANTIATE_TEST_SUITE_P(Archs, TorchRefTest, ::testing::Values("a", "b"),

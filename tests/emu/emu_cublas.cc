@@ -508,7 +508,11 @@ cublasStatus_t cublasSdot_v2(cublasHandle_t handle, int n, const float *x, int i
   if (handle->pointer_mode == CUBLAS_POINTER_MODE_DEVICE) require_device(fn, "result", result, sizeof(float));
   require_device(fn, "x", x, vector_bytes(n, incx));
   require_device(fn, "y", y, vector_bytes(n, incy));
-  return enqueue(handle, fn, [=] { *result = n <= 0 ? 0.0f : cblas_sdot(n, x, incx, y, incy); });
+  const cublasStatus_t s = enqueue(handle, fn, [=] { *result = n <= 0 ? 0.0f : cblas_sdot(n, x, incx, y, incy); });
+  // A result in host memory is there when the call returns (cuBLAS waits): the deferred mode runs the stream.
+  if (s == CUBLAS_STATUS_SUCCESS && handle->pointer_mode == CUBLAS_POINTER_MODE_HOST)
+    cuda_emu::async::drain(handle->stream);
+  return s;
 }
 
 }  // extern "C"

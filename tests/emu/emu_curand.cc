@@ -163,11 +163,12 @@ curandStatus_t CURANDAPI curandSetGeneratorOffset(curandGenerator_t generator, u
   return s;
 }
 
-// Raw integers: libcurand's own, at once (not ordered on the stream); overridden only to keep the position.
+// Raw integers: libcurand's own, at once, after the work queued on the generator's stream (the deferred mode's
+// queue runs first); overridden only to keep the position.
 curandStatus_t CURANDAPI curandGenerate(curandGenerator_t generator, unsigned int *outputPtr, size_t num) {
   static const auto generate_raw = real("curandGenerate", &curandGenerate);
   Generator gen;
-  lookup(generator, &gen, num);
+  if (lookup(generator, &gen, num)) cuda_emu::async::drain(gen.stream);
   return generate_raw(generator, outputPtr, num);
 }
 

@@ -645,6 +645,7 @@ void gemm_launched_after_free() {
   cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &kOne, d, 2, d, 2, &kOne, d, 2);
   cudaStreamEndCapture(s, &graph), cudaGraphInstantiate(&exec, graph, 0), cudaFree(d);
   cudaGraphLaunch(exec, s);
+  cudaStreamSynchronize(s);  // the replay has run (in the deferred mode it runs here)
 }
 
 // Captures one GEMM on a handle after `warm` (how the handle was used before the capture).

@@ -14,18 +14,23 @@
 
 namespace {
 
-// Every test starts and ends with no pending last error and no allocations of its own left over.
+// Every test starts and ends with no pending last error and no allocations of its own left over. These tests check
+// the default mode, where work runs when it is issued (the deferred mode has test_emu_async.cc): they switch
+// CUDA_EMU_ASYNC off while they run.
 class EmuRuntime : public ::testing::Test {
  protected:
   void SetUp() override {
+    async_was_ = cuda_emu_set_async(0);
     cudaGetLastError();
     live_before_ = cuda_emu_live_allocations(nullptr);
   }
   void TearDown() override {
     EXPECT_EQ(cuda_emu_live_allocations(nullptr), live_before_) << "the test leaked device memory";
     EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "the test left an unchecked error";
+    cuda_emu_set_async(async_was_);
   }
   size_t live_before_ = 0;
+  int async_was_ = 0;
 };
 
 TEST_F(EmuRuntime, ErrorNamesAndStrings) {

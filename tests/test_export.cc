@@ -580,6 +580,68 @@ bool have_torch() {
   return code == 0;
 }
 
+// Writes N rows of inputs x (kD wide) and latents z (Z wide) beside base (base_x.npy, base_z.npy), and runs
+// `cuvae encode` / `cuvae decode` of checkpoint ck_path on them on the CPU backend (base_mulv.npy, base_mean.npy).
+void encode_and_decode_with_cli(const std::string &ck_path, const std::string &base, size_t N, size_t Z) {
+  std::vector<float> x = synthetic_data(N, kD, 9), z(N * Z);
+  for (size_t i = 0; i < z.size(); i++) z[i] = 1.5f * std::sin(0.7f * (float)i + 0.3f);
+  write_file(base + "_x.npy", npy_bytes("<f4", "(7, 10)", x.data(), x.size() * 4));
+  write_file(base + "_z.npy", npy_bytes("<f4", "(7, " + std::to_string(Z) + ")", z.data(), z.size() * 4));
+  int code = 0;
+  std::string out = run_cmd(std::string(CUVAE_BIN) + " encode " + ck_path + " --in " + base + "_x.npy --out " + base +
+                                "_mulv.npy --device cpu",
+                            &code);
+  ASSERT_EQ(code, 0) << out;
+  out = run_cmd(std::string(CUVAE_BIN) + " decode " + ck_path + " --in " + base + "_z.npy --out " + base +
+                    "_mean.npy --device cpu",
+                &code);
+  ASSERT_EQ(code, 0) << out;
+}
+
+// Loads each base's export (safetensors and npy directory) into CuvaeVAE, writes its encoder (mu, logvar) and decoder
+// means (base_torch_mulv.npy, base_torch_mean.npy) and saves its state_dict back (base_torch.safetensors).
+const char kTorchCheckPy[] =
+    "import sys, numpy as np, torch\n"
+    "sys.path.insert(0, sys.argv[1])\n"
+    "from torch_vae_module import CuvaeVAE, load_safetensors, load_npy_dir, save_safetensors\n"
+    "for base in sys.argv[2:]:\n"
+    "    tensors, meta = load_safetensors(base + '.safetensors')\n"
+    "    model = CuvaeVAE.from_metadata(meta)\n"
+    "    model.load_state_dict(tensors)\n"
+    "    t2, meta2 = load_npy_dir(base + '_npy')\n"
+    "    assert meta2 == meta and all(torch.equal(t2[k], tensors[k]) for k in tensors)\n"
+    "    CuvaeVAE.from_metadata(meta2).load_state_dict(t2)\n"
+    "    with torch.no_grad():\n"
+    "        mu, lv = model.encode(torch.from_numpy(np.load(base + '_x.npy')))\n"
+    "        mean = model.decode(torch.from_numpy(np.load(base + '_z.npy')))\n"
+    "    np.save(base + '_torch_mulv.npy', torch.cat([mu, lv], 1).numpy().astype(np.float32))\n"
+    "    np.save(base + '_torch_mean.npy', mean.numpy().astype(np.float32))\n"
+    "    save_safetensors(model.state_dict(), base + '_torch.safetensors', model.cuvae_metadata)\n";
+
+// cuvae's output file ours vs PyTorch's theirs: both rows x cols float .npy, elementwise within the bound below.
+void compare_with_torch(const std::string &ours, const std::string &theirs, size_t rows, size_t cols) {
+  cuvae_array a, b;
+  ASSERT_EQ(cuvae_npy_read(ours.c_str(), &a), 0) << cuvae_last_error();
+  ASSERT_EQ(cuvae_npy_read(theirs.c_str(), &b), 0) << cuvae_last_error();
+  ASSERT_EQ(a.ndim, 2);
+  ASSERT_EQ(b.ndim, 2);
+  EXPECT_EQ(a.shape[0], rows);
+  EXPECT_EQ(a.shape[1], cols);
+  ASSERT_EQ(a.count, b.count);
+  const float *p = (const float *)a.data, *q = (const float *)b.data;
+  double worst = 0;
+  for (size_t i = 0; i < a.count; i++) worst = std::max(worst, (double)std::fabs(p[i] - q[i]));
+  // |cuvae - torch| <= 1e-5 (absolute): the same float network evaluated with two BLAS libraries in different
+  // summation orders. Each side is within gamma_P * net_abs of the exact value (Higham 3.1; P <= 27 terms along
+  // the longest path of these 10-8-6-3 models, one sigmoid/tanh at 2 ulp), where net_abs is the network on
+  // absolute values, so the two differ by at most 2 gamma_P net_abs = 3.2e-6 net_abs. Condition: net_abs <= 3
+  // for these small torch-initialised models on inputs in [0, 1] (weights bounded by 1/sqrt(fan_in)); measured
+  // differences are ~1e-7.
+  EXPECT_LE(worst, 1e-5) << ours << " vs " << theirs;
+  cuvae_array_free(&a);
+  cuvae_array_free(&b);
+}
+
 // Loads the export into CuvaeVAE with load_state_dict (safetensors file and npy directory), computes encoder
 // (mu, logvar) and decoder means, and compares them with `cuvae encode` / `cuvae decode` on the CPU backend. Then
 // the other direction: a state_dict saved by save_safetensors imports to the same parameters.
@@ -596,75 +658,24 @@ TEST_F(Export, PyTorchModuleMatchesEncodeAndDecode) {
     export_st(ck_path, a.name);
     ASSERT_EQ(cuvae_export_checkpoint(ck_path.c_str(), CUVAE_EXPORT_NPY, (base + "_npy").c_str()), 0);
     const size_t Z = m.latent;
-    std::vector<float> x = synthetic_data(N, kD, 9), z(N * Z);
-    for (size_t i = 0; i < z.size(); i++) z[i] = 1.5f * std::sin(0.7f * (float)i + 0.3f);
-    write_file(base + "_x.npy", npy_bytes("<f4", "(7, 10)", x.data(), x.size() * 4));
-    write_file(base + "_z.npy", npy_bytes("<f4", "(7, " + std::to_string(Z) + ")", z.data(), z.size() * 4));
-    int code = 0;
-    std::string out = run_cmd(std::string(CUVAE_BIN) + " encode " + ck_path + " --in " + base + "_x.npy --out " + base +
-                                  "_mulv.npy --device cpu",
-                              &code);
-    ASSERT_EQ(code, 0) << out;
-    out = run_cmd(std::string(CUVAE_BIN) + " decode " + ck_path + " --in " + base + "_z.npy --out " + base +
-                      "_mean.npy --device cpu",
-                  &code);
-    ASSERT_EQ(code, 0) << out;
+    ASSERT_NO_FATAL_FAILURE(encode_and_decode_with_cli(ck_path, base, N, Z));
     models.push_back(m);
     bases.push_back(base);
     ckpts.push_back(ck_path);
   }
 
   // One Python process for every architecture (importing torch takes seconds).
-  const std::string py =
-      "import sys, numpy as np, torch\n"
-      "sys.path.insert(0, sys.argv[1])\n"
-      "from torch_vae_module import CuvaeVAE, load_safetensors, load_npy_dir, save_safetensors\n"
-      "for base in sys.argv[2:]:\n"
-      "    tensors, meta = load_safetensors(base + '.safetensors')\n"
-      "    model = CuvaeVAE.from_metadata(meta)\n"
-      "    model.load_state_dict(tensors)\n"
-      "    t2, meta2 = load_npy_dir(base + '_npy')\n"
-      "    assert meta2 == meta and all(torch.equal(t2[k], tensors[k]) for k in tensors)\n"
-      "    CuvaeVAE.from_metadata(meta2).load_state_dict(t2)\n"
-      "    with torch.no_grad():\n"
-      "        mu, lv = model.encode(torch.from_numpy(np.load(base + '_x.npy')))\n"
-      "        mean = model.decode(torch.from_numpy(np.load(base + '_z.npy')))\n"
-      "    np.save(base + '_torch_mulv.npy', torch.cat([mu, lv], 1).numpy().astype(np.float32))\n"
-      "    np.save(base + '_torch_mean.npy', mean.numpy().astype(np.float32))\n"
-      "    save_safetensors(model.state_dict(), base + '_torch.safetensors', model.cuvae_metadata)\n";
-  write_file(dir + "/check.py", py);
+  write_file(dir + "/check.py", kTorchCheckPy);
   std::string cmd = "/usr/bin/python3 " + dir + "/check.py " + kScripts;
   for (const std::string &b : bases) cmd += " " + b;
   int code = 0;
   std::string out = run_cmd(cmd, &code);
   ASSERT_EQ(code, 0) << out;
 
-  auto compare = [](const std::string &ours, const std::string &theirs, size_t rows, size_t cols) {
-    cuvae_array a, b;
-    ASSERT_EQ(cuvae_npy_read(ours.c_str(), &a), 0) << cuvae_last_error();
-    ASSERT_EQ(cuvae_npy_read(theirs.c_str(), &b), 0) << cuvae_last_error();
-    ASSERT_EQ(a.ndim, 2);
-    ASSERT_EQ(b.ndim, 2);
-    EXPECT_EQ(a.shape[0], rows);
-    EXPECT_EQ(a.shape[1], cols);
-    ASSERT_EQ(a.count, b.count);
-    const float *p = (const float *)a.data, *q = (const float *)b.data;
-    double worst = 0;
-    for (size_t i = 0; i < a.count; i++) worst = std::max(worst, (double)std::fabs(p[i] - q[i]));
-    // |cuvae - torch| <= 1e-5 (absolute): the same float network evaluated with two BLAS libraries in different
-    // summation orders. Each side is within gamma_P * net_abs of the exact value (Higham 3.1; P <= 27 terms along
-    // the longest path of these 10-8-6-3 models, one sigmoid/tanh at 2 ulp), where net_abs is the network on
-    // absolute values, so the two differ by at most 2 gamma_P net_abs = 3.2e-6 net_abs. Condition: net_abs <= 3
-    // for these small torch-initialised models on inputs in [0, 1] (weights bounded by 1/sqrt(fan_in)); measured
-    // differences are ~1e-7.
-    EXPECT_LE(worst, 1e-5) << ours << " vs " << theirs;
-    cuvae_array_free(&a);
-    cuvae_array_free(&b);
-  };
   for (size_t k = 0; k < bases.size(); k++) {
     SCOPED_TRACE(bases[k]);
-    compare(bases[k] + "_mulv.npy", bases[k] + "_torch_mulv.npy", N, 2 * models[k].latent);
-    compare(bases[k] + "_mean.npy", bases[k] + "_torch_mean.npy", N, kD);
+    compare_with_torch(bases[k] + "_mulv.npy", bases[k] + "_torch_mulv.npy", N, 2 * models[k].latent);
+    compare_with_torch(bases[k] + "_mean.npy", bases[k] + "_torch_mean.npy", N, kD);
     cuvae_checkpoint orig, back;
     ASSERT_EQ(cuvae_checkpoint_load(ckpts[k].c_str(), &orig), 0);
     ASSERT_EQ(cuvae_import_safetensors((bases[k] + "_torch.safetensors").c_str(), &back), 0) << cuvae_last_error();

@@ -166,10 +166,12 @@ __global__ void block_sum_twice_kernel(const float *x, float *out) {
 
 // Without block_sum's trailing barrier, warp w > 0 can leave the first call, sum its lanes in the second and write
 // warp_sums[w] before warp 0 has read the first value there: a GPU may then return a wrong first total (and
-// compute-sanitizer's racecheck reports the hazard). The emulation cannot show this race: after a barrier it
-// resumes the block's threads in index order, so warp 0 reads every warp_sums entry before any other warp runs
-// again (docs/CUDA_EMULATION.md, "How it runs"). Under the emulation this test checks the two totals only; on a
-// GPU, 512 blocks of 1024 threads give the race many chances.
+// compute-sanitizer's racecheck reports the hazard). The default emulation cannot show this race: after a barrier
+// it resumes the block's threads in index order, so warp 0 reads every warp_sums entry before any other warp runs
+// again (docs/CUDA_EMULATION.md, "How it runs"). The schedule mode (CUDA_EMU_SCHEDULE=shuffle:SEED, a CI stage) runs
+// the warps in a random order, each as far as it can go: without the trailing barrier this test fails there under
+// seeds 1, 2 and 3 (block 0's first total), and passes with it. On a GPU, 512 blocks of 1024 threads give the race
+// many chances.
 TEST(KernelReduce, BlockSumTwiceInARow) {
   const int kBlocks = 512, kThreads = 1024;
   std::vector<float> x((size_t)kBlocks * kThreads);

@@ -14,9 +14,10 @@ namespace {
 
 constexpr int kSeeds = 8;
 
-// Each test sets the mode it needs per launch and restores the default (in order, no poisoning) at the end.
+// Each test starts in order (whatever CUDA_EMU_SCHEDULE says), sets the mode it needs per launch, and ends in order.
 class EmuSchedule : public ::testing::Test {
  protected:
+  void SetUp() override { cuda_emu_set_schedule(0, 0); }
   void TearDown() override { cuda_emu_set_schedule(0, 0); }
 };
 

@@ -30,6 +30,20 @@ asan_tests() {
 
 stage "tests (Release)" release_tests
 stage "tests (AddressSanitizer + UBSan)" asan_tests
+# The Release build's emulated CUDA tests (label emu) under the emulation's deferred mode (stream work runs only
+# when the host synchronises: a missing synchronisation shows as stale data) and under its schedule mode with two
+# seeds (warps in a seeded random order between barriers, lanes interleaved, shared memory poisoned: a missing
+# barrier shows as a wrong result); docs/CUDA_EMULATION.md. About 55 s per run on 2 cores.
+emu_async_tests() { CUDA_EMU_ASYNC=1 ctest --test-dir build -L emu --output-on-failure -j2; }
+emu_shuffle_tests() {
+  local seed rc=0
+  for seed in 1 2; do
+    CUDA_EMU_SCHEDULE=shuffle:$seed ctest --test-dir build -L emu --output-on-failure -j2 || rc=1
+  done
+  return $rc
+}
+stage "emulated CUDA, deferred streams (CUDA_EMU_ASYNC=1)" emu_async_tests
+stage "emulated CUDA, shuffled schedules (CUDA_EMU_SCHEDULE=shuffle:1 and :2)" emu_shuffle_tests
 if [ -x build/cuvae ]; then
   stage "CPU suite on every OpenBLAS core, 1 thread, pthread build" scripts/test_matrix.sh build
 fi

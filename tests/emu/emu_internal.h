@@ -3,7 +3,8 @@
 //
 // The emulated device: one device, all memory is host memory, every stream executes its work synchronously on
 // the calling host thread in issue order (so the emulation is a valid, fully serialised CUDA schedule), except
-// while a stream is being captured, when work is recorded into a graph instead and runs on cudaGraphLaunch.
+// while a stream is being captured, when work is recorded into a graph instead and runs on cudaGraphLaunch, and in
+// the deferred mode (CUDA_EMU_ASYNC=1), when it is queued and runs when the host synchronises (emu_async.cc).
 #pragma once
 #include <cuda_runtime_api.h>
 #include <stddef.h>

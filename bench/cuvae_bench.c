@@ -300,46 +300,44 @@ static void arch_string(const cuvae_model *m, char *out, size_t n) {
   if (len > 0 && (size_t)len < n) snprintf(out + len, n - (size_t)len, "-%zu", m->latent);
 }
 
-/* Runs W warm-up and N timed steps of one config and fills r. *midline is set while a progress line is open. */
-static int run_config(const options *o, const char *path, bench_result *r, int *midline) {
+/* Loads the config at path (with --threads applied), its data and its model; fills r's path, name and arch. */
+static int open_config(const options *o, const char *path, bench_result *r, cuvae_config *cfg, cuvae_model *model) {
   memset(r, 0, sizeof *r);
   snprintf(r->path, sizeof r->path, "%s", path);
   config_name(path, r->name, sizeof r->name);
-  cuvae_config cfg;
-  cuvae_config_defaults(&cfg);
-  if (cuvae_config_load_file(&cfg, path)) return -1;
-  if (o->threads >= 0) cfg.threads = o->threads;
-  if (cuvae_config_finalize(&cfg) || load_data(&cfg)) return -1;
-  const int B = cfg.batch_size;
+  cuvae_config_defaults(cfg);
+  if (cuvae_config_load_file(cfg, path)) return -1;
+  if (o->threads >= 0) cfg->threads = o->threads;
+  if (cuvae_config_finalize(cfg) || load_data(cfg)) return -1;
+  const int B = cfg->batch_size;
   if ((size_t)B > g_data.n)
     return cuvae_error("%s: [train] batch_size %d is larger than the training set (%zu examples)", path, B, g_data.n);
   if (g_data.n > UINT32_MAX) return cuvae_error("%s: training set of %zu examples is too large", path, g_data.n);
-  cuvae_model model;
-  if (cuvae_model_build(&model, g_data.dim, &cfg)) return -1;
-  arch_string(&model, r->arch, sizeof r->arch);
-  bench_step_work *w = malloc(sizeof *w);
+  if (cuvae_model_build(model, g_data.dim, cfg)) return -1;
+  arch_string(model, r->arch, sizeof r->arch);
+  return 0;
+}
+
+/* The backend, then W + N steps on the trainer's batches (epoch shuffles, consecutive step numbers); each step is
+ * timed from train_step to the end of collect, so it is complete on every backend. Fills r's device, memory plan,
+ * threads, background load, peak RSS, min and median step time. */
+static int time_steps(const options *o, const cuvae_config *cfg, const cuvae_model *model, bench_result *r,
+                      int *midline) {
+  const int B = cfg->batch_size;
   uint32_t *perm = malloc(g_data.n * sizeof *perm);
   double *t = malloc((size_t)o->steps * sizeof *t);
-  if (!w || !perm || !t) {
-    free(w);
+  if (!perm || !t) {
     free(perm);
     free(t);
     return cuvae_error("out of memory");
   }
-  bench_step_work_build(&model, B, w);
-  if (fabs(w->flops - cuvae_model_step_flops(&model, B)) > 1e-9 * w->flops)
-    fprintf(stderr, "cuvae-bench: warning: %s: FLOPs counted here (%.0f) differ from cuvae_model_step_flops (%.0f)\n",
-            r->name, w->flops, cuvae_model_step_flops(&model, B));
-
-  /* The backend, then W + N steps on the trainer's batches (epoch shuffles, consecutive step numbers); each step
-   * is timed from train_step to the end of collect, so it is complete on every backend. */
   const int rss_per_config = reset_peak_rss() == 0;
-  cuvae_backend *be = cuvae_backend_create(o->device, &model, &cfg, &g_data, NULL);
+  cuvae_backend *be = cuvae_backend_create(o->device, model, cfg, &g_data, NULL);
   int rc = be ? 0 : -1;
   if (be) {
     snprintf(r->device, sizeof r->device, "%s", be->name);
     snprintf(r->memory_plan, sizeof r->memory_plan, "%s", be->memory_plan);
-    r->threads = strcmp(be->name, "cpu") == 0 ? openblas_get_num_threads() : cfg.threads;
+    r->threads = strcmp(be->name, "cpu") == 0 ? openblas_get_num_threads() : cfg->threads;
     if (be->notice[0] && !o->quiet) fprintf(stderr, "note: %s\n", be->notice);
     if (!o->quiet) {
       fprintf(stderr, "%s (%s, batch %d, %s, %d threads): ", r->name, r->arch, B, r->device, r->threads);
@@ -354,7 +352,7 @@ static int run_config(const options *o, const char *path, bench_result *r, int *
     if (s == o->warmup) c0 = cpu_clock_now();  /* other processes' CPU use is watched over the timed steps */
     const int64_t epoch = s / steps_per_epoch;
     if (epoch != epoch_loaded) {
-      cuvae_shuffle(perm, g_data.n, cfg.seed, epoch);
+      cuvae_shuffle(perm, g_data.n, cfg->seed, epoch);
       epoch_loaded = epoch;
     }
     cuvae_step_result res;
@@ -369,39 +367,57 @@ static int run_config(const options *o, const char *path, bench_result *r, int *
     fprintf(stderr, "(peak RSS is cumulative over the run: /proc/self/clear_refs is not writable) ");
   if (be) be->destroy(be);
   free(perm);
-  if (rc) {
-    free(w);
-    free(t);
-    return -1;
+  if (rc == 0) {
+    r->min_s = t[0];
+    for (int i = 1; i < o->steps; i++)
+      if (t[i] < r->min_s) r->min_s = t[i];
+    r->median_s = bench_median(t, o->steps);
   }
-  r->min_s = t[0];
-  for (int i = 1; i < o->steps; i++)
-    if (t[i] < r->min_s) r->min_s = t[i];
-  r->median_s = bench_median(t, o->steps);
   free(t);
+  return rc ? -1 : 0;
+}
 
-  /* The step's GEMMs alone, and the machine's GEMM peak for this device, thread count and precision. */
+/* The step's GEMMs alone, and the machine's GEMM peak for this device, thread count and precision; then the
+ * derived figures of r (FLOPs, bytes, launches, roofline, throughput). */
+static int gemm_figures(const options *o, const cuvae_config *cfg, const cuvae_model *model,
+                        const bench_step_work *w, bench_result *r) {
   const int cuda = strcmp(r->device, "cuda") == 0;
   const int reps = o->steps < 5 ? 5 : o->steps > 20 ? 20 : o->steps;
-  r->tf32 = cfg.precision == CUVAE_PRECISION_TF32;
-  r->batch = B;
+  int rc = 0;
+  r->tf32 = cfg->precision == CUVAE_PRECISION_TF32;
+  r->batch = cfg->batch_size;
   r->gemm_s = -1.0;
   if (cuda) {
 #if CUVAE_HAVE_CUDA
-    rc = bench_cuda_gemm_replay(&model, w, reps, r->tf32, &r->gemm_s);
+    rc = bench_cuda_gemm_replay(model, w, reps, r->tf32, &r->gemm_s);
 #endif
   } else {
-    rc = bench_cpu_gemm_replay(&model, w, reps, &r->gemm_s);
+    rc = bench_cpu_gemm_replay(model, w, reps, &r->gemm_s);
   }
   if (rc == 0) rc = gemm_peak(cuda, r->threads, r->tf32, &r->peak_gflops, r->peak_desc, sizeof r->peak_desc);
-  if (rc == 0) {
-    r->flops = w->flops;
-    r->bytes = w->bytes;
-    r->launches = w->n_kernels;
-    r->roof = bench_h100_roofline(w);
-    r->samples_per_s = B / r->median_s;
-    r->gflops = w->flops / r->median_s * 1e-9;
-  }
+  if (rc) return rc;
+  r->flops = w->flops;
+  r->bytes = w->bytes;
+  r->launches = w->n_kernels;
+  r->roof = bench_h100_roofline(w);
+  r->samples_per_s = r->batch / r->median_s;
+  r->gflops = w->flops / r->median_s * 1e-9;
+  return 0;
+}
+
+/* Runs W warm-up and N timed steps of one config and fills r. *midline is set while a progress line is open. */
+static int run_config(const options *o, const char *path, bench_result *r, int *midline) {
+  cuvae_config cfg;
+  cuvae_model model;
+  if (open_config(o, path, r, &cfg, &model)) return -1;
+  const int B = cfg.batch_size;
+  bench_step_work *w = malloc(sizeof *w);
+  if (!w) return cuvae_error("out of memory");
+  bench_step_work_build(&model, B, w);
+  if (fabs(w->flops - cuvae_model_step_flops(&model, B)) > 1e-9 * w->flops)
+    fprintf(stderr, "cuvae-bench: warning: %s: FLOPs counted here (%.0f) differ from cuvae_model_step_flops (%.0f)\n",
+            r->name, w->flops, cuvae_model_step_flops(&model, B));
+  const int rc = time_steps(o, &cfg, &model, r, midline) || gemm_figures(o, &cfg, &model, w, r) ? -1 : 0;
   free(w);
   return rc;
 }

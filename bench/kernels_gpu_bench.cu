@@ -2,13 +2,13 @@
 // (configs/bench/{A,B,C,D}.ini). How to run it and how to read it: docs/PERFORMANCE.md,
 // "Kernel micro-benchmarks".
 //
-//   cuvae-kernels-bench-gpu [--models ABCD] [--json OUT]
+//   cuvae-kernels-bench-gpu [--models ABCD] [--json OUT] [--smoke]
 //
 // For each launcher and shape: a few warm-up launches, then trials of R back-to-back launches on one stream timed
 // with CUDA events (R chosen so a trial takes ~20 ms, 10 <= R <= 20000); the median trial gives us/launch.
 // GB/s = bytes moved per launch / time per launch, where the bytes are the napkin minimum (each array read counted
 // once, each array written counted once, 4 bytes per float), written on each kernel below; "% copy" divides by the
-// rate of a device-to-device cudaMemcpy of kCopyBytes (far beyond the L2) measured in the same run, counted the same
+// rate of a device-to-device cudaMemcpy of 256 MiB (far beyond the L2) measured in the same run, counted the same
 // way (read + write), the practical ceiling of a streaming kernel; "% peak" divides by the device's DRAM
 // bandwidth, 2 * memory clock * bus width (H100 SXM, HBM3: 2 * 2.619 GHz * 5120 bit = 3.35 TB/s).
 // Launches repeat on the same buffers, so a working set that fits the L2 (50 MB on H100) is served from it and can
@@ -17,7 +17,9 @@
 // one-block reductions on small inputs measure launch latency, not bandwidth.
 //
 // Without a CUDA device it prints "no CUDA device: nothing to benchmark" and exits 0. The source also builds
-// against the CPU emulation of tests/emu (through cuda_compat.h), where it checks the calls, not the speed.
+// against the CPU emulation of tests/emu (through cuda_compat.h; target cuvae-kernels-bench-emu in
+// tests/cuda/CMakeLists.txt), where the ctest KernelsGpuBench.Smoke runs it with --smoke: model A (unless --models
+// says otherwise), one launch of each kernel, small set-up buffers; it checks the calls, not the speed.
 #include "cuda_compat.h"
 
 #include <algorithm>
@@ -117,16 +119,25 @@ struct Row {
   double us;     // per launch, median trial
 };
 
-// Median us per launch of `launch` (which enqueues on `stream` and returns the launcher's cudaError_t).
-double time_us(const std::function<cudaError_t()> &launch, cudaStream_t stream) {
-  const int kWarmup = 3, kTrials = 5;
+// One run of the benchmark: the stream every launch goes to, the rows measured so far, and the mode. --smoke (the
+// ctest KernelsGpuBench.Smoke, under the CUDA emulation and AddressSanitizer) makes one launch of each kernel with
+// small set-up buffers: it checks the calls and the buffers, not the speed.
+struct Bench {
+  cudaStream_t st;
+  bool smoke;
+  std::vector<Row> rows;
+};
+
+// Median us per launch of `launch` (which enqueues on b.st and returns the launcher's cudaError_t).
+double time_us(const std::function<cudaError_t()> &launch, const Bench &b) {
+  const int kWarmup = b.smoke ? 0 : 3, kTrials = b.smoke ? 1 : 5;
   cudaEvent_t start, stop;
   CHECK(cudaEventCreate(&start));
   CHECK(cudaEventCreate(&stop));
   auto trial_ms = [&](int reps) {
-    CHECK(cudaEventRecord(start, stream));
+    CHECK(cudaEventRecord(start, b.st));
     for (int i = 0; i < reps; i++) CHECK(launch());
-    CHECK(cudaEventRecord(stop, stream));
+    CHECK(cudaEventRecord(stop, b.st));
     CHECK(cudaEventSynchronize(stop));
     float ms = 0.0f;
     CHECK(cudaEventElapsedTime(&ms, start, stop));
@@ -136,18 +147,28 @@ double time_us(const std::function<cudaError_t()> &launch, cudaStream_t stream) 
   // `stream` does not wait for: finish that set-up first.
   CHECK(cudaDeviceSynchronize());
   for (int i = 0; i < kWarmup; i++) CHECK(launch());
-  CHECK(cudaStreamSynchronize(stream));
-  // Calibrate: launches for a ~20 ms trial.
-  const double per = std::max(trial_ms(10) / 10.0, 1e-6);
-  const int reps = (int)std::min(20000.0, std::max(10.0, 20.0 / per));
+  CHECK(cudaStreamSynchronize(b.st));
+  // Calibrate: launches for a ~20 ms trial (one launch when smoke).
+  int reps = 1;
+  if (!b.smoke) {
+    const double per = std::max(trial_ms(10) / 10.0, 1e-6);
+    reps = (int)std::min(20000.0, std::max(10.0, 20.0 / per));
+  }
   std::vector<double> us;
   for (int t = 0; t < kTrials; t++) us.push_back(1000.0 * trial_ms(reps) / reps);
-  CHECK(cudaStreamSynchronize(stream));
+  CHECK(cudaStreamSynchronize(b.st));
   CHECK(cudaGetLastError());  // a fault inside a kernel surfaces here
   CHECK(cudaEventDestroy(start));
   CHECK(cudaEventDestroy(stop));
   std::sort(us.begin(), us.end());
   return us[kTrials / 2];
+}
+
+// Times `launch` and adds its row (model "-" for the shape-independent ones).
+void add_row(Bench &b, const char *kernel, const char *model, const std::string &shape, double bytes,
+             const std::function<cudaError_t()> &launch) {
+  b.rows.push_back({kernel, model, shape, bytes, time_us(launch, b)});
+  std::fprintf(stderr, "  %-28s %s %-16s %10.2f us\n", kernel, model, shape.c_str(), b.rows.back().us);
 }
 
 std::string shape_str(const char *a, long long x, const char *b, long long y) {
@@ -161,119 +182,143 @@ std::string shape_str(const char *a, long long x, const char *b, long long y) {
 
 // ---- the kernels -----------------------------------------------------------------------------------------
 
-void bench_shape(const Shape &s, cudaStream_t st, std::vector<Row> &rows) {
-  const int B = s.B, Z = s.Z, D = s.D, n = s.hidden.front();
-  const size_t bz = (size_t)B * Z, bd = (size_t)B * D, bn = (size_t)B * n, np = param_count(s);
-  auto add = [&](const char *kernel, const std::string &shape, double bytes, const std::function<cudaError_t()> &f) {
-    rows.push_back({kernel, s.name, shape, bytes, time_us(f, st)});
-    std::fprintf(stderr, "  %-28s %s %-16s %10.2f us\n", kernel, s.name, shape.c_str(), rows.back().us);
-  };
+// Reparameterization + KL (docs/MATH.md sections 2-3).
+void bench_reparam_kl(const Shape &s, Bench &bn) {
+  const int B = s.B, Z = s.Z;
+  const size_t bz = (size_t)B * Z;
+  const cudaStream_t st = bn.st;
+  DevBuf<float> mulv(2 * bz), eps(bz), z(bz), kl(B), dz(bz), dmulv(2 * bz);
+  fill(mulv, -2.0f, 2.0f, 1);
+  fill(eps, -3.0f, 3.0f, 2);
+  fill(dz, -1.0f, 1.0f, 3);
+  // z = mu + exp(0.5 lv) eps; kl_row = 0.5 sum_j (mu^2 + exp(lv) - 1 - lv).
+  // Reads mulv (2 B Z) + eps (B Z), writes z (B Z) + kl_row (B): 4 (4 B Z + B) bytes.
+  add_row(bn, "reparam_kl_forward", s.name, shape_str("B", B, "Z", Z), 4.0 * (4.0 * (double)bz + B),
+          [&] { return reparam_kl_forward_cuda(mulv.get(), eps.get(), z.get(), kl.get(), B, Z, st); });
+  // dmu = dz + s mu; dlv = dz eps 0.5 exp(0.5 lv) + s 0.5 (exp(lv) - 1).
+  // Reads mulv (2 B Z) + eps (B Z) + dz (B Z), writes dmulv (2 B Z): 4 * 6 B Z bytes.
+  add_row(bn, "reparam_kl_backward", s.name, shape_str("B", B, "Z", Z), 4.0 * 6.0 * (double)bz, [&] {
+    return reparam_kl_backward_cuda(mulv.get(), eps.get(), dz.get(), 1.0f / (float)B, dmulv.get(), B, Z, st);
+  });
+}
 
-  {  // Reparameterization + KL (docs/MATH.md sections 2-3).
-    DevBuf<float> mulv(2 * bz), eps(bz), z(bz), kl(B), dz(bz), dmulv(2 * bz);
-    fill(mulv, -2.0f, 2.0f, 1);
-    fill(eps, -3.0f, 3.0f, 2);
-    fill(dz, -1.0f, 1.0f, 3);
-    // z = mu + exp(0.5 lv) eps; kl_row = 0.5 sum_j (mu^2 + exp(lv) - 1 - lv).
-    // Reads mulv (2 B Z) + eps (B Z), writes z (B Z) + kl_row (B): 4 (4 B Z + B) bytes.
-    add("reparam_kl_forward", shape_str("B", B, "Z", Z), 4.0 * (4.0 * (double)bz + B),
-        [&] { return reparam_kl_forward_cuda(mulv.get(), eps.get(), z.get(), kl.get(), B, Z, st); });
-    // dmu = dz + s mu; dlv = dz eps 0.5 exp(0.5 lv) + s 0.5 (exp(lv) - 1).
-    // Reads mulv (2 B Z) + eps (B Z) + dz (B Z), writes dmulv (2 B Z): 4 * 6 B Z bytes.
-    add("reparam_kl_backward", shape_str("B", B, "Z", Z), 4.0 * 6.0 * (double)bz, [&] {
-      return reparam_kl_backward_cuda(mulv.get(), eps.get(), dz.get(), 1.0f / (float)B, dmulv.get(), B, Z, st);
-    });
+// Decoder likelihoods (docs/MATH.md section 4), over the [B][D] decoder output.
+void bench_likelihoods(const Shape &s, Bench &bn) {
+  const int B = s.B, D = s.D;
+  const size_t bd = (size_t)B * D;
+  const cudaStream_t st = bn.st;
+  DevBuf<float> out(bd), x(bd), nll(B), grad(bd);
+  fill(out, -8.0f, 8.0f, 4);
+  fill(x, 0.0f, 1.0f, 5);
+  // nll_row = sum_d softplus(l) - x l; dl = scale (sigmoid(l) - x).
+  // Reads logits + x (2 B D), writes dlogits (B D) + nll_row (B): 4 (3 B D + B) bytes.
+  add_row(bn, "bernoulli_nll_grad", s.name, shape_str("B", B, "D", D), 4.0 * (3.0 * (double)bd + B), [&] {
+    return bernoulli_nll_grad_cuda(out.get(), x.get(), nll.get(), grad.get(), 1.0f / (float)B, B, D, st);
+  });
+  // nll_row = 0.5 sum_d [(x - f)^2 / s^2 + log s^2 + log 2pi]; df = scale (f - x) / s^2.
+  // Reads f + x (2 B D), writes df (B D) + nll_row (B): 4 (3 B D + B) bytes.
+  add_row(bn, "gaussian_nll_grad", s.name, shape_str("B", B, "D", D), 4.0 * (3.0 * (double)bd + B), [&] {
+    return gaussian_nll_grad_cuda(out.get(), x.get(), 0.5f, nll.get(), grad.get(), 1.0f / (float)B, B, D, st);
+  });
+}
+
+// Hidden-layer bias + activation, over [B][n] with n the model's hidden width; the bias gradient also at n = D.
+void bench_bias_act(const Shape &s, Bench &bn) {
+  const int B = s.B, D = s.D, n = s.hidden.front();
+  const size_t bxn = (size_t)B * n, bd = (size_t)B * D;
+  const cudaStream_t st = bn.st;
+  DevBuf<float> y(bxn), b(n), dy(bxn), db(n), scratch(CUVAE_SUM_SQUARES_PARTIALS);
+  fill(y, -1.0f, 1.0f, 7);
+  fill(b, -0.05f, 0.05f, 8);
+  fill(dy, -1.0f, 1.0f, 9);
+  // y = relu(y + b) in place. Reads y (B n) + b (n), writes y (B n): 4 (2 B n + n) bytes.
+  add_row(bn, "bias_act_forward_relu", s.name, shape_str("B", B, "n", n), 4.0 * (2.0 * (double)bxn + n),
+          [&] { return bias_act_forward_cuda(y.get(), b.get(), B, n, CUVAE_ACT_RELU, st); });
+  // dy *= [y > 0]. Reads y + dy (2 B n), writes dy (B n; only where y <= 0, but with mixed signs nearly every
+  // 32-byte sector is written): 4 * 3 B n bytes.
+  add_row(bn, "bias_act_backward_relu", s.name, shape_str("B", B, "n", n), 4.0 * 3.0 * (double)bxn,
+          [&] { return bias_act_backward_cuda(y.get(), dy.get(), B, n, CUVAE_ACT_RELU, st); });
+  // db[j] = sum_b dy[b][j]. Reads dy (B n), writes db (n): 4 (B n + n) bytes (the partial sums of a split batch,
+  // at most CUVAE_SUM_SQUARES_PARTIALS floats written and read back, left out).
+  add_row(bn, "bias_grad", s.name, shape_str("B", B, "n", n), 4.0 * ((double)bxn + n),
+          [&] { return bias_grad_cuda(dy.get(), db.get(), scratch.get(), B, n, st); });
+  // The same at the decoder's output layer, n = D: the narrowest layer of models B-D.
+  DevBuf<float> dyo(bd), dbo(D);
+  fill(dyo, -1.0f, 1.0f, 15);
+  add_row(bn, "bias_grad", s.name, shape_str("B", B, "n", D), 4.0 * ((double)bd + D),
+          [&] { return bias_grad_cuda(dyo.get(), dbo.get(), scratch.get(), B, D, st); });
+}
+
+// Adam over the model's whole parameter buffer (docs/MATH.md section 7), and the gradient's sum of squares.
+void bench_adam(const Shape &s, Bench &bn) {
+  const size_t np = param_count(s);
+  const cudaStream_t st = bn.st;
+  DevBuf<float> p(np), g(np), m(np), v(np), ss(1 + CUVAE_SUM_SQUARES_PARTIALS), scalars(4);
+  DevBuf<int64_t> step(1);
+  fill(p, -0.1f, 0.1f, 10);
+  fill(g, -1e-2f, 1e-2f, 11);
+  zero(m);
+  zero(v);
+  CHECK(cudaMemset(step.get(), 0, sizeof(int64_t)));
+  // sum g^2 into one float, two passes through at most CUVAE_SUM_SQUARES_PARTIALS partials. Reads g (n): 4 n
+  // bytes (the partials, <= 64 KB written and read back, left out; latency-bound for small n).
+  add_row(bn, "sum_squares", s.name, shape_str("n", (long long)np, nullptr, 0), 4.0 * (double)np,
+          [&] { return sum_squares_cuda(g.get(), np, ss.get() + 1, ss.get(), st); });
+  // One step's optimiser launches: adam_prepare (one thread: ++step, clip scale, 1/(1 - b^t)) then
+  // adam_update: g' = s g; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2; p -= lr (m c1) / (sqrt(v c2) + eps).
+  // Reads p, g, m, v (4 n), writes p, m, v (3 n): 4 * 7 n bytes (prepare's ~30 bytes left out).
+  add_row(bn, "adam_prepare+adam_update", s.name, shape_str("n", (long long)np, nullptr, 0), 4.0 * 7.0 * (double)np,
+          [&] {
+            cudaError_t e = adam_prepare_cuda(ss.get(), step.get(), 0.0f, 0.9f, 0.999f, scalars.get(), nullptr, st);
+            if (e != cudaSuccess) return e;
+            return adam_update_cuda(p.get(), g.get(), m.get(), v.get(), np, 1e-3f, 0.9f, 0.999f, 1e-8f,
+                                    scalars.get(), nullptr, st);
+          });
+  // adam_prepare alone: one thread, ~30 bytes; launch latency.
+  add_row(bn, "adam_prepare", s.name, "1 thread", 4.0 + 8.0 + 8.0 + 16.0, [&] {
+    return adam_prepare_cuda(ss.get(), step.get(), 0.0f, 0.9f, 0.999f, scalars.get(), nullptr, st);
+  });
+}
+
+// Loss reductions (the batch sum of the per-row KL or NLL, B floats), and the minibatch gather from the training set
+// on the device: 60000 rows of D floats (188 MB; 2 B rows when smoke).
+void bench_sum_gather(const Shape &s, Bench &bn) {
+  const int B = s.B, D = s.D;
+  const cudaStream_t st = bn.st;
+  DevBuf<float> x(B), out(1);
+  fill(x, 0.0f, 100.0f, 13);
+  // *out = sum_b x[b]. Reads B floats, writes 1: 4 (B + 1) bytes (one block: launch latency).
+  add_row(bn, "sum", s.name, shape_str("n", B, nullptr, 0), 4.0 * (B + 1.0),
+          [&] { return sum_cuda(x.get(), B, out.get(), st); });
+  const int kRows = bn.smoke ? 2 * B : 60000;
+  DevBuf<float> src((size_t)kRows * D), dst((size_t)B * D);
+  DevBuf<uint32_t> idx(B);
+  fill(src, 0.0f, 1.0f, 12);
+  std::vector<uint32_t> h(B);
+  uint32_t r = 12345u;
+  for (uint32_t &i : h) {
+    r = r * 1664525u + 1013904223u;
+    i = (r >> 8) % (uint32_t)kRows;
   }
-  {  // Decoder likelihoods (docs/MATH.md section 4), over the [B][D] decoder output.
-    DevBuf<float> out(bd), x(bd), nll(B), grad(bd);
-    fill(out, -8.0f, 8.0f, 4);
-    fill(x, 0.0f, 1.0f, 5);
-    // nll_row = sum_d softplus(l) - x l; dl = scale (sigmoid(l) - x).
-    // Reads logits + x (2 B D), writes dlogits (B D) + nll_row (B): 4 (3 B D + B) bytes.
-    add("bernoulli_nll_grad", shape_str("B", B, "D", D), 4.0 * (3.0 * (double)bd + B), [&] {
-      return bernoulli_nll_grad_cuda(out.get(), x.get(), nll.get(), grad.get(), 1.0f / (float)B, B, D, st);
-    });
-    // nll_row = 0.5 sum_d [(x - f)^2 / s^2 + log s^2 + log 2pi]; df = scale (f - x) / s^2.
-    // Reads f + x (2 B D), writes df (B D) + nll_row (B): 4 (3 B D + B) bytes.
-    add("gaussian_nll_grad", shape_str("B", B, "D", D), 4.0 * (3.0 * (double)bd + B), [&] {
-      return gaussian_nll_grad_cuda(out.get(), x.get(), 0.5f, nll.get(), grad.get(), 1.0f / (float)B, B, D, st);
-    });
-  }
-  {  // Hidden-layer bias + activation, over [B][n] with n the model's hidden width.
-    DevBuf<float> y(bn), b(n), dy(bn), db(n), scratch(CUVAE_SUM_SQUARES_PARTIALS);
-    fill(y, -1.0f, 1.0f, 7);
-    fill(b, -0.05f, 0.05f, 8);
-    fill(dy, -1.0f, 1.0f, 9);
-    // y = relu(y + b) in place. Reads y (B n) + b (n), writes y (B n): 4 (2 B n + n) bytes.
-    add("bias_act_forward_relu", shape_str("B", B, "n", n), 4.0 * (2.0 * (double)bn + n),
-        [&] { return bias_act_forward_cuda(y.get(), b.get(), B, n, CUVAE_ACT_RELU, st); });
-    // dy *= [y > 0]. Reads y + dy (2 B n), writes dy (B n; only where y <= 0, but with mixed signs nearly every
-    // 32-byte sector is written): 4 * 3 B n bytes.
-    add("bias_act_backward_relu", shape_str("B", B, "n", n), 4.0 * 3.0 * (double)bn,
-        [&] { return bias_act_backward_cuda(y.get(), dy.get(), B, n, CUVAE_ACT_RELU, st); });
-    // db[j] = sum_b dy[b][j]. Reads dy (B n), writes db (n): 4 (B n + n) bytes (the partial sums of a split batch,
-    // at most CUVAE_SUM_SQUARES_PARTIALS floats written and read back, left out).
-    add("bias_grad", shape_str("B", B, "n", n), 4.0 * ((double)bn + n),
-        [&] { return bias_grad_cuda(dy.get(), db.get(), scratch.get(), B, n, st); });
-    // The same at the decoder's output layer, n = D: the narrowest layer of models B-D.
-    DevBuf<float> dyo(bd), dbo(D);
-    fill(dyo, -1.0f, 1.0f, 15);
-    add("bias_grad", shape_str("B", B, "n", D), 4.0 * ((double)bd + D),
-        [&] { return bias_grad_cuda(dyo.get(), dbo.get(), scratch.get(), B, D, st); });
-  }
-  {  // Adam over the model's whole parameter buffer (docs/MATH.md section 7), and the gradient's sum of squares.
-    DevBuf<float> p(np), g(np), m(np), v(np), ss(1 + CUVAE_SUM_SQUARES_PARTIALS), scalars(4);
-    DevBuf<int64_t> step(1);
-    fill(p, -0.1f, 0.1f, 10);
-    fill(g, -1e-2f, 1e-2f, 11);
-    zero(m);
-    zero(v);
-    CHECK(cudaMemset(step.get(), 0, sizeof(int64_t)));
-    // sum g^2 into one float, two passes through at most CUVAE_SUM_SQUARES_PARTIALS partials. Reads g (n): 4 n
-    // bytes (the partials, <= 64 KB written and read back, left out; latency-bound for small n).
-    add("sum_squares", shape_str("n", (long long)np, nullptr, 0), 4.0 * (double)np,
-        [&] { return sum_squares_cuda(g.get(), np, ss.get() + 1, ss.get(), st); });
-    // One step's optimiser launches: adam_prepare (one thread: ++step, clip scale, 1/(1 - b^t)) then
-    // adam_update: g' = s g; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2; p -= lr (m c1) / (sqrt(v c2) + eps).
-    // Reads p, g, m, v (4 n), writes p, m, v (3 n): 4 * 7 n bytes (prepare's ~30 bytes left out).
-    add("adam_prepare+adam_update", shape_str("n", (long long)np, nullptr, 0), 4.0 * 7.0 * (double)np, [&] {
-      cudaError_t e = adam_prepare_cuda(ss.get(), step.get(), 0.0f, 0.9f, 0.999f, scalars.get(), nullptr, st);
-      if (e != cudaSuccess) return e;
-      return adam_update_cuda(p.get(), g.get(), m.get(), v.get(), np, 1e-3f, 0.9f, 0.999f, 1e-8f, scalars.get(),
-                              nullptr, st);
-    });
-    // adam_prepare alone: one thread, ~30 bytes; launch latency.
-    add("adam_prepare", "1 thread", 4.0 + 8.0 + 8.0 + 16.0, [&] {
-      return adam_prepare_cuda(ss.get(), step.get(), 0.0f, 0.9f, 0.999f, scalars.get(), nullptr, st);
-    });
-  }
-  {  // Loss reductions: the batch sum of the per-row KL or NLL, B floats.
-    DevBuf<float> x(B), out(1);
-    fill(x, 0.0f, 100.0f, 13);
-    // *out = sum_b x[b]. Reads B floats, writes 1: 4 (B + 1) bytes (one block: launch latency).
-    add("sum", shape_str("n", B, nullptr, 0), 4.0 * (B + 1.0), [&] { return sum_cuda(x.get(), B, out.get(), st); });
-  }
-  {  // Minibatch gather from the Fashion-MNIST training set on the device: 60000 rows of D floats (188 MB).
-    const int kRows = 60000;
-    DevBuf<float> src((size_t)kRows * D), dst(bd);
-    DevBuf<uint32_t> idx(B);
-    fill(src, 0.0f, 1.0f, 12);
-    std::vector<uint32_t> h(B);
-    uint32_t r = 12345u;
-    for (uint32_t &i : h) {
-      r = r * 1664525u + 1013904223u;
-      i = (r >> 8) % (uint32_t)kRows;
-    }
-    CHECK(cudaMemcpy(idx.get(), h.data(), B * sizeof(uint32_t), cudaMemcpyHostToDevice));
-    // dst[b][:] = src[rows[b]][:]. Reads B rows of D floats + B indices, writes B D floats: 4 (2 B D + B) bytes.
-    add("gather_rows", shape_str("B", B, "D", D), 4.0 * (2.0 * (double)bd + B),
-        [&] { return gather_rows_cuda(src.get(), idx.get(), dst.get(), B, D, st); });
-  }
+  CHECK(cudaMemcpy(idx.get(), h.data(), B * sizeof(uint32_t), cudaMemcpyHostToDevice));
+  // dst[b][:] = src[rows[b]][:]. Reads B rows of D floats + B indices, writes B D floats: 4 (2 B D + B) bytes.
+  add_row(bn, "gather_rows", s.name, shape_str("B", B, "D", D), 4.0 * (2.0 * (double)B * D + B),
+          [&] { return gather_rows_cuda(src.get(), idx.get(), dst.get(), B, D, st); });
+}
+
+void bench_shape(const Shape &s, Bench &b) {
+  bench_reparam_kl(s, b);
+  bench_likelihoods(s, b);
+  bench_bias_act(s, b);
+  bench_adam(s, b);
+  bench_sum_gather(s, b);
 }
 
 // step_guard is shape-independent: one thread records CUVAE_STEP_SUMS (4) sums and checks them. Reads sums (16 B),
-// step (8 B), flags (16 B), writes flags[1] (8 B) and 4 ring floats (16 B): 64 bytes; launch latency.
-void bench_step_guard(cudaStream_t st, std::vector<Row> &rows) {
+// step (8 B), flags (16 B), writes flags[1] (8 B) and 4 ring floats (16 B): 64 bytes; launch latency. Afterwards
+// the guard must not have halted, and ring entry 0 must hold the sums it read (every launch records the same sums):
+// a guard that read past the sums it was given would record other values, or halt on a non-finite one.
+void bench_step_guard(Bench &b) {
   // A ring larger than the launches time_us makes (3 + 10 + 5 * 20000), so it never reaches its halt path.
   const int kRing = 1 << 18;
   DevBuf<float> sums(CUVAE_STEP_SUMS), ring(CUVAE_STEP_SUMS * (size_t)kRing);
@@ -281,27 +326,35 @@ void bench_step_guard(cudaStream_t st, std::vector<Row> &rows) {
   fill(sums, 1.0f, 2.0f, 14);
   CHECK(cudaMemset(step.get(), 0, sizeof(int64_t)));
   CHECK(cudaMemset(flags.get(), 0, 2 * sizeof(int64_t)));
-  rows.push_back({"step_guard", "-", "1 thread", 4.0 * CUVAE_STEP_SUMS + 8.0 + 16.0 + 8.0 + 4.0 * CUVAE_STEP_SUMS,
-                  time_us([&] { return step_guard_cuda(sums.get(), step.get(), flags.get(), ring.get(), kRing, st); },
-                          st)});
+  add_row(b, "step_guard", "-", "1 thread", 4.0 * CUVAE_STEP_SUMS + 8.0 + 16.0 + 8.0 + 4.0 * CUVAE_STEP_SUMS,
+          [&] { return step_guard_cuda(sums.get(), step.get(), flags.get(), ring.get(), kRing, b.st); });
   int64_t h[2];
+  float want[CUVAE_STEP_SUMS], got[CUVAE_STEP_SUMS];
   CHECK(cudaMemcpy(h, flags.get(), sizeof h, cudaMemcpyDeviceToHost));
+  CHECK(cudaMemcpy(want, sums.get(), sizeof want, cudaMemcpyDeviceToHost));
+  CHECK(cudaMemcpy(got, ring.get(), sizeof got, cudaMemcpyDeviceToHost));
   if (h[0] != 0) std::fprintf(stderr, "warning: step_guard halted (flags[0] = %lld)\n", (long long)h[0]);
+  if (b.smoke && (h[0] != 0 || std::memcmp(want, got, sizeof want) != 0)) {
+    std::fprintf(stderr, "step_guard: halted (flags[0] = %lld) or ring entry 0 differs from the sums\n",
+                 (long long)h[0]);
+    std::exit(1);
+  }
 }
 
 // ---- the copy reference -----------------------------------------------------------------------------------
 
-// Device-to-device cudaMemcpyAsync of kCopyBytes on `st`, timed like the kernels: bytes moved (read + write, 2 x
-// kCopyBytes) per second. 256 MiB is 5x an H100's L2, so the copy streams from and to DRAM.
-constexpr size_t kCopyBytes = size_t{256} << 20;
+// Device-to-device cudaMemcpyAsync of copy_bytes(b) on b.st, timed like the kernels: bytes moved (read + write, 2 x
+// the size) per second. 256 MiB is 5x an H100's L2, so the copy streams from and to DRAM (1 MiB when smoke).
+size_t copy_bytes(const Bench &b) { return b.smoke ? size_t{1} << 20 : size_t{256} << 20; }
 
-double copy_rate(cudaStream_t st, std::vector<Row> &rows) {
-  DevBuf<float> from(kCopyBytes / sizeof(float)), to(kCopyBytes / sizeof(float));
+double copy_rate(Bench &b) {
+  const size_t bytes = copy_bytes(b);
+  DevBuf<float> from(bytes / sizeof(float)), to(bytes / sizeof(float));
   fill(from, 0.0f, 1.0f, 16);
   const double us =
-      time_us([&] { return cudaMemcpyAsync(to.get(), from.get(), kCopyBytes, cudaMemcpyDeviceToDevice, st); }, st);
-  rows.push_back({"cudaMemcpy D2D", "-", "256 MiB", 2.0 * (double)kCopyBytes, us});
-  return 2.0 * (double)kCopyBytes / (us * 1e-6);
+      time_us([&] { return cudaMemcpyAsync(to.get(), from.get(), bytes, cudaMemcpyDeviceToDevice, b.st); }, b);
+  b.rows.push_back({"cudaMemcpy D2D", "-", std::to_string(bytes >> 20) + " MiB", 2.0 * (double)bytes, us});
+  return 2.0 * (double)bytes / (us * 1e-6);
 }
 
 // ---- output ----------------------------------------------------------------------------------------------
@@ -338,17 +391,21 @@ void print_json(const char *path, const cudaDeviceProp &prop, double peak, doubl
 }  // namespace
 
 int main(int argc, char **argv) {
-  const char *json = nullptr, *models = "ABCD";
+  const char *json = nullptr, *models = nullptr;
+  bool smoke = false;
   for (int i = 1; i < argc; i++) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) {
       json = argv[++i];
     } else if (!std::strcmp(argv[i], "--models") && i + 1 < argc) {
-      models = argv[++i];  // the suite's models to run, e.g. "AB" (default: all four)
+      models = argv[++i];  // the suite's models to run, e.g. "AB" (default: all four; A when smoke)
+    } else if (!std::strcmp(argv[i], "--smoke")) {
+      smoke = true;  // one launch per kernel, small set-up buffers (the emulated ctest)
     } else {
-      std::fprintf(stderr, "usage: %s [--models ABCD] [--json OUT]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--models ABCD] [--json OUT] [--smoke]\n", argv[0]);
       return std::strcmp(argv[i], "--help") ? 2 : 0;
     }
   }
+  if (!models) models = smoke ? "A" : "ABCD";
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
     std::printf("no CUDA device: nothing to benchmark\n");
@@ -371,14 +428,14 @@ int main(int argc, char **argv) {
   }
   const double peak = 2.0 * mem_khz * 1e3 * (bus_bits / 8.0);
 
-  cudaStream_t st;
-  CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
-  std::vector<Row> rows;
-  const double copy = copy_rate(st, rows);
+  Bench bench{nullptr, smoke, {}};
+  CHECK(cudaStreamCreateWithFlags(&bench.st, cudaStreamNonBlocking));
+  const double copy = copy_rate(bench);
   for (const Shape &s : kSuite)
-    if (std::strchr(models, s.name[0])) bench_shape(s, st, rows);
-  bench_step_guard(st, rows);
-  CHECK(cudaStreamDestroy(st));
+    if (std::strchr(models, s.name[0])) bench_shape(s, bench);
+  bench_step_guard(bench);
+  CHECK(cudaStreamDestroy(bench.st));
+  const std::vector<Row> &rows = bench.rows;
 
   if (peak > 0)
     std::printf("device: %s (sm_%d%d), DRAM peak %.0f GB/s (2 x %.0f MHz x %d bit), L2 %.0f MB\n", prop.name,
@@ -386,7 +443,7 @@ int main(int argc, char **argv) {
   else
     std::printf("device: %s (sm_%d%d), DRAM peak unknown, L2 %.0f MB\n", prop.name, prop.major, prop.minor,
                 l2 / 1e6);
-  std::printf("device-to-device copy: %.0f GB/s (read + write of %zu MiB)\n", copy / 1e9, kCopyBytes >> 20);
+  std::printf("device-to-device copy: %.0f GB/s (read + write of %zu MiB)\n", copy / 1e9, copy_bytes(bench) >> 20);
   std::printf("%-26s %-5s %-14s %12s %11s %9s %7s %7s %3s\n", "kernel", "model", "shape", "bytes/launch",
               "us/launch", "GB/s", "% copy", "% peak", "L2");
   for (const Row &r : rows) {

@@ -28,8 +28,22 @@ asan_tests() {
       ctest --test-dir build-asan --output-on-failure -j2
 }
 
+# The emulated CUDA kernels compiled with FMA contraction, as nvcc compiles them (docs/CUDA_EMULATION.md, "The FMA
+# build"): only the emulation's programs are built, then every test of the label emu runs.
+fma_tests() {
+  cmake -S . -B build-fma -DCMAKE_BUILD_TYPE=Release -DCUVAE_EMU_FMA=ON -DCUVAE_CUDA=OFF -DCUVAE_BENCH=OFF \
+    >/dev/null &&
+    cmake --build build-fma -j"$(nproc)" --target cuvae-emu-tests >/dev/null &&
+    ctest --test-dir build-fma -L emu --output-on-failure -j2
+}
+
 stage "tests (Release)" release_tests
 stage "tests (AddressSanitizer + UBSan)" asan_tests
+if grep -qw fma /proc/cpuinfo || [ "$(uname -m)" = aarch64 ]; then
+  stage "emulated CUDA with FMA contraction" fma_tests
+else
+  verdicts+=("skip   emulated CUDA with FMA contraction (this CPU has no FMA instructions)")
+fi
 # The Release build's emulated CUDA tests (label emu) under the emulation's deferred mode (stream work runs only
 # when the host synchronises: a missing synchronisation shows as stale data) and under its schedule mode with two
 # seeds (warps in a seeded random order between barriers, lanes interleaved, shared memory poisoned: a missing

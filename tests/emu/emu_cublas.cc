@@ -69,7 +69,13 @@ bool live(cublasHandle_t h) {
   return h != nullptr && g_handles.count(h) != 0;
 }
 
-bool valid_op(cublasOperation_t op) { return op == CUBLAS_OP_N || op == CUBLAS_OP_T || op == CUBLAS_OP_C; }
+// A caller may pass any integer as an operation, as to the real cuBLAS: read it as an int (memcpy), since loading an
+// enum object that holds no enumerator's value is undefined (UBSan's -fsanitize=enum reports it).
+bool valid_op(const cublasOperation_t *op) {
+  int v;
+  memcpy(&v, op, sizeof v);
+  return v == CUBLAS_OP_N || v == CUBLAS_OP_T || v == CUBLAS_OP_C;
+}
 
 CBLAS_TRANSPOSE to_cblas(cublasOperation_t op) { return op == CUBLAS_OP_N ? CblasNoTrans : CblasTrans; }
 
@@ -238,7 +244,7 @@ cublasStatus_t gemm(const char *fn, cublasHandle_t handle, cublasOperation_t tra
                     const float *B, int ldb, long long stride_b, const float *beta, float *C, int ldc,
                     long long stride_c, int batch_count, bool tf32) {
   if (!live(handle)) return CUBLAS_STATUS_NOT_INITIALIZED;
-  if (!valid_op(transa) || !valid_op(transb) || m < 0 || n < 0 || k < 0 || batch_count < 0)
+  if (!valid_op(&transa) || !valid_op(&transb) || m < 0 || n < 0 || k < 0 || batch_count < 0)
     return CUBLAS_STATUS_INVALID_VALUE;
   const int a_rows = transa == CUBLAS_OP_N ? m : k, b_rows = transb == CUBLAS_OP_N ? k : n;
   if (lda < std::max(1, a_rows) || ldb < std::max(1, b_rows) || ldc < std::max(1, m))
@@ -449,7 +455,7 @@ cublasStatus_t cublasSgemv_v2(cublasHandle_t handle, cublasOperation_t trans, in
                               int incy) {
   const char *fn = "cublasSgemv";
   if (!live(handle)) return CUBLAS_STATUS_NOT_INITIALIZED;
-  if (!valid_op(trans) || m < 0 || n < 0 || lda < std::max(1, m) || incx == 0 || incy == 0 || alpha == nullptr ||
+  if (!valid_op(&trans) || m < 0 || n < 0 || lda < std::max(1, m) || incx == 0 || incy == 0 || alpha == nullptr ||
       beta == nullptr)
     return CUBLAS_STATUS_INVALID_VALUE;
   if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;

@@ -39,7 +39,8 @@ __global__ void iwae_replicate_kernel(const float *__restrict__ x, float *__rest
 
 // docs/MATH.md section 2 with the q(z|x) of data row r shared by its samples, elementwise over the R*C*Z entries:
 //   z[s*R + r][j] = mu_r[j] + exp(0.5 lv_r[j]) * eps[s*R + r][j]
-// (the float expression of reparam_kl_forward_kernel and of the CPU twin).
+// (the float expression of reparam_kl_forward_kernel and of the CPU twin, with their roundings: the product is
+// __fmul_rn, so nvcc cannot fuse it with the sum into an FMA).
 __global__ void iwae_reparam_kernel(const float *__restrict__ mulv, const float *__restrict__ eps,
                                     float *__restrict__ z, int R, int Z, int64_t n) {
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
@@ -47,7 +48,7 @@ __global__ void iwae_reparam_kernel(const float *__restrict__ mulv, const float 
     const int64_t i = k / Z, j = k - i * Z, r = i % R;
     const float *mu = mulv + r * 2 * Z;
     const float sd = expf(0.5f * mu[Z + j]);
-    z[k] = mu[j] + sd * eps[k];
+    z[k] = mu[j] + __fmul_rn(sd, eps[k]);
   }
 }
 

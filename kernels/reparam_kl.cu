@@ -28,11 +28,13 @@ bool vector_rows(int Z, const void *a, const void *b, const void *c, const void 
 
 // One latent entry of the forward pass (docs/MATH.md sections 2-3): z = mu + exp(0.5 lv) * eps, and the entry's KL
 // term mu^2 + exp(lv) - 1 - lv added to kl. exp(lv) is taken as sd * sd, as the CPU twin does, so the KL and z
-// use the same exp.
+// use the same exp. z is the twin's float expression with its roundings: the product is __fmul_rn, so nvcc cannot
+// fuse it with the sum into an FMA. The KL term is float here and double in the twin (a tolerance compares them),
+// so its products may be fused.
 __device__ inline float forward_one(float m, float l, float e, float &kl) {
   const float sd = expf(0.5f * l);
   kl += m * m + sd * sd - 1.0f - l;
-  return m + sd * e;
+  return m + __fmul_rn(sd, e);
 }
 
 // Forward, docs/MATH.md section 2 (reparameterization) and section 3 (closed-form KL), one block per row b:
@@ -72,11 +74,13 @@ __global__ void reparam_kl_forward_kernel(const float *__restrict__ mulv, const 
 // One latent entry of the backward pass, docs/MATH.md sections 2-3, s = kl_scale = dL/dKL_b:
 //   dmu = dz + s * mu                                     (dz from z; s * dKL/dmu)
 //   dlv = dz * eps * 0.5 exp(0.5 lv) + s * 0.5 (exp(lv) - 1)
-// Same float expressions, in the same order, as the CPU twin.
+// Same float expressions, in the same order and with the same roundings, as the CPU twin: every product that feeds
+// an addition is __fmul_rn, so nvcc cannot contract it into an FMA (which rounds once instead of twice; near
+// lv = 0, sd * sd - 1 cancels and the fused form would differ from the twin's by far more than an ulp).
 __device__ inline void backward_one(float m, float l, float e, float g, float s, float &dmu, float &dlv) {
   const float sd = expf(0.5f * l);
-  dmu = g + s * m;
-  dlv = g * e * 0.5f * sd + s * 0.5f * (sd * sd - 1.0f);
+  dmu = g + __fmul_rn(s, m);
+  dlv = __fmul_rn(g * e * 0.5f, sd) + __fmul_rn(s * 0.5f, __fmul_rn(sd, sd) - 1.0f);
 }
 
 // Backward, one block per row b, threads along the row: columns one by one (scalar path) or in float4 groups (four

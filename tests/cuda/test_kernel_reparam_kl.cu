@@ -176,6 +176,59 @@ TEST(KernelReparamKl, BackwardExtremeLogVariances) {
     }
 }
 
+// Rounds x to float on its own: a product passed through rn cannot be fused into an FMA with a later addition, on
+// any host compiler (the kernel's FMA contraction is what this test is about).
+float rn(float x) {
+  volatile float v = x;
+  return v;
+}
+
+// The kernel evaluates its twin's float expressions with the twin's roundings (docs/MATH.md sections 2-3), so with
+// the same sd = expf(0.5 lv) both give the same bits: z = mu + rn(sd eps), dmu = dz + rn(s mu),
+// dlv = rn(dz eps 0.5 sd) + rn(s 0.5 (rn(sd sd) - 1)). The device's expf may differ from the twin's by a few ulp,
+// so sd is the device's own: the forward pass with mu = 0, eps = 1 writes z = 0 + sd * 1 = sd exactly. Holds under
+// FMA contraction (nvcc's default; the emulation's FMA build) only where the kernel pins its roundings with
+// __fmul_rn. Z = 1000 and Z = 21 take the vector and scalar paths. iwae_reparam's z is the same expression.
+TEST(KernelReparamKl, ElementwiseResultsAreTheTwinsExpressionsBitForBit) {
+  for (int Z : {1000, 21}) {
+    SCOPED_TRACE(testing::Message() << "Z " << Z);
+    const int B = 64;
+    const float s = 0.37f;
+    const Inputs in = make_inputs(B, Z, 3.0f, 4.0f, 700u + Z);
+    std::vector<float> probe = in.mulv, ones((size_t)B * Z, 1.0f);
+    for (int b = 0; b < B; b++) std::fill_n(&probe[(size_t)b * 2 * Z], Z, 0.0f);  // mu = 0, lv as in.mulv
+    DeviceVec<float> d_probe(probe), d_ones(ones), mulv(in.mulv), eps(in.eps), dz(in.dz), z((size_t)B * Z), kl(B),
+        dmulv((size_t)B * 2 * Z);
+    CUDA_OK(reparam_kl_forward_cuda(d_probe.p, d_ones.p, z.p, kl.p, B, Z, 0));
+    CUDA_OK(cudaDeviceSynchronize());
+    const std::vector<float> sd = z.get();
+    CUDA_OK(reparam_kl_forward_cuda(mulv.p, eps.p, z.p, kl.p, B, Z, 0));
+    CUDA_OK(reparam_kl_backward_cuda(mulv.p, eps.p, dz.p, s, dmulv.p, B, Z, 0));
+    CUDA_OK(cudaDeviceSynchronize());
+    const std::vector<float> zg = z.get(), dg = dmulv.get();
+    int z_diff = 0, dmu_diff = 0, dlv_diff = 0;
+    for (int b = 0; b < B; b++)
+      for (int j = 0; j < Z; j++) {
+        const size_t at = (size_t)b * Z + j, mu_at = (size_t)b * 2 * Z + j;
+        const float m = in.mulv[mu_at], e = in.eps[at], g = in.dz[at], sj = sd[at];
+        const float z_want = m + rn(sj * e), dmu_want = g + rn(s * m);
+        const float dlv_want = rn(g * e * 0.5f * sj) + rn(s * 0.5f * (rn(sj * sj) - 1.0f));
+        z_diff += memcmp(&zg[at], &z_want, sizeof(float)) != 0;
+        dmu_diff += memcmp(&dg[mu_at], &dmu_want, sizeof(float)) != 0;
+        dlv_diff += memcmp(&dg[mu_at + Z], &dlv_want, sizeof(float)) != 0;
+      }
+    EXPECT_EQ(0, z_diff) << "entries of z that differ from mu + rn(sd eps), of " << B * Z;
+    EXPECT_EQ(0, dmu_diff) << "entries of dmu that differ from dz + rn(s mu), of " << B * Z;
+    EXPECT_EQ(0, dlv_diff) << "entries of dlv that differ from the twin's expression, of " << B * Z;
+    // iwae_reparam (kernels/iwae.cu) with one sample per row computes the same z, bit for bit.
+    DeviceVec<float> z1((size_t)B * Z);
+    CUDA_OK(iwae_reparam_cuda(mulv.p, eps.p, z1.p, B, 1, Z, 0));
+    CUDA_OK(cudaDeviceSynchronize());
+    const std::vector<float> zi = z1.get();
+    EXPECT_EQ(0, memcmp(zi.data(), zg.data(), zg.size() * sizeof(float))) << "iwae_reparam's z, one sample per row";
+  }
+}
+
 // Outputs of one forward + backward pass, for bitwise comparisons.
 struct Outputs {
   std::vector<float> z, kl, dmulv;

@@ -127,12 +127,16 @@ void expect_state_close(const State &cpu, const State &gpu, double p_atol, const
 // whose terms cancel; its float error is relative to the sum of |terms|, which the tensor's largest entry bounds
 // in scale: each side within gamma_K of the magnitude per GEMM (Higham 3.1; K <= 32: 2e-6 apart at most),
 // compounded over the <= 3 + 3 layers of the forward and backward pass (~12 gamma_32 = 2.3e-5 of the magnitude
-// sum, which is <= 0.4 max|g| when the tensor's gradients do not cancel by more than that: the condition assumed),
-// and after step 0 computed from parameters that drifted by ~1e-8 (see the file comment). Measured under
-// emulation: at most 6.3e-7 of max|g|; 1e-5 also leaves room for the other summation orders (split-K) of cuBLAS on
-// a GPU. rtol 1e-4 for the large entries, which carry the same absolute error.
+// sum, which is <= 0.4 max|g| when the tensor's gradients do not cancel by more than that: the condition assumed).
+// Measured under emulation at step 0: at most 1.4e-6 of max|g|; 1e-5 also leaves room for the other summation
+// orders (split-K) of cuBLAS on a GPU. rtol 1e-4 for the large entries, which carry the same absolute error.
+// From step 1 on, the gradients are those of parameters that already differ (test_backend_parity.cc's file comment:
+// no a-priori bound closes), so atol is the step-0 bound grown 25x, as the losses' is: 2.5e-4 max|g|. Measured: up
+// to 6.2e-5 of max|g| (cvae_iwae_3's enc.lv.bias at step 8, with the device's normals; with and without FMA
+// contraction), every other member and case <= 2.1e-6.
 double expect_grads_close(const cuvae_model &m, cuvae_backend *cpu, cuvae_backend *gpu, const char *name,
                           int64_t t) {
+  const double grown = t == 0 ? 1.0 : 25.0;
   std::vector<float> gc(m.n_params), gg(m.n_params);
   EXPECT_EQ(cpu->get_grad(cpu, gc.data()), 0) << cuvae_last_error();
   EXPECT_EQ(gpu->get_grad(gpu, gg.data()), 0) << cuvae_last_error();
@@ -143,7 +147,7 @@ double expect_grads_close(const cuvae_model &m, cuvae_backend *cpu, cuvae_backen
     const std::vector<float> b(gg.begin() + tn.offset, gg.begin() + tn.offset + tn.count);
     const double scale = max_abs(a);
     bool ok;
-    const double d = max_diff(a, b, 1e-5 * scale, 1e-4, &ok);
+    const double d = max_diff(a, b, grown * 1e-5 * scale, 1e-4, &ok);
     EXPECT_TRUE(ok) << name << " step " << t << ": gradient " << tn.name << " differs by up to " << d
                     << " (max |g| " << scale << ")";
     worst = std::max(worst, scale > 0 ? d / scale : d);

@@ -16,7 +16,7 @@
 #define __restrict__ __restrict
 // Static shared memory: a function-scope static is one object per kernel, shared by all fibers of the running
 // block; blocks run one at a time, so this is exactly per-block shared memory (not re-initialised per block, except
-// by the schedule mode, which poisons the section cuda_emu_shared before every block: emu_exec.cc). Under
+// by the schedule mode, which poisons the section cuda_emu_shared before every block: emu_schedule.cc). Under
 // AddressSanitizer it stays a plain static, which keeps ASan's redzones around it.
 #if defined(__SANITIZE_ADDRESS__)
 #define __shared__ static

@@ -1,4 +1,4 @@
-// Tests of the emulation's schedule mode (CUDA_EMU_SCHEDULE=shuffle:SEED, emu_exec.cc): a missing __syncthreads,
+// Tests of the emulation's schedule mode (CUDA_EMU_SCHEDULE=shuffle:SEED, emu_schedule.cc): a missing __syncthreads,
 // a reliance on warp lockstep and a read of uninitialised shared memory change results under it, as they can on a
 // GPU, while the same kernels with their barriers give the right result under every seed.
 #include "cuda_compat.h"  // first: it stands in for cuda_runtime.h

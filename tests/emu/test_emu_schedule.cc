@@ -17,7 +17,15 @@ constexpr int kSeeds = 8;
 // Each test starts in order (whatever CUDA_EMU_SCHEDULE says), sets the mode it needs per launch, and ends in order.
 class EmuSchedule : public ::testing::Test {
  protected:
-  void SetUp() override { cuda_emu_set_schedule(0, 0); }
+  void SetUp() override {
+#if defined(__SANITIZE_ADDRESS__)
+    // Under AddressSanitizer static __shared__ arrays are ordinary statics that the schedule mode does not poison
+    // (ASan's guard zones sit between them), so values a previous launch left there can make a missing barrier
+    // look right. These tests run in the Release build's stages (scripts/test.sh).
+    GTEST_SKIP() << "the schedule mode cannot poison static shared memory under AddressSanitizer";
+#endif
+    cuda_emu_set_schedule(0, 0);
+  }
   void TearDown() override { cuda_emu_set_schedule(0, 0); }
 };
 

@@ -45,12 +45,10 @@ __global__ void bernoulli_nll_grad_kernel(const float *__restrict__ logits, cons
   if (threadIdx.x == 0) nll_row[blockIdx.x] = acc;
 }
 
-// docs/MATH.md section 4, Gaussian with fixed sigma: nll_row[b] = 0.5/s^2 sum_d (x_d - f_d)^2 + 0.5 D (log s^2 + log 2pi);
-// df = scale/s^2 * (f - x). The row-independent factors come from the launcher, computed in double as on the CPU:
-// half_inv_s2 = 0.5/s^2, const_term = 0.5 D (log s^2 + log 2pi), g_scale = scale/s^2.
-__global__ void gaussian_nll_grad_kernel(const float *__restrict__ f, const float *__restrict__ x,
-                                         float half_inv_s2, float const_term, float *__restrict__ nll_row,
-                                         float *__restrict__ df, float g_scale, int D) {
+// The Gaussian likelihoods' common row pass (block = row blockIdx.x of f, x, df): returns sum_d (x_d - f_d)^2 (a fixed
+// tree, valid in thread 0 as block_sum's) and writes df_d = g_scale (f_d - x_d) when df is not null.
+__device__ float row_squared_error(const float *__restrict__ f, const float *__restrict__ x, float *__restrict__ df,
+                                   float g_scale, int D) {
   const size_t row = (size_t)blockIdx.x * D;
   const float *fr = f + row, *xr = x + row;
   float *g = df ? df + row : nullptr;
@@ -62,7 +60,16 @@ __global__ void gaussian_nll_grad_kernel(const float *__restrict__ f, const floa
     sq += r * r;
     if (g) g[d] = g_scale * (fd - xd);
   }
-  sq = block_sum(sq, warp_sums);
+  return block_sum(sq, warp_sums);
+}
+
+// docs/MATH.md section 4, Gaussian with fixed sigma: nll_row[b] = 0.5/s^2 sum_d (x_d - f_d)^2 + 0.5 D (log s^2 + log 2pi);
+// df = scale/s^2 * (f - x). The row-independent factors come from the launcher, computed in double as on the CPU:
+// half_inv_s2 = 0.5/s^2, const_term = 0.5 D (log s^2 + log 2pi), g_scale = scale/s^2.
+__global__ void gaussian_nll_grad_kernel(const float *__restrict__ f, const float *__restrict__ x,
+                                         float half_inv_s2, float const_term, float *__restrict__ nll_row,
+                                         float *__restrict__ df, float g_scale, int D) {
+  const float sq = row_squared_error(f, x, df, g_scale, D);
   if (threadIdx.x == 0) nll_row[blockIdx.x] = sq * half_inv_s2 + const_term;
 }
 
@@ -102,20 +109,9 @@ __global__ void gaussian_shared_nll_grad_kernel(const float *__restrict__ f, con
                                                 const float *__restrict__ logvar, float *__restrict__ nll_row,
                                                 float *__restrict__ df, float *__restrict__ dlv_row, float scale,
                                                 int D) {
-  const size_t row = (size_t)blockIdx.x * D;
-  const float *fr = f + row, *xr = x + row;
-  float *g = df ? df + row : nullptr;
   const double lv = *logvar, w = exp(-lv);
   const float g_scale = (float)(scale * w);
-  __shared__ float warp_sums[32];
-  float sq = 0.0f;
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    const float fd = fr[d], xd = xr[d];
-    const float r = xd - fd;
-    sq += r * r;
-    if (g) g[d] = g_scale * (fd - xd);
-  }
-  sq = block_sum(sq, warp_sums);
+  const float sq = row_squared_error(f, x, df, g_scale, D);
   if (threadIdx.x == 0) {
     const double log_2pi = 1.8378770664093454836;  // log(2 pi)
     nll_row[blockIdx.x] = (float)(0.5 * (D * lv + w * sq + D * log_2pi));

@@ -4,6 +4,7 @@
 // within a stream, cudaStreamWaitEvent, and the legacy default stream's implicit synchronisation with blocking
 // streams (an operation on the legacy stream waits for the work issued before it on every blocking stream; an
 // operation on a blocking stream waits for the work issued before it on the legacy stream).
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,7 +68,11 @@ bool enabled() {
   int m = g_mode.load();
   if (m < 0) {
     const char *v = getenv("CUDA_EMU_ASYNC");
-    m = v && *v && strcmp(v, "0") != 0;
+    if (v && *v && strcmp(v, "0") != 0 && strcmp(v, "1") != 0) {
+      fprintf(stderr, "cuda_emu: CUDA_EMU_ASYNC must be 0 or 1, not \"%s\"\n", v);
+      exit(2);
+    }
+    m = v && strcmp(v, "1") == 0;
     int expected = -1;
     if (!g_mode.compare_exchange_strong(expected, m)) m = expected;
   }

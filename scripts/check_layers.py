@@ -12,7 +12,7 @@ import sys
 
 RANK = {"core": 0, "io": 1, "backend": 2, "backend/cpu": 3, "backend/cuda": 3, "kernels": 3, "engine": 4, "cli": 5}
 PUBLIC = {  # include/cuvae/NAME.h -> its layer
-    "error": "core", "rng": "core", "blas": "core", "config": "core", "model": "core",
+    "error": "core", "rng": "core", "blas": "core", "bf16": "core", "config": "core", "model": "core",
     "data": "io", "checkpoint": "io", "export": "io",
     "objective": "backend", "device": "backend", "cpu": "backend/cpu",
     "train": "engine", "image": "engine", "ppca": "engine",

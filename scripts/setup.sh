@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # liblapacke-dev only for <lapack.h>'s prototypes: LAPACK itself is the one bundled in OpenBLAS (src/core/linalg.h).
 packages=(build-essential cmake pkg-config python3 libopenblas-dev libopenblas-openmp-dev libinih-dev libcjson-dev zlib1g-dev libgtest-dev googletest libboost-context-dev
           libbenchmark-dev
-          libpng-dev libcairo2-dev liblapacke-dev
+          libpng-dev libcairo2-dev liblapacke-dev libdnnl-dev
           dataset-fashion-mnist)
 scripts/install_packages.sh setup "${packages[@]}"
 

@@ -17,9 +17,11 @@ typedef enum { CUVAE_LIK_BERNOULLI = 0, CUVAE_LIK_GAUSSIAN = 1 } cuvae_likelihoo
 /* torch: W, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch nn.Linear's default (He-uniform with a = sqrt 5);
  * he: He-normal (ReLU) / Xavier-uniform (tanh, heads, output) weights, zero biases. */
 typedef enum { CUVAE_INIT_TORCH = 0, CUVAE_INIT_HE = 1 } cuvae_init;
-/* GEMM precision on the CUDA backend: fp32, or TF32 tensor-core math (inputs rounded to 10 mantissa bits). The
- * CPU backend always computes in fp32. */
-typedef enum { CUVAE_PRECISION_FP32 = 0, CUVAE_PRECISION_TF32 = 1 } cuvae_precision;
+/* GEMM precision (docs/MATH.md section 8): fp32; TF32 tensor-core math on the CUDA backend (inputs rounded to 10
+ * mantissa bits; the CPU has no TF32 and computes fp32); bf16: the GEMMs' operands (weights, the activations and
+ * gradients that feed a GEMM) rounded to bfloat16, fp32 accumulation, everything else fp32 (fp32 master weights and
+ * Adam state, losses, the fused kernels). */
+typedef enum { CUVAE_PRECISION_FP32 = 0, CUVAE_PRECISION_TF32 = 1, CUVAE_PRECISION_BF16 = 2 } cuvae_precision;
 /* The model family (docs/MATH.md sections 4-6). Gaussian decoder variance: fixed sigma, one learned
  * log-variance shared by every pixel (tensor dec.logvar), or a second decoder head of per-pixel log-variances. */
 typedef enum { CUVAE_VAR_FIXED = 0, CUVAE_VAR_LEARNED_SHARED = 1, CUVAE_VAR_LEARNED_PER_DIM = 2 } cuvae_variance;
@@ -70,7 +72,7 @@ typedef struct cuvae_config {
   int eval_batch_size;
   int log_every;                        /* steps between plain log lines / progress refreshes */
   int threads;                          /* 0 = all cores */
-  cuvae_precision precision;            /* CUDA GEMMs: fp32 | tf32 */
+  cuvae_precision precision;            /* GEMMs: fp32 | tf32 | bf16 */
   int cuda_graph;                       /* CUDA backend: 1 = replay each step as a captured graph, 0 = eager */
   cuvae_objective objective;            /* elbo | iwae | ae */
   int samples;                          /* samples of z per example: L (elbo) or K (iwae); 1 for ae */

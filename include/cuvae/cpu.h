@@ -1,4 +1,5 @@
-/* The CPU reference backend: the VAE's forward and backward in plain C with dense layers in cblas_sgemm.
+/* The CPU reference backend: the VAE's forward and backward in plain C with dense layers in cblas_sgemm (fp32) or
+ * oneDNN's matmul (bf16).
  * Each fused function below is the CPU twin of a CUDA kernel with the same name stem (kernels/NAME.cu).
  * All matrices are row-major, one row per example. Loss reductions are deterministic (per-row values summed
  * in double, in row order). */
@@ -23,6 +24,20 @@ void dense_forward_cpu(const float *x, const float *W, const float *b, float *y,
  * dW = dy^T x, db = column sums of dy (both overwritten), dx = dy W (skipped when dx == NULL). */
 void dense_backward_cpu(const float *x, const float *W, const float *y, float *dy, float *dW, float *db,
                         float *dx, int B, int in, int out, cuvae_activation act);
+/* bf16 dense layer (docs/MATH.md (8.2)): x16[B][in] and W16[out][in] bfloat16 (include/cuvae/bf16.h), b fp32;
+ * y[B][out] = x16 W16^T (fp32 sums, oneDNN's matmul), then bias_act_forward. */
+void dense_forward_bf16_cpu(const uint16_t *x16, const uint16_t *W16, const float *b, float *y, int B, int in, int out,
+                            cuvae_activation act);
+/* Backward of dense_forward_bf16_cpu: dy (fp32) is overwritten with d = dy * act'(y) and dy16[B][out] receives
+ * bf16(d); db = column sums of d (fp32), dW = bf16(d)^T x16, dx = bf16(d) W16 (skipped when dx == NULL). */
+void dense_backward_bf16_cpu(const uint16_t *x16, const uint16_t *W16, const float *y, float *dy, uint16_t *dy16,
+                             float *dW, float *db, float *dx, int B, int in, int out, cuvae_activation act);
+/* 0 when oneDNN runs bf16 matmuls on this CPU's bf16 units (AMX or AVX512-BF16); desc then names the library and
+ * its implementation ("oneDNN 2.6.3 matmul bf16 (brg:avx512_core_amx_bf16)"). -1 with a message naming the CPU's
+ * shortfall otherwise: bf16 never runs as a silent slow path. */
+int cuvae_cpu_bf16_gemm_check(char *desc, size_t n);
+/* y16[i] = bf16(x[i]), i < n (docs/MATH.md (8.1); CPU twin of kernels/bf16.cu). */
+void to_bf16_cpu(const float *x, uint16_t *y16, size_t n);
 /* y = act(y + b) in place, b broadcast over rows. */
 void bias_act_forward_cpu(float *y, const float *b, int B, int n, cuvae_activation act);
 /* dy *= act'(.) expressed through the output y (relu: y > 0; tanh: 1 - y^2). */
@@ -52,6 +67,10 @@ void gaussian_nll_grad_cpu(const float *f, const float *x, float sigma, float *n
  * p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps). */
 void adam_update_cpu(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
                      float eps, int64_t t, float grad_scale);
+/* adam_update_cpu, and p16[i] = bf16(p[i]) of the updated parameters (the GEMMs' weight copy in bf16 precision,
+ * docs/MATH.md (8.2)). */
+void adam_update_bf16_cpu(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
+                          float eps, int64_t t, float grad_scale, uint16_t *p16);
 /* sqrt(sum g^2), summed in double. */
 double grad_norm_cpu(const float *g, size_t n);
 

@@ -3,6 +3,7 @@
 #include <float.h>
 #include <math.h>
 
+#include "cuvae/bf16.h"
 #include "cuvae/cpu.h"
 #include "parallel.h"
 #include "simd_math.h"
@@ -12,7 +13,8 @@ enum { ADAM_CHUNK = 1 << 14 };  /* elements per task: large enough to amortise, 
 /* One chunk of the update (the per-element arithmetic of adam_update_cpu), compiled per vector width. */
 CUVAE_VECTOR_CLONES
 static void adam_chunk(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, size_t n,
-                       float lr, float b1, float b2, float eps, float c1, float c2, float grad_scale) {
+                       float lr, float b1, float b2, float eps, float c1, float c2, float grad_scale,
+                       uint16_t *restrict p16) {
   for (size_t i = 0; i < n; i++) {
     const float gi = grad_scale * g[i];
     float mi = b1 * m[i] + (1.0f - b1) * gi, vi = b2 * v[i] + (1.0f - b2) * gi * gi;
@@ -25,10 +27,12 @@ static void adam_chunk(float *restrict p, const float *restrict g, float *restri
     v[i] = vi;
     p[i] -= lr * (mi * c1) / (sqrtf(vi * c2) + eps);
   }
+  if (p16)  /* the GEMMs' bf16 weights, docs/MATH.md (8.2), while the chunk is in cache */
+    for (size_t i = 0; i < n; i++) p16[i] = cuvae_bf16_from_float(p[i]);
 }
 
-void adam_update_cpu(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
-                     float eps, int64_t t, float grad_scale) {
+static void adam_update(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
+                        float eps, int64_t t, float grad_scale, uint16_t *p16) {
   /* Bias corrections 1 - b^t, computed in double once per step. */
   const float c1 = (float)(1.0 / (1.0 - pow((double)b1, (double)t)));
   const float c2 = (float)(1.0 / (1.0 - pow((double)b2, (double)t)));
@@ -36,8 +40,18 @@ void adam_update_cpu(float *p, const float *g, float *m, float *v, size_t n, flo
   CUVAE_PARALLEL_FOR(n)
   for (long long c = 0; c < chunks; c++) {
     const size_t lo = (size_t)c * ADAM_CHUNK, len = n - lo < ADAM_CHUNK ? n - lo : ADAM_CHUNK;
-    adam_chunk(p + lo, g + lo, m + lo, v + lo, len, lr, b1, b2, eps, c1, c2, grad_scale);
+    adam_chunk(p + lo, g + lo, m + lo, v + lo, len, lr, b1, b2, eps, c1, c2, grad_scale, p16 ? p16 + lo : NULL);
   }
+}
+
+void adam_update_cpu(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
+                     float eps, int64_t t, float grad_scale) {
+  adam_update(p, g, m, v, n, lr, b1, b2, eps, t, grad_scale, NULL);
+}
+
+void adam_update_bf16_cpu(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
+                          float eps, int64_t t, float grad_scale, uint16_t *p16) {
+  adam_update(p, g, m, v, n, lr, b1, b2, eps, t, grad_scale, p16);
 }
 
 enum { NORM_MAX_CHUNKS = 64, NORM_MIN_CHUNK = 1 << 16, NORM_LANES = 8 };

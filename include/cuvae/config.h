@@ -102,6 +102,7 @@ const char *cuvae_activation_name(cuvae_activation a);
 const char *cuvae_likelihood_name(cuvae_likelihood l);
 const char *cuvae_init_name(cuvae_init i);
 const char *cuvae_objective_name(cuvae_objective o);
+const char *cuvae_precision_name(cuvae_precision p);
 
 #ifdef __cplusplus
 }

@@ -167,6 +167,12 @@ typedef struct cuvae_cpu_ws cuvae_cpu_ws;  /* activations and scratch for up to 
 cuvae_cpu_ws *cuvae_cpu_ws_create(const cuvae_model *m, int max_rows);
 void cuvae_cpu_ws_destroy(cuvae_cpu_ws *ws);
 
+/* Switches ws to bf16 precision (docs/MATH.md (8.2)): every later call computes its dense layers from params16, the
+ * caller's bf16 copy of the parameters (n_params values, kept equal to bf16(params) by the caller: Adam's
+ * adam_update_bf16_cpu), with bf16 activations; biases and everything else still come from params. -1 when out of
+ * memory. */
+int cuvae_cpu_ws_use_bf16(cuvae_cpu_ws *ws, const cuvae_model *m, const uint16_t *params16);
+
 /* The objective of a batch (its batch mean, per data point); when grad != NULL also its gradient w.r.t. every
  * parameter (overwritten, same layout as params). Returns 0, or -1 if B * samples exceeds the workspace. */
 int cuvae_cpu_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params,
@@ -193,6 +199,10 @@ const float *cuvae_cpu_encode(const cuvae_model *m, cuvae_cpu_ws *ws, const floa
  * means, or [mean | lv]) in a buffer owned by ws; returned. */
 const float *cuvae_cpu_decode(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *z,
                               const int32_t *labels, int N);
+/* The decoder's layers on a prepared input in[N][dec.0 in] (z, or [z | onehot y]): its output rows, as
+ * cuvae_cpu_decode. */
+const float *cuvae_cpu_decoder_layers(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *in,
+                                      int N);
 /* -log p(x | decoder output y) per row for the model's likelihood (docs/MATH.md section 4: Bernoulli, Gaussian with
  * fixed, shared learned or per-dim learned variance). dy (NULL: forward only) = scale * d(-log p)/dy, with y's
  * row width (2D for per-dim variance); learned_shared: dlv_row[b] = row b's part of scale * d(-log p)/d logvar. */

@@ -30,6 +30,7 @@ struct cuvae_backend {
   int max_pending;     /* at most this many train_step calls between two collects */
   char notice[256];    /* a line for the log from creation (e.g. "auto" fell back to the CPU); "" when none */
   char memory_plan[512]; /* what the backend holds, by category, one line (printed at the start of training) */
+  char gemm[160];        /* what runs the dense layers' GEMMs, in which precision (printed at the start of training) */
   /* Enqueues one Adam step on train rows rows[0..B) with the noise of training step `step` (0-based). Fails at
    * once on bad arguments (B, a row outside the training set, more than max_pending steps pending). */
   int (*train_step)(cuvae_backend *be, const uint32_t *rows, int B, int64_t step);

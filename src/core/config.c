@@ -24,7 +24,7 @@
 const char *const cfg_likelihoods[] = {"bernoulli", "gaussian", NULL}; /* cuvae_likelihood order */
 const char *const cfg_activations[] = {"relu", "tanh", NULL};          /* cuvae_activation order */
 const char *const cfg_inits[] = {"torch", "he", NULL};                 /* cuvae_init order */
-static const char *const k_precisions[] = {"fp32", "tf32", "bf16", NULL};         /* cuvae_precision order */
+const char *const cfg_precisions[] = {"fp32", "tf32", "bf16", NULL};    /* cuvae_precision order */
 static const char *const k_off_on[] = {"off", "on", NULL};                  /* 0, 1 */
 static const char *const k_datasets[] = {"fashion-mnist", "", NULL};        /* "" = explicit paths */
 const char *const cfg_false_true[] = {"false", "true", NULL};          /* 0, 1 */
@@ -100,7 +100,7 @@ const key_def cfg_keys[] = {
     {"train", "log_every", T_INT, FIELD(log_every), HAS_MIN, 1, 0, "50", NULL, "steps between log lines", 0},
     {"train", "threads", T_INT, FIELD(threads), HAS_MIN | HAS_MAX, 0, 1024, "0", NULL,
      "CPU threads; 0 = all cores", 0},
-    {"train", "precision", T_ENUM, FIELD(precision), 0, 0, 0, "fp32", k_precisions,
+    {"train", "precision", T_ENUM, FIELD(precision), 0, 0, 0, "fp32", cfg_precisions,
      "GEMM math: fp32; tf32 (CUDA tensor cores; the CPU computes fp32); bf16 (bfloat16 GEMM operands, fp32 "
      "accumulation, fp32 master weights and Adam state; CPU: oneDNN on AMX / AVX512-BF16)", 0},
     {"train", "cuda_graph", T_ENUM, FIELD(cuda_graph), 0, 0, 0, "on", k_off_on,

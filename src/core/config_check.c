@@ -198,3 +198,4 @@ const char *cuvae_likelihood_name(cuvae_likelihood l) { return choice_name(cfg_l
 const char *cuvae_objective_name(cuvae_objective o) { return choice_name(cfg_objectives, (int)o); }
 
 const char *cuvae_init_name(cuvae_init i) { return choice_name(cfg_inits, (int)i); }
+const char *cuvae_precision_name(cuvae_precision p) { return choice_name(cfg_precisions, (int)p); }

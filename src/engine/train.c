@@ -274,6 +274,8 @@ static int build_run(run *r, const cuvae_config *cfg, const cuvae_train_opts *op
   if (!r->be) return -1;
   if (r->be->notice[0]) fprintf(log, "note: %s\n", r->be->notice);
   fprintf(log, "memory plan (%s): %s\n", r->be->name, r->be->memory_plan);
+  fprintf(log, "GEMMs (%s, precision %s): %s\n", r->be->name, cuvae_precision_name(cfg->precision),
+          r->be->gemm[0] ? r->be->gemm : "cuBLAS");
   const size_t n = r->model.n_params;
   r->params = malloc(n * sizeof(float));
   r->adam_m = malloc(n * sizeof(float));

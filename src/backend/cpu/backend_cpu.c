@@ -13,7 +13,7 @@
 #include "backend_cpu_internal.h"
 #include "cuvae/error.h"
 #include "cuvae/rng.h"
-
+#include "gemm_bf16.h"
 
 /* Runs the step at once; its result waits in `pending` for collect. */
 static int cpu_train_step(cuvae_backend *base, const uint32_t *rows, int B, int64_t step) {
@@ -63,7 +63,9 @@ static int cpu_train_step(cuvae_backend *base, const uint32_t *rows, int B, int6
     return -1;
   if (m->cond) gather_labels_cpu(be->train->labels, rows, be->labels, B);
   const cuvae_cpu_batch batch = {B, be->x_batch, x_in, be->eps, m->cond ? be->labels : NULL};
-  if (cuvae_cpu_objective_grad(m, be->ws, be->params, &batch, &spec, be->grad, &out->loss)) return -1;
+  if (cuvae_cpu_objective_grad(m, be->ws, be->params, &batch, &spec, be->grad, &out->loss) ||
+      gemm_bf16_take_failure())
+    return -1;
   out->grad_norm = grad_norm_cpu(be->grad, m->n_params);
   if (!isfinite(out->loss.objective) || !isfinite(out->loss.nelbo) || !isfinite(out->grad_norm)) {
     be->diverged_step = step + 1;
@@ -79,8 +81,8 @@ static int cpu_train_step(cuvae_backend *base, const uint32_t *rows, int B, int6
   float scale = 1.0f;
   if (be->cfg->clip_norm > 0.0f && out->grad_norm > be->cfg->clip_norm)
     scale = (float)(be->cfg->clip_norm / out->grad_norm);
-  adam_update_cpu(be->params, be->grad, be->adam_m, be->adam_v, m->n_params, be->cfg->lr, be->cfg->beta1,
-                  be->cfg->beta2, be->cfg->adam_eps, step + 1, scale);
+  adam_update_bf16_cpu(be->params, be->grad, be->adam_m, be->adam_v, m->n_params, be->cfg->lr, be->cfg->beta1,
+                       be->cfg->beta2, be->cfg->adam_eps, step + 1, scale, be->params16);
   return 0;
 }
 
@@ -118,7 +120,7 @@ static int cpu_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch,
       return -1;
     const cuvae_cpu_batch in = {b.B, ds->x + b.start * ds->dim, NULL, be->eps, m->cond ? ds->labels + b.start : NULL};
     cuvae_loss l;
-    if (cuvae_cpu_objective_grad(m, be->ws, be->params, &in, &spec, NULL, &l)) return -1;
+    if (cuvae_cpu_objective_grad(m, be->ws, be->params, &in, &spec, NULL, &l) || gemm_bf16_take_failure()) return -1;
     cuvae_eval_pass_add(&pass, &b, &l);
   }
   cuvae_eval_pass_end(&pass, out);
@@ -138,6 +140,7 @@ static int cpu_set_state(cuvae_backend *base, const float *params, const float *
   cpu_backend *be = (cpu_backend *)base;
   const size_t bytes = be->model->n_params * sizeof(float);
   if (params) memcpy(be->params, params, bytes);
+  if (params && be->params16) to_bf16_cpu(be->params, be->params16, be->model->n_params);
   if (adam_m) memcpy(be->adam_m, adam_m, bytes);
   if (adam_v) memcpy(be->adam_v, adam_v, bytes);
   return 0;
@@ -147,6 +150,7 @@ static void cpu_destroy(cuvae_backend *base) {
   cpu_backend *be = (cpu_backend *)base;
   if (!be) return;
   free(be->params);
+  free(be->params16);
   free(be->grad);
   free(be->adam_m);
   free(be->adam_v);
@@ -170,6 +174,26 @@ static float *aligned_zeros(size_t n) {
   float *p = aligned_alloc(256, bytes ? bytes : 256);
   if (p) memset(p, 0, bytes);
   return p;
+}
+
+/* [train] precision: fp32 (and tf32, which the CPU has no form of) on OpenBLAS; bf16 on oneDNN, refused with the
+ * reason on a CPU without bf16 units. Names the GEMM library in base.gemm. */
+static int cpu_precision_setup(cpu_backend *be) {
+  const cuvae_precision p = be->cfg->precision;
+  if (p != CUVAE_PRECISION_BF16) {
+    snprintf(be->base.gemm, sizeof be->base.gemm, "OpenBLAS sgemm fp32%s",
+             p == CUVAE_PRECISION_TF32 ? " (precision = tf32: the CPU has no TF32 and computes fp32)" : "");
+    return 0;
+  }
+  if (cuvae_cpu_bf16_gemm_check(be->base.gemm, sizeof be->base.gemm)) return -1;
+  const size_t n = be->model->n_params;
+  be->params16 = aligned_alloc(256, (n * sizeof(uint16_t) + 255) / 256 * 256);
+  if (!be->params16) return cuvae_error("out of memory: the bf16 weights need %zu values", n);
+  to_bf16_cpu(be->params, be->params16, n);
+  const size_t len = strlen(be->base.memory_plan);
+  snprintf(be->base.memory_plan + len, sizeof be->base.memory_plan - len, "; bf16 weights %.1f MiB",
+           (double)n * sizeof(uint16_t) / (1 << 20));
+  return cuvae_cpu_ws_use_bf16(be->ws, be->model, be->params16);
 }
 
 static const cuvae_backend k_cpu_ops = {
@@ -223,7 +247,7 @@ cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config
   be->train_noise = be->ws ? cuvae_noise_create(cfg->seed) : NULL;
   be->eval_noise = be->train_noise ? cuvae_noise_create(cfg->seed ^ CUVAE_SEED_EVAL) : NULL;
   be->data_noise = be->eval_noise ? cuvae_noise_create(cfg->seed ^ CUVAE_SEED_DATA) : NULL;
-  if (!be->data_noise || cuvae_model_init(m, be->params, cfg->seed)) {
+  if (!be->data_noise || cuvae_model_init(m, be->params, cfg->seed) || cpu_precision_setup(be)) {
     cpu_destroy(&be->base);
     return NULL;
   }

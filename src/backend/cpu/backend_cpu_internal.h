@@ -15,6 +15,7 @@ typedef struct cpu_backend {
   const cuvae_config *cfg;
   const cuvae_dataset *train;
   float *params, *grad, *adam_m, *adam_v;
+  uint16_t *params16;          /* bf16 precision: bf16(params), the GEMMs' weights (docs/MATH.md (8.2)); else NULL */
   float *x_batch, *eps;        /* [max_batch, D], [max_batch * samples, Z] */
   float *x_in, *data_u;        /* [max_batch, D]: the corrupted encoder input; the step's data noise */
   int32_t *labels;             /* [max_batch]: the step's labels (conditional model) */

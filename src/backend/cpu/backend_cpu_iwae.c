@@ -7,13 +7,13 @@
  * row is one decoder batch of rows * chunk <= max_batch rows, laid out sample-major ([C][R]: batch row s*R + r is
  * sample s of data row r). Chunk c of pass p draws its eps at offset (p * n_chunks + c) * stride(rows * chunk * Z)
  * (cuvae_iwae_noise_offset; every draw is the full stride, so consecutive draws never reposition the generator).
- * Per chunk: iwae_reparam_cpu (z), the decoder (dense_forward_cpu per layer), the likelihood's per-row NLL
+ * Per chunk: iwae_reparam_cpu (z), the decoder (cuvae_cpu_decoder_layers, in the backend's precision), the likelihood's per-row NLL
  * (bernoulli/gaussian_nll_grad_cpu without gradient), then iwae_log_weights_cpu folds the chunk's log-weights into
  * each row's running (max, sum exp) in double; iwae_finalize_cpu turns that into log_px at the end of the pass.
  *
  * Memory: the targets replicated for a decoder batch go into the backend's x_batch, eps into its eps buffer (both
- * sized for max_batch rows); the decoder's two ping-pong activation buffers, z, the per-row NLL and the per-row
- * state are allocated per call (the workspace of src/backend/cpu/vae_cpu.c is private to it) and freed before returning.
+ * sized for max_batch rows), the decoder's activations into the workspace's (src/backend/cpu/vae_cpu.c); z, the
+ * per-row NLL and the per-row state are allocated per call and freed before returning.
  * K = 5000 therefore needs no more memory than K = max_batch. */
 #include <stdlib.h>
 
@@ -35,14 +35,12 @@ int cpu_iwae(cuvae_backend *base, const cuvae_dataset *ds, int K, int batch, dou
   if (cuvae_iwae_plan_make(K, batch, be->max_batch, &plan)) return -1;
 
   const size_t rows_max = (size_t)plan.rows * (size_t)plan.chunk;  /* decoder batch, <= max_batch */
-  const size_t widest = cuvae_model_widest_output(m, 0);
-  float *act[2] = {malloc(rows_max * widest * sizeof(float)), malloc(rows_max * widest * sizeof(float))};
   float *z = malloc(rows_max * (size_t)Z * sizeof(float));
   float *zy = m->cond ? malloc(rows_max * ((size_t)Z + m->cond) * sizeof(float)) : NULL;  /* conditional: [z | y] */
   float *nll = malloc(rows_max * sizeof(float));
   double *state = malloc(2 * (size_t)plan.rows * sizeof(double));
   int rc = 0;
-  if (!act[0] || !act[1] || !z || !nll || !state || (m->cond && !zy))
+  if (!z || !nll || !state || (m->cond && !zy))
     rc = cuvae_error("out of memory for IWAE (decoder batch of %zu rows)", rows_max);
 
   const size_t n_draw = rows_max * (size_t)Z;  /* every draw's length (see the file comment) */
@@ -66,19 +64,13 @@ int cpu_iwae(cuvae_backend *base, const cuvae_dataset *ds, int K, int batch, dou
         concat_onehot_cpu(z, Z, labels, R, (int)m->cond, zy, B);
         in = zy;
       }
-      for (int i = 0; i < m->n_dec; i++) {
-        const cuvae_layer *l = &m->dec[i];
-        dense_forward_cpu(in, be->params + l->w, be->params + l->b, act[i % 2], B, (int)l->in, (int)l->out, l->act);
-        in = act[i % 2];
-      }
+      in = cuvae_cpu_decoder_layers(m, be->ws, be->params, in, B);
       /* -log p(x | z) per batch row (docs/MATH.md section 4), no gradient. */
       cuvae_cpu_decoder_nll(m, be->params, in, be->x_batch, nll, NULL, NULL, 1.0f, B);
       iwae_log_weights_cpu(mulv, be->eps, z, nll, R, C, Z, NULL, state, c == 0);
     }
     if (rc == 0) iwae_finalize_cpu(state, R, K, log_px + start);
   }
-  free(act[0]);
-  free(act[1]);
   free(z);
   free(zy);
   free(nll);

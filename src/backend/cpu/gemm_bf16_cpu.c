@@ -154,11 +154,12 @@ int cuvae_cpu_bf16_gemm_check(char *desc, size_t n) {
   int rc = ensure_engine() ? -1 : entry_create(&probe, GEMM_BF16_FORWARD, 64, 64, 64, impl, sizeof impl);
   entry_release(&probe);
   pthread_mutex_unlock(&g_gemm.lock);
-  if (rc) return -1;
+  if (rc && !g_gemm.ready) return -1;
+  if (rc) snprintf(impl, sizeof impl, "none: oneDNN has no implementation for this CPU");
   if (!uses_bf16_units(impl))
-    return cuvae_error("precision = bf16: this CPU has no bf16 matrix units oneDNN can use (its bf16 matmul would "
-                       "run '%s', slower than fp32); bf16 needs AMX (Intel Sapphire Rapids and later) or "
-                       "AVX512-BF16 (Intel Cooper Lake, AMD Zen 4 and later). Use precision = fp32",
+    return cuvae_error("precision = bf16: this CPU has no bf16 matrix units oneDNN can use (oneDNN's bf16 matmul "
+                       "here: %s); bf16 needs AMX (Intel Sapphire Rapids and later) or AVX512-BF16 (Intel Cooper "
+                       "Lake, AMD Zen 4 and later), and would otherwise run slower than fp32. Use precision = fp32",
                        impl);
   const dnnl_version_t *v = dnnl_version();
   snprintf(desc, n, "oneDNN %d.%d.%d matmul bf16 (%s)", v->major, v->minor, v->patch, impl);

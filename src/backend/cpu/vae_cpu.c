@@ -25,6 +25,11 @@ struct cuvae_cpu_ws {
   float *dlv_row;                    /* [N] rows' parts of dL/d logvar (learned_shared) */
   float *enc_in, *dec_in, *dzy;      /* conditional: [B, D + C] = [x | onehot y], [N, Z + C] = [z | onehot y], its
                                         gradient */
+  /* bf16 precision (docs/MATH.md (8.2)); w16 == NULL: fp32 */
+  const uint16_t *w16;                    /* the caller's bf16 copy of the parameters */
+  uint16_t *enc_in16[CUVAE_MAX_LAYERS];   /* bf16 of each layer's input, kept for its weight gradient */
+  uint16_t *dec_in16[CUVAE_MAX_LAYERS];
+  uint16_t *dy16;                         /* [N, widest]: bf16 of a layer's pre-activation gradient */
 };
 
 void cuvae_cpu_ws_destroy(cuvae_cpu_ws *ws) {
@@ -32,7 +37,10 @@ void cuvae_cpu_ws_destroy(cuvae_cpu_ws *ws) {
   for (int i = 0; i < CUVAE_MAX_LAYERS; i++) {
     free(ws->enc_out[i]);
     free(ws->dec_out[i]);
+    free(ws->enc_in16[i]);
+    free(ws->dec_in16[i]);
   }
+  free(ws->dy16);
   float *bufs[] = {ws->z,     ws->dz,   ws->dmulv,  ws->grad_a,  ws->grad_b, ws->kl_row,
                    ws->nll_row, ws->x_rep, ws->kl_s, ws->weight, ws->row_obj, ws->dlv_row,
                    ws->enc_in, ws->dec_in, ws->dzy};
@@ -87,6 +95,19 @@ cuvae_cpu_ws *cuvae_cpu_ws_create(const cuvae_model *m, int max_batch) {
   return ws;
 }
 
+int cuvae_cpu_ws_use_bf16(cuvae_cpu_ws *ws, const cuvae_model *m, const uint16_t *params16) {
+  const size_t B = (size_t)ws->max_batch;
+  int failed = 0;
+  for (int i = 0; i < m->n_enc && !failed; i++)
+    failed = !(ws->enc_in16[i] = malloc(B * m->enc[i].in * sizeof(uint16_t)));
+  for (int i = 0; i < m->n_dec && !failed; i++)
+    failed = !(ws->dec_in16[i] = malloc(B * m->dec[i].in * sizeof(uint16_t)));
+  if (!failed) failed = !(ws->dy16 = malloc(B * cuvae_model_widest_output(m, 1) * sizeof(uint16_t)));
+  if (failed) return cuvae_error("out of memory allocating the bf16 activations for batch %d", ws->max_batch);
+  ws->w16 = params16;
+  return 0;
+}
+
 /* ---- objectives --------------------------------------------------------------------------------------------- */
 
 void cuvae_cpu_decoder_nll(const cuvae_model *m, const float *params, const float *y, const float *x, float *nll_row,
@@ -120,12 +141,28 @@ static const float *decoder_input(const cuvae_model *m, cuvae_cpu_ws *ws, const 
   return ws->dec_in;
 }
 
+/* One dense layer on B rows in the workspace's precision; in bf16 its input's bf16 copy goes to in16. */
+static void layer_forward(const cuvae_cpu_ws *ws, const float *params, const cuvae_layer *l, const float *in,
+                          uint16_t *in16, float *out, int B) {
+  if (!ws->w16) {
+    dense_forward_cpu(in, params + l->w, params + l->b, out, B, (int)l->in, (int)l->out, l->act);
+    return;
+  }
+  to_bf16_cpu(in, in16, (size_t)B * l->in);
+  dense_forward_bf16_cpu(in16, ws->w16 + l->w, params + l->b, out, B, (int)l->in, (int)l->out, l->act);
+}
+
 static void decoder_forward(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *in, int N) {
   for (int i = 0; i < m->n_dec; i++) {
-    const cuvae_layer *l = &m->dec[i];
-    dense_forward_cpu(in, params + l->w, params + l->b, ws->dec_out[i], N, (int)l->in, (int)l->out, l->act);
+    layer_forward(ws, params, &m->dec[i], in, ws->dec_in16[i], ws->dec_out[i], N);
     in = ws->dec_out[i];
   }
+}
+
+const float *cuvae_cpu_decoder_layers(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *in,
+                                      int N) {
+  decoder_forward(m, ws, params, in, N);
+  return ws->dec_out[m->n_dec - 1];
 }
 
 const float *cuvae_cpu_decode(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *z,
@@ -138,8 +175,7 @@ const float *cuvae_cpu_decode(const cuvae_model *m, cuvae_cpu_ws *ws, const floa
 static const float *encoder_forward(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *in,
                                    int B) {
   for (int i = 0; i < m->n_enc; i++) {
-    const cuvae_layer *l = &m->enc[i];
-    dense_forward_cpu(in, params + l->w, params + l->b, ws->enc_out[i], B, (int)l->in, (int)l->out, l->act);
+    layer_forward(ws, params, &m->enc[i], in, ws->enc_in16[i], ws->enc_out[i], B);
     in = ws->enc_out[i];
   }
   return ws->enc_out[m->n_enc - 1];
@@ -151,16 +187,22 @@ const float *cuvae_cpu_encode(const cuvae_model *m, cuvae_cpu_ws *ws, const floa
 }
 
 /* Backward through layers[n-1..0] starting from dy (dL/d output of the last layer, in ws->grad_a).
- * The input of layer 0 is `x0`; dx0 receives dL/dx0 (NULL = not needed). */
+ * The input of layer 0 is `x0` (in16: the bf16 copies of the layers' inputs in bf16 precision); dx0 receives dL/dx0
+ * (NULL = not needed). */
 static void backward_stack(const cuvae_layer *layers, int n, float *const *outs, const float *x0,
-                           const float *params, float *grad, cuvae_cpu_ws *ws, float *dx0, int B) {
+                           uint16_t *const *in16, const float *params, float *grad, cuvae_cpu_ws *ws, float *dx0,
+                           int B) {
   float *dy = ws->grad_a, *spare = ws->grad_b;
   for (int i = n - 1; i >= 0; i--) {
     const cuvae_layer *l = &layers[i];
     const float *in = i == 0 ? x0 : outs[i - 1];
     float *dx = i == 0 ? dx0 : spare;
-    dense_backward_cpu(in, params + l->w, outs[i], dy, grad + l->w, grad + l->b, dx, B, (int)l->in,
-                       (int)l->out, l->act);
+    if (ws->w16)
+      dense_backward_bf16_cpu(in16[i], ws->w16 + l->w, outs[i], dy, ws->dy16, grad + l->w, grad + l->b, dx, B,
+                              (int)l->in, (int)l->out, l->act);
+    else
+      dense_backward_cpu(in, params + l->w, outs[i], dy, grad + l->w, grad + l->b, dx, B, (int)l->in,
+                         (int)l->out, l->act);
     spare = dy;
     dy = dx;
   }
@@ -235,7 +277,7 @@ int cuvae_cpu_latent_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, cons
       gbuf = scratch_grad;
     }
     if (m->variance == CUVAE_VAR_LEARNED_SHARED) gbuf[m->logvar] = (float)sum_rows(ws->dlv_row, N);
-    backward_stack(m->dec, m->n_dec, ws->dec_out, dec_in, params, gbuf, ws, m->cond ? ws->dzy : ws->dz, N);
+    backward_stack(m->dec, m->n_dec, ws->dec_out, dec_in, ws->dec_in16, params, gbuf, ws, m->cond ? ws->dzy : ws->dz, N);
     if (m->cond) take_columns_cpu(ws->dzy, Z + (int)m->cond, ws->dz, N, Z);  /* dL/dz of dL/d[z | y] */
     float *dml = dmulv ? dmulv : ws->dmulv;
     if (ae)
@@ -260,7 +302,7 @@ int cuvae_cpu_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float
     return -1;
   if (grad) {
     memcpy(ws->grad_a, ws->dmulv, (size_t)B * 2 * m->latent * sizeof(float));
-    backward_stack(m->enc, m->n_enc, ws->enc_out, x_in, params, grad, ws, NULL, B);
+    backward_stack(m->enc, m->n_enc, ws->enc_out, x_in, ws->enc_in16, params, grad, ws, NULL, B);
   }
   return 0;
 }

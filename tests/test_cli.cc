@@ -19,25 +19,6 @@ using namespace cuvae_test;
 
 namespace {
 
-struct Result {
-  int code;           // exit status; -1 when killed by a signal
-  std::string out;    // stdout and stderr together
-};
-
-// A shell command line, its output and exit status.
-Result run_shell(const std::string &line) {
-  std::string cmd = line + " 2>&1";
-  FILE *p = popen(cmd.c_str(), "r");
-  Result r{-1, ""};
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
-
 Result run(const std::string &args) { return run_shell(std::string(CUVAE_BIN) + " " + args); }
 
 struct Cli : ::testing::Test {

@@ -1,7 +1,8 @@
-// Helpers shared by the tests: temp directories, small .npy writers, whole-file reads.
+// Helpers shared by the tests: temp directories, small .npy writers, whole-file reads, running a command line.
 #pragma once
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -135,6 +136,25 @@ inline std::vector<float> synthetic_data(size_t n, size_t d, unsigned salt) {
       x[i * d + j] = (float)(h % 1000u) / 999.0f;
     }
   return x;
+}
+
+struct Result {
+  int code;           // exit status; -1 when killed by a signal
+  std::string out;    // stdout and stderr together
+};
+
+// A shell command line, its output and exit status.
+inline Result run_shell(const std::string &line) {
+  std::string cmd = line + " 2>&1";
+  FILE *p = popen(cmd.c_str(), "r");
+  Result r{-1, ""};
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int st = pclose(p);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
 }
 
 }  // namespace cuvae_test

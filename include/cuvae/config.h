@@ -103,6 +103,8 @@ const char *cuvae_likelihood_name(cuvae_likelihood l);
 const char *cuvae_init_name(cuvae_init i);
 const char *cuvae_objective_name(cuvae_objective o);
 const char *cuvae_precision_name(cuvae_precision p);
+/* *out = the cuvae_precision named fp32 | tf32 | bf16; -1 with a message for any other name. */
+int cuvae_precision_parse(const char *name, int *out);
 
 #ifdef __cplusplus
 }

@@ -47,6 +47,7 @@ typedef struct cuvae_eval_opts {
   const char *split;          /* "test" (also NULL) | "train": that split of the checkpoint's config */
   int iwae_k;                 /* > 0: also the importance-weighted log p(x) estimate with this many samples */
   int batch;                  /* data rows per batch (ELBO) and per IWAE pass; 0: the config's eval_batch_size */
+  const char *precision;      /* "fp32" | "tf32" | "bf16": the GEMMs' precision; NULL: the checkpoint config's */
 } cuvae_eval_opts;
 
 typedef struct cuvae_eval_result {

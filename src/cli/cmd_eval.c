@@ -1,4 +1,4 @@
-/* cuvae eval CHECKPOINT [--split test|train] [--iwae K] [--batch N] [--device D] */
+/* cuvae eval CHECKPOINT [--split test|train] [--iwae K] [--batch N] [--device D] [--precision P] */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -15,7 +15,8 @@
 #define BATCH_MAX 1000000
 
 void help_eval(void) {
-  printf("usage: cuvae eval CHECKPOINT [--split test|train] [--iwae K] [--batch N] [--device auto|cpu|cuda]\n\n"
+  printf("usage: cuvae eval CHECKPOINT [--split test|train] [--iwae K] [--batch N] [--device auto|cpu|cuda]\n"
+         "                  [--precision fp32|tf32|bf16]\n\n"
          "Evaluates the model in CHECKPOINT (a checkpoint file, or a run directory: its checkpoint.cuvae) on a\n"
          "data split named by its config and prints one JSON line:\n"
          "  {\"checkpoint\": ..., \"step\": N, \"split\": \"test\", \"test_nelbo\": ..., \"nelbo\": ..., \"recon\": ...,\n"
@@ -43,6 +44,8 @@ void help_eval(void) {
          "  --batch N    data rows per evaluation batch (1 to %d; default: the config's eval_batch_size, capped at\n"
          "               the larger of batch_size and eval_batch_size); the noise offsets follow it\n"
          "  --device D   auto (default), cpu or cuda\n"
+         "  --precision P  fp32, tf32 or bf16: the GEMMs' precision (default: the checkpoint config's [train]\n"
+         "               precision; checkpoints hold fp32 parameters, so any precision evaluates any checkpoint)\n"
          "  -h, --help   this help\n",
          IWAE_K_MAX, BATCH_MAX);
 }
@@ -58,7 +61,7 @@ static int parse_int(const char *s, long lo, long hi, int *out) {
 }
 
 int cmd_eval(int argc, char **argv) {
-  const char *path = NULL, *device = "auto", *split = "test", *v;
+  const char *path = NULL, *device = "auto", *split = "test", *precision = NULL, *v;
   int iwae_k = 0, batch = 0;
   for (int i = 1; i < argc; i++) {
     int missing = 0;
@@ -67,6 +70,13 @@ int cmd_eval(int argc, char **argv) {
       return 0;
     } else if ((v = cli_flag_value(argc, argv, &i, "--device", &missing))) {
       device = v;
+    } else if ((v = cli_flag_value(argc, argv, &i, "--precision", &missing))) {
+      int p;
+      if (cuvae_precision_parse(v, &p)) {
+        fprintf(stderr, "error: --precision '%s': expected fp32, tf32 or bf16\n", v);
+        return CUVAE_EXIT_USAGE;
+      }
+      precision = v;
     } else if ((v = cli_flag_value(argc, argv, &i, "--split", &missing))) {
       split = v;
     } else if ((v = cli_flag_value(argc, argv, &i, "--iwae", &missing))) {
@@ -103,7 +113,8 @@ int cmd_eval(int argc, char **argv) {
     fprintf(stderr, "error: --split '%s': expected test or train\n", split);
     return CUVAE_EXIT_USAGE;
   }
-  const cuvae_eval_opts opts = {.device = device, .split = split, .iwae_k = iwae_k, .batch = batch};
+  const cuvae_eval_opts opts = {
+      .device = device, .split = split, .iwae_k = iwae_k, .batch = batch, .precision = precision};
   cuvae_eval_result r;
   if (cuvae_eval(path, &opts, &r)) {
     fprintf(stderr, "error: %s\n", cuvae_last_error());

@@ -199,3 +199,12 @@ const char *cuvae_objective_name(cuvae_objective o) { return choice_name(cfg_obj
 
 const char *cuvae_init_name(cuvae_init i) { return choice_name(cfg_inits, (int)i); }
 const char *cuvae_precision_name(cuvae_precision p) { return choice_name(cfg_precisions, (int)p); }
+
+int cuvae_precision_parse(const char *name, int *out) {
+  for (int k = 0; cfg_precisions[k]; k++)
+    if (strcmp(name, cfg_precisions[k]) == 0) {
+      *out = k;
+      return 0;
+    }
+  return cuvae_error("precision '%s': expected fp32, tf32 or bf16", name);
+}

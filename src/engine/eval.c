@@ -103,8 +103,11 @@ int cuvae_eval(const char *checkpoint_path, const cuvae_eval_opts *opts, cuvae_e
   if (opts->iwae_k < 0) return cuvae_error("IWAE samples K = %d must be >= 1", opts->iwae_k);
   if (opts->batch < 0) return cuvae_error("batch %d must be >= 1", opts->batch);
 
+  int precision = -1;
+  if (opts->precision && cuvae_precision_parse(opts->precision, &precision)) return -1;
   cuvae_inference inf;
-  if (cuvae_inference_open(&inf, checkpoint_path, opts->device ? opts->device : "auto", split)) return -1;
+  if (cuvae_inference_open_in(&inf, checkpoint_path, opts->device ? opts->device : "auto", split, precision))
+    return -1;
   if (inf.data.n == 0) {
     cuvae_inference_close(&inf);
     return cuvae_error("%s: the %s split is empty", checkpoint_path, split_name);

@@ -8,11 +8,17 @@
 #include "saved_model.h"
 
 int cuvae_inference_open(cuvae_inference *inf, const char *checkpoint_arg, const char *device, int split) {
+  return cuvae_inference_open_in(inf, checkpoint_arg, device, split, -1);
+}
+
+int cuvae_inference_open_in(cuvae_inference *inf, const char *checkpoint_arg, const char *device, int split,
+                            int precision) {
   memset(inf, 0, sizeof *inf);
   cuvae_saved_model sm;
   if (cuvae_saved_model_open(&sm, checkpoint_arg)) return -1;
   inf->ck = sm.ck;  /* the arrays move to inf, which frees them on close */
   inf->cfg = sm.cfg;
+  if (precision >= 0) inf->cfg.precision = (cuvae_precision)precision;
   inf->model = sm.model;
   int rc = 0;
   if (split != CUVAE_SPLIT_NONE) {

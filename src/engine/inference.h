@@ -26,6 +26,10 @@ typedef struct cuvae_inference {
  * `device` ("auto" | "cpu" | "cuda"; NULL: none) with the checkpoint's parameters, the split as its evaluation
  * set. Fails with one message naming the problem; inf is then empty (close is still safe). */
 int cuvae_inference_open(cuvae_inference *inf, const char *checkpoint_path, const char *device, int split);
+/* The same with the GEMMs in `precision` (a cuvae_precision) instead of the config's: checkpoints hold fp32
+ * parameters, so a model trained in one precision evaluates in any other. */
+int cuvae_inference_open_in(cuvae_inference *inf, const char *checkpoint_path, const char *device, int split,
+                            int precision);
 void cuvae_inference_close(cuvae_inference *inf);
 
 #ifdef __cplusplus

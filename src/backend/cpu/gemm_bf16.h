@@ -4,6 +4,9 @@
 #define CUVAE_GEMM_BF16_H
 #include <stddef.h>
 #include <stdint.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 /* The three GEMMs of a dense layer with B rows, W[out][in] (row-major, as the parameter buffer stores it):
  *   FORWARD      y[B][out]   = x16[B][in] W16^T        (a = x16, b = W16)
@@ -17,4 +20,7 @@ void gemm_bf16_cpu(gemm_bf16_kind kind, int B, int in, int out, const uint16_t *
 /* -1 (and clears the flag) when a gemm_bf16_cpu call failed since the last call; else 0. */
 int gemm_bf16_take_failure(void);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -6,6 +6,7 @@
 // CUDA graph once and replayed every step.
 #include "cuda_compat.h"
 
+#include <cuda_bf16.h>
 #include <float.h>
 #include <math.h>
 #include <stddef.h>
@@ -68,9 +69,12 @@ __device__ inline void adam_one(float &p, float g, float &m, float &v, const Ada
 // One launch over the whole buffer, grid-stride. kVector (p, g, m, v all 16-byte aligned): float4 loads and stores
 // of the first 4 floor(n / 4) parameters (four loads of 16 bytes in flight per thread), then the n mod 4 left
 // over one by one; otherwise every parameter one by one. Each parameter's arithmetic is adam_one either way.
+// With p16 (precision = bf16, docs/MATH.md (8.2)): p16[i] = bf16(p[i]) of the updated parameter, the GEMMs' weight
+// copy (adam_update_bf16_cpu's, round to nearest even).
 template <bool kVector>
 __global__ void adam_update_kernel(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,
-                                   float b2, float eps, const float *scalars, const int64_t *halted) {
+                                   float b2, float eps, const float *scalars, const int64_t *halted,
+                                   __nv_bfloat16 *p16) {
   if (halted && *halted) return;  // a non-finite step (step_guard.cu): parameters and moments stay
   const AdamConsts k = {lr, b1, b2, eps, 1.0f - b1, 1.0f - b2, scalars[0], scalars[1], scalars[2]};
   const size_t first = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
@@ -90,9 +94,18 @@ __global__ void adam_update_kernel(float *p, const float *g, float *m, float *v,
       p4[i] = P;
       m4[i] = M;
       v4[i] = V;
+      if (p16) {
+        p16[4 * i] = __float2bfloat16_rn(P.x);
+        p16[4 * i + 1] = __float2bfloat16_rn(P.y);
+        p16[4 * i + 2] = __float2bfloat16_rn(P.z);
+        p16[4 * i + 3] = __float2bfloat16_rn(P.w);
+      }
     }
   }
-  for (size_t i = done + first; i < n; i += stride) adam_one(p[i], g[i], m[i], v[i], k);
+  for (size_t i = done + first; i < n; i += stride) {
+    adam_one(p[i], g[i], m[i], v[i], k);
+    if (p16) p16[i] = __float2bfloat16_rn(p[i]);
+  }
 }
 
 // Four consecutive floats g[4i .. 4i+3]: one 16-byte load when g is 16-byte aligned, else four.
@@ -165,19 +178,34 @@ extern "C" cudaError_t adam_prepare_cuda(const float *sum_squares, int64_t *step
   return cudaGetLastError();
 }
 
-extern "C" cudaError_t adam_update_cuda(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,
-                                        float b2, float eps, const float *scalars, const int64_t *halted,
-                                        cudaStream_t stream) {
+// The one launcher of adam_update_kernel: p16 NULL (fp32 / tf32) or the bf16 weight copy.
+static cudaError_t adam_update_launch(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,
+                                      float b2, float eps, const float *scalars, const int64_t *halted, uint16_t *p16,
+                                      cudaStream_t stream) {
   if (!p || !g || !m || !v || !scalars || n < 1) return cudaErrorInvalidValue;
+  __nv_bfloat16 *q16 = reinterpret_cast<__nv_bfloat16 *>(p16);
   if (aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v)) {
     const int grid = resident_grid(n / 4 > 0 ? n / 4 : n, kUpdateBlock);
     CUVAE_LAUNCH(adam_update_kernel<true>, grid, kUpdateBlock, 0, stream, p, g, m, v, n, lr, b1, b2, eps, scalars,
-                 halted);
+                 halted, q16);
   } else {
     CUVAE_LAUNCH(adam_update_kernel<false>, resident_grid(n, kUpdateBlock), kUpdateBlock, 0, stream, p, g, m, v, n,
-                 lr, b1, b2, eps, scalars, halted);
+                 lr, b1, b2, eps, scalars, halted, q16);
   }
   return cudaGetLastError();
+}
+
+extern "C" cudaError_t adam_update_cuda(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,
+                                        float b2, float eps, const float *scalars, const int64_t *halted,
+                                        cudaStream_t stream) {
+  return adam_update_launch(p, g, m, v, n, lr, b1, b2, eps, scalars, halted, nullptr, stream);
+}
+
+extern "C" cudaError_t adam_update_bf16_cuda(float *p, const float *g, float *m, float *v, size_t n, float lr,
+                                             float b1, float b2, float eps, const float *scalars,
+                                             const int64_t *halted, uint16_t *p16, cudaStream_t stream) {
+  if (!p16) return cudaErrorInvalidValue;
+  return adam_update_launch(p, g, m, v, n, lr, b1, b2, eps, scalars, halted, p16, stream);
 }
 
 extern "C" cudaError_t sum_squares_cuda(const float *g, size_t n, float *partials, float *out, cudaStream_t stream) {

@@ -54,10 +54,19 @@ cudaError_t adam_prepare_cuda(const float *sum_squares, int64_t *step, float cli
                               float *scalars, const int64_t *halted, cudaStream_t stream);
 cudaError_t adam_update_cuda(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
                              float eps, const float *scalars, const int64_t *halted, cudaStream_t stream);
+/* adam_update_cuda, and p16[i] = bf16(p[i]) of each updated parameter (the GEMMs' weight copy in bf16 precision,
+ * docs/MATH.md (8.2)): twin of adam_update_bf16_cpu. p16 holds n bfloat16 bits (include/cuvae/bf16.h). */
+cudaError_t adam_update_bf16_cuda(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,
+                                  float b2, float eps, const float *scalars, const int64_t *halted, uint16_t *p16,
+                                  cudaStream_t stream);
 /* *out = sum of g^2 (one float in device memory), deterministic (fixed reduction tree for a given n, no float
  * atomics), in two passes through partials[CUVAE_SUM_SQUARES_PARTIALS] (device scratch). */
 #define CUVAE_SUM_SQUARES_PARTIALS 8192
 cudaError_t sum_squares_cuda(const float *g, size_t n, float *partials, float *out, cudaStream_t stream);
+
+/* bf16.cu -- twin of to_bf16_cpu: y16[i] = bf16(x[i]), i < n (docs/MATH.md (8.1); round to nearest even; a NaN
+ * stays a NaN, the device's canonical one). y16 holds bfloat16 bits (include/cuvae/bf16.h). */
+cudaError_t to_bf16_cuda(const float *x, uint16_t *y16, size_t n, cudaStream_t stream);
 
 /* reduce.cu -- deterministic sum of a vector (e.g. per-row losses) into *out (device), fixed tree order. */
 cudaError_t sum_cuda(const float *x, int n, float *out, cudaStream_t stream);

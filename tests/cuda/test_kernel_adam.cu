@@ -3,7 +3,8 @@
 // adam_update_cpu over 5 consecutive steps (clipping off, on but inactive, active) for n in {1, 1000, 4099, 652824}
 // (652824 is not a multiple of any block size; 4099 leaves 3 parameters after the last float4), the step counter
 // advancing on the device, determinism, buffers that are not 16-byte aligned (the scalar paths: the same bits),
-// argument validation, and a CUDA graph of one optimiser step replayed 3 times against 3 CPU steps.
+// argument validation, and a CUDA graph of one optimiser step replayed 3 times against 3 CPU steps; and
+// adam_update_bf16_cuda (the bf16 weight copy written with the update) vs adam_update_bf16_cpu, bit for bit.
 #include "cuda_compat.h"
 
 #include <float.h>
@@ -16,6 +17,7 @@
 #include <random>
 #include <vector>
 
+#include "cuvae/bf16.h"
 #include "cuvae/cpu.h"
 #include "cuvae_kernels.h"
 
@@ -373,6 +375,56 @@ TEST(KernelAdamSingle, GraphReplayIsThreeSteps) {
     CUDA_OK(cudaGraphDestroy(graph));
     CUDA_OK(cudaStreamDestroy(stream));
   }
+}
+
+// adam_update_bf16_cuda vs adam_update_bf16_cpu over 3 steps, given the device's scalars: p, m, v and the bf16 weight
+// copy p16 bit for bit (the update is adam_update_cuda's, checked bitwise above; bf16(p) is one round to nearest
+// even of the same float on both sides, docs/MATH.md (8.1)). n = 4099 takes the float4 path and its 3-element tail,
+// the buffers offset by one float the scalar path. A halted step writes nothing, p16 included.
+TEST(KernelAdamSingle, Bf16WeightCopyMatchesCpuBitForBit) {
+  for (size_t offset : {size_t{0}, size_t{1}}) {
+    SCOPED_TRACE(testing::Message() << "offset " << offset);
+    const size_t n = 4099;
+    State cpu = initial_state(n, 11u);
+    std::vector<uint16_t> p16_cpu(n);
+    DevBuf<float> d_p(n + 1), d_m(n + 1), d_v(n + 1), d_g(n + 1), d_ss(1 + CUVAE_SUM_SQUARES_PARTIALS), d_scalars(4);
+    DevBuf<uint16_t> d_p16(n + 1);
+    DevBuf<int64_t> d_step(std::vector<int64_t>{0}), d_halted(std::vector<int64_t>{0});
+    float *p = d_p.p + offset, *m = d_m.p + offset, *v = d_v.p + offset, *g = d_g.p + offset;
+    uint16_t *p16 = d_p16.p + offset;
+    CUDA_OK(cudaMemcpy(p, cpu.p.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy(m, cpu.m.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy(v, cpu.v.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+    for (int64_t t = 1; t <= 3; t++) {
+      const std::vector<float> grad = gradient(n, 500u + (unsigned)t);
+      CUDA_OK(cudaMemcpy(g, grad.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+      CUDA_OK(sum_squares_cuda(g, n, d_ss.p + 1, d_ss.p, 0));
+      CUDA_OK(adam_prepare_cuda(d_ss.p, d_step.p, 0.0f, kB1, kB2, d_scalars.p, d_halted.p, 0));
+      CUDA_OK(adam_update_bf16_cuda(p, g, m, v, n, kLr, kB1, kB2, kEps, d_scalars.p, d_halted.p, p16, 0));
+      CUDA_OK(cudaDeviceSynchronize());
+      adam_update_bf16_cpu(cpu.p.data(), grad.data(), cpu.m.data(), cpu.v.data(), n, kLr, kB1, kB2, kEps, t,
+                           d_scalars.get()[0], p16_cpu.data());
+    }
+    State gpu{std::vector<float>(n), std::vector<float>(n), std::vector<float>(n)};
+    std::vector<uint16_t> p16_gpu(n);
+    CUDA_OK(cudaMemcpy(gpu.p.data(), p, n * sizeof(float), cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(gpu.m.data(), m, n * sizeof(float), cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(gpu.v.data(), v, n * sizeof(float), cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(p16_gpu.data(), p16, n * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+    expect_state_close(gpu, cpu, 0.0);
+    EXPECT_EQ(p16_gpu, p16_cpu);
+    for (size_t i = 0; i < n; i += 97) ASSERT_EQ(p16_gpu[i], cuvae_bf16_from_float(gpu.p[i])) << i;
+    // Halted (step_guard saw a non-finite step): p, m, v and p16 stay as they are.
+    CUDA_OK(cudaMemcpy(d_halted.p, std::vector<int64_t>{3}.data(), sizeof(int64_t), cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemset(p16, 0x5a, n * sizeof(uint16_t)));
+    CUDA_OK(adam_update_bf16_cuda(p, g, m, v, n, kLr, kB1, kB2, kEps, d_scalars.p, d_halted.p, p16, 0));
+    CUDA_OK(cudaDeviceSynchronize());
+    CUDA_OK(cudaMemcpy(p16_gpu.data(), p16, n * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+    EXPECT_EQ(p16_gpu, std::vector<uint16_t>(n, 0x5a5a));
+  }
+  DevBuf<float> one(1), sc(4);
+  EXPECT_EQ(cudaErrorInvalidValue, adam_update_bf16_cuda(one.p, one.p, one.p, one.p, 1, kLr, kB1, kB2, kEps, sc.p,
+                                                         nullptr, nullptr, 0));
 }
 
 }  // namespace

@@ -58,7 +58,48 @@ struct cublasContext {
   std::set<GemmShape> warm;       // GEMM shapes issued outside capture
 };
 
+// The helpers the cuBLASLt subset (emu_cublaslt.cc) shares: emu_internal.h, cuda_emu::blas.
+namespace cuda_emu::blas {
+
+// Faults unless [p, p + bytes) lies in one device allocation: on a GPU the kernel would hit an illegal address.
+void require_device(const char *fn, const char *what, const void *p, size_t bytes) {
+  if (bytes != 0 && !cuda_emu::is_device_range(p, bytes))
+    cuda_emu::fault("%s: %s = %p (%zu bytes) is not device memory (cudaMalloc); a GPU would fault on it", fn,
+                    what, p, bytes);
+}
+
+// At execution: a range checked at the call must still be allocated (a graph launched after cudaFree).
+void recheck(const char *fn, const char *what, const void *p, size_t bytes) {
+  if (bytes != 0 && !cuda_emu::is_device_range(p, bytes))
+    cuda_emu::fault("%s: %s = %p (%zu bytes) is no longer allocated when the operation runs (freed after it was "
+                    "captured?)", fn, what, p, bytes);
+}
+
+// Rounds to TF32 (8-bit exponent, 10-bit mantissa), round to nearest even; Inf and NaN pass unchanged.
+float to_tf32(float x) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  if ((u & 0x7f800000u) == 0x7f800000u) return x;
+  u += 0x0fffu + ((u >> 13) & 1u);  // carries into the exponent when needed (up to Inf, like a real rounding)
+  u &= 0xffffe000u;
+  memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+// NVIDIA_TF32_OVERRIDE=0 turns TF32 off, as it does for the real cuBLAS and cuBLASLt.
+bool tf32_disabled_by_env() {
+  const char *v = getenv("NVIDIA_TF32_OVERRIDE");
+  return v != nullptr && strcmp(v, "0") == 0;
+}
+
+}  // namespace cuda_emu::blas
+
 namespace {
+
+using cuda_emu::blas::recheck;
+using cuda_emu::blas::require_device;
+using cuda_emu::blas::tf32_disabled_by_env;
+using cuda_emu::blas::to_tf32;
 
 // Live handles, so a destroyed handle is reported as CUBLAS_STATUS_NOT_INITIALIZED instead of being used.
 std::mutex g_handles_mutex;
@@ -87,20 +128,6 @@ struct Scalar {
   float get() const { return device ? *device : value; }
 };
 
-// Faults unless [p, p + bytes) lies in one device allocation: on a GPU the kernel would hit an illegal address.
-void require_device(const char *fn, const char *what, const void *p, size_t bytes) {
-  if (bytes != 0 && !cuda_emu::is_device_range(p, bytes))
-    cuda_emu::fault("%s: %s = %p (%zu bytes) is not device memory (cudaMalloc); a GPU would fault on it", fn,
-                    what, p, bytes);
-}
-
-// At execution: a range checked at the call must still be allocated (a graph launched after cudaFree).
-void recheck(const char *fn, const char *what, const void *p, size_t bytes) {
-  if (bytes != 0 && !cuda_emu::is_device_range(p, bytes))
-    cuda_emu::fault("%s: %s = %p (%zu bytes) is no longer allocated when the operation runs (freed after it was "
-                    "captured?)", fn, what, p, bytes);
-}
-
 Scalar read_scalar(const cublasContext *h, const char *fn, const char *what, const float *p) {
   Scalar s;
   if (h->pointer_mode == CUBLAS_POINTER_MODE_DEVICE) {
@@ -123,17 +150,6 @@ size_t matrix_bytes(int rows, int cols, int ld) {
 size_t vector_bytes(int n, int inc) {
   if (n <= 0) return 0;
   return ((size_t)(n - 1) * (size_t)std::abs((long)inc) + 1) * sizeof(float);
-}
-
-// Rounds to TF32 (8-bit exponent, 10-bit mantissa), round to nearest even; Inf and NaN pass unchanged.
-float to_tf32(float x) {
-  uint32_t u;
-  memcpy(&u, &x, sizeof u);
-  if ((u & 0x7f800000u) == 0x7f800000u) return x;
-  u += 0x0fffu + ((u >> 13) & 1u);  // carries into the exponent when needed (up to Inf, like a real rounding)
-  u &= 0xffffe000u;
-  memcpy(&x, &u, sizeof x);
-  return x;
 }
 
 // A packed (ld = rows) TF32-rounded copy of a column-major matrix.
@@ -231,11 +247,6 @@ cublasStatus_t enqueue(cublasContext *h, const char *what, std::function<void()>
   // A launch into a destroyed stream fails like a failed kernel launch.
   return cuda_emu::enqueue(h->stream, what, std::move(op)) == cudaSuccess ? CUBLAS_STATUS_SUCCESS
                                                                            : CUBLAS_STATUS_EXECUTION_FAILED;
-}
-
-bool tf32_disabled_by_env() {
-  const char *v = getenv("NVIDIA_TF32_OVERRIDE");
-  return v != nullptr && strcmp(v, "0") == 0;
 }
 
 // The cublasSgemm family: validation, quick return, then the enqueued Gemm.

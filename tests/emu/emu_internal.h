@@ -82,6 +82,15 @@ namespace cuda_emu::exec {  // emu_exec.cc
 // launch then faults when it runs); else cudaSuccess.
 cudaError_t take_injected_fault(const char *kernel);
 }  // namespace cuda_emu::exec
+namespace cuda_emu::blas {  // emu_cublas.cc, shared with the cuBLASLt subset (emu_cublaslt.cc)
+// Faults (cuda_emu::fault) unless [p, p + bytes) lies in one device allocation, at the call (require_device) and
+// again when the operation runs (recheck: an operand freed between capture and graph launch); `fn` and `what`
+// name the call and the operand. bytes == 0 checks nothing.
+void require_device(const char *fn, const char *what, const void *p, size_t bytes);
+void recheck(const char *fn, const char *what, const void *p, size_t bytes);
+float to_tf32(float x);        // TF32 rounding (10 explicit mantissa bits, nearest even); Inf and NaN unchanged
+bool tf32_disabled_by_env();   // NVIDIA_TF32_OVERRIDE=0
+}  // namespace cuda_emu::blas
 namespace cuda_emu::async {  // emu_async.cc: the deferred mode (CUDA_EMU_ASYNC=1); streams 0 and
                              // cudaStreamLegacy are the same queue; a ticket names one queued operation
 bool enabled();

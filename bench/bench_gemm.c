@@ -23,9 +23,8 @@ double bench_median(double *v, int n) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* Operand values: a fixed pattern, uniform in [-0.05, 0.05) (Knuth's multiplicative hash of the index). Small
- * enough that a pass of chained GEMMs neither overflows nor reaches subnormal numbers (which are slow on x86). */
-static void fill_pattern(float *p, size_t n, size_t start) {
+/* Operand values (bench_gemm.h): Knuth's multiplicative hash of the index. */
+void bench_fill_pattern(float *p, size_t n, size_t start) {
   for (size_t i = 0; i < n; i++) {
     const uint32_t h = (uint32_t)(start + i) * 2654435761u;
     p[i] = ((float)(h >> 8) * (1.0f / 16777216.0f) - 0.5f) * 0.1f;
@@ -45,8 +44,8 @@ int bench_cpu_sgemm_peak(int n, int reps, double *gflops) {
     free(t);
     return cuvae_error("out of memory for the %d x %d sgemm peak measurement", n, n);
   }
-  fill_pattern(a, nn, 0);
-  fill_pattern(b, nn, nn);
+  bench_fill_pattern(a, nn, 0);
+  bench_fill_pattern(b, nn, nn);
   /* One warm-up call (thread pool start, page faults), then the timed calls. */
   for (int r = -1; r < reps; r++) {
     const double t0 = bench_now();
@@ -74,7 +73,7 @@ static float **cpu_slots(const cuvae_model *m, int B) {
       free(s);
       return NULL;
     }
-    fill_pattern(s[i], n, (size_t)i * 1000003u);
+    bench_fill_pattern(s[i], n, (size_t)i * 1000003u);
   }
   return s;
 }
@@ -137,7 +136,7 @@ static int cuda_fill(float *dev, size_t n, size_t start) {
   if (!host) return cuvae_error("out of memory staging device buffers");
   for (size_t done = 0; done < n; done += chunk) {
     const size_t len = n - done < chunk ? n - done : chunk;
-    fill_pattern(host, len, start + done);
+    bench_fill_pattern(host, len, start + done);
     const cudaError_t e = cudaMemcpy(dev + done, host, len * sizeof *host, cudaMemcpyHostToDevice);
     if (e != cudaSuccess) {
       free(host);

@@ -3,6 +3,7 @@
  * transposes and buffer sizes of bench_step_work, nothing else), both as medians over repeated calls. */
 #ifndef CUVAE_BENCH_GEMM_H
 #define CUVAE_BENCH_GEMM_H
+#include <stddef.h>
 #include <time.h>
 
 #include "bench_model.h"
@@ -14,6 +15,9 @@ static inline double bench_now(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* GEMM operand values p[i], i < n: a fixed pattern of index start + i, uniform in [-0.05, 0.05). Small enough that
+ * a pass of chained GEMMs neither overflows nor reaches subnormal numbers (which are slow on x86). */
+void bench_fill_pattern(float *p, size_t n, size_t start);
 /* Median of v[0..n) (v is reordered); n >= 1. */
 double bench_median(double *v, int n);
 

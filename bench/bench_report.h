@@ -15,10 +15,14 @@ typedef struct bench_result {
   char arch[128];         /* e.g. 784-400-20 */
   char device[8];
   char memory_plan[512];
+  char gemm_engine[160];  /* what ran the step's GEMMs, in which precision (the backend's own description) */
   int batch, threads, tf32;
+  int bf16;               /* the CPU ran the step with precision = bf16 (its GEMMs on oneDNN's bf16 matmul) */
   double median_s, min_s, samples_per_s, gflops;
   double peak_gflops;     /* the GEMM peak measured for this config's device / threads / precision */
-  char peak_desc[96];
+  char peak_desc[160];
+  double bf16_peak_gflops; /* CPU: oneDNN's bf16 matmul peak measured in the same run; NaN when not measured */
+  char bf16_peak_desc[320];
   double gemm_s;          /* the step's GEMMs replayed alone (median); < 0 when not measured */
   double rss_mib;
   double background;      /* share of the machine's CPUs other processes used during the timed steps; NaN: unknown */
@@ -27,6 +31,8 @@ typedef struct bench_result {
   bench_roofline roof;    /* H100 predictions from the counted work */
 } bench_result;
 
+/* The peak the step is held against: the bf16 matmul peak for a bf16 step, else the (s)gemm peak. */
+double bench_result_peak(const bench_result *r);
 /* The table (one row per config) and the notes under it: GEMM peaks, BLAS, counting rules, H100 figures. */
 void bench_print_table(FILE *out, const bench_result *res, int n);
 /* The JSON file (top-level device, threads and GEMM peak: the first result's). With n == 1 the config's name,

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,12 +16,14 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "bench_dnnl.h"
 #include "bench_gemm.h"
 #include "bench_model.h"
 #include "bench_report.h"
 #include "cuvae/blas.h"
 #include "cli/flags.h"
 #include "cuvae/config.h"
+#include "cuvae/cpu.h"
 #include "cuvae/device.h"
 #include "cuvae/error.h"
 #include "cuvae/rng.h"
@@ -30,6 +33,8 @@ enum { EXIT_USAGE = 2 };
 #define DEFAULT_SUITE "configs/bench"
 #define CPU_PEAK_N 2048   /* cblas_sgemm peak: n x n x n */
 #define CPU_PEAK_REPS 7
+#define BF16_PEAK_N 2048  /* oneDNN bf16 matmul peak: n x n x n */
+#define SHAPE_REPS 11     /* --gemm-shapes: rounds per GEMM shape (fewer on slow shapes) */
 #ifndef CUDA_PEAK_N       /* overridable for runs under the CUDA emulation, where 8192^3 takes minutes */
 #define CUDA_PEAK_N 8192  /* cublasSgemm peak */
 #endif
@@ -47,6 +52,7 @@ typedef struct options {
   int threads;            /* -1: the config's [train] threads */
   const char *json;
   int quiet;
+  int gemm_shapes;        /* --gemm-shapes: the GEMM engine table instead of training steps */
 } options;
 
 /* ---- command line ------------------------------------------------------------------------------------- */
@@ -54,7 +60,7 @@ typedef struct options {
 static void usage(FILE *out) {
   fprintf(out,
           "usage: cuvae-bench [--config FILE]... [--suite DIR] [--device cpu|cuda|auto] [--steps N] [--warmup W]\n"
-          "                   [--threads T] [--json OUT] [--quiet]\n\n"
+          "                   [--threads T] [--json OUT] [--quiet] [--gemm-shapes]\n\n"
           "Times training steps of benchmark configs and reports step time, samples/s, achieved GFLOP/s against\n"
           "the machine's measured sgemm peak, the share of the step spent in GEMMs, peak memory and an H100\n"
           "roofline prediction (docs/PERFORMANCE.md, section cuvae-bench).\n\n"
@@ -68,6 +74,9 @@ static void usage(FILE *out) {
           "  --threads T     CPU threads, overriding [train] threads (0 = all cores; default: the config's)\n"
           "  --json OUT      also write the results to OUT as JSON\n"
           "  --quiet         no progress lines on stderr\n"
+          "  --gemm-shapes   instead of training: every GEMM of each config's step (forward x W^T, weight gradient\n"
+          "                  dy^T x, input gradient dy W) on OpenBLAS sgemm, oneDNN fp32 and oneDNN bf16 matmul,\n"
+          "                  GFLOP/s per engine, calls interleaved (docs/PERFORMANCE.md, section bf16)\n"
           "  -h, --help      this help\n\n"
           "example:\n"
           "  cuvae-bench --device cpu --threads 2 --json bench.json\n"
@@ -104,6 +113,8 @@ static int parse_args(int argc, char **argv, options *o) {
       return 1;
     } else if (strcmp(argv[i], "--quiet") == 0) {
       o->quiet = 1;
+    } else if (strcmp(argv[i], "--gemm-shapes") == 0) {
+      o->gemm_shapes = 1;
     } else if ((v = cli_flag_value(argc, argv, &i, "--config", &bad))) {
       o->configs[o->n_configs++] = v;
     } else if ((v = cli_flag_value(argc, argv, &i, "--suite", &bad))) {
@@ -219,26 +230,31 @@ static double peak_rss_mib(void) {
   return (double)ru.ru_maxrss / 1024.0;  /* ru_maxrss is in KiB on Linux */
 }
 
-/* The GEMM peak, measured once per (device, threads, precision). */
+/* The GEMM peak, measured once per (device, threads, precision): cublasSgemm or cblas_sgemm, or (bf16, CPU) oneDNN's
+ * bf16 matmul on `threads` OpenMP threads. */
 typedef struct peak_entry {
-  int cuda, threads, tf32;
+  int cuda, threads, tf32, bf16;
   double gflops;
-  char desc[96];
+  char desc[160];
 } peak_entry;
 static peak_entry g_peaks[16];
 static int g_n_peaks;
 
-static int gemm_peak(int cuda, int threads, int tf32, double *gflops, char *desc, size_t n) {
+static int gemm_peak(int cuda, int threads, int tf32, int bf16, double *gflops, char *desc, size_t n) {
   for (int i = 0; i < g_n_peaks; i++) {
     const peak_entry *p = &g_peaks[i];
-    if (p->cuda == cuda && (cuda ? p->tf32 == tf32 : p->threads == threads)) {
+    if (p->cuda == cuda && p->bf16 == bf16 && (cuda ? p->tf32 == tf32 : p->threads == threads)) {
       *gflops = p->gflops;
       snprintf(desc, n, "%s", p->desc);
       return 0;
     }
   }
-  peak_entry e = {cuda, threads, tf32, 0.0, ""};
-  if (cuda) {
+  peak_entry e = {cuda, threads, tf32, bf16, 0.0, ""};
+  if (bf16) {
+    if (threads > 0) omp_set_num_threads(threads);  /* oneDNN (OpenMP runtime) runs on OpenMP's thread count */
+    if (bench_dnnl_bf16_peak(BF16_PEAK_N, CPU_PEAK_REPS, &e.gflops, e.desc, sizeof e.desc)) return -1;
+    snprintf(e.desc + strlen(e.desc), sizeof e.desc - strlen(e.desc), ", %d threads", threads);
+  } else if (cuda) {
 #if CUVAE_HAVE_CUDA
     if (bench_cuda_sgemm_peak(CUDA_PEAK_N, CUDA_PEAK_REPS, tf32, &e.gflops)) return -1;
     snprintf(e.desc, sizeof e.desc, "cublasSgemm %d^3 (%s), median of %d", CUDA_PEAK_N, tf32 ? "tf32" : "fp32",
@@ -337,6 +353,7 @@ static int time_steps(const options *o, const cuvae_config *cfg, const cuvae_mod
   if (be) {
     snprintf(r->device, sizeof r->device, "%s", be->name);
     snprintf(r->memory_plan, sizeof r->memory_plan, "%s", be->memory_plan);
+    snprintf(r->gemm_engine, sizeof r->gemm_engine, "%s", be->gemm[0] ? be->gemm : "cuBLAS");
     r->threads = strcmp(be->name, "cpu") == 0 ? openblas_get_num_threads() : cfg->threads;
     if (be->notice[0] && !o->quiet) fprintf(stderr, "note: %s\n", be->notice);
     if (!o->quiet) {
@@ -377,24 +394,42 @@ static int time_steps(const options *o, const cuvae_config *cfg, const cuvae_mod
   return rc ? -1 : 0;
 }
 
-/* The step's GEMMs alone, and the machine's GEMM peak for this device, thread count and precision; then the
- * derived figures of r (FLOPs, bytes, launches, roofline, throughput). */
+/* The CPU's bf16 matmul peak, measured on every CPU run next to the sgemm peak (so a bf16 step and an fp32 step can be
+ * held against both); NaN with the reason in the description where oneDNN has no bf16 units to run it on. */
+static int bf16_peak(bench_result *r) {
+  char why[160];
+  r->bf16_peak_gflops = NAN;
+  if (cuvae_cpu_bf16_gemm_check(why, sizeof why)) {
+    snprintf(r->bf16_peak_desc, sizeof r->bf16_peak_desc, "not measured: %s", cuvae_last_error());
+    return 0;
+  }
+  return gemm_peak(0, r->threads, 0, 1, &r->bf16_peak_gflops, r->bf16_peak_desc, sizeof r->bf16_peak_desc);
+}
+
+/* The step's GEMMs alone (on the CPU in the config's precision: cblas_sgemm, or the library's bf16 path), and the
+ * machine's GEMM peaks for this device, thread count and precision; then the derived figures of r (FLOPs, bytes,
+ * launches, roofline, throughput). */
 static int gemm_figures(const options *o, const cuvae_config *cfg, const cuvae_model *model,
                         const bench_step_work *w, bench_result *r) {
   const int cuda = strcmp(r->device, "cuda") == 0;
   const int reps = o->steps < 5 ? 5 : o->steps > 20 ? 20 : o->steps;
   int rc = 0;
   r->tf32 = cfg->precision == CUVAE_PRECISION_TF32;
+  r->bf16 = cfg->precision == CUVAE_PRECISION_BF16 && !cuda;
+  r->bf16_peak_gflops = NAN;
   r->batch = cfg->batch_size;
   r->gemm_s = -1.0;
   if (cuda) {
 #if CUVAE_HAVE_CUDA
     rc = bench_cuda_gemm_replay(model, w, reps, r->tf32, &r->gemm_s);
 #endif
+  } else if (r->bf16) {
+    rc = bench_cpu_bf16_gemm_replay(model, w, reps, &r->gemm_s);
   } else {
     rc = bench_cpu_gemm_replay(model, w, reps, &r->gemm_s);
   }
-  if (rc == 0) rc = gemm_peak(cuda, r->threads, r->tf32, &r->peak_gflops, r->peak_desc, sizeof r->peak_desc);
+  if (rc == 0) rc = gemm_peak(cuda, r->threads, r->tf32, 0, &r->peak_gflops, r->peak_desc, sizeof r->peak_desc);
+  if (rc == 0 && !cuda) rc = bf16_peak(r);
   if (rc) return rc;
   r->flops = w->flops;
   r->bytes = w->bytes;
@@ -422,12 +457,53 @@ static int run_config(const options *o, const char *path, bench_result *r, int *
   return rc;
 }
 
-/* ---- main --------------------------------------------------------------------------------------------- */
-
 static int is_gpu_sized(const char *name) {
   for (int i = 0; k_gpu_sized[i]; i++)
     if (strcmp(name, k_gpu_sized[i]) == 0) return 1;
   return 0;
+}
+
+/* --gemm-shapes: the engine table of every config's step GEMMs on the config's thread count, on the CPU. */
+static int run_shapes(const options *o, char **paths, int n_paths) {
+  for (int i = 0; i < n_paths; i++) {
+    bench_result r;
+    config_name(paths[i], r.name, sizeof r.name);
+    if (!o->n_configs && is_gpu_sized(r.name)) continue;  /* as on the CPU in training mode */
+    cuvae_config cfg;
+    cuvae_model model;
+    bench_step_work *w = malloc(sizeof *w);
+    int rc = w ? open_config(o, paths[i], &r, &cfg, &model) : cuvae_error("out of memory");
+    if (rc == 0) {
+      if (cfg.threads > 0) {
+        openblas_set_num_threads(cfg.threads);
+        omp_set_num_threads(cfg.threads);  /* oneDNN's runtime */
+      }
+      bench_step_work_build(&model, cfg.batch_size, w);
+      printf("%s (%s, batch %d, %d threads)\n", r.name, r.arch, cfg.batch_size, cfg.threads);
+      rc = bench_gemm_shape_table(stdout, r.name, w, SHAPE_REPS);
+    }
+    free(w);
+    if (rc) {
+      fprintf(stderr, "cuvae-bench: error: %s: %s\n", paths[i], cuvae_last_error());
+      return 1;
+    }
+  }
+  printf("GF/s: 2 m n k / median seconds of one call; f32/OB, bf16/OB: oneDNN's speed over OpenBLAS's on the shape.\n"
+         "BLAS: %s\n", cuvae_blas_describe());
+  return 0;
+}
+
+/* ---- main --------------------------------------------------------------------------------------------- */
+
+/* The end of a config's progress line on stderr: its figures, and a warning when the machine was busy. */
+static void report_progress(const bench_result *r) {
+  fprintf(stderr, "median %.3f ms, %.0f samples/s, %.1f GFLOP/s (%.1f%% of %.1f); GEMMs alone %.3f ms "
+                  "(%.1f%% of the step, %.1f GFLOP/s)\n",
+          1e3 * r->median_s, r->samples_per_s, r->gflops, 100.0 * r->gflops / bench_result_peak(r),
+          bench_result_peak(r), 1e3 * r->gemm_s, 100.0 * r->gemm_s / r->median_s, r->flops / r->gemm_s * 1e-9);
+  if (r->background > BUSY_WARN)
+    fprintf(stderr, "warning: %s: other processes used %.0f%% of the CPUs during the timed steps\n", r->name,
+            100.0 * r->background);
 }
 
 int main(int argc, char **argv) {
@@ -457,6 +533,14 @@ int main(int argc, char **argv) {
   char devdesc[256] = "";
   const int on_cpu = strcmp(o.device, "cpu") == 0 ||
                      (strcmp(o.device, "auto") == 0 && cuvae_cuda_device_count(devdesc, sizeof devdesc) < 1);
+  if (o.gemm_shapes && paths) {
+    const int shapes_rc = run_shapes(&o, paths, n_paths);
+    for (int i = 0; i < n_paths; i++) free(paths[i]);
+    free(paths);
+    free(o.configs);
+    cuvae_dataset_free(&g_data);
+    return shapes_rc;
+  }
   bench_result *res = calloc((size_t)(n_paths ? n_paths : 1), sizeof *res);
   if (!paths || !res) {
     fprintf(stderr, "cuvae-bench: error: out of memory\n");
@@ -478,15 +562,8 @@ int main(int argc, char **argv) {
       rc = 1;
       break;
     }
-    const bench_result *r = &res[n_res++];
-    if (!o.quiet)
-      fprintf(stderr, "median %.3f ms, %.0f samples/s, %.1f GFLOP/s (%.1f%% of %.1f); GEMMs alone %.3f ms "
-                      "(%.1f%% of the step, %.1f GFLOP/s)\n",
-              1e3 * r->median_s, r->samples_per_s, r->gflops, 100.0 * r->gflops / r->peak_gflops, r->peak_gflops,
-              1e3 * r->gemm_s, 100.0 * r->gemm_s / r->median_s, r->flops / r->gemm_s * 1e-9);
-    if (!o.quiet && r->background > BUSY_WARN)
-      fprintf(stderr, "warning: %s: other processes used %.0f%% of the CPUs during the timed steps\n", r->name,
-              100.0 * r->background);
+    if (!o.quiet) report_progress(&res[n_res]);
+    n_res++;
   }
   if (rc == 0 && n_res == 0) {
     fprintf(stderr, "cuvae-bench: error: no config left to run (GPU-sized configs are skipped on the CPU; name them "

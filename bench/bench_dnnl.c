@@ -1,0 +1,261 @@
+/* cuvae-bench: GEMM shapes on OpenBLAS sgemm, oneDNN fp32 and oneDNN bf16 matmul; the bf16 matmul peak; the step's
+ * GEMMs replayed through the library's bf16 path.
+ *
+ * Linking: this file calls oneDNN directly (dnnl.h from CUVAE_DNNL_INCLUDE, the library CUVAE_DNNL that libcuvae
+ * already links), since the peak and the fp32 matmul are products the library never makes; the bf16 replay instead
+ * goes through the library's private gemm_bf16.h (gemm_bf16_cpu, the call the bf16 step makes, primitive cache and
+ * lock included), so that the replay times exactly what the step runs. */
+#include "bench_dnnl.h"
+
+#include <cblas.h>
+#include <dnnl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench_gemm.h"
+#include "cuvae/bf16.h"
+#include "cuvae/error.h"
+#include "gemm_bf16.h"
+
+struct bench_mm {
+  bench_mm_engine engine;
+  int ta, tb, m, n, k;
+  void *a, *b;              /* float (OpenBLAS, oneDNN fp32) or uint16_t bf16 (oneDNN bf16) */
+  float *c;
+  dnnl_primitive_t prim;
+  dnnl_memory_t ma, mb, mc;
+  char impl[128];
+};
+
+static dnnl_engine_t g_engine;
+static dnnl_stream_t g_stream;
+
+static int dnnl_check(dnnl_status_t s, const char *what) {
+  return s == dnnl_success ? 0 : cuvae_error("oneDNN: %s failed (status %d)", what, (int)s);
+}
+
+static int ensure_engine(void) {
+  if (g_stream) return 0;
+  if (dnnl_check(dnnl_engine_create(&g_engine, dnnl_cpu, 0), "creating the CPU engine") ||
+      dnnl_check(dnnl_stream_create(&g_stream, g_engine, dnnl_stream_default_flags), "creating a stream"))
+    return -1;
+  return 0;
+}
+
+/* n operand values of the pattern at index start, as floats or rounded to bf16; NULL when out of memory. */
+static void *operand(size_t n, size_t start, int bf16) {
+  float *f = malloc((n ? n : 1) * sizeof *f);
+  if (!f) return NULL;
+  bench_fill_pattern(f, n, start);
+  if (!bf16) return f;
+  uint16_t *h = malloc((n ? n : 1) * sizeof *h);
+  for (size_t i = 0; h && i < n; i++) h[i] = cuvae_bf16_from_float(f[i]);
+  free(f);
+  return h;
+}
+
+/* oneDNN's matmul of mm's shape: A[m][k], B[k][n] with the transposes as strides, C[m][n] fp32. */
+static int dnnl_prepare(bench_mm *mm) {
+  const dnnl_data_type_t t = mm->engine == BENCH_MM_DNNL_BF16 ? dnnl_bf16 : dnnl_f32;
+  const dnnl_dims_t da = {mm->m, mm->k}, db = {mm->k, mm->n}, dc = {mm->m, mm->n};
+  const dnnl_dims_t sa = {mm->ta ? 1 : mm->k, mm->ta ? mm->m : 1}, sb = {mm->tb ? 1 : mm->n, mm->tb ? mm->k : 1},
+                    sc = {mm->n, 1};
+  dnnl_memory_desc_t ma, mb, mc;
+  dnnl_matmul_desc_t desc;
+  dnnl_primitive_desc_t pd = NULL;
+  int rc = -1;
+  if (ensure_engine() || dnnl_check(dnnl_memory_desc_init_by_strides(&ma, 2, da, t, sa), "describing A") ||
+      dnnl_check(dnnl_memory_desc_init_by_strides(&mb, 2, db, t, sb), "describing B") ||
+      dnnl_check(dnnl_memory_desc_init_by_strides(&mc, 2, dc, dnnl_f32, sc), "describing C") ||
+      dnnl_check(dnnl_matmul_desc_init(&desc, &ma, &mb, NULL, &mc), "describing a matmul") ||
+      dnnl_check(dnnl_primitive_desc_create(&pd, &desc, NULL, g_engine, NULL), "choosing a matmul"))
+    goto done;
+  const char *name = "";
+  dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name);
+  snprintf(mm->impl, sizeof mm->impl, "%s", name);
+  if (dnnl_check(dnnl_primitive_create(&mm->prim, pd), "creating a matmul") ||
+      dnnl_check(dnnl_memory_create(&mm->ma, &ma, g_engine, mm->a), "binding A") ||
+      dnnl_check(dnnl_memory_create(&mm->mb, &mb, g_engine, mm->b), "binding B") ||
+      dnnl_check(dnnl_memory_create(&mm->mc, &mc, g_engine, mm->c), "binding C"))
+    goto done;
+  rc = 0;
+done:
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  return rc;
+}
+
+bench_mm *bench_mm_create(bench_mm_engine e, int trans_a, int trans_b, int m, int n, int k) {
+  bench_mm *mm = calloc(1, sizeof *mm);
+  if (!mm) {
+    cuvae_error("out of memory");
+    return NULL;
+  }
+  mm->engine = e, mm->ta = trans_a, mm->tb = trans_b, mm->m = m, mm->n = n, mm->k = k;
+  const int bf16 = e == BENCH_MM_DNNL_BF16;
+  mm->a = operand((size_t)m * k, 0, bf16);
+  mm->b = operand((size_t)k * n, 7919, bf16);
+  mm->c = calloc((size_t)m * n + 1, sizeof *mm->c);
+  if (!mm->a || !mm->b || !mm->c) {
+    cuvae_error("out of memory for a %d x %d x %d GEMM", m, n, k);
+    bench_mm_destroy(mm);
+    return NULL;
+  }
+  snprintf(mm->impl, sizeof mm->impl, "OpenBLAS");
+  if (e != BENCH_MM_OPENBLAS_F32 && dnnl_prepare(mm)) {
+    bench_mm_destroy(mm);
+    return NULL;
+  }
+  return mm;
+}
+
+double bench_mm_run(bench_mm *mm) {
+  const double t0 = bench_now();
+  if (mm->engine == BENCH_MM_OPENBLAS_F32) {
+    cblas_sgemm(CblasRowMajor, mm->ta ? CblasTrans : CblasNoTrans, mm->tb ? CblasTrans : CblasNoTrans, mm->m, mm->n,
+                mm->k, 1.0f, mm->a, mm->ta ? mm->m : mm->k, mm->b, mm->tb ? mm->k : mm->n, 0.0f, mm->c, mm->n);
+  } else {
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, mm->ma}, {DNNL_ARG_WEIGHTS, mm->mb}, {DNNL_ARG_DST, mm->mc}};
+    if (dnnl_check(dnnl_primitive_execute(mm->prim, g_stream, 3, args), "running a matmul") ||
+        dnnl_check(dnnl_stream_wait(g_stream), "waiting for a matmul"))
+      return -1.0;
+  }
+  return bench_now() - t0;
+}
+
+const char *bench_mm_impl(const bench_mm *mm) { return mm->impl; }
+
+void bench_mm_destroy(bench_mm *mm) {
+  if (!mm) return;
+  if (mm->prim) dnnl_primitive_destroy(mm->prim);
+  if (mm->ma) dnnl_memory_destroy(mm->ma);
+  if (mm->mb) dnnl_memory_destroy(mm->mb);
+  if (mm->mc) dnnl_memory_destroy(mm->mc);
+  free(mm->a);
+  free(mm->b);
+  free(mm->c);
+  free(mm);
+}
+
+int bench_dnnl_bf16_peak(int n, int reps, double *gflops, char *desc, size_t desc_n) {
+  bench_mm *mm = bench_mm_create(BENCH_MM_DNNL_BF16, 0, 0, n, n, n);
+  double *t = malloc((size_t)reps * sizeof *t);
+  int rc = mm && t ? 0 : -1;
+  if (rc == 0 && !mm) cuvae_error("out of memory");
+  for (int r = -1; rc == 0 && r < reps; r++) {  /* one warm-up call, then the timed ones */
+    const double s = bench_mm_run(mm);
+    if (s < 0) rc = -1;
+    if (r >= 0) t[r] = s;
+  }
+  if (rc == 0) {
+    *gflops = 2.0 * n * (double)n * n / bench_median(t, reps) * 1e-9;
+    const dnnl_version_t *v = dnnl_version();
+    snprintf(desc, desc_n, "oneDNN %d.%d.%d matmul bf16 %d^3 (%s), median of %d", v->major, v->minor, v->patch, n,
+             bench_mm_impl(mm), reps);
+  }
+  bench_mm_destroy(mm);
+  free(t);
+  return rc;
+}
+
+/* ---- the step's GEMMs through gemm_bf16_cpu ------------------------------------------------------------ */
+
+/* One pass: each GEMM of w through gemm_bf16_cpu. Inputs come from the bf16 slots s16, results go to the fp32 slots
+ * s32 (the step rounds each result to bf16 before a later GEMM reads it; the replay leaves that conversion out). */
+static int bf16_pass(const bench_step_work *w, uint16_t **s16, float **s32) {
+  for (int i = 0; i < w->n_gemms; i++) {
+    const bench_gemm *g = &w->gemms[i];
+    const uint16_t *a = s16[g->a] + g->a_off, *b = s16[g->b] + g->b_off;
+    float *c = s32[g->c] + g->c_off;
+    if (!g->trans_a && g->trans_b)        /* y = x W^T: B = m, out = n, in = k */
+      gemm_bf16_cpu(GEMM_BF16_FORWARD, g->m, g->k, g->n, a, b, c);
+    else if (g->trans_a && !g->trans_b)   /* dW = d^T x: out = m, in = n, B = k */
+      gemm_bf16_cpu(GEMM_BF16_WEIGHT_GRAD, g->k, g->n, g->m, a, b, c);
+    else                                  /* dx = d W: B = m, in = n, out = k */
+      gemm_bf16_cpu(GEMM_BF16_INPUT_GRAD, g->m, g->n, g->k, a, b, c);
+  }
+  return gemm_bf16_take_failure();
+}
+
+int bench_cpu_bf16_gemm_replay(const cuvae_model *m, const bench_step_work *w, int reps, double *median_s) {
+  const int ns = bench_slot_count(m);
+  uint16_t **s16 = calloc((size_t)ns, sizeof *s16);
+  float **s32 = calloc((size_t)ns, sizeof *s32);
+  double *t = malloc((size_t)reps * sizeof *t);
+  int rc = s16 && s32 && t ? 0 : -1;
+  for (int i = 0; rc == 0 && i < ns; i++) {
+    const size_t n = bench_slot_floats(m, w->B, i);
+    s16[i] = operand(n, (size_t)i * 1000003u, 1);
+    s32[i] = malloc((n ? n : 1) * sizeof(float));
+    if (!s16[i] || !s32[i]) rc = -1;
+  }
+  if (rc) cuvae_error("out of memory for the bf16 GEMM replay (batch %d)", w->B);
+  for (int r = -1; rc == 0 && r < reps; r++) {
+    const double t0 = bench_now();
+    rc = bf16_pass(w, s16, s32);
+    if (r >= 0) t[r] = bench_now() - t0;
+  }
+  if (rc == 0) *median_s = bench_median(t, reps);
+  for (int i = 0; i < ns && s16 && s32; i++) {
+    free(s16[i]);
+    free(s32[i]);
+  }
+  free(s16);
+  free(s32);
+  free(t);
+  return rc;
+}
+
+/* ---- the three engines on every GEMM of a step --------------------------------------------------------- */
+
+enum { N_ENGINES = 3 };
+#define SHAPE_BUDGET_S 2.0  /* rounds beyond the third stop once a shape has taken this long */
+
+/* Median seconds per engine for one GEMM, rounds interleaved; impl[e] receives each engine's name. */
+static int time_shape(const bench_gemm *g, int reps, double med[N_ENGINES], char impl[N_ENGINES][128]) {
+  bench_mm *mm[N_ENGINES] = {NULL, NULL, NULL};
+  double *t = malloc((size_t)N_ENGINES * (size_t)reps * sizeof *t);
+  int rc = t ? 0 : cuvae_error("out of memory");
+  for (int e = 0; rc == 0 && e < N_ENGINES; e++) {
+    mm[e] = bench_mm_create((bench_mm_engine)e, g->trans_a, g->trans_b, g->m, g->n, g->k);
+    if (!mm[e]) rc = -1;
+    else snprintf(impl[e], 128, "%s", bench_mm_impl(mm[e]));
+  }
+  for (int e = 0; rc == 0 && e < N_ENGINES; e++)  /* a warm-up call each */
+    if (bench_mm_run(mm[e]) < 0) rc = -1;
+  int done = 0;
+  const double t0 = bench_now();
+  while (rc == 0 && done < reps && (done < 3 || bench_now() - t0 < SHAPE_BUDGET_S)) {
+    for (int e = 0; rc == 0 && e < N_ENGINES; e++) {
+      const double s = bench_mm_run(mm[(e + done) % N_ENGINES]);  /* the order rotates every round */
+      if (s < 0) rc = -1;
+      t[((e + done) % N_ENGINES) * reps + done] = s;
+    }
+    done++;
+  }
+  for (int e = 0; rc == 0 && e < N_ENGINES; e++) med[e] = bench_median(t + e * reps, done);
+  for (int e = 0; e < N_ENGINES; e++) bench_mm_destroy(mm[e]);
+  free(t);
+  return rc;
+}
+
+int bench_gemm_shape_table(FILE *out, const char *config, const bench_step_work *w, int reps) {
+  fprintf(out, "%-7s %-16s %2s %2s %6s %6s %6s %14s %14s %14s %9s %9s\n", "config", "gemm", "tA", "tB", "m", "n",
+          "k", "OpenBLAS_GF/s", "dnnl_f32_GF/s", "dnnl_bf16_GF/s", "f32/OB", "bf16/OB");
+  char impl[N_ENGINES][128], impl_seen[2][128] = {"", ""};
+  for (int i = 0; i < w->n_gemms; i++) {
+    const bench_gemm *g = &w->gemms[i];
+    double med[N_ENGINES];
+    if (time_shape(g, reps, med, impl)) return -1;
+    const double gf = 2.0 * g->m * (double)g->n * g->k * 1e-9;
+    fprintf(out, "%-7s %-16s %2d %2d %6d %6d %6d %14.1f %14.1f %14.1f %9.2f %9.2f\n", config, g->what, g->trans_a,
+            g->trans_b, g->m, g->n, g->k, gf / med[0], gf / med[1], gf / med[2], med[0] / med[1], med[0] / med[2]);
+    fflush(out);
+    for (int e = 1; e < N_ENGINES; e++)
+      if (strcmp(impl[e], impl_seen[e - 1]) != 0) {
+        fprintf(out, "        (%s: oneDNN %s from here on)\n", e == 1 ? "fp32" : "bf16", impl[e]);
+        memcpy(impl_seen[e - 1], impl[e], sizeof impl_seen[e - 1]);
+      }
+  }
+  return 0;
+}

@@ -1,0 +1,35 @@
+/* cuvae-bench: one GEMM shape on three CPU engines (OpenBLAS sgemm, oneDNN's fp32 matmul, oneDNN's bf16 matmul with
+ * fp32 results), the bf16 matmul peak, the step's GEMMs replayed through the library's bf16 path, and the table of
+ * the three engines on every GEMM of a step (cuvae-bench --gemm-shapes). */
+#ifndef CUVAE_BENCH_DNNL_H
+#define CUVAE_BENCH_DNNL_H
+#include <stddef.h>
+#include <stdio.h>
+
+#include "bench_model.h"
+
+typedef enum { BENCH_MM_OPENBLAS_F32 = 0, BENCH_MM_DNNL_F32 = 1, BENCH_MM_DNNL_BF16 = 2 } bench_mm_engine;
+
+/* One prepared row-major product C[m,n] (fp32) = op(A)[m,k] op(B)[k,n] (trans_a, trans_b: the cblas sense) with
+ * operands filled once; oneDNN's primitive is created here, not in the timed calls. */
+typedef struct bench_mm bench_mm;
+bench_mm *bench_mm_create(bench_mm_engine e, int trans_a, int trans_b, int m, int n, int k);  /* NULL: cuvae_error */
+double bench_mm_run(bench_mm *mm);           /* seconds of one call; < 0 when oneDNN failed (cuvae_error set) */
+const char *bench_mm_impl(const bench_mm *mm); /* "OpenBLAS" or oneDNN's implementation name */
+void bench_mm_destroy(bench_mm *mm);
+
+/* oneDNN bf16 matmul n x n x n (row-major, no transposes) on OpenMP's current thread count: GFLOP/s of the median
+ * of `reps` calls after one warm-up call; desc names the shape and oneDNN's implementation. */
+int bench_dnnl_bf16_peak(int n, int reps, double *gflops, char *desc, size_t desc_n);
+
+/* The step's GEMMs through the library's bf16 path (gemm_bf16_cpu of src/backend/cpu/gemm_bf16.h, the calls of
+ * dense_forward_bf16_cpu / dense_backward_bf16_cpu) on bf16 operands of the step's sizes: median seconds of one
+ * pass over `reps` passes after a warm-up pass. */
+int bench_cpu_bf16_gemm_replay(const cuvae_model *m, const bench_step_work *w, int reps, double *median_s);
+
+/* For every GEMM of w: GFLOP/s of OpenBLAS sgemm, oneDNN fp32 and oneDNN bf16 on that shape, calls interleaved
+ * (one of each per round, so machine noise hits all three alike), median per engine over up to `reps` rounds (at
+ * least 3; fewer than reps once a shape has taken ~2 s). One table row per GEMM on out. */
+int bench_gemm_shape_table(FILE *out, const char *config, const bench_step_work *w, int reps);
+
+#endif

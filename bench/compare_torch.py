@@ -2,7 +2,8 @@
 """cuvae against its PyTorch peer, config by config, on the same machine, threads and step counts.
 
     /usr/bin/python3 bench/compare_torch.py [--configs A,B,C] [--rounds 3] [--threads 2] [--steps 50]
-                                            [--warmup 10] [--device cpu|cuda] [--tf32] [--json OUT.json]
+                                            [--warmup 10] [--device cpu|cuda] [--precision fp32|tf32|bf16]
+                                            [--json OUT.json]
                                             [--cuvae-bench build/cuvae-bench] [--print-commands]
 
 Each round runs, for every config, build/cuvae-bench and then bench/torch_vae.py back to back (cuvae, torch,
@@ -10,9 +11,12 @@ cuvae, torch, ...), so that slow drifts of the machine (other load, thermal or h
 Per config it prints the median over the rounds of each side's samples/s, and the median of the per-round
 ratios cuvae/torch (each ratio from two adjacent runs), with the BLAS each side reported.
 
---device cuda runs both sides on the GPU; --tf32 gives both a copy of each config with [train] precision = tf32
-(TF32 tensor-core GEMMs in cuvae's cuBLAS calls and in torch's matmuls; the CPU ignores it). --print-commands
-prints the commands of one round and exits without running them.
+--device cuda runs both sides on the GPU. --precision P (default fp32) gives both sides a copy of each config with
+[train] precision = P: tf32 (TF32 tensor-core GEMMs in cuvae's cuBLAS calls and in torch's matmuls; the CPU ignores
+it; --tf32 is the same as --precision tf32), bf16 (cuvae: bf16 GEMM operands with fp32 accumulation, docs/MATH.md
+section 8, on the CPU oneDNN's bf16 matmul; torch: its forward pass under torch.autocast(<device>, bfloat16), see
+bench/torch_vae.py). With fp32 the configs run as they are. --print-commands prints the commands of one round and
+exits without running them.
 
 Environment: the PyTorch side runs with LD_LIBRARY_PATH=<--torch-blas-dir> (default Debian's OpenMP build of
 OpenBLAS; torch's own OpenMP threads and the pthread build's spinning threads fight over the cores) and
@@ -52,8 +56,10 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=50, help="timed steps per run (default 50)")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps before them (default 10)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="both sides' device (default cpu)")
-    p.add_argument("--tf32", action="store_true",
-                   help="both sides run each config with [train] precision = tf32 (TF32 GEMMs on CUDA)")
+    p.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default=None,
+                   help="both sides run each config with [train] precision = this (default fp32: the configs as "
+                        "they are); bf16: cuvae's bf16 GEMMs against torch.autocast bfloat16")
+    p.add_argument("--tf32", action="store_true", help="the same as --precision tf32")
     p.add_argument("--print-commands", action="store_true",
                    help="print the commands of one round (after the checks of the arguments) and exit")
     p.add_argument("--json", metavar="OUT", help="write the summary (every run's result too) to this file")
@@ -74,6 +80,9 @@ def parse_args(argv):
     a = p.parse_args(argv)
     if a.rounds < 1 or a.threads < 1 or a.steps < 1 or a.warmup < 0 or a.retries < 0:
         p.error("--rounds, --threads and --steps must be >= 1, --warmup and --retries >= 0")
+    if a.tf32 and a.precision not in (None, "tf32"):
+        p.error(f"--tf32 contradicts --precision {a.precision}")
+    a.precision = "tf32" if a.tf32 else (a.precision or "fp32")
     return a
 
 
@@ -207,17 +216,30 @@ def run_one(side, cmd, env, json_path, a):
     return res
 
 
+def check_precision(name, precision, cu, pt):
+    """Both sides must say they ran the requested precision (cuvae-bench: "precision" of its result; the peer: its
+    "precision")."""
+    got_cu = cu.get("precision") or (cu.get("results") or [{}])[0].get("precision")
+    if got_cu != precision:
+        fail(f"{name}: cuvae-bench reports precision {got_cu!r}, not {precision}")
+    if pt.get("precision", "fp32") != precision:
+        fail(f"{name}: torch_vae.py reports precision {pt.get('precision')!r}, not {precision}")
+
+
 def machine_description():
-    model = ""
+    model, flags = "", []
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith("model name") and not model:
                     model = line.split(":", 1)[1].strip()
-                    break
+                elif line.startswith("flags") and not flags:
+                    flags = line.split(":", 1)[1].split()
     except OSError:
         pass
-    return {"cpu": model, "nproc": os.cpu_count()}
+    # the CPU's bf16 units (AMX tiles, AVX512-BF16), which the bf16 matmuls of both sides use
+    bf16_units = sorted(f for f in flags if f.startswith("amx") or f == "avx512_bf16")
+    return {"cpu": model, "nproc": os.cpu_count(), "bf16_units": bf16_units}
 
 
 def main(argv):
@@ -228,17 +250,20 @@ def main(argv):
     tenv = torch_env(a)
     common = ["--device", a.device, "--steps", str(a.steps), "--warmup", str(a.warmup), "--threads", str(a.threads)]
     runs = {name: {"cuvae": [], "pytorch": []} for name, _ in configs}
-    precision = "tf32" if a.tf32 else "fp32"
+    precision = a.precision
 
     def commands(path, out):
         return ([a.cuvae_bench, "--config", path, *common, "--json", out],
                 [a.python, TORCH_PEER, "--config", path, *common, "--adam", a.torch_adam, "--json", out])
 
+    m = machine_description()
+    print(f"compare_torch: {m['cpu']}, {m['nproc']} CPUs, bf16 units: {' '.join(m['bf16_units']) or 'none'}",
+          flush=True)
     print(f"compare_torch: {len(configs)} config(s) x {a.rounds} round(s), {a.threads} thread(s), "
-          f"{a.warmup}+{a.steps} steps, device {a.device}" + (", precision tf32" if a.tf32 else ""), flush=True)
+          f"{a.warmup}+{a.steps} steps, device {a.device}, precision {precision}", flush=True)
     with tempfile.TemporaryDirectory(prefix="compare_torch.") as tmp:
-        if a.tf32:
-            configs = precision_copies(configs, "tf32", tmp)
+        if precision != "fp32":
+            configs = precision_copies(configs, precision, tmp)
         out = os.path.join(tmp, "result.json")
         if a.print_commands:
             for name, path in configs:
@@ -250,6 +275,7 @@ def main(argv):
                 cu_cmd, pt_cmd = commands(path, out)
                 cu = run_one("cuvae-bench", cu_cmd, None, out, a)
                 pt = run_one("torch_vae.py", pt_cmd, tenv, out, a)
+                check_precision(name, precision, cu, pt)
                 runs[name]["cuvae"].append(cu)
                 runs[name]["pytorch"].append(pt)
                 print(f"  round {rnd} {name}: cuvae {cu['samples_per_s']:10.0f} samples/s   "
@@ -276,6 +302,10 @@ def main(argv):
             "cuvae_median_samples_per_s": statistics.median(cu_s[i] for i in use),
             "torch_median_samples_per_s": statistics.median(pt_s[i] for i in use),
             "ratio_median": statistics.median(ratios[i] for i in use),
+            # best of the rounds (the same rounds): each side's fastest run, and their ratio
+            "cuvae_best_samples_per_s": max(cu_s[i] for i in use),
+            "torch_best_samples_per_s": max(pt_s[i] for i in use),
+            "ratio_best": max(cu_s[i] for i in use) / max(pt_s[i] for i in use),
             "contended_runs": sum(1 for r in cu + pt if r.get("contended")),
             "cuvae_blas": cu[-1].get("blas", "?"), "torch_blas": pt[-1].get("blas", "?"),
             "torch_version": pt[-1].get("torch_version", "?"),
@@ -284,13 +314,16 @@ def main(argv):
         summary["configs"][name] = entry
         rows.append((name, entry))
 
-    print(f"\n{'config':<7}{'cuvae samples/s':>17}{'torch samples/s':>17}{'cuvae/torch':>13}")
+    print(f"\nprecision {precision}\n{'config':<7}{'cuvae samples/s':>17}{'torch samples/s':>17}{'cuvae/torch':>13}"
+          f"{'best cuvae':>12}{'best torch':>12}{'best ratio':>12}")
     for name, e in rows:
         print(f"{name:<7}{e['cuvae_median_samples_per_s']:>17.0f}{e['torch_median_samples_per_s']:>17.0f}"
-              f"{e['ratio_median']:>13.2f}   {len(e['clean_rounds'])}/{a.rounds} clean round(s)"
+              f"{e['ratio_median']:>13.2f}{e['cuvae_best_samples_per_s']:>12.0f}{e['torch_best_samples_per_s']:>12.0f}"
+              f"{e['ratio_best']:>12.2f}   {len(e['clean_rounds'])}/{a.rounds} clean round(s)"
               + ("  * all contended: do not trust" if not e["clean_rounds"] else ""))
     print("\n(samples/s: median over the clean rounds, where neither run was contended, or over all rounds when\n"
-          " none was clean; ratio: median of those rounds' cuvae/torch ratios, each from two adjacent runs)")
+          " none was clean; ratio: median of those rounds' cuvae/torch ratios, each from two adjacent runs;\n"
+          " best: each side's fastest of the same rounds, and best cuvae / best torch)")
     for name, e in rows:
         print(f"{name}: cuvae BLAS: {e['cuvae_blas']}\n{' ' * len(name)}  torch BLAS: {e['torch_blas']} "
               f"(torch {e['torch_version']})")

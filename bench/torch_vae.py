@@ -16,6 +16,12 @@ optimiser Adam(lr, betas, eps) from the config (docs/MATH.md section 7), nn.Line
 Data: Fashion-MNIST train images (IDX, .gz or plain) scaled to [0, 1] float32, one random permutation of the
 training set per epoch (torch.randperm on a seeded generator), each batch gathered by index: x[idx].
 
+Precision ([train] precision of the config): fp32; tf32 (CUDA: TF32 matmuls; the CPU computes fp32); bf16: the
+forward pass and the loss run under torch.autocast(<device>, dtype=torch.bfloat16), PyTorch's own mixed precision
+(nn.Linear's matmul and bias in bf16 with fp32 accumulation, fp32 parameters and Adam state), with mu, logvar and the
+logits cast back to float32 (.float()) so that the sampling, the KL and the likelihood are fp32 as in cuvae
+(docs/MATH.md (8.2)); the backward pass runs outside the autocast region, as torch's documentation prescribes.
+
 Timing: W warm-up steps, then N steps each timed alone with time.perf_counter (on CUDA the device is synchronised
 before every clock read). Reports the median step time and samples/s = batch / median step time.
 
@@ -26,6 +32,7 @@ use the same kernels. The BLAS actually mapped into the process (from /proc/self
 """
 import argparse
 import configparser
+import contextlib
 import gzip
 import json
 import math
@@ -235,21 +242,23 @@ def build_model(torch, cfg, d_in):
     return nn.Sequential(*enc), nn.Sequential(*dec)
 
 
-def make_step(torch, enc, dec, opt, z_dim):
+def make_step(torch, enc, dec, opt, z_dim, autocast):
+    """One training step; autocast() is the forward pass's context (torch.autocast for bf16, else a no-op)."""
     F = torch.nn.functional
 
     def step(x):
         opt.zero_grad(set_to_none=True)
-        mu, lv = enc(x).split(z_dim, dim=1)
-        eps = torch.randn_like(mu)                       # eps ~ N(0, I)
-        z = mu + torch.exp(0.5 * lv) * eps               # reparameterization
-        logits = dec(z)
-        b = x.shape[0]
-        # sum over pixels of softplus(l) - x*l, then the batch mean
-        recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / b
-        # closed-form KL(N(mu, exp(lv)) || N(0, I)), batch mean
-        kl = 0.5 * (mu * mu + torch.exp(lv) - 1.0 - lv).sum() / b
-        loss = recon + kl
+        with autocast():
+            mu, lv = enc(x).float().split(z_dim, dim=1)  # .float(): a no-op in fp32, bf16 -> fp32 under autocast
+            eps = torch.randn_like(mu)                   # eps ~ N(0, I)
+            z = mu + torch.exp(0.5 * lv) * eps           # reparameterization
+            logits = dec(z).float()
+            b = x.shape[0]
+            # sum over pixels of softplus(l) - x*l, then the batch mean
+            recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / b
+            # closed-form KL(N(mu, exp(lv)) || N(0, I)), batch mean
+            kl = 0.5 * (mu * mu + torch.exp(lv) - 1.0 - lv).sum() / b
+            loss = recon + kl
         loss.backward()
         opt.step()
         return loss
@@ -285,6 +294,12 @@ def main(argv):
         ob.openblas_set_num_threads(args.threads)  # the pthread build keeps its own pool; size it too
 
     dev = torch.device(args.device)
+    if cfg["precision"] not in ("fp32", "tf32", "bf16"):
+        fail(f"{args.config}: [train] precision = {cfg['precision']} is not supported by the peer (fp32, tf32, bf16)")
+    if cfg["precision"] == "bf16":
+        autocast = lambda: torch.autocast(args.device, dtype=torch.bfloat16)  # noqa: E731
+    else:
+        autocast = contextlib.nullcontext
     if args.device == "cuda":
         # cuvae's [train] precision: fp32 (default) or tf32 cuBLAS math
         torch.backends.cuda.matmul.allow_tf32 = cfg["precision"] == "tf32"
@@ -307,7 +322,7 @@ def main(argv):
         kw["fused"] = True
     opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=cfg["lr"],
                            betas=(cfg["beta1"], cfg["beta2"]), eps=cfg["adam_eps"], **kw)
-    step = make_step(torch, enc, dec, opt, z_dim)
+    step = make_step(torch, enc, dec, opt, z_dim, autocast)
 
     # One random permutation per epoch; full batches only (the last n % b examples of an epoch are skipped).
     perm_gen = torch.Generator().manual_seed(cfg["seed"])
@@ -359,10 +374,18 @@ def main(argv):
         "loss_last": last_loss,
         "torch_version": torch.__version__,
         "adam": args.adam,
+        "precision": cfg["precision"],
+        "autocast": "bfloat16" if cfg["precision"] == "bf16" else "off",
     }
     result.update(describe_blas(args.device))
+    if cfg["precision"] == "bf16" and args.device == "cpu":
+        # torch's bf16 matmuls on the CPU go to oneDNN (mkldnn), not to the BLAS: name the library mapped
+        dnnl = mapped_libraries(r"^lib(dnnl|mkldnn)")
+        result["blas"] = (f"bf16 matmuls: oneDNN ({', '.join(dnnl) or 'built into torch'}; "
+                          f"torch.backends.mkldnn {'on' if torch.backends.mkldnn.is_available() else 'off'}); "
+                          f"fp32: {result['blas']}")
     result["openblas_coretype_env"] = os.environ.get("OPENBLAS_CORETYPE", "")
-    print(f"pytorch {result['config']} {result['device']} threads={args.threads} batch={b}: "
+    print(f"pytorch {result['config']} {result['device']} {cfg['precision']} threads={args.threads} batch={b}: "
           f"median {result['median_step_ms']:.3f} ms/step, {result['samples_per_s']:.0f} samples/s "
           f"(loss {first_loss:.2f} -> {last_loss:.2f}) | {result['blas']}")
     if args.json:

@@ -319,7 +319,7 @@ TEST(CudaStep, MemoryPlanIsCheckedBeforeAllocating) {
   cuvae_backend *gpu = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, &f.ds);
   ASSERT_NE(gpu, nullptr) << cuvae_last_error();
   const std::string plan = gpu->memory_plan;
-  for (const char *part : {"parameters", "activations", "data sets", "cuBLAS workspace", "free of"})
+  for (const char *part : {"parameters", "activations", "data sets", "cuBLASLt workspace", "free of"})
     EXPECT_NE(plan.find(part), std::string::npos) << part << " missing from: " << plan;
   gpu->destroy(gpu);
 

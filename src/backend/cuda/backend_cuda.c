@@ -8,22 +8,23 @@
  * One training step, as enqueued by cuda_train_step (docs/ARCHITECTURE.md draws it):
  *   host:  row indices -> pinned slot -> rows (H2D copy); Adam's step counter (H2D, only when it must be set);
  *          eps = cuRAND device Philox at the documented offset (include/cuvae/rng.h), the CPU's numbers;
- *   graph: gather_rows -> encoder (cublasSgemm + bias_act per layer) -> reparam_kl_forward -> decoder ->
+ *   graph: gather_rows -> encoder (cublasLtMatmul per layer, bias + ReLU fused) -> reparam_kl_forward -> decoder ->
  *          *_nll_grad -> sum (NLL, KL) -> decoder backward -> reparam_kl_backward -> encoder backward ->
  *          sum_squares -> step_guard (records the sums; halts on a non-finite step) -> adam_prepare -> adam_update.
  * The graph part is captured once per batch size and replayed ([train] cuda_graph = on), or launched kernel by
  * kernel (off, and always under CUVAE_CUDA_SYNC=1, which checks each launch). Before a capture every GEMM of the
- * step runs once outside it (warm_up_gemms), so cuBLAS never initialises or picks an algorithm inside a capture.
+ * step runs once outside it (warm_up_gemms), so cuBLASLt's plans (descriptors, heuristic's algorithm) are all made
+ * outside the capture (src/backend/cuda/backend_cuda_gemm.c).
  * eps stays outside the graph: a captured cuRAND call would replay the same numbers every step.
  * Nothing is read back per step: collect copies the recorded sums of all pending steps in one transfer.
  *
  * Row-major <-> column-major: a row-major [r][c] array with leading dimension c is the column-major c x r matrix,
  * i.e. its transpose. With Xc = X^T (in x B, ld in), Wc = W^T (in x out, ld in), Yc = Y^T (out x B, ld out):
- *   forward  Y = X W^T       <=>  Yc  = Wc^T Xc           sgemm(T, N, m=out, n=B,   k=in)
- *   dW = dY^T X              <=>  dWc = Xc dYc^T          sgemm(N, T, m=in,  n=out, k=B)
- *   dX = dY W                <=>  dXc = Wc dYc            sgemm(N, N, m=in,  n=B,   k=out)
+ *   forward  Y = X W^T       <=>  Yc  = Wc^T Xc           gemm(T, N, m=out, n=B,   k=in)   bias (m) fused
+ *   dW = dY^T X              <=>  dWc = Xc dYc^T          gemm(N, T, m=in,  n=out, k=B)   db: BGRADB (n, over k)
+ *   dX = dY W                <=>  dXc = Wc dYc            gemm(N, N, m=in,  n=B,   k=out)  ReLU' + db below: DRELU_BGRAD
  * No allocation per step: every buffer is sized in create for max(batch_size, eval_batch_size) rows. */
-#include <cublas_v2.h>
+#include <cublasLt.h>
 #include <cuda_runtime_api.h>
 #include <curand.h>
 #include <math.h>
@@ -38,24 +39,58 @@
 #include "backend_cuda_internal.h"
 #include "cuda_check.h"
 
-/* dy (post-activation gradient) -> pre-activation gradient in place; dW, db overwritten; dx = dy W if wanted. */
-static int dense_backward(cuda_backend *be, const cuvae_layer *l, const float *x, const float *y, float *dy,
-                          float *dx, int B) {
-  CU_LAUNCH(be, bias_act_backward_cuda(y, dy, B, (int)l->out, l->act, be->stream));
-  if (cuda_gemm_weight_grad(be, l, x, dy, B)) return -1;
-  CU_LAUNCH(be, bias_grad_cuda(dy, be->grad + l->b, be->sum_partials, B, (int)l->out, be->stream));
-  if (dx && cuda_gemm_input_grad(be, l, dy, dx, B)) return -1;
-  return 0;
+/* The backward of layer i of stack s (docs/MATH.md (8.2) in bf16), column-major (see above). On entry dy holds
+ * dL/d(output), except for a ReLU layer, where the layer above's input-gradient GEMM already applied the ReLU gradient
+ * and wrote the bias gradient (DRELU_BGRAD); a tanh layer applies it here (bias_act_backward_cuda: no tanh epilogue).
+ * With d the fp32 pre-activation gradient: db = sum over rows of d (BGRADB, the dW GEMM's reduction of its B operand
+ * d; in bf16 bias_grad_cuda of the fp32 d, since BGRADB would sum bf16(d)); dW = d^T x; dx = d W, fused with the ReLU
+ * gradient and bias gradient of layer i - 1 when that is a ReLU layer. bf16: d enters both GEMMs as bf16(d) (d16),
+ * x as the forward's bf16 copy, W as w16; dx stays fp32. x0: the stack's fp32 input (layer 0's x). */
+static int dense_backward(cuda_backend *be, const cuda_stack *s, int i, const float *x0, float *dy, float *dx,
+                          int B) {
+  const cuvae_layer *l = &s->layers[i];
+  const int bf16 = be->cfg->precision == CUVAE_PRECISION_BF16, db_done = l->act == CUVAE_ACT_RELU;
+  const int in = (int)l->in, out = (int)l->out;
+  if (l->act == CUVAE_ACT_TANH) CU_LAUNCH(be, bias_act_backward_cuda(s->out[i], dy, B, out, l->act, be->stream));
+  const void *d = dy;
+  if (bf16) {
+    CU_LAUNCH(be, to_bf16_cuda(dy, be->d16, (size_t)B * out, be->stream));
+    d = be->d16;
+    if (!db_done) CU_LAUNCH(be, bias_grad_cuda(dy, be->grad + l->b, be->sum_partials, B, out, be->stream));
+  }
+  /* dWc[in, out] = Xc dYc^T */
+  cuda_gemm w = {.ta = CUBLAS_OP_N, .tb = CUBLAS_OP_T, .m = in, .n = out, .k = B, .b = d, .d = be->grad + l->w,
+                 .lda = in, .ldb = out, .ldd = in, .epilogue = CUBLASLT_EPILOGUE_DEFAULT};
+  if (bf16) {
+    w.a = i == 0 ? (const void *)s->in16 : (const void *)s->out16[i - 1];
+  } else {
+    w.a = i == 0 ? x0 : s->out[i - 1];
+    if (!db_done) {
+      w.epilogue = CUBLASLT_EPILOGUE_BGRADB;
+      w.bias = be->grad + l->b;
+    }
+  }
+  if (cuda_gemm_run(be, &w)) return -1;
+  if (!dx) return 0;
+  /* dXc[in, B] = Wc dYc */
+  cuda_gemm x = {.ta = CUBLAS_OP_N, .tb = CUBLAS_OP_N, .m = in, .n = B, .k = out, .b = d, .d = dx, .lda = in,
+                 .ldb = out, .ldd = in, .epilogue = CUBLASLT_EPILOGUE_DEFAULT};
+  x.a = bf16 ? (const void *)(be->w16 + l->w) : (const void *)(be->params + l->w);
+  if (i > 0 && s->layers[i - 1].act == CUVAE_ACT_RELU) {
+    x.epilogue = CUBLASLT_EPILOGUE_DRELU_BGRAD;
+    x.aux = s->mask[i - 1];
+    x.aux_ld = cuda_mask_ld(l->in);
+    x.bias = be->grad + s->layers[i - 1].b;
+  }
+  return cuda_gemm_run(be, &x);
 }
 
-/* Backward through layers[n-1..0], starting from dy (any buffer); activation gradients ping-pong between
+/* Backward through the stack's layers n-1..0, starting from dy (any buffer); activation gradients ping-pong between
  * grad_a and grad_b; dx0 receives dL/d(input of layer 0) (NULL: not needed). */
-static int backward_stack(cuda_backend *be, const cuvae_layer *layers, int n, float *const *outs, const float *x0,
-                          float *dy, float *dx0, int B) {
-  for (int i = n - 1; i >= 0; i--) {
-    const float *in = i == 0 ? x0 : outs[i - 1];
+static int backward_stack(cuda_backend *be, const cuda_stack *s, const float *x0, float *dy, float *dx0, int B) {
+  for (int i = s->n - 1; i >= 0; i--) {
     float *dx = i == 0 ? dx0 : (dy == be->grad_a ? be->grad_b : be->grad_a);
-    if (dense_backward(be, &layers[i], in, outs[i], dy, dx, B)) return -1;
+    if (dense_backward(be, s, i, x0, dy, dx, B)) return -1;
     dy = dx;
   }
   return 0;
@@ -84,8 +119,7 @@ static int step_body(cuda_backend *be, int B) {
   if (cuda_vae_forward(be, x_in, be->x, be->labels, B, spec, 1)) return -1;
   /* Backward: the shared log-variance, the decoder (down to dz), the latent stage, the encoder. */
   if (m->variance == CUVAE_VAR_LEARNED_SHARED) CU_LAUNCH(be, sum_cuda(be->dlv_row, N, be->grad + m->logvar, be->stream));
-  if (backward_stack(be, m->dec, m->n_dec, be->dec_out, m->cond ? be->dec_in : be->z, be->grad_a,
-                     m->cond ? be->dzy : be->dz, N))
+  if (backward_stack(be, &be->dec, m->cond ? be->dec_in : be->z, be->grad_a, m->cond ? be->dzy : be->dz, N))
     return -1;
   if (m->cond) CU_LAUNCH(be, take_columns_cuda(be->dzy, Z + (int)m->cond, be->dz, N, Z, be->stream));  /* dL/dz */
   const float *mulv = be->enc_out[m->n_enc - 1];
@@ -94,21 +128,25 @@ static int step_body(cuda_backend *be, int B) {
   else
     CU_LAUNCH(be, reparam_multi_backward_cuda(mulv, be->eps, be->z, be->dz, sampled ? be->weight : NULL, be->beta_t,
                                          1.0f / (float)B, be->dmulv, B, L, Z, be->stream));
-  if (backward_stack(be, m->enc, m->n_enc, be->enc_out, m->cond ? be->enc_in : x_in, be->dmulv, NULL, B)) return -1;
+  if (backward_stack(be, &be->enc, m->cond ? be->enc_in : x_in, be->dmulv, NULL, B)) return -1;
   CU_LAUNCH(be, sum_squares_cuda(be->grad, m->n_params, be->sum_partials, be->sums + 2, be->stream));
   /* Only a finite step reaches the parameters: the guard halts Adam from the first non-finite one on. */
   CU_LAUNCH(be, step_guard_cuda(be->sums, be->step, be->flags, be->ring, be->base.max_pending, be->stream));
   CU_LAUNCH(be, adam_prepare_cuda(be->sums + 2, be->step, c->clip_norm, c->beta1, c->beta2, be->adam_scalars, be->flags,
                              be->stream));
-  CU_LAUNCH(be, adam_update_cuda(be->params, be->grad, be->adam_m, be->adam_v, m->n_params, c->lr, c->beta1, c->beta2,
-                            c->adam_eps, be->adam_scalars, be->flags, be->stream));
+  if (c->precision == CUVAE_PRECISION_BF16)  /* and the GEMMs' bf16 weights, docs/MATH.md (8.2) */
+    CU_LAUNCH(be, adam_update_bf16_cuda(be->params, be->grad, be->adam_m, be->adam_v, m->n_params, c->lr, c->beta1,
+                                        c->beta2, c->adam_eps, be->adam_scalars, be->flags, be->w16, be->stream));
+  else
+    CU_LAUNCH(be, adam_update_cuda(be->params, be->grad, be->adam_m, be->adam_v, m->n_params, c->lr, c->beta1,
+                                   c->beta2, c->adam_eps, be->adam_scalars, be->flags, be->stream));
   return 0;
 }
 
-/* Every GEMM of step_body for B rows, once, outside capture, on the step's stream and cuBLAS handle (so in its FP32 or
- * TF32 math mode): step_body itself with its kernels skipped (CU_LAUNCH in the gemm_only pass), so the shapes are the
- * step's by construction. cuBLAS initialises the handle and picks each shape's algorithm here instead of inside the
- * capture. What the GEMMs write (activations, dW in grad, dx) is written again by the step before anything reads it. */
+/* Every GEMM of step_body for B rows, once, outside capture, on the step's stream (in its precision): step_body itself
+ * with its kernels skipped (CU_LAUNCH in the gemm_only pass), so the shapes, operands, epilogues and pointers are the
+ * step's by construction and each GEMM's cuBLASLt plan is made here instead of inside the capture. What the GEMMs write
+ * (activations, masks, dW and db in grad, dx) is written again by the step before anything reads it. */
 static int warm_up_gemms(cuda_backend *be, int B) {
   be->gemm_only = 1;
   const int rc = step_body(be, B);
@@ -302,6 +340,8 @@ static int cuda_set_state(cuvae_backend *base, const float *params, const float 
   if (params) CU_CHECK(cudaMemcpyAsync(be->params, params, bytes, cudaMemcpyHostToDevice, be->stream));
   if (adam_m) CU_CHECK(cudaMemcpyAsync(be->adam_m, adam_m, bytes, cudaMemcpyHostToDevice, be->stream));
   if (adam_v) CU_CHECK(cudaMemcpyAsync(be->adam_v, adam_v, bytes, cudaMemcpyHostToDevice, be->stream));
+  if (params && be->w16)  /* the GEMMs' bf16 weights follow the parameters (docs/MATH.md (8.2)) */
+    CU_CHECK(to_bf16_cuda(be->params, be->w16, be->model->n_params, be->stream));
   CU_CHECK(cudaStreamSynchronize(be->stream));  /* the host arrays may be freed once we return */
   be->step_mirror = -1;  /* the next train_step sets the device step counter from its step argument */
   return 0;

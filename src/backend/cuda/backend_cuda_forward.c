@@ -1,7 +1,7 @@
 /* The CUDA backend's forward pass (src/backend/cuda/backend_cuda.c holds the backward pass, the step and the state): the twin of
  * cuvae_cpu_latent_objective_grad's forward half in src/backend/cpu/vae_cpu.c, kernel for kernel, for every objective of
  * the model family (elbo with L samples and analytic or sampled KL, iwae, ae) and every decoder likelihood. */
-#include <cublas_v2.h>
+#include <cublasLt.h>
 #include <cuda_runtime_api.h>
 #include <curand.h>
 
@@ -31,32 +31,51 @@ int cuda_noise_draw(cuda_backend *be, dev_noise *g, uint64_t offset, size_t n) {
   return cuda_noise_fill(be, g, offset, n, be->eps, 0);
 }
 
-/* The column-major forms (backend_cuda.c): forward Yc = Wc^T Xc, dWc = Xc dYc^T, dXc = Wc dYc. */
-int cuda_gemm_forward(cuda_backend *be, const cuvae_layer *l, const float *x, float *y, int B) {
-  const float one = 1.0f, zero = 0.0f;
-  CUBLAS_LAUNCH(be, cublasSgemm(be->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)l->out, B, (int)l->in, &one,
-                                be->params + l->w, (int)l->in, x, (int)l->in, &zero, y, (int)l->out));
+/* Layer i of stack s, column-major (backend_cuda.c): Yc[out, B] = Wc^T Xc, Wc = W^T (in x out, ld in), Xc (in x B),
+ * with the bias and activation fused where cuBLASLt has the epilogue (docs/MATH.md (8.2) in bf16):
+ *   ReLU:  RELU_AUX_BIAS: y = max(acc + b, 0) and the mask (acc + b > 0) for the backward; in bf16 the epilogue
+ *          writes bf16(y) only, the next GEMM's operand (one rounding of the fp32 y, as to_bf16_cpu of the CPU's y);
+ *   none:  BIAS: y = acc + b (the heads, the output layer: fp32, read by the fused kernels);
+ *   tanh:  the GEMM, then bias_act_forward_cuda (no tanh epilogue), then in bf16 to_bf16_cuda of y. */
+int cuda_dense_forward(cuda_backend *be, const cuda_stack *s, int i, const float *x, int B) {
+  const cuvae_layer *l = &s->layers[i];
+  const int bf16 = be->cfg->precision == CUVAE_PRECISION_BF16, top = i == s->n - 1;
+  const int in = (int)l->in, out = (int)l->out;
+  cuda_gemm g = {.ta = CUBLAS_OP_T, .tb = CUBLAS_OP_N, .m = out, .n = B, .k = in, .lda = in, .ldb = in, .ldd = out,
+                 .d = s->out[i], .epilogue = CUBLASLT_EPILOGUE_DEFAULT};
+  if (bf16) {
+    g.a = be->w16 + l->w;
+    g.b = i == 0 ? s->in16 : s->out16[i - 1];
+  } else {
+    g.a = be->params + l->w;
+    g.b = i == 0 ? x : s->out[i - 1];
+  }
+  if (l->act == CUVAE_ACT_RELU) {
+    g.epilogue = CUBLASLT_EPILOGUE_RELU_AUX_BIAS;
+    g.bias = be->params + l->b;
+    g.aux = s->mask[i];
+    g.aux_ld = cuda_mask_ld(l->out);
+    if (bf16 && !top) {
+      g.d = s->out16[i];
+      g.d_bf16 = 1;
+    }
+  } else if (l->act == CUVAE_ACT_NONE) {
+    g.epilogue = CUBLASLT_EPILOGUE_BIAS;
+    g.bias = be->params + l->b;
+  }
+  if (cuda_gemm_run(be, &g)) return -1;
+  if (l->act == CUVAE_ACT_TANH)
+    CU_LAUNCH(be, bias_act_forward_cuda(s->out[i], be->params + l->b, B, out, l->act, be->stream));
+  if (bf16 && !top && !g.d_bf16)
+    CU_LAUNCH(be, to_bf16_cuda(s->out[i], s->out16[i], (size_t)B * out, be->stream));
   return 0;
 }
 
-int cuda_gemm_weight_grad(cuda_backend *be, const cuvae_layer *l, const float *x, const float *dy, int B) {
-  const float one = 1.0f, zero = 0.0f;
-  CUBLAS_LAUNCH(be, cublasSgemm(be->blas, CUBLAS_OP_N, CUBLAS_OP_T, (int)l->in, (int)l->out, B, &one, x, (int)l->in,
-                                dy, (int)l->out, &zero, be->grad + l->w, (int)l->in));
-  return 0;
-}
-
-int cuda_gemm_input_grad(cuda_backend *be, const cuvae_layer *l, const float *dy, float *dx, int B) {
-  const float one = 1.0f, zero = 0.0f;
-  CUBLAS_LAUNCH(be, cublasSgemm(be->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)l->in, B, (int)l->out, &one,
-                                be->params + l->w, (int)l->in, dy, (int)l->out, &zero, dx, (int)l->in));
-  return 0;
-}
-
-/* y[B, out] = act(x W^T + b). */
-int cuda_dense_forward(cuda_backend *be, const cuvae_layer *l, const float *x, float *y, int B) {
-  if (cuda_gemm_forward(be, l, x, y, B)) return -1;
-  CU_LAUNCH(be, bias_act_forward_cuda(y, be->params + l->b, B, (int)l->out, l->act, be->stream));
+int cuda_stack_forward(cuda_backend *be, const cuda_stack *s, const float *x, int B) {
+  if (be->cfg->precision == CUVAE_PRECISION_BF16)  /* bf16(x), the first GEMM's operand */
+    CU_LAUNCH(be, to_bf16_cuda(x, s->in16, (size_t)B * s->layers[0].in, be->stream));
+  for (int i = 0; i < s->n; i++)
+    if (cuda_dense_forward(be, s, i, x, B)) return -1;
   return 0;
 }
 
@@ -67,11 +86,7 @@ int cuda_encoder_forward(cuda_backend *be, const float *x, const int32_t *labels
     CU_LAUNCH(be, concat_onehot_cuda(x, (int)m->input_dim, labels, B, (int)m->cond, be->enc_in, B, be->stream));
     in = be->enc_in;
   }
-  for (int i = 0; i < m->n_enc; i++) {
-    if (cuda_dense_forward(be, &m->enc[i], in, be->enc_out[i], B)) return -1;
-    in = be->enc_out[i];
-  }
-  return 0;
+  return cuda_stack_forward(be, &be->enc, in, B);
 }
 
 int cuda_decoder_forward(cuda_backend *be, const float *z, const int32_t *labels, int period, int N) {
@@ -81,11 +96,7 @@ int cuda_decoder_forward(cuda_backend *be, const float *z, const int32_t *labels
     CU_LAUNCH(be, concat_onehot_cuda(z, (int)m->latent, labels, period, (int)m->cond, be->dec_in, N, be->stream));
     in = be->dec_in;
   }
-  for (int i = 0; i < m->n_dec; i++) {
-    if (cuda_dense_forward(be, &m->dec[i], in, be->dec_out[i], N)) return -1;
-    in = be->dec_out[i];
-  }
-  return 0;
+  return cuda_stack_forward(be, &be->dec, in, N);
 }
 
 int cuda_labels_upload(cuda_backend *be, const int32_t *labels, size_t n) {

@@ -3,6 +3,7 @@
  * pass and the evaluation tools). Private to src/. */
 #ifndef CUVAE_BACKEND_CUDA_INTERNAL_H
 #define CUVAE_BACKEND_CUDA_INTERNAL_H
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <curand.h>
@@ -19,8 +20,25 @@ typedef struct dev_noise {
   int pos_known;
 } dev_noise;
 
-enum { CUBLAS_WORKSPACE_BYTES = 32 << 20 };  /* cuBLAS's recommended workspace on Hopper; set explicitly so graph
-                                                capture never makes cuBLAS allocate */
+enum { CUBLAS_WORKSPACE_BYTES = 32 << 20 };  /* cuBLASLt's workspace (the size cuBLAS recommends on Hopper), allocated
+                                                once and passed to every GEMM, so nothing allocates during capture */
+
+/* One dense-layer stack (the encoder or the decoder) as the GEMMs see it. out: the layers' fp32 outputs (enc_out /
+ * dec_out; a ReLU hidden layer's is not written in bf16, where only out16 is). bf16 precision: in16 the stack's
+ * input, out16[i] hidden layer i's output (the next GEMM's operand), both bfloat16 bits. mask[i]: ReLU hidden layer
+ * i's bit mask (mask_ld(out) bits per row of the batch), written by its forward epilogue, read by the backward's. */
+typedef struct cuda_stack {
+  const cuvae_layer *layers;
+  int n;
+  float **out;
+  uint16_t *in16, *out16[CUVAE_MAX_LAYERS];
+  void *mask[CUVAE_MAX_LAYERS];
+} cuda_stack;
+
+/* The ReLU bit mask's leading dimension for a layer of `out` outputs: cuBLASLt wants a multiple of 128 bits. */
+static inline int64_t cuda_mask_ld(size_t out) { return (int64_t)((out + 127) / 128 * 128); }
+
+struct cuda_gemm_cache;
 
 typedef struct cuda_backend {
   cuvae_backend base;
@@ -30,8 +48,11 @@ typedef struct cuda_backend {
   const cuvae_dataset *eval_ds;               /* the set uploaded to eval_x (compared by address) */
   int max_batch;
   cudaStream_t stream;
-  cublasHandle_t blas;
+  cublasLtHandle_t lt;
+  cublasLtMatmulPreference_t lt_pref;         /* the workspace limit the heuristics plan for */
+  struct cuda_gemm_cache *gemms;              /* every GEMM's plan (src/backend/cuda/backend_cuda_gemm.c) */
   void *blas_workspace;
+  cuda_stack enc, dec;                        /* the two stacks' buffers, see cuda_stack */
   dev_noise train_noise, eval_noise, data_noise;
   cuvae_objective_spec train_spec;            /* the config's training objective (its beta: see beta_t) */
   cudaGraphExec_t graph;                      /* the captured step body, for graph_B rows */
@@ -41,6 +62,8 @@ typedef struct cuda_backend {
   /* device memory */
   float *state;                               /* params | grad | m | v, n_params each */
   float *params, *grad, *adam_m, *adam_v;     /* views into state */
+  uint16_t *w16;                              /* bf16: bf16(params), n_params (Adam writes it, docs/MATH.md (8.2)) */
+  uint16_t *d16;                              /* bf16: [B, widest] bf16 of a layer's pre-activation gradient */
   float *train_x, *eval_x;                    /* [n_train, D], [n_eval, D] */
   float *x;                                   /* [max_batch, D] */
   uint32_t *rows;                             /* [max_batch] row indices of the step */
@@ -104,17 +127,33 @@ typedef struct cuda_backend {
  * earlier work failed. */
 int cuda_sync_check(cuda_backend *be, const char *call, const char *file, int line);
 
-/* src/backend/cuda/backend_cuda_forward.c. The three GEMMs of a dense layer (row-major, see backend_cuda.c):
- * forward y[B, out] = x W^T; weight gradient dW = dy^T x into be->grad; input gradient dx[B, in] = dy W. */
-int cuda_gemm_forward(cuda_backend *be, const cuvae_layer *l, const float *x, float *y, int B);
-int cuda_gemm_weight_grad(cuda_backend *be, const cuvae_layer *l, const float *x, const float *dy, int B);
-int cuda_gemm_input_grad(cuda_backend *be, const cuvae_layer *l, const float *dy, float *dx, int B);
+/* One cuBLASLt GEMM, column-major: D[m, n] = op(A)[m, k] op(B)[k, n] with the epilogue. A and B are fp32, or
+ * bfloat16 in bf16 precision; D is fp32 or (d_bf16) bfloat16. bias: the bias added (BIAS, RELU_AUX_BIAS) or the bias
+ * gradient written (DRELU_BGRAD, BGRADB), fp32; aux, aux_ld: the ReLU bit mask. */
+typedef struct cuda_gemm {
+  cublasOperation_t ta, tb;
+  int m, n, k;
+  const void *a, *b;
+  void *d;
+  int lda, ldb, ldd, d_bf16;
+  cublasLtEpilogue_t epilogue;
+  void *bias, *aux;
+  int64_t aux_ld;
+} cuda_gemm;
+/* src/backend/cuda/backend_cuda_gemm.c: the cuBLASLt handle, preference and plan cache (init, destroy); run enqueues
+ * g on the backend's stream with its cached plan (made here, outside capture, on first use). */
+int cuda_gemm_init(cuda_backend *be);
+void cuda_gemm_destroy(cuda_backend *be);
+int cuda_gemm_run(cuda_backend *be, const cuda_gemm *g);
 /* src/backend/cuda/backend_cuda_forward.c. Draws n normals (uniforms when `uniform`), rounded up to whole Philox blocks, into dst
  * from stream g at `offset`; cuda_noise_draw: normals into be->eps. */
 int cuda_noise_fill(cuda_backend *be, dev_noise *g, uint64_t offset, size_t n, float *dst, int uniform);
 int cuda_noise_draw(cuda_backend *be, dev_noise *g, uint64_t offset, size_t n);
-/* y[B, out] = act(x W^T + b) for one layer (device pointers). */
-int cuda_dense_forward(cuda_backend *be, const cuvae_layer *l, const float *x, float *y, int B);
+/* Layer i of stack s on B rows: y = act(x W^T + b) into s->out[i] (and s->out16[i] / s->mask[i], see cuda_stack).
+ * Its input: the stack's input x (i = 0; in bf16 already converted into s->in16) or layer i - 1's output. */
+int cuda_dense_forward(cuda_backend *be, const cuda_stack *s, int i, const float *x, int B);
+/* The stack's layers in order on B rows from its input x (converted into s->in16 first in bf16). */
+int cuda_stack_forward(cuda_backend *be, const cuda_stack *s, const float *x, int B);
 /* The twin of cuvae_cpu_decoder_nll: -log p(x | y) per row for the model's likelihood, gradient into dy (NULL: none),
  * learned_shared: the rows' parts of d/d logvar into dlv_row. */
 int cuda_decoder_nll(cuda_backend *be, const float *y, const float *x, float *nll_row, float *dy, float *dlv_row,

@@ -1,8 +1,8 @@
 /* The CUDA backend's creation and destruction (src/backend/cuda/backend_cuda.c holds the step and the state): the
- * memory plan checked against cudaMemGetInfo before anything is allocated, the stream, cuBLAS and cuRAND handles,
+ * memory plan checked against cudaMemGetInfo before anything is allocated, the stream, cuBLASLt and cuRAND handles,
  * every device and pinned buffer (sized once for max_batch rows: nothing is allocated per step or per call), the
  * initial parameters and the uploaded data sets; and cuda_sync_check, the CUVAE_CUDA_SYNC=1 check after a launch. */
-#include <cublas_v2.h>
+#include <cublasLt.h>
 #include <cuda_runtime_api.h>
 #include <curand.h>
 #include <stdio.h>
@@ -49,12 +49,14 @@ void cuda_destroy(cuvae_backend *base) {
                   be->ring,    be->blas_workspace, be->x_in, be->x_rep,        be->data_u,  be->data_v,
                   be->kl_s,    be->weight,  be->row_obj,      be->dlv_row,      be->beta_t,
                   be->train_labels, be->eval_labels, be->labels, be->enc_in, be->dec_in, be->dzy,
-                  be->iwae_state, be->iwae_log_px};
+                  be->iwae_state, be->iwae_log_px, be->w16, be->d16, be->enc.in16, be->dec.in16};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
     if (bufs[i]) cudaFree(bufs[i]);
   for (int i = 0; i < CUVAE_MAX_LAYERS; i++) {
-    if (be->enc_out[i]) cudaFree(be->enc_out[i]);
-    if (be->dec_out[i]) cudaFree(be->dec_out[i]);
+    void *layer_bufs[] = {be->enc_out[i], be->dec_out[i], be->enc.out16[i], be->dec.out16[i], be->enc.mask[i],
+                          be->dec.mask[i]};
+    for (size_t j = 0; j < sizeof layer_bufs / sizeof layer_bufs[0]; j++)
+      if (layer_bufs[j]) cudaFree(layer_bufs[j]);
   }
   void *pinned[] = {be->rows_host, be->step_host, be->ring_host, be->flags_host, be->io_host};
   for (size_t i = 0; i < sizeof pinned / sizeof pinned[0]; i++)
@@ -62,7 +64,7 @@ void cuda_destroy(cuvae_backend *base) {
   if (be->train_noise.gen) curandDestroyGenerator(be->train_noise.gen);
   if (be->eval_noise.gen) curandDestroyGenerator(be->eval_noise.gen);
   if (be->data_noise.gen) curandDestroyGenerator(be->data_noise.gen);
-  if (be->blas) cublasDestroy(be->blas);
+  cuda_gemm_destroy(be);
   if (be->stream) cudaStreamDestroy(be->stream);
   free(be->pending_step);
   free(be->pending_B);
@@ -92,17 +94,30 @@ typedef struct memory_plan {
   size_t state, activations, data, workspace;
 } memory_plan;
 
+/* Per batch row, the bytes of a stack's ReLU masks and (bf16) its bf16 input and hidden outputs. */
+static size_t stack_row_bytes(const cuvae_layer *layers, int n, int bf16) {
+  size_t bytes = bf16 ? layers[0].in * sizeof(uint16_t) : 0;
+  for (int i = 0; i < n; i++) {
+    if (layers[i].act == CUVAE_ACT_RELU) bytes += (size_t)cuda_mask_ld(layers[i].out) / 8;
+    if (bf16 && i < n - 1) bytes += layers[i].out * sizeof(uint16_t);
+  }
+  return bytes;
+}
+
 static memory_plan plan_memory(const cuda_backend *be) {
   const cuvae_model *m = be->model;
   const size_t B = (size_t)be->max_batch, Z = m->latent, D = m->input_dim, f = sizeof(float);
+  const int bf16 = be->cfg->precision == CUVAE_PRECISION_BF16;
   /* x, x_in, x_rep, data_u/v, z, dz, dmulv, grad_a/b, kl/nll, kl_s, weight, row_obj, dlv_row, rows */
   size_t per_row = 5 * D + Z + Z + 2 * Z + 2 * cuvae_model_widest_output(m, 1) + 2 + 4 + 1 + 1;  /* + labels */
   if (m->cond) per_row += (D + m->cond) + 2 * (Z + m->cond);                   /* enc_in, dec_in, dzy */
   for (int i = 0; i < m->n_enc; i++) per_row += m->enc[i].out;
   for (int i = 0; i < m->n_dec; i++) per_row += m->dec[i].out;
+  size_t row_bytes = per_row * f + stack_row_bytes(m->enc, m->n_enc, bf16) + stack_row_bytes(m->dec, m->n_dec, bf16);
+  if (bf16) row_bytes += cuvae_model_widest_output(m, 1) * sizeof(uint16_t);  /* d16 */
   memory_plan p;
-  p.state = 4 * m->n_params * f;
-  p.activations = B * per_row * f + (size_t)cuvae_noise_stride(B * Z) * f + 2 * B * sizeof(double);  /* iwae_state */
+  p.state = 4 * m->n_params * f + (bf16 ? m->n_params * sizeof(uint16_t) : 0);  /* + w16 */
+  p.activations = B * row_bytes + (size_t)cuvae_noise_stride(B * Z) * f + 2 * B * sizeof(double);  /* iwae_state */
   p.data = (be->n_train + be->n_eval) * (D * f + (m->cond ? sizeof(int32_t) : 0)) + be->iwae_cap * sizeof(double);
   p.workspace = CUBLAS_WORKSPACE_BYTES;
   return p;
@@ -117,7 +132,7 @@ static int check_memory_plan(cuda_backend *be) {
   CU_CHECK(cudaMemGetInfo(&free_b, &total_b));
   snprintf(be->base.memory_plan, sizeof be->base.memory_plan,
            "%.1f MiB on the device = parameters, gradient, Adam m and v %.1f + activations (%d rows) %.1f + "
-           "data sets %.1f + cuBLAS workspace %.1f; %.0f MiB free of %.0f",
+           "data sets %.1f + cuBLASLt workspace %.1f; %.0f MiB free of %.0f",
            total * mib, p.state * mib, be->max_batch, p.activations * mib, p.data * mib, p.workspace * mib,
            free_b * mib, total_b * mib);
   /* A margin for what CUDA, cuBLAS and cuRAND allocate themselves (contexts, kernels, graph): 256 MiB. */
@@ -145,21 +160,28 @@ static int check_sets(cuda_backend *be, const cuvae_dataset *train, const cuvae_
   return 0;
 }
 
-/* The stream, the cuBLAS handle (its workspace and math mode) and the three noise generators. */
+/* The stream, cuBLASLt (handle, workspace, plan cache; the precision is each GEMM's, backend_cuda_gemm.c) and the
+ * three noise generators. */
 static int create_handles(cuda_backend *be) {
   CU_CHECK(cudaStreamCreateWithFlags(&be->stream, cudaStreamNonBlocking));
-  CUBLAS_CHECK(cublasCreate(&be->blas));
-  CUBLAS_CHECK(cublasSetStream(be->blas, be->stream));
-  /* After cublasSetStream (which resets the workspace): cuBLAS then never allocates, also not during capture. */
-  if (dev_alloc(&be->blas_workspace, CUBLAS_WORKSPACE_BYTES)) return -1;
-  CUBLAS_CHECK(cublasSetWorkspace(be->blas, be->blas_workspace, CUBLAS_WORKSPACE_BYTES));
-  /* [train] precision: full FP32, or TF32 tensor-core math for the GEMMs. */
-  CUBLAS_CHECK(cublasSetMathMode(be->blas, be->cfg->precision == CUVAE_PRECISION_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
-                                                                                      : CUBLAS_DEFAULT_MATH));
+  if (cuda_gemm_init(be) || dev_alloc(&be->blas_workspace, CUBLAS_WORKSPACE_BYTES)) return -1;
   const uint64_t seed = be->cfg->seed;
   if (noise_init(be, &be->train_noise, seed) || noise_init(be, &be->eval_noise, seed ^ CUVAE_SEED_EVAL) ||
       noise_init(be, &be->data_noise, seed ^ CUVAE_SEED_DATA))
     return -1;
+  return 0;
+}
+
+/* A stack's ReLU masks and, in bf16, its bf16 input and hidden outputs, for max_batch rows. */
+static int alloc_stack(cuda_backend *be, cuda_stack *s) {
+  const size_t B = (size_t)be->max_batch, h = sizeof(uint16_t);
+  const int bf16 = be->cfg->precision == CUVAE_PRECISION_BF16;
+  if (bf16 && dev_alloc(&s->in16, B * s->layers[0].in * h)) return -1;
+  for (int i = 0; i < s->n; i++) {
+    if (s->layers[i].act == CUVAE_ACT_RELU && dev_alloc(&s->mask[i], B * (size_t)cuda_mask_ld(s->layers[i].out) / 8))
+      return -1;
+    if (bf16 && i < s->n - 1 && dev_alloc(&s->out16[i], B * s->layers[i].out * h)) return -1;
+  }
   return 0;
 }
 
@@ -177,6 +199,12 @@ static int alloc_device(cuda_backend *be) {
     if (dev_alloc(&be->enc_out[i], B * m->enc[i].out * f)) return -1;
   for (int i = 0; i < m->n_dec; i++)
     if (dev_alloc(&be->dec_out[i], B * m->dec[i].out * f)) return -1;
+  be->enc = (cuda_stack){.layers = m->enc, .n = m->n_enc, .out = be->enc_out};
+  be->dec = (cuda_stack){.layers = m->dec, .n = m->n_dec, .out = be->dec_out};
+  if (alloc_stack(be, &be->enc) || alloc_stack(be, &be->dec)) return -1;
+  if (be->cfg->precision == CUVAE_PRECISION_BF16 &&
+      (dev_alloc(&be->w16, n * sizeof(uint16_t)) || dev_alloc(&be->d16, B * widest * sizeof(uint16_t))))
+    return -1;
   if (dev_alloc(&be->train_x, be->n_train * D * f) || dev_alloc(&be->eval_x, be->n_eval * D * f) ||
       dev_alloc(&be->x, B * D * f) || dev_alloc(&be->rows, B * sizeof(uint32_t)) ||
       dev_alloc(&be->eps, (size_t)cuvae_noise_stride(B * Z) * f) || dev_alloc(&be->z, B * Z * f) ||
@@ -243,6 +271,7 @@ static int init_state(cuda_backend *be, const cuvae_dataset *train, const cuvae_
   if (err == cudaSuccess) err = cudaStreamSynchronize(be->stream);
   free(host);
   CU_CHECK(err);
+  if (be->w16) CU_CHECK(to_bf16_cuda(be->params, be->w16, n, be->stream));  /* docs/MATH.md (8.2) */
   CU_CHECK(cudaMemsetAsync(be->grad, 0, 3 * n * f, be->stream));
   CU_CHECK(cudaMemsetAsync(be->flags, 0, 2 * sizeof(int64_t), be->stream));
   if (upload(be, be->train_x, be->train_labels, train) || upload(be, be->eval_x, be->eval_labels, eval)) return -1;

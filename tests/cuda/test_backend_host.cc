@@ -100,11 +100,12 @@ int step_gemms(const cuvae_model &m) { return 3 * (m.n_enc + m.n_dec) - 1; }
 // The graph of a step is captured after every GEMM it holds ran once outside the capture: the emulated cuBLAS
 // aborts the process on a handle's first use or a new GEMM shape inside a capture
 // (tests/emu/test_emu_cublas_checks.cc), so reaching the asserts is the first check. The warm-up is exactly the
-// step's GEMMs (step_gemms, no kernel), once per captured batch size; replays issue none. FP32 and TF32, one and
-// three samples, a conditional model.
+// step's GEMMs (step_gemms, no kernel), once per captured batch size; replays issue none. FP32, TF32 and bf16, one
+// and three samples, a conditional model.
 TEST(CudaHost, GraphCaptureFollowsAWarmUpOfEveryGemm) {
   void (*const tweaks[])(cuvae_config *) = {
-      nullptr, [](cuvae_config *c) { c->precision = CUVAE_PRECISION_TF32; }, [](cuvae_config *c) { c->samples = 3; },
+      nullptr, [](cuvae_config *c) { c->precision = CUVAE_PRECISION_TF32; },
+      [](cuvae_config *c) { c->precision = CUVAE_PRECISION_BF16; }, [](cuvae_config *c) { c->samples = 3; },
       [](cuvae_config *c) {
         c->conditional = 1;
         c->classes = 3;

@@ -60,6 +60,14 @@ static int parse_int(const char *s, long lo, long hi, int *out) {
   return 0;
 }
 
+/* 1 (with the message) when v names no precision. */
+static int bad_precision(const char *v) {
+  int p;
+  if (cuvae_precision_parse(v, &p) == 0) return 0;
+  fprintf(stderr, "error: --precision '%s': expected fp32, tf32 or bf16\n", v);
+  return 1;
+}
+
 int cmd_eval(int argc, char **argv) {
   const char *path = NULL, *device = "auto", *split = "test", *precision = NULL, *v;
   int iwae_k = 0, batch = 0;
@@ -71,11 +79,7 @@ int cmd_eval(int argc, char **argv) {
     } else if ((v = cli_flag_value(argc, argv, &i, "--device", &missing))) {
       device = v;
     } else if ((v = cli_flag_value(argc, argv, &i, "--precision", &missing))) {
-      int p;
-      if (cuvae_precision_parse(v, &p)) {
-        fprintf(stderr, "error: --precision '%s': expected fp32, tf32 or bf16\n", v);
-        return CUVAE_EXIT_USAGE;
-      }
+      if (bad_precision(v)) return CUVAE_EXIT_USAGE;
       precision = v;
     } else if ((v = cli_flag_value(argc, argv, &i, "--split", &missing))) {
       split = v;

@@ -348,6 +348,9 @@ TEST_F(Lt, CapturedMatmulReplays) {
   alpha = -1.0f;                // too late: read at the call
   for (const Problem *now : {(const Problem *)&p2, &p}) {
     da.put(encode(now->a.v, CUDA_R_16BF));
+    // A pageable cudaMemcpy may write the device after it returns, ordered on the legacy stream only; s is
+    // non-blocking, so wait for the copy before the launch (CUDA_EMU_ASYNC=1 shows the race otherwise).
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
     ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
     expect_d(decode(dd.get(), CUDA_R_16BF), *now, reference(*now, bias, true, nullptr, 0));

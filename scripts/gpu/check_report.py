@@ -39,7 +39,7 @@ NUMBERS = {  # the keys each stage's summary always writes, with their types
                  "cpu_nelbo": NUM, "tolerance": NUM, "delta_from_cpu": OPT_NUM},
     "bench": {"device": OPT_STR, "sgemm_peak_gflops": OPT_NUM, "configs": dict},
     "kernel_bench": {"device": OPT_STR, "peak_dram_GBps": OPT_NUM, "rows": list},
-    "compare_torch_fp32": COMPARE, "compare_torch_tf32": COMPARE,
+    "compare_torch_fp32": COMPARE, "compare_torch_tf32": COMPARE, "compare_torch_bf16": COMPARE,
     "sanitizer_memcheck": SANITIZER, "sanitizer_racecheck": SANITIZER, "sanitizer_synccheck": SANITIZER,
     "sanitizer_initcheck": SANITIZER,
 }

@@ -10,7 +10,7 @@ set -uo pipefail
 
 # ---- the stages, in the order they run, with the seconds each may take (its `timeout`) ------------------------
 # report.py and the dry-run test (scripts/gpu/check_report.py) read this table. The budgets add up to
-# TOTAL_BUDGET, under the 8 minutes (480 s) one run may take on an H100; a stage gets at most what is left of it.
+# TOTAL_BUDGET, the 8 minutes (480 s) one run may take on an H100; a stage gets at most what is left of it.
 STAGE_TABLE='
 setup                20  unpack the bundle, link the paths the programs were built with, find every library
 device                8  nvidia-smi: the GPU, its driver and memory; the versions of the tools
@@ -18,15 +18,16 @@ gpu_tests            60  every native test program (*_gpu): kernels against CPU 
 main_job             40  configs/fashion_mnist.ini on the GPU: test NELBO <= MAIN_MAX_NELBO and near the CPU result
 bench                40  cuvae-bench, configs A-D on CUDA
 kernel_bench         35  cuvae-kernels-bench-gpu: every fused kernel at the shapes of A-D, time and bandwidth
-compare_torch_fp32   55  bench/compare_torch.py --device cuda, A-D: cuvae against PyTorch, FP32 GEMMs
-compare_torch_tf32   55  the same with TF32 GEMMs on both sides (--tf32)
-sanitizer_memcheck   30  compute-sanitizer memcheck: the kernel tests and one training step of A and of B
-sanitizer_racecheck  30  compute-sanitizer racecheck, the same targets
+compare_torch_fp32   50  bench/compare_torch.py --device cuda, A-D: cuvae against PyTorch, FP32 GEMMs
+compare_torch_tf32   40  the same with TF32 GEMMs on both sides (--precision tf32)
+compare_torch_bf16   45  the same in bf16: cuvae precision = bf16 (cuBLASLt) against PyTorch under autocast bf16
+sanitizer_memcheck   28  compute-sanitizer memcheck: the kernel tests and one training step of A and of B
+sanitizer_racecheck  28  compute-sanitizer racecheck, the same targets
 sanitizer_synccheck  22  compute-sanitizer synccheck, the same targets
-sanitizer_initcheck  30  compute-sanitizer initcheck, the same targets
-cpu_suite            40  the CPU test programs, natively beside the GPU (--device auto picks CUDA there)
+sanitizer_initcheck  28  compute-sanitizer initcheck, the same targets
+cpu_suite            36  the CPU test programs, natively beside the GPU (--device auto picks CUDA there)
 '
-TOTAL_BUDGET=465
+TOTAL_BUDGET=480
 
 # The main job's verdict: the test negative ELBO after 10 epochs must be at most MAIN_MAX_NELBO (issue 16) and
 # within MAIN_TOLERANCE of the CPU backend's result for the same seed (README, "Result": seed 1 gives 244.865 with
@@ -264,14 +265,14 @@ stage_kernel_bench() {
   with_libs "$prog" --json "$W/kernels.json" 2>&1 | tee "$W/stdout.txt"
 }
 
-stage_compare_torch() {  # stage_compare_torch fp32|tf32
+stage_compare_torch() {  # stage_compare_torch fp32|tf32|bf16
   local py
   py=$(command -v python3)
   local cmd=(python3 "$SRCROOT/bench/compare_torch.py" --device cuda --configs "A,B,C,D"
              --config-dir "$SRCROOT/configs/bench" --rounds 1 --threads 4 --steps "$BENCH_STEPS"
              --warmup "$BENCH_WARMUP" --retries 0 --timeout 60 --python "$py" --torch-blas-dir ''
              --cuvae-bench "$WORK/bin/cuvae-bench" --json "$W/compare.json")
-  [ "$1" = tf32 ] && cmd+=(--tf32)
+  cmd+=(--precision "$1")
   record "${cmd[@]}"
   "${cmd[@]}" --print-commands | tail -n +2 | tee -a "$W/commands.txt"
   if ! "$py" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 3)' > "$W/torch_check.txt" 2>&1; then

@@ -46,18 +46,9 @@ const Arch kArchs[] = {
 constexpr size_t kD = 10;
 
 std::string run_cmd(const std::string &cmd, int *code) {
-  FILE *p = popen((cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  if (!p) {
-    *code = -1;
-    return out;
-  }
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int st = pclose(p);
-  *code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return out;
+  cuvae_test::Result r = cuvae_test::run_shell(cmd);
+  *code = r.code;
+  return r.out;
 }
 
 bool exists(const std::string &path) {

@@ -341,23 +341,9 @@ TEST(Iwae, MonteCarloTolerance) {
 
 // ---- cuvae_eval and `cuvae eval` on a checkpoint of the model ------------------------------------------------
 
-struct Result {
-  int code;
-  std::string out;
-};
+using cuvae_test::Result;
 
-Result run_cli(const std::string &args) {
-  const std::string cmd = std::string(CUVAE_BIN) + " " + args + " 2>&1";
-  FILE *p = popen(cmd.c_str(), "r");
-  Result r{-1, ""};
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+Result run_cli(const std::string &args) { return cuvae_test::run_shell(std::string(CUVAE_BIN) + " " + args); }
 
 // A run-less checkpoint: the model's config (with .npy paths for its data), layout and parameters, step 42.
 struct Checkpoint {

@@ -460,23 +460,9 @@ TEST(Ppca, CheckpointIsTheExactPosterior) {
   cuvae_inference_close(&inf);
 }
 
-struct Result {
-  int code;
-  std::string out;
-};
+using cuvae_test::Result;
 
-Result run(const std::string &args) {
-  std::string cmd = std::string(CUVAE_BIN) + " " + args + " 2>&1";
-  FILE *p = popen(cmd.c_str(), "r");
-  Result r{-1, ""};
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+Result run(const std::string &args) { return cuvae_test::run_shell(std::string(CUVAE_BIN) + " " + args); }
 
 void expect_error(const Result &r, int code, const std::string &needle) {
   EXPECT_EQ(r.code, code) << r.out;

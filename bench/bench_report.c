@@ -8,7 +8,9 @@
 #include "cuvae/blas.h"
 #include "cuvae/error.h"
 
-double bench_result_peak(const bench_result *r) { return r->bf16 ? r->bf16_peak_gflops : r->peak_gflops; }
+double bench_result_peak(const bench_result *r) {
+  return r->bf16 && strcmp(r->device, "cpu") == 0 ? r->bf16_peak_gflops : r->peak_gflops;
+}
 
 static const char *precision_name(const bench_result *r) { return r->bf16 ? "bf16" : r->tf32 ? "tf32" : "fp32"; }
 
@@ -42,7 +44,10 @@ void bench_print_table(FILE *out, const bench_result *res, int n) {
               res[i].bf16_peak_desc);
   }
   for (int i = 0; i < n; i++)
-    if (res[i].bf16)
+    if (res[i].bf16 && strcmp(res[i].device, "cpu") != 0)
+      fprintf(out, "\n%s ran precision = bf16 on %s: %%peak and %%GEMM are against cuBLAS fp32 (sgemm peak, sgemm replay), "
+                   "not a bf16 GEMM", res[i].name, res[i].device);
+    else if (res[i].bf16)
       fprintf(out, "\n%s ran precision = bf16: %%peak is its step's GEMM FLOP rate against the bf16 matmul peak "
                    "(%.1f%%; %.1f%% of the sgemm peak), %%GEMM its GEMMs replayed through the library's bf16 path",
               res[i].name, 100.0 * res[i].gflops / res[i].bf16_peak_gflops,

@@ -17,7 +17,7 @@ typedef struct bench_result {
   char memory_plan[512];
   char gemm_engine[160];  /* what ran the step's GEMMs, in which precision (the backend's own description) */
   int batch, threads, tf32;
-  int bf16;               /* the CPU ran the step with precision = bf16 (its GEMMs on oneDNN's bf16 matmul) */
+  int bf16;               /* the config's precision is bf16 (CPU: the GEMMs on oneDNN's bf16 matmul) */
   double median_s, min_s, samples_per_s, gflops;
   double peak_gflops;     /* the GEMM peak measured for this config's device / threads / precision */
   char peak_desc[160];
@@ -31,7 +31,7 @@ typedef struct bench_result {
   bench_roofline roof;    /* H100 predictions from the counted work */
 } bench_result;
 
-/* The peak the step is held against: the bf16 matmul peak for a bf16 step, else the (s)gemm peak. */
+/* The peak the step is held against: the bf16 matmul peak for a bf16 step on the CPU, else the (s)gemm peak. */
 double bench_result_peak(const bench_result *r);
 /* The table (one row per config) and the notes under it: GEMM peaks, BLAS, counting rules, H100 figures. */
 void bench_print_table(FILE *out, const bench_result *res, int n);

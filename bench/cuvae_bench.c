@@ -417,7 +417,7 @@ static int gemm_figures(const options *o, const cuvae_config *cfg, const cuvae_m
   const int reps = o->steps < 5 ? 5 : o->steps > 20 ? 20 : o->steps;
   int rc = 0;
   r->tf32 = cfg->precision == CUVAE_PRECISION_TF32;
-  r->bf16 = cfg->precision == CUVAE_PRECISION_BF16 && !cuda;
+  r->bf16 = cfg->precision == CUVAE_PRECISION_BF16;  /* on CUDA: replay and peak stay cuBLAS fp32 (a note says) */
   r->bf16_peak_gflops = NAN;
   r->batch = cfg->batch_size;
   r->gemm_s = -1.0;

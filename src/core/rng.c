@@ -2,16 +2,24 @@
 #include "cuvae/rng.h"
 
 #include <curand.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
 #include "cuvae/error.h"
 
+/* Philox is counter-based: value i of the stream depends only on the seed and i (normals: Box-Muller of the pair
+ * of integers 2k, 2k + 1), so a long draw is split at a multiple of 4 and its two parts drawn by two generators of
+ * the same seed on two threads, giving the same numbers as one generator (test Rng.SplitDrawsEqualOneDraw). */
+enum { NOISE_PARTS = 2, NOISE_SPLIT_MIN = 1 << 16 };  /* draws shorter than NOISE_SPLIT_MIN stay on one thread */
+
 struct cuvae_noise {
-  curandGenerator_t gen;
+  curandGenerator_t gen[NOISE_PARTS];
   float *scratch;        /* for draws whose length is not a multiple of 4 */
   size_t scratch_len;
-  uint64_t pos;          /* stream position after the last draw */
+  uint64_t pos;          /* stream position after the last draw (of gen[0]) */
   int pos_known;
 };
 
@@ -26,20 +34,21 @@ cuvae_noise *cuvae_noise_create(uint64_t seed) {
     cuvae_error("out of memory creating the noise generator");
     return NULL;
   }
-  if (curand_check(curandCreateGeneratorHost(&g->gen, CURAND_RNG_PSEUDO_PHILOX4_32_10),
-                   "curandCreateGeneratorHost(PHILOX4_32_10)") ||
-      curand_check(curandSetGeneratorOrdering(g->gen, CURAND_ORDERING_PSEUDO_DEFAULT), "set ordering") ||
-      curand_check(curandSetPseudoRandomGeneratorSeed(g->gen, seed), "set seed")) {
-    if (g->gen) curandDestroyGenerator(g->gen);
-    free(g);
-    return NULL;
-  }
+  for (int k = 0; k < NOISE_PARTS; k++)
+    if (curand_check(curandCreateGeneratorHost(&g->gen[k], CURAND_RNG_PSEUDO_PHILOX4_32_10),
+                     "curandCreateGeneratorHost(PHILOX4_32_10)") ||
+        curand_check(curandSetGeneratorOrdering(g->gen[k], CURAND_ORDERING_PSEUDO_DEFAULT), "set ordering") ||
+        curand_check(curandSetPseudoRandomGeneratorSeed(g->gen[k], seed), "set seed")) {
+      cuvae_noise_destroy(g);
+      return NULL;
+    }
   return g;
 }
 
 void cuvae_noise_destroy(cuvae_noise *g) {
   if (!g) return;
-  curandDestroyGenerator(g->gen);
+  for (int k = 0; k < NOISE_PARTS; k++)
+    if (g->gen[k]) curandDestroyGenerator(g->gen[k]);
   free(g->scratch);
   free(g);
 }
@@ -59,24 +68,41 @@ static float *scratch_for(cuvae_noise *g, size_t n) {
  * requested offset is not where the previous draw left the stream: consecutive training steps never set it.
  * Draws of multiples of 4 advance the stream by exactly their length (checked: sequential draws equal one
  * long draw equal offset draws). */
+/* len values (a multiple of 4) at offset with generator k; the generator is left after them. */
+static curandStatus_t draw_part(curandGenerator_t gen, uint64_t offset, int set_offset, float *dst, size_t len,
+                                int normal) {
+  if (len == 0) return CURAND_STATUS_SUCCESS;
+  if (set_offset) {
+    const curandStatus_t s = curandSetGeneratorOffset(gen, offset);
+    if (s != CURAND_STATUS_SUCCESS) return s;
+  }
+  return normal ? curandGenerateNormal(gen, dst, len, 0.0f, 1.0f) : curandGenerateUniform(gen, dst, len);
+}
+
 static int draw(cuvae_noise *g, uint64_t offset, float *out, size_t n, int normal) {
   if (n == 0) return 0;
   if (offset % 4) return cuvae_error("noise offset %llu is not a multiple of 4", (unsigned long long)offset);
-  if (!g->pos_known || g->pos != offset) {
-    g->pos_known = 0;
-    if (curand_check(curandSetGeneratorOffset(g->gen, offset), "set offset")) return -1;
-  }
   const size_t len = (size_t)cuvae_noise_stride(n);
   float *dst = out;
   if (len != n) {
     dst = scratch_for(g, len);
     if (!dst) return cuvae_error("out of memory drawing %zu random numbers", n);
   }
-  const curandStatus_t s = normal ? curandGenerateNormal(g->gen, dst, len, 0.0f, 1.0f)
-                                  : curandGenerateUniform(g->gen, dst, len);
-  if (curand_check(s, normal ? "normal draw" : "uniform draw")) return -1;
+  /* gen[0] draws [0, head), gen[1] the rest; gen[0] keeps its position between draws, gen[1] is always placed. */
+  const size_t head = len < NOISE_SPLIT_MIN ? len : len / 2 / 4 * 4;
+  const int place0 = !g->pos_known || g->pos != offset;
+  curandStatus_t s[NOISE_PARTS] = {CURAND_STATUS_SUCCESS, CURAND_STATUS_SUCCESS};
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(NOISE_PARTS) schedule(static, 1) if (head < len)
+#endif
+  for (int k = 0; k < NOISE_PARTS; k++)
+    s[k] = k == 0 ? draw_part(g->gen[0], offset, place0, dst, head, normal)
+                  : draw_part(g->gen[1], offset + head, 1, dst + head, len - head, normal);
+  g->pos_known = 0;
+  for (int k = 0; k < NOISE_PARTS; k++)
+    if (curand_check(s[k], normal ? "normal draw" : "uniform draw")) return -1;
   if (dst != out) memcpy(out, dst, n * sizeof *out);
-  g->pos = offset + len;
+  g->pos = offset + head;  /* where gen[0] stands */
   g->pos_known = 1;
   return 0;
 }

@@ -1,0 +1,54 @@
+// The noise streams of src/core/rng.c against cuRAND's Philox generator used directly: a draw split across threads
+// (two generators of the same seed, the second placed at a multiple of 4) gives the numbers of one generator bit for
+// bit, at any offset, length (multiple of 4 or not) and sequence of draws.
+#include <curand.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "cuvae/error.h"
+#include "cuvae/rng.h"
+
+namespace {
+
+// n values at offset from one fresh Philox generator (the definition of the stream).
+std::vector<float> OneGenerator(uint64_t seed, uint64_t offset, size_t n, bool normal) {
+  curandGenerator_t gen;
+  EXPECT_EQ(curandCreateGeneratorHost(&gen, CURAND_RNG_PSEUDO_PHILOX4_32_10), CURAND_STATUS_SUCCESS);
+  EXPECT_EQ(curandSetPseudoRandomGeneratorSeed(gen, seed), CURAND_STATUS_SUCCESS);
+  EXPECT_EQ(curandSetGeneratorOffset(gen, offset), CURAND_STATUS_SUCCESS);
+  std::vector<float> v(cuvae_noise_stride(n));
+  EXPECT_EQ(normal ? curandGenerateNormal(gen, v.data(), v.size(), 0.0f, 1.0f)
+                   : curandGenerateUniform(gen, v.data(), v.size()),
+            CURAND_STATUS_SUCCESS);
+  curandDestroyGenerator(gen);
+  v.resize(n);
+  return v;
+}
+
+TEST(Rng, SplitDrawsEqualOneDraw) {
+  cuvae_noise *g = cuvae_noise_create(1234);
+  ASSERT_NE(g, nullptr) << cuvae_last_error();
+  struct Draw {
+    uint64_t offset;
+    size_t n;
+    bool normal;
+  };
+  // Short (one thread) and long (split) draws, lengths not a multiple of 4 or 8, consecutive and jumping offsets.
+  const Draw draws[] = {{0, 10, true},          {12, 1 << 17, true},      {(1 << 17) + 12, 1000003, true},
+                        {8, 524288, false},     {4000000, 65537, true},   {4000000 + 65540, 300001, false},
+                        {400, 1 << 16, true},   {0, 524288 + 6, true}};
+  for (const Draw &d : draws) {
+    std::vector<float> got(d.n);
+    ASSERT_EQ(d.normal ? cuvae_noise_normal(g, d.offset, got.data(), d.n)
+                       : cuvae_noise_uniform(g, d.offset, got.data(), d.n),
+              0)
+        << cuvae_last_error();
+    const std::vector<float> want = OneGenerator(1234, d.offset, d.n, d.normal);
+    ASSERT_EQ(0, std::memcmp(got.data(), want.data(), d.n * sizeof(float))) << "offset " << d.offset << " n " << d.n;
+  }
+  cuvae_noise_destroy(g);
+}
+
+}  // namespace

@@ -3,7 +3,7 @@
  *
  * Linking: this file calls oneDNN directly (dnnl.h from CUVAE_DNNL_INCLUDE, the library CUVAE_DNNL that libcuvae
  * already links), since the peak and the fp32 matmul are products the library never makes; the bf16 replay instead
- * goes through the library's private gemm_bf16.h (gemm_bf16_cpu, the call the bf16 step makes, primitive cache and
+ * goes through the library's private gemm_dnnl.h (gemm_bf16_cpu, the call the bf16 step makes, primitive cache and
  * lock included), so that the replay times exactly what the step runs. */
 #include "bench_dnnl.h"
 
@@ -16,7 +16,7 @@
 #include "bench_gemm.h"
 #include "cuvae/bf16.h"
 #include "cuvae/error.h"
-#include "gemm_bf16.h"
+#include "gemm_dnnl.h"
 
 struct bench_mm {
   bench_mm_engine engine;
@@ -168,13 +168,13 @@ static int bf16_pass(const bench_step_work *w, uint16_t **s16, float **s32) {
     const uint16_t *a = s16[g->a] + g->a_off, *b = s16[g->b] + g->b_off;
     float *c = s32[g->c] + g->c_off;
     if (!g->trans_a && g->trans_b)        /* y = x W^T: B = m, out = n, in = k */
-      gemm_bf16_cpu(GEMM_BF16_FORWARD, g->m, g->k, g->n, a, b, c);
+      gemm_bf16_cpu(GEMM_FORWARD, g->m, g->k, g->n, a, b, c);
     else if (g->trans_a && !g->trans_b)   /* dW = d^T x: out = m, in = n, B = k */
-      gemm_bf16_cpu(GEMM_BF16_WEIGHT_GRAD, g->k, g->n, g->m, a, b, c);
+      gemm_bf16_cpu(GEMM_WEIGHT_GRAD, g->k, g->n, g->m, a, b, c);
     else                                  /* dx = d W: B = m, in = n, out = k */
-      gemm_bf16_cpu(GEMM_BF16_INPUT_GRAD, g->m, g->n, g->k, a, b, c);
+      gemm_bf16_cpu(GEMM_INPUT_GRAD, g->m, g->n, g->k, a, b, c);
   }
-  return gemm_bf16_take_failure();
+  return gemm_take_failure();
 }
 
 int bench_cpu_bf16_gemm_replay(const cuvae_model *m, const bench_step_work *w, int reps, double *median_s) {

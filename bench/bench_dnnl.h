@@ -22,7 +22,7 @@ void bench_mm_destroy(bench_mm *mm);
  * of `reps` calls after one warm-up call; desc names the shape and oneDNN's implementation. */
 int bench_dnnl_bf16_peak(int n, int reps, double *gflops, char *desc, size_t desc_n);
 
-/* The step's GEMMs through the library's bf16 path (gemm_bf16_cpu of src/backend/cpu/gemm_bf16.h, the calls of
+/* The step's GEMMs through the library's bf16 path (gemm_bf16_cpu of src/backend/cpu/gemm_dnnl.h, the calls of
  * dense_forward_bf16_cpu / dense_backward_bf16_cpu) on bf16 operands of the step's sizes: median seconds of one
  * pass over `reps` passes after a warm-up pass. */
 int bench_cpu_bf16_gemm_replay(const cuvae_model *m, const bench_step_work *w, int reps, double *median_s);

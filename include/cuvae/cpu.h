@@ -1,5 +1,5 @@
-/* The CPU reference backend: the VAE's forward and backward in plain C with dense layers in cblas_sgemm (fp32) or
- * oneDNN's matmul (bf16).
+/* The CPU reference backend: the VAE's forward and backward in plain C with dense layers on oneDNN's matmul (fp32 or
+ * bf16).
  * Each fused function below is the CPU twin of a CUDA kernel with the same name stem (kernels/NAME.cu).
  * All matrices are row-major, one row per example. Loss reductions are deterministic (per-row values summed
  * in double, in row order). */
@@ -17,7 +17,7 @@ extern "C" {
 
 /* ---- fused kernels' CPU twins ---------------------------------------------------------------------- */
 
-/* y[B][out] = x[B][in] W^T  (W[out][in], through cblas_sgemm); then bias_act_forward. */
+/* y[B][out] = x[B][in] W^T  (W[out][in], oneDNN's fp32 matmul); then bias_act_forward. */
 void dense_forward_cpu(const float *x, const float *W, const float *b, float *y, int B, int in, int out,
                        cuvae_activation act);
 /* Given dy = dL/dy (post-activation, overwritten with the pre-activation gradient):
@@ -36,6 +36,9 @@ void dense_backward_bf16_cpu(const uint16_t *x16, const uint16_t *W16, const flo
  * its implementation ("oneDNN 2.6.3 matmul bf16 (brg:avx512_core_amx_bf16)"). -1 with a message naming the CPU's
  * shortfall otherwise: bf16 never runs as a silent slow path. */
 int cuvae_cpu_bf16_gemm_check(char *desc, size_t n);
+/* desc = the fp32 GEMMs' library and implementation ("oneDNN 2.6.3 matmul fp32 (brg:avx512_core)"); -1 with a
+ * message when oneDNN cannot run them. */
+int cuvae_cpu_fp32_gemm_describe(char *desc, size_t n);
 /* y16[i] = bf16(x[i]), i < n (docs/MATH.md (8.1); CPU twin of kernels/bf16.cu). */
 void to_bf16_cpu(const float *x, uint16_t *y16, size_t n);
 /* y = act(y + b) in place, b broadcast over rows. */

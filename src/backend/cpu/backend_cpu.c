@@ -13,7 +13,7 @@
 #include "backend_cpu_internal.h"
 #include "cuvae/error.h"
 #include "cuvae/rng.h"
-#include "gemm_bf16.h"
+#include "gemm_dnnl.h"
 
 /* Runs the step at once; its result waits in `pending` for collect. */
 static int cpu_train_step(cuvae_backend *base, const uint32_t *rows, int B, int64_t step) {
@@ -64,7 +64,7 @@ static int cpu_train_step(cuvae_backend *base, const uint32_t *rows, int B, int6
   if (m->cond) gather_labels_cpu(be->train->labels, rows, be->labels, B);
   const cuvae_cpu_batch batch = {B, be->x_batch, x_in, be->eps, m->cond ? be->labels : NULL};
   if (cuvae_cpu_objective_grad(m, be->ws, be->params, &batch, &spec, be->grad, &out->loss) ||
-      gemm_bf16_take_failure())
+      gemm_take_failure())
     return -1;
   out->grad_norm = grad_norm_cpu(be->grad, m->n_params);
   if (!isfinite(out->loss.objective) || !isfinite(out->loss.nelbo) || !isfinite(out->grad_norm)) {
@@ -120,7 +120,7 @@ static int cpu_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch,
       return -1;
     const cuvae_cpu_batch in = {b.B, ds->x + b.start * ds->dim, NULL, be->eps, m->cond ? ds->labels + b.start : NULL};
     cuvae_loss l;
-    if (cuvae_cpu_objective_grad(m, be->ws, be->params, &in, &spec, NULL, &l) || gemm_bf16_take_failure()) return -1;
+    if (cuvae_cpu_objective_grad(m, be->ws, be->params, &in, &spec, NULL, &l) || gemm_take_failure()) return -1;
     cuvae_eval_pass_add(&pass, &b, &l);
   }
   cuvae_eval_pass_end(&pass, out);
@@ -176,13 +176,17 @@ static float *aligned_zeros(size_t n) {
   return p;
 }
 
-/* [train] precision: fp32 (and tf32, which the CPU has no form of) on OpenBLAS; bf16 on oneDNN, refused with the
+/* [train] precision: fp32 (and tf32, which the CPU has no form of) and bf16, both on oneDNN; bf16 refused with the
  * reason on a CPU without bf16 units. Names the GEMM library in base.gemm. */
 static int cpu_precision_setup(cpu_backend *be) {
   const cuvae_precision p = be->cfg->precision;
   if (p != CUVAE_PRECISION_BF16) {
-    snprintf(be->base.gemm, sizeof be->base.gemm, "OpenBLAS sgemm fp32%s",
-             p == CUVAE_PRECISION_TF32 ? " (precision = tf32: the CPU has no TF32 and computes fp32)" : "");
+    if (cuvae_cpu_fp32_gemm_describe(be->base.gemm, sizeof be->base.gemm)) return -1;
+    if (p == CUVAE_PRECISION_TF32) {
+      const size_t len = strlen(be->base.gemm);
+      snprintf(be->base.gemm + len, sizeof be->base.gemm - len, "; precision = tf32: the CPU has no TF32 and "
+                                                                  "computes fp32");
+    }
     return 0;
   }
   if (cuvae_cpu_bf16_gemm_check(be->base.gemm, sizeof be->base.gemm)) return -1;

@@ -1,14 +1,12 @@
-/* Dense layer forward/backward on the CPU: the GEMMs in cblas_sgemm (fp32) or oneDNN's bf16 matmul (gemm_bf16.h),
- * around the fused bias + activation passes of src/backend/cpu/bias_act_cpu.c (the twins of kernels/bias_act.cu). */
-#include <cblas.h>
-
+/* Dense layer forward/backward on the CPU: the GEMMs on oneDNN's matmul in fp32 or bf16 (gemm_dnnl.h), around the
+ * fused bias + activation passes of src/backend/cpu/bias_act_cpu.c (the twins of kernels/bias_act.cu). */
 #include "cuvae/cpu.h"
-#include "gemm_bf16.h"
+#include "gemm_dnnl.h"
 
 /* y[B, out] = x[B, in] W^T + b, then the activation. */
 void dense_forward_cpu(const float *x, const float *W, const float *b, float *y, int B, int in, int out,
                        cuvae_activation act) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
+  gemm_fp32_cpu(GEMM_FORWARD, B, in, out, x, W, y);
   bias_act_forward_cpu(y, b, B, out, act);
 }
 
@@ -16,15 +14,15 @@ void dense_forward_cpu(const float *x, const float *W, const float *b, float *y,
 void dense_backward_cpu(const float *x, const float *W, const float *y, float *dy, float *dW, float *db,
                         float *dx, int B, int in, int out, cuvae_activation act) {
   bias_act_backward_cpu(y, dy, B, out, act);
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, B, 1.0f, dy, out, x, in, 0.0f, dW, in);
+  gemm_fp32_cpu(GEMM_WEIGHT_GRAD, B, in, out, dy, x, dW);
   bias_grad_cpu(dy, db, B, out);
-  if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, in, out, 1.0f, dy, out, W, in, 0.0f, dx, in);
+  if (dx) gemm_fp32_cpu(GEMM_INPUT_GRAD, B, in, out, dy, W, dx);
 }
 
 /* docs/MATH.md (8.2): y = bf16(x) W16^T + b (fp32 sums), then the activation. */
 void dense_forward_bf16_cpu(const uint16_t *x16, const uint16_t *W16, const float *b, float *y, int B, int in, int out,
                             cuvae_activation act) {
-  gemm_bf16_cpu(GEMM_BF16_FORWARD, B, in, out, x16, W16, y);
+  gemm_bf16_cpu(GEMM_FORWARD, B, in, out, x16, W16, y);
   bias_act_forward_cpu(y, b, B, out, act);
 }
 
@@ -33,7 +31,7 @@ void dense_backward_bf16_cpu(const uint16_t *x16, const uint16_t *W16, const flo
                              float *dW, float *db, float *dx, int B, int in, int out, cuvae_activation act) {
   bias_act_backward_cpu(y, dy, B, out, act);
   to_bf16_cpu(dy, dy16, (size_t)B * out);
-  gemm_bf16_cpu(GEMM_BF16_WEIGHT_GRAD, B, in, out, dy16, x16, dW);
+  gemm_bf16_cpu(GEMM_WEIGHT_GRAD, B, in, out, dy16, x16, dW);
   bias_grad_cpu(dy, db, B, out);
-  if (dx) gemm_bf16_cpu(GEMM_BF16_INPUT_GRAD, B, in, out, dy16, W16, dx);
+  if (dx) gemm_bf16_cpu(GEMM_INPUT_GRAD, B, in, out, dy16, W16, dx);
 }

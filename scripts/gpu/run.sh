@@ -30,10 +30,11 @@ cpu_suite            36  the CPU test programs, natively beside the GPU (--devic
 TOTAL_BUDGET=480
 
 # The main job's verdict: the test negative ELBO after 10 epochs must be at most MAIN_MAX_NELBO (issue 16) and
-# within MAIN_TOLERANCE of the CPU backend's result for the same seed (README, "Result": seed 1 gives 244.865 with
-# every OpenBLAS kernel family measured, 244.853-244.865). Why 0.1 nats: docs/GPU.md, "main_job".
+# within MAIN_TOLERANCE of the CPU backend's result for the same seed (README, "Result": seed 1 gives 244.836 with
+# oneDNN's fp32 GEMMs, 244.853-244.865 with every OpenBLAS kernel family measured). Why 0.1 nats: docs/GPU.md,
+# "main_job".
 MAIN_MAX_NELBO=245
-MAIN_CPU_NELBO=244.865
+MAIN_CPU_NELBO=244.85
 MAIN_TOLERANCE=0.1
 MAIN_DRY_STEPS=30       # dry run: this many steps on the CPU backend, to run the command and its summary
 BENCH_STEPS=50          # timed steps per config (cuvae-bench and compare_torch.py), after BENCH_WARMUP

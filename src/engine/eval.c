@@ -11,7 +11,7 @@
 
 int cuvae_eval_checkpoint(const char *checkpoint_path, const char *device, cuvae_loss *out, int64_t *step) {
   cuvae_inference inf;
-  if (cuvae_inference_open(&inf, checkpoint_path, device ? device : "auto", CUVAE_SPLIT_TEST)) return -1;
+  if (cuvae_inference_open_in(&inf, checkpoint_path, device ? device : "auto", CUVAE_SPLIT_TEST, -1)) return -1;
   const int rc = inf.be->evaluate(inf.be, &inf.data, inf.cfg.eval_batch_size, out);
   if (step) *step = inf.ck.step;
   cuvae_inference_close(&inf);

@@ -8,7 +8,7 @@
 #include "saved_model.h"
 
 int cuvae_inference_open(cuvae_inference *inf, const char *checkpoint_arg, const char *device, int split) {
-  return cuvae_inference_open_in(inf, checkpoint_arg, device, split, -1);
+  return cuvae_inference_open_in(inf, checkpoint_arg, device, split, CUVAE_PRECISION_FP32);
 }
 
 int cuvae_inference_open_in(cuvae_inference *inf, const char *checkpoint_arg, const char *device, int split,

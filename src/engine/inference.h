@@ -24,9 +24,11 @@ typedef struct cuvae_inference {
 /* Loads and checks the checkpoint (CRC, layout against its own config; a run directory is read as its
  * checkpoint.cuvae), loads `split`, and creates a backend on
  * `device` ("auto" | "cpu" | "cuda"; NULL: none) with the checkpoint's parameters, the split as its evaluation
- * set. Fails with one message naming the problem; inf is then empty (close is still safe). */
+ * set, computing in fp32 whatever precision the model was trained in (pictures, encode and decode are then the
+ * same on every machine, and a bf16-trained model opens on a CPU without bf16 units). Fails with one message naming
+ * the problem; inf is then empty (close is still safe). */
 int cuvae_inference_open(cuvae_inference *inf, const char *checkpoint_path, const char *device, int split);
-/* The same with the GEMMs in `precision` (a cuvae_precision) instead of the config's: checkpoints hold fp32
+/* The same with the GEMMs in `precision` (a cuvae_precision; -1: the checkpoint config's): checkpoints hold fp32
  * parameters, so a model trained in one precision evaluates in any other. */
 int cuvae_inference_open_in(cuvae_inference *inf, const char *checkpoint_path, const char *device, int split,
                             int precision);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend_cpu_internal.h"
+#include "gemm_dnnl.h"
 #include "cuvae/error.h"
 
 static int check_args(const char *what, const void *in, size_t n, const void *out) {
@@ -25,7 +26,7 @@ int cpu_encode(cuvae_backend *base, const float *x, const int32_t *labels, size_
     const float *out = cuvae_cpu_encode(m, be->ws, be->params, x + start * D, m->cond ? labels + start : NULL, B);
     memcpy(mulv + start * Z2, out, (size_t)B * Z2 * sizeof(float));
   }
-  return 0;
+  return gemm_take_failure();
 }
 
 int cpu_decode(cuvae_backend *base, const float *z, const int32_t *labels, size_t n, float *mean) {
@@ -41,5 +42,5 @@ int cpu_decode(cuvae_backend *base, const float *z, const int32_t *labels, size_
     for (int b = 0; b < B; b++) memcpy(mean + (start + (size_t)b) * D, y + (size_t)b * cols, D * sizeof(float));
   }
   cuvae_decoder_mean_host(m, mean, n * D);
-  return 0;
+  return gemm_take_failure();
 }

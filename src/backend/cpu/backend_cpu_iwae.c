@@ -18,6 +18,7 @@
 #include <stdlib.h>
 
 #include "backend_cpu_internal.h"
+#include "gemm_dnnl.h"
 #include "cuvae/error.h"
 #include "cuvae/rng.h"
 
@@ -75,5 +76,5 @@ int cpu_iwae(cuvae_backend *base, const cuvae_dataset *ds, int K, int batch, dou
   free(zy);
   free(nll);
   free(state);
-  return rc;
+  return rc ? rc : gemm_take_failure();
 }

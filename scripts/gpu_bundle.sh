@@ -95,8 +95,9 @@ done
   echo "BUILT_UTC=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "NVCC='$(nvcc --version | tail -1)'"
   # nvcc's targets as the build passed them: SASS for each sm_NN in code=[...], PTX for each compute_NN there
-  echo "CUDA_CODE='$(grep -rhoE -- '--generate-code=arch=compute_[0-9]+,code=\[[^]]*\]' "$build" --include=build.ninja \
-    --include=flags.make | sort -u | sed 's/--generate-code=arch=//' | tr '\n' ' ')'"
+  echo "CUDA_CODE='$(grep -rhoE --include=build.ninja --include=flags.make \
+    -- '--generate-code=arch=compute_[0-9]+,code=\[[^]]*\]' "$build" | sort -u | sed 's/--generate-code=arch=//' |
+    tr '\n' ' ')'"
   echo "PROGRAMS=${#progs[@]}"
 } > "$stage/bundle.env"
 

@@ -51,7 +51,7 @@ static void gemm_shape(int kind, int B, int in, int out, dnnl_dims_t da, dnnl_di
   } else if (kind == GEMM_WEIGHT_GRAD) { /* A = d^T: [out][B] with strides (1, out); B = x [B][in] */
     M = out, N = in, K = B;
     sa[0] = 1, sa[1] = out, sb[0] = in, sb[1] = 1;
-  } else {                                    /* A = d16 [B][out]; B = W16 [out][in] */
+  } else {                               /* A = d [B][out]; B = W [out][in] */
     M = B, N = in, K = out;
     sa[0] = out, sa[1] = 1, sb[0] = in, sb[1] = 1;
   }

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 packages=(build-essential cmake pkg-config python3 libopenblas-dev libopenblas-openmp-dev libinih-dev libcjson-dev zlib1g-dev libgtest-dev googletest libboost-context-dev
           libbenchmark-dev
           libpng-dev libcairo2-dev liblapacke-dev libdnnl-dev
+          libopenmpi-dev openmpi-bin
           dataset-fashion-mnist)
 scripts/install_packages.sh setup "${packages[@]}"
 

@@ -88,7 +88,9 @@ struct Problem {
   std::vector<int32_t> labels;  // [B] for a conditional case (row r: class r % C), else empty
   std::vector<double> pd, xd, ed;
   const int32_t *label_ptr() const { return labels.empty() ? nullptr : labels.data(); }
-  cuvae_cpu_batch batch(const float *eps_rows) const { return {c.B, x.data(), nullptr, eps_rows, label_ptr()}; }
+  cuvae_cpu_batch batch(const float *eps_rows) const {
+    return {c.B, x.data(), nullptr, eps_rows, label_ptr(), 0, nullptr, nullptr};
+  }
 };
 
 // Parameters from cuvae_model_init, then every rank-1 tensor (biases, dec.logvar) replaced by draws from

@@ -111,7 +111,7 @@ INSTANTIATE_TEST_SUITE_P(Cases, BackendStep,
 // The evaluation pass both backends share: batch k's rows and noise offset, the row-weighted mean, bad arguments.
 TEST(EvalPass, BatchesCoverTheSetAndDrawAtTheBatchOffsets) {
   cuvae_eval_pass p;
-  ASSERT_EQ(cuvae_eval_pass_begin(&p, 10, 4, 3), 0) << cuvae_last_error();
+  ASSERT_EQ(cuvae_eval_pass_begin(&p, 10, 4, 3, nullptr), 0) << cuvae_last_error();
   cuvae_eval_batch b;
   const size_t want_start[3] = {0, 4, 8};
   const int want_rows[3] = {4, 4, 2};
@@ -129,16 +129,50 @@ TEST(EvalPass, BatchesCoverTheSetAndDrawAtTheBatchOffsets) {
   }
   EXPECT_EQ(cuvae_eval_pass_batch(&p, 3, &b), 0);
   cuvae_loss out;
-  cuvae_eval_pass_end(&p, &out);
+  ASSERT_EQ(cuvae_eval_pass_end(&p, &out), 0);
   // (4*1 + 4*2 + 2*4) / 10 = 2 and (4*0.5 + 4*0.25 + 2*1) / 10 = 0.5: every term and sum is exact in double.
   EXPECT_EQ(out.recon, 2.0);
   EXPECT_EQ(out.kl, 0.5);
   EXPECT_EQ(out.nelbo, 2.5);
   EXPECT_EQ(out.objective, 2.5);
-  EXPECT_EQ(cuvae_eval_pass_begin(&p, 10, 0, 3), -1);
+  EXPECT_EQ(cuvae_eval_pass_begin(&p, 10, 0, 3, nullptr), -1);
   EXPECT_STREQ(cuvae_last_error(), "evaluation batch 0 must be >= 1");
-  EXPECT_EQ(cuvae_eval_pass_begin(&p, 0, 4, 3), -1);
+  EXPECT_EQ(cuvae_eval_pass_begin(&p, 0, 4, 3, nullptr), -1);
   EXPECT_STREQ(cuvae_last_error(), "evaluation set is empty");
+}
+
+// Data parallel: rank 1 of 3 takes batches 1, 4, 7, ... (k mod 3 == 1) with their own rows and noise offsets, and
+// the pass's end adds the other ranks' sums (here a stand-in that adds fixed values) before dividing by the rows.
+TEST(EvalPass, DataParallelRankTakesEveryThirdBatch) {
+  struct Fake {
+    static int sum(void *ctx, double *v, int n) {
+      const double *others = static_cast<const double *>(ctx);
+      for (int i = 0; i < n; i++) v[i] += others[i];
+      return 0;
+    }
+  };
+  double others[2] = {30.0, 5.0};  // the other ranks' recon and KL sums
+  cuvae_data_parallel dp = {1, 3, others, nullptr, nullptr, Fake::sum, nullptr};
+  cuvae_eval_pass p;
+  ASSERT_EQ(cuvae_eval_pass_begin(&p, 22, 4, 3, &dp), 0) << cuvae_last_error();
+  cuvae_eval_batch b;
+  std::vector<int64_t> mine;
+  for (int64_t k = 0; cuvae_eval_pass_batch(&p, k, &b); k++) {
+    EXPECT_EQ(b.noise_offset, (uint64_t)k * cuvae_noise_stride(4 * 3));  // the offset of one process's pass
+    if (b.B == 0) continue;
+    mine.push_back(k);
+    EXPECT_EQ(b.start, (size_t)k * 4);
+    cuvae_loss l = {};
+    l.recon = 1.0;
+    l.kl = 0.5;
+    cuvae_eval_pass_add(&p, &b, &l);
+  }
+  EXPECT_EQ(mine, (std::vector<int64_t>{1, 4}));  // batches 0..5 (the last of 2 rows): k = 1 and 4 are rank 1's
+  cuvae_loss out;
+  ASSERT_EQ(cuvae_eval_pass_end(&p, &out), 0);
+  // (8 rows x 1 + 30) / 22 and (8 x 0.5 + 5) / 22, as one process's pass would form them from the same sums.
+  EXPECT_EQ(out.recon, 38.0 / 22.0);
+  EXPECT_EQ(out.kl, 9.0 / 22.0);
 }
 
 }  // namespace

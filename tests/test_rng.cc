@@ -51,4 +51,33 @@ TEST(Rng, SplitDrawsEqualOneDraw) {
   cuvae_noise_destroy(g);
 }
 
+// A rank's slice of a global draw (include/cuvae/rng.h, "Data parallel"): values [skip, skip + n) of the draw at
+// `offset` are that part of one generator's draw bit for bit, for slices starting inside a Philox block (skip mod 4
+// = 1, 2, 3), on a block, of odd length, long enough to be split across threads, normals and uniforms.
+TEST(Rng, SlicesEqualThatPartOfOneDraw) {
+  cuvae_noise *g = cuvae_noise_create(99);
+  ASSERT_NE(g, nullptr) << cuvae_last_error();
+  struct Slice {
+    uint64_t offset, skip;
+    size_t n;
+    bool normal;
+  };
+  const Slice slices[] = {{0, 1, 7, true},      {0, 2, 9, true},        {64, 3, 13, true},     {64, 48, 48, true},
+                          {128, 5, 1 << 17, true}, {1024, 99, 300001, false}, {8, 6, 10, false}};
+  for (const Slice &s : slices) {
+    std::vector<float> got(s.n);
+    ASSERT_EQ(s.normal ? cuvae_noise_normal_slice(g, s.offset, s.skip, got.data(), s.n)
+                       : cuvae_noise_uniform_slice(g, s.offset, s.skip, got.data(), s.n),
+              0)
+        << cuvae_last_error();
+    const std::vector<float> whole = OneGenerator(99, s.offset, s.skip + s.n, s.normal);
+    ASSERT_EQ(0, std::memcmp(got.data(), whole.data() + s.skip, s.n * sizeof(float)))
+        << "offset " << s.offset << " skip " << s.skip << " n " << s.n;
+  }
+  std::vector<float> v(4);
+  EXPECT_EQ(cuvae_noise_normal_slice(g, 2, 0, v.data(), 4), -1);  // the draw itself must start on a block
+  EXPECT_STREQ(cuvae_last_error(), "noise offset 2 is not a multiple of 4");
+  cuvae_noise_destroy(g);
+}
+
 }  // namespace

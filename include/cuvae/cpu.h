@@ -154,14 +154,25 @@ void gather_labels_cpu(const int32_t *src, const uint32_t *rows, int32_t *dst, i
 /* ---- whole-model forward / backward ------------------------------------------------------------------ */
 
 
+/* The backward's report that grad[from..n_params) is final (layers finish last to first; `from` falls): the
+ * data-parallel all-reduce starts summing it (src/backend/data_parallel.h). Nonzero stops the step. */
+typedef int (*cuvae_grad_ready_fn)(void *ctx, float *grad, size_t from);
+
 /* One batch: B data rows. x: the targets [B][D] (binarized when so configured); x_in: the encoder's input [B][D]
  * (corrupted; NULL = x); eps: [samples * B][Z] standard normals, sample-major (row s*B + r: sample s of row r);
  * unused by ae. labels: [B] classes of a conditional model (one-hot appended to the encoder's and the decoder's
- * inputs), NULL otherwise. */
+ * inputs), NULL otherwise.
+ * Data parallel: the B rows are one rank's slice of a global batch of batch_total rows (0: B itself); the gradient
+ * and the loss are then this slice's part of the global batch mean (every term scaled by 1 / batch_total), so the
+ * ranks' parts add up to the global batch's. grad_ready (NULL: none) is called with grad_ctx as the backward
+ * finishes each layer. */
 typedef struct cuvae_cpu_batch {
   int B;
   const float *x, *x_in, *eps;
   const int32_t *labels;
+  int batch_total;
+  cuvae_grad_ready_fn grad_ready;
+  void *grad_ctx;
 } cuvae_cpu_batch;
 
 typedef struct cuvae_cpu_ws cuvae_cpu_ws;  /* activations and scratch for up to max_rows decoder rows */
@@ -176,8 +187,9 @@ void cuvae_cpu_ws_destroy(cuvae_cpu_ws *ws);
  * memory. */
 int cuvae_cpu_ws_use_bf16(cuvae_cpu_ws *ws, const cuvae_model *m, const uint16_t *params16);
 
-/* The objective of a batch (its batch mean, per data point); when grad != NULL also its gradient w.r.t. every
- * parameter (overwritten, same layout as params). Returns 0, or -1 if B * samples exceeds the workspace. */
+/* The objective of a batch (its batch mean, per data point; with batch_total, this slice's part of the global mean);
+ * when grad != NULL also its gradient w.r.t. every parameter (overwritten, same layout as params). Returns 0, or -1
+ * if B * samples exceeds the workspace or grad_ready failed. */
 int cuvae_cpu_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params,
                              const cuvae_cpu_batch *batch, const cuvae_objective_spec *spec, float *grad,
                              cuvae_loss *out);

@@ -16,7 +16,11 @@
  *   data drawn once at load (binarize = static, and the test set of binarize = dynamic): seed = cfg seed ^
  *     CUVAE_SEED_STATIC ^ split (0 train, 1 test), uniforms of the whole split from offset 0 in row order;
  *   training eps with samples L > 1: n = L*B*Z normals at offset t * stride(L*B*Z), sample-major ([L][B][Z]);
- *   epoch shuffle: Fisher-Yates driven by splitmix64 of (seed, epoch, i) (cuvae_shuffle), host only. */
+ *   epoch shuffle: Fisher-Yates driven by splitmix64 of (seed, epoch, i) (cuvae_shuffle), host only.
+ * Data parallel (src/backend/data_parallel.h): each draw above is the global batch's; a rank takes the values of its
+ * rows from it (cuvae_noise_*_slice: for eps, sample s of the rank's rows [r0, r0 + b) is the slice
+ * [(s B + r0) Z, (s B + r0 + b) Z) of the step's draw), so the noise of an example depends on (seed, step, its
+ * position in the global batch) and never on the rank count. */
 #ifndef CUVAE_RNG_H
 #define CUVAE_RNG_H
 #include <stddef.h>
@@ -38,6 +42,11 @@ void cuvae_noise_destroy(cuvae_noise *g);
 int cuvae_noise_normal(cuvae_noise *g, uint64_t offset, float *out, size_t n);
 /* n uniforms in (0, 1] starting at `offset` (multiple of 4). */
 int cuvae_noise_uniform(cuvae_noise *g, uint64_t offset, float *out, size_t n);
+/* Values [skip, skip + n) of the draw that starts at `offset` (a multiple of 4): the same numbers as that part of
+ * one draw of skip + n values there (a Philox block is 4 values, normals pair values 2k and 2k + 1, so the draw
+ * starts at the block holding value `skip`). */
+int cuvae_noise_normal_slice(cuvae_noise *g, uint64_t offset, uint64_t skip, float *out, size_t n);
+int cuvae_noise_uniform_slice(cuvae_noise *g, uint64_t offset, uint64_t skip, float *out, size_t n);
 /* n rounded up to a multiple of 4: the stream positions one draw of n values occupies. */
 static inline uint64_t cuvae_noise_stride(size_t n) { return ((uint64_t)n + 3u) & ~(uint64_t)3u; }
 

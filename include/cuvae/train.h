@@ -29,10 +29,17 @@ typedef struct cuvae_train_summary {
   double seconds;
   int interrupted;          /* stopped by cuvae_train_request_stop (e.g. Ctrl-C) before the last step; checkpoint
                                saved at `step`, which may be mid-epoch */
+  int failure_agreed;       /* several ranks: the failure returned is known to every rank (each returns it); when 0
+                               after a failure, only this rank met it and the others may wait: stop the job
+                               (cuvae_dist_abort) */
 } cuvae_train_summary;
 
 /* Trains cfg (finalized) and returns 0, or -1 with cuvae_last_error() set. On divergence (non-finite loss)
- * it stops with a message naming the step; the last checkpoint written stays intact. */
+ * it stops with a message naming the step; the last checkpoint written stays intact.
+ * In an MPI job of N ranks (include/cuvae/dist.h; every rank calls this with the same config and options), the
+ * global batch of batch_size rows is split into N slices, one per rank, and the gradient summed over the ranks, so
+ * the run computes what one process computes on the same global batch up to the order of that sum
+ * (docs/DISTRIBUTED.md). Rank 0 alone writes the run directory and the log. */
 int cuvae_train(const cuvae_config *cfg, const cuvae_train_opts *opts, cuvae_train_summary *summary);
 /* Async-signal-safe: asks a running cuvae_train to finish the step in progress, save a checkpoint (mid-epoch: with
  * the epoch's running sums, no metrics row) and return with summary->interrupted set. */

@@ -10,6 +10,7 @@
 #include "cuvae/objective.h"
 #include "cuvae/data.h"
 #include "cuvae/model.h"
+#include "data_parallel.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -31,6 +32,11 @@ struct cuvae_backend {
   char notice[256];    /* a line for the log from creation (e.g. "auto" fell back to the CPU); "" when none */
   char memory_plan[512]; /* what the backend holds, by category, one line (printed at the start of training) */
   char gemm[160];        /* what runs the dense layers' GEMMs, in which precision (printed at the start of training) */
+  /* Data parallel (src/backend/data_parallel.h): NULL in one process. With it, train_step's rows are this rank's
+   * slice of the global batch (B = the slice's rows, global batch B x dp->size), and the step's noise, gradient
+   * scale, loss and gradient are those of the global batch; evaluate covers the set's batches round-robin over the
+   * ranks and returns the whole set's mean on every rank. Set by cuvae_backend_join_data_parallel. */
+  const cuvae_data_parallel *dp;
   /* Enqueues one Adam step on train rows rows[0..B) with the noise of training step `step` (0-based). Fails at
    * once on bad arguments (B, a row outside the training set, more than max_pending steps pending). */
   int (*train_step)(cuvae_backend *be, const uint32_t *rows, int B, int64_t step);
@@ -77,22 +83,29 @@ typedef struct cuvae_eval_pass {
   size_t n, latent;
   int batch;
   double recon, kl;  /* sums over the rows so far */
+  const cuvae_data_parallel *dp;  /* NULL, or: batch k is rank (k mod size)'s */
 } cuvae_eval_pass;
 typedef struct cuvae_eval_batch {
   size_t start;           /* first row */
   int B;                  /* rows */
   uint64_t noise_offset;  /* in the evaluation noise stream */
 } cuvae_eval_batch;
-/* -1 with a message when batch < 1 or the set is empty. */
-int cuvae_eval_pass_begin(cuvae_eval_pass *p, size_t n, int batch, size_t latent);
-/* Batch k of the pass into *b; 0 when k is past the end. */
+/* -1 with a message when batch < 1 or the set is empty. dp: the backend's (NULL in one process). */
+int cuvae_eval_pass_begin(cuvae_eval_pass *p, size_t n, int batch, size_t latent, const cuvae_data_parallel *dp);
+/* Batch k of the pass into *b; 0 when k is past the end. b->B = 0 when batch k is another rank's (skip it). */
 int cuvae_eval_pass_batch(const cuvae_eval_pass *p, int64_t k, cuvae_eval_batch *b);
 /* Adds batch b's means (recon and KL per row). */
 void cuvae_eval_pass_add(cuvae_eval_pass *p, const cuvae_eval_batch *b, const cuvae_loss *batch_mean);
-/* The pass's per-row means: recon, KL, their sum as nelbo and objective. */
-void cuvae_eval_pass_end(const cuvae_eval_pass *p, cuvae_loss *out);
+/* The pass's per-row means: recon, KL, their sum as nelbo and objective. Data parallel: the ranks' sums are added
+ * first (in rank order; a collective call), so each batch's terms are those of one process and only the addition of
+ * the ranks' double sums differs from it. */
+int cuvae_eval_pass_end(cuvae_eval_pass *p, cuvae_loss *out);
 /* One step, synchronously: train_step then collect (tests and tools that want each step's result at once). */
 int cuvae_backend_step(cuvae_backend *be, const uint32_t *rows, int B, int64_t step, cuvae_step_result *out);
+
+/* Makes be a rank of data-parallel training (before its first step; dp outlives it). -1 with a message when the
+ * backend cannot (the CUDA backend, which has no data-parallel step yet). */
+int cuvae_backend_join_data_parallel(cuvae_backend *be, const cuvae_data_parallel *dp);
 
 /* device: "cpu", "cuda" or "auto" (cuda when a device is present, else the CPU with a notice). The backend
  * starts from freshly initialised parameters (cfg seed) and zero Adam moments. train: the training set (kept by

@@ -2,6 +2,7 @@
  * the synchronous one-step helper (src/backend/backend.h). Kept apart from the device selection in backend.c, so
  * linking these never pulls in the CUDA device query. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend.h"
 #include "cuvae/error.h"
@@ -56,13 +57,14 @@ int cuvae_backend_check_labels(const cuvae_model *m, const int32_t *labels, size
   return 0;
 }
 
-int cuvae_eval_pass_begin(cuvae_eval_pass *p, size_t n, int batch, size_t latent) {
+int cuvae_eval_pass_begin(cuvae_eval_pass *p, size_t n, int batch, size_t latent, const cuvae_data_parallel *dp) {
   if (batch < 1) return cuvae_error("evaluation batch %d must be >= 1", batch);
   if (n == 0) return cuvae_error("evaluation set is empty");
   p->n = n;
   p->batch = batch;
   p->latent = latent;
   p->recon = p->kl = 0.0;
+  p->dp = dp;
   return 0;
 }
 
@@ -72,6 +74,7 @@ int cuvae_eval_pass_batch(const cuvae_eval_pass *p, int64_t k, cuvae_eval_batch 
   b->start = start;
   b->B = (int)(p->n - start < (size_t)p->batch ? p->n - start : (size_t)p->batch);
   b->noise_offset = (uint64_t)k * cuvae_noise_stride((size_t)p->batch * p->latent);
+  if (p->dp && k % p->dp->size != p->dp->rank) b->B = 0;
   return 1;
 }
 
@@ -80,9 +83,22 @@ void cuvae_eval_pass_add(cuvae_eval_pass *p, const cuvae_eval_batch *b, const cu
   p->kl += batch_mean->kl * b->B;
 }
 
-void cuvae_eval_pass_end(const cuvae_eval_pass *p, cuvae_loss *out) {
+int cuvae_eval_pass_end(cuvae_eval_pass *p, cuvae_loss *out) {
+  double sums[2] = {p->recon, p->kl};
+  if (p->dp && p->dp->sum(p->dp->ctx, sums, 2)) return -1;
+  p->recon = sums[0];
+  p->kl = sums[1];
   out->recon = p->recon / (double)p->n;
   out->kl = p->kl / (double)p->n;
   out->nelbo = out->recon + out->kl;
   out->objective = out->nelbo;
+  return 0;
+}
+
+int cuvae_backend_join_data_parallel(cuvae_backend *be, const cuvae_data_parallel *dp) {
+  if (strcmp(be->name, "cpu") != 0)
+    return cuvae_error("the %s backend does not train on several ranks yet (%d ranks were started); use --device cpu, "
+                       "or run one process", be->name, dp ? dp->size : 0);
+  be->dp = dp;
+  return 0;
 }

@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "cuvae/config.h"
 #include "cuvae/device.h"
+#include "cuvae/dist.h"
 #include "cuvae/error.h"
 #include "cuvae/train.h"
 
@@ -39,7 +40,11 @@ void help_train(void) {
          "outright (SIGKILL, power loss) resumes from its last checkpoint; metrics.jsonl and steps.jsonl are cut back\n"
          "to that checkpoint, so the resumed run's numbers equal those of an uninterrupted run (all but the\n"
          "wall-clock samples_per_s and seconds).\n"
-         "A non-finite loss stops training with a message naming the step (exit 1); the last checkpoint stays.\n");
+         "A non-finite loss stops training with a message naming the step (exit 1); the last checkpoint stays.\n\n"
+         "Data parallel: `mpirun -np N cuvae train CONFIG ...` (or srun) trains on N processes, each taking\n"
+         "batch_size / N rows of every batch, with the gradients summed over them (MPI); the result is one process's\n"
+         "up to the order of that sum. Rank 0 writes the run directory; a run resumes on any number of ranks; if one\n"
+         "rank dies the job stops. Threads per rank: [train] threads (default: the cores the rank is bound to).\n");
 }
 
 static volatile sig_atomic_t stop_signal = 0;
@@ -99,10 +104,16 @@ static int run_training(const cuvae_config *cfg, const cuvae_train_opts *opts) {
   sigaction(SIGTERM, &sa, NULL);
 
   cuvae_train_summary s;
+  const int rank = cuvae_dist_rank(), ranks = cuvae_dist_size();
   if (cuvae_train(cfg, opts, &s)) {
-    fprintf(stderr, "error: %s\n", cuvae_last_error());
+    if (ranks == 1)
+      fprintf(stderr, "error: %s\n", cuvae_last_error());
+    else if (strcmp(cuvae_last_error(), CUVAE_DIST_OTHER_RANK_FAILED) != 0)  /* the failing rank tells */
+      fprintf(stderr, "error (rank %d of %d): %s\n", rank, ranks, cuvae_last_error());
+    if (!s.failure_agreed) cuvae_dist_abort(CUVAE_EXIT_FAIL);  /* the other ranks may be waiting for this one */
     return CUVAE_EXIT_FAIL;
   }
+  if (rank != 0) return s.interrupted ? 128 + (stop_signal ? (int)stop_signal : SIGINT) : 0;  /* rank 0 reports */
   if (s.interrupted) return report_interrupted(&s, opts->out_dir, opts->device);
   printf("{\"run_dir\": ");
   cli_json_string(stdout, opts->out_dir);

@@ -8,6 +8,8 @@
 #include "cli.h"
 #include "cuvae/blas.h"
 #include "cuvae/config.h"
+#include "cuvae/dist.h"
+#include "cuvae/error.h"
 
 /* Every subcommand: name, one-line summary, entry point, help. One table, so `cuvae --help`, `cuvae help X` and
  * the dispatch cannot disagree. */
@@ -93,6 +95,26 @@ static int help_topic(const char *topic) {
   return 0;
 }
 
+/* Runs a command; under an MPI launcher (mpirun, srun) first joins the job: `train` runs on every rank (data
+ * parallel), the other commands run in one process and refuse a job of several. */
+static int run_command(const cli_command *c, int argc, char **argv) {
+  if (cuvae_dist_init(&argc, &argv)) {
+    fprintf(stderr, "error: %s\n", cuvae_last_error());
+    return CUVAE_EXIT_FAIL;
+  }
+  int rc;
+  if (cuvae_dist_size() > 1 && strcmp(c->name, "train") != 0) {
+    if (cuvae_dist_rank() == 0)
+      fprintf(stderr, "error: cuvae %s runs in one process; start it without mpirun/srun (%d ranks were started; "
+                      "only train runs on several)\n", c->name, cuvae_dist_size());
+    rc = CUVAE_EXIT_USAGE;
+  } else {
+    rc = c->run(argc - 1, argv + 1);
+  }
+  cuvae_dist_finalize();
+  return rc;
+}
+
 int main(int argc, char **argv) {
   cuvae_blas_select_kernels(argv);
   if (argc < 2) {
@@ -109,7 +131,7 @@ int main(int argc, char **argv) {
   }
   if (strcmp(cmd, "help") == 0) return help_topic(argc > 2 ? argv[2] : NULL);
   const cli_command *c = find_command(cmd);
-  if (c) return c->run(argc - 1, argv + 1);
+  if (c) return run_command(c, argc, argv);
   fprintf(stderr, "error: unknown command '%s' (commands: ", cmd);
   list_commands(stderr);
   fprintf(stderr, ", help; see cuvae --help)\n");

@@ -99,7 +99,7 @@ const key_def cfg_keys[] = {
      "examples per evaluation batch", 0},
     {"train", "log_every", T_INT, FIELD(log_every), HAS_MIN, 1, 0, "50", NULL, "steps between log lines", 0},
     {"train", "threads", T_INT, FIELD(threads), HAS_MIN | HAS_MAX, 0, 1024, "0", NULL,
-     "CPU threads; 0 = all cores", 0},
+     "CPU threads (per rank under mpirun); 0 = the cores this process may use (all, or those its rank is bound to)", 0},
     {"train", "precision", T_ENUM, FIELD(precision), 0, 0, 0, "fp32", cfg_precisions,
      "GEMM math: fp32; tf32 (CUDA tensor cores; the CPU computes fp32); bf16 (bfloat16 GEMM operands, fp32 "
      "accumulation, fp32 master weights and Adam state; CPU: oneDNN on AMX / AVX512-BF16)", 0},

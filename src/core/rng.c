@@ -19,6 +19,8 @@ struct cuvae_noise {
   curandGenerator_t gen[NOISE_PARTS];
   float *scratch;        /* for draws whose length is not a multiple of 4 */
   size_t scratch_len;
+  float *slice;          /* for slices that do not start on a Philox block */
+  size_t slice_len;
   uint64_t pos;          /* stream position after the last draw (of gen[0]) */
   int pos_known;
 };
@@ -50,6 +52,7 @@ void cuvae_noise_destroy(cuvae_noise *g) {
   for (int k = 0; k < NOISE_PARTS; k++)
     if (g->gen[k]) curandDestroyGenerator(g->gen[k]);
   free(g->scratch);
+  free(g->slice);
   free(g);
 }
 
@@ -111,6 +114,28 @@ int cuvae_noise_normal(cuvae_noise *g, uint64_t offset, float *out, size_t n) { 
 
 int cuvae_noise_uniform(cuvae_noise *g, uint64_t offset, float *out, size_t n) {
   return draw(g, offset, out, n, 0);
+}
+
+static int draw_slice(cuvae_noise *g, uint64_t offset, uint64_t skip, float *out, size_t n, int normal) {
+  const size_t head = (size_t)(skip % 4);
+  if (head == 0) return draw(g, offset + skip, out, n, normal);
+  if (g->slice_len < n + head) {
+    float *p = realloc(g->slice, (n + head) * sizeof *p);
+    if (!p) return cuvae_error("out of memory drawing %zu random numbers", n);
+    g->slice = p;
+    g->slice_len = n + head;
+  }
+  if (draw(g, offset + skip - head, g->slice, n + head, normal)) return -1;
+  memcpy(out, g->slice + head, n * sizeof *out);
+  return 0;
+}
+
+int cuvae_noise_normal_slice(cuvae_noise *g, uint64_t offset, uint64_t skip, float *out, size_t n) {
+  return draw_slice(g, offset, skip, out, n, 1);
+}
+
+int cuvae_noise_uniform_slice(cuvae_noise *g, uint64_t offset, uint64_t skip, float *out, size_t n) {
+  return draw_slice(g, offset, skip, out, n, 0);
 }
 
 /* splitmix64 (Steele, Lea, Flood 2014): a bijective 64-bit mixer. */

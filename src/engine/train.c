@@ -17,6 +17,7 @@
 #include "cuvae/checkpoint.h"
 #include "cuvae/cpu.h"
 #include "cuvae/data.h"
+#include "cuvae/dist.h"
 #include "cuvae/error.h"
 #include "cuvae/image.h"
 #include "cuvae/rng.h"
@@ -55,6 +56,8 @@ typedef struct run {
   cuvae_dataset train, test;
   cuvae_model model;
   cuvae_backend *be;
+  cuvae_data_parallel *dp;           /* with several ranks: the gradient all-reduce the backend calls; else NULL */
+  int rank, ranks, local_batch;      /* this process among `ranks`; its rows of each batch (batch_size / ranks) */
   char *config_text;
   float *params, *adam_m, *adam_v;   /* host copies for checkpoints */
   cuvae_step_result *results;        /* [max_pending] collected step results */
@@ -78,6 +81,7 @@ typedef struct run {
 
 static void run_free(run *r) {
   if (r->be) r->be->destroy(r->be);
+  cuvae_dist_data_parallel_free(r->dp);
   cuvae_dataset_free(&r->train);
   cuvae_dataset_free(&r->test);
   free(r->config_text);
@@ -270,8 +274,16 @@ static int build_run(run *r, const cuvae_config *cfg, const cuvae_train_opts *op
                        r->train.n);
   if (r->train.n > UINT32_MAX) return cuvae_error("training set of %zu examples is too large", r->train.n);
   if (cuvae_model_build(&r->model, r->train.dim, cfg)) return -1;
+  if (cfg->batch_size % r->ranks != 0)
+    return cuvae_error("[train] batch_size: %d is not divisible by the %d ranks; the global batch is split evenly "
+                       "(choose a multiple of %d)", cfg->batch_size, r->ranks, r->ranks);
+  r->local_batch = cfg->batch_size / r->ranks;
   r->be = cuvae_backend_create(opts->device ? opts->device : "auto", &r->model, cfg, &r->train, &r->test);
   if (!r->be) return -1;
+  if (r->ranks > 1) {
+    r->dp = cuvae_dist_data_parallel(r->model.n_params, CUVAE_DIST_BUCKET_BYTES);
+    if (!r->dp || cuvae_backend_join_data_parallel(r->be, r->dp)) return -1;
+  }
   if (r->be->notice[0]) fprintf(log, "note: %s\n", r->be->notice);
   fprintf(log, "memory plan (%s): %s\n", r->be->name, r->be->memory_plan);
   fprintf(log, "GEMMs (%s, precision %s): %s\n", r->be->name, cuvae_precision_name(cfg->precision),
@@ -364,7 +376,7 @@ static int collect_steps(run *r, int64_t step, cuvae_progress *prog) {
     r->acc_steps++;
   }
   const cuvae_step_result *res = &r->results[n - 1];
-  if (step % r->cfg->log_every == 0) {
+  if (r->rank == 0 && step % r->cfg->log_every == 0) {
     cuvae_log_row(&r->steps,
             "{\"step\": %" PRId64 ", \"epoch\": %" PRId64 ", \"nelbo\": %.9g, \"recon\": %.9g, \"kl\": %.9g, "
             "\"objective\": %.9g, \"grad_norm\": %.9g}\n",
@@ -377,11 +389,8 @@ static int collect_steps(run *r, int64_t step, cuvae_progress *prog) {
   return 0;
 }
 
-/* The end of an epoch, or the run's last step: evaluation, the metrics.jsonl row, the checkpoint, the pictures. */
-static int end_epoch(run *r, int64_t step, const char *dir, cuvae_progress *prog, cuvae_train_summary *summary) {
-  cuvae_loss test;
-  if (r->be->evaluate(r->be, &r->test, r->cfg->eval_batch_size, &test)) return -1;
-  cuvae_crash_point("eval", step, NULL);
+/* Rank 0's part of an epoch end: the metrics.jsonl row, the checkpoint, the pictures. */
+static int write_epoch(run *r, int64_t step, const cuvae_loss *test, const char *dir, cuvae_progress *prog) {
   const int complete = step % r->steps_per_epoch == 0;
   const int64_t epoch = (step - 1) / r->steps_per_epoch + 1, n = r->acc_steps;
   const double seconds = epoch_seconds(r);
@@ -390,21 +399,34 @@ static int end_epoch(run *r, int64_t step, const char *dir, cuvae_progress *prog
           "{\"epoch\": %" PRId64 ", \"step\": %" PRId64 ", \"train_nelbo\": %.6f, \"train_recon\": %.6f, "
           "\"train_kl\": %.6f, \"train_objective\": %.6f, \"test_nelbo\": %.6f, \"recon\": %.6f, \"kl\": %.6f, "
           "\"samples_per_s\": %.1f, \"seconds\": %.3f, \"complete\": %s}\n",
-          epoch, step, r->acc.nelbo / n, r->acc.recon / n, r->acc.kl / n, r->acc.objective / n, test.nelbo,
-          test.recon, test.kl, sps, seconds, complete ? "true" : "false");
+          epoch, step, r->acc.nelbo / n, r->acc.recon / n, r->acc.kl / n, r->acc.objective / n, test->nelbo,
+          test->recon, test->kl, sps, seconds, complete ? "true" : "false");
   if (complete) r->metrics_done = r->metrics.bytes;
   cuvae_crash_point("metrics", step, r->metrics.f);
   cuvae_progress_log(prog, "epoch %lld step %lld: train nelbo %.3f | test nelbo %.3f (recon %.3f, kl %.3f) | "
                            "%.0f samples/s | %.1f s",
-                     (long long)epoch, (long long)step, r->acc.nelbo / n, test.nelbo, test.recon, test.kl, sps,
+                     (long long)epoch, (long long)step, r->acc.nelbo / n, test->nelbo, test->recon, test->kl, sps,
                      seconds);
   if (save_checkpoint(r, step)) return -1;
   cuvae_crash_point("checkpoint-saved", step, NULL);
-  curve_add(r, epoch, (double)step / (double)r->steps_per_epoch, as_logged(r->acc.nelbo / n), as_logged(test.nelbo));
+  curve_add(r, epoch, (double)step / (double)r->steps_per_epoch, as_logged(r->acc.nelbo / n),
+            as_logged(test->nelbo));
   write_pictures(r, dir, step, prog);
+  return 0;
+}
+
+/* The end of an epoch, or the run's last step: evaluation (every rank: it is sharded), then rank 0 writes. With
+ * several ranks they agree on the outcome, so a failed write stops every rank with rank 0's message. */
+static int end_epoch(run *r, int64_t step, const char *dir, cuvae_progress *prog, cuvae_train_summary *summary) {
+  cuvae_loss test;
+  if (r->be->evaluate(r->be, &r->test, r->cfg->eval_batch_size, &test)) return -1;
+  cuvae_crash_point("eval", step, NULL);
+  int rc = r->rank == 0 ? write_epoch(r, step, &test, dir, prog) : 0;
+  if (r->ranks > 1 && (rc = cuvae_dist_agree(rc)) != 0) summary->failure_agreed = 1;
+  if (rc) return -1;
   summary->test = test;
   summary->evaluated = 1;
-  if (complete) {
+  if (step % r->steps_per_epoch == 0) {
     r->acc = (cuvae_loss){0};
     r->acc_steps = 0;
     r->seconds_before = r->train_seconds = 0.0;
@@ -413,71 +435,126 @@ static int end_epoch(run *r, int64_t step, const char *dir, cuvae_progress *prog
   return 0;
 }
 
+/* Data parallel, after rank 0 chose where to start: every rank takes its step and, on a resume, its state. */
+static int share_start(run *r, int64_t *step) {
+  int64_t head[2] = {*step, r->fresh};
+  if (cuvae_dist_broadcast(head, sizeof head)) return -1;
+  *step = head[0];
+  r->fresh = (int)head[1];
+  if (r->fresh) return 0;  /* every rank initialised the same parameters from the seed */
+  const size_t bytes = r->model.n_params * sizeof(float);
+  if (r->rank == 0 && r->be->get_state(r->be, r->params, r->adam_m, r->adam_v)) return -1;
+  if (cuvae_dist_broadcast(r->params, bytes) || cuvae_dist_broadcast(r->adam_m, bytes) ||
+      cuvae_dist_broadcast(r->adam_v, bytes))
+    return -1;
+  return r->rank == 0 ? 0 : r->be->set_state(r->be, r->params, r->adam_m, r->adam_v);
+}
+
+/* Everything before the first step: the run's pieces on every rank; on rank 0 the start (fresh or resumed) and the
+ * run directory; then, with several ranks, agreement (a failure anywhere stops all) and the shared start. */
+static int set_up(run *r, const cuvae_config *cfg, const cuvae_train_opts *opts, int64_t *step, FILE *log,
+                  cuvae_train_summary *summary) {
+  int rc = build_run(r, cfg, opts, log);
+  if (rc == 0 && r->rank == 0) rc = choose_start(r, opts, step, log) || open_run_files(r, opts, *step, log) ? -1 : 0;
+  if (r->ranks == 1) return rc;
+  if (cuvae_dist_agree(rc)) {
+    summary->failure_agreed = 1;
+    return -1;
+  }
+  return share_start(r, step);
+}
+
+/* A stop request at a collect: in one process this process's flag; with several ranks, any rank's (every rank
+ * collects at the same steps, so they all stop at the same one). */
+static int stop_now(const run *r) { return r->ranks > 1 ? cuvae_dist_any(stop_requested) : stop_requested != 0; }
+
+/* The steps from `*step` to the end (or a stop). Steps are enqueued on the backend and their results collected once
+ * per log interval (and at each epoch end), so a device backend runs ahead of the host between collects. With
+ * several ranks each takes its slice of every batch of the global permutation, and they collect at the same steps
+ * (a signal is looked at only there). */
+static int train_loop(run *r, const cuvae_train_opts *opts, int64_t *step, cuvae_progress *prog,
+                      cuvae_train_summary *summary) {
+  const cuvae_config *cfg = r->cfg;
+  const int64_t spe = r->steps_per_epoch;
+  int64_t epoch_loaded = -1, collected = *step;  /* collected: steps whose results are in */
+  r->t_epoch = r->t_since_collect = cuvae_now_seconds();
+  while (*step < r->total) {
+    const int64_t epoch = *step / spe;
+    if (epoch != epoch_loaded) {
+      cuvae_shuffle(r->perm, r->train.n, cfg->seed, epoch);
+      epoch_loaded = epoch;
+    }
+    const size_t first = (size_t)(*step % spe) * (size_t)cfg->batch_size + (size_t)r->rank * (size_t)r->local_batch;
+    if (r->be->train_step(r->be, r->perm + first, r->local_batch, *step)) return -1;
+    const int64_t s = ++*step;
+    cuvae_crash_point("step", s, NULL);
+    const int epoch_end = s % spe == 0 || s == r->total;
+    if (!(epoch_end || (r->ranks == 1 && stop_requested) || s % cfg->log_every == 0 ||
+          s - collected >= r->be->max_pending))
+      continue;
+    if (collect_steps(r, s, prog)) {
+      *step = collected;  /* the failed step and those after it were not applied */
+      summary->failure_agreed = r->ranks > 1;  /* a loss that is not finite: the loss is global */
+      return -1;
+    }
+    collected = s;
+    const int stop = stop_now(r) && s < r->total;
+    if (epoch_end ? end_epoch(r, s, opts->out_dir, prog, summary) : stop && r->rank == 0 ? save_checkpoint(r, s) : 0)
+      return -1;
+    if (stop) {
+      summary->interrupted = 1;
+      cuvae_progress_log(prog, "stopped at step %lld (epoch %lld, step %lld of %lld); checkpoint saved: %s",
+                         (long long)s, (long long)((s - 1) / spe + 1), (long long)((s - 1) % spe + 1), (long long)spe,
+                         r->ckpt_path);
+      return 0;
+    }
+    r->t_since_collect = cuvae_now_seconds();
+  }
+  return 0;
+}
+
+/* The run's first line: version, device, data, model, schedule; with several ranks their split of the batch. */
+static void print_banner(const run *r, int64_t step, FILE *log) {
+  char ranks[128] = "";
+  if (r->ranks > 1)
+    snprintf(ranks, sizeof ranks, " | %d ranks x %d rows (batch %d)", r->ranks, r->local_batch, r->cfg->batch_size);
+  fprintf(log, "cuvae %s | device %s (%s) | data %zu train, %zu test, D=%zu | model %zu parameters | %lld steps "
+               "(%lld per epoch)%s%s\n",
+          CUVAE_VERSION_STRING, r->be->name, cuvae_blas_describe(), r->train.n, r->test.n, r->train.dim,
+          r->model.n_values, (long long)r->total, (long long)r->steps_per_epoch, ranks, step > 0 ? " | resumed" : "");
+  if (step >= r->total)
+    fprintf(log, "nothing to train: the run is already at step %lld of %lld\n", (long long)step, (long long)r->total);
+}
+
 int cuvae_train(const cuvae_config *cfg, const cuvae_train_opts *opts, cuvae_train_summary *summary) {
-  FILE *log = opts->log ? opts->log : stderr;
   run r;
   memset(&r, 0, sizeof r);
   memset(summary, 0, sizeof *summary);
+  r.rank = cuvae_dist_rank();
+  r.ranks = cuvae_dist_size();
+  /* Only rank 0 writes: the others' log lines go nowhere (their errors still reach the caller). */
+  FILE *quiet = r.rank == 0 ? NULL : fopen("/dev/null", "w");
+  FILE *log = r.rank != 0 && quiet ? quiet : opts->log ? opts->log : stderr;
   stop_requested = 0;
   int64_t step = 0;
-  if (build_run(&r, cfg, opts, log) || choose_start(&r, opts, &step, log) || open_run_files(&r, opts, step, log)) {
+  if (set_up(&r, cfg, opts, &step, log, summary)) {
     run_free(&r);
+    if (quiet) fclose(quiet);
     return -1;
   }
-  const int64_t spe = r.steps_per_epoch;
-  summary->steps_per_epoch = spe;
-  fprintf(log, "cuvae %s | device %s (%s) | data %zu train, %zu test, D=%zu | model %zu parameters | %lld steps "
-               "(%lld per epoch)%s\n",
-          CUVAE_VERSION_STRING, r.be->name, cuvae_blas_describe(), r.train.n, r.test.n, r.train.dim, r.model.n_values,
-          (long long)r.total, (long long)spe, step > 0 ? " | resumed" : "");
-  if (step >= r.total)
-    fprintf(log, "nothing to train: the run is already at step %lld of %lld\n", (long long)step, (long long)r.total);
-
+  summary->steps_per_epoch = r.steps_per_epoch;
+  print_banner(&r, step, log);
   cuvae_progress prog;
-  cuvae_progress_begin(&prog, log, opts->progress, cfg->log_every, step, r.total, cfg->epochs);
+  cuvae_progress_begin(&prog, log, r.rank == 0 ? opts->progress : CUVAE_PROGRESS_LINES, cfg->log_every, step,
+                       r.total, cfg->epochs);
   const double t_run = cuvae_now_seconds();
-  int rc = 0;
-  int64_t epoch_loaded = -1, collected = step;  /* collected: steps whose results are in */
-  r.t_epoch = r.t_since_collect = cuvae_now_seconds();
-  /* Steps are enqueued on the backend and their results collected once per log interval (and at each epoch end),
-   * so a device backend runs ahead of the host between collects. */
-  while (step < r.total && rc == 0) {
-    const int64_t epoch = step / spe;
-    if (epoch != epoch_loaded) {
-      cuvae_shuffle(r.perm, r.train.n, cfg->seed, epoch);
-      epoch_loaded = epoch;
-    }
-    if (r.be->train_step(r.be, r.perm + (size_t)(step % spe) * (size_t)cfg->batch_size, cfg->batch_size, step)) {
-      rc = -1;
-      break;
-    }
-    step++;
-    cuvae_crash_point("step", step, NULL);
-    const int epoch_end = step % spe == 0 || step == r.total;
-    if (!(epoch_end || stop_requested || step % cfg->log_every == 0 || step - collected >= r.be->max_pending))
-      continue;
-    if (collect_steps(&r, step, &prog)) {
-      step = collected;  /* the failed step and those after it were not applied */
-      rc = -1;
-      break;
-    }
-    collected = step;
-    const int stop = stop_requested && step < r.total;
-    rc = epoch_end ? end_epoch(&r, step, opts->out_dir, &prog, summary) : stop ? save_checkpoint(&r, step) : 0;
-    if (rc == 0 && stop) {
-      summary->interrupted = 1;
-      cuvae_progress_log(&prog, "stopped at step %lld (epoch %lld, step %lld of %lld); checkpoint saved: %s",
-                         (long long)step, (long long)((step - 1) / spe + 1), (long long)((step - 1) % spe + 1),
-                         (long long)spe, r.ckpt_path);
-      break;
-    }
-    r.t_since_collect = cuvae_now_seconds();
-  }
+  const int rc = train_loop(&r, opts, &step, &prog, summary);
   cuvae_progress_end(&prog);
-  if (rc != 0 && file_exists(r.ckpt_path)) fprintf(log, "the last good checkpoint is %s\n", r.ckpt_path);
+  if (rc != 0 && r.rank == 0 && file_exists(r.ckpt_path)) fprintf(log, "the last good checkpoint is %s\n", r.ckpt_path);
   summary->step = step;
-  summary->epochs_completed = (int)(step / spe);
+  summary->epochs_completed = (int)(step / r.steps_per_epoch);
   summary->seconds = cuvae_now_seconds() - t_run;
   run_free(&r);
+  if (quiet) fclose(quiet);
   return rc;
 }

@@ -1,7 +1,9 @@
 /* The CPU reference backend: parameters, gradients and Adam moments in host memory (one layout), minibatch
  * gather from the host data set, eps from the Philox host stream, loss and gradient from src/backend/cpu/vae_cpu.c. */
+#define _GNU_SOURCE  /* sched_getaffinity, CPU_COUNT */
 #include <cblas.h>
 #include <math.h>
+#include <sched.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -15,14 +17,46 @@
 #include "cuvae/rng.h"
 #include "gemm_dnnl.h"
 
-/* Runs the step at once; its result waits in `pending` for collect. */
-static int cpu_train_step(cuvae_backend *base, const uint32_t *rows, int B, int64_t step) {
-  cpu_backend *be = (cpu_backend *)base;
-  const cuvae_model *m = be->model;
+/* This step's data noise and eps (include/cuvae/rng.h) for rows [r0, r0 + B) of a global batch of Bt rows: dynamic
+ * binarization of the targets in x_batch, corruption of the encoder's input (*x_in, else NULL), eps [L][B][Z]. */
+static int draw_step_noise(cpu_backend *be, const cuvae_objective_spec *spec, int64_t step, int B, int r0, int Bt,
+                           const float **x_in) {
+  const cuvae_config *c = be->cfg;
+  const size_t D = be->train->dim, nx = (size_t)B * D, skip_x = (size_t)r0 * D;
+  const uint64_t stride_x = cuvae_noise_stride((size_t)Bt * D);
+  if (c->binarize == CUVAE_BINARIZE_DYNAMIC) {
+    if (cuvae_noise_uniform_slice(be->data_noise, 2 * (uint64_t)step * stride_x, skip_x, be->data_u, nx)) return -1;
+    binarize_cpu(be->x_batch, be->data_u, be->x_batch, nx);
+  }
+  *x_in = NULL;
+  if (c->corrupt.kind != CUVAE_CORRUPT_NONE) {
+    const uint64_t offset = (2 * (uint64_t)step + 1) * stride_x;
+    if (c->corrupt.kind == CUVAE_CORRUPT_GAUSSIAN) {
+      if (cuvae_noise_normal_slice(be->data_noise, offset, skip_x, be->data_u, nx)) return -1;
+      corrupt_gaussian_cpu(be->x_batch, be->data_u, c->corrupt.level, be->x_in, nx);
+    } else {
+      if (cuvae_noise_uniform_slice(be->data_noise, offset, skip_x, be->data_u, nx)) return -1;
+      corrupt_mask_cpu(be->x_batch, be->data_u, c->corrupt.level, be->x_in, nx);
+    }
+    *x_in = be->x_in;
+  }
+  if (spec->objective == CUVAE_OBJ_AE) return 0;
+  const size_t Z = be->model->latent, L = (size_t)spec->samples;
+  const uint64_t offset = (uint64_t)step * cuvae_noise_stride(L * (size_t)Bt * Z);
+  if (Bt == B) return cuvae_noise_normal(be->train_noise, offset, be->eps, L * (size_t)B * Z);
+  for (size_t s = 0; s < L; s++)  /* sample s of the rank's rows: rows s Bt + r0 .. of the global [L][Bt][Z] */
+    if (cuvae_noise_normal_slice(be->train_noise, offset, (s * (size_t)Bt + (size_t)r0) * Z,
+                                 be->eps + s * (size_t)B * Z, (size_t)B * Z))
+      return -1;
+  return 0;
+}
+
+/* Checks a step's arguments: the batch fits, a result slot is free, the rows are in the training set. */
+static int check_step(const cpu_backend *be, const uint32_t *rows, int B, int64_t step) {
   if (B < 1 || B > be->max_batch)
     return cuvae_error("step %lld: batch of %d rows does not fit the CPU backend (max %d)", (long long)step + 1, B,
                        be->max_batch);
-  if (be->n_pending >= base->max_pending)
+  if (be->n_pending >= be->base.max_pending)
     return cuvae_error("step %lld: %d steps are pending; collect their results first", (long long)step + 1,
                        be->n_pending);
   if (!be->train) return cuvae_error("step %lld: the backend was created without a training set", (long long)step + 1);
@@ -30,51 +64,58 @@ static int cpu_train_step(cuvae_backend *base, const uint32_t *rows, int B, int6
     if (rows[b] >= be->train->n)
       return cuvae_error("step %lld: row %u is outside the training set (%zu rows)", (long long)step + 1, rows[b],
                          be->train->n);
+  return 0;
+}
+
+/* Records a step whose loss or gradient is not finite: it and the later pending steps are not applied. */
+static void mark_diverged(cpu_backend *be, const cuvae_step_result *out, int64_t step) {
+  be->diverged_step = step + 1;
+  if (!isfinite(out->loss.objective) || !isfinite(out->loss.nelbo))
+    snprintf(be->diverged_msg, sizeof be->diverged_msg,
+             "loss is not finite (objective %g, nelbo %g, recon %g, kl %g)", out->loss.objective, out->loss.nelbo,
+             out->loss.recon, out->loss.kl);
+  else
+    snprintf(be->diverged_msg, sizeof be->diverged_msg, "gradient is not finite (loss %g)", out->loss.objective);
+}
+
+/* Data parallel: the gradient and the loss parts summed over the ranks (each rank's are its slice's part of the
+ * global batch mean, so the sums are the global batch's). */
+static int sum_over_ranks(const cuvae_data_parallel *dp, float *grad, cuvae_loss *loss) {
+  if (dp->grad_finish(dp->ctx, grad)) return -1;
+  double v[4] = {loss->nelbo, loss->recon, loss->kl, loss->objective};
+  if (dp->sum(dp->ctx, v, 4)) return -1;
+  *loss = (cuvae_loss){v[0], v[1], v[2], v[3]};
+  return 0;
+}
+
+/* Runs the step at once; its result waits in `pending` for collect. Data parallel: rows are this rank's slice of
+ * the global batch (src/backend/data_parallel.h). */
+static int cpu_train_step(cuvae_backend *base, const uint32_t *rows, int B, int64_t step) {
+  cpu_backend *be = (cpu_backend *)base;
+  const cuvae_model *m = be->model;
+  if (check_step(be, rows, B, step)) return -1;
   cuvae_step_result *out = &be->pending[be->n_pending++];
   memset(out, 0, sizeof *out);
   if (be->diverged_step) return 0;  /* after a non-finite step nothing more is applied until collect */
-  const cuvae_config *c = be->cfg;
+  const cuvae_data_parallel *dp = base->dp;
+  const int Bt = dp ? B * dp->size : B, r0 = dp ? B * dp->rank : 0;
   cuvae_objective_spec spec;
-  cuvae_objective_for_step(c, step, &spec);
+  cuvae_objective_for_step(be->cfg, step, &spec);
   if (B * spec.samples > be->max_batch)
     return cuvae_error("step %lld: %d rows x %d samples do not fit the CPU backend (max %d)", (long long)step + 1, B,
                        spec.samples, be->max_batch);
-  const size_t D = be->train->dim, nx = (size_t)B * D, nz = (size_t)B * spec.samples * m->latent;
-  gather_rows_cpu(be->train->x, rows, be->x_batch, B, (int)D);
-  /* Data noise (include/cuvae/rng.h): dynamic binarization of the targets, corruption of the encoder's input. */
-  if (c->binarize == CUVAE_BINARIZE_DYNAMIC) {
-    if (cuvae_noise_uniform(be->data_noise, 2 * (uint64_t)step * cuvae_noise_stride(nx), be->data_u, nx)) return -1;
-    binarize_cpu(be->x_batch, be->data_u, be->x_batch, nx);
-  }
-  const float *x_in = NULL;
-  if (c->corrupt.kind != CUVAE_CORRUPT_NONE) {
-    const uint64_t offset = (2 * (uint64_t)step + 1) * cuvae_noise_stride(nx);
-    if (c->corrupt.kind == CUVAE_CORRUPT_GAUSSIAN) {
-      if (cuvae_noise_normal(be->data_noise, offset, be->data_u, nx)) return -1;
-      corrupt_gaussian_cpu(be->x_batch, be->data_u, c->corrupt.level, be->x_in, nx);
-    } else {
-      if (cuvae_noise_uniform(be->data_noise, offset, be->data_u, nx)) return -1;
-      corrupt_mask_cpu(be->x_batch, be->data_u, c->corrupt.level, be->x_in, nx);
-    }
-    x_in = be->x_in;
-  }
-  if (spec.objective != CUVAE_OBJ_AE &&
-      cuvae_noise_normal(be->train_noise, (uint64_t)step * cuvae_noise_stride(nz), be->eps, nz))
-    return -1;
+  gather_rows_cpu(be->train->x, rows, be->x_batch, B, (int)be->train->dim);
+  const float *x_in;
+  if (draw_step_noise(be, &spec, step, B, r0, Bt, &x_in)) return -1;
   if (m->cond) gather_labels_cpu(be->train->labels, rows, be->labels, B);
-  const cuvae_cpu_batch batch = {B, be->x_batch, x_in, be->eps, m->cond ? be->labels : NULL};
-  if (cuvae_cpu_objective_grad(m, be->ws, be->params, &batch, &spec, be->grad, &out->loss) ||
-      gemm_take_failure())
+  const cuvae_cpu_batch batch = {B,  be->x_batch, x_in, be->eps, m->cond ? be->labels : NULL,
+                                 Bt, dp ? dp->grad_ready : NULL, dp ? dp->ctx : NULL};
+  if (cuvae_cpu_objective_grad(m, be->ws, be->params, &batch, &spec, be->grad, &out->loss) || gemm_take_failure() ||
+      (dp && sum_over_ranks(dp, be->grad, &out->loss)))
     return -1;
   out->grad_norm = grad_norm_cpu(be->grad, m->n_params);
   if (!isfinite(out->loss.objective) || !isfinite(out->loss.nelbo) || !isfinite(out->grad_norm)) {
-    be->diverged_step = step + 1;
-    if (!isfinite(out->loss.objective) || !isfinite(out->loss.nelbo))
-      snprintf(be->diverged_msg, sizeof be->diverged_msg,
-               "loss is not finite (objective %g, nelbo %g, recon %g, kl %g)", out->loss.objective, out->loss.nelbo,
-               out->loss.recon, out->loss.kl);
-    else
-      snprintf(be->diverged_msg, sizeof be->diverged_msg, "gradient is not finite (loss %g)", out->loss.objective);
+    mark_diverged(be, out, step);
     return 0;
   }
   /* Gradient-norm clipping: scale g by clip / ||g|| when ||g|| > clip. */
@@ -113,18 +154,19 @@ static int cpu_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch,
   cuvae_objective_for_eval(be->cfg, &spec);
   cuvae_eval_pass pass;
   cuvae_eval_batch b;
-  if (cuvae_eval_pass_begin(&pass, ds->n, batch, m->latent)) return -1;
+  if (cuvae_eval_pass_begin(&pass, ds->n, batch, m->latent, be->base.dp)) return -1;
   for (int64_t k = 0; cuvae_eval_pass_batch(&pass, k, &b); k++) {
+    if (b.B == 0) continue;  /* another rank's */
     if (spec.objective != CUVAE_OBJ_AE &&
         cuvae_noise_normal(be->eval_noise, b.noise_offset, be->eps, (size_t)b.B * m->latent))
       return -1;
-    const cuvae_cpu_batch in = {b.B, ds->x + b.start * ds->dim, NULL, be->eps, m->cond ? ds->labels + b.start : NULL};
+    const cuvae_cpu_batch in = {b.B,  ds->x + b.start * ds->dim, NULL, be->eps, m->cond ? ds->labels + b.start : NULL,
+                                0,    NULL, NULL};
     cuvae_loss l;
     if (cuvae_cpu_objective_grad(m, be->ws, be->params, &in, &spec, NULL, &l) || gemm_take_failure()) return -1;
     cuvae_eval_pass_add(&pass, &b, &l);
   }
-  cuvae_eval_pass_end(&pass, out);
-  return 0;
+  return cuvae_eval_pass_end(&pass, out);
 }
 
 static int cpu_get_state(cuvae_backend *base, float *params, float *adam_m, float *adam_v) {
@@ -165,6 +207,13 @@ static void cpu_destroy(cuvae_backend *base) {
   cuvae_noise_destroy(be->eval_noise);
   cuvae_noise_destroy(be->data_noise);
   free(be);
+}
+
+/* The cores this process may run on: all of them, or those an MPI launcher bound its rank to ([train] threads = 0);
+ * 0 when unknown. */
+static int cores_allowed(void) {
+  cpu_set_t set;
+  return sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
 }
 
 /* n zeroed floats at a 256-byte boundary (n is a multiple of CUVAE_TENSOR_ALIGN for the parameter buffer), so that
@@ -237,10 +286,11 @@ cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config
     cuvae_error("out of memory: the model needs %zu parameters x 4 buffers", n);
     return NULL;
   }
-  if (cfg->threads > 0) {  /* 0: the defaults, all cores */
-    openblas_set_num_threads(cfg->threads);
+  const int threads = cfg->threads > 0 ? cfg->threads : cores_allowed();
+  if (threads > 0) {
+    openblas_set_num_threads(threads);
 #ifdef _OPENMP
-    omp_set_num_threads(cfg->threads);  /* the fused loops of src/backend/cpu/ (and OpenBLAS's OpenMP build) */
+    omp_set_num_threads(threads);  /* oneDNN's GEMMs, the fused loops of src/backend/cpu/, OpenBLAS's OpenMP build */
 #endif
   }
   if (train && cuvae_backend_check_labels(m, train->labels, train->n, "training set")) {

@@ -188,11 +188,13 @@ const float *cuvae_cpu_encode(const cuvae_model *m, cuvae_cpu_ws *ws, const floa
 
 /* Backward through layers[n-1..0] starting from dy (dL/d output of the last layer, in ws->grad_a).
  * The input of layer 0 is `x0` (in16: the bf16 copies of the layers' inputs in bf16 precision); dx0 receives dL/dx0
- * (NULL = not needed). */
-static void backward_stack(const cuvae_layer *layers, int n, float *const *outs, const float *x0,
-                           uint16_t *const *in16, const float *params, float *grad, cuvae_cpu_ws *ws, float *dx0,
-                           int B) {
+ * (NULL = not needed). After each layer, hooks->grad_ready (hooks NULL: none) hears that grad[layer's weight..) is
+ * final. -1 when it failed (the backward still completes). */
+static int backward_stack(const cuvae_layer *layers, int n, float *const *outs, const float *x0,
+                          uint16_t *const *in16, const float *params, float *grad, cuvae_cpu_ws *ws, float *dx0,
+                          int B, const cuvae_cpu_batch *hooks) {
   float *dy = ws->grad_a, *spare = ws->grad_b;
+  int rc = 0;
   for (int i = n - 1; i >= 0; i--) {
     const cuvae_layer *l = &layers[i];
     const float *in = i == 0 ? x0 : outs[i - 1];
@@ -203,9 +205,11 @@ static void backward_stack(const cuvae_layer *layers, int n, float *const *outs,
     else
       dense_backward_cpu(in, params + l->w, outs[i], dy, grad + l->w, grad + l->b, dx, B, (int)l->in,
                          (int)l->out, l->act);
+    if (hooks && hooks->grad_ready && rc == 0) rc = hooks->grad_ready(hooks->grad_ctx, grad, l->w);
     spare = dy;
     dy = dx;
   }
+  return rc;
 }
 
 /* Sum of v[0..n) in double, in index order (the deterministic reductions of this file). */
@@ -221,6 +225,8 @@ int cuvae_cpu_latent_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, cons
   const int B = batch->B, L = spec->samples, N = B * L;
   if (B < 1 || L < 1 || N / L != B || N > ws->max_batch)
     return cuvae_error("batch of %d rows x %d samples does not fit the workspace (max %d rows)", B, L, ws->max_batch);
+  /* Every mean below is over the global batch: Bt rows, Nt = Bt L samples (this slice's part of it). */
+  const int Bt = batch->batch_total > 0 ? batch->batch_total : B, Nt = Bt * L;
   const int Z = (int)m->latent, D = (int)m->input_dim;
   const int ae = spec->objective == CUVAE_OBJ_AE, sampled = cuvae_objective_sampled(spec);
   const float *eps = batch->eps;
@@ -250,12 +256,12 @@ int cuvae_cpu_latent_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, cons
    * batch mean 1/(B L) at once, or (sampled KL) by 1 and then by each sample's weight. */
   float *dy = want_grad ? ws->grad_a : NULL;
   if (ae)
-    squared_error_grad_cpu(dec_y, x, m->likelihood == CUVAE_LIK_BERNOULLI, ws->nll_row, dy, 1.0f / (float)B, B, D);
+    squared_error_grad_cpu(dec_y, x, m->likelihood == CUVAE_LIK_BERNOULLI, ws->nll_row, dy, 1.0f / (float)Bt, B, D);
   else
-    cuvae_cpu_decoder_nll(m, params, dec_y, x, ws->nll_row, dy, ws->dlv_row, sampled ? 1.0f : 1.0f / (float)N, N);
+    cuvae_cpu_decoder_nll(m, params, dec_y, x, ws->nll_row, dy, ws->dlv_row, sampled ? 1.0f : 1.0f / (float)Nt, N);
   if (sampled) {
     objective_weights_cpu(mulv, eps, ws->z, ws->nll_row, B, L, Z, spec->objective == CUVAE_OBJ_IWAE, &spec->beta,
-                          1.0f / (float)B, ws->kl_s, ws->weight, ws->row_obj);
+                          1.0f / (float)Bt, ws->kl_s, ws->weight, ws->row_obj);
     if (dy) {
       scale_rows_cpu(dy, ws->weight, N, out_cols);
       if (m->variance == CUVAE_VAR_LEARNED_SHARED) scale_rows_cpu(ws->dlv_row, ws->weight, N, 1);
@@ -263,10 +269,10 @@ int cuvae_cpu_latent_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, cons
   }
 
   /* Deterministic reductions: row values summed in double, in row order. */
-  out->recon = sum_rows(ws->nll_row, N) / N;
-  out->kl = ae ? 0.0 : sampled ? sum_rows(ws->kl_s, N) / N : sum_rows(ws->kl_row, B) / B;
+  out->recon = sum_rows(ws->nll_row, N) / Nt;
+  out->kl = ae ? 0.0 : sampled ? sum_rows(ws->kl_s, N) / Nt : sum_rows(ws->kl_row, B) / Bt;
   out->nelbo = out->recon + out->kl;
-  out->objective = ae ? out->recon : sampled ? sum_rows(ws->row_obj, B) / B : out->recon + spec->beta * out->kl;
+  out->objective = ae ? out->recon : sampled ? sum_rows(ws->row_obj, B) / Bt : out->recon + spec->beta * out->kl;
 
   if (want_grad) {
     float *gbuf = grad;
@@ -277,15 +283,17 @@ int cuvae_cpu_latent_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, cons
       gbuf = scratch_grad;
     }
     if (m->variance == CUVAE_VAR_LEARNED_SHARED) gbuf[m->logvar] = (float)sum_rows(ws->dlv_row, N);
-    backward_stack(m->dec, m->n_dec, ws->dec_out, dec_in, ws->dec_in16, params, gbuf, ws, m->cond ? ws->dzy : ws->dz, N);
+    const int rc = backward_stack(m->dec, m->n_dec, ws->dec_out, dec_in, ws->dec_in16, params, gbuf, ws,
+                                  m->cond ? ws->dzy : ws->dz, N, grad ? batch : NULL);
     if (m->cond) take_columns_cpu(ws->dzy, Z + (int)m->cond, ws->dz, N, Z);  /* dL/dz of dL/d[z | y] */
     float *dml = dmulv ? dmulv : ws->dmulv;
     if (ae)
       latent_mean_backward_cpu(ws->dz, dml, B, Z);
     else
       reparam_multi_backward_cpu(mulv, eps, ws->z, ws->dz, sampled ? ws->weight : NULL, &spec->beta,
-                                 1.0f / (float)B, dml, B, L, Z);
+                                 1.0f / (float)Bt, dml, B, L, Z);
     free(scratch_grad);
+    if (rc) return -1;
   }
   return 0;
 }
@@ -302,7 +310,8 @@ int cuvae_cpu_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float
     return -1;
   if (grad) {
     memcpy(ws->grad_a, ws->dmulv, (size_t)B * 2 * m->latent * sizeof(float));
-    backward_stack(m->enc, m->n_enc, ws->enc_out, x_in, ws->enc_in16, params, grad, ws, NULL, B);
+    if (backward_stack(m->enc, m->n_enc, ws->enc_out, x_in, ws->enc_in16, params, grad, ws, NULL, B, batch))
+      return -1;
   }
   return 0;
 }
@@ -311,13 +320,13 @@ static const cuvae_objective_spec k_plain_elbo = {CUVAE_OBJ_ELBO, 1, CUVAE_KL_AN
 
 int cuvae_cpu_loss_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *x,
                         const float *eps, int B, float *grad, cuvae_loss *out) {
-  const cuvae_cpu_batch batch = {B, x, NULL, eps, NULL};
+  const cuvae_cpu_batch batch = {B, x, NULL, eps, NULL, 0, NULL, NULL};
   return cuvae_cpu_objective_grad(m, ws, params, &batch, &k_plain_elbo, grad, out);
 }
 
 int cuvae_cpu_latent_loss_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params,
                                const float *mulv, const float *x, const float *eps, int B, float *grad,
                                float *dmulv, cuvae_loss *out) {
-  const cuvae_cpu_batch batch = {B, x, NULL, eps, NULL};
+  const cuvae_cpu_batch batch = {B, x, NULL, eps, NULL, 0, NULL, NULL};
   return cuvae_cpu_latent_objective_grad(m, ws, params, mulv, &batch, &k_plain_elbo, grad, dmulv, out);
 }

@@ -288,8 +288,9 @@ static int cuda_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch
   cuvae_objective_for_eval(be->cfg, &spec);
   cuvae_eval_pass pass;
   cuvae_eval_batch b;
-  if (cuvae_eval_pass_begin(&pass, ds->n, batch, m->latent)) return -1;
+  if (cuvae_eval_pass_begin(&pass, ds->n, batch, m->latent, be->base.dp)) return -1;
   for (int64_t k = 0; cuvae_eval_pass_batch(&pass, k, &b); k++) {
+    if (b.B == 0) continue;  /* another rank's */
     const float *x = be->eval_x + b.start * ds->dim;
     if (!resident) {
       CU_CHECK(cudaMemcpyAsync(be->x, ds->x + b.start * ds->dim, (size_t)b.B * ds->dim * sizeof(float),
@@ -309,8 +310,7 @@ static int cuda_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch
     cuda_loss_from_sums(&spec, be->ring_host, b.B, &l);
     cuvae_eval_pass_add(&pass, &b, &l);
   }
-  cuvae_eval_pass_end(&pass, out);
-  return 0;
+  return cuvae_eval_pass_end(&pass, out);
 }
 
 static int cuda_get_state(cuvae_backend *base, float *params, float *adam_m, float *adam_v) {

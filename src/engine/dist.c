@@ -1,0 +1,245 @@
+/* The distributed layer over MPI (include/cuvae/dist.h): joining the job, agreement and broadcast, and the gradient
+ * all-reduce in buckets that overlaps the backward (docs/DISTRIBUTED.md). Without MPI: a single process. */
+#include "cuvae/dist.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cuvae/error.h"
+#include "data_parallel.h"
+
+#if CUVAE_HAVE_MPI
+#include <mpi.h>
+#endif
+
+static int g_rank = 0, g_size = 1, g_joined = 0;
+
+int cuvae_dist_rank(void) { return g_rank; }
+int cuvae_dist_size(void) { return g_size; }
+
+/* A launcher's variable that says this process is one rank of a job (Open MPI's mpirun, PMIx, PMI, Slurm's srun
+ * --mpi=pmix / pmi2). */
+static const char *launcher_variable(void) {
+  static const char *const names[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (getenv(names[i])) return names[i];
+  return NULL;
+}
+
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+#if CUVAE_HAVE_MPI
+
+static int mpi_check(int rc, const char *what) {
+  if (rc == MPI_SUCCESS) return 0;
+  char msg[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, msg, &len);
+  return cuvae_error("MPI %s failed: %s", what, msg);
+}
+
+int cuvae_dist_init(int *argc, char ***argv) {
+  if (!launcher_variable() || g_joined) return 0;
+  /* Only the main thread calls MPI (the CPU backend's OpenMP threads never do). Errors return codes: a failed call
+   * is reported with its message, then the process aborts the job. */
+  int provided = 0;
+  if (mpi_check(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread")) return -1;
+  g_joined = 1;
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+  if (provided < MPI_THREAD_FUNNELED)
+    return cuvae_error("MPI provides thread level %d; cuvae needs MPI_THREAD_FUNNELED", provided);
+  return 0;
+}
+
+void cuvae_dist_finalize(void) {
+  if (g_joined) MPI_Finalize();
+  g_joined = 0;
+}
+
+void cuvae_dist_abort(int code) {
+  if (g_joined && g_size > 1) {
+    fflush(stdout);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, code);
+  }
+}
+
+int cuvae_dist_agree(int rc) {
+  if (g_size == 1) return rc;
+  int mine = rc != 0 ? g_rank : g_size, first = g_size;  /* the lowest failing rank speaks for all */
+  if (mpi_check(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD), "MPI_Allreduce (agreement)"))
+    return -1;
+  if (first < g_size && first != g_rank) cuvae_error("%s", CUVAE_DIST_OTHER_RANK_FAILED);
+  return first < g_size ? -1 : 0;
+}
+
+int cuvae_dist_any(int flag) {
+  if (g_size == 1) return flag != 0;
+  int mine = flag != 0, any = mine;
+  MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  return any;
+}
+
+int cuvae_dist_broadcast(void *buf, size_t bytes) {
+  if (g_size == 1) return 0;
+  for (size_t done = 0; done < bytes;) {  /* MPI counts are ints: pieces of at most 1 GiB */
+    const size_t n = bytes - done < ((size_t)1 << 30) ? bytes - done : (size_t)1 << 30;
+    if (mpi_check(MPI_Bcast((char *)buf + done, (int)n, MPI_BYTE, 0, MPI_COMM_WORLD), "MPI_Bcast")) return -1;
+    done += n;
+  }
+  return 0;
+}
+
+/* ---- the gradient all-reduce ------------------------------------------------------------------------------------
+ * The backward reports a falling watermark `from`: grad[from..n) is final. Once at least a bucket's worth past the
+ * part already started is final, that part is started as one MPI_Iallreduce (in place); each report also tests the
+ * outstanding requests, which is when Open MPI moves their data (it has no progress thread), so the sums advance
+ * between the layers of the backward. grad_finish starts the rest ([0, started)) and waits for everything.
+ * Determinism: the buckets are the same for the same model, bucket size and rank count, and Open MPI reduces a
+ * message of a given length on a given communicator size with a fixed algorithm whose every step is an addition
+ * (ring, recursive doubling, or reduce + broadcast), so the same inputs give the same bits on every rank and every
+ * run; with two ranks the sum is a + b, which is exact-order-free (a + b == b + a in IEEE arithmetic). */
+typedef struct dist_grad {
+  size_t n, bucket, started;  /* floats; grad[started..n) has been started */
+  MPI_Request *req;
+  int n_req, cap_req;
+  double wait_seconds;
+  long long buckets;
+} dist_grad;
+
+static int start_sum(dist_grad *g, float *grad, size_t lo, size_t hi) {
+  if (hi <= lo) return 0;
+  if (g->n_req == g->cap_req) return cuvae_error("gradient all-reduce: more than %d buckets in flight", g->cap_req);
+  for (size_t at = lo; at < hi;) {  /* MPI counts are ints */
+    const size_t len = hi - at < (size_t)1 << 30 ? hi - at : (size_t)1 << 30;
+    if (mpi_check(MPI_Iallreduce(MPI_IN_PLACE, grad + at, (int)len, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                                 &g->req[g->n_req]),
+                  "MPI_Iallreduce (gradient)"))
+      return -1;
+    g->n_req++;
+    g->buckets++;
+    at += len;
+    if (at < hi && g->n_req == g->cap_req) return cuvae_error("gradient all-reduce: too many requests");
+  }
+  g->started = lo;
+  return 0;
+}
+
+static int grad_ready(void *ctx, float *grad, size_t from) {
+  dist_grad *g = ctx;
+  if (from > g->started) return cuvae_error("gradient all-reduce: watermark %zu rose above %zu", from, g->started);
+  if (g->started - from >= g->bucket && start_sum(g, grad, from, g->started)) return -1;
+  int done = 0;
+  if (g->n_req > 0 && mpi_check(MPI_Testall(g->n_req, g->req, &done, MPI_STATUSES_IGNORE), "MPI_Testall")) return -1;
+  return 0;
+}
+
+static int grad_finish(void *ctx, float *grad) {
+  dist_grad *g = ctx;
+  const double t0 = now_seconds();
+  if (start_sum(g, grad, 0, g->started)) return -1;
+  const int rc = mpi_check(MPI_Waitall(g->n_req, g->req, MPI_STATUSES_IGNORE), "MPI_Waitall (gradient)");
+  g->wait_seconds += now_seconds() - t0;
+  g->n_req = 0;
+  g->started = g->n;
+  return rc;
+}
+
+/* In rank order: every rank gathers every rank's values and adds them 0, 1, ..., size - 1. */
+static int sum_doubles(void *ctx, double *v, int n) {
+  (void)ctx;
+  double *all = malloc((size_t)n * (size_t)g_size * sizeof *all);
+  if (!all) return cuvae_error("out of memory");
+  int rc = mpi_check(MPI_Allgather(v, n, MPI_DOUBLE, all, n, MPI_DOUBLE, MPI_COMM_WORLD), "MPI_Allgather (sum)");
+  for (int i = 0; rc == 0 && i < n; i++) {
+    double s = 0.0;
+    for (int r = 0; r < g_size; r++) s += all[(size_t)r * (size_t)n + (size_t)i];
+    v[i] = s;
+  }
+  free(all);
+  return rc;
+}
+
+static int broadcast(void *ctx, void *buf, size_t bytes) {
+  (void)ctx;
+  return cuvae_dist_broadcast(buf, bytes);
+}
+
+cuvae_data_parallel *cuvae_dist_data_parallel(size_t n, size_t bucket_bytes) {
+  if (g_size == 1) return NULL;
+  cuvae_data_parallel *dp = calloc(1, sizeof *dp);
+  dist_grad *g = calloc(1, sizeof *g);
+  const size_t bucket = bucket_bytes / sizeof(float) ? bucket_bytes / sizeof(float) : 1;
+  const int cap = (int)(n / bucket + 2 + n / ((size_t)1 << 30));
+  MPI_Request *req = calloc((size_t)cap, sizeof *req);
+  if (!dp || !g || !req) {
+    free(dp);
+    free(g);
+    free(req);
+    cuvae_error("out of memory");
+    return NULL;
+  }
+  *g = (dist_grad){.n = n, .bucket = bucket, .started = n, .req = req, .cap_req = cap};
+  *dp = (cuvae_data_parallel){.rank = g_rank, .size = g_size, .ctx = g, .grad_ready = grad_ready,
+                              .grad_finish = grad_finish, .sum = sum_doubles, .broadcast = broadcast};
+  return dp;
+}
+
+void cuvae_dist_grad_stats(const cuvae_data_parallel *dp, double *wait_seconds, long long *buckets) {
+  const dist_grad *g = dp ? dp->ctx : NULL;
+  *wait_seconds = g ? g->wait_seconds : 0.0;
+  *buckets = g ? g->buckets : 0;
+}
+
+void cuvae_dist_data_parallel_free(cuvae_data_parallel *dp) {
+  if (!dp) return;
+  dist_grad *g = dp->ctx;
+  free(g->req);
+  free(g);
+  free(dp);
+}
+
+#else  /* a build without MPI: one process */
+
+int cuvae_dist_init(int *argc, char ***argv) {
+  (void)argc;
+  (void)argv;
+  const char *var = launcher_variable();
+  if (var)
+    return cuvae_error("this process was started by an MPI launcher (%s is set) but cuvae was built without MPI; "
+                       "install libopenmpi-dev and rebuild (scripts/setup.sh), or run it without mpirun",
+                       var);
+  return 0;
+}
+void cuvae_dist_finalize(void) {}
+void cuvae_dist_abort(int code) { (void)code; }
+int cuvae_dist_agree(int rc) { return rc; }
+int cuvae_dist_any(int flag) { return flag != 0; }
+int cuvae_dist_broadcast(void *buf, size_t bytes) {
+  (void)buf;
+  (void)bytes;
+  return 0;
+}
+cuvae_data_parallel *cuvae_dist_data_parallel(size_t n, size_t bucket_bytes) {
+  (void)n;
+  (void)bucket_bytes;
+  (void)now_seconds;
+  return NULL;
+}
+void cuvae_dist_grad_stats(const cuvae_data_parallel *dp, double *wait_seconds, long long *buckets) {
+  (void)dp;
+  *wait_seconds = 0.0;
+  *buckets = 0;
+}
+void cuvae_dist_data_parallel_free(cuvae_data_parallel *dp) { (void)dp; }
+
+#endif

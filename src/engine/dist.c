@@ -15,7 +15,7 @@
 #include <mpi.h>
 #endif
 
-static int g_rank = 0, g_size = 1, g_joined = 0;
+static int g_rank = 0, g_size = 1;
 
 int cuvae_dist_rank(void) { return g_rank; }
 int cuvae_dist_size(void) { return g_size; }
@@ -36,6 +36,8 @@ static double now_seconds(void) {
 }
 
 #if CUVAE_HAVE_MPI
+
+static int g_joined = 0;  /* MPI_Init_thread succeeded */
 
 static int mpi_check(int rc, const char *what) {
   if (rc == MPI_SUCCESS) return 0;

@@ -14,6 +14,10 @@
  * of integers 2k, 2k + 1), so a long draw is split at a multiple of 4 and its two parts drawn by two generators of
  * the same seed on two threads, giving the same numbers as one generator (test Rng.SplitDrawsEqualOneDraw). */
 enum { NOISE_PARTS = 2, NOISE_SPLIT_MIN = 1 << 16 };  /* draws shorter than NOISE_SPLIT_MIN stay on one thread */
+/* Placing cuRAND's host generator at an offset costs about 14 ms (measured with cuRAND 10 / CUDA 13, about what
+ * drawing 2M uniforms takes), so a draw up to NOISE_GAP_MAX values ahead of where the stream stands is reached by
+ * drawing the gap as uniforms and dropping them (a rank's slices of consecutive steps, every N-th evaluation batch). */
+enum { NOISE_GAP_MAX = 1 << 20 };
 
 struct cuvae_noise {
   curandGenerator_t gen[NOISE_PARTS];
@@ -21,6 +25,8 @@ struct cuvae_noise {
   size_t scratch_len;
   float *slice;          /* for slices that do not start on a Philox block */
   size_t slice_len;
+  float *gap;            /* the values skipped on the way to a draw just ahead */
+  size_t gap_len;
   uint64_t pos;          /* stream position after the last draw (of gen[0]) */
   int pos_known;
 };
@@ -53,6 +59,7 @@ void cuvae_noise_destroy(cuvae_noise *g) {
     if (g->gen[k]) curandDestroyGenerator(g->gen[k]);
   free(g->scratch);
   free(g->slice);
+  free(g->gap);
   free(g);
 }
 
@@ -82,6 +89,45 @@ static curandStatus_t draw_part(curandGenerator_t gen, uint64_t offset, int set_
   return normal ? curandGenerateNormal(gen, dst, len, 0.0f, 1.0f) : curandGenerateUniform(gen, dst, len);
 }
 
+/* The values from gen[0]'s position to `offset` (0 when the generator must be placed: its position is unknown, behind,
+ * or more than NOISE_GAP_MAX away). A multiple of 4: both are. */
+static size_t gap_ahead(const cuvae_noise *g, uint64_t offset) {
+  return g->pos_known && offset > g->pos && offset - g->pos <= NOISE_GAP_MAX ? (size_t)(offset - g->pos) : 0;
+}
+
+static float *gap_for(cuvae_noise *g, size_t n) {
+  if (g->gap_len < n) {
+    float *p = realloc(g->gap, n * sizeof *p);
+    if (!p) return NULL;
+    g->gap = p;
+    g->gap_len = n;
+  }
+  return g->gap;
+}
+
+/* A draw of len values (a multiple of 4) just ahead of gen[0]: each cuRAND host call costs about 0.5 ms whatever its
+ * length, so a short draw after a short gap takes the gap and the values in one call and keeps the values; otherwise
+ * the gap is skipped as uniforms first (a uniform and a normal each take one 32-bit value of the stream, so either way the values are
+ * those at `offset`). 1 when done here, 0 when the caller draws (no gap), -1 on failure. */
+static int draw_ahead(cuvae_noise *g, uint64_t offset, float *dst, size_t len, int normal) {
+  const size_t gap = gap_ahead(g, offset);
+  if (gap == 0) return 0;
+  const int short_draw = len < NOISE_SPLIT_MIN && gap < NOISE_SPLIT_MIN;
+  float *buf = gap_for(g, short_draw ? gap + len : gap);
+  if (!buf) return 0;  /* then the generator is placed instead */
+  if (!short_draw) {
+    if (curand_check(curandGenerateUniform(g->gen[0], buf, gap), "uniform draw")) return -1;
+    g->pos = offset;
+    return 0;
+  }
+  const curandStatus_t st = normal ? curandGenerateNormal(g->gen[0], buf, gap + len, 0.0f, 1.0f)
+                                   : curandGenerateUniform(g->gen[0], buf, gap + len);
+  if (curand_check(st, normal ? "normal draw" : "uniform draw")) return -1;
+  memcpy(dst, buf + gap, len * sizeof *dst);
+  g->pos = offset + len;
+  return 1;
+}
+
 static int draw(cuvae_noise *g, uint64_t offset, float *out, size_t n, int normal) {
   if (n == 0) return 0;
   if (offset % 4) return cuvae_error("noise offset %llu is not a multiple of 4", (unsigned long long)offset);
@@ -91,22 +137,26 @@ static int draw(cuvae_noise *g, uint64_t offset, float *out, size_t n, int norma
     dst = scratch_for(g, len);
     if (!dst) return cuvae_error("out of memory drawing %zu random numbers", n);
   }
-  /* gen[0] draws [0, head), gen[1] the rest; gen[0] keeps its position between draws, gen[1] is always placed. */
-  const size_t head = len < NOISE_SPLIT_MIN ? len : len / 2 / 4 * 4;
-  const int place0 = !g->pos_known || g->pos != offset;
-  curandStatus_t s[NOISE_PARTS] = {CURAND_STATUS_SUCCESS, CURAND_STATUS_SUCCESS};
+  const int ahead = draw_ahead(g, offset, dst, len, normal);
+  if (ahead < 0) return -1;
+  if (ahead == 0) {
+    /* gen[0] draws [0, head), gen[1] the rest; gen[0] keeps its position between draws, gen[1] is always placed. */
+    const size_t head = len < NOISE_SPLIT_MIN ? len : len / 2 / 4 * 4;
+    const int place0 = !g->pos_known || g->pos != offset;
+    curandStatus_t s[NOISE_PARTS] = {CURAND_STATUS_SUCCESS, CURAND_STATUS_SUCCESS};
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(NOISE_PARTS) schedule(static, 1) if (head < len)
 #endif
-  for (int k = 0; k < NOISE_PARTS; k++)
-    s[k] = k == 0 ? draw_part(g->gen[0], offset, place0, dst, head, normal)
-                  : draw_part(g->gen[1], offset + head, 1, dst + head, len - head, normal);
-  g->pos_known = 0;
-  for (int k = 0; k < NOISE_PARTS; k++)
-    if (curand_check(s[k], normal ? "normal draw" : "uniform draw")) return -1;
+    for (int k = 0; k < NOISE_PARTS; k++)
+      s[k] = k == 0 ? draw_part(g->gen[0], offset, place0, dst, head, normal)
+                    : draw_part(g->gen[1], offset + head, 1, dst + head, len - head, normal);
+    g->pos_known = 0;
+    for (int k = 0; k < NOISE_PARTS; k++)
+      if (curand_check(s[k], normal ? "normal draw" : "uniform draw")) return -1;
+    g->pos = offset + head;  /* where gen[0] stands */
+    g->pos_known = 1;
+  }
   if (dst != out) memcpy(out, dst, n * sizeof *out);
-  g->pos = offset + head;  /* where gen[0] stands */
-  g->pos_known = 1;
   return 0;
 }
 

@@ -300,6 +300,26 @@ TEST_F(Dist, KilledRankStopsEveryRank) {
   std::printf("the job stopped %.1f s after it started (rank 1 killed at step 13)\n", seconds);
 }
 
+// A signal that reaches one rank stops every rank after the same step (they look at the flag together after every
+// step); rank 0 saves the checkpoint there, and the run resumes to the uninterrupted run's bits.
+TEST_F(Dist, SignalToOneRankStopsAllAtTheSameStep) {
+  const Result full = train(2, dir + "/full");
+  ASSERT_EQ(full.code, 0) << full.out;
+  const std::string run = dir + "/stopped";
+  // rank 1 alone raises SIGINT after its step 11 (src/core/crash_point.h)
+  const Result r = cuvae(2, "train " + dir + "/c.ini --out " + run + " --device cpu --progress lines",
+                         "sh -c 'if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then export CUVAE_TEST_KILL_AT=step:11:INT; fi; "
+                         "exec \"$0\" \"$@\"' ");
+  EXPECT_EQ(r.code, 130) << r.out;
+  EXPECT_NE(r.out.find("checkpoint saved at step 11"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("mpirun -np 2 cuvae train --resume"), std::string::npos) << r.out;
+  EXPECT_EQ(load_state(run).step, 11);
+  const Result again = resume(2, run);
+  ASSERT_EQ(again.code, 0) << again.out;
+  EXPECT_EQ(read_file(run + "/steps.jsonl"), read_file(dir + "/full/steps.jsonl"));
+  expect_same_bits(load_state(run), load_state(dir + "/full"), "resumed after the stop");
+}
+
 // Bad launches: a batch the ranks cannot split, and a command that runs in one process, are refused with one
 // message (rank 0's for all) and a non-zero exit; nothing is written.
 TEST_F(Dist, RefusesWhatTheRanksCannotRun) {

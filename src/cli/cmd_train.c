@@ -44,7 +44,10 @@ void help_train(void) {
          "Data parallel: `mpirun -np N cuvae train CONFIG ...` (or srun) trains on N processes, each taking\n"
          "batch_size / N rows of every batch, with the gradients summed over them (MPI); the result is one process's\n"
          "up to the order of that sum. Rank 0 writes the run directory; a run resumes on any number of ranks; if one\n"
-         "rank dies the job stops. Threads per rank: [train] threads (default: the cores the rank is bound to).\n");
+         "rank dies the job stops. Threads per rank: [train] threads (default: the cores the rank is bound to).\n"
+         "To stop such a run with a checkpoint, send SIGUSR1 to mpirun (it passes it to every rank; SIGINT and\n"
+         "SIGTERM make mpirun kill the job, which then resumes from its last checkpoint). SIGUSR1 stops a\n"
+         "one-process run the same way (exit 138).\n");
 }
 
 static volatile sig_atomic_t stop_signal = 0;
@@ -80,8 +83,10 @@ static int report_interrupted(const cuvae_train_summary *s, const char *run_dir,
   const long long spe = (long long)s->steps_per_epoch, step = (long long)s->step;
   const long long epoch = step > 0 ? (step - 1) / spe + 1 : 1, epoch_step = step > 0 ? (step - 1) % spe + 1 : 0;
   fprintf(stderr, "interrupted by %s: checkpoint saved at step %lld (epoch %lld, step %lld of %lld). Continue the "
-                  "run with:\n    cuvae train --resume ", sig == SIGTERM ? "SIGTERM" : "SIGINT", step, epoch,
-          epoch_step, spe);
+                  "run with:\n    ", sig == SIGTERM ? "SIGTERM" : sig == SIGUSR1 ? "SIGUSR1" : "SIGINT",
+          step, epoch, epoch_step, spe);
+  if (cuvae_dist_size() > 1) fprintf(stderr, "mpirun -np %d ", cuvae_dist_size());
+  fprintf(stderr, "cuvae train --resume ");
   shell_word(stderr, run_dir);
   if (strcmp(device, "auto") != 0) fprintf(stderr, " --device %s", device);
   fputc('\n', stderr);
@@ -93,7 +98,8 @@ static int report_interrupted(const cuvae_train_summary *s, const char *run_dir,
   return 128 + sig;
 }
 
-/* Trains with SIGINT and SIGTERM turned into a stop at the next step; the result as one JSON line on stdout. */
+/* Trains with SIGINT, SIGTERM and SIGUSR1 turned into a stop at the next step; the result as one JSON line on
+ * stdout. */
 static int run_training(const cuvae_config *cfg, const cuvae_train_opts *opts) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -102,6 +108,7 @@ static int run_training(const cuvae_config *cfg, const cuvae_train_opts *opts) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGUSR1, &sa, NULL);  /* what mpirun forwards to every rank (it answers SIGINT / SIGTERM by killing the job) */
 
   cuvae_train_summary s;
   const int rank = cuvae_dist_rank(), ranks = cuvae_dist_size();

@@ -464,14 +464,9 @@ static int set_up(run *r, const cuvae_config *cfg, const cuvae_train_opts *opts,
   return share_start(r, step);
 }
 
-/* A stop request at a collect: in one process this process's flag; with several ranks, any rank's (every rank
- * collects at the same steps, so they all stop at the same one). */
-static int stop_now(const run *r) { return r->ranks > 1 ? cuvae_dist_any(stop_requested) : stop_requested != 0; }
-
 /* The steps from `*step` to the end (or a stop). Steps are enqueued on the backend and their results collected once
  * per log interval (and at each epoch end), so a device backend runs ahead of the host between collects. With
- * several ranks each takes its slice of every batch of the global permutation, and they collect at the same steps
- * (a signal is looked at only there). */
+ * several ranks each takes its slice of every batch of the global permutation, and they collect at the same steps. */
 static int train_loop(run *r, const cuvae_train_opts *opts, int64_t *step, cuvae_progress *prog,
                       cuvae_train_summary *summary) {
   const cuvae_config *cfg = r->cfg;
@@ -489,16 +484,17 @@ static int train_loop(run *r, const cuvae_train_opts *opts, int64_t *step, cuvae
     const int64_t s = ++*step;
     cuvae_crash_point("step", s, NULL);
     const int epoch_end = s % spe == 0 || s == r->total;
-    if (!(epoch_end || (r->ranks == 1 && stop_requested) || s % cfg->log_every == 0 ||
-          s - collected >= r->be->max_pending))
-      continue;
+    /* A stop request: this process's; with several ranks, any rank's, looked at after every step by all of them
+     * (one small all-reduce), so they all stop after the same step. */
+    const int stop_flag = r->ranks > 1 ? cuvae_dist_any(stop_requested) : stop_requested != 0;
+    if (!(epoch_end || stop_flag || s % cfg->log_every == 0 || s - collected >= r->be->max_pending)) continue;
     if (collect_steps(r, s, prog)) {
       *step = collected;  /* the failed step and those after it were not applied */
       summary->failure_agreed = r->ranks > 1;  /* a loss that is not finite: the loss is global */
       return -1;
     }
     collected = s;
-    const int stop = stop_now(r) && s < r->total;
+    const int stop = stop_flag && s < r->total;
     if (epoch_end ? end_epoch(r, s, opts->out_dir, prog, summary) : stop && r->rank == 0 ? save_checkpoint(r, s) : 0)
       return -1;
     if (stop) {

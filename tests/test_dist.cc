@@ -320,6 +320,40 @@ TEST_F(Dist, SignalToOneRankStopsAllAtTheSameStep) {
   expect_same_bits(load_state(run), load_state(dir + "/full"), "resumed after the stop");
 }
 
+// [train] shard_optimizer (ZeRO-1): each rank updates its shard with its shard of Adam's m and v. With 2 ranks the
+// reduce-scatter adds the same two numbers as the all-reduce, so the run equals the unsharded one bit for bit (the
+// gradient norm too: each shard's sum of squares, added in rank order, is the same double sum regrouped, which this
+// model's sums do not round differently; the losses and state are compared in bits, the norm in its 9 printed
+// digits). The checkpoint gathers the shards: a sharded run resumes unsharded and the other way, in bits. 4 ranks:
+// Open MPI's reduce-scatter may add in another order than its all-reduce, so the losses agree within the bound of
+// RankCountsAgreeWithinTheSummationOrderBound.
+TEST_F(Dist, ShardedOptimizerMatchesUnsharded) {
+  const std::string shard = "--set train.shard_optimizer=true";
+  const Result plain = train(2, dir + "/plain"), sharded = train(2, dir + "/sharded", shard);
+  ASSERT_EQ(plain.code, 0) << plain.out;
+  ASSERT_EQ(sharded.code, 0) << sharded.out;
+  EXPECT_NE(sharded.out.find("Adam m and v 0.0 MiB (shard 1 of 2: "), std::string::npos) << sharded.out;
+  EXPECT_EQ(read_file(dir + "/sharded/steps.jsonl"), read_file(dir + "/plain/steps.jsonl"));
+  expect_same_bits(load_state(dir + "/sharded"), load_state(dir + "/plain"), "2 ranks, sharded");
+  struct Case { const char *first, *then, *name; };
+  for (const Case c : {Case{shard.c_str(), "", "sharded -> unsharded"}, Case{"", shard.c_str(), "unsharded -> sharded"}}) {
+    const std::string run = dir + (c.first[0] ? "/sharded_then_plain" : "/plain_then_sharded");
+    const Result a = train(2, run, std::string("--set train.max_steps=12 ") + c.first);
+    ASSERT_EQ(a.code, 0) << a.out;
+    const Result b = resume(2, run, std::string("--set train.max_steps=0 ") + c.then);
+    ASSERT_EQ(b.code, 0) << b.out;
+    EXPECT_EQ(read_file(run + "/steps.jsonl"), read_file(dir + "/plain/steps.jsonl")) << c.name;
+    expect_same_bits(load_state(run), load_state(dir + "/plain"), c.name);
+  }
+  const Result plain4 = train(4, dir + "/plain4"), sharded4 = train(4, dir + "/sharded4", shard);
+  ASSERT_EQ(plain4.code, 0) << plain4.out;
+  ASSERT_EQ(sharded4.code, 0) << sharded4.out;
+  const std::vector<double> want = step_losses(dir + "/plain4"), got = step_losses(dir + "/sharded4");
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); i++)
+    EXPECT_LE(std::fabs(got[i] - want[i]), 3e-3 * std::fabs(want[i])) << "4 ranks, step " << i + 1;
+}
+
 // Bad launches: a batch the ranks cannot split, and a command that runs in one process, are refused with one
 // message (rank 0's for all) and a non-zero exit; nothing is written.
 TEST_F(Dist, RefusesWhatTheRanksCannotRun) {

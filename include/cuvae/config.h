@@ -74,6 +74,7 @@ typedef struct cuvae_config {
   int threads;                          /* 0 = all cores */
   cuvae_precision precision;            /* GEMMs: fp32 | tf32 | bf16 */
   int cuda_graph;                       /* CUDA backend: 1 = replay each step as a captured graph, 0 = eager */
+  int shard_optimizer;                  /* several ranks: 1 = ZeRO-1 (each rank's shard of Adam's state) */
   cuvae_objective objective;            /* elbo | iwae | ae */
   int samples;                          /* samples of z per example: L (elbo) or K (iwae); 1 for ae */
   cuvae_kl_estimator kl;                /* elbo: analytic | sampled */

@@ -40,6 +40,9 @@ int cuvae_dist_broadcast(void *buf, size_t bytes);
  * buckets of bucket_bytes started as the backward finishes them (MPI_Iallreduce). NULL with a message on failure;
  * also NULL without a message in a single process (nothing to do). */
 struct cuvae_data_parallel *cuvae_dist_data_parallel(size_t n, size_t bucket_bytes);
+/* The same with [train] shard_optimizer (ZeRO-1) when shard_optimizer != 0: the gradient is reduce-scattered in the
+ * buckets (MPI_Ireduce_scatter) and each rank owns one shard of the buffer (src/backend/data_parallel.h). */
+struct cuvae_data_parallel *cuvae_dist_data_parallel_sharded(size_t n, size_t bucket_bytes, int shard_optimizer);
 /* Seconds spent waiting for the gradient sums after the backward (the part of the all-reduce the backward did not
  * hide), and the sums started, since the hooks were made. */
 void cuvae_dist_grad_stats(const struct cuvae_data_parallel *dp, double *wait_seconds, long long *buckets);

@@ -63,6 +63,8 @@ struct cuvae_backend {
    * stream; rows processed `batch` at a time and the K samples in chunks, so K = 5000 fits in memory. */
   int (*iwae)(cuvae_backend *be, const cuvae_dataset *ds, int K, int batch, double *log_px);
   void (*destroy)(cuvae_backend *be);
+  /* Makes be a rank of data-parallel training (cuvae_backend_join_data_parallel); NULL: setting be->dp suffices. */
+  int (*join_data_parallel)(cuvae_backend *be, const cuvae_data_parallel *dp);
 };
 
 /* Checks the labels a conditional model reads: present and in [0, classes) (what: for the message). 0 when the
@@ -103,8 +105,8 @@ int cuvae_eval_pass_end(cuvae_eval_pass *p, cuvae_loss *out);
 /* One step, synchronously: train_step then collect (tests and tools that want each step's result at once). */
 int cuvae_backend_step(cuvae_backend *be, const uint32_t *rows, int B, int64_t step, cuvae_step_result *out);
 
-/* Makes be a rank of data-parallel training (before its first step; dp outlives it). -1 with a message when the
- * backend cannot (the CUDA backend, which has no data-parallel step yet). */
+/* Makes be a rank of data-parallel training (before its first step; dp outlives it; collective: every rank calls
+ * it). -1 with a message when the backend cannot (the CUDA backend of a build without NCCL). */
 int cuvae_backend_join_data_parallel(cuvae_backend *be, const cuvae_data_parallel *dp);
 
 /* device: "cpu", "cuda" or "auto" (cuda when a device is present, else the CPU with a notice). The backend

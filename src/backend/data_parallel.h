@@ -27,6 +27,16 @@ typedef struct cuvae_data_parallel {
   int (*sum)(void *ctx, double *v, int n);
   /* buf[0..bytes) <- rank 0's (blocking). */
   int (*broadcast)(void *ctx, void *buf, size_t bytes);
+  /* ZeRO-1 ([train] shard_optimizer): `sharded` != 0, and this rank owns [shard_begin, shard_end) of the buffer
+   * (the ranks' shards tile it in rank order). grad_finish then leaves the sum over the ranks only in grad's shard
+   * (a reduce-scatter; the rest is this rank's own part); the rank updates its shard with its shard of Adam's m and
+   * v, and params_gather gives every rank every shard of params[0..n) (in place). state_gather collects the
+   * ranks' shards of m and v into m[0..n), v[0..n) on rank 0 (a checkpoint; NULL outputs on the others). Not
+   * sharded: [0, n) and the two calls unused. */
+  int sharded;
+  size_t shard_begin, shard_end;
+  int (*params_gather)(void *ctx, float *params);
+  int (*state_gather)(void *ctx, const float *m_shard, const float *v_shard, float *m, float *v);
 } cuvae_data_parallel;
 
 #ifdef __cplusplus

@@ -116,16 +116,37 @@ typedef struct dist_grad {
   int n_req, cap_req;
   double wait_seconds;
   long long buckets;
+  /* ZeRO-1: rank r's shard is [begin[r], begin[r + 1]); each bucket is reduce-scattered into shard_grad (this rank's
+   * shard), with its per-rank counts kept until it completes (MPI reads them until then). */
+  int sharded;
+  size_t *begin;           /* [size + 1] */
+  int *counts;             /* [cap_req][size]: each request's counts */
+  int *shard_counts, *displs;  /* [size]: the whole shards, for the gathers */
+  float *shard_grad;
 } dist_grad;
+
+/* Sharded: grad[lo, hi) reduce-scattered, each rank receiving the part inside its shard, in place in shard_grad. */
+static int start_reduce_scatter(dist_grad *g, float *grad, size_t lo, size_t hi) {
+  int *counts = g->counts + (size_t)g->n_req * (size_t)g_size;
+  for (int r = 0; r < g_size; r++) {
+    const size_t a = lo > g->begin[r] ? lo : g->begin[r], b = hi < g->begin[r + 1] ? hi : g->begin[r + 1];
+    counts[r] = b > a ? (int)(b - a) : 0;
+  }
+  const size_t mine = lo > g->begin[g_rank] ? lo : g->begin[g_rank];
+  float *recv = g->shard_grad + (counts[g_rank] > 0 ? mine - g->begin[g_rank] : 0);
+  return mpi_check(MPI_Ireduce_scatter(grad + lo, recv, counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &g->req[g->n_req]),
+                   "MPI_Ireduce_scatter (gradient)");
+}
 
 static int start_sum(dist_grad *g, float *grad, size_t lo, size_t hi) {
   if (hi <= lo) return 0;
   if (g->n_req == g->cap_req) return cuvae_error("gradient all-reduce: more than %d buckets in flight", g->cap_req);
   for (size_t at = lo; at < hi;) {  /* MPI counts are ints */
     const size_t len = hi - at < (size_t)1 << 30 ? hi - at : (size_t)1 << 30;
-    if (mpi_check(MPI_Iallreduce(MPI_IN_PLACE, grad + at, (int)len, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
-                                 &g->req[g->n_req]),
-                  "MPI_Iallreduce (gradient)"))
+    if (g->sharded ? start_reduce_scatter(g, grad, at, at + len)
+                   : mpi_check(MPI_Iallreduce(MPI_IN_PLACE, grad + at, (int)len, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                                              &g->req[g->n_req]),
+                               "MPI_Iallreduce (gradient)"))
       return -1;
     g->n_req++;
     g->buckets++;
@@ -153,7 +174,28 @@ static int grad_finish(void *ctx, float *grad) {
   g->wait_seconds += now_seconds() - t0;
   g->n_req = 0;
   g->started = g->n;
+  if (rc == 0 && g->sharded)  /* the shard's sums where the backend reads the gradient */
+    memcpy(grad + g->begin[g_rank], g->shard_grad, (g->begin[g_rank + 1] - g->begin[g_rank]) * sizeof *grad);
   return rc;
+}
+
+/* Every rank's shard of params to every rank, in place. */
+static int params_gather(void *ctx, float *params) {
+  dist_grad *g = ctx;
+  return mpi_check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, params, g->shard_counts, g->displs, MPI_FLOAT,
+                                  MPI_COMM_WORLD),
+                   "MPI_Allgatherv (parameters)");
+}
+
+/* The ranks' shards of Adam's m and v into whole buffers on rank 0. */
+static int state_gather(void *ctx, const float *m_shard, const float *v_shard, float *m, float *v) {
+  dist_grad *g = ctx;
+  const int mine = g->shard_counts[g_rank];
+  if (mpi_check(MPI_Gatherv(m_shard, mine, MPI_FLOAT, m, g->shard_counts, g->displs, MPI_FLOAT, 0, MPI_COMM_WORLD),
+                "MPI_Gatherv (Adam m)"))
+    return -1;
+  return mpi_check(MPI_Gatherv(v_shard, mine, MPI_FLOAT, v, g->shard_counts, g->displs, MPI_FLOAT, 0, MPI_COMM_WORLD),
+                   "MPI_Gatherv (Adam v)");
 }
 
 /* In rank order: every rank gathers every rank's values and adds them 0, 1, ..., size - 1. */
@@ -176,7 +218,38 @@ static int broadcast(void *ctx, void *buf, size_t bytes) {
   return cuvae_dist_broadcast(buf, bytes);
 }
 
-cuvae_data_parallel *cuvae_dist_data_parallel(size_t n, size_t bucket_bytes) {
+/* ZeRO-1's shards: [begin[r], begin[r + 1]), ceil(n / size) rounded up to 64 floats (the tensor alignment, so every
+ * shard starts on a 256-byte boundary), the last one shorter. MPI's counts are ints. */
+static int make_shards(dist_grad *g) {
+  size_t per = (g->n + (size_t)g_size - 1) / (size_t)g_size;
+  per = (per + 63) / 64 * 64;
+  if (per > (size_t)INT32_MAX) return cuvae_error("shard_optimizer: a shard of %zu floats is too large for MPI", per);
+  g->begin = calloc((size_t)g_size + 1, sizeof *g->begin);
+  g->displs = calloc((size_t)g_size, sizeof *g->displs);
+  g->counts = calloc((size_t)g->cap_req * (size_t)g_size + (size_t)g_size, sizeof *g->counts);
+  if (!g->begin || !g->displs || !g->counts) return cuvae_error("out of memory");
+  for (int r = 0; r <= g_size; r++) g->begin[r] = (size_t)r * per < g->n ? (size_t)r * per : g->n;
+  g->shard_counts = g->counts + (size_t)g->cap_req * (size_t)g_size;
+  for (int r = 0; r < g_size; r++) {
+    g->shard_counts[r] = (int)(g->begin[r + 1] - g->begin[r]);
+    g->displs[r] = (int)g->begin[r];
+  }
+  g->shard_grad = malloc((g->begin[g_rank + 1] - g->begin[g_rank] + 1) * sizeof *g->shard_grad);
+  if (!g->shard_grad) return cuvae_error("out of memory");
+  return 0;
+}
+
+static void dist_grad_free(dist_grad *g) {
+  if (!g) return;
+  free(g->req);
+  free(g->begin);
+  free(g->counts);
+  free(g->displs);
+  free(g->shard_grad);
+  free(g);
+}
+
+cuvae_data_parallel *cuvae_dist_data_parallel_sharded(size_t n, size_t bucket_bytes, int shard_optimizer) {
   if (g_size == 1) return NULL;
   cuvae_data_parallel *dp = calloc(1, sizeof *dp);
   dist_grad *g = calloc(1, sizeof *g);
@@ -185,15 +258,27 @@ cuvae_data_parallel *cuvae_dist_data_parallel(size_t n, size_t bucket_bytes) {
   MPI_Request *req = calloc((size_t)cap, sizeof *req);
   if (!dp || !g || !req) {
     free(dp);
-    free(g);
     free(req);
+    dist_grad_free(g);
     cuvae_error("out of memory");
     return NULL;
   }
-  *g = (dist_grad){.n = n, .bucket = bucket, .started = n, .req = req, .cap_req = cap};
+  *g = (dist_grad){.n = n, .bucket = bucket, .started = n, .req = req, .cap_req = cap, .sharded = shard_optimizer};
+  if (g->sharded && make_shards(g)) {
+    free(dp);
+    dist_grad_free(g);
+    return NULL;
+  }
   *dp = (cuvae_data_parallel){.rank = g_rank, .size = g_size, .ctx = g, .grad_ready = grad_ready,
-                              .grad_finish = grad_finish, .sum = sum_doubles, .broadcast = broadcast};
+                              .grad_finish = grad_finish, .sum = sum_doubles, .broadcast = broadcast,
+                              .sharded = g->sharded, .shard_begin = g->sharded ? g->begin[g_rank] : 0,
+                              .shard_end = g->sharded ? g->begin[g_rank + 1] : n,
+                              .params_gather = params_gather, .state_gather = state_gather};
   return dp;
+}
+
+cuvae_data_parallel *cuvae_dist_data_parallel(size_t n, size_t bucket_bytes) {
+  return cuvae_dist_data_parallel_sharded(n, bucket_bytes, 0);
 }
 
 void cuvae_dist_grad_stats(const cuvae_data_parallel *dp, double *wait_seconds, long long *buckets) {
@@ -204,9 +289,7 @@ void cuvae_dist_grad_stats(const cuvae_data_parallel *dp, double *wait_seconds, 
 
 void cuvae_dist_data_parallel_free(cuvae_data_parallel *dp) {
   if (!dp) return;
-  dist_grad *g = dp->ctx;
-  free(g->req);
-  free(g);
+  dist_grad_free(dp->ctx);
   free(dp);
 }
 
@@ -231,11 +314,15 @@ int cuvae_dist_broadcast(void *buf, size_t bytes) {
   (void)bytes;
   return 0;
 }
-cuvae_data_parallel *cuvae_dist_data_parallel(size_t n, size_t bucket_bytes) {
+cuvae_data_parallel *cuvae_dist_data_parallel_sharded(size_t n, size_t bucket_bytes, int shard_optimizer) {
   (void)n;
   (void)bucket_bytes;
+  (void)shard_optimizer;
   (void)now_seconds;
   return NULL;
+}
+cuvae_data_parallel *cuvae_dist_data_parallel(size_t n, size_t bucket_bytes) {
+  return cuvae_dist_data_parallel_sharded(n, bucket_bytes, 0);
 }
 void cuvae_dist_grad_stats(const cuvae_data_parallel *dp, double *wait_seconds, long long *buckets) {
   (void)dp;

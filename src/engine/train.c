@@ -97,13 +97,16 @@ static void run_free(run *r) {
 
 static double epoch_seconds(const run *r) { return r->seconds_before + (cuvae_now_seconds() - r->t_epoch); }
 
-/* The checkpoint of `step`. Mid-epoch (an interrupt, or max_steps) the epoch's sums and times travel with it, so a
- * resumed run writes that epoch's row as an uninterrupted run would; at an epoch boundary they are zero. The logs are
- * synced first: a checkpoint never counts rows that may not be on disk, and a failed log write stops the run with
- * the previous checkpoint in place. */
+/* The backend's state into the host copies a checkpoint writes. Every rank calls it (with shard_optimizer it gathers
+ * Adam's shards to rank 0). */
+static int fetch_state(run *r) { return r->be->get_state(r->be, r->params, r->adam_m, r->adam_v); }
+
+/* The checkpoint of `step` from the state fetch_state took. Mid-epoch (an interrupt, or max_steps) the epoch's sums
+ * and times travel with it, so a resumed run writes that epoch's row as an uninterrupted run would; at an epoch
+ * boundary they are zero. The logs are synced first: a checkpoint never counts rows that may not be on disk, and a
+ * failed log write stops the run with the previous checkpoint in place. */
 static int save_checkpoint(run *r, int64_t step) {
   if (cuvae_log_sync(&r->metrics) || cuvae_log_sync(&r->steps)) return -1;
-  if (r->be->get_state(r->be, r->params, r->adam_m, r->adam_v)) return -1;
   cuvae_checkpoint ck;
   memset(&ck, 0, sizeof ck);
   ck.config_ini = r->config_text;
@@ -147,6 +150,12 @@ static int resume_from_checkpoint(run *r, int64_t *step, FILE *log) {
     fprintf(log, "note: resuming with a different batch_size or seed than the run started with; the result will "
                  "not match an uninterrupted run\n");
   if (rc == 0) rc = r->be->set_state(r->be, ck.params, ck.adam_m, ck.adam_v);
+  if (rc == 0) {  /* what rank 0 sends the other ranks (share_start) */
+    const size_t bytes = r->model.n_params * sizeof(float);
+    memcpy(r->params, ck.params, bytes);
+    memcpy(r->adam_m, ck.adam_m, bytes);
+    memcpy(r->adam_v, ck.adam_v, bytes);
+  }
   *step = ck.step;
   r->resumed = ck.progress;
   r->resumed_version = ck.version;
@@ -281,7 +290,7 @@ static int build_run(run *r, const cuvae_config *cfg, const cuvae_train_opts *op
   r->be = cuvae_backend_create(opts->device ? opts->device : "auto", &r->model, cfg, &r->train, &r->test);
   if (!r->be) return -1;
   if (r->ranks > 1) {
-    r->dp = cuvae_dist_data_parallel(r->model.n_params, CUVAE_DIST_BUCKET_BYTES);
+    r->dp = cuvae_dist_data_parallel_sharded(r->model.n_params, CUVAE_DIST_BUCKET_BYTES, cfg->shard_optimizer);
     if (!r->dp || cuvae_backend_join_data_parallel(r->be, r->dp)) return -1;
   }
   if (r->be->notice[0]) fprintf(log, "note: %s\n", r->be->notice);
@@ -421,7 +430,8 @@ static int end_epoch(run *r, int64_t step, const char *dir, cuvae_progress *prog
   cuvae_loss test;
   if (r->be->evaluate(r->be, &r->test, r->cfg->eval_batch_size, &test)) return -1;
   cuvae_crash_point("eval", step, NULL);
-  int rc = r->rank == 0 ? write_epoch(r, step, &test, dir, prog) : 0;
+  int rc = fetch_state(r);
+  if (rc == 0 && r->rank == 0) rc = write_epoch(r, step, &test, dir, prog);
   if (r->ranks > 1 && (rc = cuvae_dist_agree(rc)) != 0) summary->failure_agreed = 1;
   if (rc) return -1;
   summary->test = test;
@@ -442,8 +452,7 @@ static int share_start(run *r, int64_t *step) {
   *step = head[0];
   r->fresh = (int)head[1];
   if (r->fresh) return 0;  /* every rank initialised the same parameters from the seed */
-  const size_t bytes = r->model.n_params * sizeof(float);
-  if (r->rank == 0 && r->be->get_state(r->be, r->params, r->adam_m, r->adam_v)) return -1;
+  const size_t bytes = r->model.n_params * sizeof(float);  /* rank 0's: the checkpoint's (resume_from_checkpoint) */
   if (cuvae_dist_broadcast(r->params, bytes) || cuvae_dist_broadcast(r->adam_m, bytes) ||
       cuvae_dist_broadcast(r->adam_v, bytes))
     return -1;
@@ -455,8 +464,10 @@ static int share_start(run *r, int64_t *step) {
 static int set_up(run *r, const cuvae_config *cfg, const cuvae_train_opts *opts, int64_t *step, FILE *log,
                   cuvae_train_summary *summary) {
   int rc = build_run(r, cfg, opts, log);
+  if (r->ranks > 1 && (rc = cuvae_dist_agree(rc)) != 0) summary->failure_agreed = 1;
+  if (rc == 0) rc = fetch_state(r);  /* the initial state, for a fresh run's step-0 checkpoint */
   if (rc == 0 && r->rank == 0) rc = choose_start(r, opts, step, log) || open_run_files(r, opts, *step, log) ? -1 : 0;
-  if (r->ranks == 1) return rc;
+  if (r->ranks == 1 || summary->failure_agreed) return rc;
   if (cuvae_dist_agree(rc)) {
     summary->failure_agreed = 1;
     return -1;
@@ -495,7 +506,8 @@ static int train_loop(run *r, const cuvae_train_opts *opts, int64_t *step, cuvae
     }
     collected = s;
     const int stop = stop_flag && s < r->total;
-    if (epoch_end ? end_epoch(r, s, opts->out_dir, prog, summary) : stop && r->rank == 0 ? save_checkpoint(r, s) : 0)
+    if (epoch_end ? end_epoch(r, s, opts->out_dir, prog, summary)
+                  : stop && (fetch_state(r) || (r->rank == 0 && save_checkpoint(r, s))))
       return -1;
     if (stop) {
       summary->interrupted = 1;

@@ -79,12 +79,32 @@ static void mark_diverged(cpu_backend *be, const cuvae_step_result *out, int64_t
 }
 
 /* Data parallel: the gradient and the loss parts summed over the ranks (each rank's are its slice's part of the
- * global batch mean, so the sums are the global batch's). */
-static int sum_over_ranks(const cuvae_data_parallel *dp, float *grad, cuvae_loss *loss) {
+ * global batch mean, so the sums are the global batch's), and the global gradient norm. Sharded (ZeRO-1), the sums
+ * are only in the rank's shard of grad: the norm adds the shards' sums of squares in rank order. */
+static int sum_over_ranks(const cuvae_data_parallel *dp, float *grad, cuvae_loss *loss, double *grad_norm) {
   if (dp->grad_finish(dp->ctx, grad)) return -1;
-  double v[4] = {loss->nelbo, loss->recon, loss->kl, loss->objective};
-  if (dp->sum(dp->ctx, v, 4)) return -1;
+  double v[5] = {loss->nelbo, loss->recon, loss->kl, loss->objective, 0.0};
+  if (dp->sharded) {
+    const double shard_norm = grad_norm_cpu(grad + dp->shard_begin, dp->shard_end - dp->shard_begin);
+    v[4] = shard_norm * shard_norm;
+  }
+  if (dp->sum(dp->ctx, v, dp->sharded ? 5 : 4)) return -1;
   *loss = (cuvae_loss){v[0], v[1], v[2], v[3]};
+  *grad_norm = dp->sharded ? sqrt(v[4]) : -1.0;
+  return 0;
+}
+
+/* Adam on this rank's part of the buffer (all of it unless sharded), then, sharded, every rank's updated shard to
+ * every rank (and the bf16 weight copy of the whole buffer). */
+static int adam_step(cpu_backend *be, int64_t step, float scale) {
+  const cuvae_data_parallel *dp = be->base.dp;
+  const size_t lo = dp ? dp->shard_begin : 0, hi = dp ? dp->shard_end : be->model->n_params;
+  const cuvae_config *c = be->cfg;
+  adam_update_bf16_cpu(be->params + lo, be->grad + lo, be->adam_m, be->adam_v, hi - lo, c->lr, c->beta1, c->beta2,
+                       c->adam_eps, step + 1, scale, be->params16 ? be->params16 + lo : NULL);
+  if (!dp || !dp->sharded) return 0;
+  if (dp->params_gather(dp->ctx, be->params)) return -1;
+  if (be->params16) to_bf16_cpu(be->params, be->params16, be->model->n_params);
   return 0;
 }
 
@@ -110,10 +130,11 @@ static int cpu_train_step(cuvae_backend *base, const uint32_t *rows, int B, int6
   if (m->cond) gather_labels_cpu(be->train->labels, rows, be->labels, B);
   const cuvae_cpu_batch batch = {B,  be->x_batch, x_in, be->eps, m->cond ? be->labels : NULL,
                                  Bt, dp ? dp->grad_ready : NULL, dp ? dp->ctx : NULL};
+  double norm = -1.0;
   if (cuvae_cpu_objective_grad(m, be->ws, be->params, &batch, &spec, be->grad, &out->loss) || gemm_take_failure() ||
-      (dp && sum_over_ranks(dp, be->grad, &out->loss)))
+      (dp && sum_over_ranks(dp, be->grad, &out->loss, &norm)))
     return -1;
-  out->grad_norm = grad_norm_cpu(be->grad, m->n_params);
+  out->grad_norm = norm >= 0.0 ? norm : grad_norm_cpu(be->grad, m->n_params);
   if (!isfinite(out->loss.objective) || !isfinite(out->loss.nelbo) || !isfinite(out->grad_norm)) {
     mark_diverged(be, out, step);
     return 0;
@@ -122,9 +143,7 @@ static int cpu_train_step(cuvae_backend *base, const uint32_t *rows, int B, int6
   float scale = 1.0f;
   if (be->cfg->clip_norm > 0.0f && out->grad_norm > be->cfg->clip_norm)
     scale = (float)(be->cfg->clip_norm / out->grad_norm);
-  adam_update_bf16_cpu(be->params, be->grad, be->adam_m, be->adam_v, m->n_params, be->cfg->lr, be->cfg->beta1,
-                       be->cfg->beta2, be->cfg->adam_eps, step + 1, scale, be->params16);
-  return 0;
+  return adam_step(be, step, scale);
 }
 
 static int cpu_collect(cuvae_backend *base, cuvae_step_result *out, int *n) {
@@ -169,22 +188,53 @@ static int cpu_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch,
   return cuvae_eval_pass_end(&pass, out);
 }
 
+/* Sharded (ZeRO-1), Adam's m and v come from every rank's shard (a collective: every rank calls it, rank 0 receives
+ * them; the other ranks' adam_m / adam_v are left as they are). */
 static int cpu_get_state(cuvae_backend *base, float *params, float *adam_m, float *adam_v) {
   cpu_backend *be = (cpu_backend *)base;
   const size_t bytes = be->model->n_params * sizeof(float);
   if (params) memcpy(params, be->params, bytes);
+  const cuvae_data_parallel *dp = base->dp;
+  if (dp && dp->sharded && (adam_m || adam_v))
+    return dp->state_gather(dp->ctx, be->adam_m, be->adam_v, dp->rank == 0 ? adam_m : NULL,
+                            dp->rank == 0 ? adam_v : NULL);
   if (adam_m) memcpy(adam_m, be->adam_m, bytes);
   if (adam_v) memcpy(adam_v, be->adam_v, bytes);
   return 0;
 }
 
+/* Sharded, the rank keeps its shard of adam_m and adam_v. */
 static int cpu_set_state(cuvae_backend *base, const float *params, const float *adam_m, const float *adam_v) {
   cpu_backend *be = (cpu_backend *)base;
   const size_t bytes = be->model->n_params * sizeof(float);
   if (params) memcpy(be->params, params, bytes);
   if (params && be->params16) to_bf16_cpu(be->params, be->params16, be->model->n_params);
-  if (adam_m) memcpy(be->adam_m, adam_m, bytes);
-  if (adam_v) memcpy(be->adam_v, adam_v, bytes);
+  const cuvae_data_parallel *dp = base->dp;
+  const size_t lo = dp ? dp->shard_begin : 0, n = dp ? dp->shard_end - lo : be->model->n_params;
+  if (adam_m) memcpy(be->adam_m, adam_m + lo, n * sizeof(float));
+  if (adam_v) memcpy(be->adam_v, adam_v + lo, n * sizeof(float));
+  return 0;
+}
+
+static float *aligned_zeros(size_t n);
+
+/* Data parallel; sharded (ZeRO-1), Adam's m and v shrink to this rank's shard (zero: before the first step), and the
+ * memory plan says so. */
+static int cpu_join_data_parallel(cuvae_backend *base, const cuvae_data_parallel *dp) {
+  cpu_backend *be = (cpu_backend *)base;
+  base->dp = dp;
+  if (!dp || !dp->sharded) return 0;
+  const size_t n = dp->shard_end - dp->shard_begin, all = be->model->n_params;
+  free(be->adam_m);
+  free(be->adam_v);
+  be->adam_m = aligned_zeros(n);
+  be->adam_v = aligned_zeros(n);
+  if (!be->adam_m || !be->adam_v) return cuvae_error("out of memory: Adam's shard of %zu values", n);
+  snprintf(base->memory_plan, sizeof base->memory_plan,
+           "host memory per rank: parameters and gradient %.1f MiB, Adam m and v %.1f MiB (shard %d of %d: %zu of "
+           "%zu values; shard_optimizer)",
+           2.0 * (double)all * sizeof(float) / (1 << 20), 2.0 * (double)n * sizeof(float) / (1 << 20), dp->rank + 1,
+           dp->size, n, all);
   return 0;
 }
 
@@ -252,7 +302,7 @@ static int cpu_precision_setup(cpu_backend *be) {
 static const cuvae_backend k_cpu_ops = {
     .name = "cpu", .train_step = cpu_train_step, .collect = cpu_collect, .evaluate = cpu_evaluate,
     .get_state = cpu_get_state, .set_state = cpu_set_state, .get_grad = cpu_get_grad, .encode = cpu_encode,
-    .decode = cpu_decode, .iwae = cpu_iwae, .destroy = cpu_destroy};
+    .decode = cpu_decode, .iwae = cpu_iwae, .destroy = cpu_destroy, .join_data_parallel = cpu_join_data_parallel};
 
 cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train,
                                         const cuvae_dataset *eval) {

@@ -354,6 +354,21 @@ TEST_F(Dist, ShardedOptimizerMatchesUnsharded) {
     EXPECT_LE(std::fabs(got[i] - want[i]), 3e-3 * std::fabs(want[i])) << "4 ranks, step " << i + 1;
 }
 
+// A loss that is not finite is global (the ranks' parts are summed), so every rank stops at the same step; rank 0 says
+// so once, the job ends with exit 1 (no MPI abort), and the last checkpoint is the one before.
+TEST_F(Dist, DivergenceStopsEveryRankWithOneMessage) {
+  const Result first = train(2, dir + "/run", "--set train.epochs=1");
+  ASSERT_EQ(first.code, 0) << first.out;
+  const std::string before = read_file(dir + "/run/checkpoint.cuvae");
+  const Result r = resume(2, dir + "/run", "--set train.epochs=3 --set train.lr=1e30");
+  EXPECT_EQ(r.code, 1) << r.out;
+  const std::regex msg("error \\(rank 0 of 2\\): step [0-9]+: (loss|gradient) is not finite");
+  EXPECT_TRUE(std::regex_search(r.out, msg)) << r.out;
+  EXPECT_EQ(r.out.find("rank 1 of 2"), std::string::npos) << "told once: " << r.out;
+  EXPECT_EQ(r.out.find("MPI_ABORT"), std::string::npos) << r.out;
+  EXPECT_EQ(read_file(dir + "/run/checkpoint.cuvae"), before);
+}
+
 // Bad launches: a batch the ranks cannot split, and a command that runs in one process, are refused with one
 // message (rank 0's for all) and a non-zero exit; nothing is written.
 TEST_F(Dist, RefusesWhatTheRanksCannotRun) {

@@ -29,9 +29,10 @@ typedef struct cuvae_train_summary {
   double seconds;
   int interrupted;          /* stopped by cuvae_train_request_stop (e.g. Ctrl-C) before the last step; checkpoint
                                saved at `step`, which may be mid-epoch */
-  int failure_agreed;       /* several ranks: the failure returned is known to every rank (each returns it); when 0
-                               after a failure, only this rank met it and the others may wait: stop the job
-                               (cuvae_dist_abort) */
+  int failure_agreed;       /* several ranks, after a failure: 0 = only this rank met it and the others may wait:
+                               stop the job (cuvae_dist_abort); 1 = every rank returns it, and this rank's message
+                               is worth printing unless it is CUVAE_DIST_OTHER_RANK_FAILED; 2 = every rank met the
+                               same failure (a loss that is not finite: the loss is global), rank 0 tells it */
 } cuvae_train_summary;
 
 /* Trains cfg (finalized) and returns 0, or -1 with cuvae_last_error() set. On divergence (non-finite loss)

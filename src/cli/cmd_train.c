@@ -115,7 +115,7 @@ static int run_training(const cuvae_config *cfg, const cuvae_train_opts *opts) {
   if (cuvae_train(cfg, opts, &s)) {
     if (ranks == 1)
       fprintf(stderr, "error: %s\n", cuvae_last_error());
-    else if (strcmp(cuvae_last_error(), CUVAE_DIST_OTHER_RANK_FAILED) != 0)  /* the failing rank tells */
+    else if (s.failure_agreed == 2 ? rank == 0 : strcmp(cuvae_last_error(), CUVAE_DIST_OTHER_RANK_FAILED) != 0)
       fprintf(stderr, "error (rank %d of %d): %s\n", rank, ranks, cuvae_last_error());
     if (!s.failure_agreed) cuvae_dist_abort(CUVAE_EXIT_FAIL);  /* the other ranks may be waiting for this one */
     return CUVAE_EXIT_FAIL;

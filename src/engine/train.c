@@ -501,7 +501,7 @@ static int train_loop(run *r, const cuvae_train_opts *opts, int64_t *step, cuvae
     if (!(epoch_end || stop_flag || s % cfg->log_every == 0 || s - collected >= r->be->max_pending)) continue;
     if (collect_steps(r, s, prog)) {
       *step = collected;  /* the failed step and those after it were not applied */
-      summary->failure_agreed = r->ranks > 1;  /* a loss that is not finite: the loss is global */
+      summary->failure_agreed = r->ranks > 1 ? 2 : 0;  /* a loss that is not finite: the loss is global */
       return -1;
     }
     collected = s;

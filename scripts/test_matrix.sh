@@ -36,8 +36,9 @@ else
   echo "test_matrix: OpenBLAS's pthread build is not installed (libopenblas0-pthread); that cell is skipped"
 fi
 
-# Tests that read no BLAS result (the source checks, the GPU bundle's dry run) run once, in the Release stage.
-not_blas='^(Layering|FileOpenings|FunctionLength|GpuBundle)\.'
+# Tests that read no BLAS result (the source checks, the GPU bundle's dry run) run once, in the Release stage; so do
+# the data-parallel tests (Dist: MPI jobs that compare ranks with one process on the same kernels, about a minute).
+not_blas='^(Layering|FileOpenings|FunctionLength|GpuBundle|Dist)\.'
 declare -a results
 failed=0
 for cell in "${cells[@]}"; do

@@ -245,7 +245,10 @@ TEST_F(Dist, RankCountsAgreeWithinTheSummationOrderBound) {
       EXPECT_LE(std::fabs(got[i] - want[i]), 3e-3 * std::fabs(want[i])) << ranks << " ranks, step " << i + 1;
       worst = std::max(worst, std::fabs(got[i] - want[i]) / std::fabs(want[i]));
     }
-    EXPECT_EQ(got[0], want[0]) << "step 1 runs from the same parameters: the same terms, summed in double";
+    // Step 1 runs from the same parameters, so only oneDNN's kernel for B/N rows against B could order a row's sums
+    // differently: each output within gamma_K sum|a b| (K <= 16 here: 1e-6), the loss within 30x that under the
+    // condition above. Measured: equal.
+    EXPECT_LE(std::fabs(got[0] - want[0]), 3e-5 * std::fabs(want[0])) << ranks << " ranks, step 1";
     std::printf("%d ranks: largest relative difference of a step's objective from one process: %.2e\n", ranks, worst);
   }
 }

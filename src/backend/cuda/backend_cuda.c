@@ -10,7 +10,10 @@
  *          eps = cuRAND device Philox at the documented offset (include/cuvae/rng.h), the CPU's numbers;
  *   graph: gather_rows -> encoder (cublasLtMatmul per layer, bias + ReLU fused) -> reparam_kl_forward -> decoder ->
  *          *_nll_grad -> sum (NLL, KL) -> decoder backward -> reparam_kl_backward -> encoder backward ->
- *          sum_squares -> step_guard (records the sums; halts on a non-finite step) -> adam_prepare -> adam_update.
+ *          sum_squares -> step_guard (records the sums; halts on a non-finite step) -> adam_prepare -> adam_update;
+ *          data parallel (several ranks, src/backend/cuda/backend_cuda_dp.c): each rank's slice of the global batch
+ *          and of its noise, the gradient all-reduced (NCCL) in buckets on a second stream during the encoder and
+ *          decoder backward, and with the loss sums joined before sum_squares.
  * The graph part is captured once per batch size and replayed ([train] cuda_graph = on), or launched kernel by
  * kernel (off, and always under CUVAE_CUDA_SYNC=1, which checks each launch). Before a capture every GEMM of the
  * step runs once outside it (warm_up_gemms), so cuBLASLt's plans (descriptors, heuristic's algorithm) are all made
@@ -86,23 +89,27 @@ static int dense_backward(cuda_backend *be, const cuda_stack *s, int i, const fl
 }
 
 /* Backward through the stack's layers n-1..0, starting from dy (any buffer); activation gradients ping-pong between
- * grad_a and grad_b; dx0 receives dL/d(input of layer 0) (NULL: not needed). */
+ * grad_a and grad_b; dx0 receives dL/d(input of layer 0) (NULL: not needed). After layer i the gradient is final from
+ * its weights to the end of the buffer (the layout puts the layers in order; layer i - 1's bias gradient, which layer
+ * i's input-gradient GEMM writes, lies below): data parallel may start summing that part over the ranks. */
 static int backward_stack(cuda_backend *be, const cuda_stack *s, const float *x0, float *dy, float *dx0, int B) {
   for (int i = s->n - 1; i >= 0; i--) {
     float *dx = i == 0 ? dx0 : (dy == be->grad_a ? be->grad_b : be->grad_a);
-    if (dense_backward(be, s, i, x0, dy, dx, B)) return -1;
+    if (dense_backward(be, s, i, x0, dy, dx, B) || cuda_dp_grad_ready(be, s->layers[i].w)) return -1;
     dy = dx;
   }
   return 0;
 }
 
 /* The device part of one training step on B rows (be->rows, be->eps, the step counter already in place): every
- * launch has the same arguments every step, so this is what gets captured into the graph. */
+ * launch has the same arguments every step, so this is what gets captured into the graph. Data parallel: B is this
+ * rank's slice of a global batch of Bt rows, every term is scaled by 1/Bt, and the gradient and the loss sums are
+ * summed over the ranks (NCCL, backend_cuda_dp.c) before the norm, the guard and Adam read them. */
 static int step_body(cuda_backend *be, int B) {
   const cuvae_model *m = be->model;
   const cuvae_config *c = be->cfg;
   const cuvae_objective_spec *spec = &be->train_spec;  /* beta is read from the device (be->beta_t) */
-  const int Z = (int)m->latent, L = spec->samples, N = B * L;
+  const int Z = (int)m->latent, L = spec->samples, N = B * L, Bt = be->base.dp ? B * be->base.dp->size : B;
   const size_t nx = (size_t)B * m->input_dim;
   const int ae = spec->objective == CUVAE_OBJ_AE, sampled = cuvae_objective_sampled(spec);
   CU_LAUNCH(be, beta_schedule_cuda(be->step, c->beta, c->beta_warmup_steps, be->beta_t, be->stream));
@@ -116,7 +123,7 @@ static int step_body(cuda_backend *be, int B) {
   if (c->corrupt.kind == CUVAE_CORRUPT_MASK)
     CU_LAUNCH(be, corrupt_mask_cuda(be->x, be->data_v, c->corrupt.level, be->x_in, nx, be->stream));
   if (c->corrupt.kind != CUVAE_CORRUPT_NONE) x_in = be->x_in;
-  if (cuda_vae_forward(be, x_in, be->x, be->labels, B, spec, 1)) return -1;
+  if (cuda_vae_forward(be, x_in, be->x, be->labels, B, Bt, spec, 1)) return -1;
   /* Backward: the shared log-variance, the decoder (down to dz), the latent stage, the encoder. */
   if (m->variance == CUVAE_VAR_LEARNED_SHARED) CU_LAUNCH(be, sum_cuda(be->dlv_row, N, be->grad + m->logvar, be->stream));
   if (backward_stack(be, &be->dec, m->cond ? be->dec_in : be->z, be->grad_a, m->cond ? be->dzy : be->dz, N))
@@ -127,8 +134,9 @@ static int step_body(cuda_backend *be, int B) {
     CU_LAUNCH(be, latent_mean_backward_cuda(be->dz, be->dmulv, B, Z, be->stream));
   else
     CU_LAUNCH(be, reparam_multi_backward_cuda(mulv, be->eps, be->z, be->dz, sampled ? be->weight : NULL, be->beta_t,
-                                         1.0f / (float)B, be->dmulv, B, L, Z, be->stream));
-  if (backward_stack(be, &be->enc, m->cond ? be->enc_in : x_in, be->dmulv, NULL, B)) return -1;
+                                         1.0f / (float)Bt, be->dmulv, B, L, Z, be->stream));
+  if (backward_stack(be, &be->enc, m->cond ? be->enc_in : x_in, be->dmulv, NULL, B) || cuda_dp_step_sums(be))
+    return -1;
   CU_LAUNCH(be, sum_squares_cuda(be->grad, m->n_params, be->sum_partials, be->sums + 2, be->stream));
   /* Only a finite step reaches the parameters: the guard halts Adam from the first non-finite one on. */
   CU_LAUNCH(be, step_guard_cuda(be->sums, be->step, be->flags, be->ring, be->base.max_pending, be->stream));
@@ -177,11 +185,40 @@ static int capture_step(cuda_backend *be, int B) {
   return 0;
 }
 
+/* Step `step`'s eps and data noise on the device at the offsets of include/cuvae/rng.h (the CPU backend's numbers).
+ * Data parallel: each draw is the global batch's (Bt rows), of which this rank takes its rows' values, [r0, r0 + B):
+ * for sample s of eps the slice [(s Bt + r0) Z, +B Z) of the [L][Bt][Z] draw, of the data noise [r0 D, +B D). */
+static int draw_step_noise(cuda_backend *be, int64_t step, int B) {
+  const cuvae_config *c = be->cfg;
+  const cuvae_data_parallel *dp = be->base.dp;
+  const int L = be->train_spec.samples, Bt = dp ? B * dp->size : B, r0 = dp ? B * dp->rank : 0;
+  const size_t Z = be->model->latent, D = be->model->input_dim, nz = (size_t)B * Z, nx = (size_t)B * D;
+  const uint64_t stride_x = cuvae_noise_stride((size_t)Bt * D);
+  if (be->train_spec.objective != CUVAE_OBJ_AE) {
+    const uint64_t offset = (uint64_t)step * cuvae_noise_stride((size_t)L * Bt * Z);
+    if (!dp && cuda_noise_draw(be, &be->train_noise, offset, L * nz)) return -1;
+    for (int s = 0; dp && s < L; s++)
+      if (cuda_dp_noise(be, &be->train_noise, offset, ((size_t)s * Bt + r0) * Z, nz, be->eps + s * nz, 0)) return -1;
+  }
+  if (c->binarize == CUVAE_BINARIZE_DYNAMIC) {
+    const uint64_t offset = 2 * (uint64_t)step * stride_x;
+    if (dp ? cuda_dp_noise(be, &be->data_noise, offset, (size_t)r0 * D, nx, be->data_u, 1)
+           : cuda_noise_fill(be, &be->data_noise, offset, nx, be->data_u, 1))
+      return -1;
+  }
+  if (c->corrupt.kind != CUVAE_CORRUPT_NONE) {
+    const uint64_t offset = (2 * (uint64_t)step + 1) * stride_x;
+    const int uniform = c->corrupt.kind == CUVAE_CORRUPT_MASK;
+    if (dp ? cuda_dp_noise(be, &be->data_noise, offset, (size_t)r0 * D, nx, be->data_v, uniform)
+           : cuda_noise_fill(be, &be->data_noise, offset, nx, be->data_v, uniform))
+      return -1;
+  }
+  return 0;
+}
+
 static int cuda_train_step(cuvae_backend *base, const uint32_t *rows, int B, int64_t step) {
   cuda_backend *be = (cuda_backend *)base;
-  const cuvae_config *c = be->cfg;
   const int L = be->train_spec.samples;
-  const size_t nz = (size_t)B * L * be->model->latent, nx = (size_t)B * be->model->input_dim;
   if (B >= 1 && B * L > be->max_batch)
     return cuvae_error("step %lld: %d rows x %d samples do not fit the CUDA backend (max %d)", (long long)step + 1, B,
                        L, be->max_batch);
@@ -209,17 +246,7 @@ static int cuda_train_step(cuvae_backend *base, const uint32_t *rows, int B, int
     be->step_host[slot] = step;
     CU_CHECK(cudaMemcpyAsync(be->step, &be->step_host[slot], sizeof(int64_t), cudaMemcpyHostToDevice, be->stream));
   }
-  if (be->train_spec.objective != CUVAE_OBJ_AE &&
-      cuda_noise_draw(be, &be->train_noise, (uint64_t)step * cuvae_noise_stride(nz), nz))
-    return -1;
-  /* Data noise at the offsets of include/cuvae/rng.h (the CPU backend's numbers). */
-  if (c->binarize == CUVAE_BINARIZE_DYNAMIC &&
-      cuda_noise_fill(be, &be->data_noise, 2 * (uint64_t)step * cuvae_noise_stride(nx), nx, be->data_u, 1))
-    return -1;
-  if (c->corrupt.kind != CUVAE_CORRUPT_NONE &&
-      cuda_noise_fill(be, &be->data_noise, (2 * (uint64_t)step + 1) * cuvae_noise_stride(nx), nx, be->data_v,
-                      c->corrupt.kind == CUVAE_CORRUPT_MASK))
-    return -1;
+  if (draw_step_noise(be, step, B)) return -1;
   if (be->cfg->cuda_graph && !be->sync_checks) {  /* CUVAE_CUDA_SYNC=1 launches directly, to check each launch */
     if (!be->graph || be->graph_B != B)
       if (capture_step(be, B)) return -1;
@@ -251,7 +278,8 @@ static int cuda_collect(cuvae_backend *base, cuvae_step_result *out, int *n) {
     const float *r = be->ring_host + CUVAE_STEP_SUMS * i;
     cuvae_objective_spec spec;
     cuvae_objective_for_step(be->cfg, be->pending_step[i], &spec);  /* the step's beta, for the reported objective */
-    cuda_loss_from_sums(&spec, r, be->pending_B[i], &out[i].loss);
+    const int Bt = base->dp ? be->pending_B[i] * base->dp->size : be->pending_B[i];  /* the sums are over Bt rows */
+    cuda_loss_from_sums(&spec, r, Bt, &out[i].loss);
     out[i].grad_norm = sqrt((double)r[2]);
   }
   *n = k;
@@ -302,7 +330,7 @@ static int cuda_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch
     else if (cuda_labels_upload(be, m->cond ? ds->labels + b.start : NULL, (size_t)b.B)) return -1;
     if (spec.objective != CUVAE_OBJ_AE && cuda_noise_draw(be, &be->eval_noise, b.noise_offset, (size_t)b.B * m->latent))
       return -1;
-    if (cuda_vae_forward(be, x, x, labels, b.B, &spec, 0)) return -1;
+    if (cuda_vae_forward(be, x, x, labels, b.B, b.B, &spec, 0)) return -1;
     CU_CHECK(cudaMemcpyAsync(be->ring_host, be->sums, CUVAE_STEP_SUMS * sizeof(float), cudaMemcpyDeviceToHost,
                              be->stream));
     CU_CHECK(cudaStreamSynchronize(be->stream));  /* also keeps the pageable ds->x alive for the copy above */
@@ -350,7 +378,8 @@ static int cuda_set_state(cuvae_backend *base, const float *params, const float 
 static const cuvae_backend k_cuda_ops = {
     .name = "cuda", .train_step = cuda_train_step, .collect = cuda_collect, .evaluate = cuda_evaluate,
     .get_state = cuda_get_state, .set_state = cuda_set_state, .get_grad = cuda_get_grad, .encode = cuda_encode,
-    .decode = cuda_decode, .iwae = cuda_iwae, .destroy = cuda_destroy};
+    .decode = cuda_decode, .iwae = cuda_iwae, .destroy = cuda_destroy,
+    .join_data_parallel = cuda_join_data_parallel};
 
 cuvae_backend *cuvae_backend_cuda_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train,
                                          const cuvae_dataset *eval) {

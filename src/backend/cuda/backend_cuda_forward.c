@@ -121,10 +121,10 @@ int cuda_decoder_nll(cuda_backend *be, const float *y, const float *x, float *nl
   return 0;
 }
 
-int cuda_vae_forward(cuda_backend *be, const float *x_in, const float *x, const int32_t *labels, int B,
+int cuda_vae_forward(cuda_backend *be, const float *x_in, const float *x, const int32_t *labels, int B, int Bt,
                      const cuvae_objective_spec *spec, int want_grad) {
   const cuvae_model *m = be->model;
-  const int Z = (int)m->latent, D = (int)m->input_dim, L = spec->samples, N = B * L;
+  const int Z = (int)m->latent, D = (int)m->input_dim, L = spec->samples, N = B * L, Nt = Bt * L;
   const int ae = spec->objective == CUVAE_OBJ_AE, sampled = cuvae_objective_sampled(spec);
   if (cuda_encoder_forward(be, x_in, labels, B)) return -1;
   const float *mulv = be->enc_out[m->n_enc - 1];
@@ -148,12 +148,12 @@ int cuda_vae_forward(cuda_backend *be, const float *x_in, const float *x, const 
   float *dy = want_grad ? be->grad_a : NULL;
   if (ae)
     CU_LAUNCH(be, squared_error_grad_cuda(dec_y, x, m->likelihood == CUVAE_LIK_BERNOULLI, be->nll_row, dy,
-                                     1.0f / (float)B, B, D, be->stream));
-  else if (cuda_decoder_nll(be, dec_y, x, be->nll_row, dy, be->dlv_row, sampled ? 1.0f : 1.0f / (float)N, N))
+                                     1.0f / (float)Bt, B, D, be->stream));
+  else if (cuda_decoder_nll(be, dec_y, x, be->nll_row, dy, be->dlv_row, sampled ? 1.0f : 1.0f / (float)Nt, N))
     return -1;
   if (sampled) {
     CU_LAUNCH(be, objective_weights_cuda(mulv, be->eps, be->z, be->nll_row, B, L, Z, spec->objective == CUVAE_OBJ_IWAE,
-                                    be->beta_t, 1.0f / (float)B, be->kl_s, be->weight, be->row_obj, be->stream));
+                                    be->beta_t, 1.0f / (float)Bt, be->kl_s, be->weight, be->row_obj, be->stream));
     if (dy) {
       CU_LAUNCH(be, scale_rows_cuda(dy, be->weight, N, out_cols, be->stream));
       if (m->variance == CUVAE_VAR_LEARNED_SHARED) CU_LAUNCH(be, scale_rows_cuda(be->dlv_row, be->weight, N, 1, be->stream));

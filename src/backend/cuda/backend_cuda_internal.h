@@ -39,6 +39,7 @@ typedef struct cuda_stack {
 static inline int64_t cuda_mask_ld(size_t out) { return (int64_t)((out + 127) / 128 * 128); }
 
 struct cuda_gemm_cache;
+struct cuda_dp;
 
 typedef struct cuda_backend {
   cuvae_backend base;
@@ -99,6 +100,8 @@ typedef struct cuda_backend {
   int64_t *pending_step;                      /* [max_pending] */
   int *pending_B;                             /* [max_pending] */
   int64_t step_mirror;                        /* what *step will hold after the pending steps, or -1: unknown */
+  struct cuda_dp *nccl;                       /* data parallel (base.dp set): the communicator, the comm stream
+                                                 (src/backend/cuda/backend_cuda_dp.c); NULL in one process */
 } cuda_backend;
 
 /* A kernel launch (CU_LAUNCH), cuBLAS call (CUBLAS_LAUNCH) or cuRAND generation (CURAND_LAUNCH) on the backend's
@@ -159,10 +162,11 @@ int cuda_stack_forward(cuda_backend *be, const cuda_stack *s, const float *x, in
 int cuda_decoder_nll(cuda_backend *be, const float *y, const float *x, float *nll_row, float *dy, float *dlv_row,
                      float scale, int N);
 /* The forward of the whole model on device rows (encoder input x_in, targets x, B rows) for `spec`, with be->eps
- * (and be->beta_t for a sampled KL): the forward half of cuvae_cpu_latent_objective_grad. Per-row values in
+ * (and be->beta_t for a sampled KL): the forward half of cuvae_cpu_latent_objective_grad. Every term is scaled by the
+ * batch of Bt rows (Bt = B, or data parallel: the global batch, B being this rank's slice of it). Per-row values in
  * nll_row, kl_row or kl_s, row_obj; their sums in be->sums[0, 1, 3]; with want_grad, dL/d(decoder output) in
  * be->grad_a (and dlv_row). */
-int cuda_vae_forward(cuda_backend *be, const float *x_in, const float *x, const int32_t *labels, int B,
+int cuda_vae_forward(cuda_backend *be, const float *x_in, const float *x, const int32_t *labels, int B, int Bt,
                      const cuvae_objective_spec *spec, int want_grad);
 /* The encoder on device rows x[B][D] (labels[B] on the device for a conditional model; its input [x | onehot] goes
  * through be->enc_in): (mu | lv) in be->enc_out[n_enc - 1]. */
@@ -172,8 +176,25 @@ int cuda_encoder_forward(cuda_backend *be, const float *x, const int32_t *labels
 int cuda_decoder_forward(cuda_backend *be, const float *z, const int32_t *labels, int period, int N);
 /* Conditional model: n host labels into be->labels (device, max_batch); nothing otherwise. */
 int cuda_labels_upload(cuda_backend *be, const int32_t *labels, size_t n);
-/* A step's loss (cuvae_loss) from its sums, as the CPU computes it. */
+/* A step's loss (cuvae_loss) from its sums over a batch of B rows, as the CPU computes it. */
 void cuda_loss_from_sums(const cuvae_objective_spec *spec, const float *sums, int B, cuvae_loss *out);
+
+/* src/backend/cuda/backend_cuda_dp.c: data parallel over NCCL (docs/DISTRIBUTED.md). join: the backend's
+ * join_data_parallel (the communicator from rank 0's id, broadcast by dp; -1 with a message in a build without
+ * NCCL); destroy: frees what join made (nothing without it). In the step (no-ops in one process and in the warm-up
+ * pass): grad_ready, after the backward has finished grad[from, n): starts the all-reduce of a full bucket on the comm
+ * stream; step_sums, after the backward: the rest of the gradient and the loss sums be->sums, then the step's stream
+ * waits for them. noise: values [skip, skip + n) of the draw of stream g at offset, into dst (a Philox block holding
+ * value skip is drawn into a scratch, the slice copied). set_bucket (tests): the bucket, in floats; buckets: the
+ * gradient all-reduces enqueued since the join (a captured step's count once). */
+int cuda_join_data_parallel(cuvae_backend *be, const cuvae_data_parallel *dp);
+void cuda_dp_destroy(cuda_backend *be);
+int cuda_dp_grad_ready(cuda_backend *be, size_t from);
+int cuda_dp_step_sums(cuda_backend *be);
+int cuda_dp_noise(cuda_backend *be, dev_noise *g, uint64_t offset, uint64_t skip, size_t n, float *dst,
+                  int uniform);
+void cuda_dp_set_bucket(cuvae_backend *be, size_t floats);
+long long cuda_dp_buckets(const cuvae_backend *be);
 
 /* The vtable entries of src/backend/backend.h implemented outside backend_cuda.c: src/backend/cuda/backend_cuda_codec.c (encode,
  * decode) and src/backend/cuda/backend_cuda_iwae.c (importance-weighted log-likelihood). */

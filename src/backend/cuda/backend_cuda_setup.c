@@ -43,6 +43,7 @@ void cuda_destroy(cuvae_backend *base) {
   if (!be) return;
   if (be->stream) cudaStreamSynchronize(be->stream);
   if (be->graph) cudaGraphExecDestroy(be->graph);
+  cuda_dp_destroy(be);  /* after the graph, which holds its collectives */
   void *bufs[] = {be->state,   be->train_x, be->eval_x,       be->x,            be->rows,    be->eps,
                   be->z,       be->dz,      be->dmulv,        be->grad_a,       be->grad_b,  be->kl_row,
                   be->nll_row, be->sums,    be->sum_partials, be->adam_scalars, be->step,    be->flags,

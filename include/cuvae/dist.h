@@ -32,10 +32,6 @@ int cuvae_dist_any(int flag);
 /* Collective: buf[0..bytes) <- rank 0's. */
 int cuvae_dist_broadcast(void *buf, size_t bytes);
 
-/* The gradient all-reduce's bucket: large enough that a bucket's latency is small against its transfer, small enough
- * that the first buckets start early in the backward (docs/DISTRIBUTED.md). */
-#define CUVAE_DIST_BUCKET_BYTES ((size_t)4 << 20)
-
 /* The data-parallel hooks (src/backend/data_parallel.h) for a gradient buffer of n floats, summed over the ranks in
  * buckets of bucket_bytes started as the backward finishes them (MPI_Iallreduce). NULL with a message on failure;
  * also NULL without a message in a single process (nothing to do). */

@@ -13,6 +13,10 @@
 extern "C" {
 #endif
 
+/* The gradient's bucket, on every backend: large enough that a bucket's latency is small against its transfer, small
+ * enough that the first buckets start early in the backward (docs/DISTRIBUTED.md). */
+#define CUVAE_DP_BUCKET_BYTES ((size_t)4 << 20)
+
 typedef struct cuvae_data_parallel {
   int rank, size;  /* this process's rank in [0, size); size >= 2 (one process needs no hooks) */
   void *ctx;       /* the distributed layer's state */

@@ -290,7 +290,7 @@ static int build_run(run *r, const cuvae_config *cfg, const cuvae_train_opts *op
   r->be = cuvae_backend_create(opts->device ? opts->device : "auto", &r->model, cfg, &r->train, &r->test);
   if (!r->be) return -1;
   if (r->ranks > 1) {
-    r->dp = cuvae_dist_data_parallel_sharded(r->model.n_params, CUVAE_DIST_BUCKET_BYTES, cfg->shard_optimizer);
+    r->dp = cuvae_dist_data_parallel_sharded(r->model.n_params, CUVAE_DP_BUCKET_BYTES, cfg->shard_optimizer);
     if (!r->dp || cuvae_backend_join_data_parallel(r->be, r->dp)) return -1;
   }
   if (r->be->notice[0]) fprintf(log, "note: %s\n", r->be->notice);

@@ -55,7 +55,7 @@ cuvae_data_parallel one_rank_hooks(size_t n) {  // rank 0 of 1, not sharded: the
 struct Hooks {
   cuvae_data_parallel one, *dp = nullptr;
   explicit Hooks(size_t n) : one(one_rank_hooks(n)) {
-    dp = g_one_rank ? &one : cuvae_dist_data_parallel(n, CUVAE_DIST_BUCKET_BYTES);
+    dp = g_one_rank ? &one : cuvae_dist_data_parallel(n, CUVAE_DP_BUCKET_BYTES);
     EXPECT_NE(dp, nullptr) << cuvae_last_error();
   }
   ~Hooks() {

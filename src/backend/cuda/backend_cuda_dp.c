@@ -2,8 +2,10 @@
  * (rank 0's unique id broadcast over the engine's hooks), the rank's slice of each step's noise, and the step's sums
  * over the ranks: the gradient all-reduced in buckets on a stream of its own as the backward finishes each layer, the
  * step's loss sums after it, joined before the norm; all enqueued in the step's stream order, so they are captured
- * into the step's CUDA graph. A build without NCCL (no MPI, or no libnccl) refuses data parallel with a message. */
+ * into the step's CUDA graph. A build without NCCL (no MPI, or no nccl.h) refuses data parallel with a message.
+ * The native build loads libnccl.so.2 when a backend first joins (dlopen), so one-process runs never need NCCL. */
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
 #include <curand.h>
 #include <stdlib.h>
 
@@ -25,17 +27,54 @@
 #if CUVAE_CUDA_NCCL
 #include <nccl.h>
 
+/* The NCCL calls the backend makes, through one table: the emulation's (linked), or libnccl's (dlopen). */
+typedef struct nccl_api {
+  ncclResult_t (*get_unique_id)(ncclUniqueId *id);
+  ncclResult_t (*comm_init_rank)(ncclComm_t *comm, int nranks, ncclUniqueId id, int rank);
+  ncclResult_t (*comm_destroy)(ncclComm_t comm);
+  ncclResult_t (*all_reduce)(const void *send, void *recv, size_t count, ncclDataType_t type, ncclRedOp_t op,
+                             ncclComm_t comm, cudaStream_t stream);
+  const char *(*error_string)(ncclResult_t rc);
+} nccl_api;
+
+static nccl_api g_nccl;
+
+#if defined(CUVAE_CUDA_EMU)
+static int load_nccl(void) {
+  g_nccl = (nccl_api){ncclGetUniqueId, ncclCommInitRank, ncclCommDestroy, ncclAllReduce, ncclGetErrorString};
+  return 0;
+}
+#else
+/* libnccl.so.2 (the CUDA toolkit's, or on LD_LIBRARY_PATH), once; kept loaded for the process. */
+static int load_nccl(void) {
+  if (g_nccl.all_reduce) return 0;
+  void *lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+  if (!lib) lib = dlopen("libnccl.so", RTLD_NOW | RTLD_LOCAL);
+  if (!lib)
+    return cuvae_error("the CUDA backend needs NCCL to train on several ranks, and libnccl.so.2 could not be loaded "
+                       "(%s); install NCCL or put it on LD_LIBRARY_PATH", dlerror());
+  nccl_api a;
+  *(void **)&a.get_unique_id = dlsym(lib, "ncclGetUniqueId");
+  *(void **)&a.comm_init_rank = dlsym(lib, "ncclCommInitRank");
+  *(void **)&a.comm_destroy = dlsym(lib, "ncclCommDestroy");
+  *(void **)&a.all_reduce = dlsym(lib, "ncclAllReduce");
+  *(void **)&a.error_string = dlsym(lib, "ncclGetErrorString");
+  if (!a.get_unique_id || !a.comm_init_rank || !a.comm_destroy || !a.all_reduce || !a.error_string)
+    return cuvae_error("libnccl.so.2 lacks an NCCL function cuvae calls (ncclGetUniqueId, ncclCommInitRank, "
+                       "ncclCommDestroy, ncclAllReduce, ncclGetErrorString)");
+  g_nccl = a;
+  return 0;
+}
+#endif
+
 #define NCCL_CHECK(call)                                                                                      \
   do {                                                                                                        \
     const ncclResult_t nc_rc_ = (call);                                                                       \
     if (nc_rc_ != ncclSuccess)                                                                                \
-      return cuvae_error("%s:%d: %s failed: %s", __FILE__, __LINE__, #call, ncclGetErrorString(nc_rc_));      \
+      return cuvae_error("%s:%d: %s failed: %s", __FILE__, __LINE__, #call, g_nccl.error_string(nc_rc_));     \
   } while (0)
 
-/* The gradient's bucket: the size the engine's CPU all-reduce uses (CUVAE_DIST_BUCKET_BYTES, include/cuvae/dist.h,
- * which the backend layer does not include): large enough that a bucket's latency is small against its transfer,
- * small enough that the first buckets start early in the backward. */
-enum { CUDA_DP_BUCKET_BYTES = 4 << 20, CUDA_DP_EVENTS = 2 * CUVAE_MAX_LAYERS + 1 };
+enum { CUDA_DP_EVENTS = 2 * CUVAE_MAX_LAYERS + 1 };  /* a bucket ends at a layer: at most one per layer, plus the rest */
 
 struct cuda_dp {
   ncclComm_t comm;
@@ -53,7 +92,7 @@ void cuda_dp_destroy(cuda_backend *be) {
   struct cuda_dp *d = be->nccl;
   if (!d) return;
   if (d->stream) cudaStreamSynchronize(d->stream);
-  if (d->comm) ncclCommDestroy(d->comm);
+  if (d->comm) g_nccl.comm_destroy(d->comm);
   for (int i = 0; i < CUDA_DP_EVENTS; i++)
     if (d->ready[i]) cudaEventDestroy(d->ready[i]);
   if (d->done) cudaEventDestroy(d->done);
@@ -68,11 +107,11 @@ void cuda_dp_destroy(cuda_backend *be) {
 static int init_comm(cuda_backend *be, struct cuda_dp *d, const cuvae_data_parallel *dp) {
   ncclUniqueId id = {{0}};
   CU_CHECK(cudaStreamSynchronize(be->stream));
-  const int got = dp->rank == 0 ? (int)ncclGetUniqueId(&id) : (int)ncclSuccess;
+  const int got = dp->rank == 0 ? (int)g_nccl.get_unique_id(&id) : (int)ncclSuccess;
   if (dp->broadcast(dp->ctx, &id, sizeof id)) return -1;
   if (got != (int)ncclSuccess)
-    return cuvae_error("rank 0: ncclGetUniqueId failed: %s", ncclGetErrorString((ncclResult_t)got));
-  NCCL_CHECK(ncclCommInitRank(&d->comm, dp->size, id, dp->rank));
+    return cuvae_error("rank 0: ncclGetUniqueId failed: %s", g_nccl.error_string((ncclResult_t)got));
+  NCCL_CHECK(g_nccl.comm_init_rank(&d->comm, dp->size, id, dp->rank));
   return 0;
 }
 
@@ -96,10 +135,11 @@ int cuda_join_data_parallel(cuvae_backend *base, const cuvae_data_parallel *dp) 
                        dp ? dp->size : 0);
   if (be->nccl) return cuvae_error("the CUDA backend has already joined data-parallel training");
   if (be->n_pending) return cuvae_error("join data parallel: %d training steps are pending", be->n_pending);
+  if (load_nccl()) return -1;
   struct cuda_dp *d = calloc(1, sizeof *d);
   if (!d) return cuvae_error("out of memory joining data-parallel training");
   be->nccl = d;
-  d->bucket = CUDA_DP_BUCKET_BYTES / sizeof(float);
+  d->bucket = CUVAE_DP_BUCKET_BYTES / sizeof(float);
   d->started = be->model->n_params;
   if (init_comm(be, d, dp) || init_streams(be, d)) {
     cuda_dp_destroy(be);
@@ -133,8 +173,8 @@ static int start_sum(cuda_backend *be, struct cuda_dp *d, size_t from) {
   cudaEvent_t ev = d->ready[d->n_ready++];
   CU_CHECK(cudaEventRecord(ev, be->stream));
   CU_CHECK(cudaStreamWaitEvent(d->stream, ev, 0));
-  NCCL_CHECK(ncclAllReduce(be->grad + from, be->grad + from, d->started - from, ncclFloat32, ncclSum, d->comm,
-                           d->stream));
+  NCCL_CHECK(g_nccl.all_reduce(be->grad + from, be->grad + from, d->started - from, ncclFloat32, ncclSum, d->comm,
+                               d->stream));
   d->started = from;
   d->buckets++;
   return 0;
@@ -152,7 +192,7 @@ int cuda_dp_step_sums(cuda_backend *be) {
   if (d->started > 0 && start_sum(be, d, 0)) return -1;  /* what is left of the gradient */
   /* The loss sums (be->sums[0, 1, 3], written by the forward; [2], the sum of g^2, is written after this, by
    * sum_squares_cuda of the summed gradient), then the step's stream waits for every sum. */
-  NCCL_CHECK(ncclAllReduce(be->sums, be->sums, CUVAE_STEP_SUMS, ncclFloat32, ncclSum, d->comm, d->stream));
+  NCCL_CHECK(g_nccl.all_reduce(be->sums, be->sums, CUVAE_STEP_SUMS, ncclFloat32, ncclSum, d->comm, d->stream));
   CU_CHECK(cudaEventRecord(d->done, d->stream));
   CU_CHECK(cudaStreamWaitEvent(be->stream, d->done, 0));
   d->started = be->model->n_params;

@@ -34,12 +34,14 @@ typedef struct options {
   double bucket_mib;    /* the all-reduce's bucket; 0: one sum of the whole gradient after the backward */
   int no_allreduce;     /* ranks train their slices without summing (the compute alone, under the same load) */
   int blocking_sum;     /* the gradient summed by one blocking MPI_Allreduce after the backward, not in buckets */
+  int shard_optimizer;  /* [train] shard_optimizer (ZeRO-1): reduce-scatter, Adam on the rank's shard, all-gather */
 } options;
 
 static void usage(FILE *out) {
   fprintf(out,
           "usage: [mpirun -np N] cuvae-bench-dp CONFIG [--threads T] [--steps N] [--warmup W] [--reps R]\n"
-          "                                      [--bucket-mib M] [--no-allreduce] [--blocking-sum]\n\n"
+          "                                      [--bucket-mib M] [--no-allreduce] [--blocking-sum]\n"
+          "                                      [--shard-optimizer]\n\n"
           "Times training steps of CONFIG on the CPU backend, data parallel over the ranks of an MPI job (one\n"
           "process: the baseline), and prints from rank 0 one JSON line: step time (median, mean), samples/s, the\n"
           "gradient all-reduce (blocking MPI_Allreduce of the whole gradient timed alone; the wait after the\n"
@@ -56,6 +58,8 @@ static void usage(FILE *out) {
           "                  of a data-parallel step alone, under the same load; not a training of one model)\n"
           "  --blocking-sum  with N ranks: the gradient summed by one blocking MPI_Allreduce after the backward\n"
           "                  instead of the distributed layer's buckets (a prototype, measured in this program only)\n"
+          "  --shard-optimizer  with N ranks: [train] shard_optimizer = true (ZeRO-1: the gradient reduce-scattered,\n"
+          "                  Adam on each rank's shard, the parameters all-gathered)\n"
           "  -h, --help      this help\n\n"
           "example:\n"
           "  mpirun -np 2 --bind-to core cuvae-bench-dp configs/bench/C.ini --threads 1 --steps 20 --warmup 3\n"
@@ -77,7 +81,7 @@ static int parse_int(const char *flag, const char *s, int lo, int hi, int *out) 
 
 /* 0 ok, 1 --help printed, -1 usage error (message printed). */
 static int parse_args(int argc, char **argv, options *o) {
-  *o = (options){NULL, -1, 20, 3, 5, (double)CUVAE_DP_BUCKET_BYTES / (1 << 20), 0, 0};
+  *o = (options){NULL, -1, 20, 3, 5, (double)CUVAE_DP_BUCKET_BYTES / (1 << 20), 0, 0, 0};
   for (int i = 1; i < argc; i++) {
     const char *v;
     int bad = 0;
@@ -88,6 +92,8 @@ static int parse_args(int argc, char **argv, options *o) {
       o->no_allreduce = 1;
     } else if (strcmp(argv[i], "--blocking-sum") == 0) {
       o->blocking_sum = 1;
+    } else if (strcmp(argv[i], "--shard-optimizer") == 0) {
+      o->shard_optimizer = 1;
     } else if ((v = cli_flag_value(argc, argv, &i, "--threads", &bad))) {
       if (parse_int("--threads", v, 0, 1024, &o->threads)) return -1;
     } else if ((v = cli_flag_value(argc, argv, &i, "--steps", &bad))) {
@@ -115,8 +121,8 @@ static int parse_args(int argc, char **argv, options *o) {
     }
     if (bad) return -1;
   }
-  if (o->no_allreduce && o->blocking_sum) {
-    fprintf(stderr, "cuvae-bench-dp: error: --no-allreduce and --blocking-sum exclude each other\n");
+  if (o->no_allreduce + o->blocking_sum + o->shard_optimizer > 1) {
+    fprintf(stderr, "cuvae-bench-dp: error: --no-allreduce, --blocking-sum and --shard-optimizer exclude each other\n");
     return -1;
   }
   if (!o->config) {
@@ -136,7 +142,7 @@ typedef struct probe {
   const cuvae_data_parallel *real;
   size_t n;                         /* gradient floats */
   int blocking;                     /* --blocking-sum: grad_ready does nothing, grad_finish one MPI_Allreduce */
-  double ready_s, finish_s, sum_s;  /* summed over the timed steps */
+  double ready_s, finish_s, sum_s, gather_s;  /* summed over the timed steps (gather: params_gather, sharded) */
   long long ready_calls;
   double last_hook_end;             /* when the last hook of the step returned */
 } probe;
@@ -177,6 +183,19 @@ static int probe_broadcast(void *ctx, void *buf, size_t bytes) {
   return p->real->broadcast(p->real->ctx, buf, bytes);
 }
 
+static int probe_params_gather(void *ctx, float *params) {
+  probe *p = ctx;
+  const double t0 = bench_now();
+  const int rc = p->real->params_gather(p->real->ctx, params);
+  p->gather_s += bench_now() - t0;
+  return rc;
+}
+
+static int probe_state_gather(void *ctx, const float *m_shard, const float *v_shard, float *m, float *v) {
+  probe *p = ctx;
+  return p->real->state_gather(p->real->ctx, m_shard, v_shard, m, v);
+}
+
 static void probe_init(probe *p, const cuvae_data_parallel *real, size_t n, int blocking) {
   memset(p, 0, sizeof *p);
   p->real = real;
@@ -188,6 +207,8 @@ static void probe_init(probe *p, const cuvae_data_parallel *real, size_t n, int 
   p->hooks.grad_finish = probe_finish;
   p->hooks.sum = probe_sum;
   p->hooks.broadcast = probe_broadcast;
+  p->hooks.params_gather = real->params_gather ? probe_params_gather : NULL;
+  p->hooks.state_gather = real->state_gather ? probe_state_gather : NULL;
 }
 
 /* ---- the run ----------------------------------------------------------------------------------------------------- */
@@ -210,6 +231,7 @@ typedef struct figures {
   double wait_s, buckets;                /* per step */
   double ready_s, sum_s, after_s;        /* per step: inside grad_ready, the loss sum, after the last hook */
   double ready_calls;                    /* per step */
+  double gather_s;                       /* per step: the parameters' all-gather (sharded) */
   double allreduce_s;                    /* blocking MPI_Allreduce of the whole gradient, alone (median) */
   double bucketed_s;                     /* the step's buckets through the hooks with no backward to hide in */
   double optimizer_s;                    /* gradient norm + Adam over the whole buffer, all ranks at once */
@@ -262,6 +284,7 @@ static int build(run *r) {
   cuvae_config_defaults(&r->cfg);
   if (cuvae_config_load_file(&r->cfg, r->opt.config)) return -1;
   if (r->opt.threads >= 0) r->cfg.threads = r->opt.threads;
+  if (r->opt.shard_optimizer) r->cfg.shard_optimizer = 1;
   if (cuvae_config_finalize(&r->cfg) || cuvae_load_split(&r->cfg, CUVAE_SPLIT_TRAIN, &r->data)) return -1;
   if ((size_t)r->cfg.batch_size > r->data.n)
     return cuvae_error("%s: [train] batch_size %d is larger than the training set (%zu examples)", r->opt.config,
@@ -276,7 +299,7 @@ static int build(run *r) {
   r->bucket_bytes = r->opt.bucket_mib > 0.0 ? (size_t)(r->opt.bucket_mib * (1 << 20))
                                             : (r->model.n_params + 1) * sizeof(float);
   if (r->ranks > 1 && !r->opt.no_allreduce) {
-    r->dp = cuvae_dist_data_parallel(r->model.n_params, r->bucket_bytes);
+    r->dp = cuvae_dist_data_parallel_sharded(r->model.n_params, r->bucket_bytes, r->opt.shard_optimizer);
     if (!r->dp) return -1;
     probe_init(&r->pr, r->dp, r->model.n_params, r->opt.blocking_sum);
     if (cuvae_backend_join_data_parallel(r->be, &r->pr.hooks)) return -1;
@@ -336,10 +359,11 @@ static int time_steps(run *r, figures *f) {
   long long buckets1 = 0;
   cuvae_dist_grad_stats(r->dp, &wait1, &buckets1);
   if (r->opt.blocking_sum) wait1 = wait0 + r->pr.finish_s - before.finish_s;  /* the probe's own sum */
-  double v[6] = {(wait1 - wait0) / N, (r->pr.ready_s - before.ready_s) / N, (r->pr.sum_s - before.sum_s) / N,
-                 after / N, (double)(buckets1 - buckets0) / N, (double)(r->pr.ready_calls - before.ready_calls) / N};
+  double v[7] = {(wait1 - wait0) / N, (r->pr.ready_s - before.ready_s) / N, (r->pr.sum_s - before.sum_s) / N,
+                 after / N, (double)(buckets1 - buckets0) / N, (double)(r->pr.ready_calls - before.ready_calls) / N,
+                 (r->pr.gather_s - before.gather_s) / N};
   double self = c1.self - c0.self;  /* summed over the ranks: the job's own CPU time */
-  rc = max_over_ranks(r, t, N) || max_over_ranks(r, v, 6) ||
+  rc = max_over_ranks(r, t, N) || max_over_ranks(r, v, 7) ||
        (r->ranks > 1 && MPI_Allreduce(MPI_IN_PLACE, &self, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS);
   f->background = c0.cpus && c1.wall > c0.wall
                      ? fmin(1.0, fmax(0.0, ((c1.machine - c0.machine) - self) / ((c1.wall - c0.wall) * c0.cpus)))
@@ -358,6 +382,7 @@ static int time_steps(run *r, figures *f) {
     f->after_s = v[3];
     f->buckets = v[4];
     f->ready_calls = v[5];
+    f->gather_s = v[6];
   }
   free(t);
   return rc ? -1 : 0;
@@ -495,6 +520,7 @@ static void print_json(const run *r, const figures *f) {
   printf("\"allreduce\": \"%s\", ", r->ranks == 1          ? "none (one process)"
                                    : !summed               ? "none (--no-allreduce)"
                                    : r->opt.blocking_sum   ? "blocking (--blocking-sum)"
+                                   : r->opt.shard_optimizer ? "sharded (--shard-optimizer)"
                                                            : "overlapped");
   json_num("background", f->background, ", ");
   json_num("step_median_s", f->median_s, ", ");
@@ -512,6 +538,7 @@ static void print_json(const run *r, const figures *f) {
   json_num("in_grad_ready_s", summed ? f->ready_s : NAN, ", ");
   json_num("grad_ready_calls", summed ? f->ready_calls : NAN, ", ");
   json_num("loss_sum_s", summed ? f->sum_s : NAN, ", ");
+  json_num("params_gather_s", summed && r->opt.shard_optimizer ? f->gather_s : NAN, ", ");
   json_num("after_sums_s", summed ? f->after_s : NAN, "}\n");
   fflush(stdout);
 }

@@ -152,7 +152,11 @@ TEST(EvalPass, DataParallelRankTakesEveryThirdBatch) {
     }
   };
   double others[2] = {30.0, 5.0};  // the other ranks' recon and KL sums
-  cuvae_data_parallel dp = {1, 3, others, nullptr, nullptr, Fake::sum, nullptr};
+  cuvae_data_parallel dp{};
+  dp.rank = 1;
+  dp.size = 3;
+  dp.ctx = others;
+  dp.sum = Fake::sum;
   cuvae_eval_pass p;
   ASSERT_EQ(cuvae_eval_pass_begin(&p, 22, 4, 3, &dp), 0) << cuvae_last_error();
   cuvae_eval_batch b;

@@ -96,7 +96,7 @@ int cuvae_eval_pass_end(cuvae_eval_pass *p, cuvae_loss *out) {
 }
 
 int cuvae_backend_join_data_parallel(cuvae_backend *be, const cuvae_data_parallel *dp) {
-  if (dp && dp->sharded && strcmp(be->name, "cpu") != 0)
+  if (dp && dp->sharded && strcmp(be->name, "cpu") != 0 && strcmp(be->name, "cuda") != 0)
     return cuvae_error("[train] shard_optimizer = true: the %s backend does not shard Adam's state yet; use --device "
                        "cpu, or shard_optimizer = false", be->name);
   if (be->join_data_parallel) return be->join_data_parallel(be, dp);  /* the CUDA backend: its communicator */

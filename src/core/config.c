@@ -108,7 +108,7 @@ const key_def cfg_keys[] = {
      "(off; same results bit for bit)", 0},
     {"train", "shard_optimizer", T_ENUM, FIELD(shard_optimizer), 0, 0, 0, "false", cfg_false_true,
      "several ranks (mpirun): ZeRO-1, each rank keeps and updates only its 1/N of Adam's m and v; the gradient is "
-     "reduce-scattered and the parameters all-gathered (CPU backend; no effect in one process)", 0},
+     "reduce-scattered and the parameters all-gathered (CPU and CUDA backends; no effect in one process)", 0},
     {"train", "objective", T_ENUM, FIELD(objective), 0, 0, 0, "elbo", cfg_objectives,
      "elbo (negative ELBO, `samples` draws of z per example), iwae (importance-weighted bound with K = samples), "
      "ae (autoencoder: z = mu, squared error, no KL, no noise)", 0},

@@ -4,13 +4,16 @@
 // slice. Checked every step: CUDA against CPU (the parity bounds of test_backend_parity.cc, parity_util.h), and CUDA
 // against one process's CPU run of the whole global batch (the bound of docs/DISTRIBUTED.md); the ranks hold the same
 // parameter bits; the graph on and off, and gradient buckets of any size, give the same bits; the sharded evaluation
-// equals the CPU's within the parity bound and one process's within the addition of the ranks' sums.
+// equals the CPU's within the parity bound and one process's within the addition of the ranks' sums. Sharded (ZeRO-1,
+// [train] shard_optimizer): the CUDA backend against the CPU's sharded ranks and its own unsharded run, get_state's
+// gathered m and v, set_state's kept shard, bf16's remade weights.
 // Every rank runs every test and checks its own results; mpirun fails when any rank does. A job of one process (no
 // launcher, or mpirun -np 1) joins data parallel through hooks of this program (size 1: NCCL with one rank), so the
 // NCCL path also runs where one GPU cannot hold two ranks (the native build, label gpu, in the GPU bundle's
 // gpu_tests stage); there the CUDA backend must equal its one-process self bit for bit.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -40,22 +43,36 @@ int one_grad_ready(void *, float *, size_t) { return 0; }
 int one_grad_finish(void *, float *) { return 0; }
 int one_sum(void *, double *, int) { return 0; }
 int one_broadcast(void *, void *, size_t) { return 0; }
-cuvae_data_parallel one_rank_hooks(size_t n) {  // rank 0 of 1, not sharded: the whole buffer [0, n)
+int one_params_gather(void *, float *) { return 0; }
+int one_state_gather(void *ctx, const float *m_shard, const float *v_shard, float *m, float *v) {
+  const size_t n = *static_cast<const size_t *>(ctx);  // one rank: its shard is the whole buffer
+  if (m) std::copy(m_shard, m_shard + n, m);
+  if (v) std::copy(v_shard, v_shard + n, v);
+  return 0;
+}
+// Rank 0 of 1: the whole buffer [0, n), sharded (ZeRO-1: one shard) or not; ctx points to n.
+cuvae_data_parallel one_rank_hooks(size_t *n, int sharded) {
   cuvae_data_parallel dp{};
   dp.size = 1;
-  dp.shard_end = n;
+  dp.ctx = n;
+  dp.shard_end = *n;
   dp.grad_ready = one_grad_ready;
   dp.grad_finish = one_grad_finish;
   dp.sum = one_sum;
   dp.broadcast = one_broadcast;
+  dp.sharded = sharded;
+  dp.params_gather = one_params_gather;
+  dp.state_gather = one_state_gather;
   return dp;
 }
 
-// The hooks a backend joins with: the engine's (cuvae_dist_data_parallel), or in a job of one process this program's.
+// The hooks a backend joins with: the engine's (cuvae_dist_data_parallel_sharded), or in a job of one process this
+// program's. sharded: ZeRO-1 ([train] shard_optimizer).
 struct Hooks {
+  size_t n;
   cuvae_data_parallel one, *dp = nullptr;
-  explicit Hooks(size_t n) : one(one_rank_hooks(n)) {
-    dp = g_one_rank ? &one : cuvae_dist_data_parallel(n, CUVAE_DP_BUCKET_BYTES);
+  explicit Hooks(size_t n_params, int sharded = 0) : n(n_params), one(one_rank_hooks(&n, sharded)) {
+    dp = g_one_rank ? &one : cuvae_dist_data_parallel_sharded(n, CUVAE_DP_BUCKET_BYTES, sharded);
     EXPECT_NE(dp, nullptr) << cuvae_last_error();
   }
   ~Hooks() {
@@ -201,6 +218,183 @@ INSTANTIATE_TEST_SUITE_P(Models, DataParallel, ::testing::Combine(::testing::Val
                            return std::string(std::get<0>(i.param).c.name) +
                                   (std::get<1>(i.param) ? "_graph" : "_direct");
                          });
+
+// ZeRO-1 ([train] shard_optimizer, docs/DISTRIBUTED.md): on each rank the CPU backend sharded, the CUDA backend
+// sharded and the CUDA backend unsharded, on the same slices.
+struct ShardedRanks {
+  Fixture f;
+  cuvae_config gpu_cfg;
+  Hooks hc, hs, hu;
+  cuvae_backend *cpu = nullptr, *shard = nullptr, *whole = nullptr;
+  ShardedRanks(const DpCase &d, int graph)
+      : f(d.c, d.tweak), gpu_cfg(f.cfg), hc(f.m.n_params, 1), hs(f.m.n_params, 1), hu(f.m.n_params, 0) {
+    gpu_cfg.cuda_graph = graph;
+    cpu = cuvae_backend_cpu_create(&f.m, &f.cfg, &f.ds, &f.ds);
+    shard = cuvae_backend_cuda_create(&f.m, &gpu_cfg, &f.ds, &f.ds);
+    whole = cuvae_backend_cuda_create(&f.m, &gpu_cfg, &f.ds, &f.ds);
+    EXPECT_TRUE(cpu && shard && whole) << cuvae_last_error();
+    if (!ok()) return;
+    EXPECT_EQ(cuvae_backend_join_data_parallel(cpu, hc.dp), 0) << cuvae_last_error();
+    EXPECT_EQ(cuvae_backend_join_data_parallel(shard, hs.dp), 0) << cuvae_last_error();
+    EXPECT_EQ(cuvae_backend_join_data_parallel(whole, hu.dp), 0) << cuvae_last_error();
+  }
+  ~ShardedRanks() {
+    for (cuvae_backend *be : {cpu, shard, whole})
+      if (be) be->destroy(be);
+  }
+  bool ok() const { return cpu && shard && whole && hc.dp && hs.dp && hu.dp; }
+};
+
+std::vector<float> grad_of(cuvae_backend *be, size_t n) {
+  std::vector<float> g(n);
+  EXPECT_EQ(be->get_grad(be, g.data()), 0) << cuvae_last_error();
+  return g;
+}
+
+// The sharded CUDA step against the unsharded one. The gradient's sums (the reduce-scatter adds in rank order what
+// the all-reduce adds) and the losses are the same bits with any N under the emulation. The norm adds the blocks'
+// float sums of squares instead of one tree over the buffer: each is within depth x u of the exact sum (tree depth
+// <= 24 for these buffers, u = 2^-24: 1.5e-6 relative), so the norms agree within 1.5e-6 (the square root halves
+// it): 2e-6 relative. Adam reads the norm only to clip, so without clipping (clip 0) m, v and the parameters stay the
+// same bits. With clipping the scale differs by that 2e-6 and Adam's update m / sqrt(v) is invariant to the scale but
+// for eps: the updates differ by lr x 2e-6 = 2e-9, so a parameter rounds at most one ulp the other way a step
+// (|p| < 1, checked: ulp 6e-8), 6 steps: 3.6e-7, atol 4e-7 (measured: 3e-8). The next steps' gradients are those
+// of parameters that differ by that much: no bits, the losses within run_both's 1e-5 + 1e-4 relative, m and v within
+// expect_state_close's bounds.
+void expect_shard_equals_whole(const ShardedRanks &r, const cuvae_step_result &rs, const cuvae_step_result &rw,
+                               const std::string &at, bool clipped, int64_t t) {
+  const size_t n = r.f.m.n_params, lo = r.hs.dp->shard_begin, hi = r.hs.dp->shard_end;
+  if (clipped) {
+    expect_near_rel(rw.loss.objective, rs.loss.objective, 1e-5, 1e-4, at + " objective against unsharded");
+    expect_near_rel(rw.grad_norm, rs.grad_norm, 1e-5, 1e-3, at + " gradient norm against unsharded");
+  }
+  if (!clipped || t == 0) {
+    EXPECT_EQ(rs.loss.objective, rw.loss.objective) << at;
+    EXPECT_EQ(rs.loss.nelbo, rw.loss.nelbo) << at;
+    EXPECT_EQ(rs.loss.kl, rw.loss.kl) << at;
+    expect_near_rel(rw.grad_norm, rs.grad_norm, 0.0, 2e-6, at + " gradient norm against unsharded");
+    const std::vector<float> gs = grad_of(r.shard, n), gw = grad_of(r.whole, n);
+    EXPECT_TRUE(std::equal(gs.begin() + (long)lo, gs.begin() + (long)hi, gw.begin() + (long)lo))
+        << at << ": the shard's summed gradient differs from the all-reduced one";
+  }
+  const State s = state_of(r.shard, n), w = state_of(r.whole, n);
+  if (clipped) {
+    bool ok;
+    EXPECT_LT(max_abs(w.p), 1.0) << at << ": the bound's ulp";
+    const double dp = max_diff(w.p, s.p, 4e-7, 0.0, &ok);
+    EXPECT_TRUE(ok) << at << ": parameters differ from unsharded by " << dp;
+    if (rank() == 0) expect_state_close(w, s, 4e-7, (at + " against unsharded").c_str());  // m, v: its bounds
+    return;
+  }
+  EXPECT_EQ(s.p, w.p) << at << ": parameters";
+  if (rank() == 0) {  // the gathered moments (rank 0's)
+    EXPECT_EQ(s.m, w.m) << at << ": Adam m";
+    EXPECT_EQ(s.v, w.v) << at << ": Adam v";
+  }
+}
+
+class ShardedDataParallel : public ::testing::TestWithParam<std::tuple<DpCase, int>> {};
+
+// Steps [0, c.steps): the sharded CUDA backend against the sharded CPU backend within the bounds of the unsharded
+// test above (losses, norm, every gradient tensor: the shard's sums, the rest each rank's own part on both; the state
+// after 1 and all steps, m and v as get_state gathers them on rank 0), and against the unsharded CUDA backend
+// (expect_shard_equals_whole). The memory plan names the shard. Then set_state of the unsharded backend's state into
+// a fresh sharded one: get_state gives it back (m and v gathered from the kept shards), and a step from it equals the
+// unsharded backend's step.
+TEST_P(ShardedDataParallel, CudaShardsTrainAsTheCpuShardsAndTheUnshardedCuda) {
+  const DpCase d = std::get<0>(GetParam());
+  const Case &c = d.c;
+  ShardedRanks r(d, std::get<1>(GetParam()));
+  ASSERT_TRUE(r.ok());
+  const int B = c.B / ranks();
+  const size_t n = r.f.m.n_params;
+  const std::string plan = r.shard->memory_plan, mine = "shard " + std::to_string(rank() + 1) + " of " +
+                                                        std::to_string(ranks());
+  EXPECT_NE(plan.find(mine), std::string::npos) << plan;
+  EXPECT_NE(plan.find("per rank"), std::string::npos) << plan;
+  for (int64_t t = 0; t < c.steps; t++) {
+    const std::vector<uint32_t> rows = my_rows(rows_of(c, r.f.cfg.seed, t));
+    cuvae_step_result rc, rs, rw;
+    ASSERT_EQ(cuvae_backend_step(r.cpu, rows.data(), B, t, &rc), 0) << cuvae_last_error();
+    ASSERT_EQ(cuvae_backend_step(r.shard, rows.data(), B, t, &rs), 0) << cuvae_last_error();
+    ASSERT_EQ(cuvae_backend_step(r.whole, rows.data(), B, t, &rw), 0) << cuvae_last_error();
+    const std::string at = std::string(c.name) + " sharded step " + std::to_string(t);
+    expect_near_rel(rc.loss.nelbo, rs.loss.nelbo, 1e-5, 1e-4, at + " nelbo");  // parity_util.h's run_both bounds
+    expect_near_rel(rc.loss.kl, rs.loss.kl, 1e-5, 1e-4, at + " kl");
+    expect_near_rel(rc.loss.objective, rs.loss.objective, 1e-5, 1e-4, at + " objective");
+    expect_near_rel(rc.grad_norm, rs.grad_norm, 1e-5, 1e-3, at + " gradient norm");
+    expect_grads_close(r.f.m, r.cpu, r.shard, c.name, t);
+    expect_shard_equals_whole(r, rs, rw, at, c.clip > 0.0f, t);
+    if (t == 0) expect_state_close(state_of(r.cpu, n), state_of(r.shard, n), 1e-6, "sharded, after 1 step");
+    const std::vector<float> p = state_of(r.shard, n).p;
+    EXPECT_EQ(rank0s(p), p) << at << ": rank " << rank() << "'s parameters differ from rank 0's";
+  }
+  expect_state_close(state_of(r.cpu, n), state_of(r.shard, n), 2e-5, "sharded, after all steps");
+  // set_state: whole moments in, each rank keeps its shard; rank 0 gathers them back in bits.
+  Hooks h(n, 1);
+  cuvae_backend *fresh = cuvae_backend_cuda_create(&r.f.m, &r.gpu_cfg, &r.f.ds, &r.f.ds);
+  ASSERT_NE(fresh, nullptr) << cuvae_last_error();
+  ASSERT_EQ(cuvae_backend_join_data_parallel(fresh, h.dp), 0) << cuvae_last_error();
+  const State w = state_of(r.whole, n);
+  ASSERT_EQ(fresh->set_state(fresh, w.p.data(), w.m.data(), w.v.data()), 0) << cuvae_last_error();
+  const State back = state_of(fresh, n);
+  EXPECT_EQ(back.p, w.p);
+  if (rank() == 0) {
+    EXPECT_EQ(back.m, w.m);
+    EXPECT_EQ(back.v, w.v);
+  }
+  const std::vector<uint32_t> rows = my_rows(rows_of(c, r.f.cfg.seed, c.steps));
+  cuvae_step_result rf, rw;
+  ASSERT_EQ(cuvae_backend_step(fresh, rows.data(), B, c.steps, &rf), 0) << cuvae_last_error();
+  ASSERT_EQ(cuvae_backend_step(r.whole, rows.data(), B, c.steps, &rw), 0) << cuvae_last_error();
+  EXPECT_EQ(rf.loss.objective, rw.loss.objective) << "the step after set_state";
+  const State sf = state_of(fresh, n), sw = state_of(r.whole, n);
+  bool ok;
+  EXPECT_TRUE((max_diff(sw.p, sf.p, c.clip > 0.0f ? 4e-7 : 0.0, 0.0, &ok), ok))
+      << "parameters after the step after set_state";  // expect_shard_equals_whole's bounds
+  fresh->destroy(fresh);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, ShardedDataParallel,
+                         ::testing::Combine(::testing::ValuesIn(kCases), ::testing::Values(1, 0)),
+                         [](const ::testing::TestParamInfo<std::tuple<DpCase, int>> &i) {
+                           return std::string(std::get<0>(i.param).c.name) +
+                                  (std::get<1>(i.param) ? "_graph" : "_direct");
+                         });
+
+// bf16 precision, sharded: the GEMMs' bf16 weights are remade from the gathered parameters (to_bf16_cuda, the
+// rounding adam_update_bf16_cuda applies unsharded), so the sharded steps equal the unsharded ones in bits (no clip),
+// the graph on and off. One reduce-scatter a step: counted once per captured graph, every step launched directly.
+TEST(DataParallelBits, ShardedBf16EqualsUnsharded) {
+  const DpCase &d = kCases[0];
+  Fixture f(d.c);
+  f.cfg.precision = CUVAE_PRECISION_BF16;
+  cuvae_config direct_cfg = f.cfg;
+  direct_cfg.cuda_graph = 0;
+  const size_t n = f.m.n_params;
+  Hooks hw(n, 0), hg(n, 1), hd(n, 1);
+  ASSERT_TRUE(hw.dp && hg.dp && hd.dp);
+  cuvae_backend *be[3] = {cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, &f.ds),
+                          cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, &f.ds),
+                          cuvae_backend_cuda_create(&f.m, &direct_cfg, &f.ds, &f.ds)};
+  Hooks *hooks[3] = {&hw, &hg, &hd};
+  for (int i = 0; i < 3; i++) {
+    ASSERT_NE(be[i], nullptr) << cuvae_last_error();
+    ASSERT_EQ(cuvae_backend_join_data_parallel(be[i], hooks[i]->dp), 0) << cuvae_last_error();
+  }
+  const int B = d.c.B / ranks(), steps = 4;
+  for (int64_t t = 0; t < steps; t++) {
+    const std::vector<uint32_t> mine = my_rows(rows_of(d.c, f.cfg.seed, t));
+    cuvae_step_result res[3];
+    for (int i = 0; i < 3; i++) ASSERT_EQ(cuvae_backend_step(be[i], mine.data(), B, t, &res[i]), 0) << cuvae_last_error();
+    for (int i = 1; i < 3; i++) EXPECT_EQ(res[i].loss.objective, res[0].loss.objective) << "step " << t << ", " << i;
+    const State s0 = state_of(be[0], n);
+    for (int i = 1; i < 3; i++) EXPECT_EQ(state_of(be[i], n).p, s0.p) << "step " << t << ", backend " << i;
+  }
+  EXPECT_EQ(cuda_dp_buckets(be[1]), 1);
+  EXPECT_EQ(cuda_dp_buckets(be[2]), steps);
+  for (cuvae_backend *b : be) b->destroy(b);
+}
 
 // The graph on and off, and the gradient's all-reduce in one bucket or in one per layer, run the same additions
 // (each element is the rank-order sum of the ranks' values, whatever the bucket): the same bits, step after step.

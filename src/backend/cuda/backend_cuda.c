@@ -1,9 +1,9 @@
 /* The CUDA backend: the same VAE step as src/backend/cpu/backend_cpu.c + src/backend/cpu/vae_cpu.c, on the device.
  *
  * State: ONE device buffer of 4 * n_params floats with the layout of cuvae_model: params | grad | adam m | v
- * (initialised by cuvae_model_init on the host and copied up). The training set and the evaluation set are
- * uploaded once, at creation (src/backend/cuda/backend_cuda_setup.c), after the memory plan has been checked
- * against cudaMemGetInfo.
+ * (initialised by cuvae_model_init on the host and copied up; ZeRO-1 re-lays it out at the join: cuda_shard_state,
+ * src/backend/cuda/backend_cuda_setup.c). The training set and the evaluation set are uploaded once, at creation
+ * (src/backend/cuda/backend_cuda_setup.c), after the memory plan has been checked against cudaMemGetInfo.
  *
  * One training step, as enqueued by cuda_train_step (docs/ARCHITECTURE.md draws it):
  *   host:  row indices -> pinned slot -> rows (H2D copy); Adam's step counter (H2D, only when it must be set);
@@ -13,7 +13,9 @@
  *          sum_squares -> step_guard (records the sums; halts on a non-finite step) -> adam_prepare -> adam_update;
  *          data parallel (several ranks, src/backend/cuda/backend_cuda_dp.c): each rank's slice of the global batch
  *          and of its noise, the gradient all-reduced (NCCL) in buckets on a second stream during the encoder and
- *          decoder backward, and with the loss sums joined before sum_squares.
+ *          decoder backward, and with the loss sums joined before sum_squares; sharded (ZeRO-1), the gradient
+ *          reduce-scattered after the backward, the norm from the blocks' sums of squares, Adam on the rank's
+ *          shard, the parameters all-gathered.
  * The graph part is captured once per batch size and replayed ([train] cuda_graph = on), or launched kernel by
  * kernel (off, and always under CUVAE_CUDA_SYNC=1, which checks each launch). Before a capture every GEMM of the
  * step runs once outside it (warm_up_gemms), so cuBLASLt's plans (descriptors, heuristic's algorithm) are all made
@@ -101,6 +103,23 @@ static int backward_stack(cuda_backend *be, const cuda_stack *s, const float *x0
   return 0;
 }
 
+/* Adam (docs/MATH.md section 7) on the parameters, or sharded (ZeRO-1) on this rank's shard [lo, hi) with its m and v,
+ * whose updated shards every rank then gathers (cuda_dp_params_gather, which also remakes the bf16 weights). */
+static int adam_step(cuda_backend *be) {
+  const cuvae_config *c = be->cfg;
+  const int sharded = cuda_dp_sharded(be);
+  const size_t lo = sharded ? be->base.dp->shard_begin : 0;
+  const size_t k = sharded ? be->base.dp->shard_end - lo : be->model->n_params;
+  float *p = be->params + lo, *g = be->grad + lo;
+  if (k && c->precision == CUVAE_PRECISION_BF16 && !sharded)  /* and the GEMMs' bf16 weights, docs/MATH.md (8.2) */
+    CU_LAUNCH(be, adam_update_bf16_cuda(p, g, be->adam_m, be->adam_v, k, c->lr, c->beta1, c->beta2, c->adam_eps,
+                                        be->adam_scalars, be->flags, be->w16, be->stream));
+  else if (k)
+    CU_LAUNCH(be, adam_update_cuda(p, g, be->adam_m, be->adam_v, k, c->lr, c->beta1, c->beta2, c->adam_eps,
+                                   be->adam_scalars, be->flags, be->stream));
+  return cuda_dp_params_gather(be);
+}
+
 /* The device part of one training step on B rows (be->rows, be->eps, the step counter already in place): every
  * launch has the same arguments every step, so this is what gets captured into the graph. Data parallel: B is this
  * rank's slice of a global batch of Bt rows, every term is scaled by 1/Bt, and the gradient and the loss sums are
@@ -137,18 +156,13 @@ static int step_body(cuda_backend *be, int B) {
                                          1.0f / (float)Bt, be->dmulv, B, L, Z, be->stream));
   if (backward_stack(be, &be->enc, m->cond ? be->enc_in : x_in, be->dmulv, NULL, B) || cuda_dp_step_sums(be))
     return -1;
-  CU_LAUNCH(be, sum_squares_cuda(be->grad, m->n_params, be->sum_partials, be->sums + 2, be->stream));
+  if (!cuda_dp_sharded(be))  /* sharded, step_sums added the blocks' sums of squares */
+    CU_LAUNCH(be, sum_squares_cuda(be->grad, m->n_params, be->sum_partials, be->sums + 2, be->stream));
   /* Only a finite step reaches the parameters: the guard halts Adam from the first non-finite one on. */
   CU_LAUNCH(be, step_guard_cuda(be->sums, be->step, be->flags, be->ring, be->base.max_pending, be->stream));
   CU_LAUNCH(be, adam_prepare_cuda(be->sums + 2, be->step, c->clip_norm, c->beta1, c->beta2, be->adam_scalars, be->flags,
                              be->stream));
-  if (c->precision == CUVAE_PRECISION_BF16)  /* and the GEMMs' bf16 weights, docs/MATH.md (8.2) */
-    CU_LAUNCH(be, adam_update_bf16_cuda(be->params, be->grad, be->adam_m, be->adam_v, m->n_params, c->lr, c->beta1,
-                                        c->beta2, c->adam_eps, be->adam_scalars, be->flags, be->w16, be->stream));
-  else
-    CU_LAUNCH(be, adam_update_cuda(be->params, be->grad, be->adam_m, be->adam_v, m->n_params, c->lr, c->beta1,
-                                   c->beta2, c->adam_eps, be->adam_scalars, be->flags, be->stream));
-  return 0;
+  return adam_step(be);
 }
 
 /* Every GEMM of step_body for B rows, once, outside capture, on the step's stream (in its precision): step_body itself
@@ -341,11 +355,17 @@ static int cuda_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch
   return cuvae_eval_pass_end(&pass, out);
 }
 
+/* Sharded (ZeRO-1), Adam's m and v are gathered from every rank's shard into rank 0's adam_m / adam_v (a collective:
+ * every rank calls it; the other ranks' are left as they are). */
 static int cuda_get_state(cuvae_backend *base, float *params, float *adam_m, float *adam_v) {
   cuda_backend *be = (cuda_backend *)base;
   const size_t bytes = be->model->n_params * sizeof(float);
   CU_CHECK(cudaStreamSynchronize(be->stream));
   if (params) CU_CHECK(cudaMemcpyAsync(params, be->params, bytes, cudaMemcpyDeviceToHost, be->stream));
+  if (cuda_dp_sharded(be)) {
+    CU_CHECK(cudaStreamSynchronize(be->stream));
+    return adam_m || adam_v ? cuda_dp_state_gather(be, adam_m, adam_v) : 0;
+  }
   if (adam_m) CU_CHECK(cudaMemcpyAsync(adam_m, be->adam_m, bytes, cudaMemcpyDeviceToHost, be->stream));
   if (adam_v) CU_CHECK(cudaMemcpyAsync(adam_v, be->adam_v, bytes, cudaMemcpyDeviceToHost, be->stream));
   CU_CHECK(cudaStreamSynchronize(be->stream));
@@ -360,14 +380,17 @@ static int cuda_get_grad(cuvae_backend *base, float *grad) {
   return 0;
 }
 
+/* Sharded (ZeRO-1), the rank keeps its shard of adam_m and adam_v. */
 static int cuda_set_state(cuvae_backend *base, const float *params, const float *adam_m, const float *adam_v) {
   cuda_backend *be = (cuda_backend *)base;
   const size_t bytes = be->model->n_params * sizeof(float);
+  const size_t lo = cuda_dp_sharded(be) ? base->dp->shard_begin : 0;
+  const size_t k_bytes = cuda_dp_sharded(be) ? (base->dp->shard_end - lo) * sizeof(float) : bytes;
   if (be->n_pending) return cuvae_error("set_state: %d training steps are pending; collect them first", be->n_pending);
   CU_CHECK(cudaStreamSynchronize(be->stream));
   if (params) CU_CHECK(cudaMemcpyAsync(be->params, params, bytes, cudaMemcpyHostToDevice, be->stream));
-  if (adam_m) CU_CHECK(cudaMemcpyAsync(be->adam_m, adam_m, bytes, cudaMemcpyHostToDevice, be->stream));
-  if (adam_v) CU_CHECK(cudaMemcpyAsync(be->adam_v, adam_v, bytes, cudaMemcpyHostToDevice, be->stream));
+  if (adam_m) CU_CHECK(cudaMemcpyAsync(be->adam_m, adam_m + lo, k_bytes, cudaMemcpyHostToDevice, be->stream));
+  if (adam_v) CU_CHECK(cudaMemcpyAsync(be->adam_v, adam_v + lo, k_bytes, cudaMemcpyHostToDevice, be->stream));
   if (params && be->w16)  /* the GEMMs' bf16 weights follow the parameters (docs/MATH.md (8.2)) */
     CU_CHECK(to_bf16_cuda(be->params, be->w16, be->model->n_params, be->stream));
   CU_CHECK(cudaStreamSynchronize(be->stream));  /* the host arrays may be freed once we return */

@@ -2,7 +2,9 @@
  * (rank 0's unique id broadcast over the engine's hooks), the rank's slice of each step's noise, and the step's sums
  * over the ranks: the gradient all-reduced in buckets on a stream of its own as the backward finishes each layer, the
  * step's loss sums after it, joined before the norm; all enqueued in the step's stream order, so they are captured
- * into the step's CUDA graph. A build without NCCL (no MPI, or no nccl.h) refuses data parallel with a message.
+ * into the step's CUDA graph; sharded (ZeRO-1), the gradient reduce-scattered after the backward, the norm from the
+ * blocks' sums of squares, the parameters all-gathered after Adam on the shard, m and v gathered for get_state.
+ * A build without NCCL (no MPI, or no nccl.h) refuses data parallel with a message.
  * The native build loads libnccl.so.2 when a backend first joins (dlopen), so one-process runs never need NCCL. */
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
@@ -34,6 +36,10 @@ typedef struct nccl_api {
   ncclResult_t (*comm_destroy)(ncclComm_t comm);
   ncclResult_t (*all_reduce)(const void *send, void *recv, size_t count, ncclDataType_t type, ncclRedOp_t op,
                              ncclComm_t comm, cudaStream_t stream);
+  ncclResult_t (*reduce_scatter)(const void *send, void *recv, size_t recvcount, ncclDataType_t type,
+                                 ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream);
+  ncclResult_t (*all_gather)(const void *send, void *recv, size_t sendcount, ncclDataType_t type, ncclComm_t comm,
+                             cudaStream_t stream);
   const char *(*error_string)(ncclResult_t rc);
 } nccl_api;
 
@@ -41,7 +47,8 @@ static nccl_api g_nccl;
 
 #if defined(CUVAE_CUDA_EMU)
 static int load_nccl(void) {
-  g_nccl = (nccl_api){ncclGetUniqueId, ncclCommInitRank, ncclCommDestroy, ncclAllReduce, ncclGetErrorString};
+  g_nccl = (nccl_api){ncclGetUniqueId,   ncclCommInitRank, ncclCommDestroy,   ncclAllReduce,
+                      ncclReduceScatter, ncclAllGather,    ncclGetErrorString};
   return 0;
 }
 #else
@@ -58,10 +65,13 @@ static int load_nccl(void) {
   *(void **)&a.comm_init_rank = dlsym(lib, "ncclCommInitRank");
   *(void **)&a.comm_destroy = dlsym(lib, "ncclCommDestroy");
   *(void **)&a.all_reduce = dlsym(lib, "ncclAllReduce");
+  *(void **)&a.reduce_scatter = dlsym(lib, "ncclReduceScatter");
+  *(void **)&a.all_gather = dlsym(lib, "ncclAllGather");
   *(void **)&a.error_string = dlsym(lib, "ncclGetErrorString");
-  if (!a.get_unique_id || !a.comm_init_rank || !a.comm_destroy || !a.all_reduce || !a.error_string)
+  if (!a.get_unique_id || !a.comm_init_rank || !a.comm_destroy || !a.all_reduce || !a.reduce_scatter ||
+      !a.all_gather || !a.error_string)
     return cuvae_error("libnccl.so.2 lacks an NCCL function cuvae calls (ncclGetUniqueId, ncclCommInitRank, "
-                       "ncclCommDestroy, ncclAllReduce, ncclGetErrorString)");
+                       "ncclCommDestroy, ncclAllReduce, ncclReduceScatter, ncclAllGather, ncclGetErrorString)");
   g_nccl = a;
   return 0;
 }
@@ -86,6 +96,11 @@ struct cuda_dp {
   int n_ready;                    /* events used this step */
   long long buckets;              /* all-reduces of the gradient enqueued since the join */
   float *scratch;                 /* a noise slice's draw: from the Philox block holding its first value */
+  /* ZeRO-1 ([train] shard_optimizer): rank r's block of the padded buffers is [r per, (r + 1) per), its shard the
+   * part of it below n; host copies of its shard of m and v for get_state's gather */
+  int sharded;
+  size_t per;
+  float *host_m, *host_v;
 };
 
 void cuda_dp_destroy(cuda_backend *be) {
@@ -98,6 +113,8 @@ void cuda_dp_destroy(cuda_backend *be) {
   if (d->done) cudaEventDestroy(d->done);
   if (d->stream) cudaStreamDestroy(d->stream);
   if (d->scratch) cudaFree(d->scratch);
+  free(d->host_m);
+  free(d->host_v);
   free(d);
   be->nccl = NULL;
 }
@@ -128,6 +145,26 @@ static int init_streams(cuda_backend *be, struct cuda_dp *d) {
   return 0;
 }
 
+/* ZeRO-1: NCCL's reduce-scatter and all-gather move equal blocks, so the engine's shards must be rank r's block
+ * [r per, (r + 1) per) clamped to n, per being rank 0's shard (broadcast; a host call, made with this rank's stream
+ * idle); the state is then re-laid out with params and grad padded to N blocks and m and v of the shard only. */
+static int init_shards(cuda_backend *be, struct cuda_dp *d, const cuvae_data_parallel *dp) {
+  const size_t n = be->model->n_params, r = (size_t)dp->rank;
+  uint64_t per = dp->shard_end - dp->shard_begin;
+  if (dp->broadcast(dp->ctx, &per, sizeof per)) return -1;
+  const size_t lo = r * per < n ? r * per : n, hi = (r + 1) * per < n ? (r + 1) * per : n;
+  if (per == 0 || dp->shard_begin != lo || dp->shard_end != hi)
+    return cuvae_error("shard_optimizer: rank %d's shard [%zu, %zu) is not block %d of %llu floats of the %zu "
+                       "parameters (NCCL's reduce-scatter needs equal blocks)", dp->rank, dp->shard_begin,
+                       dp->shard_end, dp->rank, (unsigned long long)per, n);
+  d->sharded = 1;
+  d->per = (size_t)per;
+  d->host_m = malloc((hi - lo + 1) * sizeof(float));
+  d->host_v = malloc((hi - lo + 1) * sizeof(float));
+  if (!d->host_m || !d->host_v) return cuvae_error("out of memory: Adam's shard of %zu values", hi - lo);
+  return cuda_shard_state(be, lo, hi, d->per * (size_t)dp->size, dp->rank, dp->size);
+}
+
 int cuda_join_data_parallel(cuvae_backend *base, const cuvae_data_parallel *dp) {
   cuda_backend *be = (cuda_backend *)base;
   if (!dp || dp->size < 1 || dp->rank < 0 || dp->rank >= dp->size)
@@ -141,7 +178,7 @@ int cuda_join_data_parallel(cuvae_backend *base, const cuvae_data_parallel *dp) 
   be->nccl = d;
   d->bucket = CUVAE_DP_BUCKET_BYTES / sizeof(float);
   d->started = be->model->n_params;
-  if (init_comm(be, d, dp) || init_streams(be, d)) {
+  if (init_comm(be, d, dp) || init_streams(be, d) || (dp->sharded && init_shards(be, d, dp))) {
     cuda_dp_destroy(be);
     return -1;
   }
@@ -182,13 +219,49 @@ static int start_sum(cuda_backend *be, struct cuda_dp *d, size_t from) {
 
 int cuda_dp_grad_ready(cuda_backend *be, size_t from) {
   struct cuda_dp *d = be->nccl;
-  if (!d || be->gemm_only || d->started - from < d->bucket) return 0;
+  if (!d || be->gemm_only || d->sharded || d->started - from < d->bucket) return 0;
   return start_sum(be, d, from);
+}
+
+/* ZeRO-1, on the step's stream after the backward: the gradient reduce-scattered in place (rank r receives the
+ * sums of its block), the block's sum of squares (its padding is zero) into sums[2], and the loss sums and the
+ * blocks' sums of squares all-reduced (the global norm^2). One reduce-scatter a step: no overlap with the backward. */
+static int sharded_sums(cuda_backend *be, struct cuda_dp *d) {
+  float *mine = be->grad + (size_t)be->base.dp->rank * d->per;
+  NCCL_CHECK(g_nccl.reduce_scatter(be->grad, mine, d->per, ncclFloat32, ncclSum, d->comm, be->stream));
+  d->buckets++;
+  CU_LAUNCH(be, sum_squares_cuda(mine, d->per, be->sum_partials, be->sums + 2, be->stream));
+  NCCL_CHECK(g_nccl.all_reduce(be->sums, be->sums, CUVAE_STEP_SUMS, ncclFloat32, ncclSum, d->comm, be->stream));
+  return 0;
+}
+
+int cuda_dp_sharded(const cuda_backend *be) { return be->nccl && be->nccl->sharded; }
+
+int cuda_dp_params_gather(cuda_backend *be) {
+  struct cuda_dp *d = be->nccl;
+  if (!d || !d->sharded || be->gemm_only) return 0;
+  const float *mine = be->params + (size_t)be->base.dp->rank * d->per;
+  NCCL_CHECK(g_nccl.all_gather(mine, be->params, d->per, ncclFloat32, d->comm, be->stream));
+  if (be->w16)  /* the GEMMs' bf16 weights, of the whole buffer (docs/MATH.md (8.2)) */
+    CU_LAUNCH(be, to_bf16_cuda(be->params, be->w16, be->model->n_params, be->stream));
+  return 0;
+}
+
+int cuda_dp_state_gather(cuda_backend *be, float *adam_m, float *adam_v) {
+  const cuvae_data_parallel *dp = be->base.dp;
+  const size_t k = dp->shard_end - dp->shard_begin;
+  struct cuda_dp *d = be->nccl;
+  CU_CHECK(cudaMemcpyAsync(d->host_m, be->adam_m, k * sizeof(float), cudaMemcpyDeviceToHost, be->stream));
+  CU_CHECK(cudaMemcpyAsync(d->host_v, be->adam_v, k * sizeof(float), cudaMemcpyDeviceToHost, be->stream));
+  CU_CHECK(cudaStreamSynchronize(be->stream));
+  return dp->state_gather(dp->ctx, d->host_m, d->host_v, dp->rank == 0 ? adam_m : NULL,
+                          dp->rank == 0 ? adam_v : NULL);
 }
 
 int cuda_dp_step_sums(cuda_backend *be) {
   struct cuda_dp *d = be->nccl;
   if (!d || be->gemm_only) return 0;
+  if (d->sharded) return sharded_sums(be, d);
   if (d->started > 0 && start_sum(be, d, 0)) return -1;  /* what is left of the gradient */
   /* The loss sums (be->sums[0, 1, 3], written by the forward; [2], the sum of g^2, is written after this, by
    * sum_squares_cuda of the summed gradient), then the step's stream waits for every sum. */
@@ -238,6 +311,23 @@ int cuda_dp_grad_ready(cuda_backend *be, size_t from) {
 int cuda_dp_step_sums(cuda_backend *be) {
   (void)be;
   return 0;
+}
+
+int cuda_dp_sharded(const cuda_backend *be) {
+  (void)be;
+  return 0;
+}
+
+int cuda_dp_params_gather(cuda_backend *be) {
+  (void)be;
+  return 0;
+}
+
+int cuda_dp_state_gather(cuda_backend *be, float *adam_m, float *adam_v) {
+  (void)be;
+  (void)adam_m;
+  (void)adam_v;
+  return cuvae_error("internal: a sharded state without data parallel");
 }
 
 int cuda_dp_noise(cuda_backend *be, dev_noise *g, uint64_t offset, uint64_t skip, size_t n, float *dst,

@@ -61,7 +61,8 @@ typedef struct cuda_backend {
   int sync_checks;                            /* CUVAE_CUDA_SYNC=1: synchronise and check after every launch */
   int gemm_only;                              /* warm-up pass: CU_LAUNCH skips kernels, GEMMs run (warm_up_gemms) */
   /* device memory */
-  float *state;                               /* params | grad | m | v, n_params each */
+  float *state;                               /* params | grad | m | v, n_params each; ZeRO-1 (cuda_shard_state):
+                                                 params | grad padded to N equal blocks | m | v of the shard */
   float *params, *grad, *adam_m, *adam_v;     /* views into state */
   uint16_t *w16;                              /* bf16: bf16(params), n_params (Adam writes it, docs/MATH.md (8.2)) */
   uint16_t *d16;                              /* bf16: [B, widest] bf16 of a layer's pre-activation gradient */
@@ -184,13 +185,20 @@ void cuda_loss_from_sums(const cuvae_objective_spec *spec, const float *sums, in
  * NCCL); destroy: frees what join made (nothing without it). In the step (no-ops in one process and in the warm-up
  * pass): grad_ready, after the backward has finished grad[from, n): starts the all-reduce of a full bucket on the comm
  * stream; step_sums, after the backward: the rest of the gradient and the loss sums be->sums, then the step's stream
- * waits for them. noise: values [skip, skip + n) of the draw of stream g at offset, into dst (a Philox block holding
+ * waits for them; sharded (ZeRO-1, dp->sharded), step_sums instead reduce-scatters the gradient (one call after the
+ * backward; grad_ready starts nothing), writes the rank's block's sum of squares into sums[2] and all-reduces the
+ * four sums, and params_gather, after Adam on the shard, all-gathers the parameters (and remakes w16); sharded says
+ * which (0 without data parallel); state_gather copies the shard of m and v to the host and gathers them into
+ * adam_m / adam_v on rank 0 (every rank calls it). noise: values [skip, skip + n) of the draw of stream g at offset, into dst (a Philox block holding
  * value skip is drawn into a scratch, the slice copied). set_bucket (tests): the bucket, in floats; buckets: the
  * gradient all-reduces enqueued since the join (a captured step's count once). */
 int cuda_join_data_parallel(cuvae_backend *be, const cuvae_data_parallel *dp);
 void cuda_dp_destroy(cuda_backend *be);
 int cuda_dp_grad_ready(cuda_backend *be, size_t from);
 int cuda_dp_step_sums(cuda_backend *be);
+int cuda_dp_sharded(const cuda_backend *be);
+int cuda_dp_params_gather(cuda_backend *be);
+int cuda_dp_state_gather(cuda_backend *be, float *adam_m, float *adam_v);
 int cuda_dp_noise(cuda_backend *be, dev_noise *g, uint64_t offset, uint64_t skip, size_t n, float *dst,
                   int uniform);
 void cuda_dp_set_bucket(cuvae_backend *be, size_t floats);
@@ -204,6 +212,10 @@ int cuda_iwae(cuvae_backend *be, const cuvae_dataset *ds, int K, int batch, doub
 /* src/backend/cuda/backend_cuda_setup.c: creation (the memory plan, the handles, every buffer, the initial state and
  * the uploaded sets; fails with a message, leaving what it made for cuda_destroy) and destruction. */
 int cuda_setup(cuda_backend *be, const cuvae_dataset *train, const cuvae_dataset *eval);
+/* ZeRO-1 (docs/DISTRIBUTED.md): the state re-laid out as params | grad of `padded` floats each (N equal blocks; the
+ * padding zero) | m | v of the rank's shard [lo, hi) only, keeping the parameters and that shard of m and v; the
+ * memory plan line then says what a rank holds. */
+int cuda_shard_state(cuda_backend *be, size_t lo, size_t hi, size_t padded, int rank, int size);
 void cuda_destroy(cuvae_backend *be);
 
 #endif

@@ -92,7 +92,7 @@ static int noise_init(cuda_backend *be, dev_noise *g, uint64_t seed) {
 
 /* The memory plan: every device allocation of create, by category, in bytes. */
 typedef struct memory_plan {
-  size_t state, activations, data, workspace;
+  size_t state, adam, activations, data, workspace;  /* state: params, grad (and w16); adam: m and v */
 } memory_plan;
 
 /* Per batch row, the bytes of a stack's ReLU masks and (bf16) its bf16 input and hidden outputs. */
@@ -117,25 +117,41 @@ static memory_plan plan_memory(const cuda_backend *be) {
   size_t row_bytes = per_row * f + stack_row_bytes(m->enc, m->n_enc, bf16) + stack_row_bytes(m->dec, m->n_dec, bf16);
   if (bf16) row_bytes += cuvae_model_widest_output(m, 1) * sizeof(uint16_t);  /* d16 */
   memory_plan p;
-  p.state = 4 * m->n_params * f + (bf16 ? m->n_params * sizeof(uint16_t) : 0);  /* + w16 */
+  p.state = 2 * m->n_params * f + (bf16 ? m->n_params * sizeof(uint16_t) : 0);  /* + w16 */
+  p.adam = 2 * m->n_params * f;
   p.activations = B * row_bytes + (size_t)cuvae_noise_stride(B * Z) * f + 2 * B * sizeof(double);  /* iwae_state */
   p.data = (be->n_train + be->n_eval) * (D * f + (m->cond ? sizeof(int32_t) : 0)) + be->iwae_cap * sizeof(double);
   p.workspace = CUBLAS_WORKSPACE_BYTES;
   return p;
 }
 
+/* base.memory_plan from the plan p and the device's free and total bytes; shard: the ZeRO-1 note on m and v, or
+ * NULL (not sharded). Returns the plan's total bytes. */
+static size_t write_memory_plan(cuda_backend *be, const memory_plan *p, const char *shard, size_t free_b,
+                                size_t total_b) {
+  const double mib = 1.0 / (1 << 20);
+  const size_t total = p->state + p->adam + p->activations + p->data + p->workspace;
+  char state[160];
+  if (shard)
+    snprintf(state, sizeof state, "per rank = parameters and gradient %.1f + Adam m and v %.1f (%s)",
+             p->state * mib, p->adam * mib, shard);
+  else
+    snprintf(state, sizeof state, "= parameters, gradient, Adam m and v %.1f", (p->state + p->adam) * mib);
+  snprintf(be->base.memory_plan, sizeof be->base.memory_plan,
+           "%.1f MiB on the device %s + activations (%d rows) %.1f + data sets %.1f + cuBLASLt workspace %.1f; "
+           "%.0f MiB free of %.0f",
+           total * mib, state, be->max_batch, p->activations * mib, p->data * mib, p->workspace * mib, free_b * mib,
+           total_b * mib);
+  return total;
+}
+
 /* Fills base.memory_plan and fails, before anything is allocated, when the plan does not fit in free memory. */
 static int check_memory_plan(cuda_backend *be) {
   const memory_plan p = plan_memory(be);
   const double mib = 1.0 / (1 << 20);
-  const size_t total = p.state + p.activations + p.data + p.workspace;
   size_t free_b = 0, total_b = 0;
   CU_CHECK(cudaMemGetInfo(&free_b, &total_b));
-  snprintf(be->base.memory_plan, sizeof be->base.memory_plan,
-           "%.1f MiB on the device = parameters, gradient, Adam m and v %.1f + activations (%d rows) %.1f + "
-           "data sets %.1f + cuBLASLt workspace %.1f; %.0f MiB free of %.0f",
-           total * mib, p.state * mib, be->max_batch, p.activations * mib, p.data * mib, p.workspace * mib,
-           free_b * mib, total_b * mib);
+  const size_t total = write_memory_plan(be, &p, NULL, free_b, total_b);
   /* A margin for what CUDA, cuBLAS and cuRAND allocate themselves (contexts, kernels, graph): 256 MiB. */
   const size_t margin = (size_t)256 << 20;
   if (total > free_b || free_b - total < margin)
@@ -277,6 +293,48 @@ static int init_state(cuda_backend *be, const cuvae_dataset *train, const cuvae_
   CU_CHECK(cudaMemsetAsync(be->flags, 0, 2 * sizeof(int64_t), be->stream));
   if (upload(be, be->train_x, be->train_labels, train) || upload(be, be->eval_x, be->eval_labels, eval)) return -1;
   CU_CHECK(cudaStreamSynchronize(be->stream));
+  return 0;
+}
+
+/* Copies the parameters and the shard [lo, hi) of m and v to the host, frees the old state, allocates the new one
+ * zeroed (the gradient's padding must stay zero: the reduce-scatter adds it) and copies them back. */
+static int relayout_state(cuda_backend *be, size_t lo, size_t hi, size_t padded) {
+  const size_t n = be->model->n_params, k = hi - lo, f = sizeof(float);
+  float *host = malloc((n + 2 * k) * f);
+  if (!host) return cuvae_error("out of memory re-laying out %zu parameters", n);
+  cudaError_t err = cudaStreamSynchronize(be->stream);
+  if (err == cudaSuccess) err = cudaMemcpy(host, be->params, n * f, cudaMemcpyDeviceToHost);
+  if (err == cudaSuccess) err = cudaMemcpy(host + n, be->adam_m + lo, k * f, cudaMemcpyDeviceToHost);
+  if (err == cudaSuccess) err = cudaMemcpy(host + n + k, be->adam_v + lo, k * f, cudaMemcpyDeviceToHost);
+  if (err == cudaSuccess) err = cudaFree(be->state);
+  be->state = NULL;
+  if (err == cudaSuccess) err = cudaMalloc((void **)&be->state, (2 * padded + 2 * k) * f);
+  if (err == cudaSuccess) {
+    be->params = be->state;
+    be->grad = be->state + padded;
+    be->adam_m = be->grad + padded;
+    be->adam_v = be->adam_m + k;
+    err = cudaMemset(be->state, 0, (2 * padded + 2 * k) * f);
+  }
+  if (err == cudaSuccess) err = cudaMemcpy(be->params, host, n * f, cudaMemcpyHostToDevice);
+  if (err == cudaSuccess) err = cudaMemcpy(be->adam_m, host + n, k * f, cudaMemcpyHostToDevice);
+  if (err == cudaSuccess) err = cudaMemcpy(be->adam_v, host + n + k, k * f, cudaMemcpyHostToDevice);
+  free(host);
+  CU_CHECK(err);
+  return 0;
+}
+
+int cuda_shard_state(cuda_backend *be, size_t lo, size_t hi, size_t padded, int rank, int size) {
+  if (relayout_state(be, lo, hi, padded)) return -1;
+  memory_plan p = plan_memory(be);
+  const size_t n = be->model->n_params, f = sizeof(float);
+  p.state += 2 * (padded - n) * f;
+  p.adam = 2 * (hi - lo) * f;
+  char shard[96];
+  snprintf(shard, sizeof shard, "shard %d of %d: %zu of %zu values; shard_optimizer", rank + 1, size, hi - lo, n);
+  size_t free_b = 0, total_b = 0;
+  CU_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  write_memory_plan(be, &p, shard, free_b, total_b);
   return 0;
 }
 

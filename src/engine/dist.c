@@ -49,6 +49,11 @@ static int mpi_check(int rc, const char *what) {
 
 int cuvae_dist_init(int *argc, char ***argv) {
   if (!launcher_variable() || g_joined) return 0;
+  /* Open MPI's non-blocking all-reduce (libnbc) takes its binomial algorithm for fewer than 4 ranks or an in-place
+   * buffer (ours): rank 0 adds everything and sends the result back, about 2.5x the ring's time on 72 MB
+   * (docs/PERFORMANCE.md, "Data parallel"). Ask for the ring unless the user chose: its schedule is fixed for a rank
+   * count and a length, so the sums stay deterministic (with 2 ranks each is a + b). Other MPIs ignore the name. */
+  setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "1", 0);
   /* Only the main thread calls MPI (the CPU backend's OpenMP threads never do). Errors return codes: a failed call
    * is reported with its message, then the process aborts the job. */
   int provided = 0;

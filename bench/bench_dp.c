@@ -67,18 +67,6 @@ static void usage(FILE *out) {
           (double)CUVAE_DP_BUCKET_BYTES / (1 << 20));
 }
 
-static int parse_int(const char *flag, const char *s, int lo, int hi, int *out) {
-  char *end = NULL;
-  errno = 0;
-  const long v = strtol(s, &end, 10);
-  if (errno || end == s || *end != '\0' || v < lo || v > hi) {
-    fprintf(stderr, "cuvae-bench-dp: error: %s '%s': expected an integer in [%d, %d]\n", flag, s, lo, hi);
-    return -1;
-  }
-  *out = (int)v;
-  return 0;
-}
-
 /* 0 ok, 1 --help printed, -1 usage error (message printed). */
 static int parse_args(int argc, char **argv, options *o) {
   *o = (options){NULL, -1, 20, 3, 5, (double)CUVAE_DP_BUCKET_BYTES / (1 << 20), 0, 0, 0};
@@ -95,13 +83,13 @@ static int parse_args(int argc, char **argv, options *o) {
     } else if (strcmp(argv[i], "--shard-optimizer") == 0) {
       o->shard_optimizer = 1;
     } else if ((v = cli_flag_value(argc, argv, &i, "--threads", &bad))) {
-      if (parse_int("--threads", v, 0, 1024, &o->threads)) return -1;
+      if (cli_flag_int("--threads", v, 0, 1024, &o->threads)) return -1;
     } else if ((v = cli_flag_value(argc, argv, &i, "--steps", &bad))) {
-      if (parse_int("--steps", v, 1, 1000000, &o->steps)) return -1;
+      if (cli_flag_int("--steps", v, 1, 1000000, &o->steps)) return -1;
     } else if ((v = cli_flag_value(argc, argv, &i, "--warmup", &bad))) {
-      if (parse_int("--warmup", v, 0, 1000000, &o->warmup)) return -1;
+      if (cli_flag_int("--warmup", v, 0, 1000000, &o->warmup)) return -1;
     } else if ((v = cli_flag_value(argc, argv, &i, "--reps", &bad))) {
-      if (parse_int("--reps", v, 1, 1000, &o->reps)) return -1;
+      if (cli_flag_int("--reps", v, 1, 1000, &o->reps)) return -1;
     } else if ((v = cli_flag_value(argc, argv, &i, "--bucket-mib", &bad))) {
       char *end = NULL;
       errno = 0;
@@ -239,33 +227,6 @@ typedef struct figures {
   double background;                     /* the share of the CPUs other processes used during the timed steps */
 } figures;
 
-/* CPU seconds used so far by the whole machine (/proc/stat: all processes) and by this process, and the CPUs. */
-typedef struct cpu_clock {
-  double machine, self, wall;
-  int cpus;  /* 0 when /proc/stat could not be read */
-} cpu_clock;
-
-static cpu_clock cpu_clock_now(void) {
-  cpu_clock c = {0.0, 0.0, bench_now(), 0};
-  struct rusage ru;
-  if (getrusage(RUSAGE_SELF, &ru) == 0)
-    c.self = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
-             1e-6 * (double)ru.ru_stime.tv_usec;
-  FILE *f = fopen("/proc/stat", "r");
-  if (!f) return c;
-  unsigned long long user, nice, sys, idle, iowait, irq, softirq, steal;  /* clock ticks */
-  char line[512];
-  if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &user, &nice, &sys, &idle, &iowait, &irq, &softirq,
-             &steal) == 8) {
-    const long tick = sysconf(_SC_CLK_TCK);
-    c.machine = (double)(user + nice + sys + irq + softirq + steal) / (double)(tick > 0 ? tick : 100);
-    while (fgets(line, sizeof line, f))
-      if (strncmp(line, "cpu", 3) == 0 && line[3] >= '0' && line[3] <= '9') c.cpus++;
-  }
-  fclose(f);
-  return c;
-}
-
 /* v[i] <- the maximum of v[i] over the ranks (each rank's times differ a little; the step ends with the slowest). */
 static int max_over_ranks(const run *r, double *v, int n) {
   if (r->ranks == 1) return 0;
@@ -323,11 +284,11 @@ static int time_steps(run *r, figures *f) {
   double wait0 = 0.0, after = 0.0;
   long long buckets0 = 0;
   probe before = r->pr;
-  cpu_clock c0 = cpu_clock_now();
+  bench_cpu_clock c0 = bench_cpu_clock_now();
   int rc = 0;
   for (int64_t s = 0; rc == 0 && s < (int64_t)r->opt.warmup + N; s++) {
     if (s == r->opt.warmup) {
-      c0 = cpu_clock_now();
+      c0 = bench_cpu_clock_now();
       cuvae_dist_grad_stats(r->dp, &wait0, &buckets0);
       before = r->pr;
     }
@@ -347,7 +308,7 @@ static int time_steps(run *r, figures *f) {
       if (r->dp) after += t1 - r->pr.last_hook_end;
     }
   }
-  const cpu_clock c1 = cpu_clock_now();
+  const bench_cpu_clock c1 = bench_cpu_clock_now();
   free(perm);
   if (rc) {
     fprintf(stderr, "cuvae-bench-dp: error (rank %d of %d): %s\n", r->rank, r->ranks, cuvae_last_error());
@@ -365,9 +326,7 @@ static int time_steps(run *r, figures *f) {
   double self = c1.self - c0.self;  /* summed over the ranks: the job's own CPU time */
   rc = max_over_ranks(r, t, N) || max_over_ranks(r, v, 7) ||
        (r->ranks > 1 && MPI_Allreduce(MPI_IN_PLACE, &self, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS);
-  f->background = c0.cpus && c1.wall > c0.wall
-                     ? fmin(1.0, fmax(0.0, ((c1.machine - c0.machine) - self) / ((c1.wall - c0.wall) * c0.cpus)))
-                     : NAN;
+  f->background = bench_background_load(c0, c1, self);
   if (rc == 0) {
     f->mean_s = 0.0;
     f->min_s = t[0];

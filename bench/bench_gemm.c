@@ -2,6 +2,10 @@
 #include "bench_gemm.h"
 
 #include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +25,34 @@ static int cmp_double(const void *a, const void *b) {
 double bench_median(double *v, int n) {
   qsort(v, (size_t)n, sizeof *v, cmp_double);
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+bench_cpu_clock bench_cpu_clock_now(void) {
+  bench_cpu_clock c = {0.0, 0.0, bench_now(), 0};
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) == 0)
+    c.self = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
+             1e-6 * (double)ru.ru_stime.tv_usec;
+  FILE *f = fopen("/proc/stat", "r");
+  if (!f) return c;
+  /* "cpu  user nice system idle iowait irq softirq steal ..." (clock ticks), then one "cpuN" line per CPU. */
+  unsigned long long user, nice, sys, idle, iowait, irq, softirq, steal;
+  char line[512];
+  if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &user, &nice, &sys, &idle, &iowait, &irq, &softirq,
+             &steal) == 8) {
+    const long tick = sysconf(_SC_CLK_TCK);
+    c.machine = (double)(user + nice + sys + irq + softirq + steal) / (double)(tick > 0 ? tick : 100);
+    while (fgets(line, sizeof line, f))
+      if (strncmp(line, "cpu", 3) == 0 && line[3] >= '0' && line[3] <= '9') c.cpus++;
+  }
+  fclose(f);
+  return c;
+}
+
+double bench_background_load(bench_cpu_clock a, bench_cpu_clock b, double own_seconds) {
+  if (!a.cpus || !b.cpus || b.wall <= a.wall) return NAN;
+  const double share = ((b.machine - a.machine) - own_seconds) / ((b.wall - a.wall) * b.cpus);
+  return share < 0.0 ? 0.0 : share > 1.0 ? 1.0 : share;
 }
 
 /* Operand values (bench_gemm.h): Knuth's multiplicative hash of the index. */

@@ -21,6 +21,16 @@ void bench_fill_pattern(float *p, size_t n, size_t start);
 /* Median of v[0..n) (v is reordered); n >= 1. */
 double bench_median(double *v, int n);
 
+/* CPU seconds used so far by the whole machine (all processes, /proc/stat) and by this process, and the wall clock. */
+typedef struct bench_cpu_clock {
+  double machine, self, wall;
+  int cpus;  /* 0 when /proc/stat could not be read */
+} bench_cpu_clock;
+bench_cpu_clock bench_cpu_clock_now(void);
+/* The share of the machine's CPU capacity that other processes used between a and b, given the CPU seconds the
+ * measured job itself used in that time (own_seconds; all its processes); NaN when unknown. */
+double bench_background_load(bench_cpu_clock a, bench_cpu_clock b, double own_seconds);
+
 /* cblas_sgemm (row-major, NoTrans x NoTrans) of n x n x n on OpenBLAS's current thread count: GFLOP/s of the
  * median of `reps` timed calls after one warm-up call. 0 and cuvae_last_error() on failure. */
 int bench_cpu_sgemm_peak(int n, int reps, double *gflops);

@@ -86,18 +86,6 @@ static void usage(FILE *out) {
           DEFAULT_SUITE);
 }
 
-static int parse_int(const char *flag, const char *s, int lo, int hi, int *out) {
-  char *end = NULL;
-  errno = 0;
-  const long v = strtol(s, &end, 10);
-  if (errno || end == s || *end != '\0' || v < lo || v > hi) {
-    fprintf(stderr, "cuvae-bench: error: %s '%s': expected an integer in [%d, %d]\n", flag, s, lo, hi);
-    return -1;
-  }
-  *out = (int)v;
-  return 0;
-}
-
 /* 0 ok, 1 --help printed, -1 usage error (message printed). */
 static int parse_args(int argc, char **argv, options *o) {
   memset(o, 0, sizeof *o);
@@ -128,11 +116,11 @@ static int parse_args(int argc, char **argv, options *o) {
       }
       o->device = v;
     } else if ((v = cli_flag_value(argc, argv, &i, "--steps", &bad))) {
-      if (parse_int("--steps", v, 1, 1000000, &o->steps)) return -1;
+      if (cli_flag_int("--steps", v, 1, 1000000, &o->steps)) return -1;
     } else if ((v = cli_flag_value(argc, argv, &i, "--warmup", &bad))) {
-      if (parse_int("--warmup", v, 0, 1000000, &o->warmup)) return -1;
+      if (cli_flag_int("--warmup", v, 0, 1000000, &o->warmup)) return -1;
     } else if ((v = cli_flag_value(argc, argv, &i, "--threads", &bad))) {
-      if (parse_int("--threads", v, 0, 1024, &o->threads)) return -1;
+      if (cli_flag_int("--threads", v, 0, 1024, &o->threads)) return -1;
     } else if ((v = cli_flag_value(argc, argv, &i, "--json", &bad))) {
       o->json = v;
     } else if (!bad) {
@@ -275,42 +263,6 @@ static int gemm_peak(int cuda, int threads, int tf32, int bf16, double *gflops, 
   return 0;
 }
 
-/* CPU seconds used so far by the whole machine (all processes, /proc/stat) and by this process, and the wall clock. */
-typedef struct cpu_clock {
-  double machine, self, wall;
-  int cpus;  /* 0 when /proc/stat could not be read */
-} cpu_clock;
-
-static cpu_clock cpu_clock_now(void) {
-  cpu_clock c = {0.0, 0.0, bench_now(), 0};
-  struct rusage ru;
-  if (getrusage(RUSAGE_SELF, &ru) == 0)
-    c.self = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
-             1e-6 * (double)ru.ru_stime.tv_usec;
-  FILE *f = fopen("/proc/stat", "r");
-  if (!f) return c;
-  /* "cpu  user nice system idle iowait irq softirq steal ..." (clock ticks), then one "cpuN" line per CPU. */
-  unsigned long long user, nice, sys, idle, iowait, irq, softirq, steal;
-  char line[512];
-  if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &user, &nice, &sys, &idle, &iowait, &irq, &softirq,
-             &steal) == 8) {
-    const long tick = sysconf(_SC_CLK_TCK);
-    c.machine = (double)(user + nice + sys + irq + softirq + steal) / (double)(tick > 0 ? tick : 100);
-    while (fgets(line, sizeof line, f))
-      if (strncmp(line, "cpu", 3) == 0 && line[3] >= '0' && line[3] <= '9') c.cpus++;
-  }
-  fclose(f);
-  return c;
-}
-
-/* The share of the machine's CPU capacity that other processes used between a and b (NaN when unknown). */
-static double background_load(cpu_clock a, cpu_clock b) {
-  if (!a.cpus || !b.cpus || b.wall <= a.wall) return NAN;
-  const double others = (b.machine - a.machine) - (b.self - a.self);
-  const double share = others / ((b.wall - a.wall) * b.cpus);
-  return share < 0.0 ? 0.0 : share > 1.0 ? 1.0 : share;
-}
-
 static void arch_string(const cuvae_model *m, char *out, size_t n) {
   int len = snprintf(out, n, "%zu", m->input_dim);
   for (int i = 0; i < m->n_enc - 1 && len > 0 && (size_t)len < n; i++)
@@ -366,9 +318,9 @@ static int time_steps(const options *o, const cuvae_config *cfg, const cuvae_mod
   }
   const int64_t steps_per_epoch = (int64_t)(g_data.n / (size_t)B);
   int64_t epoch_loaded = -1;
-  cpu_clock c0 = {0.0, 0.0, 0.0, 0};
+  bench_cpu_clock c0 = {0.0, 0.0, 0.0, 0};
   for (int64_t s = 0; rc == 0 && s < (int64_t)o->warmup + o->steps; s++) {
-    if (s == o->warmup) c0 = cpu_clock_now();  /* other processes' CPU use is watched over the timed steps */
+    if (s == o->warmup) c0 = bench_cpu_clock_now();  /* other processes' CPU use is watched over the timed steps */
     const int64_t epoch = s / steps_per_epoch;
     if (epoch != epoch_loaded) {
       cuvae_shuffle(perm, g_data.n, cfg->seed, epoch);
@@ -380,7 +332,8 @@ static int time_steps(const options *o, const cuvae_config *cfg, const cuvae_mod
     const double dt = bench_now() - t0;
     if (s >= o->warmup) t[s - o->warmup] = dt;
   }
-  r->background = background_load(c0, cpu_clock_now());
+  const bench_cpu_clock c1 = bench_cpu_clock_now();
+  r->background = bench_background_load(c0, c1, c1.self - c0.self);
   r->rss_mib = peak_rss_mib();
   if (!rss_per_config && !o->quiet && rc == 0)
     fprintf(stderr, "(peak RSS is cumulative over the run: /proc/self/clear_refs is not writable) ");

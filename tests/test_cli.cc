@@ -26,11 +26,8 @@ struct Cli : ::testing::Test {
   void SetUp() override {
     dir = make_temp_dir();
     ASSERT_FALSE(dir.empty());
-    std::vector<float> tr = synthetic_data(128, 10, 1), te = synthetic_data(40, 10, 2);
-    write_file(dir + "/train.npy", npy_bytes("<f4", "(128, 10)", tr.data(), tr.size() * 4));
-    write_file(dir + "/test.npy", npy_bytes("<f4", "(40, 10)", te.data(), te.size() * 4));
-    write_file(dir + "/ok.ini", "[data]\ndataset =\ntrain_images = " + dir + "/train.npy\ntest_images = " + dir +
-                                    "/test.npy\n[model]\nhidden = 8\nlatent = 2\n[train]\nbatch_size = 16\n"
+    write_file(dir + "/ok.ini", write_synthetic_sets(dir, 128, 40, 10) +
+                                    "[model]\nhidden = 8\nlatent = 2\n[train]\nbatch_size = 16\n"
                                     "epochs = 2\nthreads = 1\n");
   }
   void expect_error(const Result &r, int code, const std::string &needle) {

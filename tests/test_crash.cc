@@ -87,11 +87,8 @@ struct Crash : ::testing::Test {
   void SetUp() override {
     dir = make_temp_dir();
     ASSERT_FALSE(dir.empty());
-    std::vector<float> tr = synthetic_data(256, 16, 1), te = synthetic_data(64, 16, 2);
-    write_file(dir + "/train.npy", npy_bytes("<f4", "(256, 16)", tr.data(), tr.size() * 4));
-    write_file(dir + "/test.npy", npy_bytes("<f4", "(64, 16)", te.data(), te.size() * 4));
-    write_file(dir + "/c.ini", "[data]\ndataset =\ntrain_images = " + dir + "/train.npy\ntest_images = " + dir +
-                                   "/test.npy\n[model]\nhidden = 12,10\nlatent = 3\n[train]\nbatch_size = 32\n"
+    write_file(dir + "/c.ini", write_synthetic_sets(dir, 256, 64, 16) +
+                                   "[model]\nhidden = 12,10\nlatent = 3\n[train]\nbatch_size = 32\n"
                                    "eval_batch_size = 50\nepochs = 3\nlog_every = 1\nseed = 7\nthreads = 1\n");
     ref = dir + "/ref";
     Exit e = train(ref);

@@ -138,6 +138,16 @@ inline std::vector<float> synthetic_data(size_t n, size_t d, unsigned salt) {
   return x;
 }
 
+// DIR/train.npy (n_train x d) and DIR/test.npy (n_test x d) of synthetic_data, and the [data] section that names
+// them (the start of a small run's config).
+inline std::string write_synthetic_sets(const std::string &dir, size_t n_train, size_t n_test, size_t d) {
+  std::vector<float> tr = synthetic_data(n_train, d, 1), te = synthetic_data(n_test, d, 2);
+  const std::string shape = ", " + std::to_string(d) + ")";
+  write_file(dir + "/train.npy", npy_bytes("<f4", "(" + std::to_string(n_train) + shape, tr.data(), tr.size() * 4));
+  write_file(dir + "/test.npy", npy_bytes("<f4", "(" + std::to_string(n_test) + shape, te.data(), te.size() * 4));
+  return "[data]\ndataset =\ntrain_images = " + dir + "/train.npy\ntest_images = " + dir + "/test.npy\n";
+}
+
 struct Result {
   int code;           // exit status; -1 when killed by a signal
   std::string out;    // stdout and stderr together

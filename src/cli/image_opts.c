@@ -26,25 +26,6 @@ int img_usage_error(const char *fmt, ...) {
   return CUVAE_EXIT_USAGE;
 }
 
-int img_parse_ll(const char *flag, const char *v, long long lo, long long hi, long long *out) {
-  char *end;
-  errno = 0;
-  const long long x = strtoll(v, &end, 10);
-  if (end == v || *end || errno || x < lo || x > hi) {
-    fprintf(stderr, "error: %s '%s': expected an integer from %lld to %lld\n", flag, v, lo, hi);
-    return CUVAE_EXIT_USAGE;
-  }
-  *out = x;
-  return 0;
-}
-
-int img_parse_int(const char *flag, const char *v, int lo, int hi, int *out) {
-  long long x;
-  if (img_parse_ll(flag, v, lo, hi, &x)) return CUVAE_EXIT_USAGE;
-  *out = (int)x;
-  return 0;
-}
-
 /* The values that are more than an integer in a range: 0, or CUVAE_EXIT_USAGE after a message. */
 static int parse_seed(const char *v, image_opts *o) {
   char *end;
@@ -72,8 +53,8 @@ static int parse_pair(const char *v, image_opts *o) {
     return img_usage_error("--pair '%s': expected two example indices I,J (e.g. --pair 0,1)", v);
   memcpy(first, v, (size_t)(comma - v));
   first[comma - v] = '\0';
-  if (img_parse_ll("--pair (first index)", first, 0, INT32_MAX, &o->pair_i) ||
-      img_parse_ll("--pair (second index)", comma + 1, 0, INT32_MAX, &o->pair_j))
+  if (cli_flag_ll("--pair (first index)", first, 0, INT32_MAX, &o->pair_i) ||
+      cli_flag_ll("--pair (second index)", comma + 1, 0, INT32_MAX, &o->pair_j))
     return CUVAE_EXIT_USAGE;
   return 0;
 }
@@ -116,7 +97,7 @@ int img_parse(int argc, char **argv, unsigned flags, image_opts *o, void (*help)
       if (cuvae_device_check(v)) return img_usage_error("%s", cuvae_last_error());
       o->device = v;
     } else if (!missing && (flags & F_N) && (v = cli_flag_value(argc, argv, &i, "--n", &missing))) {
-      rc = img_parse_int("--n", v, 1, MAX_N, &o->n);
+      rc = cli_flag_int("--n", v, 1, MAX_N, &o->n);
     } else if (!missing && (flags & F_SEED) && (v = cli_flag_value(argc, argv, &i, "--seed", &missing))) {
       rc = parse_seed(v, o);
     } else if (!missing && (flags & F_SPLIT) && (v = cli_flag_value(argc, argv, &i, "--split", &missing))) {
@@ -124,25 +105,25 @@ int img_parse(int argc, char **argv, unsigned flags, image_opts *o, void (*help)
     } else if (!missing && (flags & F_PAIR) && (v = cli_flag_value(argc, argv, &i, "--pair", &missing))) {
       rc = parse_pair(v, o);
     } else if (!missing && (flags & F_STEPS) && (v = cli_flag_value(argc, argv, &i, "--steps", &missing))) {
-      rc = img_parse_int("--steps", v, 2, MAX_STEPS, &o->steps);
+      rc = cli_flag_int("--steps", v, 2, MAX_STEPS, &o->steps);
     } else if ((flags & F_SPHERICAL) && strcmp(a, "--spherical") == 0) {
       o->spherical = 1;
     } else if (!missing && (flags & F_INDEX) && (v = cli_flag_value(argc, argv, &i, "--index", &missing))) {
-      rc = img_parse_ll("--index", v, 0, INT32_MAX, &o->index);
+      rc = cli_flag_ll("--index", v, 0, INT32_MAX, &o->index);
     } else if (!missing && (flags & F_DIMS) && (v = cli_flag_value(argc, argv, &i, "--dims", &missing))) {
-      rc = img_parse_int("--dims", v, 1, 1 << 20, &o->dims);
+      rc = cli_flag_int("--dims", v, 1, 1 << 20, &o->dims);
     } else if (!missing && (flags & F_RANGE) && (v = cli_flag_value(argc, argv, &i, "--range", &missing))) {
       rc = parse_range(v, o);
     } else if (!missing && (flags & F_GRID) && (v = cli_flag_value(argc, argv, &i, "--grid", &missing))) {
-      rc = img_parse_int("--grid", v, 2, MAX_GRID, &o->grid);
+      rc = cli_flag_int("--grid", v, 2, MAX_GRID, &o->grid);
     } else if (!missing && (flags & F_SCALE) && (v = cli_flag_value(argc, argv, &i, "--scale", &missing))) {
-      rc = img_parse_int("--scale", v, 0, MAX_SCALE, &o->scale);
+      rc = cli_flag_int("--scale", v, 0, MAX_SCALE, &o->scale);
     } else if (!missing && (flags & F_LABEL) && (v = cli_flag_value(argc, argv, &i, "--label", &missing))) {
-      rc = img_parse_int("--label", v, 0, 65535, &o->label);
+      rc = cli_flag_int("--label", v, 0, 65535, &o->label);
     } else if (!missing && (flags & F_SIZE) && (v = cli_flag_value(argc, argv, &i, "--width", &missing))) {
-      rc = img_parse_int("--width", v, 160, 8192, &o->width);
+      rc = cli_flag_int("--width", v, 160, 8192, &o->width);
     } else if (!missing && (flags & F_SIZE) && (v = cli_flag_value(argc, argv, &i, "--height", &missing))) {
-      rc = img_parse_int("--height", v, 160, 8192, &o->height);
+      rc = cli_flag_int("--height", v, 160, 8192, &o->height);
     } else {
       rc = missing ? CUVAE_EXIT_USAGE : take_positional(a, o);
     }

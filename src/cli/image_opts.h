@@ -29,9 +29,6 @@ typedef struct image_opts {
 
 /* "error: ..." on stderr; returns CUVAE_EXIT_USAGE. */
 int img_usage_error(const char *fmt, ...) CUVAE_PRINTF(1, 2);
-/* Integer flag values within [lo, hi]; 0, or CUVAE_EXIT_USAGE after a message. */
-int img_parse_ll(const char *flag, const char *v, long long lo, long long hi, long long *out);
-int img_parse_int(const char *flag, const char *v, int lo, int hi, int *out);
 /* The command line (the flags in `flags` are accepted): 0 to go on, -1 after --help (exit 0), or CUVAE_EXIT_USAGE. */
 int img_parse(int argc, char **argv, unsigned flags, image_opts *o, void (*help)(void));
 /* The help lines of the options the picture commands share, in this order: --out FILE (its default out_default),

@@ -20,6 +20,9 @@ void help_eval(void);
 /* Probabilistic PCA (src/cli/cmd_ppca.c). */
 int cmd_ppca(int argc, char **argv);
 void help_ppca(void);
+/* The curves of a training run (src/cli/cmd_plot.c). */
+int cmd_plot(int argc, char **argv);
+void help_plot(void);
 
 /* Image commands (src/cli/cmd_images.c): rows of the command table in main.c. */
 int cmd_sample(int argc, char **argv);

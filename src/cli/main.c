@@ -19,6 +19,8 @@ static const cli_command k_commands[] = {
      help_eval},
     {"ppca", "CONFIG --latent Z", "fit probabilistic PCA (closed form / EM); exact log-likelihoods", cmd_ppca,
      help_ppca},
+    {"plot", "RUN_DIR", "a PNG of a run's curves (negative ELBO, recon, KL, lr, gradient norm, skips)",
+     cmd_plot, help_plot},
     CUVAE_IMAGE_COMMANDS
     CUVAE_EXPORT_COMMANDS
 };

@@ -351,7 +351,7 @@ TEST(Config, SetOverrides) {
       {"train.lr=abc", "--set train.lr: 'abc' is not a number"},
       {"train.batch_size=0", "--set train.batch_size: '0' is below the minimum 1"},
       {"train.foo=1", "--set train.foo: unknown key 'foo' in [train] (valid keys: epochs, batch_size, lr, beta1, "
-                      "beta2, adam_eps, clip_norm, seed, max_steps, eval_batch_size, log_every, threads, precision, cuda_graph, shard_optimizer, objective, samples, kl, beta, beta_warmup_steps)"},
+                      "beta2, adam_eps, clip_norm, seed, max_steps, eval_batch_size, log_every, threads, precision, cuda_graph, shard_optimizer, objective, samples, kl, beta, beta_warmup_steps, free_bits)"},
       {"optim.lr=1", "--set optim.lr: unknown section [optim] (valid sections: [data], [model], [train])"},
       {"lr=1", "--set 'lr=1': expected section.key=value, e.g. train.lr=3e-4"},
       {"train.lr", "--set 'train.lr': expected section.key=value, e.g. train.lr=3e-4"},

@@ -41,12 +41,12 @@ TEST(FamilyEquivalence, IwaeWithOneSampleIsElboWithSampledKl) {
     Problem pr;
     MakeProblem(c, &pr);
     if (HasFatalFailure()) return;
-    const cuvae_objective_spec iwae = {CUVAE_OBJ_IWAE, 1, CUVAE_KL_ANALYTIC, 1.0f};
-    const cuvae_objective_spec elbo = {CUVAE_OBJ_ELBO, 1, CUVAE_KL_SAMPLED, 1.0f};
+    const cuvae_objective_spec iwae = {CUVAE_OBJ_IWAE, 1, CUVAE_KL_ANALYTIC, 1.0f, 0.0f};
+    const cuvae_objective_spec elbo = {CUVAE_OBJ_ELBO, 1, CUVAE_KL_SAMPLED, 1.0f, 0.0f};
     const ObjRun a = RunObjective(pr, iwae, pr.eps.data(), c.B), b = RunObjective(pr, elbo, pr.eps.data(), c.B);
     ExpectBitwise(a, b, std::string(c.name) + " iwae(1) vs elbo(1, sampled)");
     // ...and both are a different number from the analytic-KL ELBO (the sampled KL is its own estimator).
-    const cuvae_objective_spec ana = {CUVAE_OBJ_ELBO, 1, CUVAE_KL_ANALYTIC, 1.0f};
+    const cuvae_objective_spec ana = {CUVAE_OBJ_ELBO, 1, CUVAE_KL_ANALYTIC, 1.0f, 0.0f};
     const ObjRun d = RunObjective(pr, ana, pr.eps.data(), c.B);
     EXPECT_NE(a.loss.objective, d.loss.objective) << c.name;
     EXPECT_EQ(a.loss.recon, d.loss.recon) << c.name;  // same z, same decoder: same reconstruction term

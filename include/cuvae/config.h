@@ -80,6 +80,7 @@ typedef struct cuvae_config {
   cuvae_kl_estimator kl;                /* elbo: analytic | sampled */
   float beta;                           /* weight of the KL term (beta-VAE) */
   int64_t beta_warmup_steps;            /* beta rises linearly from 0 over this many steps; 0 = off */
+  float free_bits;                      /* nats per latent dim: KL term beta sum_j max(free_bits, KL_j); 0 = off */
 } cuvae_config;
 
 void cuvae_config_defaults(cuvae_config *c);

@@ -55,6 +55,16 @@ void reparam_kl_forward_cpu(const float *mulv, const float *eps, float *z, float
  * dmu = dz + kl_scale * mu;  dlv = dz * eps * 0.5 exp(0.5 lv) + kl_scale * 0.5 (exp(lv) - 1). */
 void reparam_kl_backward_cpu(const float *mulv, const float *eps, const float *dz, float kl_scale,
                              float *dmulv, int B, int Z);
+/* Free bits, docs/MATH.md (3.4), lambda > 0, over the B rows of mulv[B][2Z] (the global batch has batch_total rows):
+ * KL_j = (1/batch_total) 0.5 sum_b (mu_bj^2 + exp(lv_bj) - 1 - lv_bj) (each column in double, row order);
+ * gate[j] = KL_j >= lambda ? 1 : 0;  kl_floor[j] = max(lambda, KL_j)  (the objective's KL term: beta sum_j kl_floor).
+ * backward: dmulv += the gradient of beta kl_scale sum_b KL_b restricted to the gated dims (dmu = s gate_j mu,
+ * dlv = s gate_j 0.5 (exp(lv) - 1), s = *beta kl_scale); the decoder's part comes from reparam_multi_backward_cpu with
+ * kl_scale 0. */
+void free_bits_forward_cpu(const float *mulv, int B, int Z, int batch_total, float lambda, float *gate,
+                           float *kl_floor);
+void free_bits_backward_cpu(const float *mulv, const float *gate, const float *beta, float kl_scale, float *dmulv,
+                            int B, int Z);
 
 /* Bernoulli decoder, logits l (docs/MATH.md section 4): nll_row[b] = sum_d softplus(l) - x l (stable form);
  * dl = scale * (sigmoid(l) - x). dl may be NULL (forward only). */

@@ -25,6 +25,8 @@ typedef struct cuvae_objective_spec {
   int samples;                /* draws of z per example: L (elbo) or K (iwae); 1 for ae */
   cuvae_kl_estimator kl;      /* elbo: analytic | sampled (iwae: always sampled; ae: none) */
   float beta;                 /* this step's KL weight (beta_schedule_cpu) */
+  float free_bits;            /* free bits lambda (docs/MATH.md (3.4)): the KL term is beta sum_j max(lambda, KL_j),
+                                 KL_j the batch mean of dim j's closed-form KL; 0 = off (elbo, analytic KL only) */
 } cuvae_objective_spec;
 
 /* The KL weight of step `step` under a linear warm-up over `warmup` steps (docs/MATH.md (6.2)). */
@@ -35,6 +37,10 @@ void cuvae_objective_for_step(const cuvae_config *cfg, int64_t step, cuvae_objec
 void cuvae_objective_for_eval(const cuvae_config *cfg, cuvae_objective_spec *spec);
 /* 1 when the spec's KL term is estimated at the samples (iwae, or elbo with kl = sampled). */
 int cuvae_objective_sampled(const cuvae_objective_spec *spec);
+/* 0 when a backend may train cfg's objective on `ranks` data-parallel ranks; -1 with a message otherwise: free bits
+ * (docs/MATH.md (3.4)) floor the GLOBAL batch's per-dim KL, which the step does not sum over the ranks. Called by each
+ * backend's join_data_parallel. */
+int cuvae_objective_check_ranks(const cuvae_config *cfg, int ranks);
 
 /* ---- the IWAE plan (docs/MATH.md section 5; layout and state in include/cuvae/cpu.h) ---------------------------- */
 

@@ -70,7 +70,7 @@ typedef struct cuvae_eval_result {
 } cuvae_eval_result;
 
 /* Evaluates a checkpoint on a split of its config: the ELBO on the backend (evaluate), the IWAE estimate when
- * asked (the backend's iwae), active units and the KL per latent dim (on the host). Fails with one message, and
+ * asked (the backend's iwae), active units and the KL per latent dim (the backend's encode). Fails with one message, and
  * when an IWAE estimate is not finite. out->kl_per_dim is allocated: cuvae_eval_result_free. */
 int cuvae_eval(const char *checkpoint_path, const cuvae_eval_opts *opts, cuvae_eval_result *out);
 void cuvae_eval_result_free(cuvae_eval_result *r);

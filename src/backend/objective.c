@@ -23,6 +23,7 @@ void cuvae_objective_for_step(const cuvae_config *cfg, int64_t step, cuvae_objec
   spec->samples = cfg->objective == CUVAE_OBJ_AE ? 1 : cfg->samples;
   spec->kl = cfg->kl;
   spec->beta = cuvae_beta_at_step(step, cfg->beta, cfg->beta_warmup_steps);
+  spec->free_bits = cfg->free_bits;
 }
 
 void cuvae_objective_for_eval(const cuvae_config *cfg, cuvae_objective_spec *spec) {
@@ -30,10 +31,20 @@ void cuvae_objective_for_eval(const cuvae_config *cfg, cuvae_objective_spec *spe
   spec->samples = 1;
   spec->kl = CUVAE_KL_ANALYTIC;
   spec->beta = 1.0f;
+  spec->free_bits = 0.0f;
 }
 
 int cuvae_objective_sampled(const cuvae_objective_spec *spec) {
   return spec->objective == CUVAE_OBJ_IWAE || (spec->objective == CUVAE_OBJ_ELBO && spec->kl == CUVAE_KL_SAMPLED);
+}
+
+int cuvae_objective_check_ranks(const cuvae_config *cfg, int ranks) {
+  if (ranks > 1 && cfg->free_bits > 0.0f)
+    return cuvae_error("[train] free_bits = %g is not supported on several ranks (%d were started): the floor applies "
+                       "to the global batch's KL per latent dim, which data-parallel steps do not sum over the ranks; "
+                       "run one process, or set free_bits = 0",
+                       (double)cfg->free_bits, ranks);
+  return 0;
 }
 
 /* ---- the IWAE plan --------------------------------------------------------------------------------------- */

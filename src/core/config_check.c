@@ -53,6 +53,13 @@ static int check_family(const cuvae_config *c) {
                        "1 and beta_warmup_steps 0");
   if (c->objective != CUVAE_OBJ_ELBO && c->kl != CUVAE_KL_ANALYTIC)
     return cuvae_error("config: [train] kl = sampled applies to objective = elbo only");
+  /* Free bits (docs/MATH.md (3.4)) floor each dimension's closed-form KL: the sampled KL and the IWAE bound have
+   * no per-dimension term to floor, and ae has no KL. */
+  if (c->free_bits > 0.0f && (c->objective != CUVAE_OBJ_ELBO || c->kl != CUVAE_KL_ANALYTIC))
+    return cuvae_error("config: [train] free_bits = %g needs objective = elbo with kl = analytic (the floor applies to "
+                       "each latent dim's closed-form KL; got objective = %s, kl = %s)",
+                       (double)c->free_bits, cfg_objectives[c->objective],
+                       c->kl == CUVAE_KL_ANALYTIC ? "analytic" : "sampled");
   return 0;
 }
 

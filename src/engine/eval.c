@@ -7,6 +7,7 @@
 
 #include "cuvae/error.h"
 #include "cuvae/train.h"
+#include "active_units.h"
 #include "inference.h"
 
 int cuvae_eval_checkpoint(const char *checkpoint_path, const char *device, cuvae_loss *out, int64_t *step) {
@@ -23,52 +24,13 @@ void cuvae_eval_result_free(cuvae_eval_result *r) {
   r->kl_per_dim = NULL;
 }
 
-/* Active units and the KL per latent dimension, from the encoder alone, over the whole split:
- *   A_u = #{ j : Var_x(E_q[z_j | x]) > 0.01 },  E_q[z_j | x] = mu_j(x)   (Burda et al. 2016: active units), the
- *   variance over the split's n rows (divided by n), computed from sums of (mu_j - mu_j(x_0)) in double: the shift
- *   by the first row's mean keeps the two-sum formula free of cancellation;
- *   kl_per_dim[j] = (1/n) sum_x 0.5 (mu_j^2 + exp(lv_j) - 1 - lv_j)   (docs/MATH.md section 3, one dimension's term;
- *   the dims' sum is the KL of the ELBO).
- * These run on the host with cuvae_cpu_encode from the checkpoint's parameters, whatever the device: one encoder
- * pass over the split is cheap next to the decoder work of an evaluation (784-400-40 on 10,000 rows: ~7 GFLOP),
- * and it does not depend on the backends' encode entry. */
-static int latent_stats(const cuvae_inference *inf, cuvae_eval_result *out) {
-  const cuvae_model *m = &inf->model;
-  const size_t Z = m->latent, n = inf->data.n, D = inf->data.dim;
-  const int batch = n < 1000 ? (int)n : 1000;  /* rows per encoder pass (the results do not depend on it) */
-  cuvae_cpu_ws *ws = cuvae_cpu_ws_create(m, batch);
-  double *shift = malloc(Z * sizeof(double)), *s1 = calloc(Z, sizeof(double)), *s2 = calloc(Z, sizeof(double));
-  out->kl_per_dim = calloc(Z, sizeof(double));
-  int rc = 0;
-  if (!ws || !shift || !s1 || !s2 || !out->kl_per_dim) rc = cuvae_error("out of memory for the latent statistics");
-  for (size_t start = 0; rc == 0 && start < n; start += (size_t)batch) {
-    const int B = (int)(n - start < (size_t)batch ? n - start : (size_t)batch);
-    const float *mulv = cuvae_cpu_encode(m, ws, inf->ck.params, inf->data.x + start * D,
-                                        m->cond ? inf->data.labels + start : NULL, B);
-    for (int b = 0; b < B; b++) {
-      const float *mu = mulv + (size_t)b * 2 * Z, *lv = mu + Z;
-      for (size_t j = 0; j < Z; j++) {
-        if (start == 0 && b == 0) shift[j] = mu[j];
-        const double d = (double)mu[j] - shift[j];
-        s1[j] += d;
-        s2[j] += d * d;
-        out->kl_per_dim[j] += 0.5 * ((double)mu[j] * mu[j] + exp((double)lv[j]) - 1.0 - lv[j]);
-      }
-    }
-  }
-  if (rc == 0) {
-    out->active_units = 0;
-    for (size_t j = 0; j < Z; j++) {
-      const double mean = s1[j] / (double)n, var = s2[j] / (double)n - mean * mean;
-      if (var > 0.01) out->active_units++;
-      out->kl_per_dim[j] /= (double)n;
-    }
-  }
-  cuvae_cpu_ws_destroy(ws);
-  free(shift);
-  free(s1);
-  free(s2);
-  return rc;
+/* Active units and the KL per latent dimension over the whole split (docs/MATH.md (3.5)), through the backend's
+ * encoder. */
+static int latent_stats(cuvae_inference *inf, cuvae_eval_result *out) {
+  out->kl_per_dim = calloc(inf->model.latent, sizeof(double));
+  if (!out->kl_per_dim) return cuvae_error("out of memory for the KL of %zu latent dims", inf->model.latent);
+  return cuvae_latent_stats(inf->be, &inf->model, &inf->data, CUVAE_ACTIVE_UNITS_THRESHOLD, &out->active_units,
+                            out->kl_per_dim);
 }
 
 /* The IWAE estimate on the backend: mean of -log p(x) over the split, rows summed in double in row order. */

@@ -222,6 +222,7 @@ static float *aligned_zeros(size_t n);
  * memory plan says so. */
 static int cpu_join_data_parallel(cuvae_backend *base, const cuvae_data_parallel *dp) {
   cpu_backend *be = (cpu_backend *)base;
+  if (dp && cuvae_objective_check_ranks(be->cfg, dp->size)) return -1;
   base->dp = dp;
   if (!dp || !dp->sharded) return 0;
   const size_t n = dp->shard_end - dp->shard_begin, all = be->model->n_params;

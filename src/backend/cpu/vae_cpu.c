@@ -23,6 +23,7 @@ struct cuvae_cpu_ws {
   float *x_rep;                      /* [N, D] the targets repeated per sample (samples > 1) */
   float *kl_s, *weight, *row_obj;    /* [N] sampled KL, [N] sample weights, [B] objective per row */
   float *dlv_row;                    /* [N] rows' parts of dL/d logvar (learned_shared) */
+  float *fb_gate, *fb_floor;         /* [Z] free bits (docs/MATH.md (3.4)): dims kept, max(lambda, KL_j) */
   float *enc_in, *dec_in, *dzy;      /* conditional: [B, D + C] = [x | onehot y], [N, Z + C] = [z | onehot y], its
                                         gradient */
   /* bf16 precision (docs/MATH.md (8.2)); w16 == NULL: fp32 */
@@ -43,7 +44,7 @@ void cuvae_cpu_ws_destroy(cuvae_cpu_ws *ws) {
   free(ws->dy16);
   float *bufs[] = {ws->z,     ws->dz,   ws->dmulv,  ws->grad_a,  ws->grad_b, ws->kl_row,
                    ws->nll_row, ws->x_rep, ws->kl_s, ws->weight, ws->row_obj, ws->dlv_row,
-                   ws->enc_in, ws->dec_in, ws->dzy};
+                   ws->enc_in, ws->dec_in, ws->dzy, ws->fb_gate, ws->fb_floor};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
   free(ws);
 }
@@ -82,6 +83,8 @@ cuvae_cpu_ws *cuvae_cpu_ws_create(const cuvae_model *m, int max_batch) {
   ws->weight = alloc_floats(B, &failed);
   ws->row_obj = alloc_floats(B, &failed);
   ws->dlv_row = alloc_floats(B, &failed);
+  ws->fb_gate = alloc_floats(Z, &failed);
+  ws->fb_floor = alloc_floats(Z, &failed);
   if (m->cond) {
     ws->enc_in = alloc_floats(B * (D + m->cond), &failed);
     ws->dec_in = alloc_floats(B * (Z + m->cond), &failed);
@@ -229,6 +232,7 @@ int cuvae_cpu_latent_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, cons
   const int Bt = batch->batch_total > 0 ? batch->batch_total : B, Nt = Bt * L;
   const int Z = (int)m->latent, D = (int)m->input_dim;
   const int ae = spec->objective == CUVAE_OBJ_AE, sampled = cuvae_objective_sampled(spec);
+  const int free_bits = !ae && !sampled && spec->free_bits > 0.0f;  /* docs/MATH.md (3.4) */
   const float *eps = batch->eps;
 
   /* z: the mean (ae); else z_s = mu + exp(0.5 lv) eps_s (docs/MATH.md section 2), with the closed-form KL per row
@@ -239,6 +243,7 @@ int cuvae_cpu_latent_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, cons
     iwae_reparam_cpu(mulv, eps, ws->z, B, L, Z);
   else {
     reparam_kl_forward_cpu(mulv, eps, ws->z, ws->kl_row, B, Z);
+    if (free_bits) free_bits_forward_cpu(mulv, B, Z, Bt, spec->free_bits, ws->fb_gate, ws->fb_floor);
     if (L > 1) iwae_reparam_cpu(mulv, eps + (size_t)B * Z, ws->z + (size_t)B * Z, B, L - 1, Z);
   }
 
@@ -272,7 +277,8 @@ int cuvae_cpu_latent_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, cons
   out->recon = sum_rows(ws->nll_row, N) / Nt;
   out->kl = ae ? 0.0 : sampled ? sum_rows(ws->kl_s, N) / Nt : sum_rows(ws->kl_row, B) / Bt;
   out->nelbo = out->recon + out->kl;
-  out->objective = ae ? out->recon : sampled ? sum_rows(ws->row_obj, B) / Bt : out->recon + spec->beta * out->kl;
+  const double kl_term = free_bits ? sum_rows(ws->fb_floor, Z) : out->kl;  /* (3.4): sum_j max(lambda, KL_j) */
+  out->objective = ae ? out->recon : sampled ? sum_rows(ws->row_obj, B) / Bt : out->recon + spec->beta * kl_term;
 
   if (want_grad) {
     float *gbuf = grad;
@@ -289,9 +295,10 @@ int cuvae_cpu_latent_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, cons
     float *dml = dmulv ? dmulv : ws->dmulv;
     if (ae)
       latent_mean_backward_cpu(ws->dz, dml, B, Z);
-    else
+    else  /* with free bits the KL's gradient comes next, for the gated dims only */
       reparam_multi_backward_cpu(mulv, eps, ws->z, ws->dz, sampled ? ws->weight : NULL, &spec->beta,
-                                 1.0f / (float)Bt, dml, B, L, Z);
+                                 free_bits ? 0.0f : 1.0f / (float)Bt, dml, B, L, Z);
+    if (free_bits) free_bits_backward_cpu(mulv, ws->fb_gate, &spec->beta, 1.0f / (float)Bt, dml, B, Z);
     free(scratch_grad);
     if (rc) return -1;
   }
@@ -316,7 +323,7 @@ int cuvae_cpu_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float
   return 0;
 }
 
-static const cuvae_objective_spec k_plain_elbo = {CUVAE_OBJ_ELBO, 1, CUVAE_KL_ANALYTIC, 1.0f};
+static const cuvae_objective_spec k_plain_elbo = {CUVAE_OBJ_ELBO, 1, CUVAE_KL_ANALYTIC, 1.0f, 0.0f};
 
 int cuvae_cpu_loss_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *x,
                         const float *eps, int B, float *grad, cuvae_loss *out) {

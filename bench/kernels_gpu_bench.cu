@@ -194,7 +194,7 @@ void bench_likelihoods(const Shape &s, Bench &bn) {
   // nll_row = 0.5 sum_d [(x - f)^2 / s^2 + log s^2 + log 2pi]; df = scale (f - x) / s^2.
   // Reads f + x (2 B D), writes df (B D) + nll_row (B): 4 (3 B D + B) bytes.
   add_row(bn, "gaussian_nll_grad", s.name, shape_str("B", B, "D", D), 4.0 * (3.0 * (double)bd + B), [&] {
-    return gaussian_nll_grad_cuda(out.get(), x.get(), 0.5f, nll.get(), grad.get(), 1.0f / (float)B, B, D, st);
+    return gaussian_nll_grad_cuda(out.get(), x.get(), 0.5f, 0.0, nll.get(), grad.get(), 1.0f / (float)B, B, D, st);
   });
 }
 
@@ -225,14 +225,18 @@ void bench_bias_act(const Shape &s, Bench &bn) {
           [&] { return bias_grad_cuda(dyo.get(), dbo.get(), scratch.get(), B, D, st); });
 }
 
-// Adam over the model's whole parameter buffer (docs/MATH.md section 7), and the gradient's sum of squares.
+// Adam over the model's whole parameter buffer (docs/MATH.md section 7), the gradient's sum of squares, and the EMA
+// of the weights (docs/MATH.md (7.5)).
 void bench_adam(const Shape &s, Bench &bn) {
   const size_t np = param_count(s);
   const cudaStream_t st = bn.st;
-  DevBuf<float> p(np), g(np), m(np), v(np), ss(1 + CUVAE_SUM_SQUARES_PARTIALS), scalars(4);
+  DevBuf<float> p(np), g(np), m(np), v(np), ema(np), ss(1 + CUVAE_SUM_SQUARES_PARTIALS), scalars(CUVAE_ADAM_SCALARS),
+      lr(1);
   DevBuf<int64_t> step(1);
   fill(p, -0.1f, 0.1f, 10);
   fill(g, -1e-2f, 1e-2f, 11);
+  fill(ema, -0.1f, 0.1f, 15);
+  fill(lr, 1e-3f, 1e-3f, 17);  // the step's learning rate, read on the device (adam_prepare_cuda)
   zero(m);
   zero(v);
   CHECK(cudaMemset(step.get(), 0, sizeof(int64_t)));
@@ -240,20 +244,26 @@ void bench_adam(const Shape &s, Bench &bn) {
   // bytes (the partials, <= 64 KB written and read back, left out; latency-bound for small n).
   add_row(bn, "sum_squares", s.name, shape_str("n", (long long)np, nullptr, 0), 4.0 * (double)np,
           [&] { return sum_squares_cuda(g.get(), np, ss.get() + 1, ss.get(), st); });
-  // One step's optimiser launches: adam_prepare (one thread: ++step, clip scale, 1/(1 - b^t)) then
+  // One step's optimiser launches: adam_prepare (one thread: ++step, clip scale, 1/(1 - b^t), the rate) then
   // adam_update: g' = s g; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2; p -= lr (m c1) / (sqrt(v c2) + eps).
-  // Reads p, g, m, v (4 n), writes p, m, v (3 n): 4 * 7 n bytes (prepare's ~30 bytes left out).
+  // Reads p, g, m, v (4 n), writes p, m, v (3 n): 4 * 7 n bytes (prepare's ~50 bytes left out).
   add_row(bn, "adam_prepare+adam_update", s.name, shape_str("n", (long long)np, nullptr, 0), 4.0 * 7.0 * (double)np,
           [&] {
-            cudaError_t e = adam_prepare_cuda(ss.get(), step.get(), 0.0f, 0.9f, 0.999f, scalars.get(), nullptr, st);
+            cudaError_t e = adam_prepare_cuda(ss.get(), step.get(), lr.get(), nullptr, 0.0f, 0.9f, 0.999f,
+                                              scalars.get(), nullptr, st);
             if (e != cudaSuccess) return e;
-            return adam_update_cuda(p.get(), g.get(), m.get(), v.get(), np, 1e-3f, 0.9f, 0.999f, 1e-8f,
-                                    scalars.get(), nullptr, st);
+            return adam_update_cuda(p.get(), g.get(), m.get(), v.get(), np, 0.9f, 0.999f, 1e-8f, scalars.get(), nullptr,
+                                    st);
           });
-  // adam_prepare alone: one thread, ~30 bytes; launch latency.
-  add_row(bn, "adam_prepare", s.name, "1 thread", 4.0 + 8.0 + 8.0 + 16.0, [&] {
-    return adam_prepare_cuda(ss.get(), step.get(), 0.0f, 0.9f, 0.999f, scalars.get(), nullptr, st);
+  // adam_prepare alone: one thread; reads the sum of squares (4 B), step (8 B), lr (4 B), writes step (8 B) and the
+  // CUVAE_ADAM_SCALARS scalars (24 B); launch latency.
+  add_row(bn, "adam_prepare", s.name, "1 thread", 4.0 + 8.0 + 4.0 + 8.0 + 4.0 * CUVAE_ADAM_SCALARS, [&] {
+    return adam_prepare_cuda(ss.get(), step.get(), lr.get(), nullptr, 0.0f, 0.9f, 0.999f, scalars.get(), nullptr, st);
   });
+  // ema = d ema + (1 - d) p after the update (no skip: scalars[5] = 0 from adam_prepare). Reads ema, p (2 n), writes
+  // ema (n): 4 * 3 n bytes.
+  add_row(bn, "ema_update", s.name, shape_str("n", (long long)np, nullptr, 0), 4.0 * 3.0 * (double)np,
+          [&] { return ema_update_cuda(ema.get(), p.get(), np, 0.999f, scalars.get(), nullptr, st); });
 }
 
 // Loss reductions (the batch sum of the per-row KL or NLL, B floats), and the minibatch gather from the training set
@@ -290,28 +300,32 @@ void bench_shape(const Shape &s, Bench &b) {
   bench_sum_gather(s, b);
 }
 
-// step_guard is shape-independent: one thread records CUVAE_STEP_SUMS (4) sums and checks them. Reads sums (16 B),
-// step (8 B), flags (16 B), writes flags[1] (8 B) and 4 ring floats (16 B): 64 bytes; launch latency. Afterwards
-// the guard must not have halted, and ring entry 0 must hold the sums it read (every launch records the same sums):
-// a guard that read past the sums it was given would record other values, or halt on a non-finite one.
+// step_guard is shape-independent: one thread records the CUVAE_STEP_SUMS (4) sums and the step's verdict (skipping
+// off: apply, or halt when not finite). Reads sums (16 B), step (8 B), flags (16 B), writes flags[1] (8 B) and the
+// CUVAE_STEP_RECORD (5) ring floats (20 B): 68 bytes; launch latency. Afterwards the guard must not have halted, and
+// ring entry 0 must hold the sums it read and the verdict CUVAE_STEP_APPLY (every launch records the same): a guard
+// that read past the sums it was given would record other values, or halt on a non-finite one.
 void bench_step_guard(Bench &b) {
   // A ring larger than the launches time_us makes (3 + 10 + 5 * 20000), so it never reaches its halt path.
   const int kRing = 1 << 18;
-  DevBuf<float> sums(CUVAE_STEP_SUMS), ring(CUVAE_STEP_SUMS * (size_t)kRing);
+  DevBuf<float> sums(CUVAE_STEP_SUMS), ring(CUVAE_STEP_RECORD * (size_t)kRing);
   DevBuf<int64_t> step(1), flags(2);
+  const cuvae_skip_rule off = {0.0f, 0.0f, 0, 1, 0};  // no skipping configured: no guard state or window
   fill(sums, 1.0f, 2.0f, 14);
   CHECK(cudaMemset(step.get(), 0, sizeof(int64_t)));
   CHECK(cudaMemset(flags.get(), 0, 2 * sizeof(int64_t)));
-  add_row(b, "step_guard", "-", "1 thread", 4.0 * CUVAE_STEP_SUMS + 8.0 + 16.0 + 8.0 + 4.0 * CUVAE_STEP_SUMS,
-          [&] { return step_guard_cuda(sums.get(), step.get(), flags.get(), ring.get(), kRing, b.st); });
+  add_row(b, "step_guard", "-", "1 thread", 4.0 * CUVAE_STEP_SUMS + 8.0 + 16.0 + 8.0 + 4.0 * CUVAE_STEP_RECORD, [&] {
+    return step_guard_cuda(sums.get(), step.get(), flags.get(), ring.get(), kRing, off, nullptr, nullptr, b.st);
+  });
   int64_t h[2];
-  float want[CUVAE_STEP_SUMS], got[CUVAE_STEP_SUMS];
+  float want[CUVAE_STEP_RECORD], got[CUVAE_STEP_RECORD];
   CHECK(cudaMemcpy(h, flags.get(), sizeof h, cudaMemcpyDeviceToHost));
-  CHECK(cudaMemcpy(want, sums.get(), sizeof want, cudaMemcpyDeviceToHost));
+  CHECK(cudaMemcpy(want, sums.get(), CUVAE_STEP_SUMS * sizeof(float), cudaMemcpyDeviceToHost));
+  want[CUVAE_STEP_SUMS] = (float)CUVAE_STEP_APPLY;
   CHECK(cudaMemcpy(got, ring.get(), sizeof got, cudaMemcpyDeviceToHost));
   if (h[0] != 0) std::fprintf(stderr, "warning: step_guard halted (flags[0] = %lld)\n", (long long)h[0]);
   if (b.smoke && (h[0] != 0 || std::memcmp(want, got, sizeof want) != 0)) {
-    std::fprintf(stderr, "step_guard: halted (flags[0] = %lld) or ring entry 0 differs from the sums\n",
+    std::fprintf(stderr, "step_guard: halted (flags[0] = %lld) or ring entry 0 differs from the sums and verdict\n",
                  (long long)h[0]);
     std::exit(1);
   }

@@ -24,23 +24,29 @@ constexpr int kSumSquaresMaxBlocks = CUVAE_SUM_SQUARES_PARTIALS;  // sum_squares
 constexpr int kSumSquaresFinalThreads = 1024;                   // sum_squares pass 2: one block
 
 // Per-step scalars, computed in double by one thread exactly as the CPU computes them:
-//   t = ++*step;  ||g|| = sqrt(sum g^2);
+//   t = ++*step (the training step, counted whether or not its update is applied);
+//   ta = t - guard[0] (Adam's step: the updates applied, include/cuvae/optimizer.h), ||g|| = sqrt(sum g^2);
 //   scalars[0] = clip / ||g|| when clip > 0 and ||g|| > clip, else 1   (src/backend/cpu/backend_cpu.c: cpu_train_step)
-//   scalars[1] = 1 / (1 - b1^t),  scalars[2] = 1 / (1 - b2^t)            (adam_update_cpu's c1, c2)
+//   scalars[1] = 1 / (1 - b1^ta),  scalars[2] = 1 / (1 - b2^ta)          (adam_update_cpu's c1, c2)
 //   scalars[3] = ||g||                                                    (for logging)
+//   scalars[4] = *lr, this step's learning rate (docs/MATH.md (7.3), uploaded by the host)
+//   scalars[5] = guard[4]: 1 when step_guard_cuda skipped this step's update (adam_update and ema_update then hold)
 // The only difference from the CPU is the input: the CPU sums g^2 in double, sum_squares_cuda in float.
-__global__ void adam_prepare_kernel(const float *sum_squares, int64_t *step, float clip_norm, float b1, float b2,
-                                    float *scalars, const int64_t *halted) {
+__global__ void adam_prepare_kernel(const float *sum_squares, int64_t *step, const float *lr, const int64_t *guard,
+                                    float clip_norm, float b1, float b2, float *scalars, const int64_t *halted) {
   if (halted && *halted) return;  // a non-finite step (step_guard.cu): the step counter stays
   const int64_t t = *step + 1;
   *step = t;
+  const int64_t ta = guard ? t - guard[0] : t;
   const double norm = sqrt((double)*sum_squares);
   float scale = 1.0f;
   if (clip_norm > 0.0f && norm > clip_norm) scale = (float)(clip_norm / norm);
   scalars[0] = scale;
-  scalars[1] = (float)(1.0 / (1.0 - pow((double)b1, (double)t)));
-  scalars[2] = (float)(1.0 / (1.0 - pow((double)b2, (double)t)));
+  scalars[1] = (float)(1.0 / (1.0 - pow((double)b1, (double)ta)));
+  scalars[2] = (float)(1.0 / (1.0 - pow((double)b2, (double)ta)));
   scalars[3] = (float)norm;
+  scalars[4] = *lr;
+  scalars[5] = guard && guard[4] ? 1.0f : 0.0f;
 }
 
 // The per-step constants of adam_one.
@@ -72,11 +78,11 @@ __device__ inline void adam_one(float &p, float g, float &m, float &v, const Ada
 // With p16 (precision = bf16, docs/MATH.md (8.2)): p16[i] = bf16(p[i]) of the updated parameter, the GEMMs' weight
 // copy (adam_update_bf16_cpu's, round to nearest even).
 template <bool kVector>
-__global__ void adam_update_kernel(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,
-                                   float b2, float eps, const float *scalars, const int64_t *halted,
-                                   __nv_bfloat16 *p16) {
+__global__ void adam_update_kernel(float *p, const float *g, float *m, float *v, size_t n, float b1, float b2,
+                                   float eps, const float *scalars, const int64_t *halted, __nv_bfloat16 *p16) {
   if (halted && *halted) return;  // a non-finite step (step_guard.cu): parameters and moments stay
-  const AdamConsts k = {lr, b1, b2, eps, 1.0f - b1, 1.0f - b2, scalars[0], scalars[1], scalars[2]};
+  if (scalars[5] != 0.0f) return;  // a skipped update (step_guard.cu): likewise
+  const AdamConsts k = {scalars[4], b1, b2, eps, 1.0f - b1, 1.0f - b2, scalars[0], scalars[1], scalars[2]};
   const size_t first = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
   size_t done = 0;
   if (kVector) {
@@ -168,44 +174,45 @@ bool aligned16(const void *p) { return (uintptr_t)p % 16 == 0; }
 
 }  // namespace
 
-extern "C" cudaError_t adam_prepare_cuda(const float *sum_squares, int64_t *step, float clip_norm, float b1,
-                                         float b2, float *scalars, const int64_t *halted, cudaStream_t stream) {
+extern "C" cudaError_t adam_prepare_cuda(const float *sum_squares, int64_t *step, const float *lr,
+                                         const int64_t *guard, float clip_norm, float b1, float b2, float *scalars,
+                                         const int64_t *halted, cudaStream_t stream) {
   // b1, b2 in [0, 1) and clip_norm >= 0 (0 = off), as the config requires; NaN fails every comparison.
-  if (!sum_squares || !step || !scalars || !(clip_norm >= 0.0f) || !(b1 >= 0.0f && b1 < 1.0f) ||
+  if (!sum_squares || !step || !lr || !scalars || !(clip_norm >= 0.0f) || !(b1 >= 0.0f && b1 < 1.0f) ||
       !(b2 >= 0.0f && b2 < 1.0f))
     return cudaErrorInvalidValue;
-  CUVAE_LAUNCH(adam_prepare_kernel, 1, 1, 0, stream, sum_squares, step, clip_norm, b1, b2, scalars, halted);
+  CUVAE_LAUNCH(adam_prepare_kernel, 1, 1, 0, stream, sum_squares, step, lr, guard, clip_norm, b1, b2, scalars,
+               halted);
   return cudaGetLastError();
 }
 
 // The one launcher of adam_update_kernel: p16 NULL (fp32 / tf32) or the bf16 weight copy.
-static cudaError_t adam_update_launch(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,
-                                      float b2, float eps, const float *scalars, const int64_t *halted, uint16_t *p16,
+static cudaError_t adam_update_launch(float *p, const float *g, float *m, float *v, size_t n, float b1, float b2,
+                                      float eps, const float *scalars, const int64_t *halted, uint16_t *p16,
                                       cudaStream_t stream) {
   if (!p || !g || !m || !v || !scalars || n < 1) return cudaErrorInvalidValue;
   __nv_bfloat16 *q16 = reinterpret_cast<__nv_bfloat16 *>(p16);
   if (aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v)) {
     const int grid = resident_grid(n / 4 > 0 ? n / 4 : n, kUpdateBlock);
-    CUVAE_LAUNCH(adam_update_kernel<true>, grid, kUpdateBlock, 0, stream, p, g, m, v, n, lr, b1, b2, eps, scalars,
-                 halted, q16);
+    CUVAE_LAUNCH(adam_update_kernel<true>, grid, kUpdateBlock, 0, stream, p, g, m, v, n, b1, b2, eps, scalars, halted,
+                 q16);
   } else {
     CUVAE_LAUNCH(adam_update_kernel<false>, resident_grid(n, kUpdateBlock), kUpdateBlock, 0, stream, p, g, m, v, n,
-                 lr, b1, b2, eps, scalars, halted, q16);
+                 b1, b2, eps, scalars, halted, q16);
   }
   return cudaGetLastError();
 }
 
-extern "C" cudaError_t adam_update_cuda(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,
-                                        float b2, float eps, const float *scalars, const int64_t *halted,
-                                        cudaStream_t stream) {
-  return adam_update_launch(p, g, m, v, n, lr, b1, b2, eps, scalars, halted, nullptr, stream);
+extern "C" cudaError_t adam_update_cuda(float *p, const float *g, float *m, float *v, size_t n, float b1, float b2,
+                                        float eps, const float *scalars, const int64_t *halted, cudaStream_t stream) {
+  return adam_update_launch(p, g, m, v, n, b1, b2, eps, scalars, halted, nullptr, stream);
 }
 
-extern "C" cudaError_t adam_update_bf16_cuda(float *p, const float *g, float *m, float *v, size_t n, float lr,
-                                             float b1, float b2, float eps, const float *scalars,
-                                             const int64_t *halted, uint16_t *p16, cudaStream_t stream) {
+extern "C" cudaError_t adam_update_bf16_cuda(float *p, const float *g, float *m, float *v, size_t n, float b1,
+                                             float b2, float eps, const float *scalars, const int64_t *halted,
+                                             uint16_t *p16, cudaStream_t stream) {
   if (!p16) return cudaErrorInvalidValue;
-  return adam_update_launch(p, g, m, v, n, lr, b1, b2, eps, scalars, halted, p16, stream);
+  return adam_update_launch(p, g, m, v, n, b1, b2, eps, scalars, halted, p16, stream);
 }
 
 extern "C" cudaError_t sum_squares_cuda(const float *g, size_t n, float *partials, float *out, cudaStream_t stream) {

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "cuvae/config.h"
+#include "cuvae/optimizer.h"
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -22,13 +23,21 @@ cudaError_t reparam_kl_forward_cuda(const float *mulv, const float *eps, float *
                                     cudaStream_t stream);
 cudaError_t reparam_kl_backward_cuda(const float *mulv, const float *eps, const float *dz, float kl_scale,
                                      float *dmulv, int B, int Z, cudaStream_t stream);
+/* free_bits.cu -- free bits (docs/MATH.md (3.4)), twins of free_bits_*_cpu (include/cuvae/cpu.h states the equations):
+ * forward: gate[j] = [KL_j >= lambda], kl_floor[j] = max(lambda, KL_j), KL_j the mean over batch_total rows of dim
+ * j's closed-form KL (this call's B rows); backward: dmulv += the gated KL gradient, scale *beta kl_scale (beta: one
+ * float in device memory). */
+cudaError_t free_bits_forward_cuda(const float *mulv, int B, int Z, int batch_total, float lambda, float *gate,
+                                   float *kl_floor, cudaStream_t stream);
+cudaError_t free_bits_backward_cuda(const float *mulv, const float *gate, const float *beta, float kl_scale,
+                                    float *dmulv, int B, int Z, cudaStream_t stream);
 
 /* likelihood.cu -- decoder negative log-likelihoods + gradients (docs/MATH.md section 4), twins of *_nll_grad_cpu.
  * nll_row[b] per row; dout = scale * d(-log p)/d(output), skipped when dout == NULL. */
 cudaError_t bernoulli_nll_grad_cuda(const float *logits, const float *x, float *nll_row, float *dlogits,
                                     float scale, int B, int D, cudaStream_t stream);
-cudaError_t gaussian_nll_grad_cuda(const float *f, const float *x, float sigma, float *nll_row, float *df,
-                                   float scale, int B, int D, cudaStream_t stream);
+cudaError_t gaussian_nll_grad_cuda(const float *f, const float *x, float sigma, double nll_offset, float *nll_row,
+                                   float *df, float scale, int B, int D, cudaStream_t stream);
 
 /* bias_act.cu -- twins of bias_act_forward_cpu / bias_act_backward_cpu and of the bias gradient in
  * dense_backward_cpu: y = act(y + b); dy *= act'(y); db[j] = sum_b dy[b][j] (overwritten; fixed summation order
@@ -42,23 +51,33 @@ cudaError_t bias_grad_cuda(const float *dy, float *db, float *scratch, int B, in
 
 /* adam.cu -- twin of adam_update_cpu and grad_norm_cpu, over the whole parameter buffer in one launch. To be
  * capturable into a graph replayed every step, nothing that changes per step is a kernel argument: a one-thread
- * prologue reads the step counter and the gradient's sum of squares from device memory.
- * adam_prepare_cuda: *step += 1; scalars[0] = grad_scale (clip / ||g|| when clip > 0 and ||g|| > clip, else 1),
- *   scalars[1] = 1 / (1 - b1^step), scalars[2] = 1 / (1 - b2^step) (computed in double, as the CPU twin does),
- *   scalars[3] = ||g|| (for logging).
- *   With halted != NULL and *halted != 0 (step_guard_cuda saw a non-finite step) it changes nothing.
+ * prologue reads the step counter, the step's learning rate, the skip verdict and the gradient's sum of squares from
+ * device memory.
+ * adam_prepare_cuda: *step += 1 (the training step); ta = *step - guard[0] (Adam's step: the applied updates; guard
+ *   NULL: ta = *step); scalars[0] = grad_scale (clip / ||g|| when clip > 0 and ||g|| > clip, else 1),
+ *   scalars[1] = 1 / (1 - b1^ta), scalars[2] = 1 / (1 - b2^ta) (computed in double, as the CPU twin does),
+ *   scalars[3] = ||g|| (for logging), scalars[4] = *lr (the step's rate, docs/MATH.md (7.3)), scalars[5] = 1 when
+ *   guard[4] (step_guard_cuda skipped the update) else 0. scalars holds 6 floats.
+ *   With halted != NULL and *halted != 0 (step_guard_cuda halted training) it changes nothing.
  * adam_update_cuda: g' = scalars[0] g; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2 (moments below FLT_MIN
- *   flushed to 0, as on the CPU); p -= lr (m scalars[1]) / (sqrt(v scalars[2]) + eps); nothing when *halted.
+ *   flushed to 0, as on the CPU); p -= scalars[4] (m scalars[1]) / (sqrt(v scalars[2]) + eps); nothing when *halted
+ *   or scalars[5] != 0.
  * halted may be NULL (never halted). */
-cudaError_t adam_prepare_cuda(const float *sum_squares, int64_t *step, float clip_norm, float b1, float b2,
-                              float *scalars, const int64_t *halted, cudaStream_t stream);
-cudaError_t adam_update_cuda(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
-                             float eps, const float *scalars, const int64_t *halted, cudaStream_t stream);
+#define CUVAE_ADAM_SCALARS 6
+cudaError_t adam_prepare_cuda(const float *sum_squares, int64_t *step, const float *lr, const int64_t *guard,
+                              float clip_norm, float b1, float b2, float *scalars, const int64_t *halted,
+                              cudaStream_t stream);
+cudaError_t adam_update_cuda(float *p, const float *g, float *m, float *v, size_t n, float b1, float b2, float eps,
+                             const float *scalars, const int64_t *halted, cudaStream_t stream);
 /* adam_update_cuda, and p16[i] = bf16(p[i]) of each updated parameter (the GEMMs' weight copy in bf16 precision,
  * docs/MATH.md (8.2)): twin of adam_update_bf16_cpu. p16 holds n bfloat16 bits (include/cuvae/bf16.h). */
-cudaError_t adam_update_bf16_cuda(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,
-                                  float b2, float eps, const float *scalars, const int64_t *halted, uint16_t *p16,
+cudaError_t adam_update_bf16_cuda(float *p, const float *g, float *m, float *v, size_t n, float b1, float b2,
+                                  float eps, const float *scalars, const int64_t *halted, uint16_t *p16,
                                   cudaStream_t stream);
+/* ema.cu -- twin of ema_update_cpu: ema[i] = decay ema[i] + (1 - decay) p[i] (docs/MATH.md (7.5)), decay in [0, 1);
+ * nothing when *halted or scalars[5] != 0 (a skipped update; scalars may be NULL: never skipped). */
+cudaError_t ema_update_cuda(float *ema, const float *p, size_t n, float decay, const float *scalars,
+                            const int64_t *halted, cudaStream_t stream);
 /* *out = sum of g^2 (one float in device memory), deterministic (fixed reduction tree for a given n, no float
  * atomics), in two passes through partials[CUVAE_SUM_SQUARES_PARTIALS] (device scratch). */
 #define CUVAE_SUM_SQUARES_PARTIALS 8192
@@ -75,13 +94,18 @@ cudaError_t sum_cuda(const float *x, int n, float *out, cudaStream_t stream);
  * memory (uint32 indices, which the caller has checked against the source's row count). */
 cudaError_t gather_rows_cuda(const float *src, const uint32_t *rows, float *dst, int B, int D, cudaStream_t stream);
 
-/* step_guard.cu -- twin of the CPU backend's isfinite checks, for steps that run ahead of the host. One thread:
- * i = flags[1]++; ring[4i..4i+3] = sums[0..3] (NLL sum, KL sum, sum g^2, objective sum), NaN when already halted; when a sum is
- * not finite and flags[0] == 0, flags[0] = *step + 1 (the 1-based step), which halts Adam (see above). When
- * flags[1] reaches ring_cap it halts instead of writing past the ring. */
+/* step_guard.cu -- twin of the verdict in the CPU backend's cpu_train_step (docs/MATH.md (7.4)), for steps that run
+ * ahead of the host. One thread: i = flags[1]++; ring[CUVAE_STEP_RECORD i + k] = sums[k], k < 4 (NLL sum, KL sum,
+ * sum g^2, objective sum), and at k = 4 the step's verdict (cuvae_step_verdict of include/cuvae/optimizer.h, from
+ * `rule`, the state guard[0..4) and the z-score window), all NaN when already halted. A DIVERGED or SKIP_LIMIT verdict
+ * sets flags[0] = *step + 1 (the 1-based step), which halts Adam (see above); guard[4] = 1 when the update is skipped.
+ * guard and window may be NULL when rule.active is 0. When flags[1] reaches ring_cap it halts instead of writing past
+ * the ring. */
 #define CUVAE_STEP_SUMS 4
+#define CUVAE_STEP_RECORD 5
+#define CUVAE_GUARD_WORDS 5
 cudaError_t step_guard_cuda(const float *sums, const int64_t *step, int64_t *flags, float *ring, int ring_cap,
-                            cudaStream_t stream);
+                            cuvae_skip_rule rule, int64_t *guard, float *window, cudaStream_t stream);
 
 /* ---- iwae.cu -- importance-weighted log p(x) (docs/MATH.md section 5), twins of the iwae_*_cpu functions --------------
  * A chunk is one decoder batch of R data rows x C samples, sample-major (batch row s*R + r = sample s of data row
@@ -102,10 +126,11 @@ cudaError_t iwae_finalize_cuda(const double *state, int R, int K, double *log_px
 /* ---- the model family: twins of the functions of the same stems in include/cuvae/cpu.h, which states
  * the equations and the multi-sample layout. Pointers are device pointers, including beta (one float) and logvar. */
 /* likelihood.cu */
-cudaError_t gaussian_perdim_nll_grad_cuda(const float *out, const float *x, float *nll_row, float *dout, float scale,
+cudaError_t gaussian_perdim_nll_grad_cuda(const float *out, const float *x, float lv_min, double nll_offset,
+                                          float *nll_row, float *dout, float scale, int B, int D, cudaStream_t stream);
+cudaError_t gaussian_shared_nll_grad_cuda(const float *f, const float *x, const float *logvar, float lv_min,
+                                          double nll_offset, float *nll_row, float *df, float *dlv_row, float scale,
                                           int B, int D, cudaStream_t stream);
-cudaError_t gaussian_shared_nll_grad_cuda(const float *f, const float *x, const float *logvar, float *nll_row,
-                                          float *df, float *dlv_row, float scale, int B, int D, cudaStream_t stream);
 /* autoencoder.cu */
 cudaError_t squared_error_grad_cuda(const float *out, const float *x, int sigmoid_out, float *err_row, float *dout,
                                     float scale, int B, int D, cudaStream_t stream);
@@ -123,6 +148,7 @@ cudaError_t reparam_multi_backward_cuda(const float *mulv, const float *eps, con
 cudaError_t scale_rows_cuda(float *a, const float *w, int B, int n, cudaStream_t stream);
 /* data_noise.cu */
 cudaError_t binarize_cuda(const float *x, const float *u, float *out, size_t n, cudaStream_t stream);
+cudaError_t dequantize_cuda(const float *x, const float *u, float *out, size_t n, cudaStream_t stream);
 cudaError_t corrupt_gaussian_cuda(const float *x, const float *noise, float std, float *out, size_t n,
                                   cudaStream_t stream);
 cudaError_t corrupt_mask_cuda(const float *x, const float *u, float p, float *out, size_t n, cudaStream_t stream);

@@ -14,7 +14,7 @@ RANK = {"core": 0, "io": 1, "backend": 2, "backend/cpu": 3, "backend/cuda": 3, "
 PUBLIC = {  # include/cuvae/NAME.h -> its layer
     "error": "core", "rng": "core", "blas": "core", "bf16": "core", "config": "core", "model": "core",
     "data": "io", "checkpoint": "io", "export": "io",
-    "objective": "backend", "device": "backend", "cpu": "backend/cpu",
+    "objective": "backend", "optimizer": "backend", "device": "backend", "cpu": "backend/cpu",
     "train": "engine", "image": "engine", "plot": "engine", "ppca": "engine", "dist": "engine",
 }
 

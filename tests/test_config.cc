@@ -351,7 +351,10 @@ TEST(Config, SetOverrides) {
       {"train.lr=abc", "--set train.lr: 'abc' is not a number"},
       {"train.batch_size=0", "--set train.batch_size: '0' is below the minimum 1"},
       {"train.foo=1", "--set train.foo: unknown key 'foo' in [train] (valid keys: epochs, batch_size, lr, beta1, "
-                      "beta2, adam_eps, clip_norm, seed, max_steps, eval_batch_size, log_every, threads, precision, cuda_graph, shard_optimizer, objective, samples, kl, beta, beta_warmup_steps, free_bits)"},
+                      "beta2, adam_eps, clip_norm, lr_schedule, lr_warmup_steps, lr_min, lr_decay_steps, lr_gamma, "
+                      "ema, skip_grad_norm, skip_zscore, skip_window, skip_nonfinite, early_stop, skip_limit, seed, "
+                      "max_steps, eval_batch_size, log_every, threads, precision, cuda_graph, shard_optimizer, "
+                      "objective, samples, kl, beta, beta_warmup_steps, free_bits)"},
       {"optim.lr=1", "--set optim.lr: unknown section [optim] (valid sections: [data], [model], [train])"},
       {"lr=1", "--set 'lr=1': expected section.key=value, e.g. train.lr=3e-4"},
       {"train.lr", "--set 'train.lr': expected section.key=value, e.g. train.lr=3e-4"},
@@ -374,7 +377,8 @@ TEST(Config, RoundTripDefaultsAndEveryField) {
 
   const char *sets[] = {"data.dataset=", "data.train_images=/d/train.npy", "data.train_labels=/d/train-labels",
                         "data.test_images=/d/test.npy", "model.hidden=1,2,3,4,5,6,7,1048576", "model.latent=1048576",
-                        "model.likelihood=gaussian", "model.sigma=0.123456789", "model.activation=tanh",
+                        "model.likelihood=gaussian", "model.sigma=0.123456789", "data.dequantize=uniform",
+                        "model.min_variance=1.17549435e-38", "model.activation=tanh",
                         "train.epochs=2147483647", "train.batch_size=7", "train.lr=3.14159265e-4",
                         "train.beta1=0.99999994", "train.beta2=0", "train.adam_eps=1.17549435e-38",
                         "train.clip_norm=3.4028235e38", "train.seed=18446744073709551615",

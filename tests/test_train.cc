@@ -32,7 +32,8 @@ struct TrainFixture : ::testing::Test {
   }
   // A config for the synthetic data. `extra` lines ("key = value") replace or add [train] keys; `model` is the
   // whole [model] section. A config that fails to load fails the test at once (and trains nothing).
-  cuvae_config config(const std::string &extra = "", const std::string &model = "hidden = 12,10\nlatent = 3\n") {
+  cuvae_config config(const std::string &extra = "", const std::string &model = "hidden = 12,10\nlatent = 3\n",
+                      const std::string &data = "") {
     std::map<std::string, std::string> train = {{"batch_size", "32"}, {"eval_batch_size", "50"}, {"epochs", "3"},
                                                 {"log_every", "1"},   {"seed", "7"},             {"threads", "1"}};
     size_t start = 0, nl;
@@ -43,7 +44,7 @@ struct TrainFixture : ::testing::Test {
       start = nl + 1;
     }
     std::string ini = "[data]\ndataset =\ntrain_images = " + dir + "/train.npy\ntest_images = " + dir +
-                      "/test.npy\n[model]\n" + model + "[train]\n";
+                      "/test.npy\n" + data + "[model]\n" + model + "[train]\n";
     for (const auto &kv : train) ini += kv.first + " = " + kv.second + "\n";
     write_file(dir + "/c.ini", ini);
     cuvae_config c;
@@ -129,20 +130,93 @@ TEST_F(TrainFixture, ResumeIsBitIdentical) {
   cuvae_checkpoint_free(&b);
 }
 
+// The training features of docs/MATH.md (7.3)-(7.5) together (cosine schedule with warm-up, EMA, z-score skipping
+// with a short window so that steps are skipped): interrupted mid-epoch and resumed, the run equals the
+// uninterrupted one bit for bit (steps.jsonl with each step's lr and skip flag, metrics.jsonl, parameters, Adam's
+// moments, the EMA and the skip state).
+TEST_F(TrainFixture, ResumeWithScheduleEmaAndSkippingIsBitIdentical) {
+  const std::string keys = "lr_schedule = cosine\nlr_warmup_steps = 3\nlr_min = 1e-4\nema = 0.9\nskip_zscore = 0.5\n"
+                           "skip_window = 3\nskip_limit = 100\n";
+  cuvae_train_summary s;
+  ASSERT_EQ(train(config(keys + "max_steps = 20\n"), dir + "/whole", false, &s), 0) << cuvae_last_error();
+  ASSERT_EQ(train(config(keys + "max_steps = 11\n"), dir + "/split", false, &s), 0) << cuvae_last_error();
+  ASSERT_EQ(train(config(keys + "max_steps = 20\n"), dir + "/split", true, &s), 0) << cuvae_last_error();
+  const std::string steps = read_file(dir + "/whole/steps.jsonl");
+  EXPECT_EQ(steps, read_file(dir + "/split/steps.jsonl"));
+  EXPECT_NE(steps.find("\"skipped\": 1"), std::string::npos);  // z = 0.5 over 3 norms skips some steps
+  EXPECT_NE(steps.find("\"skipped\": 0"), std::string::npos);
+  // Warm-up: step 1's rate is lr / 3 (lr = 1e-3), rounded once to float.
+  EXPECT_NE(steps.find("\"lr\": " + std::string([] {
+              char b[32];
+              snprintf(b, sizeof b, "%.9g", (double)(float)((double)1e-3f / 3));  // lr: a float key
+              return std::string(b);
+            }())),
+            std::string::npos);
+  EXPECT_EQ(metrics_rows(dir + "/split/metrics.jsonl"), metrics_rows(dir + "/whole/metrics.jsonl"));
+  cuvae_checkpoint a, b;
+  ASSERT_EQ(cuvae_checkpoint_load((dir + "/whole/checkpoint.cuvae").c_str(), &a), 0) << cuvae_last_error();
+  ASSERT_EQ(cuvae_checkpoint_load((dir + "/split/checkpoint.cuvae").c_str(), &b), 0) << cuvae_last_error();
+  ASSERT_NE(a.ema, nullptr);
+  ASSERT_NE(b.ema, nullptr);
+  EXPECT_EQ(memcmp(a.params, b.params, a.n_params * 4), 0);
+  EXPECT_EQ(memcmp(a.adam_m, b.adam_m, a.n_params * 4), 0);
+  EXPECT_EQ(memcmp(a.ema, b.ema, a.n_params * 4), 0);
+  EXPECT_NE(memcmp(a.ema, a.params, a.n_params * 4), 0);  // the EMA is not the weights
+  EXPECT_GT(a.skip.skipped, 0);
+  EXPECT_EQ(a.skip.skipped, b.skip.skipped);
+  ASSERT_EQ(a.skip.window_len, 3u);
+  EXPECT_EQ(memcmp(a.skip.window, b.skip.window, 3 * 4), 0);
+  cuvae_checkpoint_free(&a);
+  cuvae_checkpoint_free(&b);
+}
+
+// [data] validation holds examples out (fewer steps per epoch), val_nelbo and ema_test_nelbo are in every row,
+// best.cuvae is the best epoch's checkpoint, and early_stop = 1 with a rate too large to improve stops the run.
+TEST_F(TrainFixture, ValidationKeepsTheBestCheckpointAndStopsEarly) {
+  cuvae_train_summary s;
+  ASSERT_EQ(train(config("ema = 0.5\nepochs = 4\n", "hidden = 12,10\nlatent = 3\n", "validation = 64\n"),
+                  dir + "/val", false, &s), 0) << cuvae_last_error();
+  EXPECT_EQ(s.steps_per_epoch, 6);  // (256 - 64) / 32
+  const std::vector<std::string> rows = split_lines(read_file(dir + "/val/metrics.jsonl"));
+  ASSERT_EQ(rows.size(), 4u);
+  double best = INFINITY;
+  int best_epoch = 0;
+  for (size_t i = 0; i < rows.size(); i++) {
+    for (const char *key : {"\"val_nelbo\": ", "\"ema_test_nelbo\": ", "\"ema_val_nelbo\": ", "\"lr\": ",
+                            "\"active_units\": ", "\"skipped\": 0"})
+      EXPECT_NE(rows[i].find(key), std::string::npos) << key;
+    const double v = atof(rows[i].c_str() + rows[i].find("\"val_nelbo\": ") + 13);
+    if (v < best) best = v, best_epoch = (int)i + 1;
+  }
+  cuvae_checkpoint ck;
+  ASSERT_EQ(cuvae_checkpoint_load((dir + "/val/best.cuvae").c_str(), &ck), 0) << cuvae_last_error();
+  EXPECT_EQ(ck.step, 6 * best_epoch);
+  EXPECT_EQ(ck.progress.best_epoch, best_epoch);
+  EXPECT_NEAR(ck.progress.best_val_nelbo, best, 1e-6 * std::fabs(best));  // the row holds it to 6 decimals
+  cuvae_checkpoint_free(&ck);
+  // lr = 0.5 makes the validation NELBO worse after the first epoch: early_stop = 1 ends the run at epoch 2.
+  ASSERT_EQ(train(config("lr = 0.5\nepochs = 6\nearly_stop = 1\n", "hidden = 12,10\nlatent = 3\n",
+                         "validation = 64\n"),
+                  dir + "/stop", false, &s), 0) << cuvae_last_error();
+  EXPECT_TRUE(s.early_stopped);
+  EXPECT_LT(s.epochs_completed, 6);
+}
+
 // A checkpoint of format version 1 (no record of the epoch in progress) still resumes: the training state is exact,
 // the logs are kept as they are (a note says so), and the resumed epoch's row averages only the steps after it.
 TEST_F(TrainFixture, ResumeFromVersion1CheckpointKeepsTheLogs) {
   cuvae_train_summary s;
   ASSERT_EQ(train(config("max_steps = 20\n"), dir + "/whole", false, &s), 0) << cuvae_last_error();
   ASSERT_EQ(train(config("max_steps = 5\n"), dir + "/split", false, &s), 0) << cuvae_last_error();
-  // Rewrite the checkpoint as version 1: drop the 72-byte progress block after the config, fix lengths and CRC.
+  // Rewrite the checkpoint as version 1: drop the 72-byte progress block and the 88-byte state block (format 3) after
+  // the config, fix lengths and CRC (this run keeps no EMA and no skip window, so the payload is version 1's).
   const std::string path = dir + "/split/checkpoint.cuvae";
   cuvae_checkpoint ck;
   ASSERT_EQ(cuvae_checkpoint_load(path.c_str(), &ck), 0) << cuvae_last_error();
   const size_t block = 60 + 68 * size_t(ck.n_tensors) + 8 + strlen(ck.config_ini);
   cuvae_checkpoint_free(&ck);
   std::string b = read_file(path);
-  b.erase(block, 72);
+  b.erase(block, 72 + 88);
   auto put = [&b](size_t at, uint64_t v, int n) {
     for (int i = 0; i < n; i++) b[at + i] = char(v >> (8 * i));
   };

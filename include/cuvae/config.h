@@ -35,6 +35,10 @@ typedef enum { CUVAE_KL_ANALYTIC = 0, CUVAE_KL_SAMPLED = 1 } cuvae_kl_estimator;
 typedef enum { CUVAE_BINARIZE_NONE = 0, CUVAE_BINARIZE_DYNAMIC = 1, CUVAE_BINARIZE_STATIC = 2 } cuvae_binarize;
 /* Denoising autoencoder input corruption: none, x + std * N(0, 1), or each input zeroed with probability p. */
 typedef enum { CUVAE_CORRUPT_NONE = 0, CUVAE_CORRUPT_GAUSSIAN = 1, CUVAE_CORRUPT_MASK = 2 } cuvae_corrupt_kind;
+/* 8-bit data under a Gaussian decoder: as given, or y = (k + u) / 256, u ~ U(0, 1), k = 255 x (docs/MATH.md (4.6)). */
+typedef enum { CUVAE_DEQUANTIZE_NONE = 0, CUVAE_DEQUANTIZE_UNIFORM = 1 } cuvae_dequantize;
+/* Learning-rate schedule after the warm-up (docs/MATH.md (7.3)): constant, cosine decay to lr_min, step decay. */
+typedef enum { CUVAE_LR_CONSTANT = 0, CUVAE_LR_COSINE = 1, CUVAE_LR_STEP = 2 } cuvae_lr_schedule;
 typedef struct cuvae_corrupt {
   cuvae_corrupt_kind kind;
   float level;                          /* gaussian: std (> 0); mask: p in (0, 1); none: 0 */
@@ -49,6 +53,8 @@ typedef struct cuvae_config {
   char test_labels[CUVAE_PATH_MAX];
   cuvae_binarize binarize;              /* Bernoulli data: none | dynamic | static */
   cuvae_corrupt corrupt;                /* encoder-input corruption (denoising autoencoder) */
+  int validation;                       /* examples held out of the end of the training set for validation */
+  cuvae_dequantize dequantize;          /* Gaussian decoder on 8-bit data: none | uniform */
   /* [model] */
   int n_hidden;                         /* number of hidden layers in the encoder (decoder mirrors it) */
   int hidden[CUVAE_MAX_HIDDEN];         /* widths, input side first */
@@ -56,6 +62,7 @@ typedef struct cuvae_config {
   cuvae_likelihood likelihood;
   float sigma;                          /* Gaussian decoder's fixed standard deviation (initial one when learned) */
   cuvae_variance gaussian_variance;     /* fixed | learned_shared | learned_per_dim */
+  float min_variance;                   /* learned variances: floor of the decoder variance; 0 = off */
   cuvae_decoder decoder;                /* mlp | linear */
   int conditional;                      /* 1: labels one-hot appended to encoder and decoder inputs (CVAE) */
   int classes;                          /* number of label classes C of the conditional VAE */
@@ -67,6 +74,20 @@ typedef struct cuvae_config {
   float lr;
   float beta1, beta2, adam_eps;
   float clip_norm;                      /* global gradient-norm clip; 0 = off */
+  cuvae_lr_schedule lr_schedule;        /* constant | cosine | step, after lr_warmup_steps */
+  int64_t lr_warmup_steps;              /* lr rises linearly over this many steps; 0 = off */
+  float lr_min;                         /* cosine: the rate at the end of the decay */
+  int64_t lr_decay_steps;               /* cosine: steps from the start to lr_min (0 = the whole run); step: the
+                                           interval between decays */
+  float lr_gamma;                       /* step: the factor of each decay */
+  float ema;                            /* decay of the exponential moving average of the weights; 0 = off */
+  float skip_grad_norm;                 /* skip an update whose gradient norm is above this; 0 = off */
+  float skip_zscore;                    /* skip one whose norm is this many standard deviations above the mean of
+                                           the last skip_window applied ones; 0 = off */
+  int skip_window;                      /* norms in the z-score window */
+  int skip_nonfinite;                   /* skip a non-finite step instead of stopping (on whenever skipping is) */
+  int skip_limit;                       /* stop after this many skipped steps in a row */
+  int early_stop;                       /* stop after this many epochs without a better validation NELBO; 0 = off */
   uint64_t seed;
   int64_t max_steps;                    /* 0 = no limit */
   int eval_batch_size;

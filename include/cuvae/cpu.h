@@ -70,9 +70,9 @@ void free_bits_backward_cpu(const float *mulv, const float *gate, const float *b
  * dl = scale * (sigmoid(l) - x). dl may be NULL (forward only). */
 void bernoulli_nll_grad_cpu(const float *logits, const float *x, float *nll_row, float *dlogits, float scale,
                             int B, int D);
-/* Gaussian decoder, fixed sigma: nll_row[b] = 0.5 sum_d [(x - f)^2 / s^2 + log s^2 + log 2pi];
- * df = scale * (f - x) / s^2. df may be NULL. */
-void gaussian_nll_grad_cpu(const float *f, const float *x, float sigma, float *nll_row, float *df,
+/* Gaussian decoder, fixed sigma: nll_row[b] = 0.5 sum_d [(x - f)^2 / s^2 + log s^2 + log 2pi] + nll_offset (D ln 256
+ * for dequantized data, docs/MATH.md (4.6); else 0); df = scale * (f - x) / s^2. df may be NULL. */
+void gaussian_nll_grad_cpu(const float *f, const float *x, float sigma, double nll_offset, float *nll_row, float *df,
                            float scale, int B, int D);
 
 /* Adam (docs/MATH.md section 7), bias-corrected, step t >= 1, over the whole buffer:
@@ -84,6 +84,8 @@ void adam_update_cpu(float *p, const float *g, float *m, float *v, size_t n, flo
  * docs/MATH.md (8.2)). */
 void adam_update_bf16_cpu(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
                           float eps, int64_t t, float grad_scale, uint16_t *p16);
+/* The EMA of the weights after an applied update, docs/MATH.md (7.5): ema = decay ema + (1 - decay) p. */
+void ema_update_cpu(float *ema, const float *p, size_t n, float decay);
 /* sqrt(sum g^2), summed in double. */
 double grad_norm_cpu(const float *g, size_t n);
 
@@ -94,18 +96,21 @@ void gather_rows_cpu(const float *src, const uint32_t *rows, float *dst, int B, 
  * Multi-sample layout: R data rows x C samples per row, sample-major as the IWAE chunks (row s*R + r of a [C*R]
  * batch is sample s of data row r); C = 1 is the ordinary batch. */
 
-/* Gaussian decoder with a learned log-variance lv (docs/MATH.md section 4 with s^2 = exp(lv)), per element:
- *   nll_row[b] = 0.5 sum_d [(x - f)^2 exp(-lv_d) + lv_d + log 2pi]  (summed in double),
- *   df = scale (f - x) exp(-lv_d),   dlv_d = scale 0.5 (1 - (x - f)^2 exp(-lv_d)).
- * perdim ([model] gaussian_variance = learned_per_dim): out[B][2D] = [f | lv] per row (the decoder's two heads);
- *   dout[B][2D] = [df | dlv]. dout may be NULL (forward only). */
-void gaussian_perdim_nll_grad_cpu(const float *out, const float *x, float *nll_row, float *dout, float scale, int B,
-                                  int D);
-/* shared (learned_shared): f[B][D], one lv = *logvar for every element; df[B][D];
+/* Gaussian decoder with a learned log-variance (docs/MATH.md (4.3), (4.4) with s^2 = exp(lv)), floored (4.8): lv =
+ * max(l, lv_min) of the learned l (lv_min = -INFINITY: no floor), per element:
+ *   nll_row[b] = 0.5 sum_d [(x - f)^2 exp(-lv_d) + lv_d + log 2pi] + nll_offset  (summed in double; nll_offset =
+ *   D ln 256 for dequantized data, (4.6), else 0),
+ *   df = scale (f - x) exp(-lv_d),   dl_d = scale 0.5 (1 - (x - f)^2 exp(-lv_d)), 0 where l_d < lv_min.
+ * perdim ([model] gaussian_variance = learned_per_dim): out[B][2D] = [f | l] per row (the decoder's two heads);
+ *   dout[B][2D] = [df | dl]. dout may be NULL (forward only). */
+void gaussian_perdim_nll_grad_cpu(const float *out, const float *x, float lv_min, double nll_offset, float *nll_row,
+                                  float *dout, float scale, int B, int D);
+/* shared (learned_shared): f[B][D], one l = *logvar for every element; df[B][D];
  * dlv_row[b] = scale 0.5 sum_d (1 - (x - f)^2 exp(-lv)) (row b's part of dL/dlogvar, summed in double; the caller
- * sums the rows in row order). df and dlv_row may be NULL (forward only; both or neither). */
-void gaussian_shared_nll_grad_cpu(const float *f, const float *x, const float *logvar, float *nll_row, float *df,
-                                  float *dlv_row, float scale, int B, int D);
+ * sums the rows in row order; 0 where *logvar < lv_min). df and dlv_row may be NULL (forward only; both or
+ * neither). */
+void gaussian_shared_nll_grad_cpu(const float *f, const float *x, const float *logvar, float lv_min, double nll_offset,
+                                  float *nll_row, float *df, float *dlv_row, float scale, int B, int D);
 
 /* Autoencoder reconstruction error (docs/MATH.md section 6, objective = ae): xhat = sigmoid(out) when sigmoid_out (the
  * Bernoulli decoder's mean), else out; err_row[b] = sum_d (x - xhat)^2 (double);
@@ -148,9 +153,12 @@ void scale_rows_cpu(float *a, const float *w, int B, int n);
 
 /* Data noise (include/cuvae/rng.h names the streams). u: uniforms in (0, 1]; noise: standard normals.
  * binarize: out[i] = u[i] <= x[i] ? 1 : 0 (so P(out = 1) = x for x in [0, 1]);
+ * dequantize (docs/MATH.md (4.6)): out[i] = (rint(255 x[i]) + u[i]) / 256, so 8-bit data x = k/255 become y in
+ *   (k/256, (k+1)/256];
  * corrupt_gaussian: out[i] = x[i] + std * noise[i];  corrupt_mask: out[i] = u[i] <= p ? 0 : x[i].
  * out may equal x (in place). */
 void binarize_cpu(const float *x, const float *u, float *out, size_t n);
+void dequantize_cpu(const float *x, const float *u, float *out, size_t n);
 void corrupt_gaussian_cpu(const float *x, const float *noise, float std, float *out, size_t n);
 void corrupt_mask_cpu(const float *x, const float *u, float p, float *out, size_t n);
 

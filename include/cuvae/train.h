@@ -29,6 +29,8 @@ typedef struct cuvae_train_summary {
   double seconds;
   int interrupted;          /* stopped by cuvae_train_request_stop (e.g. Ctrl-C) before the last step; checkpoint
                                saved at `step`, which may be mid-epoch */
+  int early_stopped;        /* stopped by [train] early_stop: the validation NELBO had not improved for that many
+                               epochs (the best epoch's checkpoint is best.cuvae) */
   int failure_agreed;       /* several ranks, after a failure: 0 = only this rank met it and the others may wait:
                                stop the job (cuvae_dist_abort); 1 = every rank returns it, and this rank's message
                                is worth printing unless it is CUVAE_DIST_OTHER_RANK_FAILED; 2 = every rank met the
@@ -61,6 +63,7 @@ typedef struct cuvae_eval_opts {
 typedef struct cuvae_eval_result {
   int64_t step;               /* the checkpoint's optimizer steps */
   cuvae_objective objective;  /* the checkpoint's [train] objective: for ae, elbo.recon is the squared error */
+  int dequantized;            /* [data] dequantize = uniform: elbo and iwae_nll bound the 8-bit data's -log P(k) */
   size_t n, input_dim, latent;  /* rows of the split, D, Z */
   cuvae_loss elbo;            /* negative ELBO, recon, KL: means per data point, one noise sample per point */
   int iwae_k;                 /* samples per point of iwae_nll; 0 when not computed */

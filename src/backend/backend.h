@@ -10,6 +10,7 @@
 #include "cuvae/objective.h"
 #include "cuvae/data.h"
 #include "cuvae/model.h"
+#include "cuvae/optimizer.h"
 #include "data_parallel.h"
 
 #ifdef __cplusplus
@@ -21,7 +22,18 @@ typedef struct cuvae_backend cuvae_backend;
 typedef struct cuvae_step_result {
   cuvae_loss loss;     /* of the batch, before the update */
   double grad_norm;    /* global L2 norm of the gradient, before clipping */
+  float lr;            /* the learning rate of the step (docs/MATH.md (7.3)) */
+  int skipped;         /* 1: the update was skipped (docs/MATH.md (7.4)): parameters, Adam's state and the EMA kept */
 } cuvae_step_result;
+
+/* The training state beyond the parameters and Adam's moments, saved in checkpoints: the EMA of the weights
+ * ([train] ema > 0; n_params floats) and the skip rule's state with its window of norms ([train] skip_window floats
+ * when skip_zscore > 0). A NULL array is not copied. */
+typedef struct cuvae_extra_state {
+  float *ema;
+  cuvae_skip_state skip;
+  float *window;
+} cuvae_extra_state;
 
 /* Training is enqueue + collect, so a device backend runs ahead of the host: train_step enqueues one step (the
  * CUDA backend returns before it has run), collect waits for every step enqueued since the last collect and hands
@@ -50,6 +62,10 @@ struct cuvae_backend {
   /* Copy the state out / in (host arrays of n_params floats; m, v may be NULL on read of params only). */
   int (*get_state)(cuvae_backend *be, float *params, float *adam_m, float *adam_v);
   int (*set_state)(cuvae_backend *be, const float *params, const float *adam_m, const float *adam_v);
+  /* Copy the extra state out / in (st->ema, st->window: host arrays, or NULL to leave that part). With no EMA kept
+   * ([train] ema = 0) the ema array is not touched. Every rank calls them; no step may be pending. */
+  int (*get_extra_state)(cuvae_backend *be, cuvae_extra_state *st);
+  int (*set_extra_state)(cuvae_backend *be, const cuvae_extra_state *st);
   /* The gradient of the last collected step, before clipping (n_params floats, the model's layout). */
   int (*get_grad)(cuvae_backend *be, float *grad);
   /* Inference on n host rows (any n >= 1; the backend works through them in batches of its max batch):

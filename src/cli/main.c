@@ -10,6 +10,7 @@
 #include "cuvae/config.h"
 #include "cuvae/dist.h"
 #include "cuvae/error.h"
+#include "saved_model.h"
 
 /* Every subcommand: name, one-line summary, entry point, help. One table, so `cuvae --help`, `cuvae help X` and
  * the dispatch cannot disagree. */
@@ -39,6 +40,8 @@ static void help_main(void) {
   printf("options:\n"
          "  -h, --help       this help\n"
          "  -V, --version    print the version\n\n"
+         "  --weights W      with any command that reads a CHECKPOINT: auto (the EMA of the weights when the run\n"
+         "                   kept one, [train] ema > 0; else the trained weights), ema, or raw (the trained ones)\n\n"
          "CHECKPOINT is a checkpoint file or the run directory that holds one (RUN_DIR/checkpoint.cuvae).\n\n"
          "example:\n"
          "  cuvae train configs/fashion_mnist.ini --out runs/fmnist\n"
@@ -97,6 +100,22 @@ static int help_topic(const char *topic) {
   return 0;
 }
 
+/* `--weights auto|ema|raw` (any command that reads a checkpoint): which weights it uses (src/io/saved_model.h);
+ * taken out of argv before the command parses its own flags. */
+static int take_weights_flag(int *argc, char **argv) {
+  for (int i = 2; i < *argc; i++) {
+    if (strcmp(argv[i], "--weights") != 0) continue;
+    cuvae_weights w;
+    if (i + 1 >= *argc) return cuvae_error("--weights needs a value: auto, ema or raw");
+    if (cuvae_weights_parse(argv[i + 1], &w)) return -1;
+    cuvae_saved_model_choose_weights(w);
+    for (int j = i; j + 2 <= *argc; j++) argv[j] = argv[j + 2];
+    *argc -= 2;
+    i--;
+  }
+  return 0;
+}
+
 /* Runs a command; under an MPI launcher (mpirun, srun) first joins the job: `train` runs on every rank (data
  * parallel), the other commands run in one process and refuse a job of several. */
 static int run_command(const cli_command *c, int argc, char **argv) {
@@ -104,8 +123,11 @@ static int run_command(const cli_command *c, int argc, char **argv) {
     fprintf(stderr, "error: %s\n", cuvae_last_error());
     return CUVAE_EXIT_FAIL;
   }
-  int rc;
-  if (cuvae_dist_size() > 1 && strcmp(c->name, "train") != 0) {
+  int rc = take_weights_flag(&argc, argv);
+  if (rc != 0) {
+    fprintf(stderr, "error: %s\n", cuvae_last_error());
+    rc = CUVAE_EXIT_USAGE;
+  } else if (cuvae_dist_size() > 1 && strcmp(c->name, "train") != 0) {
     if (cuvae_dist_rank() == 0)
       fprintf(stderr, "error: cuvae %s runs in one process; start it without mpirun/srun (%d ranks were started; "
                       "only train runs on several)\n", c->name, cuvae_dist_size());

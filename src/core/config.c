@@ -33,7 +33,9 @@ const char *const cfg_decoders[] = {"mlp", "linear", NULL};            /* cuvae_
 const char *const cfg_objectives[] = {"elbo", "iwae", "ae", NULL};     /* cuvae_objective order */
 static const char *const k_kl_estimators[] = {"analytic", "sampled", NULL}; /* cuvae_kl_estimator order */
 const char *const cfg_binarize[] = {"none", "dynamic", "static", NULL}; /* cuvae_binarize order */
+const char *const cfg_lr_schedules[] = {"constant", "cosine", "step", NULL}; /* cuvae_lr_schedule order */
 static const char *const k_corrupt_kinds[] = {"none", "gaussian", "mask", NULL}; /* cuvae_corrupt_kind order */
+const char *const cfg_dequantize[] = {"none", "uniform", NULL};          /* cuvae_dequantize order */
 
 const cfg_dataset cfg_datasets[] = {
     {"fashion-mnist", "/usr/share/datasets/fashion-mnist",
@@ -57,9 +59,16 @@ const key_def cfg_keys[] = {
     {"data", "binarize", T_ENUM, FIELD(binarize), 0, 0, 0, "none", cfg_binarize,
      "Bernoulli data only: none; dynamic = each training step re-draws x ~ Bernoulli(x) (the test set is drawn "
      "once); static = both sets drawn once at load", 0},
+    {"data", "validation", T_INT, FIELD(validation), HAS_MIN, 0, 0, "0", NULL,
+     "hold the last N examples of the training set out of training and evaluate them every epoch (val_nelbo in "
+     "metrics.jsonl; the best epoch's checkpoint is kept as best.cuvae); 0 = none", 0},
     {"data", "corrupt", T_CORRUPT, FIELD(corrupt), 0, 0, 0, "none", k_corrupt_kinds,
      "corrupt the encoder's training input (denoising): none, gaussian:STD (x + STD * N(0, 1)) or mask:P (each "
      "input zeroed with probability P); the target stays clean", 0},
+    {"data", "dequantize", T_ENUM, FIELD(dequantize), 0, 0, 0, "none", cfg_dequantize,
+     "Gaussian decoder on 8-bit data (every value k/255): none; uniform = train on y = (k + u) / 256, u ~ U(0, 1) "
+     "drawn every step (evaluated sets: drawn once at load), and report the bound on the discrete data's -log P(k): "
+     "recon + D ln 256 nats, bits/dim = nelbo / (D ln 2)", 0},
     {"model", "hidden", T_INT_LIST, FIELD(hidden), HAS_MIN | HAS_MAX, 1, MAX_DIM, "400", NULL,
      "encoder hidden widths, input side first, comma-separated (decoder mirrors); empty = none",
      offsetof(cuvae_config, n_hidden)},
@@ -71,6 +80,9 @@ const key_def cfg_keys[] = {
     {"model", "gaussian_variance", T_ENUM, FIELD(gaussian_variance), 0, 0, 0, "fixed", cfg_variances,
      "gaussian decoder's variance: fixed (sigma), learned_shared (one learned log-variance), learned_per_dim (a "
      "second decoder head of per-feature log-variances)", 0},
+    {"model", "min_variance", T_FLOAT, FIELD(min_variance), HAS_MIN, 0, 0, "0", NULL,
+     "learned variances (learned_shared, learned_per_dim): floor of the decoder variance, log-variance "
+     "max(lv, ln min_variance) with no gradient below it; 0 = off", 0},
     {"model", "decoder", T_ENUM, FIELD(decoder), 0, 0, 0, "mlp", cfg_decoders,
      "decoder: mlp (mirrors the encoder's hidden layers) or linear (one affine map from z)", 0},
     {"model", "conditional", T_ENUM, FIELD(conditional), 0, 0, 0, "false", cfg_false_true,
@@ -92,6 +104,36 @@ const key_def cfg_keys[] = {
     {"train", "adam_eps", T_FLOAT, FIELD(adam_eps), HAS_MIN | MIN_EXCL, 0, 0, "1e-8", NULL, "Adam epsilon", 0},
     {"train", "clip_norm", T_FLOAT, FIELD(clip_norm), HAS_MIN, 0, 0, "0", NULL,
      "clip the global gradient norm to this; 0 = off", 0},
+    {"train", "lr_schedule", T_ENUM, FIELD(lr_schedule), 0, 0, 0, "constant", cfg_lr_schedules,
+     "learning rate after the warm-up: constant (lr); cosine (from lr down to lr_min over lr_decay_steps, then "
+     "lr_min); step (lr times lr_gamma after every lr_decay_steps steps)", 0},
+    {"train", "lr_warmup_steps", T_INT64, FIELD(lr_warmup_steps), HAS_MIN, 0, 0, "0", NULL,
+     "raise the learning rate linearly from lr / lr_warmup_steps to lr over the first lr_warmup_steps steps; 0 = off",
+     0},
+    {"train", "lr_min", T_FLOAT, FIELD(lr_min), HAS_MIN, 0, 0, "0", NULL,
+     "cosine: the learning rate at the end of the decay (at most lr)", 0},
+    {"train", "lr_decay_steps", T_INT64, FIELD(lr_decay_steps), HAS_MIN, 0, 0, "0", NULL,
+     "cosine: the step at which the rate reaches lr_min (0 = the last step of the run: epochs x steps per epoch); "
+     "step: steps between two decays (required)", 0},
+    {"train", "lr_gamma", T_FLOAT, FIELD(lr_gamma), HAS_MIN | MIN_EXCL | HAS_MAX, 0, 1, "0.1", NULL,
+     "step: the factor applied to the rate at every decay", 0},
+    {"train", "ema", T_FLOAT, FIELD(ema), HAS_MIN | HAS_MAX | MAX_EXCL, 0, 1, "0", NULL,
+     "keep an exponential moving average of the weights with this decay (e.g. 0.999), saved in the checkpoint and "
+     "used by eval, the image commands and export (--weights raw: the trained ones); 0 = off", 0},
+    {"train", "skip_grad_norm", T_FLOAT, FIELD(skip_grad_norm), HAS_MIN, 0, 0, "0", NULL,
+     "skip (do not apply) an update whose gradient norm is above this; 0 = off", 0},
+    {"train", "skip_zscore", T_FLOAT, FIELD(skip_zscore), HAS_MIN, 0, 0, "0", NULL,
+     "skip an update whose gradient norm is more than this many standard deviations above the mean of the last "
+     "skip_window applied updates (once that many were applied); 0 = off", 0},
+    {"train", "skip_window", T_INT, FIELD(skip_window), HAS_MIN | HAS_MAX, 2, 4096, "100", NULL,
+     "updates whose gradient norms make the skip_zscore statistics", 0},
+    {"train", "skip_nonfinite", T_ENUM, FIELD(skip_nonfinite), 0, 0, 0, "false", cfg_false_true,
+     "skip a step whose loss or gradient is not finite instead of stopping (always so when skip_grad_norm or "
+     "skip_zscore is set)", 0},
+    {"train", "early_stop", T_INT, FIELD(early_stop), HAS_MIN, 0, 0, "0", NULL,
+     "with [data] validation: stop when the validation NELBO has not improved for this many epochs; 0 = off", 0},
+    {"train", "skip_limit", T_INT, FIELD(skip_limit), HAS_MIN, 1, 0, "10", NULL,
+     "stop training, with a message, after this many skipped steps in a row", 0},
     {"train", "seed", T_UINT64, FIELD(seed), 0, 0, 0, "1", NULL, "seed of every random draw", 0},
     {"train", "max_steps", T_INT64, FIELD(max_steps), HAS_MIN, 0, 0, "0", NULL,
      "stop after this many steps; 0 = no limit", 0},
@@ -135,7 +177,7 @@ _Static_assert(sizeof(cuvae_init) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(cuvae_precision) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(cuvae_variance) == sizeof(int) && sizeof(cuvae_decoder) == sizeof(int) &&
                    sizeof(cuvae_objective) == sizeof(int) && sizeof(cuvae_kl_estimator) == sizeof(int) &&
-                   sizeof(cuvae_binarize) == sizeof(int),
+                   sizeof(cuvae_binarize) == sizeof(int) && sizeof(cuvae_dequantize) == sizeof(int) && sizeof(cuvae_lr_schedule) == sizeof(int),
                "enums are stored as int");
 _Static_assert(sizeof(long long) == sizeof(int64_t), "int64 keys are parsed with strtoll");
 _Static_assert(sizeof(unsigned long long) == sizeof(uint64_t), "uint64 keys are parsed with strtoull");
@@ -465,7 +507,7 @@ static char *read_line(char *str, int num, void *stream) {
 
 static int on_pair(void *user, const char *section, const char *name, const char *value) {
   parse_state *st = user;
-  char why[512], list[256];
+  char why[512], list[1024];
   if (st->failed) return 0;
   st->failed = true; /* until the pair is accepted */
   int i = cfg_find_key(section, name);
@@ -603,7 +645,7 @@ static char *trim(char *s) {
 }
 
 int cuvae_config_set(cuvae_config *c, const char *assignment) {
-  char buf[MAX_LINE + 1], why[512], list[256];
+  char buf[MAX_LINE + 1], why[512], list[1024];
   if (!c || !assignment) return cuvae_error("--set: no assignment");
   if (strlen(assignment) >= sizeof buf) return cuvae_error("--set: assignment is longer than %d characters", MAX_LINE);
   strcpy(buf, assignment);

@@ -39,6 +39,16 @@ static int check_family(const cuvae_config *c) {
   if (c->gaussian_variance != CUVAE_VAR_FIXED && c->likelihood != CUVAE_LIK_GAUSSIAN)
     return cuvae_error("config: [model] gaussian_variance = %s needs [model] likelihood = gaussian",
                        cfg_variances[c->gaussian_variance]);
+  /* Dequantization (docs/MATH.md (4.6)) turns 8-bit data into a density for a Gaussian decoder, and reports that
+   * decoder's bound on the discrete data; the autoencoder reports no likelihood. */
+  if (c->dequantize != CUVAE_DEQUANTIZE_NONE && (c->likelihood != CUVAE_LIK_GAUSSIAN || c->objective == CUVAE_OBJ_AE))
+    return cuvae_error("config: [data] dequantize = %s needs [model] likelihood = gaussian and a likelihood objective "
+                       "(got likelihood = %s, objective = %s)",
+                       cfg_dequantize[c->dequantize], cfg_likelihoods[c->likelihood], cfg_objectives[c->objective]);
+  if (c->min_variance > 0.0f && (c->likelihood != CUVAE_LIK_GAUSSIAN || c->gaussian_variance == CUVAE_VAR_FIXED))
+    return cuvae_error("config: [model] min_variance = %g floors a learned variance: it needs likelihood = gaussian "
+                       "with gaussian_variance = learned_shared or learned_per_dim",
+                       (double)c->min_variance);
   if (c->objective == CUVAE_OBJ_AE) {
     if (c->samples != 1)
       return cuvae_error("config: [train] objective = ae has no noise: samples must be 1 (got %d)", c->samples);
@@ -63,9 +73,21 @@ static int check_family(const cuvae_config *c) {
   return 0;
 }
 
+/* Keys of the optimizer's schedule that only make sense together. */
+static int check_schedule(const cuvae_config *c) {
+  if (c->lr_min > c->lr)
+    return cuvae_error("config: [train] lr_min = %g is above lr = %g (the cosine decay goes down to it)", c->lr_min,
+                       c->lr);
+  if (c->early_stop > 0 && c->validation == 0)
+    return cuvae_error("config: [train] early_stop needs [data] validation, the examples it watches");
+  if (c->lr_schedule == CUVAE_LR_STEP && c->lr_decay_steps == 0)
+    return cuvae_error("config: [train] lr_schedule = step needs lr_decay_steps, the steps between two decays");
+  return 0;
+}
+
 int cuvae_config_finalize(cuvae_config *c) {
   if (!c) return cuvae_error("config: no config");
-  if (check_family(c)) return -1;
+  if (check_family(c) || check_schedule(c)) return -1;
   if (c->dataset[0] == '\0') {
     if (!c->train_images[0]) return cuvae_error("config: [data] train_images is required when dataset is empty");
     if (!c->test_images[0]) return cuvae_error("config: [data] test_images is required when dataset is empty");

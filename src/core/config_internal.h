@@ -27,7 +27,7 @@ extern const int cfg_n_keys;
 /* Choice names, in enum value order (NULL-terminated). */
 extern const char *const cfg_likelihoods[], *const cfg_activations[], *const cfg_inits[], *const cfg_false_true[],
     *const cfg_variances[], *const cfg_decoders[], *const cfg_objectives[], *const cfg_binarize[],
-    *const cfg_precisions[];
+    *const cfg_dequantize[], *const cfg_precisions[], *const cfg_lr_schedules[];
 /* Named datasets: their default directory (replaced by $CUVAE_DATA_DIR) and the files in it, in the order of
  * cfg_path_keys: train_images, train_labels, test_images, test_labels. */
 typedef struct {

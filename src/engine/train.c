@@ -21,6 +21,8 @@
 #include "cuvae/error.h"
 #include "cuvae/image.h"
 #include "cuvae/rng.h"
+#include "active_units.h"
+#include "cuvae/plot.h"
 #include "progress.h"
 #include "run_log.h"
 #include "data_split.h"
@@ -53,13 +55,15 @@ static int write_text_file(const char *path, const char *text) {
 /* All the state of one run, so the loop below reads as the algorithm. */
 typedef struct run {
   const cuvae_config *cfg;
-  cuvae_dataset train, test;
+  cuvae_dataset train, test, val;     /* val: [data] validation, held out of the training set (empty when none) */
   cuvae_model model;
   cuvae_backend *be;
   cuvae_data_parallel *dp;           /* with several ranks: the gradient all-reduce the backend calls; else NULL */
   int rank, ranks, local_batch;      /* this process among `ranks`; its rows of each batch (batch_size / ranks) */
   char *config_text;
   float *params, *adam_m, *adam_v;   /* host copies for checkpoints */
+  float *ema, *window;               /* [train] ema: the EMA's; skip_zscore: the skip window's (else NULL) */
+  cuvae_skip_state skip;             /* the skip rule's state (docs/MATH.md (7.4)) */
   cuvae_step_result *results;        /* [max_pending] collected step results */
   uint32_t *perm;
   char ckpt_path[CUVAE_PATH_MAX + 32];
@@ -70,8 +74,13 @@ typedef struct run {
   cuvae_train_progress resumed;      /* the checkpoint's record of the epoch in progress */
   uint32_t resumed_version;          /* the checkpoint's format version (1 has no such record) */
   /* The epoch in progress: sums of the collected steps' batch means, and its time (carried across a resume). */
-  cuvae_loss acc;
-  int64_t acc_steps;
+  cuvae_loss acc;                    /* over the applied steps (acc_steps - acc_skipped) */
+  int64_t acc_steps, acc_skipped;
+  double sum_norm, max_norm;         /* the applied steps' gradient norms: sum; every finite one: largest */
+  float lr;                          /* the rate of the last collected step */
+  double best_val;                   /* [data] validation: the best epoch's NELBO, its epoch (0: none yet) and the */
+  int64_t best_epoch, bad_epochs;    /* epochs since then without improvement */
+  char best_path[CUVAE_PATH_MAX + 32];
   double seconds_before, t_epoch;    /* the epoch's seconds before this process took it up; when it did */
   double train_seconds, t_since_collect;
   double *curve;                     /* loss.png: (epochs, train nelbo, test nelbo) per metrics row */
@@ -84,6 +93,9 @@ static void run_free(run *r) {
   cuvae_dist_data_parallel_free(r->dp);
   cuvae_dataset_free(&r->train);
   cuvae_dataset_free(&r->test);
+  cuvae_dataset_free(&r->val);
+  free(r->ema);
+  free(r->window);
   free(r->config_text);
   free(r->params);
   free(r->adam_m);
@@ -99,13 +111,18 @@ static double epoch_seconds(const run *r) { return r->seconds_before + (cuvae_no
 
 /* The backend's state into the host copies a checkpoint writes. Every rank calls it (with shard_optimizer it gathers
  * Adam's shards to rank 0). */
-static int fetch_state(run *r) { return r->be->get_state(r->be, r->params, r->adam_m, r->adam_v); }
+static int fetch_state(run *r) {
+  cuvae_extra_state x = {r->ema, {0, 0, 0, 0}, r->window};
+  if (r->be->get_state(r->be, r->params, r->adam_m, r->adam_v) || r->be->get_extra_state(r->be, &x)) return -1;
+  r->skip = x.skip;
+  return 0;
+}
 
 /* The checkpoint of `step` from the state fetch_state took. Mid-epoch (an interrupt, or max_steps) the epoch's sums
  * and times travel with it, so a resumed run writes that epoch's row as an uninterrupted run would; at an epoch
  * boundary they are zero. The logs are synced first: a checkpoint never counts rows that may not be on disk, and a
  * failed log write stops the run with the previous checkpoint in place. */
-static int save_checkpoint(run *r, int64_t step) {
+static int save_checkpoint_to(run *r, const char *path, int64_t step) {
   if (cuvae_log_sync(&r->metrics) || cuvae_log_sync(&r->steps)) return -1;
   cuvae_checkpoint ck;
   memset(&ck, 0, sizeof ck);
@@ -117,6 +134,9 @@ static int save_checkpoint(run *r, int64_t step) {
   ck.params = r->params;
   ck.adam_m = r->adam_m;
   ck.adam_v = r->adam_v;
+  ck.ema = r->ema;
+  ck.skip = (cuvae_skip_record){r->skip.skipped, r->skip.in_a_row, r->skip.count, r->skip.pos,
+                                r->window ? (uint32_t)r->cfg->skip_window : 0u, r->window};
   ck.step = step;
   ck.rng_offset = (uint64_t)step * cuvae_noise_stride((size_t)r->cfg->batch_size * r->model.latent);
   cuvae_train_progress *g = &ck.progress;
@@ -128,10 +148,42 @@ static int save_checkpoint(run *r, int64_t step) {
     g->sum_objective = r->acc.objective;
     g->epoch_seconds = epoch_seconds(r);
     g->train_seconds = r->train_seconds;
+    g->epoch_skipped = (uint64_t)r->acc_skipped;
+    g->sum_grad_norm = r->sum_norm;
+    g->max_grad_norm = r->max_norm;
   }
+  g->best_val_nelbo = r->best_val;
+  g->best_epoch = r->best_epoch;
+  g->bad_epochs = r->bad_epochs;
   g->metrics_bytes = r->metrics_done;
   g->steps_bytes = r->steps.bytes;
-  return cuvae_checkpoint_save(r->ckpt_path, &ck);
+  return cuvae_checkpoint_save(path, &ck);
+}
+
+static int save_checkpoint(run *r, int64_t step) { return save_checkpoint_to(r, r->ckpt_path, step); }
+
+/* The checkpoint's EMA and skip state into the backend and the host copies (what share_start sends): a checkpoint
+ * without an EMA (the run had ema = 0) starts it at its weights; a skip window of another length starts empty. */
+static int restore_extra(run *r, const cuvae_checkpoint *ck, FILE *log) {
+  const size_t bytes = r->model.n_params * sizeof(float);
+  if (r->ema) {
+    if (!ck->ema) fprintf(log, "note: the checkpoint holds no EMA of the weights; it starts at its weights\n");
+    memcpy(r->ema, ck->ema ? ck->ema : ck->params, bytes);
+  }
+  r->skip = (cuvae_skip_state){ck->skip.skipped, ck->skip.in_a_row, 0, 0};
+  if (r->window && ck->skip.window_len == (uint32_t)r->cfg->skip_window) {
+    memcpy(r->window, ck->skip.window, ck->skip.window_len * sizeof(float));
+    r->skip.count = ck->skip.count;
+    r->skip.pos = ck->skip.pos;
+  } else if (r->window && ck->skip.window_len) {
+    fprintf(log, "note: the checkpoint's skip window holds %u norms, the config's %d: it starts empty\n",
+            ck->skip.window_len, r->cfg->skip_window);
+  }
+  r->best_val = ck->progress.best_val_nelbo;
+  r->best_epoch = ck->progress.best_epoch;
+  r->bad_epochs = ck->progress.bad_epochs;
+  const cuvae_extra_state x = {r->ema, r->skip, r->window};
+  return r->be->set_extra_state(r->be, &x);
 }
 
 /* Restores the state saved in the run's checkpoint after checking it belongs to this architecture. */
@@ -155,6 +207,7 @@ static int resume_from_checkpoint(run *r, int64_t *step, FILE *log) {
     memcpy(r->params, ck.params, bytes);
     memcpy(r->adam_m, ck.adam_m, bytes);
     memcpy(r->adam_v, ck.adam_v, bytes);
+    rc = restore_extra(r, &ck, log);
   }
   *step = ck.step;
   r->resumed = ck.progress;
@@ -181,6 +234,9 @@ static int restore_epoch(run *r, int64_t step, FILE *log) {
   if (r->resumed_version >= 2 && g->epoch_steps == (uint64_t)(step % r->steps_per_epoch)) {
     r->acc = (cuvae_loss){g->sum_nelbo, g->sum_recon, g->sum_kl, g->sum_objective};
     r->acc_steps = (int64_t)g->epoch_steps;
+    r->acc_skipped = (int64_t)g->epoch_skipped;
+    r->sum_norm = g->sum_grad_norm;
+    r->max_norm = g->max_grad_norm;
     r->seconds_before = g->epoch_seconds;
     r->train_seconds = g->train_seconds;
   } else if (r->resumed_version >= 2) {
@@ -278,6 +334,7 @@ static int build_run(run *r, const cuvae_config *cfg, const cuvae_train_opts *op
   if (cuvae_load_split(cfg, CUVAE_SPLIT_TRAIN, &r->train) || cuvae_load_split(cfg, CUVAE_SPLIT_TEST, &r->test)) return -1;
   if (r->train.dim != r->test.dim)
     return cuvae_error("train data has %zu features per example but test data has %zu", r->train.dim, r->test.dim);
+  if (cuvae_hold_out(cfg, &r->train, &r->val)) return -1;
   if ((size_t)cfg->batch_size > r->train.n)
     return cuvae_error("[train] batch_size: %d is larger than the training set (%zu examples)", cfg->batch_size,
                        r->train.n);
@@ -304,12 +361,16 @@ static int build_run(run *r, const cuvae_config *cfg, const cuvae_train_opts *op
   r->perm = malloc(r->train.n * sizeof(uint32_t));
   r->results = malloc((size_t)r->be->max_pending * sizeof *r->results);
   r->config_text = cuvae_config_to_ini(cfg);
-  if (!r->params || !r->adam_m || !r->adam_v || !r->perm || !r->results || !r->config_text)
+  if (cfg->ema > 0.0f) r->ema = malloc(n * sizeof(float));
+  if (cfg->skip_zscore > 0.0f) r->window = calloc((size_t)cfg->skip_window, sizeof(float));
+  if (!r->params || !r->adam_m || !r->adam_v || !r->perm || !r->results || !r->config_text ||
+      (cfg->ema > 0.0f && !r->ema) || (cfg->skip_zscore > 0.0f && !r->window))
     return cuvae_error("out of memory");
   r->steps_per_epoch = (int64_t)(r->train.n / (size_t)cfg->batch_size);
   r->total = r->steps_per_epoch * cfg->epochs;
   if (cfg->max_steps > 0 && cfg->max_steps < r->total) r->total = cfg->max_steps;
   snprintf(r->ckpt_path, sizeof r->ckpt_path, "%s/checkpoint.cuvae", opts->out_dir);
+  snprintf(r->best_path, sizeof r->best_path, "%s/best.cuvae", opts->out_dir);
   snprintf(r->metrics.path, sizeof r->metrics.path, "%s/metrics.jsonl", opts->out_dir);
   snprintf(r->steps.path, sizeof r->steps.path, "%s/steps.jsonl", opts->out_dir);
   return 0;
@@ -378,19 +439,29 @@ static int collect_steps(run *r, int64_t step, cuvae_progress *prog) {
   if (r->be->collect(r->be, r->results, &n)) return -1;
   r->train_seconds += cuvae_now_seconds() - r->t_since_collect;
   for (int i = 0; i < n; i++) {
-    r->acc.nelbo += r->results[i].loss.nelbo;
-    r->acc.recon += r->results[i].loss.recon;
-    r->acc.kl += r->results[i].loss.kl;
-    r->acc.objective += r->results[i].loss.objective;
+    const cuvae_step_result *q = &r->results[i];
     r->acc_steps++;
+    r->lr = q->lr;
+    if (isfinite(q->grad_norm) && q->grad_norm > r->max_norm) r->max_norm = q->grad_norm;
+    if (q->skipped) {  /* not applied: counted, not averaged (docs/MATH.md (7.4)) */
+      r->acc_skipped++;
+      continue;
+    }
+    r->acc.nelbo += q->loss.nelbo;
+    r->acc.recon += q->loss.recon;
+    r->acc.kl += q->loss.kl;
+    r->acc.objective += q->loss.objective;
+    r->sum_norm += q->grad_norm;
   }
   const cuvae_step_result *res = &r->results[n - 1];
   if (r->rank == 0 && step % r->cfg->log_every == 0) {
+    char v[5][32];  /* a skipped step's values may be non-finite: JSON null */
+    const double x[5] = {res->loss.nelbo, res->loss.recon, res->loss.kl, res->loss.objective, res->grad_norm};
+    for (int i = 0; i < 5; i++) snprintf(v[i], sizeof v[i], isfinite(x[i]) ? "%.9g" : "null", x[i]);
     cuvae_log_row(&r->steps,
-            "{\"step\": %" PRId64 ", \"epoch\": %" PRId64 ", \"nelbo\": %.9g, \"recon\": %.9g, \"kl\": %.9g, "
-            "\"objective\": %.9g, \"grad_norm\": %.9g}\n",
-            step, (step - 1) / r->steps_per_epoch + 1, res->loss.nelbo, res->loss.recon, res->loss.kl,
-            res->loss.objective, res->grad_norm);
+            "{\"step\": %" PRId64 ", \"epoch\": %" PRId64 ", \"nelbo\": %s, \"recon\": %s, \"kl\": %s, "
+            "\"objective\": %s, \"grad_norm\": %s, \"lr\": %.9g, \"skipped\": %d}\n",
+            step, (step - 1) / r->steps_per_epoch + 1, v[0], v[1], v[2], v[3], v[4], (double)res->lr, res->skipped);
     cuvae_crash_point("steps-row", step, r->steps.f);
   }
   const double sps = r->train_seconds > 0 ? (double)r->acc_steps * r->cfg->batch_size / r->train_seconds : 0.0;
@@ -398,49 +469,125 @@ static int collect_steps(run *r, int64_t step, cuvae_progress *prog) {
   return 0;
 }
 
-/* Rank 0's part of an epoch end: the metrics.jsonl row, the checkpoint, the pictures. */
-static int write_epoch(run *r, int64_t step, const cuvae_loss *test, const char *dir, cuvae_progress *prog) {
+/* What an epoch end measures: the test set, the validation set ([data] validation), both again with the EMA of the
+ * weights ([train] ema), the active units on the test set (docs/MATH.md); whether validation improved. */
+typedef struct epoch_eval {
+  cuvae_loss test, val, ema_test, ema_val;
+  int active_units, improved;
+} epoch_eval;
+
+/* x as JSON: %.6f, or null when not finite (a mean over no steps). */
+static const char *json_number6(char *buf, size_t n, double x) {
+  if (isfinite(x)) snprintf(buf, n, "%.6f", x);
+  else snprintf(buf, n, "null");
+  return buf;
+}
+
+/* The optional keys of an epoch's row (validation, EMA, bits/dim), appended to buf. */
+static void optional_keys(const run *r, const epoch_eval *e, char *buf, size_t n) {
+  size_t len = 0;
+  buf[0] = '\0';
+  if (r->val.n)
+    len += (size_t)snprintf(buf + len, n - len, ", \"val_nelbo\": %.6f, \"val_recon\": %.6f, \"val_kl\": %.6f",
+                            e->val.nelbo, e->val.recon, e->val.kl);
+  if (r->ema && len < n) len += (size_t)snprintf(buf + len, n - len, ", \"ema_test_nelbo\": %.6f", e->ema_test.nelbo);
+  if (r->ema && r->val.n && len < n)
+    len += (size_t)snprintf(buf + len, n - len, ", \"ema_val_nelbo\": %.6f", e->ema_val.nelbo);
+  if (r->cfg->dequantize == CUVAE_DEQUANTIZE_UNIFORM && len < n)  /* docs/MATH.md (4.6): nats -> bits per dimension */
+    snprintf(buf + len, n - len, ", \"test_bpd\": %.6f", e->test.nelbo / ((double)r->model.input_dim * log(2.0)));
+}
+
+/* Rank 0's part of an epoch end: the metrics.jsonl row, the checkpoint (and best.cuvae when validation improved),
+ * the pictures. The train_* means are over the applied steps; skipped steps are counted. */
+static int write_epoch(run *r, int64_t step, const epoch_eval *e, const char *dir, cuvae_progress *prog) {
   const int complete = step % r->steps_per_epoch == 0;
-  const int64_t epoch = (step - 1) / r->steps_per_epoch + 1, n = r->acc_steps;
-  const double seconds = epoch_seconds(r);
-  const double sps = r->train_seconds > 0 ? (double)n * r->cfg->batch_size / r->train_seconds : 0.0;
+  const int64_t epoch = (step - 1) / r->steps_per_epoch + 1, n = r->acc_steps - r->acc_skipped;
+  const double seconds = epoch_seconds(r), dn = n > 0 ? (double)n : NAN;
+  const double sps = r->train_seconds > 0 ? (double)r->acc_steps * r->cfg->batch_size / r->train_seconds : 0.0;
+  char t[5][32], opt[512];
+  optional_keys(r, e, opt, sizeof opt);
   cuvae_log_row(&r->metrics,
-          "{\"epoch\": %" PRId64 ", \"step\": %" PRId64 ", \"train_nelbo\": %.6f, \"train_recon\": %.6f, "
-          "\"train_kl\": %.6f, \"train_objective\": %.6f, \"test_nelbo\": %.6f, \"recon\": %.6f, \"kl\": %.6f, "
+          "{\"epoch\": %" PRId64 ", \"step\": %" PRId64 ", \"train_nelbo\": %s, \"train_recon\": %s, "
+          "\"train_kl\": %s, \"train_objective\": %s, \"test_nelbo\": %.6f, \"recon\": %.6f, \"kl\": %.6f, "
+          "\"lr\": %.9g, \"grad_norm\": %s, \"grad_norm_max\": %.6f, \"skipped\": %" PRId64 ", \"active_units\": %d%s, "
           "\"samples_per_s\": %.1f, \"seconds\": %.3f, \"complete\": %s}\n",
-          epoch, step, r->acc.nelbo / n, r->acc.recon / n, r->acc.kl / n, r->acc.objective / n, test->nelbo,
-          test->recon, test->kl, sps, seconds, complete ? "true" : "false");
+          epoch, step, json_number6(t[0], 32, r->acc.nelbo / dn), json_number6(t[1], 32, r->acc.recon / dn),
+          json_number6(t[2], 32, r->acc.kl / dn), json_number6(t[3], 32, r->acc.objective / dn), e->test.nelbo,
+          e->test.recon, e->test.kl, (double)r->lr, json_number6(t[4], 32, r->sum_norm / dn), r->max_norm,
+          r->acc_skipped, e->active_units, opt, sps, seconds, complete ? "true" : "false");
   if (complete) r->metrics_done = r->metrics.bytes;
   cuvae_crash_point("metrics", step, r->metrics.f);
-  cuvae_progress_log(prog, "epoch %lld step %lld: train nelbo %.3f | test nelbo %.3f (recon %.3f, kl %.3f) | "
-                           "%.0f samples/s | %.1f s",
-                     (long long)epoch, (long long)step, r->acc.nelbo / n, test->nelbo, test->recon, test->kl, sps,
-                     seconds);
+  char val[96] = "", skipped[48] = "";
+  if (r->val.n) snprintf(val, sizeof val, " | val nelbo %.3f", e->val.nelbo);
+  if (r->acc_skipped) snprintf(skipped, sizeof skipped, " | %lld skipped", (long long)r->acc_skipped);
+  cuvae_progress_log(prog, "epoch %lld step %lld: train nelbo %.3f | test nelbo %.3f (recon %.3f, kl %.3f)%s | "
+                           "%d active units%s | %.0f samples/s | %.1f s",
+                     (long long)epoch, (long long)step, r->acc.nelbo / dn, e->test.nelbo, e->test.recon, e->test.kl,
+                     val, e->active_units, skipped, sps, seconds);
   if (save_checkpoint(r, step)) return -1;
+  if (e->improved && save_checkpoint_to(r, r->best_path, step)) return -1;
   cuvae_crash_point("checkpoint-saved", step, NULL);
-  curve_add(r, epoch, (double)step / (double)r->steps_per_epoch, as_logged(r->acc.nelbo / n),
-            as_logged(test->nelbo));
+  curve_add(r, epoch, (double)step / (double)r->steps_per_epoch, as_logged(r->acc.nelbo / dn),
+            as_logged(e->test.nelbo));
   write_pictures(r, dir, step, prog);
   return 0;
+}
+
+/* The evaluations of an epoch end on every rank (evaluate is sharded): the state fetched first (the checkpoint's),
+ * then with an EMA the same sets with the EMA's weights in the backend, and the trained ones back. */
+static int evaluate_epoch(run *r, epoch_eval *e) {
+  const cuvae_config *c = r->cfg;
+  memset(e, 0, sizeof *e);
+  if (r->be->evaluate(r->be, &r->test, c->eval_batch_size, &e->test) ||
+      (r->val.n && r->be->evaluate(r->be, &r->val, c->eval_batch_size, &e->val)) ||
+      cuvae_active_units(r->be, &r->model, &r->test, 0.01, &e->active_units) || fetch_state(r))
+    return -1;
+  if (!r->ema) return 0;
+  if (r->be->set_state(r->be, r->ema, NULL, NULL) ||
+      r->be->evaluate(r->be, &r->test, c->eval_batch_size, &e->ema_test) ||
+      (r->val.n && r->be->evaluate(r->be, &r->val, c->eval_batch_size, &e->ema_val)))
+    return -1;
+  return r->be->set_state(r->be, r->params, NULL, NULL);
+}
+
+/* [data] validation at a complete epoch: the best NELBO so far (best.cuvae is written), or one more epoch without
+ * improvement. Every rank keeps the same record (the evaluation is the same on all). */
+static void track_validation(run *r, int64_t epoch, epoch_eval *e) {
+  if (!r->val.n) return;
+  if (r->best_epoch == 0 || e->val.nelbo < r->best_val) {
+    r->best_val = e->val.nelbo;
+    r->best_epoch = epoch;
+    r->bad_epochs = 0;
+    e->improved = 1;
+  } else {
+    r->bad_epochs++;
+  }
 }
 
 /* The end of an epoch, or the run's last step: evaluation (every rank: it is sharded), then rank 0 writes. With
  * several ranks they agree on the outcome, so a failed write stops every rank with rank 0's message. */
 static int end_epoch(run *r, int64_t step, const char *dir, cuvae_progress *prog, cuvae_train_summary *summary) {
-  cuvae_loss test;
-  if (r->be->evaluate(r->be, &r->test, r->cfg->eval_batch_size, &test)) return -1;
+  epoch_eval e;
+  const int complete = step % r->steps_per_epoch == 0;
+  int rc = evaluate_epoch(r, &e);
   cuvae_crash_point("eval", step, NULL);
-  int rc = fetch_state(r);
-  if (rc == 0 && r->rank == 0) rc = write_epoch(r, step, &test, dir, prog);
+  if (rc == 0 && complete) track_validation(r, step / r->steps_per_epoch, &e);
+  if (rc == 0 && r->rank == 0) rc = write_epoch(r, step, &e, dir, prog);
   if (r->ranks > 1 && (rc = cuvae_dist_agree(rc)) != 0) summary->failure_agreed = 1;
   if (rc) return -1;
-  summary->test = test;
+  summary->test = e.test;
   summary->evaluated = 1;
-  if (step % r->steps_per_epoch == 0) {
+  if (complete) {
     r->acc = (cuvae_loss){0};
-    r->acc_steps = 0;
+    r->acc_steps = r->acc_skipped = 0;
+    r->sum_norm = r->max_norm = 0.0;
     r->seconds_before = r->train_seconds = 0.0;
     r->t_epoch = cuvae_now_seconds();
+  }
+  if (complete && r->cfg->early_stop > 0 && r->bad_epochs >= r->cfg->early_stop) {
+    summary->early_stopped = 1;
+    cuvae_progress_log(prog, "early stop: the validation NELBO has not improved for %lld epochs (best %.3f at epoch "
+                             "%lld: %s)", (long long)r->bad_epochs, r->best_val, (long long)r->best_epoch, r->best_path);
   }
   return 0;
 }
@@ -453,10 +600,18 @@ static int share_start(run *r, int64_t *step) {
   r->fresh = (int)head[1];
   if (r->fresh) return 0;  /* every rank initialised the same parameters from the seed */
   const size_t bytes = r->model.n_params * sizeof(float);  /* rank 0's: the checkpoint's (resume_from_checkpoint) */
+  double best[3] = {r->best_val, (double)r->best_epoch, (double)r->bad_epochs};
   if (cuvae_dist_broadcast(r->params, bytes) || cuvae_dist_broadcast(r->adam_m, bytes) ||
-      cuvae_dist_broadcast(r->adam_v, bytes))
+      cuvae_dist_broadcast(r->adam_v, bytes) || (r->ema && cuvae_dist_broadcast(r->ema, bytes)) ||
+      (r->window && cuvae_dist_broadcast(r->window, (size_t)r->cfg->skip_window * sizeof(float))) ||
+      cuvae_dist_broadcast(&r->skip, sizeof r->skip) || cuvae_dist_broadcast(best, sizeof best))
     return -1;
-  return r->rank == 0 ? 0 : r->be->set_state(r->be, r->params, r->adam_m, r->adam_v);
+  r->best_val = best[0];
+  r->best_epoch = (int64_t)best[1];
+  r->bad_epochs = (int64_t)best[2];
+  if (r->rank == 0) return 0;
+  const cuvae_extra_state x = {r->ema, r->skip, r->window};
+  return r->be->set_state(r->be, r->params, r->adam_m, r->adam_v) || r->be->set_extra_state(r->be, &x) ? -1 : 0;
 }
 
 /* Everything before the first step: the run's pieces on every rank; on rank 0 the start (fresh or resumed) and the
@@ -509,6 +664,7 @@ static int train_loop(run *r, const cuvae_train_opts *opts, int64_t *step, cuvae
     if (epoch_end ? end_epoch(r, s, opts->out_dir, prog, summary)
                   : stop && (fetch_state(r) || (r->rank == 0 && save_checkpoint(r, s))))
       return -1;
+    if (summary->early_stopped) return 0;
     if (stop) {
       summary->interrupted = 1;
       cuvae_progress_log(prog, "stopped at step %lld (epoch %lld, step %lld of %lld); checkpoint saved: %s",
@@ -559,6 +715,9 @@ int cuvae_train(const cuvae_config *cfg, const cuvae_train_opts *opts, cuvae_tra
   const int rc = train_loop(&r, opts, &step, &prog, summary);
   cuvae_progress_end(&prog);
   if (rc != 0 && r.rank == 0 && file_exists(r.ckpt_path)) fprintf(log, "the last good checkpoint is %s\n", r.ckpt_path);
+  if (rc == 0 && r.rank == 0 && file_exists(r.metrics.path) && cuvae_log_sync(&r.metrics) == 0 &&
+      cuvae_plot_run(opts->out_dir, NULL))  /* the run's curves (cuvae plot) */
+    fprintf(log, "warning: the curves were not drawn: %s\n", cuvae_last_error());
   summary->step = step;
   summary->epochs_completed = (int)(step / r.steps_per_epoch);
   summary->seconds = cuvae_now_seconds() - t_run;

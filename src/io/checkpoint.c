@@ -24,7 +24,9 @@ enum {
   CK_HEAD_FIXED = 44,         /* u64 file length, input_dim, step, rng_offset, n_params; u32 n_tensors */
   CK_TENSOR_BYTES = 68,       /* name[32], u32 rank, u64 shape[2], u64 offset, u64 count */
   CK_CONFIG_LEN = 8,          /* u64 config length */
-  CK_PROGRESS = 72,           /* version 2: the training progress block at the end of the header */
+  CK_PROGRESS = 72,           /* version 2: the training progress block after the config text */
+  CK_STATE = 88,              /* version 3: the progress block's continuation and the optimizer block after it */
+  CK_MAX_WINDOW = 1 << 16,    /* floats of a skip window, at most (the config allows 4096) */
   CK_CRC = 4,
   CK_MIN_FILE = CK_PREFIX + CK_HEAD_FIXED + CK_CONFIG_LEN + CK_CRC, /* 72: no tensors, no config, no data */
   CK_CHUNK = 1 << 16          /* bytes per read/write/CRC step */
@@ -130,6 +132,9 @@ static int check_finite(const char *what, const char *array, const float *x, uin
 
 /* The training progress block: counts within the step count, finite sums, times finite and not negative. */
 static int validate_progress(const char *what, const cuvae_train_progress *p, int64_t step) {
+  if (p->epoch_skipped > p->epoch_steps || !isfinite(p->sum_grad_norm) || !isfinite(p->max_grad_norm) ||
+      !isfinite(p->best_val_nelbo) || p->best_epoch < 0 || p->bad_epochs < 0)
+    return cuvae_error("%s: training progress: skip counts, gradient norms or the best epoch out of range", what);
   if (p->epoch_steps > (uint64_t)step)
     return cuvae_error("%s: training progress counts %llu steps of the current epoch, more than the %lld steps done",
                        what, (unsigned long long)p->epoch_steps, (long long)step);
@@ -139,6 +144,17 @@ static int validate_progress(const char *what, const cuvae_train_progress *p, in
   for (int i = 0; i < 6; i++)
     if (!isfinite(v[i]) || (i >= 4 && v[i] < 0.0))
       return cuvae_error("%s: training progress field %s is %g", what, names[i], v[i]);
+  return 0;
+}
+
+/* The skip rule's state: counts within the step count, the window's length and position within bounds. */
+static int validate_skip(const char *what, const cuvae_skip_record *k, int64_t step) {
+  if (k->skipped < 0 || k->skipped > step || k->in_a_row < 0 || k->in_a_row > k->skipped || k->count < 0 ||
+      k->count > (int64_t)k->window_len || k->pos < 0 || (k->window_len > 0 && k->pos >= (int64_t)k->window_len) ||
+      (k->window_len == 0 && k->pos != 0) || k->window_len > CK_MAX_WINDOW || (k->window_len > 0 && !k->window))
+    return cuvae_error("%s: the skip state is out of range (skipped %lld, in a row %lld, window %lld of %u at %lld)",
+                       what, (long long)k->skipped, (long long)k->in_a_row, (long long)k->count, k->window_len,
+                       (long long)k->pos);
   return 0;
 }
 
@@ -156,18 +172,42 @@ static int validate_checkpoint(const char *path, const cuvae_checkpoint *ck) {
                        (unsigned long long)CK_MAX_CONFIG);
   if (check_finite(what, "params", ck->params, ck->n_params) != 0 ||
       check_finite(what, "adam_m", ck->adam_m, ck->n_params) != 0 ||
-      check_finite(what, "adam_v", ck->adam_v, ck->n_params) != 0)
+      check_finite(what, "adam_v", ck->adam_v, ck->n_params) != 0 ||
+      (ck->ema && check_finite(what, "ema", ck->ema, ck->n_params) != 0))
     return -1;
-  return 0;
+  return validate_skip(what, &ck->skip, ck->step);
 }
 
 /* ---- save ------------------------------------------------------------------------------------------ */
+
+/* params, m, v, then (version 3) the EMA when kept and the skip window. */
+static uint64_t payload_bytes(uint64_t n_params, int has_ema, uint32_t window_len) {
+  return 4 * ((3 + (has_ema ? 1 : 0)) * n_params + window_len);
+}
+
+/* The version-3 block (CK_STATE bytes): the progress block's continuation, then the optimizer block. */
+static void encode_state(unsigned char *p, const cuvae_checkpoint *ck) {
+  const cuvae_train_progress *g = &ck->progress;
+  put_u64(p, g->epoch_skipped);
+  put_f64(p + 8, g->sum_grad_norm);
+  put_f64(p + 16, g->max_grad_norm);
+  put_f64(p + 24, g->best_val_nelbo);
+  put_u64(p + 32, (uint64_t)g->best_epoch);
+  put_u64(p + 40, (uint64_t)g->bad_epochs);
+  const cuvae_skip_record *k = &ck->skip;
+  put_u64(p + 48, (uint64_t)k->skipped);
+  put_u64(p + 56, (uint64_t)k->in_a_row);
+  put_u64(p + 64, (uint64_t)k->count);
+  put_u64(p + 72, (uint64_t)k->pos);
+  put_u32(p + 80, k->window_len);
+  put_u32(p + 84, ck->ema ? 1u : 0u);
+}
 
 /* The prefix and header, as bytes (see docs/CHECKPOINT.md). Returns a malloc'd buffer of *len bytes. */
 static unsigned char *encode_head(const cuvae_checkpoint *ck, size_t *len) {
   const char *cfg = ck->config_ini ? ck->config_ini : "";
   uint64_t cfg_len = strlen(cfg);
-  size_t hb = header_bytes_for(ck->n_tensors, cfg_len) + CK_PROGRESS;
+  size_t hb = header_bytes_for(ck->n_tensors, cfg_len) + CK_PROGRESS + CK_STATE;
   unsigned char *b = calloc(1, CK_PREFIX + hb);
   if (!b) return NULL;
   unsigned char *p = b;
@@ -175,7 +215,7 @@ static unsigned char *encode_head(const cuvae_checkpoint *ck, size_t *len) {
   put_u32(p + 8, CUVAE_CHECKPOINT_VERSION);
   put_u32(p + 12, (uint32_t)hb);
   p += CK_PREFIX;
-  put_u64(p, CK_PREFIX + hb + 3 * 4 * ck->n_params + CK_CRC);
+  put_u64(p, CK_PREFIX + hb + payload_bytes(ck->n_params, ck->ema != NULL, ck->skip.window_len) + CK_CRC);
   put_u64(p + 8, ck->input_dim);
   put_u64(p + 16, (uint64_t)ck->step);
   put_u64(p + 24, ck->rng_offset);
@@ -201,6 +241,7 @@ static unsigned char *encode_head(const cuvae_checkpoint *ck, size_t *len) {
   for (int i = 0; i < 6; i++) put_f64(p + 8 + 8 * i, sums[i]);
   put_u64(p + 56, g->metrics_bytes);
   put_u64(p + 64, g->steps_bytes);
+  encode_state(p + CK_PROGRESS, ck);
   *len = CK_PREFIX + hb;
   return b;
 }
@@ -284,7 +325,9 @@ int cuvae_checkpoint_save(const char *path, const cuvae_checkpoint *ck) {
   int ok = write_bytes(f, head, head_len, &crc) == 0 && write_floats(f, ck->params, ck->n_params, &crc) == 0;
   if (ok) cuvae_crash_point("checkpoint-write", ck->step, f);
   ok = ok && write_floats(f, ck->adam_m, ck->n_params, &crc) == 0 &&
-           write_floats(f, ck->adam_v, ck->n_params, &crc) == 0;
+           write_floats(f, ck->adam_v, ck->n_params, &crc) == 0 &&
+           (!ck->ema || write_floats(f, ck->ema, ck->n_params, &crc) == 0) &&
+           write_floats(f, ck->skip.window, ck->skip.window_len, &crc) == 0;
   if (ok) {
     uint32_t unused = 0;
     put_u32(crc_bytes, crc);
@@ -393,11 +436,37 @@ static int check_crc(FILE *f, const char *path, uint64_t size, uint32_t *crc_out
   return 0;
 }
 
+/* The version-3 block (see encode_state); the window length and EMA flag were read with the sizes. */
+static void decode_state(const unsigned char *p, cuvae_checkpoint *out) {
+  cuvae_train_progress *g = &out->progress;
+  g->epoch_skipped = get_u64(p);
+  g->sum_grad_norm = get_f64(p + 8);
+  g->max_grad_norm = get_f64(p + 16);
+  g->best_val_nelbo = get_f64(p + 24);
+  g->best_epoch = (int64_t)get_u64(p + 32);
+  g->bad_epochs = (int64_t)get_u64(p + 40);
+  cuvae_skip_record *k = &out->skip;
+  k->skipped = (int64_t)get_u64(p + 48);
+  k->in_a_row = (int64_t)get_u64(p + 56);
+  k->count = (int64_t)get_u64(p + 64);
+  k->pos = (int64_t)get_u64(p + 72);
+}
+
+/* The version-3 arrays read_state_arrays fills: the EMA (when the file has one) and the skip window. */
+static int alloc_state_arrays(const char *path, cuvae_checkpoint *out, int has_ema) {
+  if (has_ema && !(out->ema = malloc((size_t)out->n_params * sizeof(float))))
+    return cuvae_error("%s: out of memory for the EMA of %llu parameters", path, (unsigned long long)out->n_params);
+  if (out->skip.window_len && !(out->skip.window = malloc(out->skip.window_len * sizeof(float))))
+    return cuvae_error("%s: out of memory for the skip window", path);
+  return 0;
+}
+
 /* Decodes and checks the header (prefix already checked) into `out`, allocating config_ini. */
 static int parse_head(const char *path, const unsigned char *b, uint64_t size, cuvae_checkpoint *out) {
   uint32_t hb = get_u32(b + 12);
   out->version = get_u32(b + 8);
-  const size_t progress_len = out->version >= 2 ? CK_PROGRESS : 0;  /* the block after the config text */
+  /* the blocks after the config text: progress (version 2), state (version 3) */
+  const size_t progress_len = (out->version >= 2 ? CK_PROGRESS : 0) + (out->version >= 3 ? CK_STATE : 0);
   const unsigned char *p = b + CK_PREFIX;
   out->input_dim = get_u64(p + 8);
   out->step = (int64_t)get_u64(p + 16);
@@ -418,13 +487,20 @@ static int parse_head(const char *path, const unsigned char *b, uint64_t size, c
   if (out->n_params == 0 || out->n_params > CUVAE_MAX_PARAMS)
     return cuvae_error("%s: parameter count %llu is outside 1..%llu", path, (unsigned long long)out->n_params,
                        (unsigned long long)CUVAE_MAX_PARAMS);
-  uint64_t payload = 3 * 4 * out->n_params;
+  const unsigned char *state = b + CK_PREFIX + hb - CK_STATE;  /* version 3 */
+  const int has_ema = out->version >= 3 && get_u32(state + 84) == 1u;
+  out->skip.window_len = out->version >= 3 ? get_u32(state + 80) : 0;
+  if (out->version >= 3 && (get_u32(state + 84) > 1u || out->skip.window_len > CK_MAX_WINDOW))
+    return cuvae_error("%s: bad optimizer block (EMA flag %u, skip window of %u norms)", path, get_u32(state + 84),
+                       out->skip.window_len);
+  uint64_t payload = payload_bytes(out->n_params, has_ema, out->skip.window_len);
   if (CK_PREFIX + (uint64_t)hb + payload + CK_CRC != size)
     return cuvae_error("%s: truncated: %llu parameters need %llu bytes of data, the file holds %llu", path,
                        (unsigned long long)out->n_params, (unsigned long long)payload,
                        (unsigned long long)(size - CK_PREFIX - hb - CK_CRC));
   if (out->step < 0) return cuvae_error("%s: negative step %lld", path, (long long)out->step);
   if (out->input_dim == 0) return cuvae_error("%s: input dimension is 0", path);
+  if (alloc_state_arrays(path, out, has_ema)) return -1;
 
   /* the layout table; size_t holds every value once it is bounded by n_params <= CUVAE_MAX_PARAMS */
   const unsigned char *t = p + CK_HEAD_FIXED;
@@ -462,7 +538,14 @@ static int parse_head(const char *path, const unsigned char *b, uint64_t size, c
   for (int i = 0; i < 6; i++) *sums[i] = get_f64(g + 8 + 8 * i);
   pr->metrics_bytes = get_u64(g + 56);
   pr->steps_bytes = get_u64(g + 64);
+  if (out->version >= 3) decode_state(g + CK_PROGRESS, out);
   return validate_progress(path, pr, out->step);
+}
+
+/* The version-3 arrays after Adam's moments (allocated by parse_head): the EMA when the file has one, the window. */
+static int read_state_arrays(FILE *f, const char *path, cuvae_checkpoint *out, uint32_t *crc) {
+  if (out->ema && read_floats(f, path, out->ema, out->n_params, crc) != 0) return -1;
+  return read_floats(f, path, out->skip.window, out->skip.window_len, crc);
 }
 
 /* Everything after opening: pass 1 verifies the CRC, pass 2 decodes (re-checking the CRC, in case the file
@@ -511,12 +594,14 @@ static int load_from(FILE *f, const char *path, cuvae_checkpoint *out) {
       read_floats(f, path, out->adam_m, out->n_params, &crc2) != 0 ||
       read_floats(f, path, out->adam_v, out->n_params, &crc2) != 0)
     return -1;
+  if (read_state_arrays(f, path, out, &crc2)) return -1;
   if (crc2 != crc1) return cuvae_error("%s: file changed while it was being read", path);
   if (check_finite(path, "params", out->params, out->n_params) != 0 ||
       check_finite(path, "adam_m", out->adam_m, out->n_params) != 0 ||
-      check_finite(path, "adam_v", out->adam_v, out->n_params) != 0)
+      check_finite(path, "adam_v", out->adam_v, out->n_params) != 0 ||
+      (out->ema && check_finite(path, "ema", out->ema, out->n_params) != 0))
     return -1;
-  return 0;
+  return validate_skip(path, &out->skip, out->step);
 }
 
 int cuvae_checkpoint_load(const char *path, cuvae_checkpoint *ck) {
@@ -543,5 +628,7 @@ void cuvae_checkpoint_free(cuvae_checkpoint *ck) {
   free(ck->params);
   free(ck->adam_m);
   free(ck->adam_v);
+  free(ck->ema);
+  free(ck->skip.window);
   memset(ck, 0, sizeof *ck);
 }

@@ -65,15 +65,19 @@ int cuvae_checkpoint_fit_layout(cuvae_checkpoint *ck, const cuvae_model *m) {
   if (!ck || !m) return cuvae_error("checkpoint layout check: null checkpoint or model");
   if (same_tensors_elsewhere(ck, m)) {
     float *p = relocate(ck->params, ck, m), *mo = relocate(ck->adam_m, ck, m), *v = relocate(ck->adam_v, ck, m);
-    if (!p || !mo || !v) {
+    float *e = ck->ema ? relocate(ck->ema, ck, m) : NULL;
+    if (!p || !mo || !v || (ck->ema && !e)) {
       free(p);
       free(mo);
       free(v);
+      free(e);
       return cuvae_error("out of memory moving the checkpoint's %zu parameters into the model's layout", m->n_values);
     }
     free(ck->params);
     free(ck->adam_m);
     free(ck->adam_v);
+    free(ck->ema);
+    ck->ema = e;
     ck->params = p;
     ck->adam_m = mo;
     ck->adam_v = v;

@@ -23,6 +23,35 @@ static int resolve_checkpoint_path(const char *path, char *out, size_t n) {
   return 0;
 }
 
+static cuvae_weights g_weights = CUVAE_WEIGHTS_AUTO;  /* the process's choice (set once, by the CLI) */
+
+void cuvae_saved_model_choose_weights(cuvae_weights w) { g_weights = w; }
+
+int cuvae_weights_parse(const char *name, cuvae_weights *out) {
+  static const char *const names[] = {"auto", "ema", "raw"};
+  for (int i = 0; i < 3; i++)
+    if (strcmp(name, names[i]) == 0) {
+      *out = (cuvae_weights)i;
+      return 0;
+    }
+  return cuvae_error("--weights: '%s' is not one of auto, ema, raw", name);
+}
+
+/* The EMA of the weights in place of the trained ones (docs/MATH.md (7.5)) when chosen and present. */
+static int choose_weights(cuvae_saved_model *sm) {
+  if (!sm->ck.ema)
+    return g_weights == CUVAE_WEIGHTS_EMA
+               ? cuvae_error("%s holds no EMA of the weights (the run had [train] ema = 0); use --weights raw or auto",
+                             sm->path)
+               : 0;
+  if (g_weights == CUVAE_WEIGHTS_RAW) return 0;
+  float *raw = sm->ck.params;
+  sm->ck.params = sm->ck.ema;
+  sm->ck.ema = raw;
+  sm->ema = 1;
+  return 0;
+}
+
 int cuvae_saved_model_open(cuvae_saved_model *sm, const char *checkpoint_or_run_dir) {
   memset(sm, 0, sizeof *sm);
   if (resolve_checkpoint_path(checkpoint_or_run_dir, sm->path, sizeof sm->path)) return -1;
@@ -33,6 +62,7 @@ int cuvae_saved_model_open(cuvae_saved_model *sm, const char *checkpoint_or_run_
   if (rc == 0) rc = cuvae_model_build(&sm->model, (size_t)sm->ck.input_dim, &sm->cfg);
   if (rc == 0 && cuvae_checkpoint_fit_layout(&sm->ck, &sm->model))
     rc = cuvae_error("%s: %s", sm->path, cuvae_last_error());
+  if (rc == 0) rc = choose_weights(sm);
   if (rc != 0) cuvae_saved_model_close(sm);
   return rc;
 }

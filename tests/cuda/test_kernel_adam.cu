@@ -3,8 +3,10 @@
 // adam_update_cpu over 5 consecutive steps (clipping off, on but inactive, active) for n in {1, 1000, 4099, 652824}
 // (652824 is not a multiple of any block size; 4099 leaves 3 parameters after the last float4), the step counter
 // advancing on the device, determinism, buffers that are not 16-byte aligned (the scalar paths: the same bits),
-// argument validation, and a CUDA graph of one optimiser step replayed 3 times against 3 CPU steps; and
-// adam_update_bf16_cuda (the bf16 weight copy written with the update) vs adam_update_bf16_cpu, bit for bit.
+// argument validation, and a CUDA graph of one optimiser step replayed 3 times against 3 CPU steps, each with its own
+// learning rate uploaded between the replays (scalars[4]); and adam_update_bf16_cuda (the bf16 weight copy written
+// with the update) vs adam_update_bf16_cpu, bit for bit. The skip verdict's scalars (guard, scalars[5]) are tested in
+// test_kernel_step_guard.cu.
 #include "cuda_compat.h"
 
 #include <float.h>
@@ -119,12 +121,13 @@ float correction(float b, int64_t t) { return (float)(1.0 / (1.0 - pow((double)b
 
 enum ClipMode { kClipOff, kClipInactive, kClipActive };
 
-// One optimiser step on the device, in the order of the training step.
-cudaError_t device_step(const float *g, size_t n, float clip, float *ss, int64_t *step, float *scalars, float *p,
-                        float *m, float *v, cudaStream_t stream) {
+// One optimiser step on the device, in the order of the training step; lr: the step's rate (one float, device), no
+// skip guard (Adam's t = the step counter).
+cudaError_t device_step(const float *g, size_t n, float clip, float *ss, int64_t *step, const float *lr,
+                        float *scalars, float *p, float *m, float *v, cudaStream_t stream) {
   cudaError_t e = sum_squares_cuda(g, n, ss + 1, ss, stream);  // ss[1..]: the partials
-  if (e == cudaSuccess) e = adam_prepare_cuda(ss, step, clip, kB1, kB2, scalars, nullptr, stream);
-  if (e == cudaSuccess) e = adam_update_cuda(p, g, m, v, n, kLr, kB1, kB2, kEps, scalars, nullptr, stream);
+  if (e == cudaSuccess) e = adam_prepare_cuda(ss, step, lr, nullptr, clip, kB1, kB2, scalars, nullptr, stream);
+  if (e == cudaSuccess) e = adam_update_cuda(p, g, m, v, n, kB1, kB2, kEps, scalars, nullptr, stream);
   return e;
 }
 
@@ -143,8 +146,9 @@ std::vector<std::vector<float>> five_gradients(size_t n, double *min_norm, doubl
   return grads;
 }
 
-// Step t's device scalars (ss = the sum of squares, sc = scalars[0..3]: clip scale, the two bias corrections, the
-// norm) vs the CPU's for gradient g; *scale_cpu: the CPU backend's clip scale from the double norm.
+// Step t's device scalars (ss = the sum of squares, sc = scalars[0..5]: clip scale, the two bias corrections, the
+// norm, the rate, the skip flag) vs the CPU's for gradient g; *scale_cpu: the CPU backend's clip scale from the
+// double norm.
 void expect_step_scalars(const std::vector<float> &g, size_t n, float clip, ClipMode mode, int64_t t, float ss,
                          const std::vector<float> &sc, float *scale_cpu) {
   // sum of squares vs the double sum, within its bound; the norm (sqrt halves the relative error, plus the
@@ -156,6 +160,8 @@ void expect_step_scalars(const std::vector<float> &g, size_t n, float clip, Clip
   // errs by <= 2 ulp of a double, which changes the float only within 2^-28 of a rounding boundary.)
   EXPECT_LE(ulps(sc[1], correction(kB1, t)), 1.0);
   EXPECT_LE(ulps(sc[2], correction(kB2, t)), 1.0);
+  EXPECT_EQ(kLr, sc[4]);     // the rate, copied from the device's lr
+  EXPECT_EQ(0.0f, sc[5]);    // no guard: never skipped
   // The clip scale as the CPU backend computes it (cpu_train_step), from the double norm.
   *scale_cpu = 1.0f;
   if (clip > 0.0f && norm > clip) *scale_cpu = (float)(clip / norm);
@@ -220,12 +226,13 @@ TEST_P(KernelAdam, FiveStepsMatchCpu) {
     State cpu = initial_state(n, 7u + (unsigned)n), independent = cpu;
     // For the independent run's error bound (below): sums of |terms| of the gradient part of m, and the bound.
     std::vector<double> m_abs(n, 0.0), dp_bound(n, 0.0);
-    DevBuf<float> d_p(cpu.p), d_m(cpu.m), d_v(cpu.v), d_g(n), d_ss(1 + CUVAE_SUM_SQUARES_PARTIALS), d_scalars(4);
+    DevBuf<float> d_p(cpu.p), d_m(cpu.m), d_v(cpu.v), d_g(n), d_ss(1 + CUVAE_SUM_SQUARES_PARTIALS),
+        d_scalars(CUVAE_ADAM_SCALARS), d_lr(std::vector<float>{kLr});
     DevBuf<int64_t> d_step(std::vector<int64_t>{0});
     for (int64_t t = 1; t <= 5; t++) {
       const std::vector<float> &g = grads[t - 1];
       d_g.put(g);
-      CUDA_OK(device_step(d_g.p, n, clip, d_ss.p, d_step.p, d_scalars.p, d_p.p, d_m.p, d_v.p, 0));
+      CUDA_OK(device_step(d_g.p, n, clip, d_ss.p, d_step.p, d_lr.p, d_scalars.p, d_p.p, d_m.p, d_v.p, 0));
       CUDA_OK(cudaDeviceSynchronize());
       const float ss = d_ss.get()[0];
       const std::vector<float> sc = d_scalars.get();
@@ -263,10 +270,11 @@ TEST(KernelAdamSingle, SumSquaresAndStepDeterministic) {
   const State s = initial_state(n, 4);
   State out[2];
   for (State &o : out) {
-    DevBuf<float> d_p(s.p), d_m(s.m), d_v(s.v), d_g(g), d_ss(1 + CUVAE_SUM_SQUARES_PARTIALS), d_scalars(4);
+    DevBuf<float> d_p(s.p), d_m(s.m), d_v(s.v), d_g(g), d_ss(1 + CUVAE_SUM_SQUARES_PARTIALS),
+        d_scalars(CUVAE_ADAM_SCALARS), d_lr(std::vector<float>{kLr});
     DevBuf<int64_t> d_step(std::vector<int64_t>{41});  // any starting step: prepare continues from it
     for (int k = 0; k < 2; k++)
-      CUDA_OK(device_step(d_g.p, n, 1.0f, d_ss.p, d_step.p, d_scalars.p, d_p.p, d_m.p, d_v.p, 0));
+      CUDA_OK(device_step(d_g.p, n, 1.0f, d_ss.p, d_step.p, d_lr.p, d_scalars.p, d_p.p, d_m.p, d_v.p, 0));
     CUDA_OK(cudaDeviceSynchronize());
     EXPECT_EQ(43, d_step.get()[0]);
     o = State{d_p.get(), d_m.get(), d_v.get()};
@@ -294,10 +302,10 @@ TEST(KernelAdamSingle, UnalignedBuffersGiveTheSameBits) {
       return v;
     };
     DevBuf<float> d_p(padded(s.p)), d_m(padded(s.m)), d_v(padded(s.v)), d_g(padded(g));
-    DevBuf<float> d_ss(1 + CUVAE_SUM_SQUARES_PARTIALS), d_scalars(4);
+    DevBuf<float> d_ss(1 + CUVAE_SUM_SQUARES_PARTIALS), d_scalars(CUVAE_ADAM_SCALARS), d_lr(std::vector<float>{kLr});
     DevBuf<int64_t> d_step(std::vector<int64_t>{0});
-    CUDA_OK(device_step(d_g.p + offset, n, 0.0f, d_ss.p, d_step.p, d_scalars.p, d_p.p + offset, d_m.p + offset,
-                        d_v.p + offset, 0));
+    CUDA_OK(device_step(d_g.p + offset, n, 0.0f, d_ss.p, d_step.p, d_lr.p, d_scalars.p, d_p.p + offset,
+                        d_m.p + offset, d_v.p + offset, 0));
     CUDA_OK(cudaDeviceSynchronize());
     auto unpad = [&](const DevBuf<float> &d) {
       const std::vector<float> h = d.get();
@@ -316,28 +324,35 @@ TEST(KernelAdamSingle, UnalignedBuffersGiveTheSameBits) {
 }
 
 TEST(KernelAdamSingle, RejectsInvalidArguments) {
-  DevBuf<float> f(8), scalars(4);
+  DevBuf<float> f(8), scalars(CUVAE_ADAM_SCALARS), lr(std::vector<float>{kLr});
   DevBuf<int64_t> step(1);
   EXPECT_EQ(cudaErrorInvalidValue, sum_squares_cuda(f.p, 0, f.p, f.p, 0));
   EXPECT_EQ(cudaErrorInvalidValue, sum_squares_cuda(nullptr, 8, f.p, f.p, 0));
   EXPECT_EQ(cudaErrorInvalidValue, sum_squares_cuda(f.p, 8, nullptr, f.p, 0));
   EXPECT_EQ(cudaErrorInvalidValue, sum_squares_cuda(f.p, 8, f.p, nullptr, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, adam_update_cuda(f.p, f.p, f.p, f.p, 0, kLr, kB1, kB2, kEps, scalars.p, nullptr, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, adam_update_cuda(f.p, f.p, f.p, f.p, 8, kLr, kB1, kB2, kEps, nullptr, nullptr, 0));
+  EXPECT_EQ(cudaErrorInvalidValue, adam_update_cuda(f.p, f.p, f.p, f.p, 0, kB1, kB2, kEps, scalars.p, nullptr, 0));
+  EXPECT_EQ(cudaErrorInvalidValue, adam_update_cuda(f.p, f.p, f.p, f.p, 8, kB1, kB2, kEps, nullptr, nullptr, 0));
+  EXPECT_EQ(cudaErrorInvalidValue, adam_update_cuda(nullptr, f.p, f.p, f.p, 8, kB1, kB2, kEps, scalars.p, nullptr, 0));
   EXPECT_EQ(cudaErrorInvalidValue,
-            adam_update_cuda(nullptr, f.p, f.p, f.p, 8, kLr, kB1, kB2, kEps, scalars.p, nullptr, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(f.p, nullptr, 0.0f, kB1, kB2, scalars.p, nullptr, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(nullptr, step.p, 0.0f, kB1, kB2, scalars.p, nullptr, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(f.p, step.p, 0.0f, kB1, kB2, nullptr, nullptr, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(f.p, step.p, -1.0f, kB1, kB2, scalars.p, nullptr, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(f.p, step.p, NAN, kB1, kB2, scalars.p, nullptr, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(f.p, step.p, 0.0f, 1.0f, kB2, scalars.p, nullptr, 0));
-  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(f.p, step.p, 0.0f, kB1, -0.5f, scalars.p, nullptr, 0));
+            adam_prepare_cuda(f.p, nullptr, lr.p, nullptr, 0.0f, kB1, kB2, scalars.p, nullptr, 0));
+  EXPECT_EQ(cudaErrorInvalidValue,
+            adam_prepare_cuda(nullptr, step.p, lr.p, nullptr, 0.0f, kB1, kB2, scalars.p, nullptr, 0));
+  EXPECT_EQ(cudaErrorInvalidValue,
+            adam_prepare_cuda(f.p, step.p, nullptr, nullptr, 0.0f, kB1, kB2, scalars.p, nullptr, 0));  // no rate
+  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(f.p, step.p, lr.p, nullptr, 0.0f, kB1, kB2, nullptr, nullptr, 0));
+  EXPECT_EQ(cudaErrorInvalidValue,
+            adam_prepare_cuda(f.p, step.p, lr.p, nullptr, -1.0f, kB1, kB2, scalars.p, nullptr, 0));
+  EXPECT_EQ(cudaErrorInvalidValue, adam_prepare_cuda(f.p, step.p, lr.p, nullptr, NAN, kB1, kB2, scalars.p, nullptr, 0));
+  EXPECT_EQ(cudaErrorInvalidValue,
+            adam_prepare_cuda(f.p, step.p, lr.p, nullptr, 0.0f, 1.0f, kB2, scalars.p, nullptr, 0));
+  EXPECT_EQ(cudaErrorInvalidValue,
+            adam_prepare_cuda(f.p, step.p, lr.p, nullptr, 0.0f, kB1, -0.5f, scalars.p, nullptr, 0));
   EXPECT_EQ(cudaSuccess, cudaGetLastError());  // rejected before any launch: no error left behind
 }
 
 // The training graph's optimiser part: sum of squares, prepare, update, captured once and replayed 3 times.
-// Nothing per step is a kernel argument, so each replay must be the next step: step 1, 2, 3 on the CPU.
+// Nothing per step is a kernel argument, so each replay must be the next step: step 1, 2, 3 on the CPU, each with
+// the rate the host wrote to the device's lr before the replay (as cuda_train_step uploads cuvae_lr_at_step's).
 TEST(KernelAdamSingle, GraphReplayIsThreeSteps) {
   const size_t n = 1000;
   const std::vector<float> g = gradient(n, 77);
@@ -346,28 +361,32 @@ TEST(KernelAdamSingle, GraphReplayIsThreeSteps) {
     SCOPED_TRACE(testing::Message() << "clip mode " << mode);
     const float clip = mode == kClipOff ? 0.0f : (float)(0.25 * norm);
     State cpu = initial_state(n, 78);
-    DevBuf<float> d_p(cpu.p), d_m(cpu.m), d_v(cpu.v), d_g(g), d_ss(1 + CUVAE_SUM_SQUARES_PARTIALS), d_scalars(4);
+    DevBuf<float> d_p(cpu.p), d_m(cpu.m), d_v(cpu.v), d_g(g), d_ss(1 + CUVAE_SUM_SQUARES_PARTIALS),
+        d_scalars(CUVAE_ADAM_SCALARS), d_lr(std::vector<float>{0.0f});
     DevBuf<int64_t> d_step(std::vector<int64_t>{0});
     cudaStream_t stream;
     CUDA_OK(cudaStreamCreate(&stream));
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-    CUDA_OK(device_step(d_g.p, n, clip, d_ss.p, d_step.p, d_scalars.p, d_p.p, d_m.p, d_v.p, stream));
+    CUDA_OK(device_step(d_g.p, n, clip, d_ss.p, d_step.p, d_lr.p, d_scalars.p, d_p.p, d_m.p, d_v.p, stream));
     CUDA_OK(cudaStreamEndCapture(stream, &graph));
     CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
     EXPECT_EQ(0, d_step.get()[0]) << "capture runs nothing";
     for (int64_t t = 1; t <= 3; t++) {
+      const float lr = kLr * (float)t / 3.0f;  // a warm-up: a different rate at each replay
+      d_lr.put(std::vector<float>{lr});
       CUDA_OK(cudaGraphLaunch(exec, stream));
       CUDA_OK(cudaStreamSynchronize(stream));
       ASSERT_EQ(t, d_step.get()[0]);
       const std::vector<float> sc = d_scalars.get();
       EXPECT_LE(ulps(sc[1], correction(kB1, t)), 1.0);  // the bias corrections of step t
       EXPECT_LE(ulps(sc[2], correction(kB2, t)), 1.0);
+      EXPECT_EQ(lr, sc[4]);  // this replay's rate, not the one at capture
       if (mode == kClipOff) {
         EXPECT_EQ(1.0f, sc[0]);
       }
-      adam_update_cpu(cpu.p.data(), g.data(), cpu.m.data(), cpu.v.data(), n, kLr, kB1, kB2, kEps, t, sc[0]);
+      adam_update_cpu(cpu.p.data(), g.data(), cpu.m.data(), cpu.v.data(), n, lr, kB1, kB2, kEps, t, sc[0]);
     }
     // Same argument as FiveStepsMatchCpu: the same float operations on the same inputs: bitwise equal.
     expect_state_close(State{d_p.get(), d_m.get(), d_v.get()}, cpu, 0.0);
@@ -387,7 +406,8 @@ TEST(KernelAdamSingle, Bf16WeightCopyMatchesCpuBitForBit) {
     const size_t n = 4099;
     State cpu = initial_state(n, 11u);
     std::vector<uint16_t> p16_cpu(n);
-    DevBuf<float> d_p(n + 1), d_m(n + 1), d_v(n + 1), d_g(n + 1), d_ss(1 + CUVAE_SUM_SQUARES_PARTIALS), d_scalars(4);
+    DevBuf<float> d_p(n + 1), d_m(n + 1), d_v(n + 1), d_g(n + 1), d_ss(1 + CUVAE_SUM_SQUARES_PARTIALS),
+        d_scalars(CUVAE_ADAM_SCALARS), d_lr(std::vector<float>{kLr});
     DevBuf<uint16_t> d_p16(n + 1);
     DevBuf<int64_t> d_step(std::vector<int64_t>{0}), d_halted(std::vector<int64_t>{0});
     float *p = d_p.p + offset, *m = d_m.p + offset, *v = d_v.p + offset, *g = d_g.p + offset;
@@ -399,8 +419,8 @@ TEST(KernelAdamSingle, Bf16WeightCopyMatchesCpuBitForBit) {
       const std::vector<float> grad = gradient(n, 500u + (unsigned)t);
       CUDA_OK(cudaMemcpy(g, grad.data(), n * sizeof(float), cudaMemcpyHostToDevice));
       CUDA_OK(sum_squares_cuda(g, n, d_ss.p + 1, d_ss.p, 0));
-      CUDA_OK(adam_prepare_cuda(d_ss.p, d_step.p, 0.0f, kB1, kB2, d_scalars.p, d_halted.p, 0));
-      CUDA_OK(adam_update_bf16_cuda(p, g, m, v, n, kLr, kB1, kB2, kEps, d_scalars.p, d_halted.p, p16, 0));
+      CUDA_OK(adam_prepare_cuda(d_ss.p, d_step.p, d_lr.p, nullptr, 0.0f, kB1, kB2, d_scalars.p, d_halted.p, 0));
+      CUDA_OK(adam_update_bf16_cuda(p, g, m, v, n, kB1, kB2, kEps, d_scalars.p, d_halted.p, p16, 0));
       CUDA_OK(cudaDeviceSynchronize());
       adam_update_bf16_cpu(cpu.p.data(), grad.data(), cpu.m.data(), cpu.v.data(), n, kLr, kB1, kB2, kEps, t,
                            d_scalars.get()[0], p16_cpu.data());
@@ -417,14 +437,14 @@ TEST(KernelAdamSingle, Bf16WeightCopyMatchesCpuBitForBit) {
     // Halted (step_guard saw a non-finite step): p, m, v and p16 stay as they are.
     CUDA_OK(cudaMemcpy(d_halted.p, std::vector<int64_t>{3}.data(), sizeof(int64_t), cudaMemcpyHostToDevice));
     CUDA_OK(cudaMemset(p16, 0x5a, n * sizeof(uint16_t)));
-    CUDA_OK(adam_update_bf16_cuda(p, g, m, v, n, kLr, kB1, kB2, kEps, d_scalars.p, d_halted.p, p16, 0));
+    CUDA_OK(adam_update_bf16_cuda(p, g, m, v, n, kB1, kB2, kEps, d_scalars.p, d_halted.p, p16, 0));
     CUDA_OK(cudaDeviceSynchronize());
     CUDA_OK(cudaMemcpy(p16_gpu.data(), p16, n * sizeof(uint16_t), cudaMemcpyDeviceToHost));
     EXPECT_EQ(p16_gpu, std::vector<uint16_t>(n, 0x5a5a));
   }
-  DevBuf<float> one(1), sc(4);
-  EXPECT_EQ(cudaErrorInvalidValue, adam_update_bf16_cuda(one.p, one.p, one.p, one.p, 1, kLr, kB1, kB2, kEps, sc.p,
-                                                         nullptr, nullptr, 0));
+  DevBuf<float> one(1), sc(CUVAE_ADAM_SCALARS);
+  EXPECT_EQ(cudaErrorInvalidValue,
+            adam_update_bf16_cuda(one.p, one.p, one.p, one.p, 1, kB1, kB2, kEps, sc.p, nullptr, nullptr, 0));
 }
 
 }  // namespace

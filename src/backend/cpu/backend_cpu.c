@@ -18,15 +18,19 @@
 #include "gemm_dnnl.h"
 
 /* This step's data noise and eps (include/cuvae/rng.h) for rows [r0, r0 + B) of a global batch of Bt rows: dynamic
- * binarization of the targets in x_batch, corruption of the encoder's input (*x_in, else NULL), eps [L][B][Z]. */
+ * binarization or dequantization of the targets in x_batch (one uniform slot: binarization is Bernoulli-only,
+ * dequantization Gaussian-only), corruption of the encoder's input (*x_in, else NULL), eps [L][B][Z]. */
 static int draw_step_noise(cpu_backend *be, const cuvae_objective_spec *spec, int64_t step, int B, int r0, int Bt,
                            const float **x_in) {
   const cuvae_config *c = be->cfg;
   const size_t D = be->train->dim, nx = (size_t)B * D, skip_x = (size_t)r0 * D;
   const uint64_t stride_x = cuvae_noise_stride((size_t)Bt * D);
-  if (c->binarize == CUVAE_BINARIZE_DYNAMIC) {
+  if (c->binarize == CUVAE_BINARIZE_DYNAMIC || c->dequantize == CUVAE_DEQUANTIZE_UNIFORM) {
     if (cuvae_noise_uniform_slice(be->data_noise, 2 * (uint64_t)step * stride_x, skip_x, be->data_u, nx)) return -1;
-    binarize_cpu(be->x_batch, be->data_u, be->x_batch, nx);
+    if (c->binarize == CUVAE_BINARIZE_DYNAMIC)
+      binarize_cpu(be->x_batch, be->data_u, be->x_batch, nx);
+    else
+      dequantize_cpu(be->x_batch, be->data_u, be->x_batch, nx);
   }
   *x_in = NULL;
   if (c->corrupt.kind != CUVAE_CORRUPT_NONE) {
@@ -72,10 +76,11 @@ static void mark_diverged(cpu_backend *be, const cuvae_step_result *out, int64_t
   be->diverged_step = step + 1;
   if (!isfinite(out->loss.objective) || !isfinite(out->loss.nelbo))
     snprintf(be->diverged_msg, sizeof be->diverged_msg,
-             "loss is not finite (objective %g, nelbo %g, recon %g, kl %g)", out->loss.objective, out->loss.nelbo,
-             out->loss.recon, out->loss.kl);
+             "step %lld: loss is not finite (objective %g, nelbo %g, recon %g, kl %g); training diverged",
+             (long long)step + 1, out->loss.objective, out->loss.nelbo, out->loss.recon, out->loss.kl);
   else
-    snprintf(be->diverged_msg, sizeof be->diverged_msg, "gradient is not finite (loss %g)", out->loss.objective);
+    snprintf(be->diverged_msg, sizeof be->diverged_msg, "step %lld: gradient is not finite (loss %g); training diverged",
+             (long long)step + 1, out->loss.objective);
 }
 
 /* Data parallel: the gradient and the loss parts summed over the ranks (each rank's are its slice's part of the
@@ -94,18 +99,35 @@ static int sum_over_ranks(const cuvae_data_parallel *dp, float *grad, cuvae_loss
   return 0;
 }
 
-/* Adam on this rank's part of the buffer (all of it unless sharded), then, sharded, every rank's updated shard to
- * every rank (and the bf16 weight copy of the whole buffer). */
-static int adam_step(cpu_backend *be, int64_t step, float scale) {
+/* Adam with Adam's step t (the updates applied so far, this one included) and the step's rate lr on this rank's part
+ * of the buffer (all of it unless sharded), then, sharded, every rank's updated shard to every rank (and the bf16
+ * weight copy of the whole buffer); then the EMA of the weights (docs/MATH.md (7.5)). */
+static int adam_step(cpu_backend *be, int64_t t, float lr, float scale) {
   const cuvae_data_parallel *dp = be->base.dp;
-  const size_t lo = dp ? dp->shard_begin : 0, hi = dp ? dp->shard_end : be->model->n_params;
+  const size_t n = be->model->n_params, lo = dp ? dp->shard_begin : 0, hi = dp ? dp->shard_end : n;
   const cuvae_config *c = be->cfg;
-  adam_update_bf16_cpu(be->params + lo, be->grad + lo, be->adam_m, be->adam_v, hi - lo, c->lr, c->beta1, c->beta2,
-                       c->adam_eps, step + 1, scale, be->params16 ? be->params16 + lo : NULL);
-  if (!dp || !dp->sharded) return 0;
-  if (dp->params_gather(dp->ctx, be->params)) return -1;
-  if (be->params16) to_bf16_cpu(be->params, be->params16, be->model->n_params);
+  adam_update_bf16_cpu(be->params + lo, be->grad + lo, be->adam_m, be->adam_v, hi - lo, lr, c->beta1, c->beta2,
+                       c->adam_eps, t, scale, be->params16 ? be->params16 + lo : NULL);
+  if (dp && dp->sharded) {
+    if (dp->params_gather(dp->ctx, be->params)) return -1;
+    if (be->params16) to_bf16_cpu(be->params, be->params16, n);
+  }
+  if (be->ema) ema_update_cpu(be->ema, be->params, n, c->ema);
   return 0;
+}
+
+/* The verdict on the step's update (docs/MATH.md (7.4)); a stopping one is recorded for collect. 1: apply it. */
+static int step_verdict(cpu_backend *be, cuvae_step_result *out, int64_t step) {
+  const int finite = isfinite(out->loss.objective) && isfinite(out->loss.nelbo) && isfinite(out->grad_norm);
+  const int verdict = cuvae_skip_verdict(&be->skip_rule, &be->skip, be->window, finite, out->grad_norm);
+  out->skipped = verdict == CUVAE_STEP_SKIP || verdict == CUVAE_STEP_SKIP_LIMIT;
+  if (verdict == CUVAE_STEP_DIVERGED) mark_diverged(be, out, step);
+  if (verdict == CUVAE_STEP_SKIP_LIMIT) {
+    be->diverged_step = step + 1;
+    cuvae_step_verdict_message(verdict, &be->skip_rule, step + 1, out->grad_norm, out->loss.objective,
+                               be->diverged_msg, sizeof be->diverged_msg);
+  }
+  return verdict == CUVAE_STEP_APPLY;
 }
 
 /* Runs the step at once; its result waits in `pending` for collect. Data parallel: rows are this rank's slice of
@@ -116,7 +138,7 @@ static int cpu_train_step(cuvae_backend *base, const uint32_t *rows, int B, int6
   if (check_step(be, rows, B, step)) return -1;
   cuvae_step_result *out = &be->pending[be->n_pending++];
   memset(out, 0, sizeof *out);
-  if (be->diverged_step) return 0;  /* after a non-finite step nothing more is applied until collect */
+  if (be->diverged_step) return 0;  /* after a stopping step nothing more is applied until collect */
   const cuvae_data_parallel *dp = base->dp;
   const int Bt = dp ? B * dp->size : B, r0 = dp ? B * dp->rank : 0;
   cuvae_objective_spec spec;
@@ -135,15 +157,13 @@ static int cpu_train_step(cuvae_backend *base, const uint32_t *rows, int B, int6
       (dp && sum_over_ranks(dp, be->grad, &out->loss, &norm)))
     return -1;
   out->grad_norm = norm >= 0.0 ? norm : grad_norm_cpu(be->grad, m->n_params);
-  if (!isfinite(out->loss.objective) || !isfinite(out->loss.nelbo) || !isfinite(out->grad_norm)) {
-    mark_diverged(be, out, step);
-    return 0;
-  }
+  out->lr = cuvae_lr_at_step(be->cfg, be->lr_horizon, step);
+  if (!step_verdict(be, out, step)) return 0;
   /* Gradient-norm clipping: scale g by clip / ||g|| when ||g|| > clip. */
   float scale = 1.0f;
   if (be->cfg->clip_norm > 0.0f && out->grad_norm > be->cfg->clip_norm)
     scale = (float)(be->cfg->clip_norm / out->grad_norm);
-  return adam_step(be, step, scale);
+  return adam_step(be, step + 1 - be->skip.skipped, out->lr, scale);
 }
 
 static int cpu_collect(cuvae_backend *base, cuvae_step_result *out, int *n) {
@@ -153,8 +173,7 @@ static int cpu_collect(cuvae_backend *base, cuvae_step_result *out, int *n) {
   memcpy(out, be->pending, (size_t)be->n_pending * sizeof *out);
   be->n_pending = 0;
   be->diverged_step = 0;
-  if (diverged)
-    return cuvae_error("step %lld: %s; training diverged", (long long)diverged, be->diverged_msg);
+  if (diverged) return cuvae_error("%s", be->diverged_msg);
   return 0;
 }
 
@@ -216,6 +235,22 @@ static int cpu_set_state(cuvae_backend *base, const float *params, const float *
   return 0;
 }
 
+static int cpu_get_extra_state(cuvae_backend *base, cuvae_extra_state *st) {
+  cpu_backend *be = (cpu_backend *)base;
+  if (st->ema && be->ema) memcpy(st->ema, be->ema, be->model->n_params * sizeof(float));
+  st->skip = be->skip;
+  if (st->window && be->window) memcpy(st->window, be->window, (size_t)be->skip_rule.window * sizeof(float));
+  return 0;
+}
+
+static int cpu_set_extra_state(cuvae_backend *base, const cuvae_extra_state *st) {
+  cpu_backend *be = (cpu_backend *)base;
+  if (st->ema && be->ema) memcpy(be->ema, st->ema, be->model->n_params * sizeof(float));
+  be->skip = st->skip;
+  if (st->window && be->window) memcpy(be->window, st->window, (size_t)be->skip_rule.window * sizeof(float));
+  return 0;
+}
+
 static float *aligned_zeros(size_t n);
 
 /* Data parallel; sharded (ZeRO-1), Adam's m and v shrink to this rank's shard (zero: before the first step), and the
@@ -244,6 +279,8 @@ static void cpu_destroy(cuvae_backend *base) {
   if (!be) return;
   free(be->params);
   free(be->params16);
+  free(be->ema);
+  free(be->window);
   free(be->grad);
   free(be->adam_m);
   free(be->adam_v);
@@ -300,10 +337,27 @@ static int cpu_precision_setup(cpu_backend *be) {
   return cuvae_cpu_ws_use_bf16(be->ws, be->model, be->params16);
 }
 
+/* The optimizer's schedule and skip rule from the config; the EMA starts at the initial weights. */
+static int cpu_optimizer_setup(cpu_backend *be, const cuvae_dataset *train) {
+  const size_t n = be->model->n_params;
+  be->lr_horizon = cuvae_lr_horizon(be->cfg, train ? train->n : 0);
+  be->skip_rule = cuvae_skip_rule_from(be->cfg);
+  if (be->skip_rule.window > 0 && !(be->window = calloc((size_t)be->skip_rule.window, sizeof(float))))
+    return cuvae_error("out of memory: the skip window");
+  if (be->cfg->ema <= 0.0f) return 0;
+  if (!(be->ema = aligned_zeros(n))) return cuvae_error("out of memory: the EMA of %zu weights", n);
+  memcpy(be->ema, be->params, n * sizeof(float));
+  const size_t len = strlen(be->base.memory_plan);
+  snprintf(be->base.memory_plan + len, sizeof be->base.memory_plan - len, "; EMA of the weights %.1f MiB",
+           (double)n * sizeof(float) / (1 << 20));
+  return 0;
+}
+
 static const cuvae_backend k_cpu_ops = {
     .name = "cpu", .train_step = cpu_train_step, .collect = cpu_collect, .evaluate = cpu_evaluate,
-    .get_state = cpu_get_state, .set_state = cpu_set_state, .get_grad = cpu_get_grad, .encode = cpu_encode,
-    .decode = cpu_decode, .iwae = cpu_iwae, .destroy = cpu_destroy, .join_data_parallel = cpu_join_data_parallel};
+    .get_state = cpu_get_state, .set_state = cpu_set_state, .get_extra_state = cpu_get_extra_state,
+    .set_extra_state = cpu_set_extra_state, .get_grad = cpu_get_grad, .encode = cpu_encode, .decode = cpu_decode,
+    .iwae = cpu_iwae, .destroy = cpu_destroy, .join_data_parallel = cpu_join_data_parallel};
 
 cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train,
                                         const cuvae_dataset *eval) {
@@ -352,7 +406,8 @@ cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config
   be->train_noise = be->ws ? cuvae_noise_create(cfg->seed) : NULL;
   be->eval_noise = be->train_noise ? cuvae_noise_create(cfg->seed ^ CUVAE_SEED_EVAL) : NULL;
   be->data_noise = be->eval_noise ? cuvae_noise_create(cfg->seed ^ CUVAE_SEED_DATA) : NULL;
-  if (!be->data_noise || cuvae_model_init(m, be->params, cfg->seed) || cpu_precision_setup(be)) {
+  if (!be->data_noise || cuvae_model_init(m, be->params, cfg->seed) || cpu_precision_setup(be) ||
+      cpu_optimizer_setup(be, train)) {
     cpu_destroy(&be->base);
     return NULL;
   }

@@ -24,7 +24,12 @@ typedef struct cpu_backend {
   cuvae_noise *train_noise, *eval_noise, *data_noise;
   cuvae_step_result *pending;  /* results of the steps run since the last collect [max_pending] */
   int n_pending;
-  int64_t diverged_step;       /* 1-based step that was not finite (later steps then do nothing); 0 = none */
+  float *ema;                  /* [train] ema > 0: the moving average of the weights (n_params); else NULL */
+  cuvae_skip_rule skip_rule;   /* [train] skip_*: when an update is skipped (docs/MATH.md (7.4)) */
+  cuvae_skip_state skip;       /* its state, and the norms of its window [skip_rule.window] */
+  float *window;
+  int64_t lr_horizon;          /* the step the cosine schedule reaches lr_min (cuvae_lr_horizon) */
+  int64_t diverged_step;       /* 1-based step that stopped training (later steps then do nothing); 0 = none */
   char diverged_msg[256];
 } cpu_backend;
 

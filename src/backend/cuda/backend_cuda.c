@@ -104,7 +104,8 @@ static int backward_stack(cuda_backend *be, const cuda_stack *s, const float *x0
 }
 
 /* Adam (docs/MATH.md section 7) on the parameters, or sharded (ZeRO-1) on this rank's shard [lo, hi) with its m and v,
- * whose updated shards every rank then gathers (cuda_dp_params_gather, which also remakes the bf16 weights). */
+ * whose updated shards every rank then gathers (cuda_dp_params_gather, which also remakes the bf16 weights); then the
+ * EMA of the weights (docs/MATH.md (7.5)). A skipped update (step_guard_cuda) leaves all of them. */
 static int adam_step(cuda_backend *be) {
   const cuvae_config *c = be->cfg;
   const int sharded = cuda_dp_sharded(be);
@@ -112,12 +113,16 @@ static int adam_step(cuda_backend *be) {
   const size_t k = sharded ? be->base.dp->shard_end - lo : be->model->n_params;
   float *p = be->params + lo, *g = be->grad + lo;
   if (k && c->precision == CUVAE_PRECISION_BF16 && !sharded)  /* and the GEMMs' bf16 weights, docs/MATH.md (8.2) */
-    CU_LAUNCH(be, adam_update_bf16_cuda(p, g, be->adam_m, be->adam_v, k, c->lr, c->beta1, c->beta2, c->adam_eps,
+    CU_LAUNCH(be, adam_update_bf16_cuda(p, g, be->adam_m, be->adam_v, k, c->beta1, c->beta2, c->adam_eps,
                                         be->adam_scalars, be->flags, be->w16, be->stream));
   else if (k)
-    CU_LAUNCH(be, adam_update_cuda(p, g, be->adam_m, be->adam_v, k, c->lr, c->beta1, c->beta2, c->adam_eps,
-                                   be->adam_scalars, be->flags, be->stream));
-  return cuda_dp_params_gather(be);
+    CU_LAUNCH(be, adam_update_cuda(p, g, be->adam_m, be->adam_v, k, c->beta1, c->beta2, c->adam_eps, be->adam_scalars,
+                                   be->flags, be->stream));
+  if (cuda_dp_params_gather(be)) return -1;
+  if (be->ema)
+    CU_LAUNCH(be, ema_update_cuda(be->ema, be->params, be->model->n_params, c->ema, be->adam_scalars, be->flags,
+                                  be->stream));
+  return 0;
 }
 
 /* The device part of one training step on B rows (be->rows, be->eps, the step counter already in place): every
@@ -134,8 +139,11 @@ static int step_body(cuda_backend *be, int B) {
   CU_LAUNCH(be, beta_schedule_cuda(be->step, c->beta, c->beta_warmup_steps, be->beta_t, be->stream));
   CU_LAUNCH(be, gather_rows_cuda(be->train_x, be->rows, be->x, B, (int)m->input_dim, be->stream));
   if (m->cond) CU_LAUNCH(be, gather_labels_cuda(be->train_labels, be->rows, be->labels, B, be->stream));
-  /* Data noise drawn before the launch (include/cuvae/rng.h): binarize the targets, corrupt the encoder input. */
+  /* Data noise drawn before the launch (include/cuvae/rng.h): binarize or dequantize the targets, corrupt the encoder
+   * input. */
   if (c->binarize == CUVAE_BINARIZE_DYNAMIC) CU_LAUNCH(be, binarize_cuda(be->x, be->data_u, be->x, nx, be->stream));
+  if (c->dequantize == CUVAE_DEQUANTIZE_UNIFORM)
+    CU_LAUNCH(be, dequantize_cuda(be->x, be->data_u, be->x, nx, be->stream));
   const float *x_in = be->x;
   if (c->corrupt.kind == CUVAE_CORRUPT_GAUSSIAN)
     CU_LAUNCH(be, corrupt_gaussian_cuda(be->x, be->data_v, c->corrupt.level, be->x_in, nx, be->stream));
@@ -153,15 +161,20 @@ static int step_body(cuda_backend *be, int B) {
     CU_LAUNCH(be, latent_mean_backward_cuda(be->dz, be->dmulv, B, Z, be->stream));
   else
     CU_LAUNCH(be, reparam_multi_backward_cuda(mulv, be->eps, be->z, be->dz, sampled ? be->weight : NULL, be->beta_t,
-                                         1.0f / (float)Bt, be->dmulv, B, L, Z, be->stream));
+                                         spec->free_bits > 0.0f ? 0.0f : 1.0f / (float)Bt, be->dmulv, B, L, Z,
+                                         be->stream));
+  if (!ae && !sampled && spec->free_bits > 0.0f)  /* the KL's gradient of the dims at or above the floor, (3.4) */
+    CU_LAUNCH(be, free_bits_backward_cuda(mulv, be->fb_gate, be->beta_t, 1.0f / (float)Bt, be->dmulv, B, Z,
+                                          be->stream));
   if (backward_stack(be, &be->enc, m->cond ? be->enc_in : x_in, be->dmulv, NULL, B) || cuda_dp_step_sums(be))
     return -1;
   if (!cuda_dp_sharded(be))  /* sharded, step_sums added the blocks' sums of squares */
     CU_LAUNCH(be, sum_squares_cuda(be->grad, m->n_params, be->sum_partials, be->sums + 2, be->stream));
-  /* Only a finite step reaches the parameters: the guard halts Adam from the first non-finite one on. */
-  CU_LAUNCH(be, step_guard_cuda(be->sums, be->step, be->flags, be->ring, be->base.max_pending, be->stream));
-  CU_LAUNCH(be, adam_prepare_cuda(be->sums + 2, be->step, c->clip_norm, c->beta1, c->beta2, be->adam_scalars, be->flags,
-                             be->stream));
+  /* The verdict (docs/MATH.md (7.4)): a skipped update, or from a stopping step on, nothing reaches the parameters. */
+  CU_LAUNCH(be, step_guard_cuda(be->sums, be->step, be->flags, be->ring, be->base.max_pending, be->skip_rule, be->guard,
+                                be->window, be->stream));
+  CU_LAUNCH(be, adam_prepare_cuda(be->sums + 2, be->step, be->lr_t, be->guard, c->clip_norm, c->beta1, c->beta2,
+                                  be->adam_scalars, be->flags, be->stream));
   return adam_step(be);
 }
 
@@ -214,7 +227,7 @@ static int draw_step_noise(cuda_backend *be, int64_t step, int B) {
     for (int s = 0; dp && s < L; s++)
       if (cuda_dp_noise(be, &be->train_noise, offset, ((size_t)s * Bt + r0) * Z, nz, be->eps + s * nz, 0)) return -1;
   }
-  if (c->binarize == CUVAE_BINARIZE_DYNAMIC) {
+  if (c->binarize == CUVAE_BINARIZE_DYNAMIC || c->dequantize == CUVAE_DEQUANTIZE_UNIFORM) {  /* one slot, see rng.h */
     const uint64_t offset = 2 * (uint64_t)step * stride_x;
     if (dp ? cuda_dp_noise(be, &be->data_noise, offset, (size_t)r0 * D, nx, be->data_u, 1)
            : cuda_noise_fill(be, &be->data_noise, offset, nx, be->data_u, 1))
@@ -251,9 +264,11 @@ static int cuda_train_step(cuvae_backend *base, const uint32_t *rows, int B, int
   /* Per-step inputs go through this step's own pinned slot: no slot is reused before collect has waited for the
    * step that read it, so the host never waits here. */
   const int slot = be->n_pending;
-  uint32_t *rows_slot = be->rows_host + (size_t)slot * be->max_batch;
-  memcpy(rows_slot, rows, (size_t)B * sizeof *rows);
-  CU_CHECK(cudaMemcpyAsync(be->rows, rows_slot, (size_t)B * sizeof *rows, cudaMemcpyHostToDevice, be->stream));
+  uint32_t *in_slot = be->rows_host + (size_t)slot * (be->max_batch + 1);  /* lr | rows: one copy (step_in) */
+  const float lr = cuvae_lr_at_step(be->cfg, be->lr_horizon, step);      /* docs/MATH.md (7.3) */
+  memcpy(in_slot, &lr, sizeof lr);
+  memcpy(in_slot + 1, rows, (size_t)B * sizeof *rows);
+  CU_CHECK(cudaMemcpyAsync(be->step_in, in_slot, (size_t)(B + 1) * sizeof *rows, cudaMemcpyHostToDevice, be->stream));
   /* Adam's step counter lives on the device (adam_prepare_cuda increments it); it is set from the host only when
    * it will not already hold `step` (first step, after set_state or a divergence, or a jump in the sequence). */
   if (be->step_mirror != step) {
@@ -275,13 +290,39 @@ static int cuda_train_step(cuvae_backend *base, const uint32_t *rows, int B, int
   return 0;
 }
 
-/* One read-back for all pending steps: the recorded sums and the guard's flags. */
+/* The message of the step that halted training (halted_at, 1-based) from its result and its recorded verdict. */
+static int halted_message(const cuda_backend *be, const cuvae_step_result *out, int k, int64_t halted_at,
+                          int64_t recorded) {
+  const cuvae_step_result *bad = NULL;
+  int verdict = CUVAE_STEP_DIVERGED;
+  for (int i = 0; i < k; i++)
+    if (be->pending_step[i] + 1 == halted_at) {
+      bad = &out[i];
+      verdict = (int)be->ring_host[CUVAE_STEP_RECORD * i + CUVAE_STEP_SUMS];
+    }
+  if (!bad)
+    return cuvae_error("step %lld: the device halted training (%lld of %d pending steps recorded)",
+                       (long long)halted_at, (long long)recorded, k);
+  if (verdict == CUVAE_STEP_SKIP_LIMIT) {
+    char msg[256];
+    cuvae_step_verdict_message(verdict, &be->skip_rule, halted_at, bad->grad_norm, bad->loss.objective, msg,
+                               sizeof msg);
+    return cuvae_error("%s", msg);
+  }
+  if (!isfinite(bad->loss.objective) || !isfinite(bad->loss.nelbo))
+    return cuvae_error("step %lld: loss is not finite (objective %g, nelbo %g, recon %g, kl %g); training diverged",
+                       (long long)halted_at, bad->loss.objective, bad->loss.nelbo, bad->loss.recon, bad->loss.kl);
+  return cuvae_error("step %lld: gradient is not finite (loss %g); training diverged", (long long)halted_at,
+                     bad->loss.nelbo);
+}
+
+/* One read-back for all pending steps: the recorded sums and verdicts, and the guard's flags. */
 static int cuda_collect(cuvae_backend *base, cuvae_step_result *out, int *n) {
   cuda_backend *be = (cuda_backend *)base;
   const int k = be->n_pending;
   *n = 0;
   if (k == 0) return 0;
-  CU_CHECK(cudaMemcpyAsync(be->ring_host, be->ring, (size_t)k * CUVAE_STEP_SUMS * sizeof(float),
+  CU_CHECK(cudaMemcpyAsync(be->ring_host, be->ring, (size_t)k * CUVAE_STEP_RECORD * sizeof(float),
                            cudaMemcpyDeviceToHost, be->stream));
   CU_CHECK(cudaMemcpyAsync(be->flags_host, be->flags, 2 * sizeof(int64_t), cudaMemcpyDeviceToHost, be->stream));
   CU_CHECK(cudaStreamSynchronize(be->stream));
@@ -289,27 +330,19 @@ static int cuda_collect(cuvae_backend *base, cuvae_step_result *out, int *n) {
   be->n_pending = 0;
   const int64_t halted_at = be->flags_host[0], recorded = be->flags_host[1];
   for (int i = 0; i < k; i++) {
-    const float *r = be->ring_host + CUVAE_STEP_SUMS * i;
+    const float *r = be->ring_host + CUVAE_STEP_RECORD * i;
     cuvae_objective_spec spec;
     cuvae_objective_for_step(be->cfg, be->pending_step[i], &spec);  /* the step's beta, for the reported objective */
     const int Bt = base->dp ? be->pending_B[i] * base->dp->size : be->pending_B[i];  /* the sums are over Bt rows */
     cuda_loss_from_sums(&spec, r, Bt, &out[i].loss);
     out[i].grad_norm = sqrt((double)r[2]);
+    memcpy(&out[i].lr, be->rows_host + (size_t)i * (be->max_batch + 1), sizeof out[i].lr);  /* its step_in slot */
+    out[i].skipped = r[CUVAE_STEP_SUMS] == (float)CUVAE_STEP_SKIP || r[CUVAE_STEP_SUMS] == (float)CUVAE_STEP_SKIP_LIMIT;
   }
   *n = k;
   if (halted_at) {
     be->step_mirror = -1;  /* the device counter stopped at the bad step */
-    const cuvae_step_result *bad = NULL;
-    for (int i = 0; i < k; i++)
-      if (be->pending_step[i] + 1 == halted_at) bad = &out[i];
-    if (!bad)
-      return cuvae_error("step %lld: the device halted training (%lld of %d pending steps recorded)",
-                         (long long)halted_at, (long long)recorded, k);
-    if (!isfinite(bad->loss.objective) || !isfinite(bad->loss.nelbo))
-      return cuvae_error("step %lld: loss is not finite (objective %g, nelbo %g, recon %g, kl %g); training diverged",
-                         (long long)halted_at, bad->loss.objective, bad->loss.nelbo, bad->loss.recon, bad->loss.kl);
-    return cuvae_error("step %lld: gradient is not finite (loss %g); training diverged", (long long)halted_at,
-                       bad->loss.nelbo);
+    return halted_message(be, out, k, halted_at, recorded);
   }
   if (recorded != k)
     return cuvae_error("internal: %d steps pending but %lld recorded on the device", k, (long long)recorded);
@@ -398,9 +431,42 @@ static int cuda_set_state(cuvae_backend *base, const float *params, const float 
   return 0;
 }
 
+/* The EMA, the skip state (guard words 0..3) and its window; every rank holds all of them. */
+static int cuda_get_extra_state(cuvae_backend *base, cuvae_extra_state *st) {
+  cuda_backend *be = (cuda_backend *)base;
+  int64_t words[CUVAE_SKIP_STATE_WORDS];
+  CU_CHECK(cudaStreamSynchronize(be->stream));
+  if (st->ema && be->ema)
+    CU_CHECK(cudaMemcpyAsync(st->ema, be->ema, be->model->n_params * sizeof(float), cudaMemcpyDeviceToHost, be->stream));
+  if (st->window && be->window)
+    CU_CHECK(cudaMemcpyAsync(st->window, be->window, (size_t)be->skip_rule.window * sizeof(float),
+                             cudaMemcpyDeviceToHost, be->stream));
+  CU_CHECK(cudaMemcpyAsync(words, be->guard, sizeof words, cudaMemcpyDeviceToHost, be->stream));
+  CU_CHECK(cudaStreamSynchronize(be->stream));
+  st->skip = (cuvae_skip_state){words[0], words[1], words[2], words[3]};
+  return 0;
+}
+
+static int cuda_set_extra_state(cuvae_backend *base, const cuvae_extra_state *st) {
+  cuda_backend *be = (cuda_backend *)base;
+  if (be->n_pending)
+    return cuvae_error("set_extra_state: %d training steps are pending; collect them first", be->n_pending);
+  const int64_t words[CUVAE_GUARD_WORDS] = {st->skip.skipped, st->skip.in_a_row, st->skip.count, st->skip.pos, 0};
+  CU_CHECK(cudaStreamSynchronize(be->stream));
+  if (st->ema && be->ema)
+    CU_CHECK(cudaMemcpyAsync(be->ema, st->ema, be->model->n_params * sizeof(float), cudaMemcpyHostToDevice, be->stream));
+  if (st->window && be->window)
+    CU_CHECK(cudaMemcpyAsync(be->window, st->window, (size_t)be->skip_rule.window * sizeof(float),
+                             cudaMemcpyHostToDevice, be->stream));
+  CU_CHECK(cudaMemcpyAsync(be->guard, words, sizeof words, cudaMemcpyHostToDevice, be->stream));
+  CU_CHECK(cudaStreamSynchronize(be->stream));  /* the host arrays may be freed once we return */
+  return 0;
+}
+
 static const cuvae_backend k_cuda_ops = {
     .name = "cuda", .train_step = cuda_train_step, .collect = cuda_collect, .evaluate = cuda_evaluate,
-    .get_state = cuda_get_state, .set_state = cuda_set_state, .get_grad = cuda_get_grad, .encode = cuda_encode,
+    .get_state = cuda_get_state, .set_state = cuda_set_state, .get_extra_state = cuda_get_extra_state,
+    .set_extra_state = cuda_set_extra_state, .get_grad = cuda_get_grad, .encode = cuda_encode,
     .decode = cuda_decode, .iwae = cuda_iwae, .destroy = cuda_destroy,
     .join_data_parallel = cuda_join_data_parallel};
 

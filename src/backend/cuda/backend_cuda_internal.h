@@ -68,7 +68,8 @@ typedef struct cuda_backend {
   uint16_t *d16;                              /* bf16: [B, widest] bf16 of a layer's pre-activation gradient */
   float *train_x, *eval_x;                    /* [n_train, D], [n_eval, D] */
   float *x;                                   /* [max_batch, D] */
-  uint32_t *rows;                             /* [max_batch] row indices of the step */
+  uint32_t *step_in;                          /* [1 + max_batch] the step's host inputs, one copy: lr | rows */
+  uint32_t *rows;                             /* view: step_in + 1, the step's row indices */
   float *eps;                                 /* stride(max_batch * Z) */
   float *enc_out[CUVAE_MAX_LAYERS], *dec_out[CUVAE_MAX_LAYERS];
   float *z, *dz, *dmulv, *grad_a, *grad_b;    /* [B,Z], [B,Z], [B,2Z], [B,widest] x 2 */
@@ -77,22 +78,27 @@ typedef struct cuda_backend {
   float *data_u, *data_v;                     /* stride(B*D): binarization uniforms; corruption draws */
   float *kl_s, *weight, *row_obj, *dlv_row;   /* [B]: see objective_weights_cuda, gaussian_shared_nll_grad_cuda */
   float *beta_t;                              /* 1: this step's KL weight (beta_schedule_cuda) */
+  float *fb_gate, *fb_floor;                  /* [Z] free bits (free_bits_forward_cuda): dims kept, max(lambda, KL_j) */
   int32_t *train_labels, *eval_labels;        /* conditional: the sets' labels, uploaded once */
   int32_t *labels;                            /* [B] the batch's labels */
   float *enc_in, *dec_in, *dzy;               /* conditional: [B, D + C], [B, Z + C] inputs, d[z | y] */
   float *sums;                                /* [CUVAE_STEP_SUMS]: sum nll, sum kl, sum g^2, sum objective */
   float *sum_partials;                        /* [CUVAE_SUM_SQUARES_PARTIALS] scratch of sum_squares_cuda */
-  float *adam_scalars;                        /* 4, see adam_prepare_cuda */
-  int64_t *step;                              /* Adam's step counter */
+  float *adam_scalars;                        /* CUVAE_ADAM_SCALARS, see adam_prepare_cuda */
+  int64_t *step;                              /* the training step counter (adam_prepare_cuda advances it) */
+  float *lr_t;                                /* view: step_in[0] as float, this step's learning rate */
+  float *ema;                                 /* [train] ema > 0: the EMA of the weights, n_params; else NULL */
+  int64_t *guard;                             /* CUVAE_GUARD_WORDS: the skip state and this step's skip (step_guard_cuda) */
+  float *window;                              /* [skip_rule.window] the z-score window's norms; NULL when none */
   int64_t *flags;                             /* [0] halted_at, [1] recorded count: see step_guard_cuda */
-  float *ring;                                /* [max_pending][CUVAE_STEP_SUMS] recorded sums */
+  float *ring;                                /* [max_pending][CUVAE_STEP_RECORD] recorded sums and verdicts */
   double *iwae_state;                         /* [2 max_batch]: each pass row's running (max, sum exp) */
   double *iwae_log_px;                        /* [iwae_cap]: log p(x) of the rows of one IWAE call */
   size_t iwae_cap;                            /* max(n_eval, max_batch) at creation; grown for a larger set */
   /* pinned host memory: the staging of per-step inputs and of collect's one read-back */
-  uint32_t *rows_host;                        /* [max_pending][max_batch] */
+  uint32_t *rows_host;                        /* [max_pending][1 + max_batch]: each pending step's lr | rows */
   int64_t *step_host;                         /* [max_pending] */
-  float *ring_host;                           /* [max_pending][CUVAE_STEP_SUMS] */
+  float *ring_host;                           /* [max_pending][CUVAE_STEP_RECORD] */
   int64_t *flags_host;                        /* [2] */
   float *io_host;                             /* [max_batch][io_cols]: encode / decode rows in and out */
   size_t io_cols;                             /* max(D, 2Z, decoder output width) */
@@ -101,6 +107,8 @@ typedef struct cuda_backend {
   int64_t *pending_step;                      /* [max_pending] */
   int *pending_B;                             /* [max_pending] */
   int64_t step_mirror;                        /* what *step will hold after the pending steps, or -1: unknown */
+  cuvae_skip_rule skip_rule;                  /* [train] skip_* (docs/MATH.md (7.4)) */
+  int64_t lr_horizon;                         /* the step the cosine schedule reaches lr_min (cuvae_lr_horizon) */
   struct cuda_dp *nccl;                       /* data parallel (base.dp set): the communicator, the comm stream
                                                  (src/backend/cuda/backend_cuda_dp.c); NULL in one process */
 } cuda_backend;

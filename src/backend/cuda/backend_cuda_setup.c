@@ -44,13 +44,14 @@ void cuda_destroy(cuvae_backend *base) {
   if (be->stream) cudaStreamSynchronize(be->stream);
   if (be->graph) cudaGraphExecDestroy(be->graph);
   cuda_dp_destroy(be);  /* after the graph, which holds its collectives */
-  void *bufs[] = {be->state,   be->train_x, be->eval_x,       be->x,            be->rows,    be->eps,
+  void *bufs[] = {be->state,   be->train_x, be->eval_x,       be->x,            be->step_in, be->eps,
                   be->z,       be->dz,      be->dmulv,        be->grad_a,       be->grad_b,  be->kl_row,
                   be->nll_row, be->sums,    be->sum_partials, be->adam_scalars, be->step,    be->flags,
                   be->ring,    be->blas_workspace, be->x_in, be->x_rep,        be->data_u,  be->data_v,
-                  be->kl_s,    be->weight,  be->row_obj,      be->dlv_row,      be->beta_t,
+                  be->kl_s,    be->weight,  be->row_obj,      be->dlv_row,      be->beta_t,  be->fb_gate, be->fb_floor,
                   be->train_labels, be->eval_labels, be->labels, be->enc_in, be->dec_in, be->dzy,
-                  be->iwae_state, be->iwae_log_px, be->w16, be->d16, be->enc.in16, be->dec.in16};
+                  be->iwae_state, be->iwae_log_px, be->w16, be->d16, be->enc.in16, be->dec.in16,
+                  be->ema, be->guard, be->window};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
     if (bufs[i]) cudaFree(bufs[i]);
   for (int i = 0; i < CUVAE_MAX_LAYERS; i++) {
@@ -118,6 +119,7 @@ static memory_plan plan_memory(const cuda_backend *be) {
   if (bf16) row_bytes += cuvae_model_widest_output(m, 1) * sizeof(uint16_t);  /* d16 */
   memory_plan p;
   p.state = 2 * m->n_params * f + (bf16 ? m->n_params * sizeof(uint16_t) : 0);  /* + w16 */
+  if (be->cfg->ema > 0.0f) p.state += m->n_params * f;                          /* + the EMA */
   p.adam = 2 * m->n_params * f;
   p.activations = B * row_bytes + (size_t)cuvae_noise_stride(B * Z) * f + 2 * B * sizeof(double);  /* iwae_state */
   p.data = (be->n_train + be->n_eval) * (D * f + (m->cond ? sizeof(int32_t) : 0)) + be->iwae_cap * sizeof(double);
@@ -223,18 +225,24 @@ static int alloc_device(cuda_backend *be) {
       (dev_alloc(&be->w16, n * sizeof(uint16_t)) || dev_alloc(&be->d16, B * widest * sizeof(uint16_t))))
     return -1;
   if (dev_alloc(&be->train_x, be->n_train * D * f) || dev_alloc(&be->eval_x, be->n_eval * D * f) ||
-      dev_alloc(&be->x, B * D * f) || dev_alloc(&be->rows, B * sizeof(uint32_t)) ||
+      dev_alloc(&be->x, B * D * f) || dev_alloc(&be->step_in, (B + 1) * sizeof(uint32_t)) ||
       dev_alloc(&be->eps, (size_t)cuvae_noise_stride(B * Z) * f) || dev_alloc(&be->z, B * Z * f) ||
       dev_alloc(&be->dz, B * Z * f) || dev_alloc(&be->dmulv, B * 2 * Z * f) || dev_alloc(&be->grad_a, B * widest * f) ||
       dev_alloc(&be->grad_b, B * widest * f) || dev_alloc(&be->kl_row, B * f) || dev_alloc(&be->nll_row, B * f) ||
       dev_alloc(&be->sums, CUVAE_STEP_SUMS * f) || dev_alloc(&be->sum_partials, CUVAE_SUM_SQUARES_PARTIALS * f) ||
-      dev_alloc(&be->adam_scalars, 4 * f) || dev_alloc(&be->step, sizeof(int64_t)) ||
-      dev_alloc(&be->flags, 2 * sizeof(int64_t)) || dev_alloc(&be->ring, P * CUVAE_STEP_SUMS * f))
+      dev_alloc(&be->adam_scalars, CUVAE_ADAM_SCALARS * f) || dev_alloc(&be->step, sizeof(int64_t)) ||
+      dev_alloc(&be->flags, 2 * sizeof(int64_t)) || dev_alloc(&be->ring, P * CUVAE_STEP_RECORD * f) ||
+      dev_alloc(&be->guard, CUVAE_GUARD_WORDS * sizeof(int64_t)) ||
+      (be->skip_rule.window > 0 && dev_alloc(&be->window, (size_t)be->skip_rule.window * f)) ||
+      (be->cfg->ema > 0.0f && dev_alloc(&be->ema, n * f)))
     return -1;
+  be->rows = be->step_in + 1;  /* the views of step_in: lr | rows */
+  be->lr_t = (float *)be->step_in;
   const size_t data_noise = (size_t)cuvae_noise_stride(B * D) * f;
   if (dev_alloc(&be->x_in, B * D * f) || dev_alloc(&be->x_rep, B * D * f) || dev_alloc(&be->data_u, data_noise) ||
       dev_alloc(&be->data_v, data_noise) || dev_alloc(&be->kl_s, B * f) || dev_alloc(&be->weight, B * f) ||
       dev_alloc(&be->row_obj, B * f) || dev_alloc(&be->dlv_row, B * f) || dev_alloc(&be->beta_t, f) ||
+      dev_alloc(&be->fb_gate, Z * f) || dev_alloc(&be->fb_floor, Z * f) ||
       dev_alloc(&be->labels, B * sizeof(int32_t)) || dev_alloc(&be->iwae_state, 2 * B * sizeof(double)) ||
       dev_alloc(&be->iwae_log_px, be->iwae_cap * sizeof(double)))
     return -1;
@@ -255,8 +263,8 @@ static int alloc_host(cuda_backend *be) {
   const size_t out_cols = m->dec[m->n_dec - 1].out;
   be->io_cols = m->input_dim > 2 * m->latent ? m->input_dim : 2 * m->latent;
   if (out_cols > be->io_cols) be->io_cols = out_cols;
-  if (host_alloc(&be->rows_host, P * B * sizeof(uint32_t)) || host_alloc(&be->step_host, P * sizeof(int64_t)) ||
-      host_alloc(&be->ring_host, P * CUVAE_STEP_SUMS * f) || host_alloc(&be->flags_host, 2 * sizeof(int64_t)) ||
+  if (host_alloc(&be->rows_host, P * (B + 1) * sizeof(uint32_t)) || host_alloc(&be->step_host, P * sizeof(int64_t)) ||
+      host_alloc(&be->ring_host, P * CUVAE_STEP_RECORD * f) || host_alloc(&be->flags_host, 2 * sizeof(int64_t)) ||
       host_alloc(&be->io_host, B * be->io_cols * f))
     return -1;
   be->pending_step = malloc(P * sizeof *be->pending_step);
@@ -291,6 +299,9 @@ static int init_state(cuda_backend *be, const cuvae_dataset *train, const cuvae_
   if (be->w16) CU_CHECK(to_bf16_cuda(be->params, be->w16, n, be->stream));  /* docs/MATH.md (8.2) */
   CU_CHECK(cudaMemsetAsync(be->grad, 0, 3 * n * f, be->stream));
   CU_CHECK(cudaMemsetAsync(be->flags, 0, 2 * sizeof(int64_t), be->stream));
+  CU_CHECK(cudaMemsetAsync(be->guard, 0, CUVAE_GUARD_WORDS * sizeof(int64_t), be->stream));
+  if (be->window) CU_CHECK(cudaMemsetAsync(be->window, 0, (size_t)be->skip_rule.window * f, be->stream));
+  if (be->ema) CU_CHECK(cudaMemcpyAsync(be->ema, be->params, n * f, cudaMemcpyDeviceToDevice, be->stream));  /* (7.5) */
   if (upload(be, be->train_x, be->train_labels, train) || upload(be, be->eval_x, be->eval_labels, eval)) return -1;
   CU_CHECK(cudaStreamSynchronize(be->stream));
   return 0;
@@ -339,6 +350,8 @@ int cuda_shard_state(cuda_backend *be, size_t lo, size_t hi, size_t padded, int 
 }
 
 int cuda_setup(cuda_backend *be, const cuvae_dataset *train, const cuvae_dataset *eval) {
+  be->skip_rule = cuvae_skip_rule_from(be->cfg);  /* the optimizer's rules (include/cuvae/optimizer.h) */
+  be->lr_horizon = cuvae_lr_horizon(be->cfg, train ? train->n : 0);
   if (read_sync_mode(be) || check_sets(be, train, eval) || check_memory_plan(be) || create_handles(be) ||
       alloc_device(be) || alloc_host(be) || init_state(be, train, eval))
     return -1;

@@ -171,6 +171,7 @@ int cuda_join_data_parallel(cuvae_backend *base, const cuvae_data_parallel *dp) 
     return cuvae_error("the CUDA backend: bad data-parallel ranks (rank %d of %d)", dp ? dp->rank : -1,
                        dp ? dp->size : 0);
   if (be->nccl) return cuvae_error("the CUDA backend has already joined data-parallel training");
+  if (cuvae_objective_check_ranks(be->cfg, dp->size)) return -1;
   if (be->n_pending) return cuvae_error("join data parallel: %d training steps are pending", be->n_pending);
   if (load_nccl()) return -1;
   struct cuda_dp *d = calloc(1, sizeof *d);

@@ -135,6 +135,8 @@ int cuda_vae_forward(cuda_backend *be, const float *x_in, const float *x, const 
     CU_LAUNCH(be, iwae_reparam_cuda(mulv, be->eps, be->z, B, L, Z, be->stream));
   else {
     CU_LAUNCH(be, reparam_kl_forward_cuda(mulv, be->eps, be->z, be->kl_row, B, Z, be->stream));
+    if (spec->free_bits > 0.0f)  /* docs/MATH.md (3.4) */
+      CU_LAUNCH(be, free_bits_forward_cuda(mulv, B, Z, Bt, spec->free_bits, be->fb_gate, be->fb_floor, be->stream));
     if (L > 1)
       CU_LAUNCH(be, iwae_reparam_cuda(mulv, be->eps + (size_t)B * Z, be->z + (size_t)B * Z, B, L - 1, Z, be->stream));
   }
@@ -160,7 +162,8 @@ int cuda_vae_forward(cuda_backend *be, const float *x_in, const float *x, const 
     }
   }
   /* sums: [0] NLL (or squared error) over the N rows, [1] KL (closed form over B rows, or sampled over N),
-   * [3] the per-row objective of the sampled objectives; zeros where a term does not exist. */
+   * [3] the per-row objective of the sampled objectives, or with free bits sum_j max(lambda, KL_j) (a mean already);
+   * zeros where a term does not exist. */
   CU_LAUNCH(be, sum_cuda(be->nll_row, N, be->sums + 0, be->stream));
   if (ae)
     CU_CHECK(cudaMemsetAsync(be->sums + 1, 0, sizeof(float), be->stream));
@@ -168,6 +171,8 @@ int cuda_vae_forward(cuda_backend *be, const float *x_in, const float *x, const 
     CU_LAUNCH(be, sum_cuda(sampled ? be->kl_s : be->kl_row, sampled ? N : B, be->sums + 1, be->stream));
   if (sampled)
     CU_LAUNCH(be, sum_cuda(be->row_obj, B, be->sums + 3, be->stream));
+  else if (!ae && spec->free_bits > 0.0f)
+    CU_LAUNCH(be, sum_cuda(be->fb_floor, Z, be->sums + 3, be->stream));
   else
     CU_CHECK(cudaMemsetAsync(be->sums + 3, 0, sizeof(float), be->stream));
   return 0;
@@ -178,7 +183,9 @@ void cuda_loss_from_sums(const cuvae_objective_spec *spec, const float *sums, in
   out->recon = (double)sums[0] / N;
   out->kl = (double)sums[1] / (sampled ? N : B);
   out->nelbo = out->recon + out->kl;
+  const int free_bits = spec->objective != CUVAE_OBJ_AE && !sampled && spec->free_bits > 0.0f;
   out->objective = spec->objective == CUVAE_OBJ_AE ? out->recon
                    : sampled                        ? (double)sums[3] / B
+                   : free_bits                      ? out->recon + spec->beta * (double)sums[3]  /* (3.4) */
                                                     : out->recon + spec->beta * out->kl;
 }

@@ -134,7 +134,7 @@ void BM_gaussian_nll_grad(benchmark::State &state) {
   const std::vector<float> f = filled(bd, 0.0f, 1.0f, 6), x = filled(bd, 0.0f, 1.0f, 5);
   std::vector<float> nll(B), df(bd);
   for (auto _ : state) {
-    gaussian_nll_grad_cpu(f.data(), x.data(), 0.5f, nll.data(), df.data(), 1.0f / (float)B, B, D);
+    gaussian_nll_grad_cpu(f.data(), x.data(), 0.5f, 0.0, nll.data(), df.data(), 1.0f / (float)B, B, D);
     benchmark::DoNotOptimize(df.data());
     benchmark::DoNotOptimize(nll.data());
     benchmark::ClobberMemory();

@@ -1,7 +1,7 @@
-// Data noise on the device (docs/MATH.md section 4, dynamic binarization; section 6, the denoising autoencoder's
-// corruption), with noise drawn beforehand by cuRAND (include/cuvae/rng.h names the streams). GPU twins of
-// binarize_cpu, corrupt_gaussian_cpu and corrupt_mask_cpu (src/backend/cpu/data_noise_cpu.c): the same float expressions, so
-// the results are bitwise those of the twins.
+// Data noise on the device (docs/MATH.md section 4, dynamic binarization and dequantization (4.6); section 6, the
+// denoising autoencoder's corruption), with noise drawn beforehand by cuRAND (include/cuvae/rng.h names the streams).
+// GPU twins of binarize_cpu, dequantize_cpu, corrupt_gaussian_cpu and corrupt_mask_cpu
+// (src/backend/cpu/data_noise_cpu.c): the same float expressions, so the results are bitwise those of the twins.
 //
 // Design: elementwise, grid-stride over the n elements (size_t: any n), coalesced. out may equal x (in place): each
 // thread reads its element before writing it, so no pointer is __restrict__.
@@ -30,6 +30,15 @@ __global__ void binarize_kernel(const float *x, const float *u, float *out, size
     out[i] = u[i] <= x[i] ? 1.0f : 0.0f;
 }
 
+// Uniform dequantization, docs/MATH.md (4.6): y = (k + u) / 256, k = rint(255 x) (8-bit data x = k/255), u ~ U(0, 1]:
+// the twin's float operations (a product, rintf, a sum, an exact product by 2^-8), written __fmul_rn / __fadd_rn so
+// nvcc fuses none of them.
+__global__ void dequantize_kernel(const float *x, const float *u, float *out, size_t n) {
+  const size_t stride = (size_t)gridDim.x * blockDim.x;
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+    out[i] = __fmul_rn(__fadd_rn(rintf(__fmul_rn(255.0f, x[i])), u[i]), 1.0f / 256.0f);
+}
+
 // Gaussian corruption: x~ = x + std * noise. The product is __fmul_rn so nvcc cannot fuse it into an FMA: the twin
 // rounds it on its own.
 __global__ void corrupt_gaussian_kernel(const float *x, const float *noise, float noise_std, float *out, size_t n) {
@@ -50,6 +59,12 @@ __global__ void corrupt_mask_kernel(const float *x, const float *u, float p, flo
 extern "C" cudaError_t binarize_cuda(const float *x, const float *u, float *out, size_t n, cudaStream_t stream) {
   if (!x || !u || !out || n < 1) return cudaErrorInvalidValue;
   CUVAE_LAUNCH(binarize_kernel, grid_for(n), kBlock, 0, stream, x, u, out, n);
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t dequantize_cuda(const float *x, const float *u, float *out, size_t n, cudaStream_t stream) {
+  if (!x || !u || !out || n < 1) return cudaErrorInvalidValue;
+  CUVAE_LAUNCH(dequantize_kernel, grid_for(n), kBlock, 0, stream, x, u, out, n);
   return cudaGetLastError();
 }
 

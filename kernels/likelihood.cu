@@ -63,9 +63,10 @@ __device__ float row_squared_error(const float *__restrict__ f, const float *__r
   return block_sum(sq, warp_sums);
 }
 
-// docs/MATH.md section 4, Gaussian with fixed sigma: nll_row[b] = 0.5/s^2 sum_d (x_d - f_d)^2 + 0.5 D (log s^2 + log 2pi);
-// df = scale/s^2 * (f - x). The row-independent factors come from the launcher, computed in double as on the CPU:
-// half_inv_s2 = 0.5/s^2, const_term = 0.5 D (log s^2 + log 2pi), g_scale = scale/s^2.
+// docs/MATH.md (4.2), Gaussian with fixed sigma: nll_row[b] = 0.5/s^2 sum_d (x_d - f_d)^2 + 0.5 D (log s^2 + log 2pi)
+// + nll_offset (D ln 256 for dequantized data, (4.6)); df = scale/s^2 * (f - x). The row-independent factors come
+// from the launcher, computed in double as on the CPU: half_inv_s2 = 0.5/s^2, const_term = 0.5 D (log s^2 + log 2pi)
+// + nll_offset, g_scale = scale/s^2.
 __global__ void gaussian_nll_grad_kernel(const float *__restrict__ f, const float *__restrict__ x,
                                          float half_inv_s2, float const_term, float *__restrict__ nll_row,
                                          float *__restrict__ df, float g_scale, int D) {
@@ -73,13 +74,15 @@ __global__ void gaussian_nll_grad_kernel(const float *__restrict__ f, const floa
   if (threadIdx.x == 0) nll_row[blockIdx.x] = sq * half_inv_s2 + const_term;
 }
 
-// docs/MATH.md section 4, Gaussian with a learned per-dimension log-variance (s_d^2 = exp(lv_d)); out[B][2D] = [f | lv]:
-//   nll_row[b] = 0.5 sum_d [(x_d - f_d)^2 exp(-lv_d) + lv_d] + const_term,  const_term = 0.5 D log 2pi;
-//   dout[b] = [df | dlv]:  df_d = scale (f_d - x_d) exp(-lv_d),  dlv_d = scale 0.5 (1 - (x_d - f_d)^2 exp(-lv_d)).
+// docs/MATH.md (4.4), Gaussian with a learned per-dimension log-variance floored at lv_min (4.8): lv_d =
+// max(l_d, lv_min) (s_d^2 = exp(lv_d)) of the head's l_d; out[B][2D] = [f | l]:
+//   nll_row[b] = 0.5 sum_d [(x_d - f_d)^2 exp(-lv_d) + lv_d] + const_term,  const_term = 0.5 D log 2pi + nll_offset;
+//   dout[b] = [df | dl]:  df_d = scale (f_d - x_d) exp(-lv_d),  dl_d = scale 0.5 (1 - (x_d - f_d)^2 exp(-lv_d)), 0
+//   where l_d < lv_min.
 // With r = f - x, rw = r exp(-lv), q = r rw: the CPU twin's float expressions. The products are written __fmul_rn so
 // nvcc cannot fuse q into an FMA with 1 - q (near q = 1 that would differ from the twin by far more than an ulp).
 __global__ void gaussian_perdim_nll_grad_kernel(const float *__restrict__ out, const float *__restrict__ x,
-                                                float const_term, float *__restrict__ nll_row,
+                                                float lv_min, float const_term, float *__restrict__ nll_row,
                                                 float *__restrict__ dout, float scale, int D) {
   const size_t row2 = (size_t)blockIdx.x * 2 * D;
   const float *fr = out + row2, *lr = fr + D, *xr = x + (size_t)blockIdx.x * D;
@@ -87,35 +90,36 @@ __global__ void gaussian_perdim_nll_grad_kernel(const float *__restrict__ out, c
   __shared__ float warp_sums[32];
   float acc = 0.0f;
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    const float l = lr[d], r = fr[d] - xr[d];
+    const float l = lr[d] < lv_min ? lv_min : lr[d], r = fr[d] - xr[d];  // a NaN stays a NaN
     const float rw = __fmul_rn(r, expf(-l)), q = __fmul_rn(r, rw);
     acc += q + l;
     if (g) {
       g[d] = scale * rw;
-      g[D + d] = scale * 0.5f * (1.0f - q);
+      g[D + d] = lr[d] < lv_min ? 0.0f : scale * 0.5f * (1.0f - q);
     }
   }
   acc = block_sum(acc, warp_sums);
   if (threadIdx.x == 0) nll_row[blockIdx.x] = 0.5f * acc + const_term;
 }
 
-// docs/MATH.md section 4, Gaussian with one learned log-variance lv = *logvar (device memory) for every element; w =
-// exp(-lv) in double, as on the CPU:
-//   nll_row[b] = 0.5 [D lv + w sum_d (x_d - f_d)^2 + D log 2pi];  df_d = (scale w) (f_d - x_d);
-//   dlv_row[b] = scale 0.5 (D - w sum_d (x_d - f_d)^2)   (row b's part of dL/dlv).
+// docs/MATH.md (4.3), Gaussian with one learned log-variance for every element, lv = max(*logvar, lv_min) (the floor,
+// (4.8); *logvar in device memory); w = exp(-lv) in double, as on the CPU:
+//   nll_row[b] = 0.5 [D lv + w sum_d (x_d - f_d)^2 + D log 2pi] + nll_offset;  df_d = (scale w) (f_d - x_d);
+//   dlv_row[b] = scale 0.5 (D - w sum_d (x_d - f_d)^2)   (row b's part of dL/dlv; 0 where *logvar < lv_min).
 // The squared residuals are summed in float (fixed tree); thread 0 forms the row's two results in double. scale w
 // is rounded to float once, as the twin does, so df matches it exactly.
 __global__ void gaussian_shared_nll_grad_kernel(const float *__restrict__ f, const float *__restrict__ x,
-                                                const float *__restrict__ logvar, float *__restrict__ nll_row,
-                                                float *__restrict__ df, float *__restrict__ dlv_row, float scale,
-                                                int D) {
-  const double lv = *logvar, w = exp(-lv);
+                                                const float *__restrict__ logvar, float lv_min, double nll_offset,
+                                                float *__restrict__ nll_row, float *__restrict__ df,
+                                                float *__restrict__ dlv_row, float scale, int D) {
+  const int floored = *logvar < lv_min;
+  const double lv = floored ? (double)lv_min : (double)*logvar, w = exp(-lv);
   const float g_scale = (float)(scale * w);
   const float sq = row_squared_error(f, x, df, g_scale, D);
   if (threadIdx.x == 0) {
     const double log_2pi = 1.8378770664093454836;  // log(2 pi)
-    nll_row[blockIdx.x] = (float)(0.5 * (D * lv + w * sq + D * log_2pi));
-    if (dlv_row) dlv_row[blockIdx.x] = (float)(scale * 0.5 * (D - w * sq));
+    nll_row[blockIdx.x] = (float)(0.5 * (D * lv + w * sq + D * log_2pi) + nll_offset);
+    if (dlv_row) dlv_row[blockIdx.x] = floored ? 0.0f : (float)(scale * 0.5 * (D - w * sq));
   }
 }
 
@@ -128,35 +132,43 @@ extern "C" cudaError_t bernoulli_nll_grad_cuda(const float *logits, const float 
   return cudaGetLastError();
 }
 
-extern "C" cudaError_t gaussian_nll_grad_cuda(const float *f, const float *x, float sigma, float *nll_row, float *df,
-                                              float scale, int B, int D, cudaStream_t stream) {
-  if (!f || !x || !nll_row || B < 1 || D < 1 || !(sigma > 0.0f) || !isfinite(sigma)) return cudaErrorInvalidValue;
+// nll_offset: finite (D ln 256 for dequantized data, else 0).
+extern "C" cudaError_t gaussian_nll_grad_cuda(const float *f, const float *x, float sigma, double nll_offset,
+                                              float *nll_row, float *df, float scale, int B, int D,
+                                              cudaStream_t stream) {
+  if (!f || !x || !nll_row || B < 1 || D < 1 || !(sigma > 0.0f) || !isfinite(sigma) || !isfinite(nll_offset))
+    return cudaErrorInvalidValue;
   const double log_2pi = 1.8378770664093454836;  // log(2 pi)
   const double s2 = (double)sigma * sigma, inv_s2 = 1.0 / s2;
   const float half_inv_s2 = (float)(0.5 * inv_s2);
-  const float const_term = (float)(0.5 * D * (log(s2) + log_2pi));
+  const float const_term = (float)(0.5 * D * (log(s2) + log_2pi) + nll_offset);
   const float g_scale = (float)(scale * inv_s2);  // the CPU twin's rounding, so df matches it exactly
   CUVAE_LAUNCH(gaussian_nll_grad_kernel, B, block_for(D), 0, stream, f, x, half_inv_s2, const_term, nll_row, df,
                g_scale, D);
   return cudaGetLastError();
 }
 
-extern "C" cudaError_t gaussian_perdim_nll_grad_cuda(const float *out, const float *x, float *nll_row, float *dout,
-                                                     float scale, int B, int D, cudaStream_t stream) {
-  if (!out || !x || !nll_row || B < 1 || D < 1) return cudaErrorInvalidValue;
+// lv_min: -INFINITY (no floor) or finite; nll_offset: finite.
+extern "C" cudaError_t gaussian_perdim_nll_grad_cuda(const float *out, const float *x, float lv_min, double nll_offset,
+                                                     float *nll_row, float *dout, float scale, int B, int D,
+                                                     cudaStream_t stream) {
+  if (!out || !x || !nll_row || B < 1 || D < 1 || !(lv_min < INFINITY) || !isfinite(nll_offset))
+    return cudaErrorInvalidValue;
   const double log_2pi = 1.8378770664093454836;  // log(2 pi)
-  const float const_term = (float)(0.5 * D * log_2pi);
-  CUVAE_LAUNCH(gaussian_perdim_nll_grad_kernel, B, block_for(D), 0, stream, out, x, const_term, nll_row, dout, scale,
-               D);
+  const float const_term = (float)(0.5 * D * log_2pi + nll_offset);
+  CUVAE_LAUNCH(gaussian_perdim_nll_grad_kernel, B, block_for(D), 0, stream, out, x, lv_min, const_term, nll_row, dout,
+               scale, D);
   return cudaGetLastError();
 }
 
-// df and dlv_row: both or neither (forward only).
-extern "C" cudaError_t gaussian_shared_nll_grad_cuda(const float *f, const float *x, const float *logvar,
-                                                     float *nll_row, float *df, float *dlv_row, float scale, int B,
-                                                     int D, cudaStream_t stream) {
-  if (!f || !x || !logvar || !nll_row || B < 1 || D < 1 || (!df != !dlv_row)) return cudaErrorInvalidValue;
-  CUVAE_LAUNCH(gaussian_shared_nll_grad_kernel, B, block_for(D), 0, stream, f, x, logvar, nll_row, df, dlv_row,
-               scale, D);
+// df and dlv_row: both or neither (forward only); lv_min: -INFINITY (no floor) or finite; nll_offset: finite.
+extern "C" cudaError_t gaussian_shared_nll_grad_cuda(const float *f, const float *x, const float *logvar, float lv_min,
+                                                     double nll_offset, float *nll_row, float *df, float *dlv_row,
+                                                     float scale, int B, int D, cudaStream_t stream) {
+  if (!f || !x || !logvar || !nll_row || B < 1 || D < 1 || (!df != !dlv_row) || !(lv_min < INFINITY) ||
+      !isfinite(nll_offset))
+    return cudaErrorInvalidValue;
+  CUVAE_LAUNCH(gaussian_shared_nll_grad_kernel, B, block_for(D), 0, stream, f, x, logvar, lv_min, nll_offset, nll_row,
+               df, dlv_row, scale, D);
   return cudaGetLastError();
 }

@@ -23,6 +23,8 @@ namespace family_ref {
 
 // One member of the family: architecture, likelihood and objective. classes > 0: the conditional model
 // ([model] conditional = true, classes = C; the one-hot label appended to the encoder's and the decoder's inputs).
+// min_variance > 0: the floor of a learned variance (docs/MATH.md (4.8)); dequantize: [data] dequantize = uniform,
+// whose NLL carries the constant D ln 256 (4.6; the data given to the objective are the dequantized y).
 struct Case {
   const char *name;
   cuvae_likelihood lik;
@@ -37,6 +39,8 @@ struct Case {
   cuvae_kl_estimator kl;
   float beta;
   int classes = 0;
+  float min_variance = 0.0f;
+  bool dequantize = false;
 };
 inline void PrintTo(const Case &c, std::ostream *os) { *os << "case " << c.name; }
 
@@ -71,6 +75,8 @@ inline void CaseConfig(const Case &c, cuvae_config *cfg) {
     cfg->conditional = 1;
     cfg->classes = c.classes;
   }
+  cfg->min_variance = c.min_variance;
+  cfg->dequantize = c.dequantize ? CUVAE_DEQUANTIZE_UNIFORM : CUVAE_DEQUANTIZE_NONE;
 }
 
 using Workspace = std::unique_ptr<cuvae_cpu_ws, decltype(&cuvae_cpu_ws_destroy)>;

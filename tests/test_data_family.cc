@@ -1,9 +1,11 @@
 // Data handling of the model family at load time (cuvae_load_split, src/engine/data_split.c): binarization drawn
 // once ([data] binarize = static: both splits; dynamic: the test split, the training split stays grey for the
-// per-step draws) and the label checks of the conditional VAE.
+// per-step draws), dequantization of 8-bit data ([data] dequantize = uniform: the 8-bit check, the test split drawn
+// once, the training split kept for the per-step draws) and the label checks of the conditional VAE.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -100,6 +102,50 @@ TEST_F(DataFamily, DynamicBinarizationFixesOnlyTheTestSplit) {
   expect_bernoulli_of(te, test);
   cuvae_dataset_free(&tr);
   cuvae_dataset_free(&te);
+}
+
+// docs/MATH.md (4.6): with 8-bit files (uint8, the loader's k/255) the training split stays k/255, the test split is
+// y = (k + u)/256 in [k/256, (k+1)/256] (u in (0, 1]; k + u may round to an end), the same numbers at every load,
+// with the mean offset in the bin 1/2 within 5 sd (1/sqrt(12 n)); cuvae_dequantize_split draws the training split the
+// same way from its own stream. Grey (float) data are refused with a message naming the file.
+TEST_F(DataFamily, DequantizationDrawsTheTestSplitOnceFrom8BitData) {
+  std::vector<uint8_t> k_train(kN * kD), k_test(kNTest * kD);
+  for (size_t i = 0; i < k_train.size(); i++) k_train[i] = (uint8_t)((i * 37) % 256);
+  for (size_t i = 0; i < k_test.size(); i++) k_test[i] = (uint8_t)((i * 11) % 256);
+  write_file(dir + "/train8.npy", npy_bytes("|u1", "(4000, 16)", k_train.data(), k_train.size()));
+  write_file(dir + "/test8.npy", npy_bytes("|u1", "(1000, 16)", k_test.data(), k_test.size()));
+  cuvae_config c = config("[model]\nlikelihood = gaussian\n[data]\ndequantize = uniform\n");
+  std::snprintf(c.train_images, sizeof c.train_images, "%s/train8.npy", dir.c_str());
+  std::snprintf(c.test_images, sizeof c.test_images, "%s/test8.npy", dir.c_str());
+  cuvae_dataset tr{}, te{}, te2{};
+  ASSERT_EQ(cuvae_load_split(&c, CUVAE_SPLIT_TRAIN, &tr), 0) << cuvae_last_error();
+  ASSERT_EQ(cuvae_load_split(&c, CUVAE_SPLIT_TEST, &te), 0) << cuvae_last_error();
+  ASSERT_EQ(cuvae_load_split(&c, CUVAE_SPLIT_TEST, &te2), 0) << cuvae_last_error();
+  for (size_t i = 0; i < k_train.size(); i++) ASSERT_EQ((float)k_train[i] / 255.0f, tr.x[i]) << "train stays 8-bit";
+  EXPECT_EQ(0, std::memcmp(te.x, te2.x, kNTest * kD * sizeof(float))) << "the same draw at every load";
+  double sum = 0;
+  for (size_t i = 0; i < k_test.size(); i++) {
+    const double t = 256.0 * te.x[i] - k_test[i];
+    ASSERT_TRUE(t >= 0.0 && t <= 1.0) << i << ": " << te.x[i] << " outside bin " << (int)k_test[i];
+    sum += t;
+  }
+  const double n = (double)k_test.size(), mean = sum / n;
+  EXPECT_LE(std::fabs(mean - 0.5), 5.0 / std::sqrt(12.0 * n)) << "mean offset in the bin " << mean;
+  ASSERT_EQ(cuvae_dequantize_split(&c, CUVAE_SPLIT_TRAIN, &tr), 0) << cuvae_last_error();
+  for (size_t i = 0; i < k_train.size(); i++) {
+    const double t = 256.0 * tr.x[i] - k_train[i];
+    ASSERT_TRUE(t >= 0.0 && t <= 1.0) << i;
+  }
+  cuvae_dataset_free(&tr);
+  cuvae_dataset_free(&te);
+  cuvae_dataset_free(&te2);
+  // Grey data: refused at load, naming the file.
+  const cuvae_config grey = config("[model]\nlikelihood = gaussian\n[data]\ndequantize = uniform\n");
+  EXPECT_EQ(cuvae_load_split(&grey, CUVAE_SPLIT_TRAIN, &tr), -1);
+  const std::string msg = cuvae_last_error();
+  EXPECT_NE(msg.find("train.npy"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("k/255"), std::string::npos) << msg;
+  EXPECT_EQ(tr.x, nullptr) << "nothing left allocated";
 }
 
 TEST_F(DataFamily, ConditionalNeedsLabelsWithinClasses) {

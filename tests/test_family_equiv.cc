@@ -271,6 +271,10 @@ TEST(FamilyConfig, CrossKeyChecks) {
       {{"train.objective=iwae", "train.samples=5", "train.beta_warmup_steps=10"}, "beta_warmup_steps"},
       {{"train.objective=iwae", "train.samples=5", "train.kl=sampled"}, "kl"},
       {{"train.objective=ae", "train.kl=sampled"}, "kl"},
+      {{"model.likelihood=bernoulli", "data.dequantize=uniform"}, "dequantize"},
+      {{"model.likelihood=gaussian", "train.objective=ae", "data.dequantize=uniform"}, "dequantize"},
+      {{"model.likelihood=gaussian", "model.min_variance=1e-4"}, "min_variance"},
+      {{"model.likelihood=bernoulli", "model.min_variance=1e-4"}, "min_variance"},
   };
   for (const Bad &b : bad) {
     std::string msg, what;
@@ -290,6 +294,11 @@ TEST(FamilyConfig, CrossKeyChecks) {
       {"train.objective=elbo", "train.samples=3", "train.kl=sampled", "train.beta=0.5",
        "train.beta_warmup_steps=100"},
       {"model.conditional=true", "model.classes=3", "train.objective=iwae", "train.samples=5"},
+      {"model.likelihood=gaussian", "data.dequantize=uniform"},
+      {"model.likelihood=gaussian", "data.dequantize=uniform", "train.objective=iwae", "train.samples=5"},
+      {"model.likelihood=gaussian", "model.gaussian_variance=learned_per_dim", "model.min_variance=1e-4",
+       "data.dequantize=uniform"},
+      {"model.likelihood=gaussian", "model.gaussian_variance=learned_shared", "model.min_variance=1e-4"},
   };
   for (const auto &g : good) {
     std::string msg, what;

@@ -86,6 +86,18 @@ const Case kCases[] = {
     {"cvae_ae", kBern, kFixed, kMlp, kTanh, {5}, 3, 6, 4, 1.0f, kAe, 1, kAna, 1.0f, 3},
     {"cvae_linear_decoder", kGauss, kFixed, kLinear, kTanh, {5}, 3, 6, 4, 0.8f, kElbo, 1, kAna, 1.0f, 3},
     {"cvae_shared_relu2_beta", kGauss, kShared, kMlp, kRelu, {5, 4}, 3, 6, 4, 0.8f, kElbo, 2, kAna, 0.5f, 3},
+    // The variance floor (docs/MATH.md (4.8)) and dequantization's constant (4.6). The per-dim floor at 1 (lv_min =
+    // 0) floors about half of the lv head's outputs (they lie in about +-1.5); the shared floor at e^0.7 lies above
+    // every dec.logvar MakeProblem draws (+-[0.1, 0.6]: always floored, its gradient exactly 0) and at e^-0.7 below
+    // them (never floored: the plain gradient).
+    {"perdim_floor_dequantized", kGauss, kPerDim, kMlp, kTanh, {5}, 3, 6, 4, 0.8f, kElbo, 1, kAna, 1.0f, 0, 1.0f,
+     true},
+    {"perdim_floor_iwae3", kGauss, kPerDim, kMlp, kTanh, {5}, 3, 6, 4, 0.8f, kIwae, 3, kAna, 1.0f, 0, 1.0f, true},
+    {"shared_floored_dequantized", kGauss, kShared, kMlp, kTanh, {5}, 3, 6, 4, 0.8f, kElbo, 2, kAna, 1.0f, 0, 2.0137527f,
+     true},
+    {"shared_floor_below", kGauss, kShared, kMlp, kTanh, {5}, 3, 6, 4, 0.8f, kElbo, 1, kAna, 1.0f, 0, 0.4965853f},
+    {"fixed_dequantized_sampled", kGauss, kFixed, kMlp, kTanh, {5}, 3, 6, 4, 0.8f, kElbo, 2, kSamp, 1.0f, 0, 0.0f,
+     true},
 };
 
 // ---- the independent double-precision reference ----------------------------------------------------------------
@@ -191,8 +203,13 @@ Ref RefAe(const Case &c, const std::vector<double> &x, const std::vector<double>
 struct RefSampleTerms {
   std::vector<double> nll, kls, mag_nll, mag_kls;
 };
+// The floor of a learned log-variance, ln min_variance, as the library rounds it (a float).
+double LogvarMin(const Case &c) { return (double)(float)std::log((double)c.min_variance); }
+
+// pattern: where each learned log-variance lies against the floor is appended (a kink of the objective).
 RefSampleTerms RefPerSample(const Case &c, const std::vector<double> &mulv, const std::vector<double> &x,
-                            const std::vector<double> &eps, const std::vector<double> &z, const RefDecoded &dec) {
+                            const std::vector<double> &eps, const std::vector<double> &z, const RefDecoded &dec,
+                            std::vector<char> *pattern) {
   const int B = c.B, Z = c.Z, D = c.D, N = B * c.samples;
   const std::vector<double> &f = dec.f;
   const std::vector<double> zeros(N, 0.0);
@@ -207,15 +224,23 @@ RefSampleTerms RefPerSample(const Case &c, const std::vector<double> &mulv, cons
         term = std::max(fv, 0.0) + std::log1p(std::exp(-std::fabs(fv))) - xv * fv;
         mag = std::fabs(std::max(fv, 0.0) + std::log1p(std::exp(-std::fabs(fv)))) + std::fabs(xv * fv);
       } else {
-        const double lv = c.var == CUVAE_VAR_FIXED ? std::log(s2)
-                          : c.var == CUVAE_VAR_LEARNED_SHARED ? dec.lv_shared
-                                                              : dec.lvd[(size_t)i * D + d];
+        const double lv_raw = c.var == CUVAE_VAR_FIXED ? std::log(s2)
+                              : c.var == CUVAE_VAR_LEARNED_SHARED ? dec.lv_shared
+                                                                  : dec.lvd[(size_t)i * D + d];
+        // The floor (4.8): lv = max(l, ln v); which side of it each l lies on joins the kink pattern.
+        const bool floored = c.var != CUVAE_VAR_FIXED && c.min_variance > 0.0f && lv_raw < LogvarMin(c);
+        if (pattern && c.var != CUVAE_VAR_FIXED && c.min_variance > 0.0f) pattern->push_back(floored);
+        const double lv = floored ? LogvarMin(c) : lv_raw;
         const double q = (xv - fv) * (xv - fv) * std::exp(-lv);
         term = 0.5 * (q + lv + kLog2Pi);
         mag = 0.5 * (q + std::fabs(lv) + kLog2Pi);
       }
       t.nll[i] += term;
       t.mag_nll[i] += mag;
+    }
+    if (c.dequantize) {  // the discrete data's constant (4.6)
+      t.nll[i] += D * std::log(256.0);
+      t.mag_nll[i] += D * std::log(256.0);
     }
     for (int j = 0; j < Z; j++) {
       const double zz = z[(size_t)i * Z + j], e = eps[(size_t)i * Z + j], lv = mulv[r * 2 * Z + Z + j];
@@ -279,7 +304,7 @@ Ref RefLatent(const cuvae_model &m, const Case &c, const std::vector<double> &p,
   const std::vector<double> z = RefSampleZ(c, mulv, eps);
   const RefDecoded dec = RefDecode(m, c, p, z, labels, pattern);
   if (c.obj == CUVAE_OBJ_AE) return RefAe(c, x, dec.f);
-  return RefCombine(c, mulv, RefPerSample(c, mulv, x, eps, z, dec));
+  return RefCombine(c, mulv, RefPerSample(c, mulv, x, eps, z, dec, pattern));
 }
 
 Ref RefFull(const cuvae_model &m, const Case &c, const std::vector<double> &p, const std::vector<double> &x,
@@ -304,7 +329,10 @@ Tally CheckRange(const std::string &what, const std::vector<double> &v, size_t o
   return gradcheck_ref::CheckRange(what, v, off, count, analytic, pattern0, kH, kAtol, kRtol, expect_zero, f);
 }
 
+// Tensors that do not reach the objective: ae's lv head; a shared log-variance below its floor (4.8: the kCases floor
+// it only when min_variance exceeds e^0.6, the largest |dec.logvar| MakeProblem draws).
 bool IsAeLvHead(const Case &c, const std::string &name) {
+  if (c.var == CUVAE_VAR_LEARNED_SHARED && c.min_variance > std::exp(0.6) && name == "dec.logvar") return true;
   return c.obj == CUVAE_OBJ_AE && (name == "enc.lv.weight" || name == "enc.lv.bias");
 }
 
@@ -372,6 +400,16 @@ TEST_P(FamilyGradCheck, ParameterGradients) {
   std::vector<char> pattern0;
   const Ref ref = RefFull(pr.m, c, pr.pd, pr.xd, pr.labels, pr.ed, &pattern0);
   ExpectLossNear(loss, ref, c.name);
+  if (c.min_variance > 0.0f && c.act == kTanh) {  // the pattern holds only the floor's sides: the floor must matter
+    const long floored = std::count(pattern0.begin(), pattern0.end(), 1);
+    std::printf("  %ld of %zu log-variances floored\n", floored, pattern0.size());
+    if (c.var == kPerDim) {
+      EXPECT_GT(floored, 0);
+      EXPECT_LT(floored, (long)pattern0.size());
+    } else {
+      EXPECT_EQ(floored > 0, c.min_variance > std::exp(0.6));
+    }
+  }
   if (c.obj == CUVAE_OBJ_AE) {
     EXPECT_EQ(loss.kl, 0.0);
   }
@@ -490,7 +528,7 @@ TEST_P(FamilyGradCheck, LatentGradients) {
   for (int t = 0; t < pr.m.n_tensors; t++) {
     const cuvae_tensor &T = pr.m.tensors[t];
     if (std::string(T.name).rfind("dec.", 0) != 0) continue;
-    CheckRange(T.name, pr.pd, T.offset, T.count, grad.data() + T.offset, pattern0, false, fp);
+    CheckRange(T.name, pr.pd, T.offset, T.count, grad.data() + T.offset, pattern0, IsAeLvHead(c, T.name), fp);
   }
 }
 

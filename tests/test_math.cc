@@ -222,14 +222,14 @@ TEST(Gaussian, HandComputedTwoSigmas) {
   for (const Case &c : cases) {
     float nll, df[D];
     const float scale = 0.25f;
-    gaussian_nll_grad_cpu(f, x, c.sigma, &nll, df, scale, 1, D);
+    gaussian_nll_grad_cpu(f, x, c.sigma, 0.0, &nll, df, scale, 1, D);
     // The NLL is formed in double from the float inputs (~2^-50 relative) and rounded once: 1.01u |ref|.
     EXPECT_TRUE(Near(nll, c.nll, 0, 1.01 * kU)) << "sigma " << c.sigma;
     // df = fl(g_scale fl(f - x)), g_scale = (float)(scale / s^2): three roundings, 3.01u |ref|.
     for (int d = 0; d < D; d++)
       EXPECT_TRUE(Near(df[d], scale * c.df[d], 0, 3.01 * kU)) << "sigma " << c.sigma << " d " << d;
     float nll2;
-    gaussian_nll_grad_cpu(f, x, c.sigma, &nll2, nullptr, scale, 1, D);
+    gaussian_nll_grad_cpu(f, x, c.sigma, 0.0, &nll2, nullptr, scale, 1, D);
     EXPECT_EQ(nll2, nll) << "forward-only call must give the same value";
   }
 }

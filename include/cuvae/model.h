@@ -60,6 +60,10 @@ typedef struct cuvae_model {
   float sigma;
   cuvae_variance variance;      /* fixed | learned_shared | learned_per_dim */
   size_t logvar;                /* learned_shared: offset of dec.logvar; else 0 (unused) */
+  float logvar_min;             /* learned variances: floor of the log-variance, ln [model] min_variance (docs/MATH.md
+                                   (4.8)); -INFINITY: none */
+  double nll_offset;            /* added to every row's -log p(x|z): D ln 256 for dequantized data (docs/MATH.md
+                                   (4.6)), so the NLL bounds the discrete data's; else 0 */
   size_t cond;                  /* C, the one-hot label width appended to both inputs; 0 when not conditional */
   cuvae_activation activation;
   cuvae_init init;

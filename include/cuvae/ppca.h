@@ -73,7 +73,8 @@ int cuvae_ppca_loglik_moments(const cuvae_ppca *p, const cuvae_ppca_moments *mo,
 /* The config of the equivalent cuvae model: base's [data] and [train] keys, with [model] hidden = (none),
  * decoder = linear, likelihood = gaussian, gaussian_variance = learned_shared, sigma = s, latent = Z,
  * conditional = 0; and what a Gaussian model cannot take: [data] binarize = none, corrupt = none, and
- * [train] objective = elbo when it was ae. Finalized (dataset paths resolved). */
+ * [train] objective = elbo when it was ae; the fit is that of the data as given: [data] dequantize = none, [model]
+ * min_variance = 0. Finalized (dataset paths resolved). */
 int cuvae_ppca_config(const cuvae_config *base, size_t Z, double s2, cuvae_config *out);
 
 /* Writes the checkpoint of the model: decoder dec.out.weight = W R [D][Z], dec.out.bias = b, dec.logvar = log s^2,

@@ -10,11 +10,13 @@
  *   evaluation eps, batch k of a pass:  seed = cfg seed ^ CUVAE_SEED_EVAL, offset k * stride(Be*Z);
  *   initial weights:                      seed = cfg seed ^ CUVAE_SEED_INIT, offset 0, tensor by tensor in
  *                                         layout order, each at the next multiple-of-4 offset;
- *   data noise of training step t ([data] binarize = dynamic, corrupt): seed = cfg seed ^
- *     CUVAE_SEED_DATA, with n = B*D: binarization uniforms at offset 2t * stride(n), corruption draws (normals
- *     for gaussian:STD, uniforms for mask:P) at offset (2t + 1) * stride(n);
- *   data drawn once at load (binarize = static, and the test set of binarize = dynamic): seed = cfg seed ^
- *     CUVAE_SEED_STATIC ^ split (0 train, 1 test), uniforms of the whole split from offset 0 in row order;
+ *   data noise of training step t ([data] binarize = dynamic, dequantize = uniform, corrupt): seed = cfg seed ^
+ *     CUVAE_SEED_DATA, with n = B*D: binarization or dequantization uniforms at offset 2t * stride(n) (one slot for
+ *     both: binarization is Bernoulli-only, dequantization Gaussian-only, so a config never has both), corruption
+ *     draws (normals for gaussian:STD, uniforms for mask:P) at offset (2t + 1) * stride(n);
+ *   data drawn once at load (binarize = static, the test set of binarize = dynamic, the test set and any other
+ *     evaluated set of dequantize = uniform): seed = cfg seed ^ CUVAE_SEED_STATIC ^ split (0 train, 1 test),
+ *     uniforms of the whole split from offset 0 in row order;
  *   training eps with samples L > 1: n = L*B*Z normals at offset t * stride(L*B*Z), sample-major ([L][B][Z]);
  *   epoch shuffle: Fisher-Yates driven by splitmix64 of (seed, epoch, i) (cuvae_shuffle), host only.
  * Data parallel (src/backend/data_parallel.h): each draw above is the global batch's; a rank takes the values of its

@@ -20,8 +20,8 @@ void help_eval(void) {
          "Evaluates the model in CHECKPOINT (a checkpoint file, or a run directory: its checkpoint.cuvae) on a\n"
          "data split named by its config and prints one JSON line:\n"
          "  {\"checkpoint\": ..., \"step\": N, \"split\": \"test\", \"test_nelbo\": ..., \"nelbo\": ..., \"recon\": ...,\n"
-         "   \"kl\": ..., \"bits_per_dim\": ..., [\"iwae_k\": K, \"iwae_nll\": ..., \"iwae_bits_per_dim\": ...,]\n"
-         "   \"active_units\": A, \"kl_per_dim\": [...]}\n"
+         "   \"kl\": ..., \"bits_per_dim\": ..., [\"dequantize\": \"uniform\",] [\"iwae_k\": K, \"iwae_nll\": ...,\n"
+         "   \"iwae_bits_per_dim\": ...,] \"active_units\": A, \"kl_per_dim\": [...]}\n"
          "All in nats per data point unless named bits:\n"
          "  nelbo = recon + kl   the negative ELBO with one noise sample per point from the evaluation noise stream\n"
          "                       (deterministic); also under the key test_nelbo (train_nelbo with --split train)\n"
@@ -34,6 +34,9 @@ void help_eval(void) {
          "  active_units         latent dims whose posterior mean mu_j(x) varies over the split by more than 0.01\n"
          "                       (variance)\n"
          "  kl_per_dim           per latent dim, the mean of 0.5 (mu^2 + exp(logvar) - 1 - logvar); they sum to kl\n"
+         "With [data] dequantize = uniform (8-bit data, Gaussian decoder) the line says \"dequantize\": \"uniform\", and\n"
+         "recon includes D ln 256: nelbo and iwae_nll bound -log P(k) of the discrete data, in nats and (bits_per_dim)\n"
+         "in bits per dimension as the literature reports them (docs/MATH.md (4.6), (4.7)).\n"
          "An autoencoder ([train] objective = ae) has no likelihood: its line is {\"checkpoint\", \"step\", \"split\",\n"
          "\"objective\": \"ae\", \"test_squared_error\": sum over features of (x - xhat)^2 per point, \"active_units\"}, and\n"
          "--iwae is refused.\n\n"
@@ -137,6 +140,7 @@ int cmd_eval(int argc, char **argv) {
   printf(", \"step\": %" PRId64 ", \"split\": \"%s\", \"%s_nelbo\": %.6f, \"nelbo\": %.6f, \"recon\": %.6f, "
          "\"kl\": %.6f, \"bits_per_dim\": %.6f",
          r.step, split, split, r.elbo.nelbo, r.elbo.nelbo, r.elbo.recon, r.elbo.kl, r.elbo.nelbo * bits);
+  if (r.dequantized) printf(", \"dequantize\": \"uniform\"");
   if (r.iwae_k > 0)
     printf(", \"iwae_k\": %d, \"iwae_nll\": %.6f, \"iwae_bits_per_dim\": %.6f", r.iwae_k, r.iwae_nll,
            r.iwae_nll * bits);

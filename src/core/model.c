@@ -127,6 +127,11 @@ int cuvae_model_build(cuvae_model *m, size_t input_dim, const cuvae_config *cfg)
   m->likelihood = cfg->likelihood;
   m->sigma = cfg->sigma;
   m->variance = cfg->likelihood == CUVAE_LIK_GAUSSIAN ? cfg->gaussian_variance : CUVAE_VAR_FIXED;
+  m->logvar_min = m->variance != CUVAE_VAR_FIXED && cfg->min_variance > 0.0f ? (float)log((double)cfg->min_variance)
+                                                                              : -INFINITY;
+  m->nll_offset = cfg->likelihood == CUVAE_LIK_GAUSSIAN && cfg->dequantize == CUVAE_DEQUANTIZE_UNIFORM
+                      ? (double)input_dim * log(256.0)
+                      : 0.0;
   m->cond = cfg->conditional ? (size_t)cfg->classes : 0;
   m->activation = cfg->activation;
   m->init = cfg->init;

@@ -80,6 +80,7 @@ int cuvae_eval(const char *checkpoint_path, const cuvae_eval_opts *opts, cuvae_e
   out->input_dim = inf.model.input_dim;
   out->latent = inf.model.latent;
   out->objective = inf.cfg.objective;
+  out->dequantized = inf.cfg.dequantize == CUVAE_DEQUANTIZE_UNIFORM;
   int rc = inf.be->evaluate(inf.be, &inf.data, batch, &out->elbo);
   if (rc == 0 && opts->iwae_k > 0 && inf.cfg.objective == CUVAE_OBJ_AE)
     rc = cuvae_error("--iwae: %s is an autoencoder ([train] objective = ae): it has no likelihood to estimate",

@@ -23,6 +23,8 @@ int cuvae_inference_open_in(cuvae_inference *inf, const char *checkpoint_arg, co
   int rc = 0;
   if (split != CUVAE_SPLIT_NONE) {
     rc = cuvae_load_split(&inf->cfg, split, &inf->data);
+    /* An evaluated training split is dequantized once, as the test split (docs/MATH.md (4.6)). */
+    if (rc == 0 && split == CUVAE_SPLIT_TRAIN) rc = cuvae_dequantize_split(&inf->cfg, split, &inf->data);
     if (rc == 0 && inf->data.dim != inf->ck.input_dim)
       rc = cuvae_error("%s: the model takes %llu features but the %s data %s has %zu", sm.path,
                        (unsigned long long)inf->ck.input_dim, split == CUVAE_SPLIT_TRAIN ? "train" : "test",

@@ -351,6 +351,8 @@ int cuvae_ppca_config(const cuvae_config *base, size_t Z, double s2, cuvae_confi
   if (!(out->sigma > 0.0f)) out->sigma = 1.0f;
   out->conditional = 0;
   out->binarize = CUVAE_BINARIZE_NONE;
+  out->dequantize = CUVAE_DEQUANTIZE_NONE;
+  out->min_variance = 0.0f;
   out->corrupt.kind = CUVAE_CORRUPT_NONE;
   out->corrupt.level = 0.0f;
   if (out->objective == CUVAE_OBJ_AE) out->objective = CUVAE_OBJ_ELBO;

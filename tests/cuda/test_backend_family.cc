@@ -70,6 +70,23 @@ INSTANTIATE_TEST_SUITE_P(
                [](cuvae_config *c) { c->gaussian_variance = CUVAE_VAR_LEARNED_SHARED; }},
         Member{"gaussian_learned_per_dim", CUVAE_LIK_GAUSSIAN,
                [](cuvae_config *c) { c->gaussian_variance = CUVAE_VAR_LEARNED_PER_DIM; }},
+        // Dequantization (docs/MATH.md (4.6): the per-step uniforms, y = (rint(255 x) + u) / 256, and the NLL's
+        // D ln 256) with the variance floor (4.8): at e^-1.5 just below the initial log-variance 2 ln sigma = -1.39
+        // (part of the per-dim ones fall below it), and at 0.5, above it (the shared one stays floored: gradient 0).
+        Member{"dequantized_per_dim_floor", CUVAE_LIK_GAUSSIAN,
+               [](cuvae_config *c) {
+                 c->gaussian_variance = CUVAE_VAR_LEARNED_PER_DIM;
+                 c->dequantize = CUVAE_DEQUANTIZE_UNIFORM;
+                 c->min_variance = 0.2231302f;
+               }},
+        Member{"dequantized_shared_floor_iwae_3", CUVAE_LIK_GAUSSIAN,
+               [](cuvae_config *c) {
+                 c->gaussian_variance = CUVAE_VAR_LEARNED_SHARED;
+                 c->dequantize = CUVAE_DEQUANTIZE_UNIFORM;
+                 c->min_variance = 0.5f;
+                 c->objective = CUVAE_OBJ_IWAE;
+                 c->samples = 3;
+               }},
         Member{"elbo_3_samples", CUVAE_LIK_BERNOULLI, [](cuvae_config *c) { c->samples = 3; }},
         Member{"elbo_3_sampled_kl_beta", CUVAE_LIK_BERNOULLI,
                [](cuvae_config *c) {

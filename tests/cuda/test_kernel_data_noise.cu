@@ -1,12 +1,14 @@
-// kernels/data_noise.cu against its CPU twins (src/backend/cpu/data_noise_cpu.c): binarize_cuda, corrupt_gaussian_cuda and
-// corrupt_mask_cuda, with uniforms and normals from the project's noise stream (cuvae_noise_uniform / _normal, the
-// draws training uses), at n in {1, 7, 1000, 100003, 300001} (300001 > one grid-stride wave of 1024 x 256), out of
-// place and in place; binarize's statistics and its exact 0/1 at x = 0 and x = 1; masking's rate; determinism,
-// argument checks and graph replay. Runs emulated (emu) and natively (gpu).
+// kernels/data_noise.cu against its CPU twins (src/backend/cpu/data_noise_cpu.c): binarize_cuda, dequantize_cuda,
+// corrupt_gaussian_cuda and corrupt_mask_cuda, with uniforms and normals from the project's noise stream
+// (cuvae_noise_uniform / _normal, the draws training uses), at n in {1, 7, 1000, 100003, 300001} (300001 > one
+// grid-stride wave of 1024 x 256), out of place and in place; binarize's statistics and its exact 0/1 at x = 0 and x =
+// 1; dequantization's bins and mean; masking's rate; determinism, argument checks and graph replay. Runs emulated (emu)
+// and natively (gpu).
 //
 // Tolerances. GPU against twin: the same float operations (a comparison; x + std * noise with the product rounded on
 // its own, __fmul_rn), so bitwise equal. The twin's corrupt_gaussian against the formula in double: the product
-// and the sum round once each, |ref - out| <= u |std noise| + u |out| (u = 2^-24). Statistics: a count of n
+// and the sum round once each, |ref - out| <= u |std noise| + u |out| (u = 2^-24); dequantize against (k + u) / 256
+// in double: k + u rounds once, the product by 2^-8 is exact, |ref - out| <= u |out|. Statistics: a count of n
 // Bernoulli(p) draws has standard deviation sqrt(n p (1 - p)); the observed rate must lie within 5 of them of p (a
 // false alarm has probability < 1e-6 per check, and the draws are fixed by the seed, so a pass is reproducible).
 #include "cuda_compat.h"
@@ -42,6 +44,13 @@ std::vector<float> draw(size_t n, bool normal, uint64_t seed) {
   return v;
 }
 
+// 8-bit data k / 255 (as the loader makes them from uint8), every k in turn.
+std::vector<float> make_8bit(size_t n) {
+  std::vector<float> x(n);
+  for (size_t i = 0; i < n; i++) x[i] = (float)(i % 256) / 255.0f;
+  return x;
+}
+
 // Pixel-like data in [0, 1] with exact 0s and 1s.
 std::vector<float> make_x(size_t n, unsigned seed) {
   std::mt19937 rng(seed);
@@ -55,7 +64,7 @@ bool bitwise_equal(const std::vector<float> &a, const std::vector<float> &b) {
   return a.size() == b.size() && memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-enum Op { kBinarize, kGaussian, kMask };
+enum Op { kBinarize, kGaussian, kMask, kDequantize };
 const float kStd = 0.3f, kP = 0.25f;
 
 // One op on the device; in place writes into the x buffer.
@@ -64,9 +73,10 @@ std::vector<float> run_gpu(Op op, const std::vector<float> &x, const std::vector
   DeviceVec<float> d_x(x), d_noise(noise), d_out(in_place ? 1 : x.size());
   float *out = in_place ? d_x.p : d_out.p;
   const size_t n = x.size();
-  const cudaError_t err = op == kBinarize   ? binarize_cuda(d_x.p, d_noise.p, out, n, stream)
-                          : op == kGaussian ? corrupt_gaussian_cuda(d_x.p, d_noise.p, kStd, out, n, stream)
-                                            : corrupt_mask_cuda(d_x.p, d_noise.p, kP, out, n, stream);
+  const cudaError_t err = op == kBinarize     ? binarize_cuda(d_x.p, d_noise.p, out, n, stream)
+                          : op == kGaussian   ? corrupt_gaussian_cuda(d_x.p, d_noise.p, kStd, out, n, stream)
+                          : op == kDequantize ? dequantize_cuda(d_x.p, d_noise.p, out, n, stream)
+                                              : corrupt_mask_cuda(d_x.p, d_noise.p, kP, out, n, stream);
   EXPECT_EQ(cudaSuccess, err);
   EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(stream));
   return in_place ? d_x.get() : d_out.get();
@@ -78,23 +88,28 @@ std::vector<float> run_cpu(Op op, std::vector<float> x, const std::vector<float>
   if (op == kBinarize) binarize_cpu(x.data(), noise.data(), out, x.size());
   if (op == kGaussian) corrupt_gaussian_cpu(x.data(), noise.data(), kStd, out, x.size());
   if (op == kMask) corrupt_mask_cpu(x.data(), noise.data(), kP, out, x.size());
+  if (op == kDequantize) dequantize_cpu(x.data(), noise.data(), out, x.size());
   return in_place ? x : sep;
 }
 
 TEST(KernelDataNoise, MatchesCpuBitwise) {
   for (size_t n : kSizes)
-    for (Op op : {kBinarize, kGaussian, kMask})
+    for (Op op : {kBinarize, kGaussian, kMask, kDequantize})
       for (bool in_place : {false, true}) {
         SCOPED_TRACE(testing::Message() << "op " << op << " n " << n << " in place " << in_place);
-        const std::vector<float> x = make_x(n, (unsigned)n), noise = draw(n, op == kGaussian, n + op);
+        const std::vector<float> x = op == kDequantize ? make_8bit(n) : make_x(n, (unsigned)n),
+                                 noise = draw(n, op == kGaussian, n + op);
         const std::vector<float> cpu = run_cpu(op, x, noise, in_place);
         EXPECT_TRUE(bitwise_equal(cpu, run_gpu(op, x, noise, in_place)));
         // The twins against their definitions.
         for (size_t i = 0; i < n; i++) {
-          const double ref = op == kBinarize ? (noise[i] <= x[i] ? 1.0 : 0.0)
-                             : op == kMask   ? (noise[i] <= kP ? 0.0 : x[i])
-                                             : (double)x[i] + (double)kStd * noise[i];
-          const double tol = op == kGaussian ? kU * fabs((double)kStd * noise[i]) + kU * fabs(cpu[i]) : 0.0;
+          const double ref = op == kBinarize     ? (noise[i] <= x[i] ? 1.0 : 0.0)
+                             : op == kMask       ? (noise[i] <= kP ? 0.0 : x[i])
+                             : op == kDequantize ? ((double)(i % 256) + noise[i]) / 256.0
+                                                 : (double)x[i] + (double)kStd * noise[i];
+          const double tol = op == kGaussian     ? kU * fabs((double)kStd * noise[i]) + kU * fabs(cpu[i])
+                             : op == kDequantize ? kU * fabs(cpu[i])
+                                                 : 0.0;
           ASSERT_LE(fabs(ref - cpu[i]), tol) << i;
         }
       }
@@ -127,6 +142,29 @@ TEST(KernelDataNoise, BinarizeIsBernoulli) {
   }
 }
 
+// Dequantization, docs/MATH.md (4.6): every value of 256 * out - k lies in [0, 1] (u in (0, 1]; k + u may round to
+// k or k + 1 in float at the ends) and its mean over n draws is 1/2 within 5 sd = 5 / sqrt(12 n) (a uniform's sd is
+// 1/sqrt 12); u = 1 gives exactly (k + 1) / 256.
+TEST(KernelDataNoise, DequantizeFillsTheBin) {
+  const size_t n = 256 * 400;
+  const std::vector<float> x = make_8bit(n);
+  std::vector<float> u = draw(n, false, 19);
+  for (size_t k = 0; k < 256; k++) u[k] = 1.0f;
+  const std::vector<float> out = run_gpu(kDequantize, x, u, false);
+  double sum = 0;
+  for (size_t i = 0; i < n; i++) {
+    const double k = (double)(i % 256), t = 256.0 * out[i] - k;
+    ASSERT_TRUE(t >= 0.0 && t <= 1.0) << i << ": " << out[i] << " outside bin " << k;
+    if (i < 256) {
+      ASSERT_EQ((float)((k + 1) / 256.0), out[i]) << "u = 1, k " << k;
+    }
+    sum += t;
+  }
+  const double mean = sum / n, sd = 1.0 / sqrt(12.0 * n);
+  EXPECT_LE(fabs(mean - 0.5), 5 * sd) << "mean offset in the bin " << mean;
+  printf("[ measured ] mean offset in the bin %.5f (%.2f sd from 1/2)\n", mean, fabs(mean - 0.5) / sd);
+}
+
 // Masking zeroes a fraction p (5 sd); p = 0 keeps x exactly, p = 1 zeroes everything; std = 0 gives x exactly.
 TEST(KernelDataNoise, MaskRateAndLimits) {
   const size_t n = 100003;
@@ -147,7 +185,7 @@ TEST(KernelDataNoise, MaskRateAndLimits) {
 TEST(KernelDataNoise, Deterministic) {
   const size_t n = 300001;
   const std::vector<float> x = make_x(n, 13), u = draw(n, false, 14), z = draw(n, true, 15);
-  for (Op op : {kBinarize, kGaussian, kMask}) {
+  for (Op op : {kBinarize, kGaussian, kMask, kDequantize}) {
     const std::vector<float> &noise = op == kGaussian ? z : u;
     EXPECT_TRUE(bitwise_equal(run_gpu(op, x, noise, false), run_gpu(op, x, noise, false))) << "op " << op;
   }
@@ -160,6 +198,10 @@ TEST(KernelDataNoise, InvalidArguments) {
   EXPECT_EQ(inval, binarize_cuda(nullptr, b.p, c.p, 4, 0));
   EXPECT_EQ(inval, binarize_cuda(a.p, nullptr, c.p, 4, 0));
   EXPECT_EQ(inval, binarize_cuda(a.p, b.p, nullptr, 4, 0));
+  EXPECT_EQ(inval, dequantize_cuda(a.p, b.p, c.p, 0, 0));
+  EXPECT_EQ(inval, dequantize_cuda(nullptr, b.p, c.p, 4, 0));
+  EXPECT_EQ(inval, dequantize_cuda(a.p, nullptr, c.p, 4, 0));
+  EXPECT_EQ(inval, dequantize_cuda(a.p, b.p, nullptr, 4, 0));
   EXPECT_EQ(inval, corrupt_gaussian_cuda(a.p, b.p, 0.1f, c.p, 0, 0));
   EXPECT_EQ(inval, corrupt_gaussian_cuda(nullptr, b.p, 0.1f, c.p, 4, 0));
   EXPECT_EQ(inval, corrupt_gaussian_cuda(a.p, nullptr, 0.1f, c.p, 4, 0));

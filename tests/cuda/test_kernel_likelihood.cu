@@ -101,13 +101,14 @@ struct Result {
   std::vector<float> nll, grad;
 };
 
-// One launch of the Bernoulli (gaussian == false) or Gaussian kernel; the gradient is skipped when !with_grad.
+// One launch of the Bernoulli (gaussian == false) or Gaussian kernel (with the NLL's constant offset, (4.6)); the
+// gradient is skipped when !with_grad.
 Result run_gpu(bool gaussian, const std::vector<float> &out, const std::vector<float> &x, float sigma, float scale,
-               int B, int D, bool with_grad) {
+               int B, int D, bool with_grad, double offset = 0.0) {
   DevBuf d_out(out), d_x(x), d_nll(B), d_grad(with_grad ? out.size() : 1);
   float *grad = with_grad ? d_grad.p : nullptr;
   const cudaError_t err =
-      gaussian ? gaussian_nll_grad_cuda(d_out.p, d_x.p, sigma, d_nll.p, grad, scale, B, D, 0)
+      gaussian ? gaussian_nll_grad_cuda(d_out.p, d_x.p, sigma, offset, d_nll.p, grad, scale, B, D, 0)
                : bernoulli_nll_grad_cuda(d_out.p, d_x.p, d_nll.p, grad, scale, B, D, 0);
   EXPECT_EQ(cudaSuccess, err);
   EXPECT_EQ(cudaSuccess, cudaDeviceSynchronize());
@@ -124,17 +125,17 @@ struct Worst {
 
 // GPU against the CPU twin: nll per row within the row-sum bound, gradient elementwise.
 void compare_with_cpu(bool gaussian, const std::vector<float> &out, const std::vector<float> &x, float sigma,
-                      float scale, int B, int D, Worst *worst) {
+                      float scale, int B, int D, Worst *worst, double offset = 0.0) {
   SCOPED_TRACE(testing::Message() << (gaussian ? "gaussian" : "bernoulli") << " B " << B << " D " << D << " sigma "
-                                  << sigma << " scale " << scale);
-  const Result gpu = run_gpu(gaussian, out, x, sigma, scale, B, D, true);
+                                  << sigma << " scale " << scale << " offset " << offset);
+  const Result gpu = run_gpu(gaussian, out, x, sigma, scale, B, D, true, offset);
   std::vector<float> nll(B), grad(out.size());
   if (gaussian)
-    gaussian_nll_grad_cpu(out.data(), x.data(), sigma, nll.data(), grad.data(), scale, B, D);
+    gaussian_nll_grad_cpu(out.data(), x.data(), sigma, offset, nll.data(), grad.data(), scale, B, D);
   else
     bernoulli_nll_grad_cpu(out.data(), x.data(), nll.data(), grad.data(), scale, B, D);
 
-  const double s2 = (double)sigma * sigma, const_term = 0.5 * D * (log(s2) + log(2 * M_PI));
+  const double s2 = (double)sigma * sigma, const_term = 0.5 * D * (log(s2) + log(2 * M_PI)) + offset;
   for (int b = 0; b < B; b++) {
     double parts = gaussian ? fabs(const_term) : 0.0;
     for (int d = 0; d < D; d++) {
@@ -252,12 +253,12 @@ TEST(KernelLikelihood, InvalidArguments) {
   EXPECT_EQ(inval, bernoulli_nll_grad_cuda(nullptr, b.p, nll.p, g.p, 1.0f, 2, 4, 0));
   EXPECT_EQ(inval, bernoulli_nll_grad_cuda(a.p, nullptr, nll.p, g.p, 1.0f, 2, 4, 0));
   EXPECT_EQ(inval, bernoulli_nll_grad_cuda(a.p, b.p, nullptr, g.p, 1.0f, 2, 4, 0));
-  EXPECT_EQ(inval, gaussian_nll_grad_cuda(a.p, b.p, 1.0f, nll.p, g.p, 1.0f, 0, 4, 0));
-  EXPECT_EQ(inval, gaussian_nll_grad_cuda(a.p, b.p, 1.0f, nll.p, g.p, 1.0f, 2, -3, 0));
-  EXPECT_EQ(inval, gaussian_nll_grad_cuda(nullptr, b.p, 1.0f, nll.p, g.p, 1.0f, 2, 4, 0));
-  EXPECT_EQ(inval, gaussian_nll_grad_cuda(a.p, b.p, 1.0f, nullptr, g.p, 1.0f, 2, 4, 0));
+  EXPECT_EQ(inval, gaussian_nll_grad_cuda(a.p, b.p, 1.0f, 0.0, nll.p, g.p, 1.0f, 0, 4, 0));
+  EXPECT_EQ(inval, gaussian_nll_grad_cuda(a.p, b.p, 1.0f, 0.0, nll.p, g.p, 1.0f, 2, -3, 0));
+  EXPECT_EQ(inval, gaussian_nll_grad_cuda(nullptr, b.p, 1.0f, 0.0, nll.p, g.p, 1.0f, 2, 4, 0));
+  EXPECT_EQ(inval, gaussian_nll_grad_cuda(a.p, b.p, 1.0f, 0.0, nullptr, g.p, 1.0f, 2, 4, 0));
   for (float sigma : {0.0f, -1.0f, NAN, INFINITY})
-    EXPECT_EQ(inval, gaussian_nll_grad_cuda(a.p, b.p, sigma, nll.p, g.p, 1.0f, 2, 4, 0)) << "sigma " << sigma;
+    EXPECT_EQ(inval, gaussian_nll_grad_cuda(a.p, b.p, sigma, 0.0, nll.p, g.p, 1.0f, 2, 4, 0)) << "sigma " << sigma;
   EXPECT_EQ(cudaSuccess, cudaGetLastError());  // nothing was launched
 }
 
@@ -275,7 +276,7 @@ TEST(KernelLikelihood, GraphReplayEqualsEager) {
   ASSERT_EQ(cudaSuccess, cudaStreamCreate(&stream));
   ASSERT_EQ(cudaSuccess, cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
   ASSERT_EQ(cudaSuccess, bernoulli_nll_grad_cuda(d_out.p, d_x.p, nll_b.p, grad_b.p, 1.0f / B, B, D, stream));
-  ASSERT_EQ(cudaSuccess, gaussian_nll_grad_cuda(d_out.p, d_x.p, 0.3f, nll_g.p, grad_g.p, 1.0f / B, B, D, stream));
+  ASSERT_EQ(cudaSuccess, gaussian_nll_grad_cuda(d_out.p, d_x.p, 0.3f, 0.0, nll_g.p, grad_g.p, 1.0f / B, B, D, stream));
   ASSERT_EQ(cudaSuccess, cudaStreamEndCapture(stream, &graph));
   ASSERT_EQ(cudaSuccess, cudaGraphInstantiate(&exec, graph, 0));
   for (int replay = 0; replay < 2; replay++) {
@@ -310,12 +311,13 @@ std::vector<float> make_perdim_out(int B, int D, float lv_max, unsigned seed) {
   return out;
 }
 
-// One launch of gaussian_perdim_nll_grad_cuda (grad: [B][2D], skipped when !with_grad).
+// One launch of gaussian_perdim_nll_grad_cuda (grad: [B][2D], skipped when !with_grad); lv_min: the floor (4.8),
+// offset: the NLL's constant (4.6).
 Result run_perdim_gpu(const std::vector<float> &out, const std::vector<float> &x, float scale, int B, int D,
-                      bool with_grad) {
+                      bool with_grad, float lv_min = -INFINITY, double offset = 0.0) {
   DevBuf d_out(out), d_x(x), d_nll(B), d_grad(with_grad ? out.size() : 1);
-  EXPECT_EQ(cudaSuccess,
-            gaussian_perdim_nll_grad_cuda(d_out.p, d_x.p, d_nll.p, with_grad ? d_grad.p : nullptr, scale, B, D, 0));
+  EXPECT_EQ(cudaSuccess, gaussian_perdim_nll_grad_cuda(d_out.p, d_x.p, lv_min, offset, d_nll.p,
+                                                       with_grad ? d_grad.p : nullptr, scale, B, D, 0));
   EXPECT_EQ(cudaSuccess, cudaDeviceSynchronize());
   Result r;
   r.nll = d_nll.get();
@@ -325,11 +327,12 @@ Result run_perdim_gpu(const std::vector<float> &out, const std::vector<float> &x
 
 // One launch of gaussian_shared_nll_grad_cuda; grad = df [B][D] followed by dlv_row [B].
 Result run_shared_gpu(const std::vector<float> &f, const std::vector<float> &x, float logvar, float scale, int B, int D,
-                      bool with_grad) {
+                      bool with_grad, float lv_min = -INFINITY, double offset = 0.0) {
   DevBuf d_f(f), d_x(x), d_lv(std::vector<float>{logvar}), d_nll(B), d_df(with_grad ? f.size() : 1),
       d_dlv(with_grad ? B : 1);
-  EXPECT_EQ(cudaSuccess, gaussian_shared_nll_grad_cuda(d_f.p, d_x.p, d_lv.p, d_nll.p, with_grad ? d_df.p : nullptr,
-                                                       with_grad ? d_dlv.p : nullptr, scale, B, D, 0));
+  EXPECT_EQ(cudaSuccess, gaussian_shared_nll_grad_cuda(d_f.p, d_x.p, d_lv.p, lv_min, offset, d_nll.p,
+                                                       with_grad ? d_df.p : nullptr, with_grad ? d_dlv.p : nullptr,
+                                                       scale, B, D, 0));
   EXPECT_EQ(cudaSuccess, cudaDeviceSynchronize());
   Result r;
   r.nll = d_nll.get();
@@ -350,17 +353,19 @@ void expect_close(double a, double b, double tol, double *worst, const char *wha
 }
 
 void compare_perdim(const std::vector<float> &out, const std::vector<float> &x, float scale, int B, int D,
-                    Worst *worst) {
-  SCOPED_TRACE(testing::Message() << "perdim B " << B << " D " << D << " scale " << scale);
-  const Result gpu = run_perdim_gpu(out, x, scale, B, D, true);
+                    Worst *worst, float lv_min = -INFINITY, double offset = 0.0) {
+  SCOPED_TRACE(testing::Message() << "perdim B " << B << " D " << D << " scale " << scale << " lv_min " << lv_min
+                                  << " offset " << offset);
+  const Result gpu = run_perdim_gpu(out, x, scale, B, D, true, lv_min, offset);
   std::vector<float> nll(B), grad(out.size());
-  gaussian_perdim_nll_grad_cpu(out.data(), x.data(), nll.data(), grad.data(), scale, B, D);
+  gaussian_perdim_nll_grad_cpu(out.data(), x.data(), lv_min, offset, nll.data(), grad.data(), scale, B, D);
   for (int b = 0; b < B; b++) {
     const float *f = &out[(size_t)b * 2 * D], *lv = f + D, *xr = &x[(size_t)b * D];
-    double parts = 0.5 * D * kLog2Pi;
+    double parts = 0.5 * D * kLog2Pi + fabs(offset);  // the offset: one more rounding of const_term, inside 2u
     for (int d = 0; d < D; d++) {
-      const double r = (double)f[d] - xr[d], q = r * r * exp(-(double)lv[d]);
-      parts += 0.5 * (q + fabs(lv[d]));
+      const double l = std::max((double)lv[d], (double)lv_min);
+      const double r = (double)f[d] - xr[d], q = r * r * exp(-l);
+      parts += 0.5 * (q + fabs(l));
       const size_t i = (size_t)b * 2 * D + d, j = i + D;
       expect_close(gpu.grad[i], grad[i], 16 * kU * fabs(grad[i]), &worst->grad, "df", i);
       expect_close(gpu.grad[j], grad[j], 8 * kU * fabs(scale) * q + 4 * kU * fabs(grad[j]), &worst->grad, "dlv", j);
@@ -383,12 +388,14 @@ TEST(KernelLikelihood, GaussianPerdimMatchesCpu) {
 }
 
 void compare_shared(const std::vector<float> &f, const std::vector<float> &x, float logvar, float scale, int B, int D,
-                    Worst *worst) {
-  SCOPED_TRACE(testing::Message() << "shared B " << B << " D " << D << " logvar " << logvar << " scale " << scale);
-  const Result gpu = run_shared_gpu(f, x, logvar, scale, B, D, true);
+                    Worst *worst, float lv_min = -INFINITY, double offset = 0.0) {
+  SCOPED_TRACE(testing::Message() << "shared B " << B << " D " << D << " logvar " << logvar << " scale " << scale
+                                  << " lv_min " << lv_min << " offset " << offset);
+  const Result gpu = run_shared_gpu(f, x, logvar, scale, B, D, true, lv_min, offset);
   std::vector<float> nll(B), df(f.size()), dlv(B);
-  gaussian_shared_nll_grad_cpu(f.data(), x.data(), &logvar, nll.data(), df.data(), dlv.data(), scale, B, D);
-  const double w = exp(-(double)logvar);
+  gaussian_shared_nll_grad_cpu(f.data(), x.data(), &logvar, lv_min, offset, nll.data(), df.data(), dlv.data(), scale,
+                               B, D);
+  const double w = exp(-std::max((double)logvar, (double)lv_min));
   for (int b = 0; b < B; b++) {
     double S = 0.0;
     for (int d = 0; d < D; d++) {
@@ -426,27 +433,43 @@ std::vector<float> grid_values(size_t n, float lo, float hi, unsigned seed) {
 constexpr double kH = 1.0 / 64;  // central-difference step (see the header)
 
 // Central differences of the CPU twin's NLL (forward only: dout == NULL) against its gradient, scale = 0.5 (a power
-// of two: the gradient is scale times the derivative exactly). Every element of out = [f | lv], B = 2, D in {1, 7}.
+// of two: the gradient is scale times the derivative exactly). Every element of out = [f | lv], B = 2, D in {1, 7},
+// without a floor and with lv_min = 0 (4.8; the lv on the grid lie in [-2, 2]): an lv within h of the floor is a kink
+// (skipped, counted); below it the twin's dlv and the central difference are both exactly 0 (the perturbed NLLs use
+// the same floored lv, bit for bit).
 TEST(KernelLikelihood, GaussianPerdimGradientIsTheDerivative) {
   const float scale = 0.5f;
   double worst = 0;
+  int floored = 0, kinks = 0;
+  for (float lv_min : {-INFINITY, 0.0f})
   for (int D : {1, 7}) {
     const int B = 2;
     std::vector<float> out = make_perdim_out(B, D, 2.0f, 1400 + D), x = grid_values((size_t)B * D, 0.0f, 1.0f, 1500);
     for (float &a : out) a = roundf(a * 256.0f) / 256.0f;
     std::vector<float> nll(B), grad(out.size()), nll_p(B), nll_m(B);
-    gaussian_perdim_nll_grad_cpu(out.data(), x.data(), nll.data(), grad.data(), scale, B, D);
+    gaussian_perdim_nll_grad_cpu(out.data(), x.data(), lv_min, 0.0, nll.data(), grad.data(), scale, B, D);
     for (int b = 0; b < B; b++)
       for (int k = 0; k < 2 * D; k++) {
         const size_t i = (size_t)b * 2 * D + k;
         const int d = k % D;
         const float saved = out[i];
         out[i] = saved + (float)kH;
-        gaussian_perdim_nll_grad_cpu(out.data(), x.data(), nll_p.data(), nullptr, scale, B, D);
+        gaussian_perdim_nll_grad_cpu(out.data(), x.data(), lv_min, 0.0, nll_p.data(), nullptr, scale, B, D);
         out[i] = saved - (float)kH;
-        gaussian_perdim_nll_grad_cpu(out.data(), x.data(), nll_m.data(), nullptr, scale, B, D);
+        gaussian_perdim_nll_grad_cpu(out.data(), x.data(), lv_min, 0.0, nll_m.data(), nullptr, scale, B, D);
         out[i] = saved;
-        const double f = out[(size_t)b * 2 * D + d], lv = out[(size_t)b * 2 * D + D + d], xv = x[(size_t)b * D + d];
+        const double lv_raw = out[(size_t)b * 2 * D + D + d];
+        if (k >= D && fabs(lv_raw - lv_min) <= kH) {
+          kinks++;
+          continue;
+        }
+        if (k >= D && lv_raw < lv_min) {
+          floored++;
+          EXPECT_EQ(0.0f, grad[i]) << "floored lv: D " << D << " row " << b << " col " << k;
+          EXPECT_EQ(nll_p[b], nll_m[b]) << "floored lv: D " << D << " row " << b << " col " << k;
+          continue;
+        }
+        const double f = out[(size_t)b * 2 * D + d], lv = std::max(lv_raw, (double)lv_min), xv = x[(size_t)b * D + d];
         // q at the two perturbed points and at the centre.
         const double dq = k < D ? kH : 0.0, dl = k < D ? 0.0 : kH;
         const double q_p = (f + dq - xv) * (f + dq - xv) * exp(-(lv + dl)),
@@ -462,29 +485,38 @@ TEST(KernelLikelihood, GaussianPerdimGradientIsTheDerivative) {
         worst = std::max(worst, fabs(fd - grad[i]) / tol);
       }
   }
-  printf("worst |fd - twin|/tol %.3g\n", worst);
+  EXPECT_GT(floored, 2) << "the floor must be active somewhere";
+  EXPECT_LE(kinks, 2) << "kinks skipped";
+  printf("worst |fd - twin|/tol %.3g (%d floored, %d kinks skipped)\n", worst, floored, kinks);
 }
 
 // Shared logvar: df against differences in f (row b's NLL), each dlv_row[b] against differences of row b's NLL in
-// logvar, and their sum (in row order, as the caller sums them) against differences of the summed NLL.
+// logvar, and their sum (in row order, as the caller sums them) against differences of the summed NLL; without a
+// floor and with lv_min = -1 (4.8), which floors logvar = -1.5 (then dlv_row and the differences in logvar are
+// exactly 0, and w = exp(1)) and leaves 0.75 alone.
 TEST(KernelLikelihood, GaussianSharedGradientIsTheDerivative) {
   const float scale = 0.5f;
   double worst = 0;
+  for (float lv_min : {-INFINITY, -1.0f})
   for (int D : {1, 7})
     for (float logvar : {-1.5f, 0.75f}) {
       const int B = 3;
       std::vector<float> f = grid_values((size_t)B * D, -0.5f, 1.5f, 1600 + D),
                          x = grid_values((size_t)B * D, 0, 1, 1700);
       std::vector<float> nll(B), df(f.size()), dlv(B), nll_p(B), nll_m(B);
-      gaussian_shared_nll_grad_cpu(f.data(), x.data(), &logvar, nll.data(), df.data(), dlv.data(), scale, B, D);
-      const double w = exp(-(double)logvar);
+      gaussian_shared_nll_grad_cpu(f.data(), x.data(), &logvar, lv_min, 0.0, nll.data(), df.data(), dlv.data(), scale,
+                                   B, D);
+      const double w = exp(-std::max((double)logvar, (double)lv_min));
+      const bool is_floored = logvar < lv_min;
       for (size_t i = 0; i < f.size(); i++) {
         const int b = (int)(i / D);
         const float saved = f[i];
         f[i] = saved + (float)kH;
-        gaussian_shared_nll_grad_cpu(f.data(), x.data(), &logvar, nll_p.data(), nullptr, nullptr, scale, B, D);
+        gaussian_shared_nll_grad_cpu(f.data(), x.data(), &logvar, lv_min, 0.0, nll_p.data(), nullptr, nullptr, scale, B,
+                                     D);
         f[i] = saved - (float)kH;
-        gaussian_shared_nll_grad_cpu(f.data(), x.data(), &logvar, nll_m.data(), nullptr, nullptr, scale, B, D);
+        gaussian_shared_nll_grad_cpu(f.data(), x.data(), &logvar, lv_min, 0.0, nll_m.data(), nullptr, nullptr, scale, B,
+                                     D);
         f[i] = saved;
         // The NLL is quadratic in f and the twin sums in double: only the float roundings of nll and df remain.
         const double fd = scale * ((double)nll_p[b] - nll_m[b]) / (2 * kH);
@@ -493,8 +525,15 @@ TEST(KernelLikelihood, GaussianSharedGradientIsTheDerivative) {
         worst = std::max(worst, fabs(fd - df[i]) / tol);
       }
       const float lv_p = logvar + (float)kH, lv_m = logvar - (float)kH;
-      gaussian_shared_nll_grad_cpu(f.data(), x.data(), &lv_p, nll_p.data(), nullptr, nullptr, scale, B, D);
-      gaussian_shared_nll_grad_cpu(f.data(), x.data(), &lv_m, nll_m.data(), nullptr, nullptr, scale, B, D);
+      gaussian_shared_nll_grad_cpu(f.data(), x.data(), &lv_p, lv_min, 0.0, nll_p.data(), nullptr, nullptr, scale, B, D);
+      gaussian_shared_nll_grad_cpu(f.data(), x.data(), &lv_m, lv_min, 0.0, nll_m.data(), nullptr, nullptr, scale, B, D);
+      if (is_floored) {  // logvar +- h stays below the floor
+        for (int b = 0; b < B; b++) {
+          EXPECT_EQ(0.0f, dlv[b]) << "floored: D " << D << " row " << b;
+          EXPECT_EQ(nll_p[b], nll_m[b]) << "floored: D " << D << " row " << b;
+        }
+        continue;
+      }
       double fd_sum = 0, dlv_sum = 0, tol_sum = 0;
       for (int b = 0; b < B; b++) {
         double S = 0;
@@ -537,11 +576,12 @@ TEST(KernelLikelihood, LearnedVarianceNullGradientAndDeterminism) {
 
     std::vector<float> a(B), b(B), g(out.size()), dlv(B);
     const float logvar = 0.4f;
-    gaussian_perdim_nll_grad_cpu(out.data(), x.data(), a.data(), g.data(), 0.25f, B, D);
-    gaussian_perdim_nll_grad_cpu(out.data(), x.data(), b.data(), nullptr, 0.25f, B, D);
+    gaussian_perdim_nll_grad_cpu(out.data(), x.data(), -INFINITY, 0.0, a.data(), g.data(), 0.25f, B, D);
+    gaussian_perdim_nll_grad_cpu(out.data(), x.data(), -INFINITY, 0.0, b.data(), nullptr, 0.25f, B, D);
     EXPECT_TRUE(bitwise_equal(a, b)) << "perdim twin D " << D;
-    gaussian_shared_nll_grad_cpu(f.data(), x.data(), &logvar, a.data(), g.data(), dlv.data(), 0.25f, B, D);
-    gaussian_shared_nll_grad_cpu(f.data(), x.data(), &logvar, b.data(), nullptr, nullptr, 0.25f, B, D);
+    gaussian_shared_nll_grad_cpu(f.data(), x.data(), &logvar, -INFINITY, 0.0, a.data(), g.data(), dlv.data(), 0.25f, B,
+                                 D);
+    gaussian_shared_nll_grad_cpu(f.data(), x.data(), &logvar, -INFINITY, 0.0, b.data(), nullptr, nullptr, 0.25f, B, D);
     EXPECT_TRUE(bitwise_equal(a, b)) << "shared twin D " << D;
   }
 }
@@ -549,20 +589,21 @@ TEST(KernelLikelihood, LearnedVarianceNullGradientAndDeterminism) {
 TEST(KernelLikelihood, LearnedVarianceInvalidArguments) {
   DevBuf a(16), x(8), lv(1), nll(2), g(16), dlv(2);
   const cudaError_t inval = cudaErrorInvalidValue;
-  EXPECT_EQ(inval, gaussian_perdim_nll_grad_cuda(a.p, x.p, nll.p, g.p, 1.0f, 0, 4, 0));
-  EXPECT_EQ(inval, gaussian_perdim_nll_grad_cuda(a.p, x.p, nll.p, g.p, 1.0f, 2, 0, 0));
-  EXPECT_EQ(inval, gaussian_perdim_nll_grad_cuda(a.p, x.p, nll.p, g.p, 1.0f, -1, 4, 0));
-  EXPECT_EQ(inval, gaussian_perdim_nll_grad_cuda(nullptr, x.p, nll.p, g.p, 1.0f, 2, 4, 0));
-  EXPECT_EQ(inval, gaussian_perdim_nll_grad_cuda(a.p, nullptr, nll.p, g.p, 1.0f, 2, 4, 0));
-  EXPECT_EQ(inval, gaussian_perdim_nll_grad_cuda(a.p, x.p, nullptr, g.p, 1.0f, 2, 4, 0));
-  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, x.p, lv.p, nll.p, g.p, dlv.p, 1.0f, 0, 4, 0));
-  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, x.p, lv.p, nll.p, g.p, dlv.p, 1.0f, 2, -4, 0));
-  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(nullptr, x.p, lv.p, nll.p, g.p, dlv.p, 1.0f, 2, 4, 0));
-  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, nullptr, lv.p, nll.p, g.p, dlv.p, 1.0f, 2, 4, 0));
-  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, x.p, nullptr, nll.p, g.p, dlv.p, 1.0f, 2, 4, 0));
-  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, x.p, lv.p, nullptr, g.p, dlv.p, 1.0f, 2, 4, 0));
-  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, x.p, lv.p, nll.p, g.p, nullptr, 1.0f, 2, 4, 0));  // one of two
-  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, x.p, lv.p, nll.p, nullptr, dlv.p, 1.0f, 2, 4, 0));
+  EXPECT_EQ(inval, gaussian_perdim_nll_grad_cuda(a.p, x.p, -INFINITY, 0.0, nll.p, g.p, 1.0f, 0, 4, 0));
+  EXPECT_EQ(inval, gaussian_perdim_nll_grad_cuda(a.p, x.p, -INFINITY, 0.0, nll.p, g.p, 1.0f, 2, 0, 0));
+  EXPECT_EQ(inval, gaussian_perdim_nll_grad_cuda(a.p, x.p, -INFINITY, 0.0, nll.p, g.p, 1.0f, -1, 4, 0));
+  EXPECT_EQ(inval, gaussian_perdim_nll_grad_cuda(nullptr, x.p, -INFINITY, 0.0, nll.p, g.p, 1.0f, 2, 4, 0));
+  EXPECT_EQ(inval, gaussian_perdim_nll_grad_cuda(a.p, nullptr, -INFINITY, 0.0, nll.p, g.p, 1.0f, 2, 4, 0));
+  EXPECT_EQ(inval, gaussian_perdim_nll_grad_cuda(a.p, x.p, -INFINITY, 0.0, nullptr, g.p, 1.0f, 2, 4, 0));
+  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, x.p, lv.p, -INFINITY, 0.0, nll.p, g.p, dlv.p, 1.0f, 0, 4, 0));
+  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, x.p, lv.p, -INFINITY, 0.0, nll.p, g.p, dlv.p, 1.0f, 2, -4, 0));
+  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(nullptr, x.p, lv.p, -INFINITY, 0.0, nll.p, g.p, dlv.p, 1.0f, 2, 4, 0));
+  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, nullptr, lv.p, -INFINITY, 0.0, nll.p, g.p, dlv.p, 1.0f, 2, 4, 0));
+  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, x.p, nullptr, -INFINITY, 0.0, nll.p, g.p, dlv.p, 1.0f, 2, 4, 0));
+  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, x.p, lv.p, -INFINITY, 0.0, nullptr, g.p, dlv.p, 1.0f, 2, 4, 0));
+  // one of the two gradients
+  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, x.p, lv.p, -INFINITY, 0.0, nll.p, g.p, nullptr, 1.0f, 2, 4, 0));
+  EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, x.p, lv.p, -INFINITY, 0.0, nll.p, nullptr, dlv.p, 1.0f, 2, 4, 0));
   EXPECT_EQ(cudaSuccess, cudaGetLastError());  // nothing was launched
 }
 
@@ -582,9 +623,11 @@ TEST(KernelLikelihood, LearnedVarianceGraphReplayEqualsEager) {
   cudaGraphExec_t exec;
   ASSERT_EQ(cudaSuccess, cudaStreamCreate(&stream));
   ASSERT_EQ(cudaSuccess, cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  ASSERT_EQ(cudaSuccess, gaussian_perdim_nll_grad_cuda(d_out.p, d_x.p, nll_p.p, grad_p.p, 1.0f / B, B, D, stream));
   ASSERT_EQ(cudaSuccess,
-            gaussian_shared_nll_grad_cuda(d_f.p, d_x.p, d_lv.p, nll_s.p, df_s.p, dlv_s.p, 1.0f / B, B, D, stream));
+            gaussian_perdim_nll_grad_cuda(d_out.p, d_x.p, -INFINITY, 0.0, nll_p.p, grad_p.p, 1.0f / B, B, D, stream));
+  ASSERT_EQ(cudaSuccess,
+            gaussian_shared_nll_grad_cuda(d_f.p, d_x.p, d_lv.p, -INFINITY, 0.0, nll_s.p, df_s.p, dlv_s.p, 1.0f / B, B,
+                                          D, stream));
   ASSERT_EQ(cudaSuccess, cudaStreamEndCapture(stream, &graph));
   ASSERT_EQ(cudaSuccess, cudaGraphInstantiate(&exec, graph, 0));
   for (int replay = 0; replay < 2; replay++) {
@@ -603,6 +646,121 @@ TEST(KernelLikelihood, LearnedVarianceGraphReplayEqualsEager) {
   EXPECT_EQ(cudaSuccess, cudaGraphExecDestroy(exec));
   EXPECT_EQ(cudaSuccess, cudaGraphDestroy(graph));
   EXPECT_EQ(cudaSuccess, cudaStreamDestroy(stream));
+}
+
+// ---- dequantization's constant (4.6) and the variance floor (4.8) ----------------------------------------------
+
+// Kernels against twins with the floor active on part of the elements and the offset D ln 256 of dequantized data:
+// the bounds of the plain comparisons above, the floored lv in place of lv (the header's per-term counts hold for
+// it) and |offset| in the NLL's magnitude (const_term and the final sum round once each relative to it). Data on
+// [0, 1] as dequantized data are.
+TEST(KernelLikelihood, FloorAndOffsetMatchCpu) {
+  Worst worst;
+  for (int B : {3, 128})
+    for (int D : {7, 784}) {
+      const double offset = D * log(256.0);
+      const size_t n = (size_t)B * D;
+      const std::vector<float> out = make_perdim_out(B, D, 3.0f, 2200 + B + D), x = make_x(n, 2300 + B + D),
+                               f = make_uniform(n, -0.5f, 1.5f, 2400 + B + D);
+      const float scale = D < 100 ? 1.0f : 1.0f / B;
+      compare_perdim(out, x, scale, B, D, &worst, 0.5f, offset);  // lv in [-3, 3]: ~58% floored at 0.5
+      compare_perdim(out, x, scale, B, D, &worst, -INFINITY, offset);
+      for (float logvar : {-2.3f, 1.7f}) compare_shared(f, x, logvar, scale, B, D, &worst, -1.0f, offset);
+      compare_with_cpu(true, f, x, 0.3f, scale, B, D, &worst, offset);
+    }
+  printf("worst |gpu-cpu|/tol: nll %.3g, gradient %.3g\n", worst.nll, worst.grad);
+}
+
+// The floor is the model with the floored log-variance: the kernel with lv_min equals, bit for bit, the unfloored
+// kernel on lv = max(l, lv_min), except that dl is exactly 0 where l < lv_min. So does the twin, up to its expf: GCC
+// may evaluate exp(-lv_min) once, in scalar glibc (1 ulp), where the clamped input goes through libmvec (4 ulp), so
+// w differs by <= 10u relative, df by <= 12u |df|, dl by <= 12u |scale| q + 4u |dl| and each NLL by <= 12u
+// sum_d q_d / 2 + 2u |nll| (q = (x - f)^2 exp(-lv)); floored dl are exactly 0. The offset adds the constant:
+// fl(nll + offset) against fl(nll) + offset, one rounding of each, <= u (|a| + |b|) apart.
+TEST(KernelLikelihood, FloorIsTheClampedModelAndOffsetAConstant) {
+  const int B = 5, D = 300;
+  const float lv_min = -0.25f;
+  const double offset = D * log(256.0);
+  std::vector<float> out = make_perdim_out(B, D, 2.0f, 2500), x = make_x((size_t)B * D, 2501), clamped = out;
+  int n_floored = 0;
+  for (int b = 0; b < B; b++)
+    for (int d = 0; d < D; d++) {
+      float &l = clamped[(size_t)b * 2 * D + D + d];
+      if (l < lv_min) {
+        l = lv_min;
+        n_floored++;
+      }
+    }
+  ASSERT_GT(n_floored, B * D / 4);
+  std::vector<float> nll_a(B), nll_b(B), nll_c(B), g_a(out.size()), g_b(out.size());
+  gaussian_perdim_nll_grad_cpu(out.data(), x.data(), lv_min, 0.0, nll_a.data(), g_a.data(), 0.5f, B, D);
+  gaussian_perdim_nll_grad_cpu(clamped.data(), x.data(), -INFINITY, 0.0, nll_b.data(), g_b.data(), 0.5f, B, D);
+  const Result gpu = run_perdim_gpu(out, x, 0.5f, B, D, true, lv_min, 0.0);
+  const Result gpu_clamped = run_perdim_gpu(clamped, x, 0.5f, B, D, true, -INFINITY, 0.0);
+  EXPECT_TRUE(bitwise_equal(gpu.nll, gpu_clamped.nll));
+  for (int b = 0; b < B; b++) {
+    double half_q = 0;
+    for (int k = 0; k < 2 * D; k++) {
+      const size_t i = (size_t)b * 2 * D + k;
+      const int d = k % D;
+      const double r = (double)out[(size_t)b * 2 * D + d] - x[(size_t)b * D + d];
+      const double q = r * r * exp(-(double)clamped[(size_t)b * 2 * D + D + d]);
+      if (k < D) half_q += 0.5 * q;
+      const bool floored_dl = k >= D && out[i] < lv_min;
+      ASSERT_EQ(floored_dl ? 0.0f : gpu_clamped.grad[i], gpu.grad[i]) << "kernel row " << b << " col " << k;
+      if (floored_dl) {
+        ASSERT_EQ(0.0f, g_a[i]) << "twin row " << b << " col " << k;
+      } else {
+        const double tol = k < D ? 12 * kU * fabs(g_b[i]) : 12 * kU * 0.5 * q + 4 * kU * fabs(g_b[i]);
+        ASSERT_LE(fabs((double)g_a[i] - g_b[i]), tol) << "twin row " << b << " col " << k;
+      }
+    }
+    EXPECT_LE(fabs((double)nll_a[b] - nll_b[b]), 12 * kU * half_q + 2 * kU * fabs(nll_b[b])) << "twin row " << b;
+  }
+  gaussian_perdim_nll_grad_cpu(out.data(), x.data(), lv_min, offset, nll_c.data(), nullptr, 0.5f, B, D);
+  for (int b = 0; b < B; b++)
+    EXPECT_LE(fabs((double)nll_c[b] - ((double)nll_a[b] + offset)), kU * (fabs(nll_c[b]) + fabs(nll_a[b])))
+        << "row " << b;
+  // Shared: a floored logvar is the floor itself, with dlv_row = 0; an unfloored one is untouched.
+  const std::vector<float> f = make_uniform((size_t)B * D, -0.5f, 1.5f, 2502);
+  std::vector<float> df_a(f.size()), df_b(f.size()), dlv_a(B), dlv_b(B);
+  const float low = -1.5f, high = 0.5f;
+  gaussian_shared_nll_grad_cpu(f.data(), x.data(), &low, lv_min, 0.0, nll_a.data(), df_a.data(), dlv_a.data(), 0.5f,
+                               B, D);
+  gaussian_shared_nll_grad_cpu(f.data(), x.data(), &lv_min, -INFINITY, 0.0, nll_b.data(), df_b.data(), dlv_b.data(),
+                               0.5f, B, D);
+  EXPECT_TRUE(bitwise_equal(nll_a, nll_b) && bitwise_equal(df_a, df_b));
+  EXPECT_TRUE(bitwise_equal(dlv_a, std::vector<float>(B, 0.0f)));
+  const Result sg = run_shared_gpu(f, x, low, 0.5f, B, D, true, lv_min, 0.0);
+  EXPECT_TRUE(bitwise_equal(sg.nll, run_shared_gpu(f, x, lv_min, 0.5f, B, D, true).nll));
+  for (int b = 0; b < B; b++) EXPECT_EQ(0.0f, sg.grad[f.size() + b]) << "kernel dlv_row " << b;
+  gaussian_shared_nll_grad_cpu(f.data(), x.data(), &high, lv_min, 0.0, nll_a.data(), df_a.data(), dlv_a.data(), 0.5f,
+                               B, D);
+  gaussian_shared_nll_grad_cpu(f.data(), x.data(), &high, -INFINITY, 0.0, nll_b.data(), df_b.data(), dlv_b.data(),
+                               0.5f, B, D);
+  EXPECT_TRUE(bitwise_equal(nll_a, nll_b) && bitwise_equal(df_a, df_b) && bitwise_equal(dlv_a, dlv_b));
+  // A NaN log-variance stays NaN under the floor (a diverging model is not hidden).
+  std::vector<float> bad = out;
+  bad[D] = NAN;
+  const Result gnan = run_perdim_gpu(bad, x, 0.5f, B, D, true, lv_min, 0.0);
+  gaussian_perdim_nll_grad_cpu(bad.data(), x.data(), lv_min, 0.0, nll_a.data(), nullptr, 0.5f, B, D);
+  EXPECT_TRUE(std::isnan(gnan.nll[0]) && std::isnan(nll_a[0]));
+}
+
+TEST(KernelLikelihood, FloorAndOffsetInvalidArguments) {
+  DevBuf a(16), x(8), lv(1), nll(2), g(16), dlv(2);
+  const cudaError_t inval = cudaErrorInvalidValue;
+  for (float bad : {NAN, INFINITY}) {
+    EXPECT_EQ(inval, gaussian_perdim_nll_grad_cuda(a.p, x.p, bad, 0.0, nll.p, g.p, 1.0f, 2, 4, 0)) << bad;
+    EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, x.p, lv.p, bad, 0.0, nll.p, g.p, dlv.p, 1.0f, 2, 4, 0)) << bad;
+  }
+  for (double bad : {(double)NAN, (double)INFINITY, -(double)INFINITY}) {
+    EXPECT_EQ(inval, gaussian_nll_grad_cuda(a.p, x.p, 1.0f, bad, nll.p, g.p, 1.0f, 2, 4, 0)) << bad;
+    EXPECT_EQ(inval, gaussian_perdim_nll_grad_cuda(a.p, x.p, -INFINITY, bad, nll.p, g.p, 1.0f, 2, 4, 0)) << bad;
+    EXPECT_EQ(inval, gaussian_shared_nll_grad_cuda(a.p, x.p, lv.p, -INFINITY, bad, nll.p, g.p, dlv.p, 1.0f, 2, 4, 0))
+        << bad;
+  }
+  EXPECT_EQ(cudaSuccess, cudaGetLastError());  // nothing was launched
 }
 
 }  // namespace

@@ -119,11 +119,12 @@ void cuvae_cpu_decoder_nll(const cuvae_model *m, const float *params, const floa
   if (m->likelihood == CUVAE_LIK_BERNOULLI)
     bernoulli_nll_grad_cpu(y, x, nll_row, dy, scale, B, D);
   else if (m->variance == CUVAE_VAR_LEARNED_SHARED)
-    gaussian_shared_nll_grad_cpu(y, x, params + m->logvar, nll_row, dy, dy ? dlv_row : NULL, scale, B, D);
+    gaussian_shared_nll_grad_cpu(y, x, params + m->logvar, m->logvar_min, m->nll_offset, nll_row, dy,
+                                 dy ? dlv_row : NULL, scale, B, D);
   else if (m->variance == CUVAE_VAR_LEARNED_PER_DIM)
-    gaussian_perdim_nll_grad_cpu(y, x, nll_row, dy, scale, B, D);
+    gaussian_perdim_nll_grad_cpu(y, x, m->logvar_min, m->nll_offset, nll_row, dy, scale, B, D);
   else
-    gaussian_nll_grad_cpu(y, x, m->sigma, nll_row, dy, scale, B, D);
+    gaussian_nll_grad_cpu(y, x, m->sigma, m->nll_offset, nll_row, dy, scale, B, D);
 }
 
 /* ---- forward and backward ----------------------------------------------------------------------------------- */

@@ -112,12 +112,13 @@ int cuda_decoder_nll(cuda_backend *be, const float *y, const float *x, float *nl
   if (m->likelihood == CUVAE_LIK_BERNOULLI)
     CU_LAUNCH(be, bernoulli_nll_grad_cuda(y, x, nll_row, dy, scale, N, D, be->stream));
   else if (m->variance == CUVAE_VAR_LEARNED_SHARED)
-    CU_LAUNCH(be, gaussian_shared_nll_grad_cuda(y, x, be->params + m->logvar, nll_row, dy, dy ? dlv_row : NULL, scale, N,
-                                           D, be->stream));
+    CU_LAUNCH(be, gaussian_shared_nll_grad_cuda(y, x, be->params + m->logvar, m->logvar_min, m->nll_offset, nll_row, dy,
+                                                dy ? dlv_row : NULL, scale, N, D, be->stream));
   else if (m->variance == CUVAE_VAR_LEARNED_PER_DIM)
-    CU_LAUNCH(be, gaussian_perdim_nll_grad_cuda(y, x, nll_row, dy, scale, N, D, be->stream));
+    CU_LAUNCH(be, gaussian_perdim_nll_grad_cuda(y, x, m->logvar_min, m->nll_offset, nll_row, dy, scale, N, D,
+                                                be->stream));
   else
-    CU_LAUNCH(be, gaussian_nll_grad_cuda(y, x, m->sigma, nll_row, dy, scale, N, D, be->stream));
+    CU_LAUNCH(be, gaussian_nll_grad_cuda(y, x, m->sigma, m->nll_offset, nll_row, dy, scale, N, D, be->stream));
   return 0;
 }
 

@@ -18,6 +18,7 @@
 #include "cuvae/config.h"
 #include "cuvae/cpu.h"
 #include "cuvae/error.h"
+#include "cuda/skip_rule.h"
 #include "cuvae/optimizer.h"
 #include "test_util.h"
 
@@ -125,16 +126,7 @@ TEST(LrSchedule, HorizonIsDecayStepsOrTheWholeRun) {
 
 // ---- the skip rule (docs/MATH.md (7.4)) -------------------------------------------------------------------------
 
-cuvae_skip_rule rule_of(float above, float zscore, int window, int nonfinite, int limit) {
-  cuvae_config c;
-  cuvae_config_defaults(&c);
-  c.skip_grad_norm = above;
-  c.skip_zscore = zscore;
-  c.skip_window = window;
-  c.skip_nonfinite = nonfinite;
-  c.skip_limit = limit;
-  return cuvae_skip_rule_from(&c);
-}
+using cuvae_test::rule_of;
 
 TEST(SkipRule, FromTheConfig) {
   const cuvae_skip_rule off = rule_of(0.0f, 0.0f, 100, 0, 10);

@@ -20,6 +20,7 @@
 #include "cuvae/cpu.h"
 #include "cuvae/optimizer.h"
 #include "cuvae_kernels.h"
+#include "skip_rule.h"
 
 namespace {
 
@@ -36,17 +37,7 @@ double ulps(float got, float want) {
   return fabs((double)got - (double)want) / ((double)nextafterf(a, INFINITY) - a);
 }
 
-// The rule of a config with these [train] skip_* keys (the rest at their defaults), as both backends build it.
-cuvae_skip_rule rule_of(float above, float zscore, int window, int nonfinite, int limit) {
-  cuvae_config c;
-  cuvae_config_defaults(&c);
-  c.skip_grad_norm = above;
-  c.skip_zscore = zscore;
-  c.skip_window = window;
-  c.skip_nonfinite = nonfinite;
-  c.skip_limit = limit;
-  return cuvae_skip_rule_from(&c);
-}
+using cuvae_test::rule_of;
 
 // The device side of guarded steps: the guard, then Adam's prologue (which advances the step counter), as step_body
 // in src/backend/cuda/backend_cuda.c launches them; with an active rule, the skip state (guard) and the window.

@@ -469,6 +469,39 @@ TEST_F(Cli, ExportImportEncodeDecode) {
   EXPECT_TRUE(no_temp_files(dir));
 }
 
+// --weights (src/cli/main.c, src/io/saved_model.c): a run with [train] ema > 0 evaluates and exports its EMA by
+// default (auto) and on --weights ema, its trained weights on --weights raw; export -> import carries the choice.
+// Without an EMA, --weights ema is refused; a bad value is a usage error.
+TEST_F(Cli, WeightsFlagChoosesTheEmaOrTheTrainedWeights) {
+  Result r = run("train " + dir + "/ok.ini --out " + dir + "/ema --set train.ema=0.5 --progress lines");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto nelbo = [](const Result &e) { return e.out.substr(e.out.find("\"test_nelbo\"")); };
+  const Result a = run("eval " + dir + "/ema --device cpu"), e = run("eval " + dir + "/ema --weights ema --device cpu"),
+               w = run("eval " + dir + "/ema --device cpu --weights raw");
+  ASSERT_EQ(a.code, 0) << a.out;
+  ASSERT_EQ(e.code, 0) << e.out;
+  ASSERT_EQ(w.code, 0) << w.out;
+  EXPECT_EQ(nelbo(a), nelbo(e));
+  EXPECT_NE(nelbo(a), nelbo(w));  // 16 steps at decay 0.5: the average is not the last weights
+  for (const char *which : {"auto", "raw"}) {
+    r = run("export " + dir + "/ema --weights " + which + " --out " + dir + "/" + which + ".safetensors");
+    ASSERT_EQ(r.code, 0) << r.out;
+    r = run("import " + dir + "/" + which + ".safetensors --out " + dir + "/" + which + ".cuvae");
+    ASSERT_EQ(r.code, 0) << r.out;
+    const Result i = run("eval " + dir + "/" + which + ".cuvae --device cpu");
+    ASSERT_EQ(i.code, 0) << i.out;
+    const std::string head = read_file(dir + "/" + which + ".safetensors").substr(0, 4096);
+    EXPECT_NE(head.find(std::string("\"weights\":\"") + (std::string(which) == "raw" ? "trained" : "ema") + "\""),
+              std::string::npos) << which;
+    EXPECT_EQ(nelbo(i), nelbo(std::string(which) == "raw" ? w : a)) << which;
+  }
+  r = run("train " + dir + "/ok.ini --out " + dir + "/plain --progress lines");
+  ASSERT_EQ(r.code, 0) << r.out;
+  expect_error(run("eval " + dir + "/plain --weights ema"), 1, "holds no EMA of the weights");
+  expect_error(run("eval " + dir + "/ema --weights best"), 2, "--weights: 'best' is not one of auto, ema, raw");
+  expect_error(run("eval " + dir + "/ema --weights"), 2, "--weights needs a value");
+}
+
 TEST_F(Cli, ExportCommandFailuresWriteNothing) {
   Result r = run("train " + dir + "/ok.ini --out " + dir + "/run --progress lines");
   ASSERT_EQ(r.code, 0) << r.out;

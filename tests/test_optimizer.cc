@@ -117,9 +117,11 @@ TEST(LrSchedule, HorizonIsDecayStepsOrTheWholeRun) {
   c.epochs = 3;
   c.batch_size = 32;
   c.lr_decay_steps = 0;
-  EXPECT_EQ(3 * (1000 / 32), cuvae_lr_horizon(&c, 1000));  // 31 full batches per epoch
-  c.max_steps = 10;                                        // does not move it
-  EXPECT_EQ(93, cuvae_lr_horizon(&c, 1000));
+  EXPECT_EQ(3 * (1000 / 32) - 1, cuvae_lr_horizon(&c, 1000));  // the last of 3 x 31 steps, 0-based
+  c.max_steps = 10;                                            // does not move it
+  EXPECT_EQ(92, cuvae_lr_horizon(&c, 1000));
+  c.epochs = 1;
+  EXPECT_EQ(0, cuvae_lr_horizon(&c, 20));  // no full batch: no steps (not -1)
   c.lr_decay_steps = 50;
   EXPECT_EQ(50, cuvae_lr_horizon(&c, 1000));
 }

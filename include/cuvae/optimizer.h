@@ -21,8 +21,9 @@ extern "C" {
 
 /* ---- the learning rate --------------------------------------------------------------------------------------- */
 
-/* The step the cosine decay reaches lr_min at: [train] lr_decay_steps, or when 0 the run's last step, epochs x
- * (n_train / batch_size) (max_steps does not move it, so a run cut short and resumed keeps its schedule). */
+/* The step (0-based) the cosine decay reaches lr_min at: [train] lr_decay_steps, or when 0 the run's last step,
+ * epochs x (n_train / batch_size) - 1 (max_steps does not move it, so a run cut short and resumed keeps its
+ * schedule). */
 int64_t cuvae_lr_horizon(const cuvae_config *cfg, size_t n_train);
 /* The rate of training step `step` (0-based), docs/MATH.md (7.3): warm-up lr (step + 1) / W for step < W; then
  * constant lr; cosine lr_min + (lr - lr_min) (1 + cos(pi p)) / 2 with p = (step - W) / (T - W) clamped to [0, 1],

@@ -11,7 +11,8 @@
 int64_t cuvae_lr_horizon(const cuvae_config *cfg, size_t n_train) {
   if (cfg->lr_decay_steps > 0) return cfg->lr_decay_steps;
   const int64_t per_epoch = cfg->batch_size > 0 ? (int64_t)(n_train / (size_t)cfg->batch_size) : 0;
-  return per_epoch * (int64_t)cfg->epochs;
+  const int64_t last = per_epoch * (int64_t)cfg->epochs - 1;  /* 0-based: the run's last step */
+  return last > 0 ? last : 0;
 }
 
 /* docs/MATH.md (7.3). */

@@ -113,7 +113,7 @@ const key_def cfg_keys[] = {
     {"train", "lr_min", T_FLOAT, FIELD(lr_min), HAS_MIN, 0, 0, "0", NULL,
      "cosine: the learning rate at the end of the decay (at most lr)", 0},
     {"train", "lr_decay_steps", T_INT64, FIELD(lr_decay_steps), HAS_MIN, 0, 0, "0", NULL,
-     "cosine: the step at which the rate reaches lr_min (0 = the last step of the run: epochs x steps per epoch); "
+     "cosine: the step (0-based) at which the rate reaches lr_min (0 = the run's last step, epochs x steps per epoch - 1); "
      "step: steps between two decays (required)", 0},
     {"train", "lr_gamma", T_FLOAT, FIELD(lr_gamma), HAS_MIN | MIN_EXCL | HAS_MAX, 0, 1, "0.1", NULL,
      "step: the factor applied to the rate at every decay", 0},

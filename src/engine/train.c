@@ -1,5 +1,5 @@
-/* The training loop (see include/cuvae/train.h). Order of work: everything that can fail on bad input
- * (config, data, model, checkpoint to resume) is checked before the run directory is touched. */
+/* The training loop (see include/cuvae/train.h; the epoch ends are in train_epoch.c). Order of work: everything that
+ * can fail on bad input (config, data, model, checkpoint to resume) is checked before the run directory is touched. */
 #include "cuvae/train.h"
 
 #include <errno.h>
@@ -19,13 +19,12 @@
 #include "cuvae/data.h"
 #include "cuvae/dist.h"
 #include "cuvae/error.h"
-#include "cuvae/image.h"
-#include "cuvae/rng.h"
-#include "active_units.h"
 #include "cuvae/plot.h"
+#include "cuvae/rng.h"
+#include "data_split.h"
 #include "progress.h"
 #include "run_log.h"
-#include "data_split.h"
+#include "train_run.h"
 
 static volatile sig_atomic_t stop_requested = 0;
 
@@ -52,41 +51,6 @@ static int write_text_file(const char *path, const char *text) {
   return 0;
 }
 
-/* All the state of one run, so the loop below reads as the algorithm. */
-typedef struct run {
-  const cuvae_config *cfg;
-  cuvae_dataset train, test, val;     /* val: [data] validation, held out of the training set (empty when none) */
-  cuvae_model model;
-  cuvae_backend *be;
-  cuvae_data_parallel *dp;           /* with several ranks: the gradient all-reduce the backend calls; else NULL */
-  int rank, ranks, local_batch;      /* this process among `ranks`; its rows of each batch (batch_size / ranks) */
-  char *config_text;
-  float *params, *adam_m, *adam_v;   /* host copies for checkpoints */
-  float *ema, *window;               /* [train] ema: the EMA's; skip_zscore: the skip window's (else NULL) */
-  cuvae_skip_state skip;             /* the skip rule's state (docs/MATH.md (7.4)) */
-  cuvae_step_result *results;        /* [max_pending] collected step results */
-  uint32_t *perm;
-  char ckpt_path[CUVAE_PATH_MAX + 32];
-  cuvae_run_log metrics, steps;
-  uint64_t metrics_done;             /* bytes of metrics.jsonl up to the row of the last completed epoch */
-  int64_t steps_per_epoch, total;    /* the last partial batch is dropped; total is capped by max_steps */
-  int fresh;                         /* starts at step 0: a new run, or one stopped before its first checkpoint */
-  cuvae_train_progress resumed;      /* the checkpoint's record of the epoch in progress */
-  uint32_t resumed_version;          /* the checkpoint's format version (1 has no such record) */
-  /* The epoch in progress: sums of the collected steps' batch means, and its time (carried across a resume). */
-  cuvae_loss acc;                    /* over the applied steps (acc_steps - acc_skipped) */
-  int64_t acc_steps, acc_skipped;
-  double sum_norm, max_norm;         /* the applied steps' gradient norms: sum; every finite one: largest */
-  float lr;                          /* the rate of the last collected step */
-  double best_val;                   /* [data] validation: the best epoch's NELBO, its epoch (0: none yet) and the */
-  int64_t best_epoch, bad_epochs;    /* epochs since then without improvement */
-  char best_path[CUVAE_PATH_MAX + 32];
-  double seconds_before, t_epoch;    /* the epoch's seconds before this process took it up; when it did */
-  double train_seconds, t_since_collect;
-  double *curve;                     /* loss.png: (epochs, train nelbo, test nelbo) per metrics row */
-  size_t n_curve, cap_curve;
-  int64_t curve_epoch;               /* the epoch of the last point (a later row of the same epoch replaces it) */
-} run;
 
 static void run_free(run *r) {
   if (r->be) r->be->destroy(r->be);
@@ -107,11 +71,10 @@ static void run_free(run *r) {
   if (r->steps.f) fclose(r->steps.f);
 }
 
-static double epoch_seconds(const run *r) { return r->seconds_before + (cuvae_now_seconds() - r->t_epoch); }
 
 /* The backend's state into the host copies a checkpoint writes. Every rank calls it (with shard_optimizer it gathers
  * Adam's shards to rank 0). */
-static int fetch_state(run *r) {
+int train_fetch_state(run *r) {
   cuvae_extra_state x = {r->ema, {0, 0, 0, 0}, r->window};
   if (r->be->get_state(r->be, r->params, r->adam_m, r->adam_v) || r->be->get_extra_state(r->be, &x)) return -1;
   r->skip = x.skip;
@@ -122,7 +85,7 @@ static int fetch_state(run *r) {
  * and times travel with it, so a resumed run writes that epoch's row as an uninterrupted run would; at an epoch
  * boundary they are zero. The logs are synced first: a checkpoint never counts rows that may not be on disk, and a
  * failed log write stops the run with the previous checkpoint in place. */
-static int save_checkpoint_to(run *r, const char *path, int64_t step) {
+int train_save_checkpoint_to(run *r, const char *path, int64_t step) {
   if (cuvae_log_sync(&r->metrics) || cuvae_log_sync(&r->steps)) return -1;
   cuvae_checkpoint ck;
   memset(&ck, 0, sizeof ck);
@@ -146,7 +109,7 @@ static int save_checkpoint_to(run *r, const char *path, int64_t step) {
     g->sum_recon = r->acc.recon;
     g->sum_kl = r->acc.kl;
     g->sum_objective = r->acc.objective;
-    g->epoch_seconds = epoch_seconds(r);
+    g->epoch_seconds = train_epoch_seconds(r);
     g->train_seconds = r->train_seconds;
     g->epoch_skipped = (uint64_t)r->acc_skipped;
     g->sum_grad_norm = r->sum_norm;
@@ -160,7 +123,7 @@ static int save_checkpoint_to(run *r, const char *path, int64_t step) {
   return cuvae_checkpoint_save(path, &ck);
 }
 
-static int save_checkpoint(run *r, int64_t step) { return save_checkpoint_to(r, r->ckpt_path, step); }
+int train_save_checkpoint(run *r, int64_t step) { return train_save_checkpoint_to(r, r->ckpt_path, step); }
 
 /* The checkpoint's EMA and skip state into the backend and the host copies (what share_start sends): a checkpoint
  * without an EMA (the run had ema = 0) starts it at its weights; a skip window of another length starts empty. */
@@ -245,85 +208,6 @@ static int restore_epoch(run *r, int64_t step, FILE *log) {
             (unsigned long long)g->epoch_steps, (long long)r->steps_per_epoch);
   }
   return 0;
-}
-
-/* ---- pictures: samples.png, recon.png, loss.png in the run directory at every epoch end ---------------------- */
-
-/* A point of loss.png at x = `epochs`; a second row of the same epoch (an older run's partial row, followed by the
- * complete one) replaces the first. */
-static void curve_add(run *r, int64_t epoch, double epochs, double train_nelbo, double test_nelbo) {
-  if (r->n_curve > 0 && epoch == r->curve_epoch) r->n_curve--;
-  if (r->n_curve == r->cap_curve) {
-    const size_t cap = r->cap_curve ? 2 * r->cap_curve : 64;
-    double *p = realloc(r->curve, cap * 3 * sizeof *p);
-    if (!p) return;  /* the plot then misses a point; training is unaffected */
-    r->curve = p;
-    r->cap_curve = cap;
-  }
-  double *e = r->curve + 3 * r->n_curve++;
-  e[0] = epochs;
-  e[1] = train_nelbo;
-  e[2] = test_nelbo;
-  r->curve_epoch = epoch;
-}
-
-/* x as metrics.jsonl holds it (%.6f), so a point plotted live equals the one a resumed run reads back. */
-static double as_logged(double x) {
-  char buf[64];
-  snprintf(buf, sizeof buf, "%.6f", x);
-  return strtod(buf, NULL);
-}
-
-static double json_number(const char *line, const char *key) {
-  const char *p = strstr(line, key);
-  return p ? strtod(p + strlen(key), NULL) : NAN;
-}
-
-/* On resume: the rows already in metrics.jsonl (up to the checkpoint's step), so loss.png shows the whole run. */
-static void curve_load(run *r, int64_t upto) {
-  struct stat st;
-  if (stat(r->metrics.path, &st) != 0 || !S_ISREG(st.st_mode)) return;  /* e.g. a link to a device */
-  FILE *f = fopen(r->metrics.path, "r");
-  if (!f) return;
-  char line[1024];
-  while (fgets(line, sizeof line, f)) {
-    const double step = json_number(line, "\"step\": "), epoch = json_number(line, "\"epoch\": ");
-    if (step > 0 && step <= (double)upto && epoch > 0)
-      curve_add(r, (int64_t)epoch, step / (double)r->steps_per_epoch, json_number(line, "\"train_nelbo\": "),
-                json_number(line, "\"test_nelbo\": "));
-  }
-  fclose(f);
-}
-
-/* The decoder means of 64 prior samples (the same z every epoch: cuvae_prior_samples with the config's seed, which
- * `cuvae sample` also uses), the first 32 test examples beside their reconstructions, and the loss curve. A picture
- * that cannot be written is a warning; training goes on. */
-static void write_pictures(run *r, const char *dir, int64_t step, cuvae_progress *prog) {
-  char path[CUVAE_PATH_MAX + 32];
-  int h, w;
-  cuvae_image_shape(r->test.dim, r->test.rows, r->test.cols, &h, &w);
-  snprintf(path, sizeof path, "%s/samples.png", dir);
-  if (cuvae_write_samples_png(r->be, &r->model, r->cfg->seed, 64, h, w, 0, -1, path, NULL, NULL))
-    cuvae_progress_log(prog, "warning: samples.png not written: %s", cuvae_last_error());
-  snprintf(path, sizeof path, "%s/recon.png", dir);
-  const int n = r->test.n < 32 ? (int)r->test.n : 32;
-  if (n > 0 && cuvae_write_recon_png(r->be, &r->model, &r->test, n, h, w, 0, path, NULL, NULL))
-    cuvae_progress_log(prog, "warning: recon.png not written: %s", cuvae_last_error());
-  cuvae_crash_point("pictures", step, NULL);
-  double *xy = malloc(r->n_curve * 3 * sizeof *xy);
-  if (!xy) return;
-  for (size_t i = 0; i < r->n_curve; i++) {
-    xy[i] = r->curve[3 * i];  /* epochs: whole ones, and a fraction for the last row of a run cut by max_steps */
-    xy[r->n_curve + i] = r->curve[3 * i + 1];
-    xy[2 * r->n_curve + i] = r->curve[3 * i + 2];
-  }
-  const cuvae_plot_series series[2] = {{"train (mean over the epoch)", xy, xy + r->n_curve, r->n_curve},
-                                       {"test", xy, xy + 2 * r->n_curve, r->n_curve}};
-  snprintf(path, sizeof path, "%s/loss.png", dir);
-  if (cuvae_write_line_plot_png(path, 720, 450, "negative ELBO per epoch", "epoch", "negative ELBO (nats)", series,
-                                2))
-    cuvae_progress_log(prog, "warning: loss.png not written: %s", cuvae_last_error());
-  free(xy);
 }
 
 /* ---- setting up the run ---------------------------------------------------------------------------------------- */
@@ -415,7 +299,7 @@ static int open_run_files(run *r, const cuvae_train_opts *opts, int64_t step, FI
   snprintf(path, sizeof path, "%s.tmp", r->ckpt_path);
   if (file_exists(path) && remove(path) == 0)
     fprintf(log, "note: removed %s, left by a checkpoint write that was cut short\n", path);
-  if (r->fresh && save_checkpoint(r, 0)) return -1;
+  if (r->fresh && train_save_checkpoint(r, 0)) return -1;
   if (!r->fresh && step < r->total && restore_epoch(r, step, log)) return -1;
   if (!r->fresh && step >= r->total) {
     r->metrics.bytes = r->metrics_done = cuvae_file_size(r->metrics.path);
@@ -426,7 +310,7 @@ static int open_run_files(run *r, const cuvae_train_opts *opts, int64_t step, FI
   if (!r->metrics.f) return cuvae_error("cannot open %s for writing: %s", r->metrics.path, strerror(errno));
   r->steps.f = fopen(r->steps.path, mode);
   if (!r->steps.f) return cuvae_error("cannot open %s for writing: %s", r->steps.path, strerror(errno));
-  curve_load(r, step);
+  train_curve_load(r, step);
   return 0;
 }
 
@@ -469,129 +353,6 @@ static int collect_steps(run *r, int64_t step, cuvae_progress *prog) {
   return 0;
 }
 
-/* What an epoch end measures: the test set, the validation set ([data] validation), both again with the EMA of the
- * weights ([train] ema), the active units on the test set (docs/MATH.md); whether validation improved. */
-typedef struct epoch_eval {
-  cuvae_loss test, val, ema_test, ema_val;
-  int active_units, improved;
-} epoch_eval;
-
-/* x as JSON: %.6f, or null when not finite (a mean over no steps). */
-static const char *json_number6(char *buf, size_t n, double x) {
-  if (isfinite(x)) snprintf(buf, n, "%.6f", x);
-  else snprintf(buf, n, "null");
-  return buf;
-}
-
-/* The optional keys of an epoch's row (validation, EMA, bits/dim), appended to buf. */
-static void optional_keys(const run *r, const epoch_eval *e, char *buf, size_t n) {
-  size_t len = 0;
-  buf[0] = '\0';
-  if (r->val.n)
-    len += (size_t)snprintf(buf + len, n - len, ", \"val_nelbo\": %.6f, \"val_recon\": %.6f, \"val_kl\": %.6f",
-                            e->val.nelbo, e->val.recon, e->val.kl);
-  if (r->ema && len < n) len += (size_t)snprintf(buf + len, n - len, ", \"ema_test_nelbo\": %.6f", e->ema_test.nelbo);
-  if (r->ema && r->val.n && len < n)
-    len += (size_t)snprintf(buf + len, n - len, ", \"ema_val_nelbo\": %.6f", e->ema_val.nelbo);
-  if (r->cfg->dequantize == CUVAE_DEQUANTIZE_UNIFORM && len < n)  /* docs/MATH.md (4.6): nats -> bits per dimension */
-    snprintf(buf + len, n - len, ", \"test_bpd\": %.6f", e->test.nelbo / ((double)r->model.input_dim * log(2.0)));
-}
-
-/* Rank 0's part of an epoch end: the metrics.jsonl row, the checkpoint (and best.cuvae when validation improved),
- * the pictures. The train_* means are over the applied steps; skipped steps are counted. */
-static int write_epoch(run *r, int64_t step, const epoch_eval *e, const char *dir, cuvae_progress *prog) {
-  const int complete = step % r->steps_per_epoch == 0;
-  const int64_t epoch = (step - 1) / r->steps_per_epoch + 1, n = r->acc_steps - r->acc_skipped;
-  const double seconds = epoch_seconds(r), dn = n > 0 ? (double)n : NAN;
-  const double sps = r->train_seconds > 0 ? (double)r->acc_steps * r->cfg->batch_size / r->train_seconds : 0.0;
-  char t[5][32], opt[512];
-  optional_keys(r, e, opt, sizeof opt);
-  cuvae_log_row(&r->metrics,
-          "{\"epoch\": %" PRId64 ", \"step\": %" PRId64 ", \"train_nelbo\": %s, \"train_recon\": %s, "
-          "\"train_kl\": %s, \"train_objective\": %s, \"test_nelbo\": %.6f, \"recon\": %.6f, \"kl\": %.6f, "
-          "\"lr\": %.9g, \"grad_norm\": %s, \"grad_norm_max\": %.6f, \"skipped\": %" PRId64 ", \"active_units\": %d%s, "
-          "\"samples_per_s\": %.1f, \"seconds\": %.3f, \"complete\": %s}\n",
-          epoch, step, json_number6(t[0], 32, r->acc.nelbo / dn), json_number6(t[1], 32, r->acc.recon / dn),
-          json_number6(t[2], 32, r->acc.kl / dn), json_number6(t[3], 32, r->acc.objective / dn), e->test.nelbo,
-          e->test.recon, e->test.kl, (double)r->lr, json_number6(t[4], 32, r->sum_norm / dn), r->max_norm,
-          r->acc_skipped, e->active_units, opt, sps, seconds, complete ? "true" : "false");
-  if (complete) r->metrics_done = r->metrics.bytes;
-  cuvae_crash_point("metrics", step, r->metrics.f);
-  char val[96] = "", skipped[48] = "";
-  if (r->val.n) snprintf(val, sizeof val, " | val nelbo %.3f", e->val.nelbo);
-  if (r->acc_skipped) snprintf(skipped, sizeof skipped, " | %lld skipped", (long long)r->acc_skipped);
-  cuvae_progress_log(prog, "epoch %lld step %lld: train nelbo %.3f | test nelbo %.3f (recon %.3f, kl %.3f)%s | "
-                           "%d active units%s | %.0f samples/s | %.1f s",
-                     (long long)epoch, (long long)step, r->acc.nelbo / dn, e->test.nelbo, e->test.recon, e->test.kl,
-                     val, e->active_units, skipped, sps, seconds);
-  if (save_checkpoint(r, step)) return -1;
-  if (e->improved && save_checkpoint_to(r, r->best_path, step)) return -1;
-  cuvae_crash_point("checkpoint-saved", step, NULL);
-  curve_add(r, epoch, (double)step / (double)r->steps_per_epoch, as_logged(r->acc.nelbo / dn),
-            as_logged(e->test.nelbo));
-  write_pictures(r, dir, step, prog);
-  return 0;
-}
-
-/* The evaluations of an epoch end on every rank (evaluate is sharded): the state fetched first (the checkpoint's),
- * then with an EMA the same sets with the EMA's weights in the backend, and the trained ones back. */
-static int evaluate_epoch(run *r, epoch_eval *e) {
-  const cuvae_config *c = r->cfg;
-  memset(e, 0, sizeof *e);
-  if (r->be->evaluate(r->be, &r->test, c->eval_batch_size, &e->test) ||
-      (r->val.n && r->be->evaluate(r->be, &r->val, c->eval_batch_size, &e->val)) ||
-      cuvae_active_units(r->be, &r->model, &r->test, 0.01, &e->active_units) || fetch_state(r))
-    return -1;
-  if (!r->ema) return 0;
-  if (r->be->set_state(r->be, r->ema, NULL, NULL) ||
-      r->be->evaluate(r->be, &r->test, c->eval_batch_size, &e->ema_test) ||
-      (r->val.n && r->be->evaluate(r->be, &r->val, c->eval_batch_size, &e->ema_val)))
-    return -1;
-  return r->be->set_state(r->be, r->params, NULL, NULL);
-}
-
-/* [data] validation at a complete epoch: the best NELBO so far (best.cuvae is written), or one more epoch without
- * improvement. Every rank keeps the same record (the evaluation is the same on all). */
-static void track_validation(run *r, int64_t epoch, epoch_eval *e) {
-  if (!r->val.n) return;
-  if (r->best_epoch == 0 || e->val.nelbo < r->best_val) {
-    r->best_val = e->val.nelbo;
-    r->best_epoch = epoch;
-    r->bad_epochs = 0;
-    e->improved = 1;
-  } else {
-    r->bad_epochs++;
-  }
-}
-
-/* The end of an epoch, or the run's last step: evaluation (every rank: it is sharded), then rank 0 writes. With
- * several ranks they agree on the outcome, so a failed write stops every rank with rank 0's message. */
-static int end_epoch(run *r, int64_t step, const char *dir, cuvae_progress *prog, cuvae_train_summary *summary) {
-  epoch_eval e;
-  const int complete = step % r->steps_per_epoch == 0;
-  int rc = evaluate_epoch(r, &e);
-  cuvae_crash_point("eval", step, NULL);
-  if (rc == 0 && complete) track_validation(r, step / r->steps_per_epoch, &e);
-  if (rc == 0 && r->rank == 0) rc = write_epoch(r, step, &e, dir, prog);
-  if (r->ranks > 1 && (rc = cuvae_dist_agree(rc)) != 0) summary->failure_agreed = 1;
-  if (rc) return -1;
-  summary->test = e.test;
-  summary->evaluated = 1;
-  if (complete) {
-    r->acc = (cuvae_loss){0};
-    r->acc_steps = r->acc_skipped = 0;
-    r->sum_norm = r->max_norm = 0.0;
-    r->seconds_before = r->train_seconds = 0.0;
-    r->t_epoch = cuvae_now_seconds();
-  }
-  if (complete && r->cfg->early_stop > 0 && r->bad_epochs >= r->cfg->early_stop) {
-    summary->early_stopped = 1;
-    cuvae_progress_log(prog, "early stop: the validation NELBO has not improved for %lld epochs (best %.3f at epoch "
-                             "%lld: %s)", (long long)r->bad_epochs, r->best_val, (long long)r->best_epoch, r->best_path);
-  }
-  return 0;
-}
-
 /* Data parallel, after rank 0 chose where to start: every rank takes its step and, on a resume, its state. */
 static int share_start(run *r, int64_t *step) {
   int64_t head[2] = {*step, r->fresh};
@@ -620,7 +381,7 @@ static int set_up(run *r, const cuvae_config *cfg, const cuvae_train_opts *opts,
                   cuvae_train_summary *summary) {
   int rc = build_run(r, cfg, opts, log);
   if (r->ranks > 1 && (rc = cuvae_dist_agree(rc)) != 0) summary->failure_agreed = 1;
-  if (rc == 0) rc = fetch_state(r);  /* the initial state, for a fresh run's step-0 checkpoint */
+  if (rc == 0) rc = train_fetch_state(r);  /* the initial state, for a fresh run's step-0 checkpoint */
   if (rc == 0 && r->rank == 0) rc = choose_start(r, opts, step, log) || open_run_files(r, opts, *step, log) ? -1 : 0;
   if (r->ranks == 1 || summary->failure_agreed) return rc;
   if (cuvae_dist_agree(rc)) {
@@ -661,8 +422,8 @@ static int train_loop(run *r, const cuvae_train_opts *opts, int64_t *step, cuvae
     }
     collected = s;
     const int stop = stop_flag && s < r->total;
-    if (epoch_end ? end_epoch(r, s, opts->out_dir, prog, summary)
-                  : stop && (fetch_state(r) || (r->rank == 0 && save_checkpoint(r, s))))
+    if (epoch_end ? train_end_epoch(r, s, opts->out_dir, prog, summary)
+                  : stop && (train_fetch_state(r) || (r->rank == 0 && train_save_checkpoint(r, s))))
       return -1;
     if (summary->early_stopped) return 0;
     if (stop) {

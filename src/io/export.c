@@ -247,6 +247,7 @@ static cJSON *build_metadata(const cuvae_saved_model *sm) {
                                                                                                      : "fixed");
   snprintf(buf, sizeof buf, "%" PRId64, sm->ck.step);
   if (!rc) rc = add_meta(meta, "step", buf);
+  if (!rc) rc = add_meta(meta, "weights", sm->ema ? "ema" : "trained");  /* --weights, src/io/saved_model.h */
   if (!rc) rc = add_meta(meta, "config", sm->ck.config_ini ? sm->ck.config_ini : "");
   if (rc) {
     cJSON_Delete(meta);

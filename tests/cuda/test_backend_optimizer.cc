@@ -362,4 +362,60 @@ TEST(OptimizerParity, SkipLimitFailsCollectOnCuda) {
   }
 }
 
+// Resume on the CUDA backend: 5 steps, the state and the extra state (EMA, skip state, z-score window) copied out,
+// a fresh backend given them continues to step 10, and everything equals 10 uninterrupted steps bit for bit (one
+// backend, one device: the same float operations in the same order), with cosine + warm-up, the EMA and z-score
+// skipping all on (z = 0.5 over 3 norms skips some steps of the 10).
+TEST(OptimizerParity, CudaResumeWithTheExtraStateIsBitIdentical) {
+  auto tweak = [](cuvae_config *c) {
+    c->lr_schedule = CUVAE_LR_COSINE;
+    c->lr_warmup_steps = 2;
+    c->ema = 0.9f;
+    c->skip_zscore = 0.5f;
+    c->skip_window = 3;
+    c->skip_limit = 100;
+    c->log_every = 4;
+  };
+  Fixture f(kOpt, tweak);
+  const size_t n = f.m.n_params, W = 3;
+  cuvae_backend *whole = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, &f.ds);
+  cuvae_backend *first = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, &f.ds);
+  cuvae_backend *second = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, &f.ds);
+  ASSERT_TRUE(whole && first && second) << cuvae_last_error();
+  const std::vector<cuvae_step_result> rw = run_steps(whole, kOpt, f.cfg.seed, 0, 10, 4);
+  run_steps(first, kOpt, f.cfg.seed, 0, 5, 2);
+  const State s5 = state_of(first, n);
+  std::vector<float> ema(n), window(W);
+  cuvae_extra_state x = {ema.data(), {0, 0, 0, 0}, window.data()};
+  ASSERT_EQ(first->get_extra_state(first, &x), 0) << cuvae_last_error();
+  ASSERT_EQ(second->set_state(second, s5.p.data(), s5.m.data(), s5.v.data()), 0) << cuvae_last_error();
+  ASSERT_EQ(second->set_extra_state(second, &x), 0) << cuvae_last_error();
+  const std::vector<cuvae_step_result> rs = run_steps(second, kOpt, f.cfg.seed, 5, 10, 4);
+  ASSERT_EQ(rs.size(), 5u);
+  int skipped = 0;
+  for (size_t i = 0; i < rs.size(); i++) {
+    EXPECT_EQ(rs[i].loss.nelbo, rw[5 + i].loss.nelbo) << i;
+    EXPECT_EQ(rs[i].lr, rw[5 + i].lr) << i;
+    EXPECT_EQ(rs[i].skipped, rw[5 + i].skipped) << i;
+  }
+  for (const cuvae_step_result &q : rw) skipped += q.skipped;
+  EXPECT_GT(skipped, 0);
+  EXPECT_LT(skipped, 10);
+  const State a = state_of(whole, n), b = state_of(second, n);
+  EXPECT_TRUE(same_bits(a.p, b.p));
+  EXPECT_TRUE(same_bits(a.m, b.m));
+  EXPECT_TRUE(same_bits(a.v, b.v));
+  std::vector<float> ema_a(n), ema_b(n), win_a(W), win_b(W);
+  cuvae_extra_state xa = {ema_a.data(), {0, 0, 0, 0}, win_a.data()}, xb = {ema_b.data(), {0, 0, 0, 0}, win_b.data()};
+  ASSERT_EQ(whole->get_extra_state(whole, &xa), 0);
+  ASSERT_EQ(second->get_extra_state(second, &xb), 0);
+  EXPECT_TRUE(same_bits(ema_a, ema_b));
+  EXPECT_TRUE(same_bits(win_a, win_b));
+  EXPECT_EQ(0, std::memcmp(&xa.skip, &xb.skip, sizeof xa.skip));
+  EXPECT_EQ(skipped, xa.skip.skipped);
+  whole->destroy(whole);
+  first->destroy(first);
+  second->destroy(second);
+}
+
 }  // namespace

@@ -31,6 +31,12 @@ cudaError_t free_bits_forward_cuda(const float *mulv, int B, int Z, int batch_to
                                    float *kl_floor, cudaStream_t stream);
 cudaError_t free_bits_backward_cuda(const float *mulv, const float *gate, const float *beta, float kl_scale,
                                     float *dmulv, int B, int Z, cudaStream_t stream);
+/* forward in two launches, for data parallel to add the ranks' sums in between (twins of free_bits_sums_cpu and
+ * free_bits_gate_cpu): sums[j] = 0.5 sum over the B rows of (mu^2 + sd^2 - 1 - lv), in double, row order (Z doubles
+ * of device memory); then gate and kl_floor from KL_j = sums[j] / batch_total. */
+cudaError_t free_bits_sums_cuda(const float *mulv, int B, int Z, double *sums, cudaStream_t stream);
+cudaError_t free_bits_gate_cuda(const double *sums, int Z, int batch_total, float lambda, float *gate,
+                                float *kl_floor, cudaStream_t stream);
 
 /* likelihood.cu -- decoder negative log-likelihoods + gradients (docs/MATH.md section 4), twins of *_nll_grad_cpu.
  * nll_row[b] per row; dout = scale * d(-log p)/d(output), skipped when dout == NULL. */

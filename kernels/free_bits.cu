@@ -40,6 +40,32 @@ __global__ void free_bits_forward_kernel(const float *__restrict__ mulv, int B, 
   }
 }
 
+// The forward's two halves (data parallel adds the ranks' sums in between): the column sums as above, 0.5 acc, and
+// the gate from them, KL_j = sums_j / Bt (the same double operations as free_bits_forward_kernel, so one process
+// gets the same bits either way).
+__global__ void free_bits_sums_kernel(const float *__restrict__ mulv, int B, int Z, double *__restrict__ sums) {
+  const int stride = gridDim.x * blockDim.x;
+  for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < Z; j += stride) {
+    double acc = 0.0;
+    for (int b = 0; b < B; b++) {
+      const float m = mulv[(size_t)b * 2 * Z + j], l = mulv[(size_t)b * 2 * Z + Z + j];
+      const float sd = expf(0.5f * l);
+      acc += (double)m * m + (double)sd * sd - 1.0 - l;
+    }
+    sums[j] = 0.5 * acc;
+  }
+}
+
+__global__ void free_bits_gate_kernel(const double *__restrict__ sums, int Z, int batch_total, float lambda,
+                                      float *__restrict__ gate, float *__restrict__ kl_floor) {
+  const int stride = gridDim.x * blockDim.x;
+  for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < Z; j += stride) {
+    const double kl = sums[j] / (double)batch_total;
+    gate[j] = kl >= (double)lambda ? 1.0f : 0.0f;
+    kl_floor[j] = (float)(kl >= (double)lambda ? kl : (double)lambda);
+  }
+}
+
 // Elementwise over the B*Z latent entries (grid-stride), (3.2) scaled by ks_j = (beta kl_scale) gate_j:
 //   dmu += ks_j mu;  dlv += ks_j 0.5 (sd sd - 1)
 // the twin's float operations in its order, written __fmul_rn / __fadd_rn so nvcc cannot fuse them into FMAs.
@@ -64,6 +90,19 @@ extern "C" cudaError_t free_bits_forward_cuda(const float *mulv, int B, int Z, i
   if (!mulv || !gate || !kl_floor || B < 1 || Z < 1 || batch_total < 1) return cudaErrorInvalidValue;
   CUVAE_LAUNCH(free_bits_forward_kernel, grid_for(Z), kBlock, 0, stream, mulv, B, Z, batch_total, lambda, gate,
                kl_floor);
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t free_bits_sums_cuda(const float *mulv, int B, int Z, double *sums, cudaStream_t stream) {
+  if (!mulv || !sums || B < 1 || Z < 1) return cudaErrorInvalidValue;
+  CUVAE_LAUNCH(free_bits_sums_kernel, grid_for(Z), kBlock, 0, stream, mulv, B, Z, sums);
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t free_bits_gate_cuda(const double *sums, int Z, int batch_total, float lambda, float *gate,
+                                           float *kl_floor, cudaStream_t stream) {
+  if (!sums || !gate || !kl_floor || Z < 1 || batch_total < 1) return cudaErrorInvalidValue;
+  CUVAE_LAUNCH(free_bits_gate_kernel, grid_for(Z), kBlock, 0, stream, sums, Z, batch_total, lambda, gate, kl_floor);
   return cudaGetLastError();
 }
 

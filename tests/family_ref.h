@@ -95,7 +95,7 @@ struct Problem {
   std::vector<double> pd, xd, ed;
   const int32_t *label_ptr() const { return labels.empty() ? nullptr : labels.data(); }
   cuvae_cpu_batch batch(const float *eps_rows) const {
-    return {c.B, x.data(), nullptr, eps_rows, label_ptr(), 0, nullptr, nullptr};
+    return {c.B, x.data(), nullptr, eps_rows, label_ptr(), 0, nullptr, nullptr, nullptr};
   }
 };
 

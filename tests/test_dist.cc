@@ -138,7 +138,7 @@ struct StepZero {
     cuvae_objective_spec spec;
     cuvae_objective_for_step(&cfg, 0, &spec);
     cuvae_cpu_ws *ws = cuvae_cpu_ws_create(&model, kBatch);
-    const cuvae_cpu_batch batch = {b, x.data(), nullptr, eps.data(), nullptr, kBatch, nullptr, nullptr};
+    const cuvae_cpu_batch batch = {b, x.data(), nullptr, eps.data(), nullptr, kBatch, nullptr, nullptr, nullptr};
     cuvae_loss loss;
     EXPECT_EQ(cuvae_cpu_objective_grad(&model, ws, params.data(), &batch, &spec, grad.data(), &loss), 0)
         << cuvae_last_error();

@@ -473,7 +473,7 @@ cuvae_loss ManualStep(const BackendSetup &s, int64_t t, std::vector<float> *xb_o
   std::memset(&loss, 0, sizeof loss);
   cuvae_cpu_ws *ws = cuvae_cpu_ws_create(&s.m, s.B);
   const cuvae_cpu_batch batch = {s.B, xb.data(), s.cfg.corrupt.kind == CUVAE_CORRUPT_NONE ? nullptr : xin.data(),
-                                 eps.data(), yb.empty() ? nullptr : yb.data(), 0, nullptr, nullptr};
+                                 eps.data(), yb.empty() ? nullptr : yb.data(), 0, nullptr, nullptr, nullptr};
   EXPECT_EQ(cuvae_cpu_objective_grad(&s.m, ws, params.data(), &batch, &spec, nullptr, &loss), 0)
       << cuvae_last_error();
   cuvae_cpu_ws_destroy(ws);

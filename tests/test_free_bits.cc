@@ -63,7 +63,7 @@ struct Problem {
   // The objective and dL/d[mu | lv] at mulv (the library, float).
   cuvae_loss latent(const std::vector<float> &at, const cuvae_objective_spec &s, std::vector<float> *dmulv) const {
     Workspace ws(cuvae_cpu_ws_create(&m, B), cuvae_cpu_ws_destroy);
-    const cuvae_cpu_batch batch = {B, x.data(), NULL, eps.data(), NULL, 0, NULL, NULL};
+    const cuvae_cpu_batch batch = {B, x.data(), NULL, eps.data(), NULL, 0, NULL, NULL, NULL};
     dmulv->assign(at.size(), 1e30f);
     cuvae_loss l;
     EXPECT_EQ(cuvae_cpu_latent_objective_grad(&m, ws.get(), params.data(), at.data(), &batch, &s, NULL, dmulv->data(),
@@ -154,7 +154,7 @@ TEST(FreeBits, FloorAboveEveryDimLeavesNoKlGradient) {
   const float beta = 1.0f;
   std::vector<float> g_fb(p.m.n_params), g_rec(p.m.n_params), g_plain(p.m.n_params), g_low(p.m.n_params);
   cuvae_loss l_fb, l_rec, l_plain, l_low;
-  const cuvae_cpu_batch batch = {B, p.x.data(), NULL, p.eps.data(), NULL, 0, NULL, NULL};
+  const cuvae_cpu_batch batch = {B, p.x.data(), NULL, p.eps.data(), NULL, 0, NULL, NULL, NULL};
   Workspace ws(cuvae_cpu_ws_create(&p.m, B), cuvae_cpu_ws_destroy);
   const cuvae_objective_spec fb = p.spec(beta, 1e6f), rec = p.spec(0.0f, 0.0f), plain = p.spec(beta, 0.0f),
                              low = p.spec(beta, 1e-30f);
@@ -215,23 +215,64 @@ TEST(FreeBits, ConfigAcceptsTheAnalyticElboOnly) {
   }
 }
 
-// Several ranks: the CPU backend refuses free bits when it joins (one message; one process is unaffected).
-TEST(FreeBits, RefusedOnSeveralRanks) {
+// Data parallel: the floor applies to the GLOBAL batch's KL_j, so each rank's column sums are added over the ranks
+// (the batch's sum hook) before the gate. Two "ranks" in this process, rows 0-1 and 2-4 of the batch (batch_total
+// 5), each told the other's sums by the hook (a first pass records them): their dL/d[mu|lv] rows equal one process's
+// bit for bit (the same gate, and each row's gradient is computed from it and the row alone), and their objectives
+// add up to one process's: the same float row values summed in double in two parts instead of one, and the floor
+// term shared as 2/5 and 3/5 of it, a few double roundings (< 10 x 2^-53 relative), within 1e-14 relative. lambda
+// lies between dim 2's KL over the whole batch and rows 0-1's part of it, so a rank gating on its own rows (no hook)
+// drops dim 2's KL gradient: its rows then differ from one process's, which shows the test can fail.
+struct OtherRank {
+  std::vector<double> mine, other;
+};
+int add_other_rank(void *ctx, double *v, int n) {
+  OtherRank *h = static_cast<OtherRank *>(ctx);
+  h->mine.assign(v, v + n);
+  for (size_t j = 0; j < h->other.size(); j++) v[j] += h->other[j];
+  return 0;
+}
+
+TEST(FreeBits, RanksAddTheirColumnSumsBeforeTheGate) {
   Problem p;
-  p.cfg.free_bits = 0.5f;
-  cuvae_backend *be = cuvae_backend_cpu_create(&p.m, &p.cfg, NULL, NULL);
-  ASSERT_NE(be, nullptr) << cuvae_last_error();
-  cuvae_data_parallel dp = {};
-  dp.rank = 0;
-  dp.size = 2;
-  EXPECT_EQ(cuvae_backend_join_data_parallel(be, &dp), -1);
-  EXPECT_STREQ(cuvae_last_error(),
-               "[train] free_bits = 0.5 is not supported on several ranks (2 were started): the floor applies to the "
-               "global batch's KL per latent dim, which data-parallel steps do not sum over the ranks; run one "
-               "process, or set free_bits = 0");
-  EXPECT_EQ(be->dp, nullptr);
-  be->destroy(be);
-  EXPECT_EQ(cuvae_objective_check_ranks(&p.cfg, 1), 0);
+  const int B = Problem::B, Z = Problem::Z, D = Problem::D;
+  std::vector<double> mulvd(p.mulv.begin(), p.mulv.end());
+  const double kl2 = kl_dims(mulvd, B, Z)[2];
+  std::vector<double> rows01(mulvd.begin(), mulvd.begin() + 2 * 2 * Z);
+  const double kl2_rank0 = kl_dims(rows01, 2, Z)[2] * 2.0 / B;  // rows 0-1's sum over the global 5
+  ASSERT_LT(kl2_rank0 + 0.05, kl2);
+  const float lambda = (float)(0.5 * (kl2 + kl2_rank0));
+  const cuvae_objective_spec spec = p.spec(0.8f, lambda);
+  std::vector<float> one;
+  const cuvae_loss whole = p.latent(p.mulv, spec, &one);
+  const int r0[2] = {0, 2}, rows[2] = {2, 3};
+  OtherRank hook[2];
+  std::vector<float> dm[2];
+  cuvae_loss part[2];
+  for (int pass = 0; pass < 3; pass++) {  // 0: record the sums; 1: with the other's; 2: no hook (a rank alone)
+    if (pass == 1) hook[0].other = hook[1].mine, hook[1].other = hook[0].mine;
+    for (int r = 0; r < 2; r++) {
+      Workspace ws(cuvae_cpu_ws_create(&p.m, B), cuvae_cpu_ws_destroy);
+      const cuvae_cpu_batch batch = {rows[r], p.x.data() + (size_t)r0[r] * D, NULL, p.eps.data() + (size_t)r0[r] * Z,
+                                     NULL, B, NULL, &hook[r], pass < 2 ? add_other_rank : NULL};
+      dm[r].assign((size_t)rows[r] * 2 * Z, 0.0f);
+      ASSERT_EQ(cuvae_cpu_latent_objective_grad(&p.m, ws.get(), p.params.data(), p.mulv.data() + (size_t)r0[r] * 2 * Z,
+                                                &batch, &spec, NULL, dm[r].data(), &part[r]),
+                0)
+          << cuvae_last_error();
+    }
+    std::vector<float> joined(dm[0]);
+    joined.insert(joined.end(), dm[1].begin(), dm[1].end());
+    if (pass == 1) {
+      EXPECT_EQ(0, std::memcmp(joined.data(), one.data(), one.size() * sizeof(float)));
+      const double sum = part[0].objective + part[1].objective;
+      EXPECT_LE(std::fabs(sum - whole.objective), 1e-14 * std::fabs(whole.objective))
+          << sum << " vs " << whole.objective;
+    }
+    if (pass == 2) {
+      EXPECT_NE(0, std::memcmp(joined.data(), one.data(), one.size() * sizeof(float)));
+    }
+  }
 }
 
 // ---- active units (docs/MATH.md (3.5)) ----------------------------------------------------------------------

@@ -63,6 +63,11 @@ void reparam_kl_backward_cpu(const float *mulv, const float *eps, const float *d
  * kl_scale 0. */
 void free_bits_forward_cpu(const float *mulv, int B, int Z, int batch_total, float lambda, float *gate,
                            float *kl_floor);
+/* free_bits_forward_cpu in two halves, so that data parallel can add the ranks' sums in between: sums[j] = sum over
+ * the B rows of 0.5 (mu^2 + sd^2 - 1 - lv) in double, row order; then gate and kl_floor from KL_j = sums[j] /
+ * batch_total. */
+void free_bits_sums_cpu(const float *mulv, int B, int Z, double *sums);
+void free_bits_gate_cpu(const double *sums, int Z, int batch_total, float lambda, float *gate, float *kl_floor);
 void free_bits_backward_cpu(const float *mulv, const float *gate, const float *beta, float kl_scale, float *dmulv,
                             int B, int Z);
 
@@ -175,6 +180,8 @@ void gather_labels_cpu(const int32_t *src, const uint32_t *rows, int32_t *dst, i
 /* The backward's report that grad[from..n_params) is final (layers finish last to first; `from` falls): the
  * data-parallel all-reduce starts summing it (src/backend/data_parallel.h). Nonzero stops the step. */
 typedef int (*cuvae_grad_ready_fn)(void *ctx, float *grad, size_t from);
+/* Data parallel: v[0..n) summed over the ranks, in rank order, in place (src/backend/data_parallel.h's sum). */
+typedef int (*cuvae_sum_fn)(void *ctx, double *v, int n);
 
 /* One batch: B data rows. x: the targets [B][D] (binarized when so configured); x_in: the encoder's input [B][D]
  * (corrupted; NULL = x); eps: [samples * B][Z] standard normals, sample-major (row s*B + r: sample s of row r);
@@ -183,7 +190,8 @@ typedef int (*cuvae_grad_ready_fn)(void *ctx, float *grad, size_t from);
  * Data parallel: the B rows are one rank's slice of a global batch of batch_total rows (0: B itself); the gradient
  * and the loss are then this slice's part of the global batch mean (every term scaled by 1 / batch_total), so the
  * ranks' parts add up to the global batch's. grad_ready (NULL: none) is called with grad_ctx as the backward
- * finishes each layer. */
+ * finishes each layer; sum (NULL: one process) adds values over the ranks, with grad_ctx: free bits' per-dimension KL
+ * sums (docs/MATH.md (3.4)). */
 typedef struct cuvae_cpu_batch {
   int B;
   const float *x, *x_in, *eps;
@@ -191,6 +199,7 @@ typedef struct cuvae_cpu_batch {
   int batch_total;
   cuvae_grad_ready_fn grad_ready;
   void *grad_ctx;
+  cuvae_sum_fn sum;
 } cuvae_cpu_batch;
 
 typedef struct cuvae_cpu_ws cuvae_cpu_ws;  /* activations and scratch for up to max_rows decoder rows */

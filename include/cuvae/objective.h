@@ -37,11 +37,6 @@ void cuvae_objective_for_step(const cuvae_config *cfg, int64_t step, cuvae_objec
 void cuvae_objective_for_eval(const cuvae_config *cfg, cuvae_objective_spec *spec);
 /* 1 when the spec's KL term is estimated at the samples (iwae, or elbo with kl = sampled). */
 int cuvae_objective_sampled(const cuvae_objective_spec *spec);
-/* 0 when a backend may train cfg's objective on `ranks` data-parallel ranks; -1 with a message otherwise: free bits
- * (docs/MATH.md (3.4)) floor the GLOBAL batch's per-dim KL, which the step does not sum over the ranks. Called by each
- * backend's join_data_parallel. */
-int cuvae_objective_check_ranks(const cuvae_config *cfg, int ranks);
-
 /* ---- the IWAE plan (docs/MATH.md section 5; layout and state in include/cuvae/cpu.h) ---------------------------- */
 
 /* rows: data rows per pass; chunk: samples per chunk (the last chunk of a row may have fewer); n_chunks. */

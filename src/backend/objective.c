@@ -38,15 +38,6 @@ int cuvae_objective_sampled(const cuvae_objective_spec *spec) {
   return spec->objective == CUVAE_OBJ_IWAE || (spec->objective == CUVAE_OBJ_ELBO && spec->kl == CUVAE_KL_SAMPLED);
 }
 
-int cuvae_objective_check_ranks(const cuvae_config *cfg, int ranks) {
-  if (ranks > 1 && cfg->free_bits > 0.0f)
-    return cuvae_error("[train] free_bits = %g is not supported on several ranks (%d were started): the floor applies "
-                       "to the global batch's KL per latent dim, which data-parallel steps do not sum over the ranks; "
-                       "run one process, or set free_bits = 0",
-                       (double)cfg->free_bits, ranks);
-  return 0;
-}
-
 /* ---- the IWAE plan --------------------------------------------------------------------------------------- */
 
 int cuvae_iwae_plan_make(int K, int batch, int max_batch, cuvae_iwae_plan *plan) {

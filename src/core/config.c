@@ -166,7 +166,7 @@ const key_def cfg_keys[] = {
     {"train", "free_bits", T_FLOAT, FIELD(free_bits), HAS_MIN, 0, 0, "0", NULL,
      "free bits (Kingma et al. 2016), nats per latent dim: the KL term becomes beta sum_j max(free_bits, KL_j), KL_j "
      "the batch mean of dim j's KL, so a dim below the floor gets no KL gradient; 0 = off (objective = elbo with kl = "
-     "analytic, one process)", 0},
+     "analytic)", 0},
 };
 #define N_KEYS ((int)(sizeof cfg_keys / sizeof cfg_keys[0]))
 const int cfg_n_keys = N_KEYS;

@@ -163,8 +163,14 @@ TEST_P(DataParallel, CudaRanksTrainAsTheCpuRanksAndOneProcess) {
     expect_grads_close(r.f.m, r.cpu, r.gpu, c.name, t);
     expect_near_rel(ro.loss.objective, rg.loss.objective, 1e-5, 3e-3 + 1e-4, at + " objective against one process");
     worst_one = std::max(worst_one, std::fabs(ro.loss.objective - rg.loss.objective) / std::fabs(ro.loss.objective));
-    if (t == 0)  // after one step: parity_util.h's bound from the same parameters
+    if (t == 0) {  // after one step: parity_util.h's bound from the same parameters
       expect_state_close(state_of(r.cpu, n), state_of(r.gpu, n), 1e-6, "after 1 step");
+      // The ranks' summed gradient is one process's up to the GEMMs' summation order (the same terms: the CPU's ranks
+      // compute the global batch's, test_dist.cc), within the CPU-vs-CUDA bound of expect_grads_close, which that
+      // order difference is well inside; a term computed from a rank's own rows instead of the global batch's (free
+      // bits' gate) is not.
+      expect_grads_close(r.f.m, r.one, r.cpu, (std::string(c.name) + ", ranks against one process").c_str(), 0);
+    }
     const std::vector<float> p = state_of(r.gpu, n).p;
     EXPECT_EQ(rank0s(p), p) << at << ": rank " << rank() << "'s parameters differ from rank 0's";
   }
@@ -211,6 +217,10 @@ const DpCase kCases[] = {
        cf->objective = CUVAE_OBJ_AE;
        cf->corrupt = cuvae_corrupt{CUVAE_CORRUPT_GAUSSIAN, 0.2f};
      }},
+    // Free bits (docs/MATH.md (3.4)): the gate from the global batch's KL_j, the ranks' column sums added (MPI on the
+    // CPU, NCCL float64 in the CUDA step) before it.
+    {{"free_bits", 30, 2, 12, 10, 3, 30, 240, 6, CUVAE_LIK_BERNOULLI, CUVAE_ACT_RELU, 0.0f},
+     [](cuvae_config *cf) { cf->free_bits = 0.028f; }},
 };
 
 INSTANTIATE_TEST_SUITE_P(Models, DataParallel, ::testing::Combine(::testing::ValuesIn(kCases), ::testing::Values(1, 0)),

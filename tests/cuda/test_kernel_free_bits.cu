@@ -1,7 +1,8 @@
 // kernels/free_bits.cu against its CPU twin (src/backend/cpu/free_bits_cpu.c): the per-dimension batch-mean KL, its
 // gate and floor (forward) and the gated KL gradient (backward) of free bits (docs/MATH.md (3.4)), at B in
 // {1, 3, 128, 257} x Z in {1, 20, 300} (300 > the 256 threads of a block), batch_total = B and 2B, with the floor
-// between the dims' KL values (so some gates are open and some shut); then argument validation. Runs emulated (label
+// between the dims' KL values (so some gates are open and some shut); the forward's two halves (column sums, gate)
+// against the one-launch forward; then argument validation. Runs emulated (label
 // emu) and natively (label gpu).
 #include "cuda_compat.h"
 // (cuda_compat.h first: under emulation it stands in for cuda_runtime.h)
@@ -148,6 +149,43 @@ TEST(KernelFreeBits, ForwardAndBackwardMatchTheCpu) {
          worst_fwd, worst_bwd, open, shut);
 }
 
+// The forward in two halves (data parallel adds the ranks' column sums in between): on each side, sums then gate
+// gives the one-launch forward's gate and floor bit for bit (the same double operations: 0.5 acc, then / Bt); the
+// device's sums against the twin's within 24.1u of sum_b 0.5 sd^2 + 1e-15 of the magnitude (the forward's sd bound
+// above, without the division).
+TEST(KernelFreeBits, SumsThenGateEqualTheForward) {
+  for (int B : kBatches)
+    for (int Z : kLatents) {
+      SCOPED_TRACE(testing::Message() << "B " << B << " Z " << Z);
+      const int Bt = 2 * B;
+      const std::vector<float> mulv = make_mulv(B, Z, 7u * B + Z);
+      std::vector<double> kl, mag;
+      reference(mulv, B, Z, Bt, &kl, &mag);
+      double half_gap;
+      const float lambda = (float)pick_floor(kl, &half_gap);
+      std::vector<double> sums_cpu(Z);
+      std::vector<float> g1(Z), f1(Z), g2(Z), f2(Z);
+      free_bits_forward_cpu(mulv.data(), B, Z, Bt, lambda, g1.data(), f1.data());
+      free_bits_sums_cpu(mulv.data(), B, Z, sums_cpu.data());
+      free_bits_gate_cpu(sums_cpu.data(), Z, Bt, lambda, g2.data(), f2.data());
+      EXPECT_EQ(g1, g2);
+      EXPECT_EQ(f1, f2);
+      DeviceVec<float> d_mulv(mulv), d_gate((size_t)Z), d_floor((size_t)Z), d_gate2((size_t)Z), d_floor2((size_t)Z);
+      DeviceVec<double> d_sums((size_t)Z);
+      CUDA_OK(free_bits_forward_cuda(d_mulv.p, B, Z, Bt, lambda, d_gate.p, d_floor.p, 0));
+      CUDA_OK(free_bits_sums_cuda(d_mulv.p, B, Z, d_sums.p, 0));
+      CUDA_OK(free_bits_gate_cuda(d_sums.p, Z, Bt, lambda, d_gate2.p, d_floor2.p, 0));
+      CUDA_OK(cudaDeviceSynchronize());
+      EXPECT_EQ(d_gate.get(), d_gate2.get());
+      EXPECT_EQ(d_floor.get(), d_floor2.get());
+      const std::vector<double> sums_gpu = d_sums.get();
+      for (int j = 0; j < Z; j++) {
+        const double m = mag[j] * Bt;  // sum_b 0.5 sd^2
+        EXPECT_LE(fabs(sums_gpu[j] - sums_cpu[j]), 24.1 * kU * m + 1e-15 * (m + fabs(sums_cpu[j]))) << j;
+      }
+    }
+}
+
 TEST(KernelFreeBits, RejectsBadArguments) {
   DeviceVec<float> f(8), g(2), beta(1);
   const cudaError_t inval = cudaErrorInvalidValue;
@@ -159,6 +197,13 @@ TEST(KernelFreeBits, RejectsBadArguments) {
   EXPECT_EQ(inval, free_bits_backward_cuda(f.p, g.p, nullptr, 1.0f, f.p, 1, 2, 0));
   EXPECT_EQ(inval, free_bits_backward_cuda(f.p, nullptr, beta.p, 1.0f, f.p, 1, 2, 0));
   EXPECT_EQ(inval, free_bits_backward_cuda(f.p, g.p, beta.p, 1.0f, f.p, 0, 2, 0));
+  DeviceVec<double> sums(2);
+  EXPECT_EQ(inval, free_bits_sums_cuda(nullptr, 1, 2, sums.p, 0));
+  EXPECT_EQ(inval, free_bits_sums_cuda(f.p, 1, 2, nullptr, 0));
+  EXPECT_EQ(inval, free_bits_sums_cuda(f.p, 0, 2, sums.p, 0));
+  EXPECT_EQ(inval, free_bits_gate_cuda(nullptr, 2, 1, 0.5f, g.p, g.p, 0));
+  EXPECT_EQ(inval, free_bits_gate_cuda(sums.p, 2, 0, 0.5f, g.p, g.p, 0));
+  EXPECT_EQ(inval, free_bits_gate_cuda(sums.p, 2, 1, 0.5f, g.p, nullptr, 0));
 }
 
 }  // namespace

@@ -151,7 +151,7 @@ static int cpu_train_step(cuvae_backend *base, const uint32_t *rows, int B, int6
   if (draw_step_noise(be, &spec, step, B, r0, Bt, &x_in)) return -1;
   if (m->cond) gather_labels_cpu(be->train->labels, rows, be->labels, B);
   const cuvae_cpu_batch batch = {B,  be->x_batch, x_in, be->eps, m->cond ? be->labels : NULL,
-                                 Bt, dp ? dp->grad_ready : NULL, dp ? dp->ctx : NULL};
+                                 Bt, dp ? dp->grad_ready : NULL, dp ? dp->ctx : NULL, dp ? dp->sum : NULL};
   double norm = -1.0;
   if (cuvae_cpu_objective_grad(m, be->ws, be->params, &batch, &spec, be->grad, &out->loss) || gemm_take_failure() ||
       (dp && sum_over_ranks(dp, be->grad, &out->loss, &norm)))
@@ -199,7 +199,7 @@ static int cpu_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch,
         cuvae_noise_normal(be->eval_noise, b.noise_offset, be->eps, (size_t)b.B * m->latent))
       return -1;
     const cuvae_cpu_batch in = {b.B,  ds->x + b.start * ds->dim, NULL, be->eps, m->cond ? ds->labels + b.start : NULL,
-                                0,    NULL, NULL};
+                                0,    NULL, NULL, NULL};
     cuvae_loss l;
     if (cuvae_cpu_objective_grad(m, be->ws, be->params, &in, &spec, NULL, &l) || gemm_take_failure()) return -1;
     cuvae_eval_pass_add(&pass, &b, &l);
@@ -257,7 +257,6 @@ static float *aligned_zeros(size_t n);
  * memory plan says so. */
 static int cpu_join_data_parallel(cuvae_backend *base, const cuvae_data_parallel *dp) {
   cpu_backend *be = (cpu_backend *)base;
-  if (dp && cuvae_objective_check_ranks(be->cfg, dp->size)) return -1;
   base->dp = dp;
   if (!dp || !dp->sharded) return 0;
   const size_t n = dp->shard_end - dp->shard_begin, all = be->model->n_params;

@@ -7,28 +7,48 @@
 
 enum { FB_COLUMNS = 256 };  /* columns summed together, one double accumulator each */
 
-/* KL_j = (1/Bt) 0.5 sum_b (mu_bj^2 + sd_bj^2 - 1 - lv_bj), sd = expf(0.5 lv) as in reparam_kl_forward_cpu, each
- * column summed in double in row order; gate_j = [KL_j >= lambda]; kl_floor_j = max(lambda, KL_j). */
+/* sums_j = 0.5 sum_b (mu_bj^2 + sd_bj^2 - 1 - lv_bj) for the n columns j0 .. j0 + n - 1 (n <= FB_COLUMNS), sd =
+ * expf(0.5 lv) as in reparam_kl_forward_cpu, each column summed in double in row order. */
+static void column_sums(const float *mulv, int B, int Z, int j0, int n, double *sums) {
+  double acc[FB_COLUMNS];
+  for (int j = 0; j < n; j++) acc[j] = 0.0;
+  for (int b = 0; b < B; b++) {
+    const float *mu = mulv + (size_t)b * 2 * Z + j0, *lv = mu + Z;
+    for (int j = 0; j < n; j++) {
+      const float sd = expf(0.5f * lv[j]);
+      acc[j] += (double)mu[j] * mu[j] + (double)sd * sd - 1.0 - lv[j];
+    }
+  }
+  for (int j = 0; j < n; j++) sums[j] = 0.5 * acc[j];
+}
+
+void free_bits_sums_cpu(const float *mulv, int B, int Z, double *sums) {
+  const int n_blocks = (Z + FB_COLUMNS - 1) / FB_COLUMNS;
+  CUVAE_PARALLEL_FOR((size_t)B * Z)
+  for (int blk = 0; blk < n_blocks; blk++) {
+    const int j0 = blk * FB_COLUMNS, n = Z - j0 < FB_COLUMNS ? Z - j0 : FB_COLUMNS;
+    column_sums(mulv, B, Z, j0, n, sums + j0);
+  }
+}
+
+/* KL_j = sums_j / Bt; gate_j = [KL_j >= lambda]; kl_floor_j = max(lambda, KL_j). */
+void free_bits_gate_cpu(const double *sums, int Z, int batch_total, float lambda, float *gate, float *kl_floor) {
+  for (int j = 0; j < Z; j++) {
+    const double kl = sums[j] / (double)batch_total;
+    gate[j] = kl >= (double)lambda ? 1.0f : 0.0f;
+    kl_floor[j] = (float)(kl >= (double)lambda ? kl : (double)lambda);
+  }
+}
+
 void free_bits_forward_cpu(const float *mulv, int B, int Z, int batch_total, float lambda, float *gate,
                            float *kl_floor) {
   const int n_blocks = (Z + FB_COLUMNS - 1) / FB_COLUMNS;
   CUVAE_PARALLEL_FOR((size_t)B * Z)
   for (int blk = 0; blk < n_blocks; blk++) {
     const int j0 = blk * FB_COLUMNS, n = Z - j0 < FB_COLUMNS ? Z - j0 : FB_COLUMNS;
-    double acc[FB_COLUMNS];
-    for (int j = 0; j < n; j++) acc[j] = 0.0;
-    for (int b = 0; b < B; b++) {
-      const float *mu = mulv + (size_t)b * 2 * Z + j0, *lv = mu + Z;
-      for (int j = 0; j < n; j++) {
-        const float sd = expf(0.5f * lv[j]);
-        acc[j] += (double)mu[j] * mu[j] + (double)sd * sd - 1.0 - lv[j];
-      }
-    }
-    for (int j = 0; j < n; j++) {
-      const double kl = 0.5 * acc[j] / (double)batch_total;
-      gate[j0 + j] = kl >= (double)lambda ? 1.0f : 0.0f;
-      kl_floor[j0 + j] = (float)(kl >= (double)lambda ? kl : (double)lambda);
-    }
+    double sums[FB_COLUMNS];
+    column_sums(mulv, B, Z, j0, n, sums);
+    free_bits_gate_cpu(sums, n, batch_total, lambda, gate + j0, kl_floor + j0);
   }
 }
 

@@ -24,6 +24,7 @@ struct cuvae_cpu_ws {
   float *kl_s, *weight, *row_obj;    /* [N] sampled KL, [N] sample weights, [B] objective per row */
   float *dlv_row;                    /* [N] rows' parts of dL/d logvar (learned_shared) */
   float *fb_gate, *fb_floor;         /* [Z] free bits (docs/MATH.md (3.4)): dims kept, max(lambda, KL_j) */
+  double *fb_sums;                   /* [Z] free bits: the dims' KL sums over the batch (over the ranks') */
   float *enc_in, *dec_in, *dzy;      /* conditional: [B, D + C] = [x | onehot y], [N, Z + C] = [z | onehot y], its
                                         gradient */
   /* bf16 precision (docs/MATH.md (8.2)); w16 == NULL: fp32 */
@@ -42,6 +43,7 @@ void cuvae_cpu_ws_destroy(cuvae_cpu_ws *ws) {
     free(ws->dec_in16[i]);
   }
   free(ws->dy16);
+  free(ws->fb_sums);
   float *bufs[] = {ws->z,     ws->dz,   ws->dmulv,  ws->grad_a,  ws->grad_b, ws->kl_row,
                    ws->nll_row, ws->x_rep, ws->kl_s, ws->weight, ws->row_obj, ws->dlv_row,
                    ws->enc_in, ws->dec_in, ws->dzy, ws->fb_gate, ws->fb_floor};
@@ -85,6 +87,8 @@ cuvae_cpu_ws *cuvae_cpu_ws_create(const cuvae_model *m, int max_batch) {
   ws->dlv_row = alloc_floats(B, &failed);
   ws->fb_gate = alloc_floats(Z, &failed);
   ws->fb_floor = alloc_floats(Z, &failed);
+  ws->fb_sums = malloc((size_t)Z * sizeof *ws->fb_sums);
+  failed |= ws->fb_sums == NULL;
   if (m->cond) {
     ws->enc_in = alloc_floats(B * (D + m->cond), &failed);
     ws->dec_in = alloc_floats(B * (Z + m->cond), &failed);
@@ -216,6 +220,16 @@ static int backward_stack(const cuvae_layer *layers, int n, float *const *outs, 
   return rc;
 }
 
+/* Free bits' per-dimension KL_j over the global batch (docs/MATH.md (3.4)): this slice's column sums, with several
+ * ranks added over them (batch->sum), then the gate and the floor of KL_j = sums_j / Bt. */
+static int free_bits_global(cuvae_cpu_ws *ws, const cuvae_cpu_batch *batch, const float *mulv, int Z, int Bt,
+                            float lambda) {
+  free_bits_sums_cpu(mulv, batch->B, Z, ws->fb_sums);
+  if (batch->sum && batch->sum(batch->grad_ctx, ws->fb_sums, Z)) return -1;
+  free_bits_gate_cpu(ws->fb_sums, Z, Bt, lambda, ws->fb_gate, ws->fb_floor);
+  return 0;
+}
+
 /* Sum of v[0..n) in double, in index order (the deterministic reductions of this file). */
 static double sum_rows(const float *v, int n) {
   double s = 0.0;
@@ -244,7 +258,7 @@ int cuvae_cpu_latent_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, cons
     iwae_reparam_cpu(mulv, eps, ws->z, B, L, Z);
   else {
     reparam_kl_forward_cpu(mulv, eps, ws->z, ws->kl_row, B, Z);
-    if (free_bits) free_bits_forward_cpu(mulv, B, Z, Bt, spec->free_bits, ws->fb_gate, ws->fb_floor);
+    if (free_bits && free_bits_global(ws, batch, mulv, Z, Bt, spec->free_bits)) return -1;
     if (L > 1) iwae_reparam_cpu(mulv, eps + (size_t)B * Z, ws->z + (size_t)B * Z, B, L - 1, Z);
   }
 
@@ -278,7 +292,9 @@ int cuvae_cpu_latent_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, cons
   out->recon = sum_rows(ws->nll_row, N) / Nt;
   out->kl = ae ? 0.0 : sampled ? sum_rows(ws->kl_s, N) / Nt : sum_rows(ws->kl_row, B) / Bt;
   out->nelbo = out->recon + out->kl;
-  const double kl_term = free_bits ? sum_rows(ws->fb_floor, Z) : out->kl;  /* (3.4): sum_j max(lambda, KL_j) */
+  /* (3.4): sum_j max(lambda, KL_j), of the global batch; a rank's share of it is B / Bt (1 in one process), so the
+   * ranks' objectives add up to it as their reconstruction parts add up to the global one. */
+  const double kl_term = free_bits ? sum_rows(ws->fb_floor, Z) * ((double)B / Bt) : out->kl;
   out->objective = ae ? out->recon : sampled ? sum_rows(ws->row_obj, B) / Bt : out->recon + spec->beta * kl_term;
 
   if (want_grad) {
@@ -328,13 +344,13 @@ static const cuvae_objective_spec k_plain_elbo = {CUVAE_OBJ_ELBO, 1, CUVAE_KL_AN
 
 int cuvae_cpu_loss_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params, const float *x,
                         const float *eps, int B, float *grad, cuvae_loss *out) {
-  const cuvae_cpu_batch batch = {B, x, NULL, eps, NULL, 0, NULL, NULL};
+  const cuvae_cpu_batch batch = {B, x, NULL, eps, NULL, 0, NULL, NULL, NULL};
   return cuvae_cpu_objective_grad(m, ws, params, &batch, &k_plain_elbo, grad, out);
 }
 
 int cuvae_cpu_latent_loss_grad(const cuvae_model *m, cuvae_cpu_ws *ws, const float *params,
                                const float *mulv, const float *x, const float *eps, int B, float *grad,
                                float *dmulv, cuvae_loss *out) {
-  const cuvae_cpu_batch batch = {B, x, NULL, eps, NULL, 0, NULL, NULL};
+  const cuvae_cpu_batch batch = {B, x, NULL, eps, NULL, 0, NULL, NULL, NULL};
   return cuvae_cpu_latent_objective_grad(m, ws, params, mulv, &batch, &k_plain_elbo, grad, dmulv, out);
 }

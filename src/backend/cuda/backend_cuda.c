@@ -334,7 +334,7 @@ static int cuda_collect(cuvae_backend *base, cuvae_step_result *out, int *n) {
     cuvae_objective_spec spec;
     cuvae_objective_for_step(be->cfg, be->pending_step[i], &spec);  /* the step's beta, for the reported objective */
     const int Bt = base->dp ? be->pending_B[i] * base->dp->size : be->pending_B[i];  /* the sums are over Bt rows */
-    cuda_loss_from_sums(&spec, r, Bt, &out[i].loss);
+    cuda_loss_from_sums(&spec, r, Bt, base->dp ? base->dp->size : 1, &out[i].loss);
     out[i].grad_norm = sqrt((double)r[2]);
     memcpy(&out[i].lr, be->rows_host + (size_t)i * (be->max_batch + 1), sizeof out[i].lr);  /* its step_in slot */
     out[i].skipped = r[CUVAE_STEP_SUMS] == (float)CUVAE_STEP_SKIP || r[CUVAE_STEP_SUMS] == (float)CUVAE_STEP_SKIP_LIMIT;
@@ -382,7 +382,7 @@ static int cuda_evaluate(cuvae_backend *base, const cuvae_dataset *ds, int batch
                              be->stream));
     CU_CHECK(cudaStreamSynchronize(be->stream));  /* also keeps the pageable ds->x alive for the copy above */
     cuvae_loss l;  /* as the CPU: the batch's means */
-    cuda_loss_from_sums(&spec, be->ring_host, b.B, &l);
+    cuda_loss_from_sums(&spec, be->ring_host, b.B, 1, &l);
     cuvae_eval_pass_add(&pass, &b, &l);
   }
   return cuvae_eval_pass_end(&pass, out);

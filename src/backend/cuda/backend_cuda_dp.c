@@ -171,7 +171,6 @@ int cuda_join_data_parallel(cuvae_backend *base, const cuvae_data_parallel *dp) 
     return cuvae_error("the CUDA backend: bad data-parallel ranks (rank %d of %d)", dp ? dp->rank : -1,
                        dp ? dp->size : 0);
   if (be->nccl) return cuvae_error("the CUDA backend has already joined data-parallel training");
-  if (cuvae_objective_check_ranks(be->cfg, dp->size)) return -1;
   if (be->n_pending) return cuvae_error("join data parallel: %d training steps are pending", be->n_pending);
   if (load_nccl()) return -1;
   struct cuda_dp *d = calloc(1, sizeof *d);
@@ -274,6 +273,13 @@ int cuda_dp_step_sums(cuda_backend *be) {
   return 0;
 }
 
+int cuda_dp_sum_doubles(cuda_backend *be, double *v, size_t n) {
+  struct cuda_dp *d = be->nccl;
+  if (!d || be->gemm_only) return 0;
+  NCCL_CHECK(g_nccl.all_reduce(v, v, n, ncclFloat64, ncclSum, d->comm, be->stream));
+  return 0;
+}
+
 int cuda_dp_noise(cuda_backend *be, dev_noise *g, uint64_t offset, uint64_t skip, size_t n, float *dst,
                   int uniform) {
   const size_t head = (size_t)(skip % 4);
@@ -316,6 +322,13 @@ int cuda_dp_step_sums(cuda_backend *be) {
 
 int cuda_dp_sharded(const cuda_backend *be) {
   (void)be;
+  return 0;
+}
+
+int cuda_dp_sum_doubles(cuda_backend *be, double *v, size_t n) {
+  (void)be;
+  (void)v;
+  (void)n;
   return 0;
 }
 

@@ -31,6 +31,20 @@ int cuda_noise_draw(cuda_backend *be, dev_noise *g, uint64_t offset, size_t n) {
   return cuda_noise_fill(be, g, offset, n, be->eps, 0);
 }
 
+/* Free bits' gate and floor over the global batch of Bt rows (docs/MATH.md (3.4)): one kernel in one process; with
+ * several ranks this slice's column sums, added over the ranks (NCCL, in rank order under the emulation), then the
+ * gate. */
+static int free_bits_gate(cuda_backend *be, const float *mulv, int B, int Z, int Bt, float lambda) {
+  if (!be->nccl) {
+    CU_LAUNCH(be, free_bits_forward_cuda(mulv, B, Z, Bt, lambda, be->fb_gate, be->fb_floor, be->stream));
+    return 0;
+  }
+  CU_LAUNCH(be, free_bits_sums_cuda(mulv, B, Z, be->fb_sums, be->stream));
+  if (cuda_dp_sum_doubles(be, be->fb_sums, (size_t)Z)) return -1;
+  CU_LAUNCH(be, free_bits_gate_cuda(be->fb_sums, Z, Bt, lambda, be->fb_gate, be->fb_floor, be->stream));
+  return 0;
+}
+
 /* Layer i of stack s, column-major (backend_cuda.c): Yc[out, B] = Wc^T Xc, Wc = W^T (in x out, ld in), Xc (in x B),
  * with the bias and activation fused where cuBLASLt has the epilogue (docs/MATH.md (8.2) in bf16):
  *   ReLU:  RELU_AUX_BIAS: y = max(acc + b, 0) and the mask (acc + b > 0) for the backward; in bf16 the epilogue
@@ -136,8 +150,7 @@ int cuda_vae_forward(cuda_backend *be, const float *x_in, const float *x, const 
     CU_LAUNCH(be, iwae_reparam_cuda(mulv, be->eps, be->z, B, L, Z, be->stream));
   else {
     CU_LAUNCH(be, reparam_kl_forward_cuda(mulv, be->eps, be->z, be->kl_row, B, Z, be->stream));
-    if (spec->free_bits > 0.0f)  /* docs/MATH.md (3.4) */
-      CU_LAUNCH(be, free_bits_forward_cuda(mulv, B, Z, Bt, spec->free_bits, be->fb_gate, be->fb_floor, be->stream));
+    if (spec->free_bits > 0.0f && free_bits_gate(be, mulv, B, Z, Bt, spec->free_bits)) return -1;
     if (L > 1)
       CU_LAUNCH(be, iwae_reparam_cuda(mulv, be->eps + (size_t)B * Z, be->z + (size_t)B * Z, B, L - 1, Z, be->stream));
   }
@@ -179,7 +192,7 @@ int cuda_vae_forward(cuda_backend *be, const float *x_in, const float *x, const 
   return 0;
 }
 
-void cuda_loss_from_sums(const cuvae_objective_spec *spec, const float *sums, int B, cuvae_loss *out) {
+void cuda_loss_from_sums(const cuvae_objective_spec *spec, const float *sums, int B, int ranks, cuvae_loss *out) {
   const int N = B * spec->samples, sampled = cuvae_objective_sampled(spec);
   out->recon = (double)sums[0] / N;
   out->kl = (double)sums[1] / (sampled ? N : B);
@@ -187,6 +200,6 @@ void cuda_loss_from_sums(const cuvae_objective_spec *spec, const float *sums, in
   const int free_bits = spec->objective != CUVAE_OBJ_AE && !sampled && spec->free_bits > 0.0f;
   out->objective = spec->objective == CUVAE_OBJ_AE ? out->recon
                    : sampled                        ? (double)sums[3] / B
-                   : free_bits                      ? out->recon + spec->beta * (double)sums[3]  /* (3.4) */
+                   : free_bits                      ? out->recon + spec->beta * ((double)sums[3] / ranks)  /* (3.4) */
                                                     : out->recon + spec->beta * out->kl;
 }

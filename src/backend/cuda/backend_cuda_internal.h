@@ -79,6 +79,7 @@ typedef struct cuda_backend {
   float *kl_s, *weight, *row_obj, *dlv_row;   /* [B]: see objective_weights_cuda, gaussian_shared_nll_grad_cuda */
   float *beta_t;                              /* 1: this step's KL weight (beta_schedule_cuda) */
   float *fb_gate, *fb_floor;                  /* [Z] free bits (free_bits_forward_cuda): dims kept, max(lambda, KL_j) */
+  double *fb_sums;                            /* [Z] free bits, data parallel: the dims' KL sums, over the ranks */
   int32_t *train_labels, *eval_labels;        /* conditional: the sets' labels, uploaded once */
   int32_t *labels;                            /* [B] the batch's labels */
   float *enc_in, *dec_in, *dzy;               /* conditional: [B, D + C], [B, Z + C] inputs, d[z | y] */
@@ -185,8 +186,9 @@ int cuda_encoder_forward(cuda_backend *be, const float *x, const int32_t *labels
 int cuda_decoder_forward(cuda_backend *be, const float *z, const int32_t *labels, int period, int N);
 /* Conditional model: n host labels into be->labels (device, max_batch); nothing otherwise. */
 int cuda_labels_upload(cuda_backend *be, const int32_t *labels, size_t n);
-/* A step's loss (cuvae_loss) from its sums over a batch of B rows, as the CPU computes it. */
-void cuda_loss_from_sums(const cuvae_objective_spec *spec, const float *sums, int B, cuvae_loss *out);
+/* A step's loss (cuvae_loss) from its sums over a batch of B rows, as the CPU computes it; `ranks`: how many ranks'
+ * sums were added (each holds the whole free-bits term in sums[3], docs/MATH.md (3.4)). */
+void cuda_loss_from_sums(const cuvae_objective_spec *spec, const float *sums, int B, int ranks, cuvae_loss *out);
 
 /* src/backend/cuda/backend_cuda_dp.c: data parallel over NCCL (docs/DISTRIBUTED.md). join: the backend's
  * join_data_parallel (the communicator from rank 0's id, broadcast by dp; -1 with a message in a build without
@@ -204,6 +206,9 @@ int cuda_join_data_parallel(cuvae_backend *be, const cuvae_data_parallel *dp);
 void cuda_dp_destroy(cuda_backend *be);
 int cuda_dp_grad_ready(cuda_backend *be, size_t from);
 int cuda_dp_step_sums(cuda_backend *be);
+/* v[0..n) (device doubles) summed over the ranks in place, on the step's stream (free bits' KL sums); a no-op in one
+ * process and in the warm-up pass. */
+int cuda_dp_sum_doubles(cuda_backend *be, double *v, size_t n);
 int cuda_dp_sharded(const cuda_backend *be);
 int cuda_dp_params_gather(cuda_backend *be);
 int cuda_dp_state_gather(cuda_backend *be, float *adam_m, float *adam_v);

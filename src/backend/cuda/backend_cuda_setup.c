@@ -48,7 +48,7 @@ void cuda_destroy(cuvae_backend *base) {
                   be->z,       be->dz,      be->dmulv,        be->grad_a,       be->grad_b,  be->kl_row,
                   be->nll_row, be->sums,    be->sum_partials, be->adam_scalars, be->step,    be->flags,
                   be->ring,    be->blas_workspace, be->x_in, be->x_rep,        be->data_u,  be->data_v,
-                  be->kl_s,    be->weight,  be->row_obj,      be->dlv_row,      be->beta_t,  be->fb_gate, be->fb_floor,
+                  be->kl_s,    be->weight,  be->row_obj,      be->dlv_row,      be->beta_t,  be->fb_gate, be->fb_floor, be->fb_sums,
                   be->train_labels, be->eval_labels, be->labels, be->enc_in, be->dec_in, be->dzy,
                   be->iwae_state, be->iwae_log_px, be->w16, be->d16, be->enc.in16, be->dec.in16,
                   be->ema, be->guard, be->window};
@@ -242,7 +242,7 @@ static int alloc_device(cuda_backend *be) {
   if (dev_alloc(&be->x_in, B * D * f) || dev_alloc(&be->x_rep, B * D * f) || dev_alloc(&be->data_u, data_noise) ||
       dev_alloc(&be->data_v, data_noise) || dev_alloc(&be->kl_s, B * f) || dev_alloc(&be->weight, B * f) ||
       dev_alloc(&be->row_obj, B * f) || dev_alloc(&be->dlv_row, B * f) || dev_alloc(&be->beta_t, f) ||
-      dev_alloc(&be->fb_gate, Z * f) || dev_alloc(&be->fb_floor, Z * f) ||
+      dev_alloc(&be->fb_gate, Z * f) || dev_alloc(&be->fb_floor, Z * f) || dev_alloc(&be->fb_sums, Z * sizeof(double)) ||
       dev_alloc(&be->labels, B * sizeof(int32_t)) || dev_alloc(&be->iwae_state, 2 * B * sizeof(double)) ||
       dev_alloc(&be->iwae_log_px, be->iwae_cap * sizeof(double)))
     return -1;

@@ -221,7 +221,9 @@ static int backward_stack(const cuvae_layer *layers, int n, float *const *outs, 
 }
 
 /* Free bits' per-dimension KL_j over the global batch (docs/MATH.md (3.4)): this slice's column sums, with several
- * ranks added over them (batch->sum), then the gate and the floor of KL_j = sums_j / Bt. */
+ * ranks added over them (batch->sum), then the gate and the floor of KL_j = sums_j / Bt. The objective then takes
+ * the share B / Bt of the floor term sum_j max(lambda, KL_j) (1 in one process), so that the ranks' objectives add up
+ * to it as their reconstruction parts add up to the global one. */
 static int free_bits_global(cuvae_cpu_ws *ws, const cuvae_cpu_batch *batch, const float *mulv, int Z, int Bt,
                             float lambda) {
   free_bits_sums_cpu(mulv, batch->B, Z, ws->fb_sums);
@@ -292,9 +294,7 @@ int cuvae_cpu_latent_objective_grad(const cuvae_model *m, cuvae_cpu_ws *ws, cons
   out->recon = sum_rows(ws->nll_row, N) / Nt;
   out->kl = ae ? 0.0 : sampled ? sum_rows(ws->kl_s, N) / Nt : sum_rows(ws->kl_row, B) / Bt;
   out->nelbo = out->recon + out->kl;
-  /* (3.4): sum_j max(lambda, KL_j), of the global batch; a rank's share of it is B / Bt (1 in one process), so the
-   * ranks' objectives add up to it as their reconstruction parts add up to the global one. */
-  const double kl_term = free_bits ? sum_rows(ws->fb_floor, Z) * ((double)B / Bt) : out->kl;
+  const double kl_term = free_bits ? sum_rows(ws->fb_floor, Z) * ((double)B / Bt) : out->kl;  /* (3.4), a B/Bt share */
   out->objective = ae ? out->recon : sampled ? sum_rows(ws->row_obj, B) / Bt : out->recon + spec->beta * kl_term;
 
   if (want_grad) {

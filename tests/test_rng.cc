@@ -1,6 +1,7 @@
 // The noise streams of src/core/rng.c against cuRAND's Philox generator used directly: a draw split across threads
 // (two generators of the same seed, the second placed at a multiple of 4) gives the numbers of one generator bit for
-// bit, at any offset, length (multiple of 4 or not) and sequence of draws.
+// bit, at any offset, length (multiple of 4 or not) and sequence of draws; the uniforms, computed without cuRAND's
+// host library (src/core/philox.c), are cuRAND's bit for bit.
 #include <curand.h>
 #include <gtest/gtest.h>
 
@@ -78,6 +79,28 @@ TEST(Rng, SlicesEqualThatPartOfOneDraw) {
   EXPECT_EQ(cuvae_noise_normal_slice(g, 2, 0, v.data(), 4), -1);  // the draw itself must start on a block
   EXPECT_STREQ(cuvae_last_error(), "noise offset 2 is not a multiple of 4");
   cuvae_noise_destroy(g);
+}
+
+// Uniforms are computed on the host (src/core/philox.c) instead of by cuRAND's host generator: the same bits as
+// cuRAND's at offsets that reach every part of the counter (the subsequence words, the block counter's low word
+// wrapping into its high word at q = 2^32 65536, i.e. offset 2^50), for seeds using both key words, lengths that end
+// inside a block, and draws long enough to be split across threads.
+TEST(Rng, UniformsAreCuRandsAtAnyOffset) {
+  for (uint64_t seed : {UINT64_C(0), UINT64_C(1), UINT64_C(0xDEADBEEFCAFEF00D)}) {
+    cuvae_noise *g = cuvae_noise_create(seed);
+    ASSERT_NE(g, nullptr) << cuvae_last_error();
+    const uint64_t offsets[] = {0, 4, 262140, 262144, (UINT64_C(1) << 34) + 12, (UINT64_C(1) << 50) - 8,
+                                (UINT64_C(1) << 50) + 4096};
+    for (uint64_t offset : offsets)
+      for (size_t n : {size_t(1), size_t(3), size_t(5), size_t(70001), size_t(300000)}) {
+        std::vector<float> got(n);
+        ASSERT_EQ(cuvae_noise_uniform(g, offset, got.data(), n), 0) << cuvae_last_error();
+        const std::vector<float> want = OneGenerator(seed, offset, n, false);
+        ASSERT_EQ(0, std::memcmp(got.data(), want.data(), n * sizeof(float)))
+            << "seed " << seed << " offset " << offset << " n " << n;
+      }
+    cuvae_noise_destroy(g);
+  }
 }
 
 }  // namespace

@@ -23,3 +23,13 @@ extern "C" int cuvae_cuda_device_count(char *desc, size_t n) {
   }
   return count;
 }
+
+// The current device of this host thread (what the CUDA backend created next uses); cudaErrorInvalidDevice etc.
+// become one message.
+extern "C" int cuda_set_device_checked(int device, char *msg, size_t n);
+extern "C" int cuda_set_device_checked(int device, char *msg, size_t n) {
+  const cudaError_t err = cudaSetDevice(device);
+  if (err == cudaSuccess) return 0;
+  if (msg && n) snprintf(msg, n, "cudaSetDevice(%d) failed: %s", device, cudaGetErrorString(err));
+  return -1;
+}

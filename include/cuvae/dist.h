@@ -22,6 +22,10 @@ void cuvae_dist_finalize(void);
 void cuvae_dist_abort(int code);
 int cuvae_dist_rank(void);  /* 0 in a single process */
 int cuvae_dist_size(void);  /* 1 in a single process */
+/* This rank among the ranks on its machine (MPI_Comm_split_type, shared memory), and how many there are: what picks
+ * its GPU. 0 and 1 in a single process. */
+int cuvae_dist_local_rank(void);
+int cuvae_dist_local_size(void);
 /* Collective: 0 when rc == 0 on every rank, else -1 on every rank. The lowest failing rank keeps its message; every
  * other rank's becomes CUVAE_DIST_OTHER_RANK_FAILED (so a failure all ranks met, e.g. a bad config, is told once).
  * In a single process: rc. */

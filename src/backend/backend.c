@@ -6,16 +6,44 @@
 #include "cuvae/device.h"
 #include "cuvae/error.h"
 
-#if !CUVAE_HAVE_CUDA
+#if CUVAE_HAVE_CUDA
+int cuda_set_device_checked(int device, char *msg, size_t n);  /* kernels/device_info.cu */
+
+int cuvae_cuda_set_device(int device) {
+  char msg[256];
+  return cuda_set_device_checked(device, msg, sizeof msg) ? cuvae_error("%s", msg) : 0;
+}
+#else
 int cuvae_cuda_device_count(char *desc, size_t n) {
   if (desc && n) snprintf(desc, n, "this build has no CUDA backend (configure with -DCUVAE_CUDA=ON)");
   return 0;
+}
+
+int cuvae_cuda_set_device(int device) {
+  return cuvae_error("CUDA device %d: this build has no CUDA backend", device);
 }
 #endif
 
 int cuvae_device_check(const char *device) {
   if (device && (strcmp(device, "auto") == 0 || strcmp(device, "cpu") == 0 || strcmp(device, "cuda") == 0)) return 0;
   return cuvae_error("--device '%s': expected " CUVAE_DEVICE_CHOICES, device ? device : "");
+}
+
+int cuvae_device_for_rank(int local_rank, int local_size, int devices, char *note, size_t n) {
+  if (note && n) note[0] = '\0';
+  if (devices < 1) return -1;
+  const int device = local_rank % devices;
+  if (local_size > devices && note && n)
+    snprintf(note, n, "%d ranks on this machine share its %d CUDA device%s round-robin (this rank: device %d); one rank "
+                      "per device trains faster", local_size, devices, devices > 1 ? "s" : "", device);
+  return device;
+}
+
+int cuvae_device_place_rank(int local_rank, int local_size, char *note, size_t n) {
+  if (note && n) note[0] = '\0';
+  const int devices = cuvae_cuda_device_count(NULL, 0);
+  if (local_size < 2 || devices < 1) return 0;
+  return cuvae_cuda_set_device(cuvae_device_for_rank(local_rank, local_size, devices, note, n));
 }
 
 cuvae_backend *cuvae_backend_create(const char *device, const cuvae_model *m, const cuvae_config *cfg,

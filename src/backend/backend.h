@@ -133,6 +133,8 @@ cuvae_backend *cuvae_backend_create(const char *device, const cuvae_model *m, co
                                     const cuvae_dataset *train, const cuvae_dataset *eval);
 /* Number of usable CUDA devices (0 in builds without CUDA); desc receives a one-line description. */
 int cuvae_cuda_device_count(char *desc, size_t n);
+/* Makes `device` the current CUDA device (cudaSetDevice); -1 with a message when it cannot. */
+int cuvae_cuda_set_device(int device);
 cuvae_backend *cuvae_backend_cpu_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train,
                                         const cuvae_dataset *eval);
 /* The CUDA backend (src/backend/cuda/backend_cuda.c; only in builds with CUDA, or linked from the emulation's

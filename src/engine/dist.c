@@ -15,10 +15,12 @@
 #include <mpi.h>
 #endif
 
-static int g_rank = 0, g_size = 1;
+static int g_rank = 0, g_size = 1, g_local_rank = 0, g_local_size = 1;
 
 int cuvae_dist_rank(void) { return g_rank; }
 int cuvae_dist_size(void) { return g_size; }
+int cuvae_dist_local_rank(void) { return g_local_rank; }
+int cuvae_dist_local_size(void) { return g_local_size; }
 
 /* A launcher's variable that says this process is one rank of a job (Open MPI's mpirun, PMIx, PMI, Slurm's srun
  * --mpi=pmix / pmi2). */
@@ -64,6 +66,14 @@ int cuvae_dist_init(int *argc, char ***argv) {
   MPI_Comm_size(MPI_COMM_WORLD, &g_size);
   if (provided < MPI_THREAD_FUNNELED)
     return cuvae_error("MPI provides thread level %d; cuvae needs MPI_THREAD_FUNNELED", provided);
+  /* The ranks sharing this machine, in world-rank order: the GPU of this rank is its place among them. */
+  MPI_Comm node;
+  if (mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_rank, MPI_INFO_NULL, &node),
+                "MPI_Comm_split_type"))
+    return -1;
+  MPI_Comm_rank(node, &g_local_rank);
+  MPI_Comm_size(node, &g_local_size);
+  MPI_Comm_free(&node);
   return 0;
 }
 

@@ -17,6 +17,7 @@
 #include "cuvae/checkpoint.h"
 #include "cuvae/cpu.h"
 #include "cuvae/data.h"
+#include "cuvae/device.h"
 #include "cuvae/dist.h"
 #include "cuvae/error.h"
 #include "cuvae/plot.h"
@@ -228,7 +229,13 @@ static int build_run(run *r, const cuvae_config *cfg, const cuvae_train_opts *op
     return cuvae_error("[train] batch_size: %d is not divisible by the %d ranks; the global batch is split evenly "
                        "(choose a multiple of %d)", cfg->batch_size, r->ranks, r->ranks);
   r->local_batch = cfg->batch_size / r->ranks;
-  r->be = cuvae_backend_create(opts->device ? opts->device : "auto", &r->model, cfg, &r->train, &r->test);
+  const char *device = opts->device ? opts->device : "auto";
+  char placed[256];  /* several ranks on a machine: each its own GPU (include/cuvae/device.h) */
+  if (strcmp(device, "cpu") != 0 &&
+      cuvae_device_place_rank(cuvae_dist_local_rank(), cuvae_dist_local_size(), placed, sizeof placed))
+    return -1;
+  if (strcmp(device, "cpu") != 0 && placed[0]) fprintf(log, "note: %s\n", placed);
+  r->be = cuvae_backend_create(device, &r->model, cfg, &r->train, &r->test);
   if (!r->be) return -1;
   if (r->ranks > 1) {
     r->dp = cuvae_dist_data_parallel_sharded(r->model.n_params, CUVAE_DP_BUCKET_BYTES, cfg->shard_optimizer);

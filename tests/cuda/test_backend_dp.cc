@@ -452,6 +452,18 @@ TEST(DataParallelBits, GraphAndBucketsGiveTheSameBits) {
   for (cuvae_backend *b : be) b->destroy(b);
 }
 
+// The ranks of this job share one machine: their places on it (what picks each rank's GPU, include/cuvae/device.h)
+// are their world ranks, and as many.
+TEST(DataParallelBits, RanksKnowTheirPlaceOnTheMachine) {
+  if (g_one_rank) {
+    EXPECT_EQ(0, cuvae_dist_local_rank());
+    EXPECT_EQ(1, cuvae_dist_local_size());
+    return;
+  }
+  EXPECT_EQ(cuvae_dist_rank(), cuvae_dist_local_rank());
+  EXPECT_EQ(cuvae_dist_size(), cuvae_dist_local_size());
+}
+
 // One rank: the data-parallel step (noise slices of the whole draw, the all-reduces of one rank) is the
 // one-process step, bit for bit; with more ranks, a backend joined after its graph was captured recaptures it.
 TEST(DataParallelBits, JoinedStepEqualsTheOneProcessStep) {

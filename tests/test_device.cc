@@ -3,6 +3,8 @@
 // choices.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "cuvae/device.h"
@@ -31,11 +33,17 @@ TEST(Device, MoreRanksThanDevicesShareThemRoundRobinWithANote) {
   EXPECT_EQ(-1, cuvae_device_for_rank(0, 2, 0, note, sizeof note));  // no device: nothing to take
 }
 
-// A single process never touches the CUDA runtime for placement (local_size 1): nothing to do, no note.
-TEST(Device, OneProcessIsNotPlaced) {
+// A single process (local_size 1), and ranks a launcher placed (CUDA_VISIBLE_DEVICES set), are left where they are:
+// no placement, no note.
+TEST(Device, OneProcessAndPlacedRanksAreLeftAlone) {
   char note[256] = "stale";
   EXPECT_EQ(0, cuvae_device_place_rank(0, 1, note, sizeof note));
   EXPECT_STREQ("", note);
+  setenv("CUDA_VISIBLE_DEVICES", "3", 1);
+  std::snprintf(note, sizeof note, "stale");
+  EXPECT_EQ(0, cuvae_device_place_rank(5, 8, note, sizeof note));
+  EXPECT_STREQ("", note);
+  unsetenv("CUDA_VISIBLE_DEVICES");
 }
 
 TEST(Device, ChoicesAreChecked) {

@@ -18,8 +18,8 @@ int cuvae_device_check(const char *device);
  * them round-robin, which note[0..n) says ("" when nothing is worth saying). -1 when devices < 1. */
 int cuvae_device_for_rank(int local_rank, int local_size, int devices, char *note, size_t n);
 /* Makes the rank's device (cuvae_device_for_rank) the current CUDA device, for the backend created next; a no-op
- * without a CUDA device or in a single process (local_size 1). note: as above. -1 with a message when cudaSetDevice
- * fails. */
+ * without a CUDA device, in a single process (local_size 1), and when CUDA_VISIBLE_DEVICES is set (a launcher or
+ * wrapper placed the ranks itself). note: as above. -1 with a message when cudaSetDevice fails. */
 int cuvae_device_place_rank(int local_rank, int local_size, char *note, size_t n);
 
 #ifdef __cplusplus

@@ -1,5 +1,6 @@
 /* Backend selection: --device auto | cpu | cuda. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
@@ -41,8 +42,10 @@ int cuvae_device_for_rank(int local_rank, int local_size, int devices, char *not
 
 int cuvae_device_place_rank(int local_rank, int local_size, char *note, size_t n) {
   if (note && n) note[0] = '\0';
+  const char *visible = getenv("CUDA_VISIBLE_DEVICES");
+  if (local_size < 2 || (visible && visible[0])) return 0;  /* one process, or the launcher placed the ranks */
   const int devices = cuvae_cuda_device_count(NULL, 0);
-  if (local_size < 2 || devices < 1) return 0;
+  if (devices < 1) return 0;
   return cuvae_cuda_set_device(cuvae_device_for_rank(local_rank, local_size, devices, note, n));
 }
 

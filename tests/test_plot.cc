@@ -20,19 +20,19 @@ namespace {
 
 struct Field {
   std::string key;
-  cuvae_jsonl_kind kind;
+  int kind;  // a cuvae_jsonl_kind, or -1 for a parse error (not a value of the enum: kept as int)
   double value;
 };
 
 int collect(void *ctx, const char *key, cuvae_jsonl_kind kind, double value) {
-  static_cast<std::vector<Field> *>(ctx)->push_back({key, kind, value});
+  static_cast<std::vector<Field> *>(ctx)->push_back({key, (int)kind, value});
   return 0;
 }
 
 // The fields of a row, or the parse error as the only field's key (kind -1).
 std::vector<Field> parse(const std::string &line) {
   std::vector<Field> f;
-  if (cuvae_jsonl_parse(line.c_str(), collect, &f)) return {{cuvae_last_error(), (cuvae_jsonl_kind)-1, 0}};
+  if (cuvae_jsonl_parse(line.c_str(), collect, &f)) return {{cuvae_last_error(), -1, 0}};
   return f;
 }
 
@@ -79,7 +79,7 @@ TEST(Jsonl, RefusesMalformedRowsNamingTheColumn) {
   for (const auto &c : cases) {
     const auto f = parse(c.line);
     ASSERT_EQ(f.size(), 1u) << c.line;
-    EXPECT_EQ((int)f[0].kind, -1) << c.line;
+    EXPECT_EQ(f[0].kind, -1) << c.line;
     EXPECT_NE(f[0].key.find(c.message), std::string::npos) << c.line << " -> " << f[0].key;
   }
   EXPECT_NE(parse("{\"" + std::string(CUVAE_JSONL_KEY_MAX + 1, 'k') + "\": 1}")[0].key.find("a key longer than"),

@@ -228,43 +228,53 @@ BENCHMARK(BM_gather_rows)->Apply(args_bd);
 
 // ---- noise ----------------------------------------------------------------------------------------------
 
-// A step's data noise (dynamic binarization, mask corruption, dequantization): B x D uniforms at the offset of step
-// 1000's binarization draw (include/cuvae/rng.h), as the CPU backend draws them (cuvae_noise_uniform, computed by
-// src/core/philox.c), against the same numbers from cuRAND's host generator placed at that offset (what the
-// backend called before). Bytes: the floats written.
-void BM_noise_uniform(benchmark::State &state) {
+// A step's data noise: B x D values at the offset of step 1000's draw (include/cuvae/rng.h), uniforms (dynamic
+// binarization, mask corruption, dequantization; range(2) = 0) or normals (Gaussian corruption; range(2) = 1), as the
+// CPU backend draws them (src/core/philox.c), against the same numbers from cuRAND's host generator placed at that
+// offset (what the backend called before). Bytes: the floats written.
+void noise_args(benchmark::internal::Benchmark *b) {
+  b->ArgNames({"B", "D", "normal"});
+  for (int normal : {0, 1})
+    for (const Shape &s : suite()) b->Args({s.B, s.D, normal});
+}
+
+void BM_noise(benchmark::State &state) {
   const size_t n = (size_t)state.range(0) * (size_t)state.range(1);
+  const bool normal = state.range(2) != 0;
   const uint64_t offset = 2 * 1000 * cuvae_noise_stride(n);
   std::vector<float> out(cuvae_noise_stride(n));
   cuvae_noise *g = cuvae_noise_create(1);
   for (auto _ : state) {
-    if (cuvae_noise_uniform(g, offset, out.data(), n)) state.SkipWithError("cuvae_noise_uniform failed");
+    if ((normal ? cuvae_noise_normal : cuvae_noise_uniform)(g, offset, out.data(), n))
+      state.SkipWithError("cuvae_noise failed");
     benchmark::DoNotOptimize(out.data());
   }
   cuvae_noise_destroy(g);
   set_bytes(state, 4.0 * (double)n);
   state.SetLabel(shape_of_batch(state.range(0)).name);
 }
-BENCHMARK(BM_noise_uniform)->Apply(args_bd);
+BENCHMARK(BM_noise)->Apply(noise_args);
 
-void BM_noise_uniform_curand_host(benchmark::State &state) {
+void BM_noise_curand_host(benchmark::State &state) {
   const size_t n = (size_t)state.range(0) * (size_t)state.range(1);
+  const bool normal = state.range(2) != 0;
   const uint64_t offset = 2 * 1000 * cuvae_noise_stride(n);
   std::vector<float> out(cuvae_noise_stride(n));
   curandGenerator_t gen;
   curandCreateGeneratorHost(&gen, CURAND_RNG_PSEUDO_PHILOX4_32_10);
   curandSetPseudoRandomGeneratorSeed(gen, 1);
   for (auto _ : state) {
-    if (curandSetGeneratorOffset(gen, offset) != CURAND_STATUS_SUCCESS ||
-        curandGenerateUniform(gen, out.data(), out.size()) != CURAND_STATUS_SUCCESS)
-      state.SkipWithError("cuRAND failed");
+    const curandStatus_t st = curandSetGeneratorOffset(gen, offset);
+    const curandStatus_t gs = normal ? curandGenerateNormal(gen, out.data(), out.size(), 0.0f, 1.0f)
+                                     : curandGenerateUniform(gen, out.data(), out.size());
+    if (st != CURAND_STATUS_SUCCESS || gs != CURAND_STATUS_SUCCESS) state.SkipWithError("cuRAND failed");
     benchmark::DoNotOptimize(out.data());
   }
   curandDestroyGenerator(gen);
   set_bytes(state, 4.0 * (double)n);
   state.SetLabel(shape_of_batch(state.range(0)).name);
 }
-BENCHMARK(BM_noise_uniform_curand_host)->Apply(args_bd);
+BENCHMARK(BM_noise_curand_host)->Apply(noise_args);
 
 // ---- the reference ---------------------------------------------------------------------------------------
 

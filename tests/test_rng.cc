@@ -1,7 +1,7 @@
 // The noise streams of src/core/rng.c against cuRAND's Philox generator used directly: a draw split across threads
 // (two generators of the same seed, the second placed at a multiple of 4) gives the numbers of one generator bit for
-// bit, at any offset, length (multiple of 4 or not) and sequence of draws; the uniforms, computed without cuRAND's
-// host library (src/core/philox.c), are cuRAND's bit for bit.
+// bit, at any offset, length (multiple of 4 or not) and sequence of draws; the uniforms and normals, computed without
+// cuRAND's host library (src/core/philox.c), are cuRAND's bit for bit.
 #include <curand.h>
 #include <gtest/gtest.h>
 
@@ -98,6 +98,26 @@ TEST(Rng, UniformsAreCuRandsAtAnyOffset) {
         const std::vector<float> want = OneGenerator(seed, offset, n, false);
         ASSERT_EQ(0, std::memcmp(got.data(), want.data(), n * sizeof(float)))
             << "seed " << seed << " offset " << offset << " n " << n;
+      }
+    cuvae_noise_destroy(g);
+  }
+}
+
+// Normals too (src/core/philox.c: Box-Muller of the pair with glibc's logf and sincosf): cuRAND's host generator's
+// bits at the same offsets, seeds and lengths (odd lengths end inside a pair).
+TEST(Rng, NormalsAreCuRandsAtAnyOffset) {
+  for (uint64_t seed : {UINT64_C(0), UINT64_C(7), UINT64_C(0xDEADBEEFCAFEF00D)}) {
+    cuvae_noise *g = cuvae_noise_create(seed);
+    ASSERT_NE(g, nullptr) << cuvae_last_error();
+    const uint64_t offsets[] = {0, 4, 262140, (UINT64_C(1) << 34) + 12, (UINT64_C(1) << 50) + 4096};
+    for (uint64_t offset : offsets)
+      for (size_t n : {size_t(1), size_t(3), size_t(6), size_t(70001), size_t(300000)}) {
+        std::vector<float> got(n);
+        ASSERT_EQ(cuvae_noise_normal(g, offset, got.data(), n), 0) << cuvae_last_error();
+        const std::vector<float> want = OneGenerator(seed, offset, n, true);
+        size_t differ = 0;
+        for (size_t k = 0; k < n; k++) differ += std::memcmp(&got[k], &want[k], sizeof(float)) != 0;
+        ASSERT_EQ(0u, differ) << "seed " << seed << " offset " << offset << " n " << n;
       }
     cuvae_noise_destroy(g);
   }

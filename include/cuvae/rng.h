@@ -1,6 +1,6 @@
-/* Random numbers. Gaussian noise comes from cuRAND's Philox4_32_10 generator (the host generator here; the
- * CUDA backend uses the device generator with the same seed and offsets, through the host API, which generates on
- * the GPU); uniforms are that generator's numbers computed by src/core/philox.c (its host library is ~60x slower). Both draw the identical raw integers and uniforms; the normals are Box-Muller of the same integer pairs
+/* Random numbers. Noise is cuRAND's Philox4_32_10 generator's: on the CPU its host generator's numbers, computed by
+ * src/core/philox.c (its host library is one to two orders of magnitude slower); the CUDA backend uses the device
+ * generator with the same seed and offsets, through the host API, which generates on the GPU. Both draw the identical raw integers and uniforms; the normals are Box-Muller of the same integer pairs
  * through the device's __sincosf/logf instead of the host's sinf/cosf/logf, so they may differ by up to 2.0e-6 s
  * (s = sqrt(-2 ln u) <= 6.8: <= 1.4e-5; derivation in tests/emu/curand_bound.h, consequences for CPU/CUDA parity in
  * docs/ARCHITECTURE.md, "Random numbers").

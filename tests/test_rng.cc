@@ -1,7 +1,6 @@
-// The noise streams of src/core/rng.c against cuRAND's Philox generator used directly: a draw split across threads
-// (two generators of the same seed, the second placed at a multiple of 4) gives the numbers of one generator bit for
-// bit, at any offset, length (multiple of 4 or not) and sequence of draws; the uniforms and normals, computed without
-// cuRAND's host library (src/core/philox.c), are cuRAND's bit for bit.
+// The noise streams of src/core/rng.c (computed by src/core/philox.c, split across threads) against cuRAND's Philox
+// host generator used directly: its numbers bit for bit, uniforms and normals, at any offset, seed, length (multiple
+// of 4 or not) and sequence of draws.
 #include <curand.h>
 #include <gtest/gtest.h>
 

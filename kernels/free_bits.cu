@@ -19,51 +19,45 @@ int grid_for(int64_t n) {
   return want < kMaxGrid ? (int)want : kMaxGrid;
 }
 
-// One thread per latent dimension j (grid-stride), its column summed in double in row order as the twin does, with
-// the twin's float sd = expf(0.5 lv) (the reads of consecutive threads are consecutive columns of a row). The double
-// terms may be fused into FMAs: a change of ~1e-16 relative, far below the float sd's own differences from the twin:
-//   KL_j = (1/Bt) 0.5 sum_b (mu_bj^2 + sd_bj^2 - 1 - lv_bj);  gate_j = [KL_j >= lambda];
-//   kl_floor_j = max(lambda, KL_j)
+// Column j's sum 0.5 sum_b (mu_bj^2 + sd_bj^2 - 1 - lv_bj) in double in row order as the twin does, with the twin's
+// float sd = expf(0.5 lv) (the reads of consecutive threads are consecutive columns of a row). The double terms may
+// be fused into FMAs: a change of ~1e-16 relative, far below the float sd's own differences from the twin.
+__device__ inline double column_sum(const float *__restrict__ mulv, int B, int Z, int j) {
+  double acc = 0.0;
+  for (int b = 0; b < B; b++) {
+    const float m = mulv[(size_t)b * 2 * Z + j], l = mulv[(size_t)b * 2 * Z + Z + j];
+    const float sd = expf(0.5f * l);
+    acc += (double)m * m + (double)sd * sd - 1.0 - l;
+  }
+  return 0.5 * acc;
+}
+
+// KL_j = sum_j / Bt;  gate_j = [KL_j >= lambda];  kl_floor_j = max(lambda, KL_j).
+__device__ inline void gate_one(double sum, int batch_total, float lambda, float *gate, float *kl_floor) {
+  const double kl = sum / (double)batch_total;
+  *gate = kl >= (double)lambda ? 1.0f : 0.0f;
+  *kl_floor = (float)(kl >= (double)lambda ? kl : (double)lambda);
+}
+
+// One thread per latent dimension j (grid-stride): the forward in one launch, or in two halves (data parallel adds
+// the ranks' sums in between); the same double operations either way, so one process gets the same bits.
 __global__ void free_bits_forward_kernel(const float *__restrict__ mulv, int B, int Z, int batch_total, float lambda,
                                          float *__restrict__ gate, float *__restrict__ kl_floor) {
   const int stride = gridDim.x * blockDim.x;
-  for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < Z; j += stride) {
-    double acc = 0.0;
-    for (int b = 0; b < B; b++) {
-      const float m = mulv[(size_t)b * 2 * Z + j], l = mulv[(size_t)b * 2 * Z + Z + j];
-      const float sd = expf(0.5f * l);
-      acc += (double)m * m + (double)sd * sd - 1.0 - l;
-    }
-    const double kl = 0.5 * acc / (double)batch_total;
-    gate[j] = kl >= (double)lambda ? 1.0f : 0.0f;
-    kl_floor[j] = (float)(kl >= (double)lambda ? kl : (double)lambda);
-  }
+  for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < Z; j += stride)
+    gate_one(column_sum(mulv, B, Z, j), batch_total, lambda, &gate[j], &kl_floor[j]);
 }
 
-// The forward's two halves (data parallel adds the ranks' sums in between): the column sums as above, 0.5 acc, and
-// the gate from them, KL_j = sums_j / Bt (the same double operations as free_bits_forward_kernel, so one process
-// gets the same bits either way).
 __global__ void free_bits_sums_kernel(const float *__restrict__ mulv, int B, int Z, double *__restrict__ sums) {
   const int stride = gridDim.x * blockDim.x;
-  for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < Z; j += stride) {
-    double acc = 0.0;
-    for (int b = 0; b < B; b++) {
-      const float m = mulv[(size_t)b * 2 * Z + j], l = mulv[(size_t)b * 2 * Z + Z + j];
-      const float sd = expf(0.5f * l);
-      acc += (double)m * m + (double)sd * sd - 1.0 - l;
-    }
-    sums[j] = 0.5 * acc;
-  }
+  for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < Z; j += stride) sums[j] = column_sum(mulv, B, Z, j);
 }
 
 __global__ void free_bits_gate_kernel(const double *__restrict__ sums, int Z, int batch_total, float lambda,
                                       float *__restrict__ gate, float *__restrict__ kl_floor) {
   const int stride = gridDim.x * blockDim.x;
-  for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < Z; j += stride) {
-    const double kl = sums[j] / (double)batch_total;
-    gate[j] = kl >= (double)lambda ? 1.0f : 0.0f;
-    kl_floor[j] = (float)(kl >= (double)lambda ? kl : (double)lambda);
-  }
+  for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < Z; j += stride)
+    gate_one(sums[j], batch_total, lambda, &gate[j], &kl_floor[j]);
 }
 
 // Elementwise over the B*Z latent entries (grid-stride), (3.2) scaled by ks_j = (beta kl_scale) gate_j:

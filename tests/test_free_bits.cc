@@ -217,12 +217,15 @@ TEST(FreeBits, ConfigAcceptsTheAnalyticElboOnly) {
 
 // Data parallel: the floor applies to the GLOBAL batch's KL_j, so each rank's column sums are added over the ranks
 // (the batch's sum hook) before the gate. Two "ranks" in this process, rows 0-1 and 2-4 of the batch (batch_total
-// 5), each told the other's sums by the hook (a first pass records them): their dL/d[mu|lv] rows equal one process's
-// bit for bit (the same gate, and each row's gradient is computed from it and the row alone), and their objectives
-// add up to one process's: the same float row values summed in double in two parts instead of one, and the floor
-// term shared as 2/5 and 3/5 of it, a few double roundings (< 10 x 2^-53 relative), within 1e-14 relative. lambda
-// lies between dim 2's KL over the whole batch and rows 0-1's part of it, so a rank gating on its own rows (no hook)
-// drops dim 2's KL gradient: its rows then differ from one process's, which shows the test can fail.
+// 5), each told the other's sums by the hook (a first pass records them). Their dL/d[mu|lv] rows equal one process's
+// up to the decoder's GEMMs: the KL part is elementwise from the row and the (same) gate, but the reconstruction part
+// comes through two GEMM levels (K <= 6 terms each) whose summation order the GEMM library may choose by the row
+// count (oneDNN's AVX2 kernels do): at most 2 gamma_6 ~ 12u of the terms' magnitudes, which stay within a small
+// factor of the largest entry here: 32u of max |dL/d[mu|lv]|. Their objectives add up to one process's: the rows'
+// NLLs through the same decoder forward GEMMs (K <= 6: gamma_6 ~ 6u relative each, summed in double), the floor term
+// shared as 2/5 and 3/5 of it: within 16u relative. lambda lies between dim 2's KL over the whole batch and rows
+// 0-1's part of it, so a rank gating on its own rows (no hook) drops dim 2's KL gradient: its rows then differ from
+// one process's by far more than the bound (asserted: > 1000x), which shows the test can fail.
 struct OtherRank {
   std::vector<double> mine, other;
 };
@@ -263,14 +266,21 @@ TEST(FreeBits, RanksAddTheirColumnSumsBeforeTheGate) {
     }
     std::vector<float> joined(dm[0]);
     joined.insert(joined.end(), dm[1].begin(), dm[1].end());
+    double largest = 0.0, worst = 0.0;
+    for (size_t k = 0; k < one.size(); k++) {
+      largest = std::max(largest, (double)std::fabs(one[k]));
+      worst = std::max(worst, std::fabs((double)joined[k] - one[k]));
+    }
+    const double bound = 32 * kU * largest;
     if (pass == 1) {
-      EXPECT_EQ(0, std::memcmp(joined.data(), one.data(), one.size() * sizeof(float)));
+      std::printf("two ranks against one process: max |d dL/d[mu|lv]| %.3g (bound %.3g)\n", worst, bound);
+      EXPECT_LE(worst, bound);
       const double sum = part[0].objective + part[1].objective;
-      EXPECT_LE(std::fabs(sum - whole.objective), 1e-14 * std::fabs(whole.objective))
+      EXPECT_LE(std::fabs(sum - whole.objective), 16 * kU * std::fabs(whole.objective))
           << sum << " vs " << whole.objective;
     }
     if (pass == 2) {
-      EXPECT_NE(0, std::memcmp(joined.data(), one.data(), one.size() * sizeof(float)));
+      EXPECT_GT(worst, 1000 * bound);
     }
   }
 }

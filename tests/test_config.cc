@@ -507,3 +507,38 @@ TEST(Config, NamesAndSchema) {
 }
 
 }  // namespace
+
+namespace {
+
+// The optimizer's keys that only make sense together (src/core/config_check.c) fail finalize with one message naming
+// them; out-of-range values fail at --set, naming the bound.
+TEST(Config, ScheduleSkipAndValidationKeysAreChecked) {
+  struct Case {
+    std::vector<const char *> sets;
+    const char *expect;
+  };
+  const Case cases[] = {
+      {{"train.lr=1e-3", "train.lr_min=2e-3"},
+       "config: [train] lr_min = 0.002 is above lr = 0.001 (the cosine decay goes down to it)"},
+      {{"train.lr_schedule=step"},
+       "config: [train] lr_schedule = step needs lr_decay_steps, the steps between two decays"},
+      {{"train.early_stop=3"}, "config: [train] early_stop needs [data] validation, the examples it watches"},
+  };
+  for (const Case &k : cases) {
+    cuvae_config c;
+    cuvae_config_defaults(&c);
+    for (const char *s : k.sets) ASSERT_EQ(0, cuvae_config_set(&c, s)) << s << ": " << cuvae_last_error();
+    EXPECT_EQ(-1, cuvae_config_finalize(&c)) << k.expect;
+    EXPECT_STREQ(cuvae_last_error(), k.expect);
+  }
+  cuvae_config c;
+  cuvae_config_defaults(&c);
+  for (const char *bad : {"train.ema=1", "train.skip_window=1", "train.skip_limit=0", "train.lr_gamma=0",
+                          "data.validation=-1", "train.lr_schedule=linear"})
+    EXPECT_EQ(-1, cuvae_config_set(&c, bad)) << bad;
+  ASSERT_EQ(0, cuvae_config_set(&c, "train.lr_schedule=step"));
+  ASSERT_EQ(0, cuvae_config_set(&c, "train.lr_decay_steps=100"));
+  EXPECT_EQ(0, cuvae_config_finalize(&c)) << cuvae_last_error();
+}
+
+}  // namespace

@@ -202,6 +202,15 @@ TEST_F(TrainFixture, ValidationKeepsTheBestCheckpointAndStopsEarly) {
   EXPECT_LT(s.epochs_completed, 6);
 }
 
+// [data] validation that leaves nothing to train on is refused with the counts, and nothing is written.
+TEST_F(TrainFixture, ValidationLargerThanTheTrainingSetIsRefused) {
+  cuvae_train_summary s;
+  EXPECT_EQ(train(config("", "hidden = 12,10\nlatent = 3\n", "validation = 256\n"), dir + "/all", false, &s), -1);
+  EXPECT_STREQ(cuvae_last_error(), "[data] validation = 256 leaves nothing of the 256 training examples to train on");
+  struct stat st;
+  EXPECT_NE(0, stat((dir + "/all").c_str(), &st));
+}
+
 // A checkpoint of format version 1 (no record of the epoch in progress) still resumes: the training state is exact,
 // the logs are kept as they are (a note says so), and the resumed epoch's row averages only the steps after it.
 TEST_F(TrainFixture, ResumeFromVersion1CheckpointKeepsTheLogs) {

@@ -378,9 +378,43 @@ TEST_F(Dist, RefusesWhatTheRanksCannotRun) {
   ASSERT_NE(r.out.find(msg), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find(msg), r.out.rfind(msg)) << "said once: " << r.out;
   EXPECT_FALSE(std::filesystem::exists(dir + "/odd")) << r.out;
-  const Result e = cuvae(2, "eval " + dir + "/odd");
+  const Result e = cuvae(2, "export " + dir + "/odd --out " + dir + "/odd.safetensors");
   EXPECT_EQ(e.code, 2) << e.out;
-  EXPECT_NE(e.out.find("cuvae eval runs in one process"), std::string::npos) << e.out;
+  EXPECT_NE(e.out.find("cuvae export runs in one process"), std::string::npos) << e.out;
+}
+
+// The number after `"key": ` in the line, NAN when absent.
+double json_number(const std::string &line, const std::string &key) {
+  const size_t at = line.find("\"" + key + "\": ");
+  return at == std::string::npos ? NAN : std::strtod(line.c_str() + at + key.size() + 4, nullptr);
+}
+
+// `cuvae eval` on 2 and 3 ranks (its batches, IWAE passes and encoder chunks shared round-robin; 3 ranks get uneven
+// shares) prints one line, from rank 0, with one process's numbers. The IWAE estimate is the same bits: each row's
+// log p(x) comes from one rank and the gather adds zeros to it, and the mean is summed in row order as before, so the
+// printed string is equal. The ELBO's batch sums are the same bits but the ranks' double sums are added in another
+// order: relative <= 2 (n_batches) 2^-53 ~ 2e-14, far below the 6 decimals printed; so the printed values differ by
+// at most one unit of the last printed place (1e-6, a rounding boundary falling between them).
+TEST_F(Dist, EvalSharesItsPassesOverTheRanks) {
+  ASSERT_EQ(train(0, dir + "/ev", "--set train.max_steps=20").code, 0);
+  const std::string args = "eval " + dir + "/ev --device cpu --iwae 3 --batch 25";
+  const Result one = cuvae(0, args);
+  ASSERT_EQ(one.code, 0) << one.out;
+  const std::string iwae = one.out.substr(one.out.find("\"iwae_nll\""), 30);
+  for (int ranks : {2, 3}) {
+    const Result r = cuvae(ranks, args);
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_EQ(r.out.find("\"checkpoint\""), r.out.rfind("\"checkpoint\"")) << "one line: " << r.out;
+    EXPECT_NE(r.out.find(iwae), std::string::npos) << ranks << " ranks: " << r.out << "\none process: " << one.out;
+    for (const char *key : {"nelbo", "recon", "kl"})
+      EXPECT_NEAR(json_number(r.out, key), json_number(one.out, key), 1e-6) << ranks << " ranks, " << key;
+    EXPECT_EQ(json_number(r.out, "active_units"), json_number(one.out, "active_units")) << r.out;
+  }
+  const Result bad = cuvae(2, "eval " + dir + "/missing --device cpu");
+  EXPECT_EQ(bad.code, 1) << bad.out;
+  const std::string msg = "cannot open checkpoint";
+  ASSERT_NE(bad.out.find(msg), std::string::npos) << bad.out;
+  EXPECT_EQ(bad.out.find(msg), bad.out.rfind(msg)) << "said once: " << bad.out;
 }
 
 }  // namespace

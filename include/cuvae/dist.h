@@ -26,6 +26,10 @@ int cuvae_dist_size(void);  /* 1 in a single process */
  * its GPU. 0 and 1 in a single process. */
 int cuvae_dist_local_rank(void);
 int cuvae_dist_local_size(void);
+/* Before creating a backend on `device` ("auto" | "cuda" | "cpu"): each rank of a machine takes its own GPU
+ * (cuvae_device_place_rank, include/cuvae/device.h); nothing for "cpu". note: what is worth logging, "" otherwise.
+ * -1 with a message. */
+int cuvae_dist_place_device(const char *device, char *note, size_t n);
 /* Collective: 0 when rc == 0 on every rank, else -1 on every rank. The lowest failing rank keeps its message; every
  * other rank's becomes CUVAE_DIST_OTHER_RANK_FAILED (so a failure all ranks met, e.g. a bad config, is told once).
  * In a single process: rc. */

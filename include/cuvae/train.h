@@ -70,11 +70,13 @@ typedef struct cuvae_eval_result {
   double iwae_nll;            /* mean over the split of -log p(x), log p(x) ~= logsumexp_k log w_k - log K (nats) */
   int active_units;           /* latent dims j with Var over the split of mu_j(x) > 0.01 */
   double *kl_per_dim;         /* [latent]: mean over the split of 0.5 (mu_j^2 + exp(lv_j) - 1 - lv_j) (nats) */
+  int failure_agreed;         /* on failure under mpirun: 1 when every rank failed at the same point (none waits) */
 } cuvae_eval_result;
 
 /* Evaluates a checkpoint on a split of its config: the ELBO on the backend (evaluate), the IWAE estimate when
  * asked (the backend's iwae), active units and the KL per latent dim (the backend's encode). Fails with one message, and
- * when an IWAE estimate is not finite. out->kl_per_dim is allocated: cuvae_eval_result_free. */
+ * when an IWAE estimate is not finite. out->kl_per_dim is allocated: cuvae_eval_result_free. Under mpirun every rank
+ * calls it: the passes are shared over the ranks (each on its own GPU) and every rank gets the whole result. */
 int cuvae_eval(const char *checkpoint_path, const cuvae_eval_opts *opts, cuvae_eval_result *out);
 void cuvae_eval_result_free(cuvae_eval_result *r);
 

@@ -76,7 +76,9 @@ struct cuvae_backend {
   int (*decode)(cuvae_backend *be, const float *z, const int32_t *labels, size_t n, float *mean);
   /* Importance-weighted log p(x) estimate per row of ds (docs/MATH.md section 5) with K samples from q(z|x):
    * log_px[i] = logsumexp_k(log p(x_i | z_k) + log p(z_k) - log q(z_k | x_i)) - log K, from the evaluation noise
-   * stream; rows processed `batch` at a time and the K samples in chunks, so K = 5000 fits in memory. */
+   * stream; rows processed `batch` at a time and the K samples in chunks, so K = 5000 fits in memory. Data
+   * parallel: pass p of the plan is rank (p mod size)'s, and the ranks' rows are gathered (cuvae_iwae_gather), so
+   * every rank returns every row with the bits of one process. */
   int (*iwae)(cuvae_backend *be, const cuvae_dataset *ds, int K, int batch, double *log_px);
   void (*destroy)(cuvae_backend *be);
   /* Makes be a rank of data-parallel training (cuvae_backend_join_data_parallel); NULL: setting be->dp suffices. */
@@ -108,6 +110,13 @@ typedef struct cuvae_eval_batch {
   int B;                  /* rows */
   uint64_t noise_offset;  /* in the evaluation noise stream */
 } cuvae_eval_batch;
+/* 1 when share k of a pass (an evaluation batch, an IWAE pass, a chunk of encoded rows) is this rank's: share k is
+ * rank (k mod size)'s. Always 1 in one process (dp NULL). */
+int cuvae_dp_owns(const cuvae_data_parallel *dp, int64_t k);
+/* IWAE on several ranks: log_px[0..n) holds this rank's rows and 0 in the others'; after the call every rank holds
+ * every row. Each row has one non-zero term (its rank's), so the sum is that term, bit for bit. Nothing when dp is
+ * NULL. A collective: every rank calls it. */
+int cuvae_iwae_gather(const cuvae_data_parallel *dp, double *log_px, size_t n);
 /* -1 with a message when batch < 1 or the set is empty. dp: the backend's (NULL in one process). */
 int cuvae_eval_pass_begin(cuvae_eval_pass *p, size_t n, int batch, size_t latent, const cuvae_data_parallel *dp);
 /* Batch k of the pass into *b; 0 when k is past the end. b->B = 0 when batch k is another rank's (skip it). */

@@ -1,6 +1,7 @@
 /* What every backend shares: the pending-step bound, the buffer rows, the first allocation of a backend object and
  * the synchronous one-step helper (src/backend/backend.h). Kept apart from the device selection in backend.c, so
  * linking these never pulls in the CUDA device query. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,8 +75,16 @@ int cuvae_eval_pass_batch(const cuvae_eval_pass *p, int64_t k, cuvae_eval_batch 
   b->start = start;
   b->B = (int)(p->n - start < (size_t)p->batch ? p->n - start : (size_t)p->batch);
   b->noise_offset = (uint64_t)k * cuvae_noise_stride((size_t)p->batch * p->latent);
-  if (p->dp && k % p->dp->size != p->dp->rank) b->B = 0;
+  if (!cuvae_dp_owns(p->dp, k)) b->B = 0;
   return 1;
+}
+
+int cuvae_dp_owns(const cuvae_data_parallel *dp, int64_t k) { return !dp || k % dp->size == dp->rank; }
+
+int cuvae_iwae_gather(const cuvae_data_parallel *dp, double *log_px, size_t n) {
+  if (!dp) return 0;
+  if (n > INT_MAX) return cuvae_error("IWAE on %d ranks: %zu rows are more than one sum can gather", dp->size, n);
+  return dp->sum(dp->ctx, log_px, (int)n);
 }
 
 void cuvae_eval_pass_add(cuvae_eval_pass *p, const cuvae_eval_batch *b, const cuvae_loss *batch_mean) {

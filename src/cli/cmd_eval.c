@@ -1,4 +1,4 @@
-/* cuvae eval CHECKPOINT [--split test|train] [--iwae K] [--batch N] [--device D] [--precision P] */
+/* cuvae eval CHECKPOINT [--split test|train] [--iwae K] [--batch N] [--device D] [--precision P], also under mpirun */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "cuvae/device.h"
+#include "cuvae/dist.h"
 #include "cuvae/error.h"
 #include "cuvae/train.h"
 
@@ -37,6 +38,9 @@ void help_eval(void) {
          "With [data] dequantize = uniform (8-bit data, Gaussian decoder) the line says \"dequantize\": \"uniform\", and\n"
          "recon includes D ln 256: nelbo and iwae_nll bound -log P(k) of the discrete data, in nats and (bits_per_dim)\n"
          "in bits per dimension as the literature reports them (docs/MATH.md (4.6), (4.7)).\n"
+         "Under mpirun (mpirun -np N cuvae eval CHECKPOINT ...) the batches, IWAE passes and encoder chunks are shared\n"
+         "round-robin over the ranks, each rank on its own GPU, and rank 0 prints the line: the same numbers as one\n"
+         "process (the IWAE estimates bit for bit; the ELBO and KL sums up to the order of the ranks' additions).\n"
          "An autoencoder ([train] objective = ae) has no likelihood: its line is {\"checkpoint\", \"step\", \"split\",\n"
          "\"objective\": \"ae\", \"test_squared_error\": sum over features of (x - xhat)^2 per point, \"active_units\"}, and\n"
          "--iwae is refused.\n\n"
@@ -69,6 +73,29 @@ static int bad_precision(const char *v) {
   if (cuvae_precision_parse(v, &p) == 0) return 0;
   fprintf(stderr, "error: --precision '%s': expected fp32, tf32 or bf16\n", v);
   return 1;
+}
+
+/* The result as one JSON line on stdout (help_eval says what each key holds). */
+static void print_result(const char *path, const char *split, const cuvae_eval_result *r) {
+  const double bits = 1.0 / ((double)r->input_dim * log(2.0));  /* nats per point -> bits per dimension */
+  printf("{\"checkpoint\": ");
+  cli_json_string(stdout, path);
+  if (r->objective == CUVAE_OBJ_AE) {  /* an autoencoder: its squared error; no likelihood, no KL */
+    printf(", \"step\": %" PRId64 ", \"split\": \"%s\", \"objective\": \"ae\", \"%s_squared_error\": %.6f, "
+           "\"active_units\": %d}\n",
+           r->step, split, split, r->elbo.recon, r->active_units);
+    return;
+  }
+  printf(", \"step\": %" PRId64 ", \"split\": \"%s\", \"%s_nelbo\": %.6f, \"nelbo\": %.6f, \"recon\": %.6f, "
+         "\"kl\": %.6f, \"bits_per_dim\": %.6f",
+         r->step, split, split, r->elbo.nelbo, r->elbo.nelbo, r->elbo.recon, r->elbo.kl, r->elbo.nelbo * bits);
+  if (r->dequantized) printf(", \"dequantize\": \"uniform\"");
+  if (r->iwae_k > 0)
+    printf(", \"iwae_k\": %d, \"iwae_nll\": %.6f, \"iwae_bits_per_dim\": %.6f", r->iwae_k, r->iwae_nll,
+           r->iwae_nll * bits);
+  printf(", \"active_units\": %d, \"kl_per_dim\": [", r->active_units);
+  for (size_t j = 0; j < r->latent; j++) printf("%s%.6f", j ? ", " : "", r->kl_per_dim[j]);
+  printf("]}\n");
 }
 
 int cmd_eval(int argc, char **argv) {
@@ -123,30 +150,20 @@ int cmd_eval(int argc, char **argv) {
   const cuvae_eval_opts opts = {
       .device = device, .split = split, .iwae_k = iwae_k, .batch = batch, .precision = precision};
   cuvae_eval_result r;
+  const int rank = cuvae_dist_rank(), ranks = cuvae_dist_size();
   if (cuvae_eval(path, &opts, &r)) {
-    fprintf(stderr, "error: %s\n", cuvae_last_error());
+    if (ranks == 1)
+      fprintf(stderr, "error: %s\n", cuvae_last_error());
+    else if (strcmp(cuvae_last_error(), CUVAE_DIST_OTHER_RANK_FAILED) != 0)
+      fprintf(stderr, "error (rank %d of %d): %s\n", rank, ranks, cuvae_last_error());
+    if (ranks > 1 && !r.failure_agreed) cuvae_dist_abort(CUVAE_EXIT_FAIL);  /* the others may wait in a pass */
     return CUVAE_EXIT_FAIL;
   }
-  const double bits = 1.0 / ((double)r.input_dim * log(2.0));  /* nats per point -> bits per dimension */
-  printf("{\"checkpoint\": ");
-  cli_json_string(stdout, path);
-  if (r.objective == CUVAE_OBJ_AE) {  /* an autoencoder: its squared error; no likelihood, no KL */
-    printf(", \"step\": %" PRId64 ", \"split\": \"%s\", \"objective\": \"ae\", \"%s_squared_error\": %.6f, "
-           "\"active_units\": %d}\n",
-           r.step, split, split, r.elbo.recon, r.active_units);
+  if (rank != 0) {  /* rank 0 reports */
     cuvae_eval_result_free(&r);
     return 0;
   }
-  printf(", \"step\": %" PRId64 ", \"split\": \"%s\", \"%s_nelbo\": %.6f, \"nelbo\": %.6f, \"recon\": %.6f, "
-         "\"kl\": %.6f, \"bits_per_dim\": %.6f",
-         r.step, split, split, r.elbo.nelbo, r.elbo.nelbo, r.elbo.recon, r.elbo.kl, r.elbo.nelbo * bits);
-  if (r.dequantized) printf(", \"dequantize\": \"uniform\"");
-  if (r.iwae_k > 0)
-    printf(", \"iwae_k\": %d, \"iwae_nll\": %.6f, \"iwae_bits_per_dim\": %.6f", r.iwae_k, r.iwae_nll,
-           r.iwae_nll * bits);
-  printf(", \"active_units\": %d, \"kl_per_dim\": [", r.active_units);
-  for (size_t j = 0; j < r.latent; j++) printf("%s%.6f", j ? ", " : "", r.kl_per_dim[j]);
-  printf("]}\n");
+  print_result(path, split, &r);
   cuvae_eval_result_free(&r);
   return 0;
 }

@@ -116,8 +116,8 @@ static int take_weights_flag(int *argc, char **argv) {
   return 0;
 }
 
-/* Runs a command; under an MPI launcher (mpirun, srun) first joins the job: `train` runs on every rank (data
- * parallel), the other commands run in one process and refuse a job of several. */
+/* Runs a command; under an MPI launcher (mpirun, srun) first joins the job: `train` (data parallel) and `eval` (its
+ * passes shared) run on every rank, the other commands run in one process and refuse a job of several. */
 static int run_command(const cli_command *c, int argc, char **argv) {
   if (cuvae_dist_init(&argc, &argv)) {
     fprintf(stderr, "error: %s\n", cuvae_last_error());
@@ -127,10 +127,10 @@ static int run_command(const cli_command *c, int argc, char **argv) {
   if (rc != 0) {
     fprintf(stderr, "error: %s\n", cuvae_last_error());
     rc = CUVAE_EXIT_USAGE;
-  } else if (cuvae_dist_size() > 1 && strcmp(c->name, "train") != 0) {
+  } else if (cuvae_dist_size() > 1 && strcmp(c->name, "train") != 0 && strcmp(c->name, "eval") != 0) {
     if (cuvae_dist_rank() == 0)
       fprintf(stderr, "error: cuvae %s runs in one process; start it without mpirun/srun (%d ranks were started; "
-                      "only train runs on several)\n", c->name, cuvae_dist_size());
+                      "only train and eval run on several)\n", c->name, cuvae_dist_size());
     rc = CUVAE_EXIT_USAGE;
   } else {
     rc = c->run(argc - 1, argv + 1);

@@ -16,7 +16,9 @@ extern "C" {
  * parameters (m: be's model):
  *   *active = #{ j : Var_x mu_j(x) > threshold }   (the variance over the rows, divided by n, in double);
  *   kl_per_dim[j] = (1/n) sum_x 0.5 (mu_j^2 + exp(lv_j) - 1 - lv_j)   (NULL: not computed; the dims' sum is the KL).
- * The rows go through the encoder in chunks (the results do not depend on them). -1 with a message. */
+ * The rows go through the encoder in chunks (the results do not depend on them). With be->dp (several ranks) the
+ * chunks are shared round-robin over the ranks and every rank gets the same results (a collective: every rank calls
+ * it). -1 with a message. */
 int cuvae_latent_stats(cuvae_backend *be, const cuvae_model *m, const cuvae_dataset *ds, double threshold,
                        int *active, double *kl_per_dim);
 /* The number of active units alone: cuvae_latent_stats without kl_per_dim. */

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cuvae/device.h"
 #include "cuvae/error.h"
 #include "data_parallel.h"
 
@@ -21,6 +22,12 @@ int cuvae_dist_rank(void) { return g_rank; }
 int cuvae_dist_size(void) { return g_size; }
 int cuvae_dist_local_rank(void) { return g_local_rank; }
 int cuvae_dist_local_size(void) { return g_local_size; }
+
+int cuvae_dist_place_device(const char *device, char *note, size_t n) {
+  if (n) note[0] = '\0';
+  if (strcmp(device, "cpu") == 0) return 0;
+  return cuvae_device_place_rank(g_local_rank, g_local_size, note, n);
+}
 
 /* A launcher's variable that says this process is one rank of a job (Open MPI's mpirun, PMIx, PMI, Slurm's srun
  * --mpi=pmix / pmi2). */

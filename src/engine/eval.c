@@ -1,10 +1,11 @@
 /* Evaluation of a saved checkpoint on a split of its config: negative ELBO (the backend's evaluate), the
  * importance-weighted estimate of log p(x) (the backend's iwae, docs/MATH.md section 5), active units and the KL per
- * latent dimension. */
+ * latent dimension; under mpirun, shared over the ranks. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuvae/dist.h"
 #include "cuvae/error.h"
 #include "cuvae/train.h"
 #include "active_units.h"
@@ -50,6 +51,44 @@ static int iwae_nll(cuvae_inference *inf, int K, int batch, double *out) {
   return rc;
 }
 
+/* Opens the checkpoint on every rank; with several, each on its own GPU and its backend joined to the others (the
+ * passes are then shared over the ranks). The ranks agree on the outcome before any pass starts. */
+static int open_on_ranks(cuvae_inference *inf, struct cuvae_data_parallel **dp, const char *path, const char *device,
+                         const char *split_name, int split, int precision) {
+  const int ranks = cuvae_dist_size();
+  char placed[256];
+  int rc = cuvae_dist_place_device(device, placed, sizeof placed);
+  if (rc == 0) rc = cuvae_inference_open_in(inf, path, device, split, precision);
+  if (rc == 0 && inf->data.n == 0) rc = cuvae_error("%s: the %s split is empty", path, split_name);
+  if (ranks > 1 && (rc = cuvae_dist_agree(rc)) == 0) {
+    *dp = cuvae_dist_data_parallel(inf->model.n_params, CUVAE_DP_BUCKET_BYTES);
+    rc = cuvae_dist_agree(!*dp || cuvae_backend_join_data_parallel(inf->be, *dp) ? -1 : 0);
+  }
+  return rc;
+}
+
+/* The estimates on an open checkpoint: the ELBO, IWAE when asked, the latent statistics. On several ranks each is
+ * a collective pass over the ranks' shares. */
+static int evaluate_open(cuvae_inference *inf, const cuvae_eval_opts *opts, const char *path,
+                         cuvae_eval_result *out) {
+  const int batch = opts->batch > 0 ? opts->batch : inf->cfg.eval_batch_size;
+  out->step = inf->ck.step;
+  out->n = inf->data.n;
+  out->input_dim = inf->model.input_dim;
+  out->latent = inf->model.latent;
+  out->objective = inf->cfg.objective;
+  out->dequantized = inf->cfg.dequantize == CUVAE_DEQUANTIZE_UNIFORM;
+  if (opts->iwae_k > 0 && inf->cfg.objective == CUVAE_OBJ_AE)
+    return cuvae_error("--iwae: %s is an autoencoder ([train] objective = ae): it has no likelihood to estimate",
+                       path);
+  if (inf->be->evaluate(inf->be, &inf->data, batch, &out->elbo)) return -1;
+  if (opts->iwae_k > 0) {
+    if (iwae_nll(inf, opts->iwae_k, batch, &out->iwae_nll)) return -1;
+    out->iwae_k = opts->iwae_k;
+  }
+  return latent_stats(inf, out);
+}
+
 int cuvae_eval(const char *checkpoint_path, const cuvae_eval_opts *opts, cuvae_eval_result *out) {
   static const cuvae_eval_opts defaults = {0};
   if (!opts) opts = &defaults;
@@ -68,29 +107,14 @@ int cuvae_eval(const char *checkpoint_path, const cuvae_eval_opts *opts, cuvae_e
   int precision = -1;
   if (opts->precision && cuvae_precision_parse(opts->precision, &precision)) return -1;
   cuvae_inference inf;
-  if (cuvae_inference_open_in(&inf, checkpoint_path, opts->device ? opts->device : "auto", split, precision))
-    return -1;
-  if (inf.data.n == 0) {
-    cuvae_inference_close(&inf);
-    return cuvae_error("%s: the %s split is empty", checkpoint_path, split_name);
-  }
-  const int batch = opts->batch > 0 ? opts->batch : inf.cfg.eval_batch_size;
-  out->step = inf.ck.step;
-  out->n = inf.data.n;
-  out->input_dim = inf.model.input_dim;
-  out->latent = inf.model.latent;
-  out->objective = inf.cfg.objective;
-  out->dequantized = inf.cfg.dequantize == CUVAE_DEQUANTIZE_UNIFORM;
-  int rc = inf.be->evaluate(inf.be, &inf.data, batch, &out->elbo);
-  if (rc == 0 && opts->iwae_k > 0 && inf.cfg.objective == CUVAE_OBJ_AE)
-    rc = cuvae_error("--iwae: %s is an autoencoder ([train] objective = ae): it has no likelihood to estimate",
-                     checkpoint_path);
-  if (rc == 0 && opts->iwae_k > 0) {
-    rc = iwae_nll(&inf, opts->iwae_k, batch, &out->iwae_nll);
-    if (rc == 0) out->iwae_k = opts->iwae_k;
-  }
-  if (rc == 0) rc = latent_stats(&inf, out);
+  memset(&inf, 0, sizeof inf);
+  struct cuvae_data_parallel *dp = NULL;
+  int rc = open_on_ranks(&inf, &dp, checkpoint_path, opts->device ? opts->device : "auto", split_name, split,
+                         precision);
+  out->failure_agreed = rc != 0;  /* every rank failed here, or agreed to */
+  if (rc == 0) rc = evaluate_open(&inf, opts, checkpoint_path, out);
   cuvae_inference_close(&inf);
+  cuvae_dist_data_parallel_free(dp);
   if (rc != 0) cuvae_eval_result_free(out);
   return rc;
 }

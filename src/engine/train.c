@@ -17,7 +17,6 @@
 #include "cuvae/checkpoint.h"
 #include "cuvae/cpu.h"
 #include "cuvae/data.h"
-#include "cuvae/device.h"
 #include "cuvae/dist.h"
 #include "cuvae/error.h"
 #include "cuvae/plot.h"
@@ -231,10 +230,8 @@ static int build_run(run *r, const cuvae_config *cfg, const cuvae_train_opts *op
   r->local_batch = cfg->batch_size / r->ranks;
   const char *device = opts->device ? opts->device : "auto";
   char placed[256];  /* several ranks on a machine: each its own GPU (include/cuvae/device.h) */
-  if (strcmp(device, "cpu") != 0 &&
-      cuvae_device_place_rank(cuvae_dist_local_rank(), cuvae_dist_local_size(), placed, sizeof placed))
-    return -1;
-  if (strcmp(device, "cpu") != 0 && placed[0]) fprintf(log, "note: %s\n", placed);
+  if (cuvae_dist_place_device(device, placed, sizeof placed)) return -1;
+  if (placed[0]) fprintf(log, "note: %s\n", placed);
   r->be = cuvae_backend_create(device, &r->model, cfg, &r->train, &r->test);
   if (!r->be) return -1;
   if (r->ranks > 1) {

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "active_units.h"
 #include "backend.h"
 #include "cuvae/config.h"
 #include "cuvae/dist.h"
@@ -501,6 +502,72 @@ TEST(DataParallelBits, JoinedStepEqualsTheOneProcessStep) {
   }
   solo->destroy(solo);
   joined->destroy(joined);
+}
+
+// The evaluation passes of `cuvae eval` on the ranks: the IWAE passes and the encoder's chunks of the latent
+// statistics shared round-robin. A spy on the hooks' sum sees each rank's part before it is added: this rank's IWAE
+// rows hold their estimates (log p(x) < 0) and the others' rows 0. Both backends' gathered estimates are one
+// process's bits (each row from one rank, plus zeros). The KL per dim: the same 2600 non-negative terms summed in
+// another grouping (chunks per rank, then the ranks), each order within (n - 1) 2^-53 of the exact sum (Higham 4.2),
+// so within 2 n 2^-53 relative of each other; the active units are the same count.
+int (*g_sum)(void *, double *, int) = nullptr;
+std::vector<double> g_before_sum;
+int spy_sum(void *ctx, double *v, int n) {
+  g_before_sum.assign(v, v + n);
+  return g_sum(ctx, v, n);
+}
+
+void expect_iwae_shared(const cuvae_iwae_plan &plan, size_t n, const char *what) {
+  ASSERT_EQ(g_before_sum.size(), n) << what;
+  for (size_t i = 0; i < n; i++) {
+    const bool mine = (int64_t)(i / (size_t)plan.rows) % ranks() == rank();
+    if (mine) EXPECT_LT(g_before_sum[i], 0.0) << what << " row " << i;
+    else EXPECT_EQ(g_before_sum[i], 0.0) << what << " row " << i;
+  }
+}
+
+TEST(DataParallelBits, EvaluationPassesAreSharedAndEqualOneProcess) {
+  const Case c{"eval_passes", 16, 2, 12, 10, 3, 32, 2600, 0, CUVAE_LIK_BERNOULLI, CUVAE_ACT_RELU, 0.0f};
+  Fixture f(c);
+  Hooks hc(f.m.n_params), hg(f.m.n_params);
+  ASSERT_TRUE(hc.dp && hg.dp);
+  cuvae_data_parallel spy_c = *hc.dp, spy_g = *hg.dp;
+  g_sum = hc.dp->sum;  // both hooks sum through the same function (their ctx differs)
+  spy_c.sum = spy_g.sum = spy_sum;
+  cuvae_backend *one[2] = {cuvae_backend_cpu_create(&f.m, &f.cfg, &f.ds, &f.ds),
+                           cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, &f.ds)};
+  cuvae_backend *joined[2] = {cuvae_backend_cpu_create(&f.m, &f.cfg, &f.ds, &f.ds),
+                              cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, &f.ds)};
+  ASSERT_TRUE(one[0] && one[1] && joined[0] && joined[1]) << cuvae_last_error();
+  ASSERT_EQ(cuvae_backend_join_data_parallel(joined[0], &spy_c), 0) << cuvae_last_error();
+  ASSERT_EQ(cuvae_backend_join_data_parallel(joined[1], &spy_g), 0) << cuvae_last_error();
+  const int K = 4, batch = 100;
+  cuvae_iwae_plan plan;
+  ASSERT_EQ(cuvae_iwae_plan_make(K, batch, c.B + 5, &plan), 0);
+  const size_t n = f.ds.n, Z = f.m.latent;
+  const double bound = 2.0 * (double)n * std::ldexp(1.0, -53);
+  for (int b = 0; b < 2; b++) {
+    const char *what = b ? "cuda" : "cpu";
+    std::vector<double> want(n), got(n);
+    ASSERT_EQ(one[b]->iwae(one[b], &f.ds, K, batch, want.data()), 0) << cuvae_last_error();
+    ASSERT_EQ(joined[b]->iwae(joined[b], &f.ds, K, batch, got.data()), 0) << cuvae_last_error();
+    expect_iwae_shared(plan, n, what);
+    EXPECT_EQ(want, got) << what << ": the gathered estimates are one process's bits";
+    int a_one = -1, a_joined = -2;
+    std::vector<double> kl_one(Z), kl_joined(Z);
+    ASSERT_EQ(cuvae_latent_stats(one[b], &f.m, &f.ds, 0.01, &a_one, kl_one.data()), 0) << cuvae_last_error();
+    ASSERT_EQ(cuvae_latent_stats(joined[b], &f.m, &f.ds, 0.01, &a_joined, kl_joined.data()), 0)
+        << cuvae_last_error();
+    EXPECT_EQ(a_one, a_joined) << what;
+    ASSERT_EQ(g_before_sum.size(), 3 * Z) << what;
+    for (size_t j = 0; j < Z; j++) {
+      expect_near_rel(kl_one[j], kl_joined[j], 0.0, bound, std::string(what) + " KL of dim " + std::to_string(j));
+      const double mine = g_before_sum[2 * Z + j], all = kl_one[j] * (double)n;  // this rank's chunks: part of all
+      if (ranks() == 1) expect_near_rel(all, mine, 0.0, bound, std::string(what) + " one rank's KL sum");
+      else EXPECT_LT(mine, 0.9 * all) << what << " dim " << j << ": this rank encoded every chunk";
+    }
+  }
+  for (cuvae_backend *be : {one[0], one[1], joined[0], joined[1]}) be->destroy(be);
 }
 
 }  // namespace

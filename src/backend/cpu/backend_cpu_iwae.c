@@ -11,11 +11,14 @@
  * (bernoulli/gaussian_nll_grad_cpu without gradient), then iwae_log_weights_cpu folds the chunk's log-weights into
  * each row's running (max, sum exp) in double; iwae_finalize_cpu turns that into log_px at the end of the pass.
  *
+ * Data parallel: pass p is rank (p mod size)'s; the ranks' rows are gathered at the end (cuvae_iwae_gather).
+ *
  * Memory: the targets replicated for a decoder batch go into the backend's x_batch, eps into its eps buffer (both
  * sized for max_batch rows), the decoder's activations into the workspace's (src/backend/cpu/vae_cpu.c); z, the
  * per-row NLL and the per-row state are allocated per call and freed before returning.
  * K = 5000 therefore needs no more memory than K = max_batch. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend_cpu_internal.h"
 #include "gemm_dnnl.h"
@@ -48,6 +51,10 @@ int cpu_iwae(cuvae_backend *base, const cuvae_dataset *ds, int K, int batch, dou
   int64_t pass = 0;
   for (size_t start = 0; rc == 0 && start < ds->n; start += (size_t)plan.rows, pass++) {
     const int R = (int)(ds->n - start < (size_t)plan.rows ? ds->n - start : (size_t)plan.rows);
+    if (!cuvae_dp_owns(be->base.dp, pass)) {  /* another rank's rows: 0 until cuvae_iwae_gather */
+      memset(log_px + start, 0, (size_t)R * sizeof *log_px);
+      continue;
+    }
     const int32_t *labels = m->cond ? ds->labels + start : NULL;
     const float *mulv = cuvae_cpu_encode(m, be->ws, be->params, ds->x + start * ds->dim, labels, R);
     /* The targets for a full chunk; a shorter last chunk uses the first R * C_c rows (sample-major layout). */
@@ -76,5 +83,6 @@ int cpu_iwae(cuvae_backend *base, const cuvae_dataset *ds, int K, int batch, dou
   free(zy);
   free(nll);
   free(state);
-  return rc ? rc : gemm_take_failure();
+  if (rc == 0) rc = gemm_take_failure();
+  return rc ? rc : cuvae_iwae_gather(be->base.dp, log_px, ds->n);
 }

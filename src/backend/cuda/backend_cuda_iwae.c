@@ -9,7 +9,8 @@
  * be->eps), iwae_reparam_cuda (be->z), the decoder (dec_out), *_nll_grad_cuda without gradient (be->nll_row), and
  * iwae_log_weights_cuda folding the chunk into each row's running (max, sum exp) in device memory (double, fixed
  * reduction order). iwae_finalize_cuda writes the pass's log_px on the device; one copy at the end brings all rows
- * back, so the host never waits inside the loop.
+ * back, so the host never waits inside the loop. Data parallel: pass p is rank (p mod size)'s, the others' rows are
+ * zeroed on the device and the ranks' rows gathered on the host at the end (cuvae_iwae_gather).
  *
  * Memory: the backend's buffers for max_batch rows (x, eps, z, nll_row, enc_out, dec_out; grad_a stages rows of a
  * data set that was not uploaded at creation), the per-row state (iwae_state, 2 doubles per pass row; a pass has at
@@ -35,6 +36,10 @@ static int iwae_passes(cuda_backend *be, const cuvae_dataset *ds, int K, const c
   int64_t pass = 0;
   for (size_t start = 0; start < ds->n; start += (size_t)plan->rows, pass++) {
     const int R = (int)(ds->n - start < (size_t)plan->rows ? ds->n - start : (size_t)plan->rows);
+    if (!cuvae_dp_owns(be->base.dp, pass)) {  /* another rank's rows: 0 until cuvae_iwae_gather */
+      CU_CHECK(cudaMemsetAsync(dev_log_px + start, 0, (size_t)R * sizeof *dev_log_px, be->stream));
+      continue;
+    }
     const float *x = be->eval_x + start * ds->dim;
     if (!resident) {
       /* grad_a holds max_batch rows of the widest layer (>= D); stream order keeps it until the pass has read it,
@@ -64,7 +69,7 @@ static int iwae_passes(cuda_backend *be, const cuvae_dataset *ds, int K, const c
   }
   CU_CHECK(cudaMemcpyAsync(log_px, dev_log_px, ds->n * sizeof(double), cudaMemcpyDeviceToHost, be->stream));
   CU_CHECK(cudaStreamSynchronize(be->stream));
-  return 0;
+  return cuvae_iwae_gather(be->base.dp, log_px, ds->n);
 }
 
 int cuda_iwae(cuvae_backend *base, const cuvae_dataset *ds, int K, int batch, double *log_px) {

@@ -409,14 +409,16 @@ TEST(DataParallelBits, ShardedBf16EqualsUnsharded) {
 
 // The graph on and off, and the gradient's all-reduce in one bucket or in one per layer, run the same additions
 // (each element is the rank-order sum of the ranks' values, whatever the bucket): the same bits, step after step.
-// The small buckets are used: one all-reduce per layer.
-TEST(DataParallelBits, GraphAndBucketsGiveTheSameBits) {
+// The small buckets are used: one sum per layer. Sharded (ZeRO-1), the buckets are reduced into their blocks'
+// owners: the same bits too, as the emulation adds every rank's part in rank order in either call.
+class BucketsOfTheSum : public ::testing::TestWithParam<int> {};
+TEST_P(BucketsOfTheSum, GraphAndBucketsGiveTheSameBits) {
   const DpCase &d = kCases[0];
   Fixture f(d.c);
   cuvae_config graph_cfg = f.cfg, direct_cfg = f.cfg;
   graph_cfg.cuda_graph = 1;
   direct_cfg.cuda_graph = 0;
-  Hooks h(f.m.n_params);
+  Hooks h(f.m.n_params, GetParam());
   ASSERT_NE(h.dp, nullptr);
   cuvae_backend *be[3] = {cuvae_backend_cuda_create(&f.m, &graph_cfg, &f.ds, &f.ds),
                           cuvae_backend_cuda_create(&f.m, &graph_cfg, &f.ds, &f.ds),
@@ -452,6 +454,8 @@ TEST(DataParallelBits, GraphAndBucketsGiveTheSameBits) {
   EXPECT_EQ(cuda_dp_buckets(be[2]), (long long)steps * layers);
   for (cuvae_backend *b : be) b->destroy(b);
 }
+INSTANTIATE_TEST_SUITE_P(DataParallelBits, BucketsOfTheSum, ::testing::Values(0, 1),
+                         [](const ::testing::TestParamInfo<int> &i) { return i.param ? "sharded" : "unsharded"; });
 
 // The ranks of this job share one machine: their places on it (what picks each rank's GPU, include/cuvae/device.h)
 // are their world ranks, and as many.

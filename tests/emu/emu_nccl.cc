@@ -1,8 +1,8 @@
 // The NCCL subset of the CUDA emulation, over MPI (docs/CUDA_EMULATION.md, "NCCL"): each MPI process is one rank
 // with its emulated device; a communicator is a duplicate of MPI_COMM_WORLD; all-reduce, reduce-scatter, all-gather
-// and broadcast are stream operations like the emulation's kernels and copies (run at once, queued in the deferred
+// reduce and broadcast are stream operations like the emulation's kernels and copies (run at once, queued in the deferred
 // mode, or recorded into a graph while their stream is captured); group calls. Every function has the real
-// prototype from nccl.h; the functions this file lacks (ncclReduce, ncclSend, ...) do not link.
+// prototype from nccl.h; the functions this file lacks (ncclSend, ncclRecv, ...) do not link.
 //
 // - Determinism: a reduction gathers every rank's input and adds it in rank order, ((x_0 + x_1) + x_2) + ..., on
 //   every rank, so every rank gets the same bits, run after run (real NCCL's ring and tree orders differ).
@@ -64,9 +64,9 @@ struct ncclComm {
 namespace cuda_emu::nccl {
 namespace {
 
-enum Kind { kAllReduce, kReduceScatter, kAllGather, kBroadcast };
-// One collective as issued. count is ncclAllReduce's and ncclBroadcast's count, ncclReduceScatter's recvcount,
-// ncclAllGather's sendcount.
+enum Kind { kAllReduce, kReduceScatter, kAllGather, kBroadcast, kReduce };
+// One collective as issued. count is ncclAllReduce's, ncclReduce's and ncclBroadcast's count, ncclReduceScatter's
+// recvcount, ncclAllGather's sendcount.
 struct Call {
   Kind kind;
   const char *name;
@@ -154,7 +154,21 @@ void sum_rows(ncclDataType_t t, void *out, const unsigned char *gathered, int si
 void call_bytes(const Call &c, size_t *send, size_t *recv) {
   const size_t one = c.count * type_size(c.type), all = one * (size_t)c.comm->size;
   *send = c.kind == kReduceScatter ? all : c.kind == kBroadcast && c.comm->rank != c.root ? 0 : one;
-  *recv = c.kind == kAllGather ? all : one;
+  *recv = c.kind == kAllGather ? all : c.kind == kReduce && c.comm->rank != c.root ? 0 : one;
+}
+
+// ncclReduce: the root gathers every rank's chunk and adds them in rank order; the others' recvbuff is not touched.
+void reduce_to_root(const Call &c) {
+  const Comm &m = *c.comm;
+  const size_t es = type_size(c.type), step = kChunkBytes / es;
+  const unsigned char *send = static_cast<const unsigned char *>(c.send);
+  unsigned char *recv = static_cast<unsigned char *>(c.recv);
+  std::vector<unsigned char> gathered(m.rank == c.root ? std::min(step, c.count) * es * m.size : 0);
+  for (size_t off = 0; off < c.count; off += step) {
+    const size_t len = std::min(step, c.count - off), bytes = len * es;
+    MPI_Gather(send + off * es, (int)bytes, MPI_BYTE, gathered.data(), (int)bytes, MPI_BYTE, c.root, m.mpi);
+    if (m.rank == c.root) sum_rows(c.type, recv + off * es, gathered.data(), m.size, len);
+  }
 }
 
 // The data movement: MPI moves bytes between the ranks' device memory (host memory here), in chunks.
@@ -170,6 +184,7 @@ void exchange(const Call &c) {
       MPI_Bcast(recv + off, (int)std::min(kChunkBytes, bytes - off), MPI_BYTE, c.root, m.mpi);
     return;
   }
+  if (c.kind == kReduce) return reduce_to_root(c);
   std::vector<unsigned char> packed, gathered(std::min(step, c.count) * es * m.size);
   if (c.kind == kReduceScatter) packed.resize(gathered.size());
   for (size_t off = 0; off < c.count; off += step) {
@@ -220,12 +235,12 @@ ncclResult_t check(const Call &c, ncclRedOp_t op) {
   if (!c.comm) return report(ncclInvalidArgument, "%s: comm is NULL or not a live communicator", c.name);
   if (!type_size(c.type))
     return report(ncclInvalidArgument, "%s: datatype %d is not an ncclDataType_t", c.name, (int)c.type);
-  if ((c.kind == kAllReduce || c.kind == kReduceScatter) &&
+  if ((c.kind == kAllReduce || c.kind == kReduceScatter || c.kind == kReduce) &&
       (op != ncclSum || (c.type != ncclFloat32 && c.type != ncclFloat64)))
     return report(ncclInvalidArgument,
                   "%s: op %d on datatype %d is not emulated (only ncclSum on ncclFloat32 and ncclFloat64)", c.name,
                   (int)op, (int)c.type);
-  if (c.kind == kBroadcast && (c.root < 0 || c.root >= c.comm->size))
+  if ((c.kind == kBroadcast || c.kind == kReduce) && (c.root < 0 || c.root >= c.comm->size))
     return report(ncclInvalidArgument, "%s: root %d is not a rank of the communicator (0..%d)", c.name, c.root,
                   c.comm->size - 1);
   if (c.count > SIZE_MAX / 16 / (size_t)c.comm->size)
@@ -457,6 +472,10 @@ ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size_t recv
 ncclResult_t ncclAllGather(const void *sendbuff, void *recvbuff, size_t sendcount, ncclDataType_t datatype,
                            ncclComm_t comm, cudaStream_t stream) {
   return collective(kAllGather, "ncclAllGather", sendbuff, recvbuff, sendcount, datatype, ncclSum, 0, comm, stream);
+}
+ncclResult_t ncclReduce(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype, ncclRedOp_t op,
+                        int root, ncclComm_t comm, cudaStream_t stream) {
+  return collective(kReduce, "ncclReduce", sendbuff, recvbuff, count, datatype, op, root, comm, stream);
 }
 ncclResult_t ncclBroadcast(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype, int root,
                            ncclComm_t comm, cudaStream_t stream) {

@@ -190,6 +190,22 @@ TEST_F(EmuNccl, ReduceScatterGivesEachRankItsBlockOfTheSum) {
   expect_bits(host_copy(xd + g_rank * rc, rc, s_), want_d, "reduce-scatter double in place");
 }
 
+// The root (the last rank, out of place, float; then rank 0 in place, double) receives the rank-order sum; the other
+// ranks' recvbuff is left as it was.
+TEST_F(EmuNccl, ReduceGivesTheRootTheRankOrderSum) {
+  const size_t n = 517;
+  const int root = g_size - 1;
+  std::vector<float> want(n), before(n, -3.5f);
+  std::vector<double> want_d(n);
+  for (size_t i = 0; i < n; i++) want[i] = rank_order_sum<float>(i), want_d[i] = rank_order_sum<double>(i);
+  float *x = own(device_copy(inputs<float>(g_rank, n))), *y = own(device_copy(before));
+  ASSERT_EQ(ncclReduce(x, y, n, ncclFloat32, ncclSum, root, comm_, s_), ncclSuccess);
+  expect_bits(host_copy(y, n, s_), g_rank == root ? want : before, "reduce float to the last rank");
+  double *z = own(device_copy(inputs<double>(g_rank, n)));
+  ASSERT_EQ(ncclReduce(z, z, n, ncclFloat64, ncclSum, 0, comm_, s_), ncclSuccess);
+  expect_bits(host_copy(z, n, s_), g_rank == 0 ? want_d : inputs<double>(g_rank, n), "reduce double in place");
+}
+
 // recvbuff holds every rank's block in rank order; any type moves (int32 here), and in place.
 TEST_F(EmuNccl, AllGatherConcatenatesTheRanksBlocks) {
   const size_t sc = 257, n = sc * g_size;
@@ -382,6 +398,8 @@ TEST_F(EmuNccl, BadArgumentsAreRefused) {
   EXPECT_EQ(ncclAllGather(x, x, n, ncclNumTypes, comm_, s_), ncclInvalidArgument);
   EXPECT_EQ(ncclAllReduce(host.data(), x, n, ncclFloat32, ncclSum, comm_, s_), ncclInvalidArgument);
   EXPECT_EQ(ncclBroadcast(x, x, n, ncclFloat32, g_size, comm_, s_), ncclInvalidArgument);
+  EXPECT_EQ(ncclReduce(x, x, n, ncclFloat32, ncclSum, -1, comm_, s_), ncclInvalidArgument);
+  EXPECT_EQ(ncclReduce(x, x, n, ncclFloat32, ncclProd, 0, comm_, s_), ncclInvalidArgument);
   EXPECT_EQ(ncclGroupEnd(), ncclInvalidUsage);
   // A group with a refused call fails as a whole: its good call is not enqueued either.
   float *y = own(device_alloc<float>(n));

@@ -13,8 +13,8 @@
  *          sum_squares -> step_guard (records the sums; halts on a non-finite step) -> adam_prepare -> adam_update;
  *          data parallel (several ranks, src/backend/cuda/backend_cuda_dp.c): each rank's slice of the global batch
  *          and of its noise, the gradient all-reduced (NCCL) in buckets on a second stream during the encoder and
- *          decoder backward, and with the loss sums joined before sum_squares; sharded (ZeRO-1), the gradient
- *          reduce-scattered after the backward, the norm from the blocks' sums of squares, Adam on the rank's
+ *          decoder backward, and with the loss sums joined before sum_squares; sharded (ZeRO-1), the same buckets
+ *          reduced into the owners of the shards, the norm from the blocks' sums of squares, Adam on the rank's
  *          shard, the parameters all-gathered.
  * The graph part is captured once per batch size and replayed ([train] cuda_graph = on), or launched kernel by
  * kernel (off, and always under CUVAE_CUDA_SYNC=1, which checks each launch). Before a capture every GEMM of the

@@ -2,8 +2,9 @@
  * (rank 0's unique id broadcast over the engine's hooks), the rank's slice of each step's noise, and the step's sums
  * over the ranks: the gradient all-reduced in buckets on a stream of its own as the backward finishes each layer, the
  * step's loss sums after it, joined before the norm; all enqueued in the step's stream order, so they are captured
- * into the step's CUDA graph; sharded (ZeRO-1), the gradient reduce-scattered after the backward, the norm from the
- * blocks' sums of squares, the parameters all-gathered after Adam on the shard, m and v gathered for get_state.
+ * into the step's CUDA graph; sharded (ZeRO-1), the same buckets reduced into the owners of the shards they meet
+ * (ncclReduce per shard: a reduce-scatter of uneven parts), the norm from the shards' sums of squares, the parameters
+ * all-gathered after Adam on the shard, m and v gathered for get_state.
  * A build without NCCL (no MPI, or no nccl.h) refuses data parallel with a message.
  * The native build loads libnccl.so.2 when a backend first joins (dlopen), so one-process runs never need NCCL. */
 #include <cuda_runtime_api.h>
@@ -36,8 +37,8 @@ typedef struct nccl_api {
   ncclResult_t (*comm_destroy)(ncclComm_t comm);
   ncclResult_t (*all_reduce)(const void *send, void *recv, size_t count, ncclDataType_t type, ncclRedOp_t op,
                              ncclComm_t comm, cudaStream_t stream);
-  ncclResult_t (*reduce_scatter)(const void *send, void *recv, size_t recvcount, ncclDataType_t type,
-                                 ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream);
+  ncclResult_t (*reduce)(const void *send, void *recv, size_t count, ncclDataType_t type, ncclRedOp_t op, int root,
+                         ncclComm_t comm, cudaStream_t stream);
   ncclResult_t (*all_gather)(const void *send, void *recv, size_t sendcount, ncclDataType_t type, ncclComm_t comm,
                              cudaStream_t stream);
   const char *(*error_string)(ncclResult_t rc);
@@ -47,8 +48,8 @@ static nccl_api g_nccl;
 
 #if defined(CUVAE_CUDA_EMU)
 static int load_nccl(void) {
-  g_nccl = (nccl_api){ncclGetUniqueId,   ncclCommInitRank, ncclCommDestroy,   ncclAllReduce,
-                      ncclReduceScatter, ncclAllGather,    ncclGetErrorString};
+  g_nccl = (nccl_api){ncclGetUniqueId, ncclCommInitRank, ncclCommDestroy,   ncclAllReduce,
+                      ncclReduce,      ncclAllGather,    ncclGetErrorString};
   return 0;
 }
 #else
@@ -65,13 +66,13 @@ static int load_nccl(void) {
   *(void **)&a.comm_init_rank = dlsym(lib, "ncclCommInitRank");
   *(void **)&a.comm_destroy = dlsym(lib, "ncclCommDestroy");
   *(void **)&a.all_reduce = dlsym(lib, "ncclAllReduce");
-  *(void **)&a.reduce_scatter = dlsym(lib, "ncclReduceScatter");
+  *(void **)&a.reduce = dlsym(lib, "ncclReduce");
   *(void **)&a.all_gather = dlsym(lib, "ncclAllGather");
   *(void **)&a.error_string = dlsym(lib, "ncclGetErrorString");
-  if (!a.get_unique_id || !a.comm_init_rank || !a.comm_destroy || !a.all_reduce || !a.reduce_scatter ||
+  if (!a.get_unique_id || !a.comm_init_rank || !a.comm_destroy || !a.all_reduce || !a.reduce ||
       !a.all_gather || !a.error_string)
     return cuvae_error("libnccl.so.2 lacks an NCCL function cuvae calls (ncclGetUniqueId, ncclCommInitRank, "
-                       "ncclCommDestroy, ncclAllReduce, ncclReduceScatter, ncclAllGather, ncclGetErrorString)");
+                       "ncclCommDestroy, ncclAllReduce, ncclReduce, ncclAllGather, ncclGetErrorString)");
   g_nccl = a;
   return 0;
 }
@@ -88,13 +89,13 @@ enum { CUDA_DP_EVENTS = 2 * CUVAE_MAX_LAYERS + 1 };  /* a bucket ends at a layer
 
 struct cuda_dp {
   ncclComm_t comm;
-  cudaStream_t stream;            /* the gradient all-reduce's (its own, so it overlaps the rest of the backward) */
+  cudaStream_t stream;            /* the gradient sums' (its own, so they overlap the rest of the backward) */
   cudaEvent_t ready[CUDA_DP_EVENTS]; /* recorded on the step's stream when a bucket is final; the comm stream waits */
   cudaEvent_t done;               /* recorded on the comm stream after the last sum; the step's stream waits */
   size_t bucket;                  /* floats per bucket (at least) */
   size_t started;                 /* grad[started, n) is summed or being summed this step */
   int n_ready;                    /* events used this step */
-  long long buckets;              /* all-reduces of the gradient enqueued since the join */
+  long long buckets;              /* buckets of the gradient summed (all-reduced, or reduced) since the join */
   float *scratch;                 /* a noise slice's draw: from the Philox block holding its first value */
   /* ZeRO-1 ([train] shard_optimizer): rank r's block of the padded buffers is [r per, (r + 1) per), its shard the
    * part of it below n; host copies of its shard of m and v for get_state's gather */
@@ -204,14 +205,30 @@ long long cuda_dp_buckets(const cuvae_backend *base) {
   return be->nccl ? be->nccl->buckets : 0;
 }
 
-/* grad[from, started) all-reduced in place on the comm stream, after the step's stream's work so far. */
+/* ZeRO-1: grad[from, to) summed into the blocks' owners, one ncclReduce (in place) per rank block it meets: rank r
+ * receives the sums of the part inside its block [r per, (r + 1) per); the rest of its buffer keeps its own terms. */
+static int reduce_to_owners(struct cuda_dp *d, float *grad, size_t from, size_t to) {
+  for (size_t lo = from; lo < to;) {
+    const size_t owner = lo / d->per, hi = (owner + 1) * d->per < to ? (owner + 1) * d->per : to;
+    NCCL_CHECK(g_nccl.reduce(grad + lo, grad + lo, hi - lo, ncclFloat32, ncclSum, (int)owner, d->comm, d->stream));
+    lo = hi;
+  }
+  return 0;
+}
+
+/* grad[from, started) summed over the ranks in place on the comm stream, after the step's stream's work so far:
+ * all-reduced, or sharded reduced into each block's owner. */
 static int start_sum(cuda_backend *be, struct cuda_dp *d, size_t from) {
   if (d->n_ready >= CUDA_DP_EVENTS) return cuvae_error("internal: more gradient buckets than layers");
   cudaEvent_t ev = d->ready[d->n_ready++];
   CU_CHECK(cudaEventRecord(ev, be->stream));
   CU_CHECK(cudaStreamWaitEvent(d->stream, ev, 0));
-  NCCL_CHECK(g_nccl.all_reduce(be->grad + from, be->grad + from, d->started - from, ncclFloat32, ncclSum, d->comm,
-                               d->stream));
+  if (d->sharded) {
+    if (reduce_to_owners(d, be->grad, from, d->started)) return -1;
+  } else {
+    NCCL_CHECK(g_nccl.all_reduce(be->grad + from, be->grad + from, d->started - from, ncclFloat32, ncclSum, d->comm,
+                                 d->stream));
+  }
   d->started = from;
   d->buckets++;
   return 0;
@@ -219,17 +236,20 @@ static int start_sum(cuda_backend *be, struct cuda_dp *d, size_t from) {
 
 int cuda_dp_grad_ready(cuda_backend *be, size_t from) {
   struct cuda_dp *d = be->nccl;
-  if (!d || be->gemm_only || d->sharded || d->started - from < d->bucket) return 0;
+  if (!d || be->gemm_only || d->started - from < d->bucket) return 0;
   return start_sum(be, d, from);
 }
 
-/* ZeRO-1, on the step's stream after the backward: the gradient reduce-scattered in place (rank r receives the
- * sums of its block), the block's sum of squares (its padding is zero) into sums[2], and the loss sums and the
- * blocks' sums of squares all-reduced (the global norm^2). One reduce-scatter a step: no overlap with the backward. */
+/* ZeRO-1, after the backward: what is left of the gradient reduced into its owners, and the step's stream waits for
+ * every bucket; then on it the block's sum of squares (its padding is zero: never written, never reduced) into
+ * sums[2], and the loss sums and the blocks' sums of squares all-reduced (the global norm^2). */
 static int sharded_sums(cuda_backend *be, struct cuda_dp *d) {
+  if (d->started > 0 && start_sum(be, d, 0)) return -1;
+  CU_CHECK(cudaEventRecord(d->done, d->stream));
+  CU_CHECK(cudaStreamWaitEvent(be->stream, d->done, 0));
+  d->started = be->model->n_params;
+  d->n_ready = 0;
   float *mine = be->grad + (size_t)be->base.dp->rank * d->per;
-  NCCL_CHECK(g_nccl.reduce_scatter(be->grad, mine, d->per, ncclFloat32, ncclSum, d->comm, be->stream));
-  d->buckets++;
   CU_LAUNCH(be, sum_squares_cuda(mine, d->per, be->sum_partials, be->sums + 2, be->stream));
   NCCL_CHECK(g_nccl.all_reduce(be->sums, be->sums, CUVAE_STEP_SUMS, ncclFloat32, ncclSum, d->comm, be->stream));
   return 0;

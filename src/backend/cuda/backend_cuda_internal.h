@@ -195,13 +195,13 @@ void cuda_loss_from_sums(const cuvae_objective_spec *spec, const float *sums, in
  * NCCL); destroy: frees what join made (nothing without it). In the step (no-ops in one process and in the warm-up
  * pass): grad_ready, after the backward has finished grad[from, n): starts the all-reduce of a full bucket on the comm
  * stream; step_sums, after the backward: the rest of the gradient and the loss sums be->sums, then the step's stream
- * waits for them; sharded (ZeRO-1, dp->sharded), step_sums instead reduce-scatters the gradient (one call after the
- * backward; grad_ready starts nothing), writes the rank's block's sum of squares into sums[2] and all-reduces the
- * four sums, and params_gather, after Adam on the shard, all-gathers the parameters (and remakes w16); sharded says
+ * waits for them; sharded (ZeRO-1, dp->sharded), the buckets are instead reduced into the owners of the blocks they
+ * meet (one ncclReduce per block), and step_sums, after the rest and the wait, writes the rank's block's sum of
+ * squares into sums[2] and all-reduces the four sums, and params_gather, after Adam on the shard, all-gathers the parameters (and remakes w16); sharded says
  * which (0 without data parallel); state_gather copies the shard of m and v to the host and gathers them into
  * adam_m / adam_v on rank 0 (every rank calls it). noise: values [skip, skip + n) of the draw of stream g at offset, into dst (a Philox block holding
  * value skip is drawn into a scratch, the slice copied). set_bucket (tests): the bucket, in floats; buckets: the
- * gradient all-reduces enqueued since the join (a captured step's count once). */
+ * gradient's buckets summed since the join (a captured step's count once). */
 int cuda_join_data_parallel(cuvae_backend *be, const cuvae_data_parallel *dp);
 void cuda_dp_destroy(cuda_backend *be);
 int cuda_dp_grad_ready(cuda_backend *be, size_t from);

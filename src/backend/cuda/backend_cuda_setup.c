@@ -308,7 +308,7 @@ static int init_state(cuda_backend *be, const cuvae_dataset *train, const cuvae_
 }
 
 /* Copies the parameters and the shard [lo, hi) of m and v to the host, frees the old state, allocates the new one
- * zeroed (the gradient's padding must stay zero: the reduce-scatter adds it) and copies them back. */
+ * zeroed (the gradient's padding stays zero: the last block's sum of squares reads it) and copies them back. */
 static int relayout_state(cuda_backend *be, size_t lo, size_t hi, size_t padded) {
   const size_t n = be->model->n_params, k = hi - lo, f = sizeof(float);
   float *host = malloc((n + 2 * k) * f);

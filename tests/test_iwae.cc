@@ -304,6 +304,43 @@ TEST(Iwae, SampleForSampleFromTheDocumentedNoise) {
   }
 }
 
+// A long IWAE call reports its progress after each pass: the share of the rank's passes done, exactly k / passes.
+// 23 rows in passes of 2 (K = 7, batch 6, max batch 20: the plan above) are 12 passes; as rank 1 of 2 the backend runs
+// passes 1, 3, ..., 11 and reports 1/6 .. 6/6, and leaves the others' rows 0 for the gather (a no-op sum here).
+std::vector<double> g_reported;
+void record_progress(void *, double done) { g_reported.push_back(done); }
+int no_sum(void *, double *, int) { return 0; }
+
+TEST(Iwae, ReportsItsProgressAfterEachPass) {
+  Model md = make_model(true, 20);
+  const Data data(23, 2);
+  for (int ranks : {1, 2}) {
+    cuvae_backend *be = cuvae_backend_cpu_create(&md.m, &md.cfg, nullptr, &data.ds);
+    ASSERT_NE(be, nullptr) << cuvae_last_error();
+    ASSERT_EQ(be->set_state(be, md.params.data(), nullptr, nullptr), 0);
+    cuvae_data_parallel dp{};
+    dp.rank = 1;
+    dp.size = 2;
+    dp.sum = no_sum;
+    if (ranks == 2) {
+      ASSERT_EQ(cuvae_backend_join_data_parallel(be, &dp), 0) << cuvae_last_error();
+    }
+    be->progress = record_progress;
+    g_reported.clear();
+    std::vector<double> out(data.ds.n, NAN);
+    ASSERT_EQ(be->iwae(be, &data.ds, 7, 6, out.data()), 0) << cuvae_last_error();
+    const int passes = ranks == 1 ? 12 : 6;
+    ASSERT_EQ(g_reported.size(), (size_t)passes) << ranks << " ranks";
+    for (int k = 0; k < passes; k++) EXPECT_EQ(g_reported[k], (double)(k + 1) / passes) << ranks << " ranks";
+    for (size_t i = 0; i < data.ds.n; i++) {
+      const bool mine = ranks == 1 || (i / 2) % 2 == 1;
+      if (mine) EXPECT_LT(out[i], 0.0) << "row " << i;
+      else EXPECT_EQ(out[i], 0.0) << "row " << i;
+    }
+    be->destroy(be);
+  }
+}
+
 // The bad encoder: the K = 5000 estimate is within its Monte-Carlo error of log p(x), per row and on average, and
 // not above it beyond that error (the IWAE bound holds in expectation); K = 1 is the ELBO, log p(x) - KL(q || p(z|x))
 // on average.

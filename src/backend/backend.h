@@ -49,6 +49,10 @@ struct cuvae_backend {
    * scale, loss and gradient are those of the global batch; evaluate covers the set's batches round-robin over the
    * ranks and returns the whole set's mean on every rank. Set by cuvae_backend_join_data_parallel. */
   const cuvae_data_parallel *dp;
+  /* Progress of a long call (iwae): called after each of its passes with the share of this rank's passes done, in
+   * (0, 1]; NULL (the default): not called. The caller sets it around the call. */
+  void (*progress)(void *ctx, double done);
+  void *progress_ctx;
   /* Enqueues one Adam step on train rows rows[0..B) with the noise of training step `step` (0-based). Fails at
    * once on bad arguments (B, a row outside the training set, more than max_pending steps pending). */
   int (*train_step)(cuvae_backend *be, const uint32_t *rows, int B, int64_t step);
@@ -113,6 +117,9 @@ typedef struct cuvae_eval_batch {
 /* 1 when share k of a pass (an evaluation batch, an IWAE pass, a chunk of encoded rows) is this rank's: share k is
  * rank (k mod size)'s. Always 1 in one process (dp NULL). */
 int cuvae_dp_owns(const cuvae_data_parallel *dp, int64_t k);
+/* After pass `pass` (0-based, this rank's) of `passes` in all: be->progress with the share of this rank's passes done
+ * (cuvae_dp_owns decides which are its). */
+void cuvae_backend_pass_done(const cuvae_backend *be, int64_t pass, int64_t passes);
 /* IWAE on several ranks: log_px[0..n) holds this rank's rows and 0 in the others'; after the call every rank holds
  * every row. Each row has one non-zero term (its rank's), so the sum is that term, bit for bit. Nothing when dp is
  * NULL. A collective: every rank calls it. */

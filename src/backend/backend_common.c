@@ -81,6 +81,18 @@ int cuvae_eval_pass_batch(const cuvae_eval_pass *p, int64_t k, cuvae_eval_batch 
 
 int cuvae_dp_owns(const cuvae_data_parallel *dp, int64_t k) { return !dp || k % dp->size == dp->rank; }
 
+/* The passes of [0, k) that are this rank's. */
+static int64_t owned_passes(const cuvae_data_parallel *dp, int64_t k) {
+  if (!dp) return k;
+  return k > dp->rank ? (k - dp->rank + dp->size - 1) / dp->size : 0;
+}
+
+void cuvae_backend_pass_done(const cuvae_backend *be, int64_t pass, int64_t passes) {
+  if (!be->progress) return;
+  const int64_t mine = owned_passes(be->dp, passes);
+  if (mine > 0) be->progress(be->progress_ctx, (double)owned_passes(be->dp, pass + 1) / (double)mine);
+}
+
 int cuvae_iwae_gather(const cuvae_data_parallel *dp, double *log_px, size_t n) {
   if (!dp) return 0;
   if (n > INT_MAX) return cuvae_error("IWAE on %d ranks: %zu rows are more than one sum can gather", dp->size, n);

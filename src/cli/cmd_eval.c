@@ -47,7 +47,7 @@ void help_eval(void) {
          "options:\n"
          "  --split S    test (default) or train: which split of the checkpoint's config\n"
          "  --iwae K     also estimate log p(x) with K importance samples per point (1 to %d); the cost is about K\n"
-         "               decoder passes over the split\n"
+         "               decoder passes over the split; from 2 s on its progress is shown on stderr\n"
          "  --batch N    data rows per evaluation batch (1 to %d; default: the config's eval_batch_size, capped at\n"
          "               the larger of batch_size and eval_batch_size); the noise offsets follow it\n"
          "  --device D   auto (default), cpu or cuda\n"

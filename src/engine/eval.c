@@ -2,7 +2,9 @@
  * importance-weighted estimate of log p(x) (the backend's iwae, docs/MATH.md section 5), active units and the KL per
  * latent dimension; under mpirun, shared over the ranks. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "cuvae/dist.h"
@@ -10,6 +12,7 @@
 #include "cuvae/train.h"
 #include "active_units.h"
 #include "inference.h"
+#include "progress.h"
 
 int cuvae_eval_checkpoint(const char *checkpoint_path, const char *device, cuvae_loss *out, int64_t *step) {
   cuvae_inference inf;
@@ -34,12 +37,42 @@ static int latent_stats(cuvae_inference *inf, cuvae_eval_result *out) {
                             out->kl_per_dim);
 }
 
+/* IWAE's progress on stderr (rank 0 only): from 2 s on, a line redrawn in place on a terminal every half second, a
+ * new line every 30 s otherwise; the share done, the time so far and an estimate of what is left. */
+typedef struct iwae_meter {
+  double t0, last;
+  int tty, shown, K;
+  size_t n;
+} iwae_meter;
+
+static void iwae_meter_show(void *ctx, double done) {
+  iwae_meter *m = ctx;
+  const double now = cuvae_now_seconds(), spent = now - m->t0;
+  if (done < 1.0 && (spent < 2.0 || now - m->last < (m->tty ? 0.5 : 30.0))) return;
+  if (done >= 1.0 && !m->shown) return;  /* a short pass says nothing */
+  m->last = now;
+  m->shown = 1;
+  const char *start = m->tty ? "\r" : "";
+  if (done >= 1.0)
+    fprintf(stderr, "%sIWAE, K = %d, %zu rows: done in %.0f s%*s\n", start, m->K, m->n, spent, m->tty ? 24 : 0, "");
+  else
+    fprintf(stderr, "%sIWAE, K = %d, %zu rows: %5.1f%% in %.0f s, about %.0f s left%s", start, m->K, m->n,
+            100.0 * done, spent, spent * (1.0 - done) / done, m->tty ? "" : "\n");
+  fflush(stderr);
+}
+
 /* The IWAE estimate on the backend: mean of -log p(x) over the split, rows summed in double in row order. */
 static int iwae_nll(cuvae_inference *inf, int K, int batch, double *out) {
   const size_t n = inf->data.n;
   double *log_px = malloc(n * sizeof *log_px);
   if (!log_px) return cuvae_error("out of memory for %zu IWAE estimates", n);
+  iwae_meter meter = {cuvae_now_seconds(), 0.0, isatty(fileno(stderr)), 0, K, n};
+  if (cuvae_dist_rank() == 0) {
+    inf->be->progress = iwae_meter_show;
+    inf->be->progress_ctx = &meter;
+  }
   int rc = inf->be->iwae(inf->be, &inf->data, K, batch, log_px);
+  inf->be->progress = NULL;
   double sum = 0.0;
   for (size_t i = 0; rc == 0 && i < n; i++) {
     if (!isfinite(log_px[i]))

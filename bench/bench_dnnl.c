@@ -1,10 +1,10 @@
 /* cuvae-bench: GEMM shapes on OpenBLAS sgemm, oneDNN fp32 and oneDNN bf16 matmul; the bf16 matmul peak; the step's
- * GEMMs replayed through the library's bf16 path.
+ * GEMMs replayed through the library's own calls (oneDNN fp32 or bf16).
  *
  * Linking: this file calls oneDNN directly (dnnl.h from CUVAE_DNNL_INCLUDE, the library CUVAE_DNNL that libcuvae
- * already links), since the peak and the fp32 matmul are products the library never makes; the bf16 replay instead
- * goes through the library's private gemm_dnnl.h (gemm_bf16_cpu, the call the bf16 step makes, primitive cache and
- * lock included), so that the replay times exactly what the step runs. */
+ * already links), since the peak and the shape table's products are calls the library never makes; the replay instead
+ * goes through the library's private gemm_dnnl.h (gemm_bf16_cpu and gemm_fp32_cpu, the calls the step makes,
+ * primitive cache and lock included), so that the replay times exactly what the step runs. */
 #include "bench_dnnl.h"
 
 #include <cblas.h>
@@ -158,26 +158,33 @@ int bench_dnnl_bf16_peak(int n, int reps, double *gflops, char *desc, size_t des
   return rc;
 }
 
-/* ---- the step's GEMMs through gemm_bf16_cpu ------------------------------------------------------------ */
+/* ---- the step's GEMMs through the library's own calls --------------------------------------------------- */
 
-/* One pass: each GEMM of w through gemm_bf16_cpu. Inputs come from the bf16 slots s16, results go to the fp32 slots
- * s32 (the step rounds each result to bf16 before a later GEMM reads it; the replay leaves that conversion out). */
-static int bf16_pass(const bench_step_work *w, uint16_t **s16, float **s32) {
+/* One pass: each GEMM of w through gemm_bf16_cpu (operands from the bf16 slots s16) or gemm_fp32_cpu (from the fp32
+ * slots s32), with the kinds the step uses (dense_cpu.c); results go to the fp32 slots s32. In bf16 the step rounds
+ * each result to bf16 before a later GEMM reads it; the replay leaves that conversion out. */
+static int step_pass(const bench_step_work *w, int bf16, uint16_t **s16, float **s32) {
   for (int i = 0; i < w->n_gemms; i++) {
     const bench_gemm *g = &w->gemms[i];
-    const uint16_t *a = s16[g->a] + g->a_off, *b = s16[g->b] + g->b_off;
     float *c = s32[g->c] + g->c_off;
+    gemm_kind kind;
+    int B, in, out;
     if (!g->trans_a && g->trans_b)        /* y = x W^T: B = m, out = n, in = k */
-      gemm_bf16_cpu(GEMM_FORWARD, g->m, g->k, g->n, a, b, c);
+      kind = GEMM_FORWARD, B = g->m, in = g->k, out = g->n;
     else if (g->trans_a && !g->trans_b)   /* dW = d^T x: out = m, in = n, B = k */
-      gemm_bf16_cpu(GEMM_WEIGHT_GRAD, g->k, g->n, g->m, a, b, c);
+      kind = GEMM_WEIGHT_GRAD, B = g->k, in = g->n, out = g->m;
     else                                  /* dx = d W: B = m, in = n, out = k */
-      gemm_bf16_cpu(GEMM_INPUT_GRAD, g->m, g->n, g->k, a, b, c);
+      kind = GEMM_INPUT_GRAD, B = g->m, in = g->n, out = g->k;
+    if (bf16)
+      gemm_bf16_cpu(kind, B, in, out, s16[g->a] + g->a_off, s16[g->b] + g->b_off, c);
+    else
+      gemm_fp32_cpu(kind, B, in, out, s32[g->a] + g->a_off, s32[g->b] + g->b_off, c);
   }
   return gemm_take_failure();
 }
 
-int bench_cpu_bf16_gemm_replay(const cuvae_model *m, const bench_step_work *w, int reps, double *median_s) {
+int bench_cpu_step_gemm_replay(const cuvae_model *m, const bench_step_work *w, int bf16, int reps,
+                               double *median_s) {
   const int ns = bench_slot_count(m);
   uint16_t **s16 = calloc((size_t)ns, sizeof *s16);
   float **s32 = calloc((size_t)ns, sizeof *s32);
@@ -185,14 +192,14 @@ int bench_cpu_bf16_gemm_replay(const cuvae_model *m, const bench_step_work *w, i
   int rc = s16 && s32 && t ? 0 : -1;
   for (int i = 0; rc == 0 && i < ns; i++) {
     const size_t n = bench_slot_floats(m, w->B, i);
-    s16[i] = operand(n, (size_t)i * 1000003u, 1);
-    s32[i] = malloc((n ? n : 1) * sizeof(float));
-    if (!s16[i] || !s32[i]) rc = -1;
+    s32[i] = operand(n, (size_t)i * 1000003u, 0);
+    if (bf16) s16[i] = operand(n, (size_t)i * 1000003u, 1);
+    if (!s32[i] || (bf16 && !s16[i])) rc = -1;
   }
-  if (rc) cuvae_error("out of memory for the bf16 GEMM replay (batch %d)", w->B);
+  if (rc) cuvae_error("out of memory for the GEMM replay (batch %d)", w->B);
   for (int r = -1; rc == 0 && r < reps; r++) {
     const double t0 = bench_now();
-    rc = bf16_pass(w, s16, s32);
+    rc = step_pass(w, bf16, s16, s32);
     if (r >= 0) t[r] = bench_now() - t0;
   }
   if (rc == 0) *median_s = bench_median(t, reps);
@@ -206,55 +213,70 @@ int bench_cpu_bf16_gemm_replay(const cuvae_model *m, const bench_step_work *w, i
   return rc;
 }
 
-/* ---- the three engines on every GEMM of a step --------------------------------------------------------- */
+/* ---- the engines on every GEMM of a step ------------------------------------------------------------- */
 
-enum { N_ENGINES = 3 };
+/* The columns of the table: OpenBLAS, oneDNN fp32, oneDNN bf16 on the step's operands, then (gradient GEMMs only)
+ * oneDNN fp32 and bf16 with the layer's gradient d stored transposed, [out][B]: the weight gradient's A = d^T is
+ * then plain, the input gradient's A = d a transposed view of it. */
+enum { N_ENGINES = 5, N_PLAIN = 3 };
+static const bench_mm_engine k_engine[N_ENGINES] = {BENCH_MM_OPENBLAS_F32, BENCH_MM_DNNL_F32, BENCH_MM_DNNL_BF16,
+                                                    BENCH_MM_DNNL_F32, BENCH_MM_DNNL_BF16};
 #define SHAPE_BUDGET_S 2.0  /* rounds beyond the third stop once a shape has taken this long */
 
-/* Median seconds per engine for one GEMM, rounds interleaved; impl[e] receives each engine's name. */
-static int time_shape(const bench_gemm *g, int reps, double med[N_ENGINES], char impl[N_ENGINES][128]) {
-  bench_mm *mm[N_ENGINES] = {NULL, NULL, NULL};
+/* Median seconds per engine for one GEMM (the first n of k_engine), rounds interleaved; impl[e] receives each
+ * engine's name. */
+static int time_shape(const bench_gemm *g, int n, int reps, double med[N_ENGINES], char impl[N_ENGINES][128]) {
+  bench_mm *mm[N_ENGINES] = {NULL};
   double *t = malloc((size_t)N_ENGINES * (size_t)reps * sizeof *t);
   int rc = t ? 0 : cuvae_error("out of memory");
-  for (int e = 0; rc == 0 && e < N_ENGINES; e++) {
-    mm[e] = bench_mm_create((bench_mm_engine)e, g->trans_a, g->trans_b, g->m, g->n, g->k);
+  for (int e = 0; rc == 0 && e < n; e++) {
+    const int ta = e < N_PLAIN ? g->trans_a : !g->trans_a;  /* d stored transposed: A's transpose flips */
+    mm[e] = bench_mm_create(k_engine[e], ta, g->trans_b, g->m, g->n, g->k);
     if (!mm[e]) rc = -1;
     else snprintf(impl[e], 128, "%s", bench_mm_impl(mm[e]));
   }
-  for (int e = 0; rc == 0 && e < N_ENGINES; e++)  /* a warm-up call each */
+  for (int e = 0; rc == 0 && e < n; e++)  /* a warm-up call each */
     if (bench_mm_run(mm[e]) < 0) rc = -1;
   int done = 0;
   const double t0 = bench_now();
   while (rc == 0 && done < reps && (done < 3 || bench_now() - t0 < SHAPE_BUDGET_S)) {
-    for (int e = 0; rc == 0 && e < N_ENGINES; e++) {
-      const double s = bench_mm_run(mm[(e + done) % N_ENGINES]);  /* the order rotates every round */
+    for (int e = 0; rc == 0 && e < n; e++) {
+      const int k = (e + done) % n;  /* the order rotates every round */
+      const double s = bench_mm_run(mm[k]);
       if (s < 0) rc = -1;
-      t[((e + done) % N_ENGINES) * reps + done] = s;
+      t[k * reps + done] = s;
     }
     done++;
   }
-  for (int e = 0; rc == 0 && e < N_ENGINES; e++) med[e] = bench_median(t + e * reps, done);
+  for (int e = 0; rc == 0 && e < n; e++) med[e] = bench_median(t + e * reps, done);
   for (int e = 0; e < N_ENGINES; e++) bench_mm_destroy(mm[e]);
   free(t);
   return rc;
 }
 
 int bench_gemm_shape_table(FILE *out, const char *config, const bench_step_work *w, int reps) {
-  fprintf(out, "%-7s %-16s %2s %2s %6s %6s %6s %14s %14s %14s %9s %9s\n", "config", "gemm", "tA", "tB", "m", "n",
-          "k", "OpenBLAS_GF/s", "dnnl_f32_GF/s", "dnnl_bf16_GF/s", "f32/OB", "bf16/OB");
-  char impl[N_ENGINES][128], impl_seen[2][128] = {"", ""};
+  fprintf(out, "%-7s %-16s %2s %2s %6s %6s %6s %13s %13s %14s %9s %9s %13s %14s %12s\n", "config", "gemm", "tA", "tB",
+          "m", "n", "k", "OpenBLAS_GF/s", "dnnl_f32_GF/s", "dnnl_bf16_GF/s", "f32/OB", "bf16/OB", "f32_dT_GF/s",
+          "bf16_dT_GF/s", "bf16_dT/bf16");
+  static const char *const k_name[N_ENGINES] = {"", "fp32", "bf16", "fp32 dT", "bf16 dT"};
+  char impl[N_ENGINES][128], impl_seen[N_ENGINES][128] = {""};
   for (int i = 0; i < w->n_gemms; i++) {
     const bench_gemm *g = &w->gemms[i];
+    const int grad = g->trans_a || !g->trans_b;  /* A = d: a weight or input gradient */
     double med[N_ENGINES];
-    if (time_shape(g, reps, med, impl)) return -1;
+    if (time_shape(g, grad ? N_ENGINES : N_PLAIN, reps, med, impl)) return -1;
     const double gf = 2.0 * g->m * (double)g->n * g->k * 1e-9;
-    fprintf(out, "%-7s %-16s %2d %2d %6d %6d %6d %14.1f %14.1f %14.1f %9.2f %9.2f\n", config, g->what, g->trans_a,
+    fprintf(out, "%-7s %-16s %2d %2d %6d %6d %6d %13.1f %13.1f %14.1f %9.2f %9.2f", config, g->what, g->trans_a,
             g->trans_b, g->m, g->n, g->k, gf / med[0], gf / med[1], gf / med[2], med[0] / med[1], med[0] / med[2]);
+    if (grad)
+      fprintf(out, " %13.1f %14.1f %12.2f\n", gf / med[3], gf / med[4], med[2] / med[4]);
+    else
+      fprintf(out, " %13s %14s %12s\n", "-", "-", "-");
     fflush(out);
-    for (int e = 1; e < N_ENGINES; e++)
-      if (strcmp(impl[e], impl_seen[e - 1]) != 0) {
-        fprintf(out, "        (%s: oneDNN %s from here on)\n", e == 1 ? "fp32" : "bf16", impl[e]);
-        memcpy(impl_seen[e - 1], impl[e], sizeof impl_seen[e - 1]);
+    for (int e = 1; e < (grad ? N_ENGINES : N_PLAIN); e++)
+      if (strcmp(impl[e], impl_seen[e]) != 0) {
+        fprintf(out, "        (%s: oneDNN %s from here on)\n", k_name[e], impl[e]);
+        memcpy(impl_seen[e], impl[e], sizeof impl_seen[e]);
       }
   }
   return 0;

@@ -1,6 +1,6 @@
 /* cuvae-bench: one GEMM shape on three CPU engines (OpenBLAS sgemm, oneDNN's fp32 matmul, oneDNN's bf16 matmul with
- * fp32 results), the bf16 matmul peak, the step's GEMMs replayed through the library's bf16 path, and the table of
- * the three engines on every GEMM of a step (cuvae-bench --gemm-shapes). */
+ * fp32 results), the bf16 matmul peak, the step's GEMMs replayed through the library's own calls, and the table of
+ * the engines on every GEMM of a step (cuvae-bench --gemm-shapes). */
 #ifndef CUVAE_BENCH_DNNL_H
 #define CUVAE_BENCH_DNNL_H
 #include <stddef.h>
@@ -22,14 +22,15 @@ void bench_mm_destroy(bench_mm *mm);
  * of `reps` calls after one warm-up call; desc names the shape and oneDNN's implementation. */
 int bench_dnnl_bf16_peak(int n, int reps, double *gflops, char *desc, size_t desc_n);
 
-/* The step's GEMMs through the library's bf16 path (gemm_bf16_cpu of src/backend/cpu/gemm_dnnl.h, the calls of
- * dense_forward_bf16_cpu / dense_backward_bf16_cpu) on bf16 operands of the step's sizes: median seconds of one
- * pass over `reps` passes after a warm-up pass. */
-int bench_cpu_bf16_gemm_replay(const cuvae_model *m, const bench_step_work *w, int reps, double *median_s);
+/* The step's GEMMs through the library's own calls (src/backend/cpu/gemm_dnnl.h: gemm_bf16_cpu when bf16, else
+ * gemm_fp32_cpu; the kinds of dense_cpu.c) on operands of the step's sizes: median seconds of one pass over `reps`
+ * passes after a warm-up pass. */
+int bench_cpu_step_gemm_replay(const cuvae_model *m, const bench_step_work *w, int bf16, int reps, double *median_s);
 
-/* For every GEMM of w: GFLOP/s of OpenBLAS sgemm, oneDNN fp32 and oneDNN bf16 on that shape, calls interleaved
- * (one of each per round, so machine noise hits all three alike), median per engine over up to `reps` rounds (at
- * least 3; fewer than reps once a shape has taken ~2 s). One table row per GEMM on out. */
+/* For every GEMM of w: GFLOP/s of OpenBLAS sgemm, oneDNN fp32 and oneDNN bf16 on that shape, and for the gradient
+ * GEMMs also oneDNN fp32 and bf16 with the layer's gradient d stored transposed ([out][B], "dT"), calls interleaved
+ * (one of each per round, so machine noise hits all alike), median per engine over up to `reps` rounds (at least 3;
+ * fewer than reps once a shape has taken ~2 s). One table row per GEMM on out. */
 int bench_gemm_shape_table(FILE *out, const char *config, const bench_step_work *w, int reps);
 
 #endif

@@ -1,4 +1,5 @@
-/* cuvae-bench: GEMM peak and GEMM-only replay of a training step, on the CPU (cblas) and CUDA (cuBLAS). */
+/* cuvae-bench: the GEMM peak on the CPU (cblas) and CUDA (cuBLAS), and the GEMM-only replay of a training step on
+ * CUDA (cuBLAS; the CPU's replay goes through the library, bench_dnnl.c). */
 #include "bench_gemm.h"
 
 #include <cblas.h>
@@ -88,52 +89,6 @@ int bench_cpu_sgemm_peak(int n, int reps, double *gflops) {
   free(a);
   free(b);
   free(c);
-  free(t);
-  return 0;
-}
-
-/* The host buffers of every slot, filled with the pattern; NULL on failure (all freed). */
-static float **cpu_slots(const cuvae_model *m, int B) {
-  const int ns = bench_slot_count(m);
-  float **s = calloc((size_t)ns, sizeof *s);
-  if (!s) return NULL;
-  for (int i = 0; i < ns; i++) {
-    const size_t n = bench_slot_floats(m, B, i);
-    s[i] = malloc((n ? n : 1) * sizeof(float));
-    if (!s[i]) {
-      for (int j = 0; j < i; j++) free(s[j]);
-      free(s);
-      return NULL;
-    }
-    bench_fill_pattern(s[i], n, (size_t)i * 1000003u);
-  }
-  return s;
-}
-
-int bench_cpu_gemm_replay(const cuvae_model *m, const bench_step_work *w, int reps, double *median_s) {
-  float **s = cpu_slots(m, w->B);
-  double *t = malloc((size_t)reps * sizeof *t);
-  if (!s || !t) {
-    free(t);
-    if (s) {
-      for (int i = 0; i < bench_slot_count(m); i++) free(s[i]);
-      free(s);
-    }
-    return cuvae_error("out of memory for the GEMM replay (batch %d)", w->B);
-  }
-  for (int r = -1; r < reps; r++) {
-    const double t0 = bench_now();
-    for (int i = 0; i < w->n_gemms; i++) {
-      const bench_gemm *g = &w->gemms[i];
-      cblas_sgemm(CblasRowMajor, g->trans_a ? CblasTrans : CblasNoTrans, g->trans_b ? CblasTrans : CblasNoTrans,
-                  g->m, g->n, g->k, 1.0f, s[g->a] + g->a_off, g->lda, s[g->b] + g->b_off, g->ldb, 0.0f,
-                  s[g->c] + g->c_off, g->ldc);
-    }
-    if (r >= 0) t[r] = bench_now() - t0;
-  }
-  *median_s = bench_median(t, reps);
-  for (int i = 0; i < bench_slot_count(m); i++) free(s[i]);
-  free(s);
   free(t);
   return 0;
 }

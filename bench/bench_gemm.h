@@ -1,6 +1,7 @@
 /* cuvae-bench: measured GEMM speed. The machine's single-precision GEMM peak (OpenBLAS cblas_sgemm on the CPU,
- * cublasSgemm on a CUDA device), and the time of one training step's GEMMs replayed alone (the shapes,
- * transposes and buffer sizes of bench_step_work, nothing else), both as medians over repeated calls. */
+ * cublasSgemm on a CUDA device), and on CUDA the time of one training step's GEMMs replayed alone (the shapes,
+ * transposes and buffer sizes of bench_step_work, nothing else; the CPU's replay is bench_dnnl.h's), both as medians
+ * over repeated calls. */
 #ifndef CUVAE_BENCH_GEMM_H
 #define CUVAE_BENCH_GEMM_H
 #include <stddef.h>
@@ -34,9 +35,6 @@ double bench_background_load(bench_cpu_clock a, bench_cpu_clock b, double own_se
 /* cblas_sgemm (row-major, NoTrans x NoTrans) of n x n x n on OpenBLAS's current thread count: GFLOP/s of the
  * median of `reps` timed calls after one warm-up call. 0 and cuvae_last_error() on failure. */
 int bench_cpu_sgemm_peak(int n, int reps, double *gflops);
-/* The step's GEMMs through cblas_sgemm, in order, on freshly allocated buffers of the step's sizes: median
- * seconds of one pass over `reps` timed passes (after one warm-up pass). */
-int bench_cpu_gemm_replay(const cuvae_model *m, const bench_step_work *w, int reps, double *median_s);
 
 #if CUVAE_HAVE_CUDA
 /* cublasSgemm of n x n x n on the current device (TF32 tensor-core math when tf32), timed with CUDA events:

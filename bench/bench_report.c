@@ -52,6 +52,10 @@ void bench_print_table(FILE *out, const bench_result *res, int n) {
                    "(%.1f%%; %.1f%% of the sgemm peak), %%GEMM its GEMMs replayed through the library's bf16 path",
               res[i].name, 100.0 * res[i].gflops / res[i].bf16_peak_gflops,
               100.0 * res[i].gflops / res[i].peak_gflops);
+    else if (strcmp(res[i].device, "cpu") == 0)
+      fprintf(out, "\n%s ran precision = %s: %%peak is against the OpenBLAS sgemm peak, %%GEMM its GEMMs replayed "
+                   "through the library's fp32 path (oneDNN's fp32 matmul, as the step)", res[i].name,
+              res[i].tf32 ? "tf32 (fp32 on the CPU)" : "fp32");
   for (int i = 0; i < n; i++) {
     int seen = 0;
     for (int j = 0; j < i; j++) seen |= strcmp(res[j].gemm_engine, res[i].gemm_engine) == 0;

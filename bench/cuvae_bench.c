@@ -78,7 +78,8 @@ static void usage(FILE *out) {
           "  --quiet         no progress lines on stderr\n"
           "  --gemm-shapes   instead of training: every GEMM of each config's step (forward x W^T, weight gradient\n"
           "                  dy^T x, input gradient dy W) on OpenBLAS sgemm, oneDNN fp32 and oneDNN bf16 matmul,\n"
-          "                  GFLOP/s per engine, calls interleaved (docs/PERFORMANCE.md, section bf16)\n"
+          "                  the gradient GEMMs also with dy stored transposed; GFLOP/s per engine, calls\n"
+          "                  interleaved (docs/PERFORMANCE.md, section bf16)\n"
           "  -h, --help      this help\n\n"
           "example:\n"
           "  cuvae-bench --device cpu --threads 2 --json bench.json\n"
@@ -361,7 +362,7 @@ static int bf16_peak(bench_result *r) {
   return gemm_peak(0, r->threads, 0, 1, &r->bf16_peak_gflops, r->bf16_peak_desc, sizeof r->bf16_peak_desc);
 }
 
-/* The step's GEMMs alone (on the CPU in the config's precision: cblas_sgemm, or the library's bf16 path), and the
+/* The step's GEMMs alone (on the CPU through the library's own fp32 or bf16 calls, as the step), and the
  * machine's GEMM peaks for this device, thread count and precision; then the derived figures of r (FLOPs, bytes,
  * launches, roofline, throughput). */
 static int gemm_figures(const options *o, const cuvae_config *cfg, const cuvae_model *model,
@@ -378,10 +379,8 @@ static int gemm_figures(const options *o, const cuvae_config *cfg, const cuvae_m
 #if CUVAE_HAVE_CUDA
     rc = bench_cuda_gemm_replay(model, w, reps, r->tf32, &r->gemm_s);
 #endif
-  } else if (r->bf16) {
-    rc = bench_cpu_bf16_gemm_replay(model, w, reps, &r->gemm_s);
   } else {
-    rc = bench_cpu_gemm_replay(model, w, reps, &r->gemm_s);
+    rc = bench_cpu_step_gemm_replay(model, w, r->bf16, reps, &r->gemm_s);
   }
   if (rc == 0) rc = gemm_peak(cuda, r->threads, r->tf32, 0, &r->peak_gflops, r->peak_desc, sizeof r->peak_desc);
   if (rc == 0 && !cuda) rc = bf16_peak(r);
@@ -443,7 +442,9 @@ static int run_shapes(const options *o, char **paths, int n_paths) {
       return 1;
     }
   }
-  printf("GF/s: 2 m n k / median seconds of one call; f32/OB, bf16/OB: oneDNN's speed over OpenBLAS's on the shape.\n"
+  printf("GF/s: 2 m n k / median seconds of one call; f32/OB, bf16/OB: oneDNN's speed over OpenBLAS's on the shape;\n"
+         "*_dT: a gradient GEMM with the layer's gradient d stored transposed, [out][B] (dW's A plain, dx's A a\n"
+         "transposed view); bf16_dT/bf16: its speed over the step's layout.\n"
          "BLAS: %s\n", cuvae_blas_describe());
   return 0;
 }

@@ -3,9 +3,9 @@
 add_executable(cuvae-bench
   ${CMAKE_CURRENT_SOURCE_DIR}/cuvae_bench.c   # command line, step timing, table and JSON
   ${CMAKE_CURRENT_SOURCE_DIR}/bench_model.c   # FLOPs, bytes and launches per step; the H100 roofline
-  ${CMAKE_CURRENT_SOURCE_DIR}/bench_gemm.c    # sgemm peak and GEMM-only replay (cblas; cuBLAS in CUDA builds)
+  ${CMAKE_CURRENT_SOURCE_DIR}/bench_gemm.c    # sgemm peak (cblas); cuBLAS peak and GEMM replay in CUDA builds
   ${CMAKE_CURRENT_SOURCE_DIR}/bench_report.c  # the table and the JSON file
-  ${CMAKE_CURRENT_SOURCE_DIR}/bench_dnnl.c    # oneDNN: bf16 peak, bf16 replay (library path), --gemm-shapes
+  ${CMAKE_CURRENT_SOURCE_DIR}/bench_dnnl.c    # oneDNN: bf16 peak, the CPU's GEMM replay (library path), --gemm-shapes
   ${PROJECT_SOURCE_DIR}/src/cli/flags.c       # the CLI's flag reader
 )
 # As the CLI: cuvae, then cuvae_cuda in CUDA builds; the bench itself calls cuBLAS and the runtime there.

@@ -383,6 +383,21 @@ TEST_F(Dist, RefusesWhatTheRanksCannotRun) {
   EXPECT_NE(e.out.find("cuvae export runs in one process"), std::string::npos) << e.out;
 }
 
+// A rank of `cuvae eval` that dies (rank 1 killed after its ELBO pass, src/core/crash_point.h) while rank 0 waits for it in
+// the next pass stops the job within seconds, mpirun naming the rank; nothing hangs.
+TEST_F(Dist, EvalStopsWhenARankDies) {
+  ASSERT_EQ(train(0, dir + "/ev", "--set train.max_steps=20").code, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  const Result r = cuvae(2, "eval " + dir + "/ev --device cpu --iwae 3 --batch 25",
+                         "sh -c 'if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then export CUVAE_TEST_KILL_AT=eval-elbo:0; fi; "
+                         "exec \"$0\" \"$@\"' ");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_LT(seconds, 30.0) << r.out;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex("rank 1 .*(signal 9|Killed)"))) << r.out;
+  EXPECT_EQ(r.out.find("\"checkpoint\""), std::string::npos) << "no result line: " << r.out;
+}
+
 // The number after `"key": ` in the line, NAN when absent.
 double json_number(const std::string &line, const std::string &key) {
   const size_t at = line.find("\"" + key + "\": ");

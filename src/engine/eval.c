@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <string.h>
 
+#include "crash_point.h"
 #include "cuvae/dist.h"
 #include "cuvae/error.h"
 #include "cuvae/train.h"
@@ -115,6 +116,7 @@ static int evaluate_open(cuvae_inference *inf, const cuvae_eval_opts *opts, cons
     return cuvae_error("--iwae: %s is an autoencoder ([train] objective = ae): it has no likelihood to estimate",
                        path);
   if (inf->be->evaluate(inf->be, &inf->data, batch, &out->elbo)) return -1;
+  cuvae_crash_point("eval-elbo", 0, NULL);
   if (opts->iwae_k > 0) {
     if (iwae_nll(inf, opts->iwae_k, batch, &out->iwae_nll)) return -1;
     out->iwae_k = opts->iwae_k;

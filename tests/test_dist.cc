@@ -103,6 +103,22 @@ struct Dist : ::testing::Test {
   Result resume(int ranks, const std::string &run, const std::string &extra = "") {
     return cuvae(ranks, "train --resume " + run + " --device cpu --progress lines " + extra);
   }
+  // `cuvae ARGS` on 2 ranks, rank 1 alone armed with CUVAE_TEST_KILL_AT=AT (src/core/crash_point.h).
+  Result rank1_armed(const std::string &args, const std::string &at) {
+    return cuvae(2, args, "sh -c 'if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then export CUVAE_TEST_KILL_AT=" + at +
+                              "; fi; exec \"$0\" \"$@\"' ");
+  }
+  // The same where AT kills rank 1: the job stops within seconds, mpirun naming the rank; nothing hangs.
+  Result rank1_killed(const std::string &args, const std::string &at) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const Result r = rank1_armed(args, at);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_NE(r.code, 0) << r.out;
+    EXPECT_LT(seconds, 30.0) << r.out;
+    EXPECT_TRUE(std::regex_search(r.out, std::regex("rank 1 .*(signal 9|Killed)"))) << r.out;
+    std::printf("the job stopped %.1f s after it started (rank 1 killed at %s)\n", seconds, at.c_str());
+    return r;
+  }
 };
 
 // ---- the terms: one step on N ranks against the same step composed in this process ------------------------------
@@ -283,21 +299,13 @@ TEST_F(Dist, KilledRankStopsEveryRank) {
   const Result full = train(2, dir + "/full");
   ASSERT_EQ(full.code, 0) << full.out;
   const std::string run = dir + "/killed";
-  const auto t0 = std::chrono::steady_clock::now();
-  // rank 1 alone raises SIGKILL after its step 13 (src/core/crash_point.h)
-  const Result r = cuvae(2, "train " + dir + "/c.ini --out " + run + " --device cpu --progress lines",
-                         "sh -c 'if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then export CUVAE_TEST_KILL_AT=step:13; fi; "
-                         "exec \"$0\" \"$@\"' ");
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  EXPECT_NE(r.code, 0) << r.out;
-  EXPECT_LT(seconds, 30.0) << r.out;
-  EXPECT_TRUE(std::regex_search(r.out, std::regex("rank 1 .*(signal 9|Killed)"))) << r.out;
+  // rank 1 alone raises SIGKILL after its step 13
+  const Result r = rank1_killed("train " + dir + "/c.ini --out " + run + " --device cpu --progress lines", "step:13");
   EXPECT_EQ(load_state(run).step, kStepsPerEpoch) << r.out;
   const Result again = resume(2, run);
   ASSERT_EQ(again.code, 0) << again.out;
   EXPECT_EQ(read_file(run + "/steps.jsonl"), read_file(dir + "/full/steps.jsonl"));
   expect_same_bits(load_state(run), load_state(dir + "/full"), "resumed after the kill");
-  std::printf("the job stopped %.1f s after it started (rank 1 killed at step 13)\n", seconds);
 }
 
 // A signal that reaches one rank stops every rank after the same step (they look at the flag together after every
@@ -306,10 +314,8 @@ TEST_F(Dist, SignalToOneRankStopsAllAtTheSameStep) {
   const Result full = train(2, dir + "/full");
   ASSERT_EQ(full.code, 0) << full.out;
   const std::string run = dir + "/stopped";
-  // rank 1 alone raises SIGINT after its step 11 (src/core/crash_point.h)
-  const Result r = cuvae(2, "train " + dir + "/c.ini --out " + run + " --device cpu --progress lines",
-                         "sh -c 'if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then export CUVAE_TEST_KILL_AT=step:11:INT; fi; "
-                         "exec \"$0\" \"$@\"' ");
+  // rank 1 alone raises SIGINT after its step 11
+  const Result r = rank1_armed("train " + dir + "/c.ini --out " + run + " --device cpu --progress lines", "step:11:INT");
   EXPECT_EQ(r.code, 130) << r.out;
   EXPECT_NE(r.out.find("checkpoint saved at step 11"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("mpirun -np 2 cuvae train --resume"), std::string::npos) << r.out;
@@ -387,14 +393,7 @@ TEST_F(Dist, RefusesWhatTheRanksCannotRun) {
 // the next pass stops the job within seconds, mpirun naming the rank; nothing hangs.
 TEST_F(Dist, EvalStopsWhenARankDies) {
   ASSERT_EQ(train(0, dir + "/ev", "--set train.max_steps=20").code, 0);
-  const auto t0 = std::chrono::steady_clock::now();
-  const Result r = cuvae(2, "eval " + dir + "/ev --device cpu --iwae 3 --batch 25",
-                         "sh -c 'if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then export CUVAE_TEST_KILL_AT=eval-elbo:0; fi; "
-                         "exec \"$0\" \"$@\"' ");
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  EXPECT_NE(r.code, 0) << r.out;
-  EXPECT_LT(seconds, 30.0) << r.out;
-  EXPECT_TRUE(std::regex_search(r.out, std::regex("rank 1 .*(signal 9|Killed)"))) << r.out;
+  const Result r = rank1_killed("eval " + dir + "/ev --device cpu --iwae 3 --batch 25", "eval-elbo:0");
   EXPECT_EQ(r.out.find("\"checkpoint\""), std::string::npos) << "no result line: " << r.out;
 }
 

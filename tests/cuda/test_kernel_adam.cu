@@ -9,6 +9,8 @@
 // test_kernel_step_guard.cu.
 #include "cuda_compat.h"
 
+#include "device_vec.h"
+
 #include <float.h>
 #include <gtest/gtest.h>
 #include <math.h>
@@ -30,25 +32,8 @@ namespace {
 const double kU = ldexp(1.0, -24);  // unit roundoff of float
 constexpr float kLr = 1e-3f, kB1 = 0.9f, kB2 = 0.999f, kEps = 1e-8f;
 
-// A device buffer, freed on scope exit.
 template <typename T>
-struct DevBuf {
-  T *p = nullptr;
-  size_t n = 0;
-  explicit DevBuf(size_t count) : n(count) { EXPECT_EQ(cudaSuccess, cudaMalloc((void **)&p, n * sizeof(T))); }
-  explicit DevBuf(const std::vector<T> &h) : DevBuf(h.size()) { put(h); }
-  DevBuf(const DevBuf &) = delete;
-  DevBuf &operator=(const DevBuf &) = delete;
-  ~DevBuf() { cudaFree(p); }
-  void put(const std::vector<T> &h) {
-    EXPECT_EQ(cudaSuccess, cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  std::vector<T> get() const {
-    std::vector<T> h(n);
-    EXPECT_EQ(cudaSuccess, cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
-    return h;
-  }
-};
+using DevBuf = DeviceVec<T>;  // tests/cuda/device_vec.h
 
 // The optimiser state: parameters and moments, on the host.
 struct State {

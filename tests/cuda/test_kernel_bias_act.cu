@@ -5,6 +5,8 @@
 // argument validation and graph replay.
 #include "cuda_compat.h"
 
+#include "device_vec.h"
+
 #include <gtest/gtest.h>
 #include <math.h>
 #include <stdio.h>
@@ -26,24 +28,7 @@ constexpr int kBs[] = {1, 3, 128, 257};
 constexpr cuvae_activation kActs[] = {CUVAE_ACT_RELU, CUVAE_ACT_TANH, CUVAE_ACT_NONE};
 const double kU = ldexp(1.0, -24);  // unit roundoff of float: one rounding errs by at most kU * |result|
 
-// A device buffer of floats, freed on scope exit.
-struct DevBuf {
-  float *p = nullptr;
-  size_t n = 0;
-  explicit DevBuf(size_t count) : n(count) { EXPECT_EQ(cudaSuccess, cudaMalloc((void **)&p, n * sizeof(float))); }
-  explicit DevBuf(const std::vector<float> &h) : DevBuf(h.size()) { put(h); }
-  DevBuf(const DevBuf &) = delete;
-  DevBuf &operator=(const DevBuf &) = delete;
-  ~DevBuf() { cudaFree(p); }
-  void put(const std::vector<float> &h) {
-    EXPECT_EQ(cudaSuccess, cudaMemcpy(p, h.data(), n * sizeof(float), cudaMemcpyHostToDevice));
-  }
-  std::vector<float> get() const {
-    std::vector<float> h(n);
-    EXPECT_EQ(cudaSuccess, cudaMemcpy(h.data(), p, n * sizeof(float), cudaMemcpyDeviceToHost));
-    return h;
-  }
-};
+using DevBuf = DeviceVec<float>;  // tests/cuda/device_vec.h
 
 std::vector<float> uniform(size_t n, float lo, float hi, unsigned seed) {
   std::mt19937 rng(seed);

@@ -30,6 +30,8 @@
 //   C = K (each sample passes through at most K + 10 merges across chunks and trees, plus one merge per chunk).
 #include "cuda_compat.h"
 
+#include "device_vec.h"
+
 #include <gtest/gtest.h>
 #include <math.h>
 #include <stdio.h>
@@ -48,22 +50,7 @@ constexpr double kU = 1.0 / (1 << 24);             // 2^-24
 constexpr double kUd = 1.0 / 9007199254740992.0;   // 2^-53
 
 template <typename T>
-struct DevBuf {
-  T *p = nullptr;
-  size_t n = 0;
-  explicit DevBuf(size_t count) : n(count) { EXPECT_EQ(cudaSuccess, cudaMalloc((void **)&p, n * sizeof(T))); }
-  explicit DevBuf(const std::vector<T> &h) : DevBuf(h.size()) {
-    EXPECT_EQ(cudaSuccess, cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  ~DevBuf() { cudaFree(p); }
-  DevBuf(const DevBuf &) = delete;
-  DevBuf &operator=(const DevBuf &) = delete;
-  std::vector<T> get() const {
-    std::vector<T> h(n);
-    EXPECT_EQ(cudaSuccess, cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
-    return h;
-  }
-};
+using DevBuf = DeviceVec<T>;  // tests/cuda/device_vec.h
 
 std::vector<float> make_uniform(size_t n, float lo, float hi, unsigned seed) {
   std::mt19937 rng(seed);

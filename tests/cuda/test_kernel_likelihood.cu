@@ -40,6 +40,8 @@
 //   forms the NLL in double (only its final rounding counts) and df = fl(s w) fl(f - x), <= 3u |df|; S w plays q.
 #include "cuda_compat.h"
 
+#include "device_vec.h"
+
 #include <gtest/gtest.h>
 #include <math.h>
 #include <stdio.h>
@@ -58,23 +60,7 @@ constexpr double kU = 1.0 / (1 << 24);  // 2^-24
 const int kBatches[] = {1, 3, 128, 257};
 const int kDims[] = {1, 7, 784, 1000};
 
-// A device buffer of floats, freed on scope exit.
-struct DevBuf {
-  float *p = nullptr;
-  size_t n = 0;
-  explicit DevBuf(size_t count) : n(count) { EXPECT_EQ(cudaSuccess, cudaMalloc((void **)&p, n * sizeof(float))); }
-  explicit DevBuf(const std::vector<float> &h) : DevBuf(h.size()) {
-    EXPECT_EQ(cudaSuccess, cudaMemcpy(p, h.data(), n * sizeof(float), cudaMemcpyHostToDevice));
-  }
-  ~DevBuf() { cudaFree(p); }
-  DevBuf(const DevBuf &) = delete;
-  DevBuf &operator=(const DevBuf &) = delete;
-  std::vector<float> get() const {
-    std::vector<float> h(n);
-    EXPECT_EQ(cudaSuccess, cudaMemcpy(h.data(), p, n * sizeof(float), cudaMemcpyDeviceToHost));
-    return h;
-  }
-};
+using DevBuf = DeviceVec<float>;  // tests/cuda/device_vec.h
 
 bool bitwise_equal(const std::vector<float> &a, const std::vector<float> &b) {
   return a.size() == b.size() && memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;

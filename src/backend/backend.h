@@ -117,9 +117,9 @@ typedef struct cuvae_eval_batch {
 /* 1 when share k of a pass (an evaluation batch, an IWAE pass, a chunk of encoded rows) is this rank's: share k is
  * rank (k mod size)'s. Always 1 in one process (dp NULL). */
 int cuvae_dp_owns(const cuvae_data_parallel *dp, int64_t k);
-/* After pass `pass` (0-based, this rank's) of `passes` in all: be->progress with the share of this rank's passes done
- * (cuvae_dp_owns decides which are its). */
-void cuvae_backend_pass_done(const cuvae_backend *be, int64_t pass, int64_t passes);
+/* After pass `pass` (0-based, this rank's) of a call over n rows in passes of `rows`: be->progress with the share of
+ * this rank's passes done (cuvae_dp_owns decides which are its). */
+void cuvae_backend_pass_done(const cuvae_backend *be, int64_t pass, size_t n, int rows);
 /* IWAE on several ranks: log_px[0..n) holds this rank's rows and 0 in the others'; after the call every rank holds
  * every row. Each row has one non-zero term (its rank's), so the sum is that term, bit for bit. Nothing when dp is
  * NULL. A collective: every rank calls it. */

@@ -87,9 +87,9 @@ static int64_t owned_passes(const cuvae_data_parallel *dp, int64_t k) {
   return k > dp->rank ? (k - dp->rank + dp->size - 1) / dp->size : 0;
 }
 
-void cuvae_backend_pass_done(const cuvae_backend *be, int64_t pass, int64_t passes) {
+void cuvae_backend_pass_done(const cuvae_backend *be, int64_t pass, size_t n, int rows) {
   if (!be->progress) return;
-  const int64_t mine = owned_passes(be->dp, passes);
+  const int64_t mine = owned_passes(be->dp, (int64_t)((n + (size_t)rows - 1) / (size_t)rows));
   if (mine > 0) be->progress(be->progress_ctx, (double)owned_passes(be->dp, pass + 1) / (double)mine);
 }
 

@@ -78,7 +78,7 @@ int cpu_iwae(cuvae_backend *base, const cuvae_dataset *ds, int K, int batch, dou
       iwae_log_weights_cpu(mulv, be->eps, z, nll, R, C, Z, NULL, state, c == 0);
     }
     if (rc == 0) iwae_finalize_cpu(state, R, K, log_px + start);
-    if (rc == 0) cuvae_backend_pass_done(base, pass, (int64_t)((ds->n + (size_t)plan.rows - 1) / (size_t)plan.rows));
+    if (rc == 0) cuvae_backend_pass_done(base, pass, ds->n, plan.rows);
   }
   free(z);
   free(zy);

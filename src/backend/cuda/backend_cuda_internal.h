@@ -197,8 +197,8 @@ void cuda_loss_from_sums(const cuvae_objective_spec *spec, const float *sums, in
  * stream; step_sums, after the backward: the rest of the gradient and the loss sums be->sums, then the step's stream
  * waits for them; sharded (ZeRO-1, dp->sharded), the buckets are instead reduced into the owners of the blocks they
  * meet (one ncclReduce per block), and step_sums, after the rest and the wait, writes the rank's block's sum of
- * squares into sums[2] and all-reduces the four sums, and params_gather, after Adam on the shard, all-gathers the parameters (and remakes w16); sharded says
- * which (0 without data parallel); state_gather copies the shard of m and v to the host and gathers them into
+ * squares into sums[2] and all-reduces the four sums, and params_gather, after Adam on the shard, all-gathers the
+ * parameters (and remakes w16); sharded says which (0 without data parallel); state_gather copies the shard of m and v to the host and gathers them into
  * adam_m / adam_v on rank 0 (every rank calls it). noise: values [skip, skip + n) of the draw of stream g at offset, into dst (a Philox block holding
  * value skip is drawn into a scratch, the slice copied). set_bucket (tests): the bucket, in floats; buckets: the
  * gradient's buckets summed since the join (a captured step's count once). */

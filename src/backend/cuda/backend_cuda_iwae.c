@@ -67,7 +67,7 @@ static int iwae_passes(cuda_backend *be, const cuvae_dataset *ds, int K, const c
     }
     CU_LAUNCH(be, iwae_finalize_cuda(state, R, K, dev_log_px + start, be->stream));
     if (be->base.progress) CU_CHECK(cudaStreamSynchronize(be->stream));  /* the pass has run, not just been queued */
-    cuvae_backend_pass_done(&be->base, pass, (int64_t)((ds->n + (size_t)plan->rows - 1) / (size_t)plan->rows));
+    cuvae_backend_pass_done(&be->base, pass, ds->n, plan->rows);
   }
   CU_CHECK(cudaMemcpyAsync(log_px, dev_log_px, ds->n * sizeof(double), cudaMemcpyDeviceToHost, be->stream));
   CU_CHECK(cudaStreamSynchronize(be->stream));

@@ -424,11 +424,17 @@ TEST_F(Dist, EvalSharesItsPassesOverTheRanks) {
       EXPECT_NEAR(json_number(r.out, key), json_number(one.out, key), 1e-6) << ranks << " ranks, " << key;
     EXPECT_EQ(json_number(r.out, "active_units"), json_number(one.out, "active_units")) << r.out;
   }
-  const Result bad = cuvae(2, "eval " + dir + "/missing --device cpu");
-  EXPECT_EQ(bad.code, 1) << bad.out;
-  const std::string msg = "cannot open checkpoint";
-  ASSERT_NE(bad.out.find(msg), std::string::npos) << bad.out;
-  EXPECT_EQ(bad.out.find(msg), bad.out.rfind(msg)) << "said once: " << bad.out;
+  // What every rank refuses is told once, before any pass: a missing checkpoint; --iwae on an autoencoder.
+  ASSERT_EQ(train(0, dir + "/ae", "--set train.max_steps=2 --set train.objective=ae").code, 0);
+  const std::pair<std::string, std::string> refusals[] = {
+      {"eval " + dir + "/missing --device cpu", "cannot open checkpoint"},
+      {"eval " + dir + "/ae --device cpu --iwae 3", "is an autoencoder ([train] objective = ae)"}};
+  for (const auto &[args, msg] : refusals) {
+    const Result bad = cuvae(2, args);
+    EXPECT_EQ(bad.code, 1) << bad.out;
+    ASSERT_NE(bad.out.find(msg), std::string::npos) << bad.out;
+    EXPECT_EQ(bad.out.find(msg), bad.out.rfind(msg)) << "said once: " << bad.out;
+  }
 }
 
 }  // namespace

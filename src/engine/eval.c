@@ -4,8 +4,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "crash_point.h"
 #include "cuvae/dist.h"
@@ -86,14 +86,17 @@ static int iwae_nll(cuvae_inference *inf, int K, int batch, double *out) {
 }
 
 /* Opens the checkpoint on every rank; with several, each on its own GPU and its backend joined to the others (the
- * passes are then shared over the ranks). The ranks agree on the outcome before any pass starts. */
+ * passes are then shared over the ranks). What every rank would refuse is refused here, and the ranks agree on the
+ * outcome before any pass starts. */
 static int open_on_ranks(cuvae_inference *inf, struct cuvae_data_parallel **dp, const char *path, const char *device,
-                         const char *split_name, int split, int precision) {
+                         const char *split_name, int split, int precision, int iwae_k) {
   const int ranks = cuvae_dist_size();
   char placed[256];
   int rc = cuvae_dist_place_device(device, placed, sizeof placed);
   if (rc == 0) rc = cuvae_inference_open_in(inf, path, device, split, precision);
   if (rc == 0 && inf->data.n == 0) rc = cuvae_error("%s: the %s split is empty", path, split_name);
+  if (rc == 0 && iwae_k > 0 && inf->cfg.objective == CUVAE_OBJ_AE)
+    rc = cuvae_error("--iwae: %s is an autoencoder ([train] objective = ae): it has no likelihood to estimate", path);
   if (ranks > 1 && (rc = cuvae_dist_agree(rc)) == 0) {
     *dp = cuvae_dist_data_parallel(inf->model.n_params, CUVAE_DP_BUCKET_BYTES);
     rc = cuvae_dist_agree(!*dp || cuvae_backend_join_data_parallel(inf->be, *dp) ? -1 : 0);
@@ -103,8 +106,7 @@ static int open_on_ranks(cuvae_inference *inf, struct cuvae_data_parallel **dp, 
 
 /* The estimates on an open checkpoint: the ELBO, IWAE when asked, the latent statistics. On several ranks each is
  * a collective pass over the ranks' shares. */
-static int evaluate_open(cuvae_inference *inf, const cuvae_eval_opts *opts, const char *path,
-                         cuvae_eval_result *out) {
+static int evaluate_open(cuvae_inference *inf, const cuvae_eval_opts *opts, cuvae_eval_result *out) {
   const int batch = opts->batch > 0 ? opts->batch : inf->cfg.eval_batch_size;
   out->step = inf->ck.step;
   out->n = inf->data.n;
@@ -112,9 +114,6 @@ static int evaluate_open(cuvae_inference *inf, const cuvae_eval_opts *opts, cons
   out->latent = inf->model.latent;
   out->objective = inf->cfg.objective;
   out->dequantized = inf->cfg.dequantize == CUVAE_DEQUANTIZE_UNIFORM;
-  if (opts->iwae_k > 0 && inf->cfg.objective == CUVAE_OBJ_AE)
-    return cuvae_error("--iwae: %s is an autoencoder ([train] objective = ae): it has no likelihood to estimate",
-                       path);
   if (inf->be->evaluate(inf->be, &inf->data, batch, &out->elbo)) return -1;
   cuvae_crash_point("eval-elbo", 0, NULL);
   if (opts->iwae_k > 0) {
@@ -145,9 +144,9 @@ int cuvae_eval(const char *checkpoint_path, const cuvae_eval_opts *opts, cuvae_e
   memset(&inf, 0, sizeof inf);
   struct cuvae_data_parallel *dp = NULL;
   int rc = open_on_ranks(&inf, &dp, checkpoint_path, opts->device ? opts->device : "auto", split_name, split,
-                         precision);
+                         precision, opts->iwae_k);
   out->failure_agreed = rc != 0;  /* every rank failed here, or agreed to */
-  if (rc == 0) rc = evaluate_open(&inf, opts, checkpoint_path, out);
+  if (rc == 0) rc = evaluate_open(&inf, opts, out);
   cuvae_inference_close(&inf);
   cuvae_dist_data_parallel_free(dp);
   if (rc != 0) cuvae_eval_result_free(out);

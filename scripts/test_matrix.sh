@@ -1,34 +1,42 @@
 #!/usr/bin/env bash
 # The CPU suite (labels cpu and emu) under every OpenBLAS kernel family, oneDNN held to AVX2, one thread, and
 # OpenBLAS's pthread build.
-#   scripts/test_matrix.sh [--scalar-math] [BUILD_DIR]   (default BUILD_DIR: build; built by scripts/setup.sh if
-#                                                          missing)
+#   scripts/test_matrix.sh [--scalar-math] [--skip-default] [BUILD_DIR]   (default BUILD_DIR: build; built by
+#                                                                          scripts/setup.sh if missing)
 # The tests' tolerances must hold whichever GEMM kernels, thread count and OpenBLAS build a machine of this
 # project's class ends up with; this runs them all on one machine and exits non-zero if any cell is red. The dense
 # layers' GEMMs run on oneDNN (OpenBLAS: LAPACK, the emulated cuBLAS); the "oneDNN AVX2" cell runs them on oneDNN's
 # AVX2 kernels, as on a CPU without AVX-512, where precision = bf16 is refused and the bf16 tests skip.
 # --scalar-math adds a cell built without libmvec (BUILD_DIR-scalar, -DCUVAE_MVEC=OFF: glibc's scalar expf/log1pf
-# in the fused CPU loops), a second build of a few minutes.
+# in the fused CPU loops), a second build of a few minutes. --skip-default leaves out the cell with no variable set,
+# for a caller that has just run the whole suite on the same build as it is (scripts/test.sh's Release stage).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scalar_math=0
-if [ "${1:-}" = "--scalar-math" ]; then
-  scalar_math=1
+skip_default=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --scalar-math) scalar_math=1 ;;
+    --skip-default) skip_default=1 ;;
+    -*) echo "test_matrix: unknown option $1 (known: --scalar-math, --skip-default)" >&2; exit 2 ;;
+    *) break ;;
+  esac
   shift
-fi
+done
 build_dir="${1:-build}"
 if [ ! -f "$build_dir/CTestTestfile.cmake" ]; then
   scripts/setup.sh "$build_dir" || exit 1
 fi
 
 arch_dir="/usr/lib/$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)"
-cells=("default|"
-       "Haswell|OPENBLAS_CORETYPE=Haswell"
-       "SkylakeX|OPENBLAS_CORETYPE=SkylakeX"
-       "Cooperlake|OPENBLAS_CORETYPE=Cooperlake"
-       "Zen|OPENBLAS_CORETYPE=Zen"
-       "oneDNN AVX2|ONEDNN_MAX_CPU_ISA=AVX2"
-       "1 thread|OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1")
+cells=()
+((skip_default)) || cells+=("default|")
+cells+=("Haswell|OPENBLAS_CORETYPE=Haswell"
+        "SkylakeX|OPENBLAS_CORETYPE=SkylakeX"
+        "Cooperlake|OPENBLAS_CORETYPE=Cooperlake"
+        "Zen|OPENBLAS_CORETYPE=Zen"
+        "oneDNN AVX2|ONEDNN_MAX_CPU_ISA=AVX2"
+        "1 thread|OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1")
 # The pthread build of OpenBLAS (Debian: libopenblas0-pthread) in place of the OpenMP one the binaries link.
 if [ -f "$arch_dir/openblas-pthread/libopenblas.so.0" ]; then
   cells+=("pthread build|LD_LIBRARY_PATH=$arch_dir/openblas-pthread")

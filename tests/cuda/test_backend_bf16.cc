@@ -141,6 +141,21 @@ INSTANTIATE_TEST_SUITE_P(
 
 const Case kSmall{"small", 16, 2, 12, 10, 3, 32, 256, 10, CUVAE_LIK_BERNOULLI, CUVAE_ACT_RELU, 0.0f};
 
+// bf16 with separate epilogues (cuda_choose_epilogues): the GEMM writes the fp32 sums, bias_act_forward_cuda adds the
+// bias and applies the activation, to_bf16_cuda rounds y once, as the fused epilogue's bf16 D does; the ReLU gradient
+// from y, the bias gradient from the fp32 d, as on the CPU. The same bounds (file comment).
+TEST(Bf16, SeparateEpiloguesAgreeWithTheCpuBackend) {
+  std::string why;
+  if (!cpu_has_bf16(&why)) GTEST_SKIP() << "the CPU backend cannot run bf16 here: " << why;
+  ScopedEnv separate("CUVAE_CUDA_EPILOGUES", "separate");
+  Pair s(kSmall);
+  ASSERT_TRUE(s.cpu && s.gpu);
+  EXPECT_NE(std::string(s.gpu->gemm).find("cuBLASLt bf16; bias, activation, bias gradient in separate kernels"),
+            std::string::npos)
+      << s.gpu->gemm;
+  run_bf16(kSmall, s, 0, 4);
+}
+
 // bf16 is in effect on both backends: their step-0 losses are closer to each other than either is to the fp32
 // loss. The fp32 - bf16 gap is the operands' rounding itself (~u16 of the magnitude per GEMM, the same sign for
 // both backends); the backends' gap is only where their roundings differ.

@@ -31,6 +31,7 @@
 // real GPU's cuBLAS (other algorithms, split-K), which the `gpu` label runs against the same tolerances. A wrong
 // gradient, noise offset or Adam step differs by O(lr) in p and O(1) relative in the losses.
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <algorithm>
 #include <cmath>
@@ -46,6 +47,11 @@
 #include "cuvae/rng.h"
 #include "parity_util.h"
 #include "test_util.h"
+#ifdef CUVAE_CUDA_EMU
+#include <cublasLt.h>
+
+#include "emu_internal.h"
+#endif
 
 namespace {
 
@@ -53,14 +59,16 @@ using namespace cuvae_parity;
 
 class Parity : public ::testing::TestWithParam<Case> {};
 
-TEST_P(Parity, TrainingStepsAgreeWithTheCpuBackend) {
-  const Case c = GetParam();
+// Training, the state and evaluate() of the two backends on case c (the checks of the file comment); the CUDA
+// backend's description of its GEMMs (base.gemm) must hold `gemm_has`.
+void expect_training_agrees(const Case &c, const char *gemm_has) {
   Fixture f(c);
   cuvae_backend *cpu = cuvae_backend_cpu_create(&f.m, &f.cfg, &f.ds, &f.ds);
   cuvae_backend *gpu = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, &f.ds);
   ASSERT_NE(cpu, nullptr) << cuvae_last_error();
   ASSERT_NE(gpu, nullptr) << cuvae_last_error();
   EXPECT_STREQ(gpu->name, "cuda");
+  EXPECT_NE(std::string(gpu->gemm).find(gemm_has), std::string::npos) << gpu->gemm;
   const size_t n = f.m.n_params;
   {  // Same initial state, bit for bit (cuvae_model_init on the host, copied up).
     const State a = state_of(cpu, n), b = state_of(gpu, n);
@@ -95,6 +103,8 @@ TEST_P(Parity, TrainingStepsAgreeWithTheCpuBackend) {
   cpu->destroy(cpu);
   gpu->destroy(gpu);
 }
+
+TEST_P(Parity, TrainingStepsAgreeWithTheCpuBackend) { expect_training_agrees(GetParam(), "fused"); }
 
 INSTANTIATE_TEST_SUITE_P(
     Models, Parity,
@@ -349,5 +359,59 @@ TEST(CudaStep, ResidentEvaluationEqualsStreamedEvaluation) {
   EXPECT_EQ(a.kl, b.kl);
   gpu->destroy(gpu);
 }
+
+// How the dense layers get their bias, activation and bias gradient (cuda_choose_epilogues): cuBLASLt's fused
+// epilogues by default; plain GEMMs followed by the kernels of kernels/bias_act.cu with CUVAE_CUDA_EPILOGUES=separate,
+// or when cuBLASLt has no algorithm for a fused epilogue. The separate kernels add the bias to the same fp32 GEMM
+// sums and take the ReLU gradient from y (y > 0 exactly where the fused mask has acc + b > 0); only the bias
+// gradients are sums in another order (bias_grad_cuda's tree against the epilogue's), inside the reductions' bound
+// of the file comment. So the step agrees with the CPU backend within the same tolerances either way.
+const Case kReluCase{"bernoulli", 30, 2, 12, 10, 3, 32, 256, 20, CUVAE_LIK_BERNOULLI, CUVAE_ACT_RELU, 0.0f};
+
+TEST(CudaEpilogues, SeparateKernelsTrainLikeTheCpuBackend) {
+  ScopedEnv separate("CUVAE_CUDA_EPILOGUES", "separate");
+  expect_training_agrees(kReluCase, "separate kernels (CUVAE_CUDA_EPILOGUES=separate)");
+}
+
+TEST(CudaEpilogues, AnUnknownChoiceIsRefused) {
+  ScopedEnv bad("CUVAE_CUDA_EPILOGUES", "on");
+  Fixture f(kSmall);
+  EXPECT_EQ(cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, &f.ds), nullptr);
+  EXPECT_NE(std::string(cuvae_last_error()).find("CUVAE_CUDA_EPILOGUES=on: expected fused or separate"),
+            std::string::npos)
+      << cuvae_last_error();
+}
+
+#ifdef CUVAE_CUDA_EMU
+// A cuBLASLt without an algorithm for one of the fused epilogues (the emulation refuses it as the real library
+// does: CUBLAS_STATUS_NOT_SUPPORTED, no heuristic result): the backend says so once, at creation, and trains with
+// separate kernels, like the CPU backend.
+TEST(CudaEpilogues, NoAlgorithmForAFusedEpilogueFallsBackToSeparateKernels) {
+  const struct {
+    cublasLtEpilogue_t epilogue;
+    const char *name;
+  } refused[] = {{CUBLASLT_EPILOGUE_RELU_AUX_BIAS, "RELU_AUX_BIAS"}, {CUBLASLT_EPILOGUE_BIAS, "BIAS"},
+                 {CUBLASLT_EPILOGUE_DRELU_BGRAD, "DRELU_BGRAD"}, {CUBLASLT_EPILOGUE_BGRADB, "BGRADB"}};
+  for (const auto &r : refused) {
+    SCOPED_TRACE(r.name);
+    cuda_emu_cublaslt_refuse_epilogue((uint32_t)r.epilogue);
+    Fixture f(kSmall);
+    cuvae_backend *cpu = cuvae_backend_cpu_create(&f.m, &f.cfg, &f.ds, &f.ds);
+    cuvae_backend *gpu = cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, &f.ds);
+    ASSERT_NE(cpu, nullptr) << cuvae_last_error();
+    ASSERT_NE(gpu, nullptr) << cuvae_last_error();
+    const std::string notice = gpu->notice, gemm = gpu->gemm;
+    EXPECT_NE(notice.find(std::string("has no algorithm for the")), std::string::npos) << notice;
+    EXPECT_NE(notice.find(std::string("with epilogue ") + r.name), std::string::npos) << notice;
+    EXPECT_NE(notice.find("bias and activation in kernels of their own"), std::string::npos) << notice;
+    EXPECT_NE(gemm.find("separate kernels (cuBLASLt has no algorithm"), std::string::npos) << gemm;
+    run_both(kSmall, f.m, cpu, gpu, f.cfg.seed, 0, 3);
+    expect_state_close(state_of(cpu, f.m.n_params), state_of(gpu, f.m.n_params), 2e-5, r.name);
+    cpu->destroy(cpu);
+    gpu->destroy(gpu);
+  }
+  cuda_emu_cublaslt_refuse_epilogue(0);
+}
+#endif  // CUVAE_CUDA_EMU
 
 }  // namespace

@@ -55,6 +55,7 @@
 #include <string.h>
 
 #include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <set>
 #include <tuple>
@@ -80,6 +81,7 @@ using cuda_emu::blas::recheck;
 using cuda_emu::blas::require_device;
 
 constexpr size_t kAlgoWorkspace = 1 << 20;
+std::atomic<uint32_t> g_refused_epilogue{0};  // cuda_emu_cublaslt_refuse_epilogue's; 0: none
 constexpr uint64_t kAlgoMagic = 0x656d752d616c676full;  // "emu-algo"
 
 // The objects behind the opaque pointers (never dereferenced by callers); each is registered while alive.
@@ -254,7 +256,9 @@ cublasStatus_t validate(cublasLtHandle_t h, cublasLtMatmulDesc_t desc, cublasLtM
   const int32_t bias_type = o->bias_type == -1 ? d->type : o->bias_type;
   if ((o->compute_type != CUBLAS_COMPUTE_32F && !fast_tf32) || o->scale_type != CUDA_R_32F ||
       o->pointer_mode != CUBLASLT_POINTER_MODE_HOST || !types_supported(*a, *b, *c, *d, fast_tf32) ||
-      !steps_of(o->epilogue, &p->steps) || (bias_type != d->type && !(bias_type == CUDA_R_32F && d->type == CUDA_R_16BF)))
+      !steps_of(o->epilogue, &p->steps) ||
+      (bias_type != d->type && !(bias_type == CUDA_R_32F && d->type == CUDA_R_16BF)) ||
+      o->epilogue == g_refused_epilogue.load())
     return CUBLAS_STATUS_NOT_SUPPORTED;
   if (!fits_int(*a) || !fits_int(*b) || !fits_int(*c) || !fits_int(*d)) return CUBLAS_STATUS_NOT_SUPPORTED;
   if (!valid_op(o->transa) || !valid_op(o->transb)) return CUBLAS_STATUS_INVALID_VALUE;
@@ -590,5 +594,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t
   return cuda_emu::enqueue(stream, "cublasLtMatmul", op) == cudaSuccess ? CUBLAS_STATUS_SUCCESS
                                                                         : CUBLAS_STATUS_EXECUTION_FAILED;
 }
+
+uint32_t cuda_emu_cublaslt_refuse_epilogue(uint32_t epilogue) { return g_refused_epilogue.exchange(epilogue); }
 
 }  // extern "C"

@@ -8,6 +8,7 @@
 #pragma once
 #include <cuda_runtime_api.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <functional>
 
@@ -138,6 +139,10 @@ void cuda_emu_counts_reset(void);
 void cuda_emu_inject_async_fault(const char *kernel, cudaError_t error);
 void cuda_emu_clear_async_error(void);
 
+// Makes cuBLASLt have no algorithm for matmuls with the epilogue `epilogue` (a cublasLtEpilogue_t value), as a library
+// or GPU without a kernel for it: cublasLtMatmulAlgoGetHeuristic returns CUBLAS_STATUS_NOT_SUPPORTED with no result,
+// and so does cublasLtMatmul. 0 refuses none. Returns the previous setting.
+uint32_t cuda_emu_cublaslt_refuse_epilogue(uint32_t epilogue);
 // Switches the deferred mode (CUDA_EMU_ASYNC) on or off for the rest of the process, or until the next call; off
 // runs everything queued first. Returns the previous setting.
 int cuda_emu_set_async(int on);

@@ -50,18 +50,22 @@
  * With d the fp32 pre-activation gradient: db = sum over rows of d (BGRADB, the dW GEMM's reduction of its B operand
  * d; in bf16 bias_grad_cuda of the fp32 d, since BGRADB would sum bf16(d)); dW = d^T x; dx = d W, fused with the ReLU
  * gradient and bias gradient of layer i - 1 when that is a ReLU layer. bf16: d enters both GEMMs as bf16(d) (d16),
- * x as the forward's bf16 copy, W as w16; dx stays fp32. x0: the stack's fp32 input (layer 0's x). */
+ * x as the forward's bf16 copy, W as w16; dx stays fp32. x0: the stack's fp32 input (layer 0's x). With separate
+ * epilogues every layer takes the tanh layer's way, and bias_grad_cuda writes db. */
 static int dense_backward(cuda_backend *be, const cuda_stack *s, int i, const float *x0, float *dy, float *dx,
                           int B) {
   const cuvae_layer *l = &s->layers[i];
-  const int bf16 = be->cfg->precision == CUVAE_PRECISION_BF16, db_done = l->act == CUVAE_ACT_RELU;
+  const int bf16 = be->cfg->precision == CUVAE_PRECISION_BF16, fused = !be->separate_epilogues;
+  const int db_done = fused && l->act == CUVAE_ACT_RELU;
   const int in = (int)l->in, out = (int)l->out;
-  if (l->act == CUVAE_ACT_TANH) CU_LAUNCH(be, bias_act_backward_cuda(s->out[i], dy, B, out, l->act, be->stream));
+  if (l->act == CUVAE_ACT_TANH || (!fused && l->act == CUVAE_ACT_RELU))
+    CU_LAUNCH(be, bias_act_backward_cuda(s->out[i], dy, B, out, l->act, be->stream));
+  if (!db_done && (bf16 || !fused))
+    CU_LAUNCH(be, bias_grad_cuda(dy, be->grad + l->b, be->sum_partials, B, out, be->stream));
   const void *d = dy;
   if (bf16) {
     CU_LAUNCH(be, to_bf16_cuda(dy, be->d16, (size_t)B * out, be->stream));
     d = be->d16;
-    if (!db_done) CU_LAUNCH(be, bias_grad_cuda(dy, be->grad + l->b, be->sum_partials, B, out, be->stream));
   }
   /* dWc[in, out] = Xc dYc^T */
   cuda_gemm w = {.ta = CUBLAS_OP_N, .tb = CUBLAS_OP_T, .m = in, .n = out, .k = B, .b = d, .d = be->grad + l->w,
@@ -70,7 +74,7 @@ static int dense_backward(cuda_backend *be, const cuda_stack *s, int i, const fl
     w.a = i == 0 ? (const void *)s->in16 : (const void *)s->out16[i - 1];
   } else {
     w.a = i == 0 ? x0 : s->out[i - 1];
-    if (!db_done) {
+    if (!db_done && fused) {
       w.epilogue = CUBLASLT_EPILOGUE_BGRADB;
       w.bias = be->grad + l->b;
     }
@@ -81,7 +85,7 @@ static int dense_backward(cuda_backend *be, const cuda_stack *s, int i, const fl
   cuda_gemm x = {.ta = CUBLAS_OP_N, .tb = CUBLAS_OP_N, .m = in, .n = B, .k = out, .b = d, .d = dx, .lda = in,
                  .ldb = out, .ldd = in, .epilogue = CUBLASLT_EPILOGUE_DEFAULT};
   x.a = bf16 ? (const void *)(be->w16 + l->w) : (const void *)(be->params + l->w);
-  if (i > 0 && s->layers[i - 1].act == CUVAE_ACT_RELU) {
+  if (fused && i > 0 && s->layers[i - 1].act == CUVAE_ACT_RELU) {
     x.epilogue = CUBLASLT_EPILOGUE_DRELU_BGRAD;
     x.aux = s->mask[i - 1];
     x.aux_ld = cuda_mask_ld(l->in);
@@ -187,6 +191,46 @@ static int warm_up_gemms(cuda_backend *be, int B) {
   const int rc = step_body(be, B);
   be->gemm_only = 0;
   return rc;
+}
+
+/* CUVAE_CUDA_EPILOGUES: unset, "" or "fused": 0; "separate": 1; anything else is refused (-1). */
+static int separate_requested(void) {
+  const char *v = getenv("CUVAE_CUDA_EPILOGUES");
+  if (!v || !*v || strcmp(v, "fused") == 0) return 0;
+  if (strcmp(v, "separate") == 0) return 1;
+  return cuvae_error("CUVAE_CUDA_EPILOGUES=%s: expected fused or separate (the dense layers' bias and activation "
+                     "in the GEMMs' cuBLASLt epilogues, or in kernels of their own)", v);
+}
+
+/* Plans every GEMM of step_body for B rows (kernels skipped, no GEMM run). */
+static int plan_step(cuda_backend *be, int B) {
+  be->plan_only = 1;
+  const int rc = warm_up_gemms(be, B);
+  be->plan_only = 0;
+  return rc;
+}
+
+int cuda_choose_epilogues(cuda_backend *be, int B) {
+  const int requested = separate_requested();
+  if (requested < 0) return -1;
+  be->separate_epilogues = requested;
+  char why[160] = "CUVAE_CUDA_EPILOGUES=separate";
+  if (!requested && plan_step(be, B)) {
+    snprintf(why, sizeof why, "%s", cuvae_last_error());
+    cuvae_clear_error();
+    be->separate_epilogues = 1;
+    snprintf(be->base.notice, sizeof be->base.notice, "%.150s; the dense layers run plain GEMMs with the bias and "
+             "activation in kernels of their own", why);
+  }
+  if (be->separate_epilogues && plan_step(be, B)) return -1;
+  const char *type = cuvae_precision_name(be->cfg->precision);
+  if (be->separate_epilogues)
+    snprintf(be->base.gemm, sizeof be->base.gemm, "cuBLASLt %s; bias, activation, bias gradient in separate kernels "
+             "(%.80s)", type, why);
+  else
+    snprintf(be->base.gemm, sizeof be->base.gemm, "cuBLASLt %s; bias, ReLU, bias gradient fused (epilogues "
+             "RELU_AUX_BIAS, BIAS, DRELU_BGRAD%s)", type, be->cfg->precision == CUVAE_PRECISION_BF16 ? "" : ", BGRADB");
+  return 0;
 }
 
 /* Captures step_body for B rows into be->graph (replacing one for another B), after warming its GEMMs up. */
@@ -479,7 +523,8 @@ cuvae_backend *cuvae_backend_cuda_create(const cuvae_model *m, const cuvae_confi
   be->cfg = cfg;
   cuvae_objective_for_step(cfg, 0, &be->train_spec);
   be->max_batch = max_batch;
-  if (cuda_setup(be, train, eval)) {
+  if (cuda_setup(be, train, eval) ||
+      cuda_choose_epilogues(be, cfg->batch_size < max_batch ? cfg->batch_size : max_batch)) {
     cuda_destroy(&be->base);
     return NULL;
   }

@@ -50,10 +50,13 @@ static int free_bits_gate(cuda_backend *be, const float *mulv, int B, int Z, int
  *   ReLU:  RELU_AUX_BIAS: y = max(acc + b, 0) and the mask (acc + b > 0) for the backward; in bf16 the epilogue
  *          writes bf16(y) only, the next GEMM's operand (one rounding of the fp32 y, as to_bf16_cpu of the CPU's y);
  *   none:  BIAS: y = acc + b (the heads, the output layer: fp32, read by the fused kernels);
- *   tanh:  the GEMM, then bias_act_forward_cuda (no tanh epilogue), then in bf16 to_bf16_cuda of y. */
+ *   tanh:  the GEMM, then bias_act_forward_cuda (no tanh epilogue), then in bf16 to_bf16_cuda of y.
+ * With separate epilogues (cuda_choose_epilogues) every activation takes the tanh layer's way: the same fp32 sums,
+ * and no mask (the backward reads y). */
 int cuda_dense_forward(cuda_backend *be, const cuda_stack *s, int i, const float *x, int B) {
   const cuvae_layer *l = &s->layers[i];
   const int bf16 = be->cfg->precision == CUVAE_PRECISION_BF16, top = i == s->n - 1;
+  const int fused = !be->separate_epilogues;
   const int in = (int)l->in, out = (int)l->out;
   cuda_gemm g = {.ta = CUBLAS_OP_T, .tb = CUBLAS_OP_N, .m = out, .n = B, .k = in, .lda = in, .ldb = in, .ldd = out,
                  .d = s->out[i], .epilogue = CUBLASLT_EPILOGUE_DEFAULT};
@@ -64,7 +67,7 @@ int cuda_dense_forward(cuda_backend *be, const cuda_stack *s, int i, const float
     g.a = be->params + l->w;
     g.b = i == 0 ? x : s->out[i - 1];
   }
-  if (l->act == CUVAE_ACT_RELU) {
+  if (fused && l->act == CUVAE_ACT_RELU) {
     g.epilogue = CUBLASLT_EPILOGUE_RELU_AUX_BIAS;
     g.bias = be->params + l->b;
     g.aux = s->mask[i];
@@ -73,12 +76,12 @@ int cuda_dense_forward(cuda_backend *be, const cuda_stack *s, int i, const float
       g.d = s->out16[i];
       g.d_bf16 = 1;
     }
-  } else if (l->act == CUVAE_ACT_NONE) {
+  } else if (fused && l->act == CUVAE_ACT_NONE) {
     g.epilogue = CUBLASLT_EPILOGUE_BIAS;
     g.bias = be->params + l->b;
   }
   if (cuda_gemm_run(be, &g)) return -1;
-  if (l->act == CUVAE_ACT_TANH)
+  if (g.epilogue == CUBLASLT_EPILOGUE_DEFAULT)
     CU_LAUNCH(be, bias_act_forward_cuda(s->out[i], be->params + l->b, B, out, l->act, be->stream));
   if (bf16 && !top && !g.d_bf16)
     CU_LAUNCH(be, to_bf16_cuda(s->out[i], s->out16[i], (size_t)B * out, be->stream));

@@ -123,6 +123,17 @@ static int plan_describe(cuda_backend *be, const cuda_gemm *g, gemm_plan *p) {
   return 0;
 }
 
+static const char *epilogue_name(cublasLtEpilogue_t e) {
+  switch (e) {
+    case CUBLASLT_EPILOGUE_DEFAULT: return "none";
+    case CUBLASLT_EPILOGUE_BIAS: return "BIAS";
+    case CUBLASLT_EPILOGUE_RELU_AUX_BIAS: return "RELU_AUX_BIAS";
+    case CUBLASLT_EPILOGUE_DRELU_BGRAD: return "DRELU_BGRAD";
+    case CUBLASLT_EPILOGUE_BGRADB: return "BGRADB";
+    default: return "other";
+  }
+}
+
 /* The plan of g: the cached one, or a new one (descriptors and the heuristic's first algorithm), made only outside
  * a graph capture. A full cache gives up its oldest plan. */
 static gemm_plan *plan_for(cuda_backend *be, const cuda_gemm *g) {
@@ -155,8 +166,8 @@ static gemm_plan *plan_for(cuda_backend *be, const cuda_gemm *g) {
   const cublasStatus_t st =
       cublasLtMatmulAlgoGetHeuristic(be->lt, p->desc, p->la, p->lb, p->ld, p->ld, be->lt_pref, 1, &result, &found);
   if (st != CUBLAS_STATUS_SUCCESS || found < 1) {
-    cuvae_error("cuBLASLt has no algorithm for the %d x %d x %d GEMM (epilogue %d, precision %d): %s", g->m, g->n,
-                g->k, (int)g->epilogue, (int)be->cfg->precision,
+    cuvae_error("cuBLASLt has no algorithm for the %d x %d x %d %s GEMM with epilogue %s: %s", g->m, g->n, g->k,
+                cuvae_precision_name(be->cfg->precision), epilogue_name(g->epilogue),
                 st != CUBLAS_STATUS_SUCCESS ? cublasGetStatusString(st) : "no heuristic result");
     plan_release(p);
     memset(&p->key, 0xff, sizeof p->key);
@@ -170,6 +181,7 @@ static gemm_plan *plan_for(cuda_backend *be, const cuda_gemm *g) {
 int cuda_gemm_run(cuda_backend *be, const cuda_gemm *g) {
   const gemm_plan *p = plan_for(be, g);
   if (!p) return -1;
+  if (be->plan_only) return 0;
   const float one = 1.0f, zero = 0.0f;
   CUBLAS_LAUNCH(be, cublasLtMatmul(be->lt, p->desc, &one, g->a, p->la, g->b, p->lb, &zero, g->d, p->ld, g->d, p->ld,
                                    &p->algo, be->blas_workspace, CUBLAS_WORKSPACE_BYTES, be->stream));

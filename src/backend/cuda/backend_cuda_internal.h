@@ -60,6 +60,9 @@ typedef struct cuda_backend {
   int graph_B;
   int sync_checks;                            /* CUVAE_CUDA_SYNC=1: synchronise and check after every launch */
   int gemm_only;                              /* warm-up pass: CU_LAUNCH skips kernels, GEMMs run (warm_up_gemms) */
+  int plan_only;                              /* with gemm_only: GEMMs are planned, not run (cuda_choose_epilogues) */
+  int separate_epilogues;                     /* 1: plain GEMMs, then bias / activation / bias-gradient kernels
+                                                 (cuda_choose_epilogues); 0: fused cuBLASLt epilogues */
   /* device memory */
   float *state;                               /* params | grad | m | v, n_params each; ZeRO-1 (cuda_shard_state):
                                                  params | grad padded to N equal blocks | m | v of the shard */
@@ -158,6 +161,12 @@ typedef struct cuda_gemm {
 int cuda_gemm_init(cuda_backend *be);
 void cuda_gemm_destroy(cuda_backend *be);
 int cuda_gemm_run(cuda_backend *be, const cuda_gemm *g);
+/* src/backend/cuda/backend_cuda.c: how the dense layers apply their bias, activation and bias gradient, decided once
+ * at creation: fused into the GEMMs as cuBLASLt epilogues (RELU_AUX_BIAS, BIAS, DRELU_BGRAD, BGRADB), or, when
+ * CUVAE_CUDA_EPILOGUES=separate asks for it or cuBLASLt has no algorithm for one of the step's fused GEMMs, plain GEMMs
+ * followed by the kernels of kernels/bias_act.cu (the CPU backend's structure). Plans every GEMM of a training step
+ * of B rows without running one; names the choice in base.gemm, and the fallback in base.notice. */
+int cuda_choose_epilogues(cuda_backend *be, int B);
 /* src/backend/cuda/backend_cuda_forward.c. Draws n normals (uniforms when `uniform`), rounded up to whole Philox blocks, into dst
  * from stream g at `offset`; cuda_noise_draw: normals into be->eps. */
 int cuda_noise_fill(cuda_backend *be, dev_noise *g, uint64_t offset, size_t n, float *dst, int uniform);

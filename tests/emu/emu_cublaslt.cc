@@ -46,7 +46,9 @@
 //   epilogue, aux ld, TF32), is issued into a capturing stream: cuBLASLt picks (and may load) a kernel on first use,
 //   so the CUDA backend runs every configuration once before it captures. cublasLtMatmulAlgoGetHeuristic returns one
 //   algorithm asking for min(the preference's maximum, 1 MiB) of workspace, a stand-in for split-K; cublasLtMatmul
-//   checks the workspace it is given against that and that the algo was found for the same types and epilogue.
+//   checks the workspace it is given against that and that the algo was found for the same types and epilogue, and
+//   returns CUBLAS_STATUS_NOT_SUPPORTED for an operand less aligned than the preference's MIN_ALIGNMENT_*_BYTES the
+//   heuristic assumed (256 unless set).
 #include <cblas.h>
 #include <cublasLt.h>
 #include <math.h>
@@ -102,6 +104,7 @@ struct Layout {
 };
 struct Pref {
   uint64_t max_workspace = 0;
+  uint32_t min_align[4] = {256, 256, 256, 256};  // CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_{A,B,C,D}_BYTES (default 256)
 };
 
 enum class Kind { kHandle, kDesc, kLayout, kPref };
@@ -148,7 +151,13 @@ const Field kDescFields[] = {
     CUVAE_FIELD(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, Desc, aux),
     CUVAE_FIELD(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, Desc, aux_ld),
 };
-const Field kPrefFields[] = {CUVAE_FIELD(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, Pref, max_workspace)};
+const Field kPrefFields[] = {
+    CUVAE_FIELD(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, Pref, max_workspace),
+    CUVAE_FIELD(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, Pref, min_align[0]),
+    CUVAE_FIELD(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, Pref, min_align[1]),
+    CUVAE_FIELD(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, Pref, min_align[2]),
+    CUVAE_FIELD(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, Pref, min_align[3]),
+};
 #undef CUVAE_FIELD
 
 // An attribute enum as an int, whatever integer the caller passed (memcpy: no load of an out-of-range enum).
@@ -432,12 +441,36 @@ void check_warm(cublasLtContext *h, const Problem &p, cudaStream_t stream) {
                     p.epilogue, (long long)p.aux_ld, p.tf32 ? "TF32" : "FP32");
 }
 
-// The algorithm, workspace and alpha rules of cublasLtMatmul.
-cublasStatus_t check_algo(const Problem &p, const cublasLtMatmulAlgo_t *algo, const void *workspace, size_t ws) {
+// The alignments an algorithm was chosen for, packed into its data[3]: log2 of each of A, B, C, D's in 4 bits.
+uint64_t pack_alignments(const uint32_t (&align)[4]) {
+  uint64_t packed = 0;
+  for (int i = 0; i < 4; i++) {
+    int log2 = 0;
+    while (log2 < 15 && (2u << log2) <= align[i]) log2++;
+    packed |= (uint64_t)log2 << (4 * i);
+  }
+  return packed;
+}
+
+// The byte alignment of an address (up to 256).
+uint32_t alignment_of(const void *ptr) {
+  const uintptr_t a = (uintptr_t)ptr;
+  return a % 256 == 0 ? 256u : (uint32_t)(a & (~a + 1));
+}
+
+// The algorithm, workspace and alpha rules of cublasLtMatmul. An algorithm comes from a heuristic that assumed each
+// operand at least as aligned as the preference's CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_*_BYTES (256 unless set: "Selecting
+// a smaller value will exclude algorithms that can not work with matrix A, which is not as strictly aligned as the
+// algorithms need"); an operand less aligned than that may be outside what the algorithm can read, so it is
+// CUBLAS_STATUS_NOT_SUPPORTED here, whatever a GPU would do with it.
+cublasStatus_t check_algo(const Problem &p, const cublasLtMatmulAlgo_t *algo, const void *workspace, size_t ws,
+                          const void *const (&operands)[4]) {
   if (algo != nullptr) {
     if (algo->data[0] != kAlgoMagic) return CUBLAS_STATUS_INVALID_VALUE;  // not from the heuristic
     if (algo->data[1] != p.algo_key()) return CUBLAS_STATUS_NOT_SUPPORTED;
     if (ws < algo->data[2]) return CUBLAS_STATUS_INVALID_VALUE;  // "less than workspace required by configured algo"
+    for (int i = 0; i < 4; i++)
+      if (alignment_of(operands[i]) < (1u << ((algo->data[3] >> (4 * i)) & 15))) return CUBLAS_STATUS_NOT_SUPPORTED;
   }
   return ws > 0 && workspace == nullptr ? CUBLAS_STATUS_INVALID_VALUE : CUBLAS_STATUS_SUCCESS;
 }
@@ -561,6 +594,7 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t lightHandle, cubl
   memset(&r, 0, sizeof r);
   r.workspaceSize = std::min<uint64_t>(pref->max_workspace, kAlgoWorkspace);
   r.algo.data[0] = kAlgoMagic, r.algo.data[1] = p.algo_key(), r.algo.data[2] = r.workspaceSize;
+  r.algo.data[3] = pack_alignments(pref->min_align);
   r.state = CUBLAS_STATUS_SUCCESS;
   r.wavesCount = 1.0f;
   *returnAlgoCount = 1;
@@ -579,7 +613,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t
   if (alpha == nullptr || beta == nullptr || (p.steps.needs_bias() && o->bias == nullptr) ||
       (p.steps.needs_aux() && o->aux == nullptr) || (C == D && p.ldc != p.ldd))
     return CUBLAS_STATUS_INVALID_VALUE;
-  if ((s = check_algo(p, algo, workspace, workspaceSizeInBytes)) != CUBLAS_STATUS_SUCCESS) return s;
+  const void *const operands[4] = {A, B, C, D};
+  if ((s = check_algo(p, algo, workspace, workspaceSizeInBytes, operands)) != CUBLAS_STATUS_SUCCESS) return s;
   const Matmul op{p, *(const float *)alpha, *(const float *)beta, A, B, C, D, const_cast<void *>(o->bias),
                   (unsigned char *)const_cast<void *>(o->aux)};
   if ((p.steps.bgrad_a || p.steps.bgrad_b) && op.alpha != 1.0f)

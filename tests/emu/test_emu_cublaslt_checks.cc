@@ -174,6 +174,47 @@ TEST_F(Lt, AttributesAndHeuristic) {
   EXPECT_EQ(cublasLtMatmulPreferenceDestroy(pref), kInvalid);  // already destroyed
 }
 
+// The heuristic chooses for operands at least as aligned as the preference's MIN_ALIGNMENT_*_BYTES (256 unless set);
+// an operand less aligned than that is refused at the matmul, and told to the heuristic it is accepted.
+TEST_F(Lt, OperandsLessAlignedThanTheHeuristicAssumedAreRefused) {
+  Small s;
+  Descs plain(CUBLAS_COMPUTE_32F, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT, s.a, s.b, s.c);
+  DevBytes shifted(s.da.n + 16);  // A's values 16 bytes into a fresh allocation: 16-byte aligned, not 32
+  ASSERT_EQ(cudaMemcpy((char *)shifted.p + 16, encode(s.a.v, CUDA_R_32F).data(), s.da.n, cudaMemcpyHostToDevice),
+            cudaSuccess);
+  const void *a16 = (const char *)shifted.p + 16;
+  cublasLtMatmulPreference_t pref;
+  ASSERT_EQ(cublasLtMatmulPreferenceCreate(&pref), kOk);
+  uint32_t align = 0;
+  EXPECT_EQ(cublasLtMatmulPreferenceGetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align,
+                                                 sizeof align, nullptr),
+            kOk);
+  EXPECT_EQ(align, 256u);
+  const uint64_t ws = 1 << 20;
+  EXPECT_EQ(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws), kOk);
+  DevBytes work(ws);
+  const float one = 1.0f, zero = 0.0f;
+  auto run_with = [&](const void *a) {
+    cublasLtMatmulHeuristicResult_t r;
+    int count = 0;
+    EXPECT_EQ(cublasLtMatmulAlgoGetHeuristic(h, plain.op, plain.a, plain.b, plain.c, plain.d, pref, 1, &r, &count),
+              kOk);
+    const cublasStatus_t st = cublasLtMatmul(h, plain.op, &one, a, plain.a, s.db.p, plain.b, &zero, s.dd.p, plain.c,
+                                             s.dd.p, plain.d, &r.algo, work.p, ws, nullptr);
+    EXPECT_EQ(cudaStreamSynchronize(nullptr), cudaSuccess);
+    return st;
+  };
+  EXPECT_EQ(run_with(s.da.p), kOk);
+  EXPECT_EQ(run_with(a16), kUnsupported);
+  align = 16;
+  EXPECT_EQ(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align,
+                                                 sizeof align),
+            kOk);
+  EXPECT_EQ(run_with(a16), kOk);
+  EXPECT_EQ(decode(s.dd.get(), CUDA_R_32F)[0], 2.0f);  // row 0 of A (1, 1) . column 0 of B (1, 1)
+  EXPECT_EQ(cublasLtMatmulPreferenceDestroy(pref), kOk);
+}
+
 // beta == 0 never reads C: a NaN C cannot leak into D. Integer inputs make the result exact.
 TEST_F(Lt, BetaZeroNeverReadsC) {
   HostMat a(3, 2, 3, CUDA_R_32F, 0.0f), b(2, 2, 2, CUDA_R_32F, 0.0f), c(3, 2, 3, CUDA_R_32F, kNaN);

@@ -2,7 +2,7 @@
  * [train] precision (fp32: CUBLAS_COMPUTE_32F; tf32: CUBLAS_COMPUTE_32F_FAST_TF32; bf16: CUDA_R_16BF operands,
  * CUBLAS_COMPUTE_32F, docs/MATH.md (8.2)), and the plan cache: each distinct GEMM (shape, transposes, types,
  * epilogue, its bias and mask pointers, the operands' alignment) gets its descriptors and its algorithm
- * (cublasLtMatmulAlgoGetHeuristic) once, and keeps them. A plan is never made inside a graph capture: the step's
+ * (cublasLtMatmulAlgoGetHeuristic, told the operands' alignment) once, and keeps them. A plan is never made inside a graph capture: the step's
  * GEMMs are planned by warm_up_gemms (backend_cuda.c) before it is captured. */
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
@@ -134,6 +134,32 @@ static const char *epilogue_name(cublasLtEpilogue_t e) {
   }
 }
 
+/* The heuristic's first algorithm for p's descriptors. It assumes 256-byte-aligned operands unless told otherwise
+ * (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_*), so it is told each operand's own alignment (C is D) and picks an algorithm
+ * that can read them. */
+static int plan_choose_algo(cuda_backend *be, const cuda_gemm *g, gemm_plan *p, const gemm_key *key) {
+  const struct {
+    cublasLtMatmulPreferenceAttributes_t attr;
+    uint32_t bytes;
+  } aligns[] = {{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key->align_a},
+                {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key->align_b},
+                {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key->align_d},
+                {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key->align_d}};
+  for (size_t i = 0; i < sizeof aligns / sizeof aligns[0]; i++)
+    CUBLAS_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(be->lt_pref, aligns[i].attr, &aligns[i].bytes, sizeof aligns[i].bytes));
+  cublasLtMatmulHeuristicResult_t result;
+  int found = 0;
+  const cublasStatus_t st =
+      cublasLtMatmulAlgoGetHeuristic(be->lt, p->desc, p->la, p->lb, p->ld, p->ld, be->lt_pref, 1, &result, &found);
+  if (st != CUBLAS_STATUS_SUCCESS || found < 1)
+    return cuvae_error("cuBLASLt has no algorithm for the %d x %d x %d %s GEMM with epilogue %s: %s", g->m, g->n, g->k,
+                       cuvae_precision_name(be->cfg->precision), epilogue_name(g->epilogue),
+                       st != CUBLAS_STATUS_SUCCESS ? cublasGetStatusString(st) : "no heuristic result");
+  p->algo = result.algo;
+  return 0;
+}
+
 /* The plan of g: the cached one, or a new one (descriptors and the heuristic's first algorithm), made only outside
  * a graph capture. A full cache gives up its oldest plan. */
 static gemm_plan *plan_for(cuda_backend *be, const cuda_gemm *g) {
@@ -156,24 +182,11 @@ static gemm_plan *plan_for(cuda_backend *be, const cuda_gemm *g) {
   }
   gemm_plan *p = &c->plans[slot];
   plan_release(p);
-  if (plan_describe(be, g, p)) {
+  if (plan_describe(be, g, p) || plan_choose_algo(be, g, p, &key)) {
     plan_release(p);
     memset(&p->key, 0xff, sizeof p->key);  /* matches no GEMM */
     return NULL;
   }
-  cublasLtMatmulHeuristicResult_t result;
-  int found = 0;
-  const cublasStatus_t st =
-      cublasLtMatmulAlgoGetHeuristic(be->lt, p->desc, p->la, p->lb, p->ld, p->ld, be->lt_pref, 1, &result, &found);
-  if (st != CUBLAS_STATUS_SUCCESS || found < 1) {
-    cuvae_error("cuBLASLt has no algorithm for the %d x %d x %d %s GEMM with epilogue %s: %s", g->m, g->n, g->k,
-                cuvae_precision_name(be->cfg->precision), epilogue_name(g->epilogue),
-                st != CUBLAS_STATUS_SUCCESS ? cublasGetStatusString(st) : "no heuristic result");
-    plan_release(p);
-    memset(&p->key, 0xff, sizeof p->key);
-    return NULL;
-  }
-  p->algo = result.algo;
   p->key = key;
   return p;
 }

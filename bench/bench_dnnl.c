@@ -25,6 +25,7 @@ struct bench_mm {
   float *c;
   dnnl_primitive_t prim;
   dnnl_memory_t ma, mb, mc;
+  double reorder_s;         /* BENCH_MM_DNNL_BF16_PACKED: median seconds of B's reorder into the packed layout */
   char impl[128];
 };
 
@@ -55,20 +56,55 @@ static void *operand(size_t n, size_t start, int bf16) {
   return h;
 }
 
-/* oneDNN's matmul of mm's shape: A[m][k], B[k][n] with the transposes as strides, C[m][n] fp32. */
+/* B (plain, described by plain_md, at mm->b) reordered into the matmul's own weights layout, into mm->mb (memory
+ * oneDNN allocates); mm->reorder_s: the median of 5 reorders after a first one. */
+static int pack_b(bench_mm *mm, const dnnl_memory_desc_t *plain_md, const dnnl_primitive_desc_t pd) {
+  const dnnl_memory_desc_t *packed_md = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+  dnnl_memory_t plain = NULL;
+  dnnl_primitive_desc_t rpd = NULL;
+  dnnl_primitive_t reorder = NULL;
+  double t[5];
+  int rc = -1;
+  if (dnnl_check(dnnl_memory_create(&mm->mb, packed_md, g_engine, DNNL_MEMORY_ALLOCATE), "allocating packed B") ||
+      dnnl_check(dnnl_memory_create(&plain, plain_md, g_engine, mm->b), "binding B") ||
+      dnnl_check(dnnl_reorder_primitive_desc_create(&rpd, plain_md, g_engine, packed_md, g_engine, NULL),
+                 "describing B's reorder") ||
+      dnnl_check(dnnl_primitive_create(&reorder, rpd), "creating B's reorder"))
+    goto done;
+  dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, plain}, {DNNL_ARG_TO, mm->mb}};
+  for (int r = -1; r < 5; r++) {
+    const double t0 = bench_now();
+    if (dnnl_check(dnnl_primitive_execute(reorder, g_stream, 2, args), "reordering B") ||
+        dnnl_check(dnnl_stream_wait(g_stream), "waiting for B's reorder"))
+      goto done;
+    if (r >= 0) t[r] = bench_now() - t0;
+  }
+  mm->reorder_s = bench_median(t, 5);
+  rc = 0;
+done:
+  if (reorder) dnnl_primitive_destroy(reorder);
+  if (rpd) dnnl_primitive_desc_destroy(rpd);
+  if (plain) dnnl_memory_destroy(plain);
+  return rc;
+}
+
+/* oneDNN's matmul of mm's shape: A[m][k], B[k][n] with the transposes as strides (packed: the matmul's choice),
+ * C[m][n] fp32. */
 static int dnnl_prepare(bench_mm *mm) {
-  const dnnl_data_type_t t = mm->engine == BENCH_MM_DNNL_BF16 ? dnnl_bf16 : dnnl_f32;
+  const int packed = mm->engine == BENCH_MM_DNNL_BF16_PACKED;
+  const dnnl_data_type_t t = mm->engine == BENCH_MM_DNNL_F32 ? dnnl_f32 : dnnl_bf16;
   const dnnl_dims_t da = {mm->m, mm->k}, db = {mm->k, mm->n}, dc = {mm->m, mm->n};
   const dnnl_dims_t sa = {mm->ta ? 1 : mm->k, mm->ta ? mm->m : 1}, sb = {mm->tb ? 1 : mm->n, mm->tb ? mm->k : 1},
                     sc = {mm->n, 1};
-  dnnl_memory_desc_t ma, mb, mc;
+  dnnl_memory_desc_t ma, mb, mb_any, mc;
   dnnl_matmul_desc_t desc;
   dnnl_primitive_desc_t pd = NULL;
   int rc = -1;
   if (ensure_engine() || dnnl_check(dnnl_memory_desc_init_by_strides(&ma, 2, da, t, sa), "describing A") ||
       dnnl_check(dnnl_memory_desc_init_by_strides(&mb, 2, db, t, sb), "describing B") ||
+      dnnl_check(dnnl_memory_desc_init_by_tag(&mb_any, 2, db, t, dnnl_format_tag_any), "describing B") ||
       dnnl_check(dnnl_memory_desc_init_by_strides(&mc, 2, dc, dnnl_f32, sc), "describing C") ||
-      dnnl_check(dnnl_matmul_desc_init(&desc, &ma, &mb, NULL, &mc), "describing a matmul") ||
+      dnnl_check(dnnl_matmul_desc_init(&desc, &ma, packed ? &mb_any : &mb, NULL, &mc), "describing a matmul") ||
       dnnl_check(dnnl_primitive_desc_create(&pd, &desc, NULL, g_engine, NULL), "choosing a matmul"))
     goto done;
   const char *name = "";
@@ -76,7 +112,7 @@ static int dnnl_prepare(bench_mm *mm) {
   snprintf(mm->impl, sizeof mm->impl, "%s", name);
   if (dnnl_check(dnnl_primitive_create(&mm->prim, pd), "creating a matmul") ||
       dnnl_check(dnnl_memory_create(&mm->ma, &ma, g_engine, mm->a), "binding A") ||
-      dnnl_check(dnnl_memory_create(&mm->mb, &mb, g_engine, mm->b), "binding B") ||
+      (packed ? pack_b(mm, &mb, pd) : dnnl_check(dnnl_memory_create(&mm->mb, &mb, g_engine, mm->b), "binding B")) ||
       dnnl_check(dnnl_memory_create(&mm->mc, &mc, g_engine, mm->c), "binding C"))
     goto done;
   rc = 0;
@@ -92,7 +128,7 @@ bench_mm *bench_mm_create(bench_mm_engine e, int trans_a, int trans_b, int m, in
     return NULL;
   }
   mm->engine = e, mm->ta = trans_a, mm->tb = trans_b, mm->m = m, mm->n = n, mm->k = k;
-  const int bf16 = e == BENCH_MM_DNNL_BF16;
+  const int bf16 = e == BENCH_MM_DNNL_BF16 || e == BENCH_MM_DNNL_BF16_PACKED;
   mm->a = operand((size_t)m * k, 0, bf16);
   mm->b = operand((size_t)k * n, 7919, bf16);
   mm->c = calloc((size_t)m * n + 1, sizeof *mm->c);
@@ -124,6 +160,8 @@ double bench_mm_run(bench_mm *mm) {
 }
 
 const char *bench_mm_impl(const bench_mm *mm) { return mm->impl; }
+
+double bench_mm_reorder_s(const bench_mm *mm) { return mm->reorder_s; }
 
 void bench_mm_destroy(bench_mm *mm) {
   if (!mm) return;
@@ -215,66 +253,85 @@ int bench_cpu_step_gemm_replay(const cuvae_model *m, const bench_step_work *w, i
 
 /* ---- the engines on every GEMM of a step ------------------------------------------------------------- */
 
-/* The columns of the table: OpenBLAS, oneDNN fp32, oneDNN bf16 on the step's operands, then (gradient GEMMs only)
- * oneDNN fp32 and bf16 with the layer's gradient d stored transposed, [out][B]: the weight gradient's A = d^T is
- * then plain, the input gradient's A = d a transposed view of it. */
-enum { N_ENGINES = 5, N_PLAIN = 3 };
+/* The columns of the table: OpenBLAS, oneDNN fp32, oneDNN bf16 on the step's operands; for the gradient GEMMs oneDNN
+ * fp32 and bf16 with the layer's gradient d stored transposed, [out][B] (the weight gradient's A = d^T is then plain,
+ * the input gradient's A = d a transposed view of it); for the GEMMs that read W, oneDNN bf16 with W pre-packed. */
+enum { N_ENGINES = 6, E_OPENBLAS = 0, E_F32 = 1, E_BF16 = 2, E_F32_DT = 3, E_BF16_DT = 4, E_PACKED = 5 };
 static const bench_mm_engine k_engine[N_ENGINES] = {BENCH_MM_OPENBLAS_F32, BENCH_MM_DNNL_F32, BENCH_MM_DNNL_BF16,
-                                                    BENCH_MM_DNNL_F32, BENCH_MM_DNNL_BF16};
+                                                    BENCH_MM_DNNL_F32,     BENCH_MM_DNNL_BF16, BENCH_MM_DNNL_BF16_PACKED};
 #define SHAPE_BUDGET_S 2.0  /* rounds beyond the third stop once a shape has taken this long */
 
-/* Median seconds per engine for one GEMM (the first n of k_engine), rounds interleaved; impl[e] receives each
- * engine's name. */
-static int time_shape(const bench_gemm *g, int n, int reps, double med[N_ENGINES], char impl[N_ENGINES][128]) {
+/* The engines that apply to g, as a bit mask: the plain three always; dT when A is a gradient d (weight gradient:
+ * tA = 1; input gradient: tA = 0, tB = 0); packed when B is the weights (forward, input gradient: tA = 0). */
+static unsigned engines_for(const bench_gemm *g) {
+  const int grad = g->trans_a || !g->trans_b, reads_w = !g->trans_a;
+  return 7u | (grad ? 1u << E_F32_DT | 1u << E_BF16_DT : 0u) | (reads_w ? 1u << E_PACKED : 0u);
+}
+
+/* Median seconds per engine of `mask` for one GEMM, rounds interleaved; impl[e] receives each engine's name,
+ * *reorder_s the packed engine's reorder time (0 when it does not run). */
+static int time_shape(const bench_gemm *g, unsigned mask, int reps, double med[N_ENGINES], char impl[N_ENGINES][128],
+                      double *reorder_s) {
   bench_mm *mm[N_ENGINES] = {NULL};
+  int active[N_ENGINES], n = 0;
+  for (int e = 0; e < N_ENGINES; e++)
+    if (mask >> e & 1u) active[n++] = e;
   double *t = malloc((size_t)N_ENGINES * (size_t)reps * sizeof *t);
   int rc = t ? 0 : cuvae_error("out of memory");
-  for (int e = 0; rc == 0 && e < n; e++) {
-    const int ta = e < N_PLAIN ? g->trans_a : !g->trans_a;  /* d stored transposed: A's transpose flips */
+  *reorder_s = 0.0;
+  for (int i = 0; rc == 0 && i < n; i++) {
+    const int e = active[i];
+    const int ta = e == E_F32_DT || e == E_BF16_DT ? !g->trans_a : g->trans_a;  /* d stored transposed */
     mm[e] = bench_mm_create(k_engine[e], ta, g->trans_b, g->m, g->n, g->k);
     if (!mm[e]) rc = -1;
     else snprintf(impl[e], 128, "%s", bench_mm_impl(mm[e]));
+    if (mm[e] && e == E_PACKED) *reorder_s = bench_mm_reorder_s(mm[e]);
   }
-  for (int e = 0; rc == 0 && e < n; e++)  /* a warm-up call each */
-    if (bench_mm_run(mm[e]) < 0) rc = -1;
+  for (int i = 0; rc == 0 && i < n; i++)  /* a warm-up call each */
+    if (bench_mm_run(mm[active[i]]) < 0) rc = -1;
   int done = 0;
   const double t0 = bench_now();
   while (rc == 0 && done < reps && (done < 3 || bench_now() - t0 < SHAPE_BUDGET_S)) {
-    for (int e = 0; rc == 0 && e < n; e++) {
-      const int k = (e + done) % n;  /* the order rotates every round */
-      const double s = bench_mm_run(mm[k]);
+    for (int i = 0; rc == 0 && i < n; i++) {
+      const int e = active[(i + done) % n];  /* the order rotates every round */
+      const double s = bench_mm_run(mm[e]);
       if (s < 0) rc = -1;
-      t[k * reps + done] = s;
+      t[e * reps + done] = s;
     }
     done++;
   }
-  for (int e = 0; rc == 0 && e < n; e++) med[e] = bench_median(t + e * reps, done);
+  for (int i = 0; rc == 0 && i < n; i++) med[active[i]] = bench_median(t + active[i] * reps, done);
   for (int e = 0; e < N_ENGINES; e++) bench_mm_destroy(mm[e]);
   free(t);
   return rc;
 }
 
 int bench_gemm_shape_table(FILE *out, const char *config, const bench_step_work *w, int reps) {
-  fprintf(out, "%-7s %-16s %2s %2s %6s %6s %6s %13s %13s %14s %9s %9s %13s %14s %12s\n", "config", "gemm", "tA", "tB",
-          "m", "n", "k", "OpenBLAS_GF/s", "dnnl_f32_GF/s", "dnnl_bf16_GF/s", "f32/OB", "bf16/OB", "f32_dT_GF/s",
-          "bf16_dT_GF/s", "bf16_dT/bf16");
-  static const char *const k_name[N_ENGINES] = {"", "fp32", "bf16", "fp32 dT", "bf16 dT"};
+  fprintf(out, "%-7s %-16s %2s %2s %6s %6s %6s %13s %13s %14s %9s %9s %13s %14s %12s %16s %12s %10s\n", "config",
+          "gemm", "tA", "tB", "m", "n", "k", "OpenBLAS_GF/s", "dnnl_f32_GF/s", "dnnl_bf16_GF/s", "f32/OB", "bf16/OB",
+          "f32_dT_GF/s", "bf16_dT_GF/s", "bf16_dT/bf16", "bf16_packW_GF/s", "packW/bf16", "reorder_ms");
+  static const char *const k_name[N_ENGINES] = {"", "fp32", "bf16", "fp32 dT", "bf16 dT", "bf16 packW"};
   char impl[N_ENGINES][128], impl_seen[N_ENGINES][128] = {""};
   for (int i = 0; i < w->n_gemms; i++) {
     const bench_gemm *g = &w->gemms[i];
-    const int grad = g->trans_a || !g->trans_b;  /* A = d: a weight or input gradient */
-    double med[N_ENGINES];
-    if (time_shape(g, grad ? N_ENGINES : N_PLAIN, reps, med, impl)) return -1;
+    const unsigned mask = engines_for(g);
+    double med[N_ENGINES], reorder_s;
+    if (time_shape(g, mask, reps, med, impl, &reorder_s)) return -1;
     const double gf = 2.0 * g->m * (double)g->n * g->k * 1e-9;
     fprintf(out, "%-7s %-16s %2d %2d %6d %6d %6d %13.1f %13.1f %14.1f %9.2f %9.2f", config, g->what, g->trans_a,
-            g->trans_b, g->m, g->n, g->k, gf / med[0], gf / med[1], gf / med[2], med[0] / med[1], med[0] / med[2]);
-    if (grad)
-      fprintf(out, " %13.1f %14.1f %12.2f\n", gf / med[3], gf / med[4], med[2] / med[4]);
+            g->trans_b, g->m, g->n, g->k, gf / med[E_OPENBLAS], gf / med[E_F32], gf / med[E_BF16],
+            med[E_OPENBLAS] / med[E_F32], med[E_OPENBLAS] / med[E_BF16]);
+    if (mask >> E_BF16_DT & 1u)
+      fprintf(out, " %13.1f %14.1f %12.2f", gf / med[E_F32_DT], gf / med[E_BF16_DT], med[E_BF16] / med[E_BF16_DT]);
     else
-      fprintf(out, " %13s %14s %12s\n", "-", "-", "-");
+      fprintf(out, " %13s %14s %12s", "-", "-", "-");
+    if (mask >> E_PACKED & 1u)
+      fprintf(out, " %16.1f %12.2f %10.3f\n", gf / med[E_PACKED], med[E_BF16] / med[E_PACKED], reorder_s * 1e3);
+    else
+      fprintf(out, " %16s %12s %10s\n", "-", "-", "-");
     fflush(out);
-    for (int e = 1; e < (grad ? N_ENGINES : N_PLAIN); e++)
-      if (strcmp(impl[e], impl_seen[e]) != 0) {
+    for (int e = 1; e < N_ENGINES; e++)
+      if ((mask >> e & 1u) && strcmp(impl[e], impl_seen[e]) != 0) {
         fprintf(out, "        (%s: oneDNN %s from here on)\n", k_name[e], impl[e]);
         memcpy(impl_seen[e], impl[e], sizeof impl_seen[e]);
       }

@@ -444,7 +444,9 @@ static int run_shapes(const options *o, char **paths, int n_paths) {
   }
   printf("GF/s: 2 m n k / median seconds of one call; f32/OB, bf16/OB: oneDNN's speed over OpenBLAS's on the shape;\n"
          "*_dT: a gradient GEMM with the layer's gradient d stored transposed, [out][B] (dW's A plain, dx's A a\n"
-         "transposed view); bf16_dT/bf16: its speed over the step's layout.\n"
+         "transposed view); bf16_dT/bf16: its speed over the step's layout. bf16_packW: a GEMM reading W (forward,\n"
+         "input gradient) with W reordered beforehand into oneDNN's own layout; packW/bf16: its speed over the plain\n"
+         "layout; reorder_ms: that reorder, which weights updated every step would pay once per step and GEMM.\n"
          "BLAS: %s\n", cuvae_blas_describe());
   return 0;
 }

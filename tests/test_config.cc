@@ -16,30 +16,13 @@ extern "C" {
 #include "cuvae/config.h"
 #include "cuvae/error.h"
 }
+#include "test_util.h"
 
 namespace {
 
 const std::string kConfigs = std::string(CUVAE_TEST_DATA) + "/../../configs/";
 
-// Sets (or unsets, value == nullptr) an environment variable for one scope.
-class EnvGuard {
- public:
-  EnvGuard(const char *name, const char *value) : name_(name) {
-    const char *old = getenv(name);
-    had_ = old != nullptr;
-    if (had_) old_ = old;
-    if (value) setenv(name, value, 1);
-    else unsetenv(name);
-  }
-  ~EnvGuard() {
-    if (had_) setenv(name_.c_str(), old_.c_str(), 1);
-    else unsetenv(name_.c_str());
-  }
-
- private:
-  std::string name_, old_;
-  bool had_ = false;
-};
+using cuvae_test::EnvGuard;
 
 // Field-by-field byte comparison (padding between fields is not part of the config).
 #define EXPECT_FIELD_EQ(a, b, f) EXPECT_EQ(0, memcmp(&(a).f, &(b).f, sizeof((a).f))) << "field " #f

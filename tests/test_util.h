@@ -14,6 +14,28 @@
 
 namespace cuvae_test {
 
+// Sets (or unsets, value == nullptr) an environment variable for one scope; restores what it was after.
+class EnvGuard {
+ public:
+  EnvGuard(const char *name, const char *value) : name_(name) {
+    const char *old = getenv(name);
+    had_ = old != nullptr;
+    if (had_) old_ = old;
+    if (value) setenv(name, value, 1);
+    else unsetenv(name);
+  }
+  ~EnvGuard() {
+    if (had_) setenv(name_.c_str(), old_.c_str(), 1);
+    else unsetenv(name_.c_str());
+  }
+  EnvGuard(const EnvGuard &) = delete;
+  EnvGuard &operator=(const EnvGuard &) = delete;
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
+
 // The parameter layout's contract (include/cuvae/model.h): the tensors cover [0, n_params) without overlap, every
 // layer's weight block and bias block and the buffer's length are multiples of CUVAE_TENSOR_ALIGN floats, the
 // second head of a two-head layer follows the first without a gap, and the uncovered floats are the alignment gaps

@@ -189,25 +189,4 @@ void run_both(const Case &c, const cuvae_model &m, cuvae_backend *cpu, cuvae_bac
               (long long)t0, (long long)t1 - 1, worst_loss, worst_norm, worst_grad);
 }
 
-
-// Sets an environment variable (CUVAE_CUDA_EPILOGUES) for a scope; restores it after.
-class ScopedEnv {
- public:
-  ScopedEnv(const char *name, const char *value) : name_(name) {
-    const char *old = getenv(name);
-    had_ = old != nullptr;
-    if (had_) old_ = old;
-    setenv(name, value, 1);
-  }
-  ~ScopedEnv() {
-    if (had_) setenv(name_, old_.c_str(), 1);
-    else unsetenv(name_);
-  }
-
- private:
-  const char *name_;
-  bool had_;
-  std::string old_;
-};
-
 }  // namespace cuvae_parity

@@ -147,7 +147,7 @@ const Case kSmall{"small", 16, 2, 12, 10, 3, 32, 256, 10, CUVAE_LIK_BERNOULLI, C
 TEST(Bf16, SeparateEpiloguesAgreeWithTheCpuBackend) {
   std::string why;
   if (!cpu_has_bf16(&why)) GTEST_SKIP() << "the CPU backend cannot run bf16 here: " << why;
-  ScopedEnv separate("CUVAE_CUDA_EPILOGUES", "separate");
+  cuvae_test::EnvGuard separate("CUVAE_CUDA_EPILOGUES", "separate");
   Pair s(kSmall);
   ASSERT_TRUE(s.cpu && s.gpu);
   EXPECT_NE(std::string(s.gpu->gemm).find("cuBLASLt bf16; bias, activation, bias gradient in separate kernels"),

@@ -62,15 +62,10 @@ struct HostCase {
   }
 };
 
-// Sets an environment variable for the scope of a test.
-struct ScopedEnv {
-  const char *name;
-  ScopedEnv(const char *n, const char *value) : name(n) { setenv(n, value, 1); }
-  ~ScopedEnv() { unsetenv(name); }
-};
+using cuvae_test::EnvGuard;
 
 TEST(CudaHost, BadSyncSettingIsRefused) {
-  ScopedEnv env("CUVAE_CUDA_SYNC", "yes");
+  EnvGuard env("CUVAE_CUDA_SYNC", "yes");
   HostCase s;
   cuvae_backend *be = cuvae_backend_cuda_create(&s.m, &s.cfg, &s.ds, &s.eval);
   EXPECT_EQ(be, nullptr);
@@ -285,7 +280,7 @@ TEST(CudaHost, SyncModeNamesTheFaultingKernelAndItsCallSite) {
   EXPECT_EQ(late.collect_rc, -1);
   EXPECT_NE(late.collect_msg.find("an illegal memory access was encountered"), std::string::npos) << late.collect_msg;
   EXPECT_EQ(late.collect_msg.find("gather_rows"), std::string::npos) << late.collect_msg;
-  ScopedEnv env("CUVAE_CUDA_SYNC", "1");
+  EnvGuard env("CUVAE_CUDA_SYNC", "1");
   const Faulted early = run_faulted_step();
   EXPECT_EQ(early.step_rc, -1);
   EXPECT_EQ(early.graph_launches, 0ull);
@@ -299,7 +294,7 @@ TEST(CudaHost, SyncModeChangesNoResult) {
   std::vector<double> losses[2];
   std::vector<float> params[2];
   for (int sync = 0; sync < 2; sync++) {
-    ScopedEnv env("CUVAE_CUDA_SYNC", sync ? "1" : "0");
+    EnvGuard env("CUVAE_CUDA_SYNC", sync ? "1" : "0");
     HostCase s;
     cuvae_backend *be = s.create();
     ASSERT_NE(be, nullptr);

@@ -369,12 +369,12 @@ TEST(CudaStep, ResidentEvaluationEqualsStreamedEvaluation) {
 const Case kReluCase{"bernoulli", 30, 2, 12, 10, 3, 32, 256, 20, CUVAE_LIK_BERNOULLI, CUVAE_ACT_RELU, 0.0f};
 
 TEST(CudaEpilogues, SeparateKernelsTrainLikeTheCpuBackend) {
-  ScopedEnv separate("CUVAE_CUDA_EPILOGUES", "separate");
+  cuvae_test::EnvGuard separate("CUVAE_CUDA_EPILOGUES", "separate");
   expect_training_agrees(kReluCase, "separate kernels (CUVAE_CUDA_EPILOGUES=separate)");
 }
 
 TEST(CudaEpilogues, AnUnknownChoiceIsRefused) {
-  ScopedEnv bad("CUVAE_CUDA_EPILOGUES", "on");
+  cuvae_test::EnvGuard bad("CUVAE_CUDA_EPILOGUES", "on");
   Fixture f(kSmall);
   EXPECT_EQ(cuvae_backend_cuda_create(&f.m, &f.cfg, &f.ds, &f.ds), nullptr);
   EXPECT_NE(std::string(cuvae_last_error()).find("CUVAE_CUDA_EPILOGUES=on: expected fused or separate"),

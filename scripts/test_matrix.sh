@@ -6,7 +6,9 @@
 # The tests' tolerances must hold whichever GEMM kernels, thread count and OpenBLAS build a machine of this
 # project's class ends up with; this runs them all on one machine and exits non-zero if any cell is red. The dense
 # layers' GEMMs run on oneDNN (OpenBLAS: LAPACK, the emulated cuBLAS); the "oneDNN AVX2" cell runs them on oneDNN's
-# AVX2 kernels, as on a CPU without AVX-512, where precision = bf16 is refused and the bf16 tests skip.
+# AVX2 kernels, as on a CPU without AVX-512, where precision = bf16 is refused and the bf16 tests skip; the "oneDNN
+# AVX512-BF16" cell holds it below AMX, so a Sapphire Rapids runs bf16 on the AVX512-BF16 dot products a Zen 4 or a
+# Cooper Lake uses (on a CPU without AMX the cap changes nothing, and the cell repeats the default run).
 # --scalar-math adds a cell built without libmvec (BUILD_DIR-scalar, -DCUVAE_MVEC=OFF: glibc's scalar expf/log1pf
 # in the fused CPU loops), a second build of a few minutes. --skip-default leaves out the cell with no variable set,
 # for a caller that has just run the whole suite on the same build as it is (scripts/test.sh's Release stage).
@@ -36,6 +38,7 @@ cells+=("Haswell|OPENBLAS_CORETYPE=Haswell"
         "Cooperlake|OPENBLAS_CORETYPE=Cooperlake"
         "Zen|OPENBLAS_CORETYPE=Zen"
         "oneDNN AVX2|ONEDNN_MAX_CPU_ISA=AVX2"
+        "oneDNN AVX512-BF16|ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16"
         "1 thread|OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1")
 # The pthread build of OpenBLAS (Debian: libopenblas0-pthread) in place of the OpenMP one the binaries link.
 if [ -f "$arch_dir/openblas-pthread/libopenblas.so.0" ]; then

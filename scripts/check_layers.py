@@ -15,7 +15,7 @@ PUBLIC = {  # include/cuvae/NAME.h -> its layer
     "error": "core", "rng": "core", "blas": "core", "bf16": "core", "config": "core", "model": "core",
     "data": "io", "checkpoint": "io", "export": "io",
     "objective": "backend", "optimizer": "backend", "device": "backend", "cpu": "backend/cpu",
-    "train": "engine", "image": "engine", "plot": "engine", "ppca": "engine", "dist": "engine",
+    "train": "engine", "image": "engine", "plot": "engine", "ppca": "engine", "dist": "engine", "verify": "engine",
 }
 
 

@@ -545,6 +545,26 @@ TEST_F(Cli, AutoDeviceWithoutAGpuSaysSo) {
   EXPECT_NE(r.out.find("running on the CPU"), std::string::npos) << r.out;
 }
 
+// cuvae verify: usage errors exit 2; without a CUDA device it says so and exits 1, with one it compares the backends
+// and prints its JSON line (the comparison itself: tests/cuda/test_backend_verify.cc).
+TEST_F(Cli, VerifyNeedsAConfigAndADevice) {
+  expect_error(run("verify"), 2, "verify needs a CONFIG");
+  expect_error(run("verify " + dir + "/ok.ini --steps 0"), 2, "--steps '0': expected an integer from 1 to 100000");
+  expect_error(run("verify " + dir + "/ok.ini --bogus"), 2, "unknown option '--bogus' for verify");
+  expect_error(run("verify " + dir + "/ok.ini --set train.nope=1"), 2, "nope");
+  expect_error(run("verify " + dir + "/missing.ini"), 1, "missing.ini");
+  Result r = run("verify --help");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("Exit status: 0 the backends agree"), std::string::npos) << r.out;
+  r = run("verify " + dir + "/ok.ini --steps 2");
+  if (cuvae_cuda_device_count(nullptr, 0) > 0) {
+    EXPECT_EQ(r.code, 0) << r.out;
+    EXPECT_NE(r.out.find("\"agree\": true"), std::string::npos) << r.out;
+  } else {
+    expect_error(r, 1, "cuvae verify needs a CUDA device to compare with the CPU");
+  }
+}
+
 // Every command that reads a CHECKPOINT also takes the run directory that holds it.
 TEST_F(Cli, RunDirectoryStandsForItsCheckpoint) {
   Result r = run("train " + dir + "/ok.ini --set train.epochs=1 --out " + dir + "/run");

@@ -1,6 +1,7 @@
 /* Subcommands of the cuvae program. Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted. */
 #ifndef CUVAE_CLI_H
 #define CUVAE_CLI_H
+#include "cuvae/config.h"
 
 #define CUVAE_EXIT_FAIL 1
 #define CUVAE_EXIT_USAGE 2
@@ -13,10 +14,17 @@ typedef struct cli_command {
   void (*help)(void);
 } cli_command;
 
+/* The config file at path with the --set overrides S.K=V applied, finalized (src/cli/cmd_train.c); 0, or the exit
+ * code after a message on stderr. */
+int cli_load_config(cuvae_config *cfg, const char *path, const char *const *sets, int n_sets);
+
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 void help_train(void);
 void help_eval(void);
+/* The CUDA backend against the CPU reference (src/cli/cmd_verify.c). */
+int cmd_verify(int argc, char **argv);
+void help_verify(void);
 /* Probabilistic PCA (src/cli/cmd_ppca.c). */
 int cmd_ppca(int argc, char **argv);
 void help_ppca(void);

@@ -226,20 +226,8 @@ int cmd_ppca(int argc, char **argv) {
   const char *config_path = a.config_path, *ckpt = a.ckpt, *out_dir = a.out_dir;
   const int do_closed = strcmp(a.method, "em") != 0, do_em = strcmp(a.method, "closed") != 0;
   cuvae_config user;
-  cuvae_config_defaults(&user);
-  if (cuvae_config_load_file(&user, config_path)) {
-    fprintf(stderr, "error: %s\n", cuvae_last_error());
-    return CUVAE_EXIT_FAIL;
-  }
-  for (int i = 0; i < a.n_sets; i++)
-    if (cuvae_config_set(&user, a.sets[i])) {
-      fprintf(stderr, "error: %s\n", cuvae_last_error());
-      return CUVAE_EXIT_USAGE;
-    }
-  if (cuvae_config_finalize(&user)) {
-    fprintf(stderr, "error: %s: %s\n", config_path, cuvae_last_error());
-    return CUVAE_EXIT_FAIL;
-  }
+  const int loaded = cli_load_config(&user, config_path, a.sets, a.n_sets);
+  if (loaded) return loaded;
 
   char path[CUVAE_PATH_MAX + 32], dir[CUVAE_PATH_MAX];
   if (ckpt) {

@@ -191,21 +191,20 @@ static int parse_progress(const char *progress, cuvae_progress_mode *mode) {
   return 0;
 }
 
-/* The config file with the --set overrides applied, finalized; 0 or the exit code after a message. */
-static int load_train_config(cuvae_config *cfg, const train_args *a) {
+int cli_load_config(cuvae_config *cfg, const char *path, const char *const *sets, int n_sets) {
   cuvae_config_defaults(cfg);
-  if (cuvae_config_load_file(cfg, a->config_path)) {
+  if (cuvae_config_load_file(cfg, path)) {
     fprintf(stderr, "error: %s\n", cuvae_last_error());
     return CUVAE_EXIT_FAIL;
   }
-  for (int k = 0; k < a->n_sets; k++) {
-    if (cuvae_config_set(cfg, a->sets[k])) {
+  for (int k = 0; k < n_sets; k++) {
+    if (cuvae_config_set(cfg, sets[k])) {
       fprintf(stderr, "error: %s\n", cuvae_last_error());
       return CUVAE_EXIT_USAGE;
     }
   }
   if (cuvae_config_finalize(cfg)) {
-    fprintf(stderr, "error: %s\n", cuvae_last_error());
+    fprintf(stderr, "error: %s: %s\n", path, cuvae_last_error());
     return CUVAE_EXIT_FAIL;
   }
   return 0;
@@ -235,7 +234,7 @@ int cmd_train(int argc, char **argv) {
     return CUVAE_EXIT_USAGE;
   }
   cuvae_config cfg;
-  if ((rc = load_train_config(&cfg, &a))) return rc;
+  if ((rc = cli_load_config(&cfg, a.config_path, a.sets, a.n_sets))) return rc;
 
   char run_dir[CUVAE_PATH_MAX];
   if (a.resume)

@@ -18,6 +18,8 @@ static const cli_command k_commands[] = {
     {"train", "CONFIG", "train a VAE described by an INI config (see `cuvae help config`)", cmd_train, help_train},
     {"eval", "CHECKPOINT", "evaluate a checkpoint (ELBO, IWAE log-likelihood, ...); one JSON line", cmd_eval,
      help_eval},
+    {"verify", "CONFIG", "check the GPU against the CPU reference: the same training steps on both, compared",
+     cmd_verify, help_verify},
     {"ppca", "CONFIG --latent Z", "fit probabilistic PCA (closed form / EM); exact log-likelihoods", cmd_ppca,
      help_ppca},
     {"plot", "RUN_DIR", "a PNG of a run's curves (negative ELBO, recon, KL, lr, gradient norm, skips)",

@@ -37,6 +37,7 @@ NUMBERS = {  # the keys each stage's summary always writes, with their types
     "main_job": {"test_nelbo": OPT_NUM, "recon": OPT_NUM, "kl": OPT_NUM, "step": (int, type(None)), "seconds": OPT_NUM,
                  "epochs": int, "samples_per_s_median": OPT_NUM, "test_nelbo_per_epoch": list, "max_nelbo": NUM,
                  "cpu_nelbo": NUM, "tolerance": NUM, "delta_from_cpu": OPT_NUM},
+    "verify": {"precisions": dict},
     "bench": {"device": OPT_STR, "sgemm_peak_gflops": OPT_NUM, "configs": dict},
     "kernel_bench": {"device": OPT_STR, "peak_dram_GBps": OPT_NUM, "rows": list},
     "compare_torch_fp32": COMPARE, "compare_torch_tf32": COMPARE, "compare_torch_bf16": COMPARE,

@@ -231,6 +231,35 @@ def main_job_summary(work, ctx):
                     numbers)
 
 
+def verify_summary(work, ctx):
+    """Per precision: cuvae verify's JSON line and exit status; a host CPU without bf16 units skips bf16."""
+    numbers = {"precisions": {}}
+    failed = []
+    for p in ("fp32", "tf32", "bf16"):
+        rc_text = read(os.path.join(work, p + ".rc")).strip()
+        if not rc_text:
+            continue
+        lines = [ln for ln in read(os.path.join(work, p + ".json")).splitlines() if ln.startswith("{")]
+        res = json.loads(lines[-1]) if lines else {}
+        why = last_line(os.path.join(work, p + ".txt"))
+        e = {"rc": int(rc_text), "agree": res.get("agree")}
+        e.update({k: res.get(k) for k in ("eval", "loss", "grad", "grad_worst", "drift_loss", "drift_params_lr",
+                                            "cuda_gemm")})
+        if not ctx["dry"] and res.get("agree") is not True:
+            if "no bf16 matrix units" in read(os.path.join(work, p + ".txt")):
+                e["skipped"] = why
+            else:
+                failed.append(f"{p}: {why}")
+        numbers["precisions"][p] = e
+    if ctx["dry"]:
+        return "pass", "commands formed", numbers
+    if failed:
+        return "fail", "; ".join(failed), numbers
+    return "pass", ", ".join(f"{p} " + ("skipped (host CPU without bf16)" if e.get("skipped") else
+                                        f"agrees (grad {e['grad'][0]:.2g} of bound {e['grad'][1]:.2g})")
+                             for p, e in numbers["precisions"].items()), numbers
+
+
 def device_summary(work, ctx):
     csv = read(os.path.join(work, "device.csv")).strip().splitlines()
     tools = {}
@@ -265,7 +294,7 @@ def setup_summary(work, ctx):
 
 
 SUMMARIES = {"setup": setup_summary, "device": device_summary, "gpu_tests": gtest_summary,
-             "cpu_suite": gtest_summary, "main_job": main_job_summary, "bench": bench_summary,
+             "cpu_suite": gtest_summary, "main_job": main_job_summary, "verify": verify_summary, "bench": bench_summary,
              "kernel_bench": kernel_bench_summary}
 
 

@@ -15,7 +15,8 @@ STAGE_TABLE='
 setup                20  unpack the bundle, link the paths the programs were built with, find every library
 device                8  nvidia-smi: the GPU, its driver and memory; the versions of the tools
 gpu_tests            60  every native test program (*_gpu): kernels against CPU twins, CUDA backend against CPU
-main_job             40  configs/fashion_mnist.ini on the GPU: test NELBO <= MAIN_MAX_NELBO and near the CPU result
+main_job             30  configs/fashion_mnist.ini on the GPU: test NELBO <= MAIN_MAX_NELBO and near the CPU result
+verify               12  cuvae verify configs/fashion_mnist.ini in fp32, tf32, bf16: step 0 against the CPU reference
 bench                40  cuvae-bench, configs A-D on CUDA
 kernel_bench         35  cuvae-kernels-bench-gpu: every fused kernel at the shapes of A-D, time and bandwidth
 compare_torch_fp32   50  bench/compare_torch.py --device cuda, A-D: cuvae against PyTorch, FP32 GEMMs
@@ -25,7 +26,7 @@ sanitizer_memcheck   28  compute-sanitizer memcheck: the kernel tests and one tr
 sanitizer_racecheck  28  compute-sanitizer racecheck, the same targets
 sanitizer_synccheck  22  compute-sanitizer synccheck, the same targets
 sanitizer_initcheck  28  compute-sanitizer initcheck, the same targets
-cpu_suite            36  the CPU test programs, natively beside the GPU (--device auto picks CUDA there)
+cpu_suite            34  the CPU test programs, natively beside the GPU (--device auto picks CUDA there)
 '
 TOTAL_BUDGET=480
 
@@ -37,6 +38,8 @@ MAIN_MAX_NELBO=245
 MAIN_CPU_NELBO=244.85
 MAIN_TOLERANCE=0.1
 MAIN_DRY_STEPS=30       # dry run: this many steps on the CPU backend, to run the command and its summary
+VERIFY_STEPS=5          # cuvae verify: steps on each backend (step 0 is judged, the rest reported)
+VERIFY_PRECISIONS="fp32 tf32 bf16"
 BENCH_STEPS=50          # timed steps per config (cuvae-bench and compare_torch.py), after BENCH_WARMUP
 BENCH_WARMUP=10
 SANITIZER_JOBS=8        # sanitizer processes at a time on the one GPU
@@ -243,6 +246,23 @@ stage_main_job() {
   return $rc
 }
 
+stage_verify() {  # each precision's JSON line into P.json, its report into P.txt, its exit status into P.rc
+  local p cmd
+  for p in $VERIFY_PRECISIONS; do
+    cmd=("$BUILD/cuvae" verify "$SRCROOT/configs/fashion_mnist.ini" --steps "$VERIFY_STEPS" --set "train.precision=$p")
+    if dry; then  # it needs a GPU: the commands are formed and the program asked for its help
+      echo "# on the GPU: $(printf '%q ' "${cmd[@]}")" >> "$W/commands.txt"
+      echo "cuvae verify needs a GPU: the commands are formed, not run" > "$W/dry.txt"
+      cmd=("$BUILD/cuvae" verify --help)
+    fi
+    record "${cmd[@]}"
+    with_libs "${cmd[@]}" > "$W/$p.json" 2> "$W/$p.txt"
+    echo $? > "$W/$p.rc"
+    tail -n 12 "$W/$p.txt"
+    dry || cat "$W/$p.json"
+  done
+}
+
 stage_bench() {
   local cmd=("$BUILD/cuvae-bench" --suite "$SRCROOT/configs/bench" --device cuda --steps "$BENCH_STEPS"
              --warmup "$BENCH_WARMUP" --threads 4 --json "$W/bench.json")
@@ -354,7 +374,7 @@ main() {
   rm -rf "$WORK" "$out/gpu_report.json" "$out/gpu_log.txt" "$out/gpu_details.tar.xz" && mkdir -p "$WORK" || exit 2
   LIBPATH=""
   export MODE HERE WORK BUILD SRCROOT DATA LIBPATH JOBS PATH MAIN_MAX_NELBO MAIN_CPU_NELBO MAIN_TOLERANCE \
-    MAIN_DRY_STEPS BENCH_STEPS BENCH_WARMUP SANITIZER_JOBS DRY_JOB_CAP
+    MAIN_DRY_STEPS VERIFY_STEPS VERIFY_PRECISIONS BENCH_STEPS BENCH_WARMUP SANITIZER_JOBS DRY_JOB_CAP
   run_all "$out" 2>&1 | tee -a "$out/gpu_log.txt"
   exit "${PIPESTATUS[0]}"
 }

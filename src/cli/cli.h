@@ -14,9 +14,19 @@ typedef struct cli_command {
   void (*help)(void);
 } cli_command;
 
-/* The config file at path with the --set overrides S.K=V applied, finalized (src/cli/cmd_train.c); 0, or the exit
- * code after a message on stderr. */
-int cli_load_config(cuvae_config *cfg, const char *path, const char *const *sets, int n_sets);
+/* The config a command reads (src/cli/config_args.c): its path and the --set S.K=V overrides, applied in order. */
+enum { CLI_MAX_SETS = 256 };
+typedef struct cli_config_args {
+  const char *path;
+  const char *sets[CLI_MAX_SETS];
+  int n_sets;
+} cli_config_args;
+/* One --set value: 0, or -1 after "error: more than N --set overrides" (the caller exits CUVAE_EXIT_USAGE). */
+int cli_add_set(cli_config_args *c, const char *v);
+/* The CONFIG of `command`: 0, or -1 after "error: COMMAND takes one CONFIG, got ..." (exit CUVAE_EXIT_USAGE). */
+int cli_add_config(cli_config_args *c, const char *command, const char *path);
+/* The config file with the overrides applied, finalized: 0, or the exit code after a message on stderr. */
+int cli_load_config(cuvae_config *cfg, const cli_config_args *c);
 
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);

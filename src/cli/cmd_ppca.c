@@ -14,7 +14,6 @@
 #include "cuvae/error.h"
 #include "ppca_run.h"
 
-#define MAX_SETS 256
 #define EM_ITERS_DEFAULT 5000
 #define EM_ITERS_MAX 100000000
 #define EM_TOL_DEFAULT 1e-5
@@ -124,9 +123,8 @@ static void report(const cuvae_ppca_run_opts *o, const cuvae_ppca_run_result *r,
 
 /* The command line of ppca; the config itself is read by cmd_ppca. */
 typedef struct ppca_args {
-  const char *config_path, *method, *out_dir, *ckpt;
-  const char *sets[MAX_SETS];
-  int n_sets;
+  cli_config_args config;
+  const char *method, *out_dir, *ckpt;
   long latent, em_iters;
   double em_tol;
 } ppca_args;
@@ -139,11 +137,7 @@ static int parse_flag(int argc, char **argv, int *i, ppca_args *a) {
     help_ppca();
     return 1;
   } else if ((v = cli_flag_value(argc, argv, i, "--config", &missing))) {
-    if (a->config_path) {
-      fprintf(stderr, "error: ppca takes one CONFIG, got '%s' and '%s'\n", a->config_path, v);
-      return CUVAE_EXIT_USAGE;
-    }
-    a->config_path = v;
+    if (cli_add_config(&a->config, "ppca", v)) return CUVAE_EXIT_USAGE;
   } else if (!missing && (v = cli_flag_value(argc, argv, i, "--latent", &missing))) {
     if (parse_long(v, 1, 1L << 20, &a->latent)) {
       fprintf(stderr, "error: --latent '%s': expected a whole number Z >= 1 (and below the data's D)\n", v);
@@ -169,21 +163,14 @@ static int parse_flag(int argc, char **argv, int *i, ppca_args *a) {
       return CUVAE_EXIT_USAGE;
     }
   } else if (!missing && (v = cli_flag_value(argc, argv, i, "--set", &missing))) {
-    if (a->n_sets == MAX_SETS) {
-      fprintf(stderr, "error: more than %d --set overrides\n", MAX_SETS);
-      return CUVAE_EXIT_USAGE;
-    }
-    a->sets[a->n_sets++] = v;
+    if (cli_add_set(&a->config, v)) return CUVAE_EXIT_USAGE;
   } else if (missing) {
     return CUVAE_EXIT_USAGE;
   } else if (argv[*i][0] == '-') {
     fprintf(stderr, "error: unknown option '%s' for ppca (see cuvae ppca --help)\n", argv[*i]);
     return CUVAE_EXIT_USAGE;
-  } else if (a->config_path) {
-    fprintf(stderr, "error: ppca takes one CONFIG, got '%s' and '%s'\n", a->config_path, argv[*i]);
+  } else if (cli_add_config(&a->config, "ppca", argv[*i])) {
     return CUVAE_EXIT_USAGE;
-  } else {
-    a->config_path = argv[*i];
   }
   return 0;
 }
@@ -199,7 +186,7 @@ static int parse_args(int argc, char **argv, ppca_args *a) {
     if (rc) return rc;
   }
   const char *problem = NULL;
-  if (!a->config_path)
+  if (!a->config.path)
     problem = "ppca needs --config CONFIG (see cuvae ppca --help)";
   else if (a->latent == 0)
     problem = "ppca needs --latent Z (see cuvae ppca --help)";
@@ -223,10 +210,10 @@ int cmd_ppca(int argc, char **argv) {
   ppca_args a;
   const int parsed = parse_args(argc, argv, &a);
   if (parsed) return parsed == 1 ? 0 : parsed;
-  const char *config_path = a.config_path, *ckpt = a.ckpt, *out_dir = a.out_dir;
+  const char *config_path = a.config.path, *ckpt = a.ckpt, *out_dir = a.out_dir;
   const int do_closed = strcmp(a.method, "em") != 0, do_em = strcmp(a.method, "closed") != 0;
   cuvae_config user;
-  const int loaded = cli_load_config(&user, config_path, a.sets, a.n_sets);
+  const int loaded = cli_load_config(&user, &a.config);
   if (loaded) return loaded;
 
   char path[CUVAE_PATH_MAX + 32], dir[CUVAE_PATH_MAX];

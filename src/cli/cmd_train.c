@@ -11,7 +11,6 @@
 #include "cuvae/error.h"
 #include "cuvae/train.h"
 
-#define MAX_SETS 256
 
 void help_train(void) {
   printf("usage: cuvae train CONFIG [options]\n"
@@ -132,9 +131,8 @@ static int run_training(const cuvae_config *cfg, const cuvae_train_opts *opts) {
 
 /* What the command line asks for. */
 typedef struct train_args {
-  const char *config_path, *out, *resume, *device, *progress;
-  const char *sets[MAX_SETS];
-  int n_sets;
+  cli_config_args config;
+  const char *out, *resume, *device, *progress;
 } train_args;
 
 enum { HELP_SHOWN = -1 };
@@ -148,11 +146,7 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
       help_train();
       return HELP_SHOWN;
     } else if ((v = cli_flag_value(argc, argv, &i, "--set", &missing))) {
-      if (a->n_sets == MAX_SETS) {
-        fprintf(stderr, "error: more than %d --set overrides\n", MAX_SETS);
-        return CUVAE_EXIT_USAGE;
-      }
-      a->sets[a->n_sets++] = v;
+      if (cli_add_set(&a->config, v)) return CUVAE_EXIT_USAGE;
     } else if (!missing && (v = cli_flag_value(argc, argv, &i, "--out", &missing))) {
       a->out = v;
     } else if (!missing && (v = cli_flag_value(argc, argv, &i, "--device", &missing))) {
@@ -166,11 +160,8 @@ static int parse_train_args(int argc, char **argv, train_args *a) {
     } else if (argv[i][0] == '-') {
       fprintf(stderr, "error: unknown option '%s' for train (see cuvae train --help)\n", argv[i]);
       return CUVAE_EXIT_USAGE;
-    } else if (a->config_path) {
-      fprintf(stderr, "error: train takes one CONFIG, got '%s' and '%s'\n", a->config_path, argv[i]);
+    } else if (cli_add_config(&a->config, "train", argv[i])) {
       return CUVAE_EXIT_USAGE;
-    } else {
-      a->config_path = argv[i];
     }
   }
   return 0;
@@ -191,24 +182,6 @@ static int parse_progress(const char *progress, cuvae_progress_mode *mode) {
   return 0;
 }
 
-int cli_load_config(cuvae_config *cfg, const char *path, const char *const *sets, int n_sets) {
-  cuvae_config_defaults(cfg);
-  if (cuvae_config_load_file(cfg, path)) {
-    fprintf(stderr, "error: %s\n", cuvae_last_error());
-    return CUVAE_EXIT_FAIL;
-  }
-  for (int k = 0; k < n_sets; k++) {
-    if (cuvae_config_set(cfg, sets[k])) {
-      fprintf(stderr, "error: %s\n", cuvae_last_error());
-      return CUVAE_EXIT_USAGE;
-    }
-  }
-  if (cuvae_config_finalize(cfg)) {
-    fprintf(stderr, "error: %s: %s\n", path, cuvae_last_error());
-    return CUVAE_EXIT_FAIL;
-  }
-  return 0;
-}
 
 int cmd_train(int argc, char **argv) {
   train_args a = {.device = "auto", .progress = "auto"};
@@ -225,16 +198,16 @@ int cmd_train(int argc, char **argv) {
     return CUVAE_EXIT_USAGE;
   }
   char resume_config[CUVAE_PATH_MAX + 16];
-  if (!a.config_path && a.resume) {
+  if (!a.config.path && a.resume) {
     snprintf(resume_config, sizeof resume_config, "%s/config.ini", a.resume);
-    a.config_path = resume_config;
+    a.config.path = resume_config;
   }
-  if (!a.config_path) {
+  if (!a.config.path) {
     fprintf(stderr, "error: train needs a CONFIG file (see cuvae train --help)\n");
     return CUVAE_EXIT_USAGE;
   }
   cuvae_config cfg;
-  if ((rc = cli_load_config(&cfg, a.config_path, a.sets, a.n_sets))) return rc;
+  if ((rc = cli_load_config(&cfg, &a.config))) return rc;
 
   char run_dir[CUVAE_PATH_MAX];
   if (a.resume)
@@ -242,7 +215,7 @@ int cmd_train(int argc, char **argv) {
   else if (a.out)
     snprintf(run_dir, sizeof run_dir, "%s", a.out);
   else
-    cli_default_run_dir(a.config_path, run_dir, sizeof run_dir);
+    cli_default_run_dir(a.config.path, run_dir, sizeof run_dir);
 
   cuvae_train_opts opts = {run_dir, a.resume != NULL, a.device, mode, stderr};
   return run_training(&cfg, &opts);

@@ -7,7 +7,7 @@
 #include "cuvae/error.h"
 #include "cuvae/verify.h"
 
-enum { MAX_SETS = 256, STEPS_MAX = 100000, HELP_SHOWN = -1 };
+enum { STEPS_MAX = 100000, HELP_SHOWN = -1 };
 
 void help_verify(void) {
   printf("usage: cuvae verify CONFIG [--set S.K=V]... [--steps N]\n\n"
@@ -35,9 +35,8 @@ void help_verify(void) {
 }
 
 typedef struct verify_args {
-  const char *config_path;
-  const char *sets[MAX_SETS];
-  int n_sets, steps;
+  cli_config_args config;
+  int steps;
 } verify_args;
 
 /* 0 to go on, HELP_SHOWN after --help, or CUVAE_EXIT_USAGE after a message. */
@@ -49,11 +48,7 @@ static int parse_verify_args(int argc, char **argv, verify_args *a) {
       help_verify();
       return HELP_SHOWN;
     } else if ((v = cli_flag_value(argc, argv, &i, "--set", &missing))) {
-      if (a->n_sets == MAX_SETS) {
-        fprintf(stderr, "error: more than %d --set overrides\n", MAX_SETS);
-        return CUVAE_EXIT_USAGE;
-      }
-      a->sets[a->n_sets++] = v;
+      if (cli_add_set(&a->config, v)) return CUVAE_EXIT_USAGE;
     } else if (!missing && (v = cli_flag_value(argc, argv, &i, "--steps", &missing))) {
       if (cli_flag_int("--steps", v, 1, STEPS_MAX, &a->steps)) return CUVAE_EXIT_USAGE;
     } else if (missing) {
@@ -61,14 +56,11 @@ static int parse_verify_args(int argc, char **argv, verify_args *a) {
     } else if (argv[i][0] == '-') {
       fprintf(stderr, "error: unknown option '%s' for verify (see cuvae verify --help)\n", argv[i]);
       return CUVAE_EXIT_USAGE;
-    } else if (a->config_path) {
-      fprintf(stderr, "error: verify takes one CONFIG, got '%s' and '%s'\n", a->config_path, argv[i]);
+    } else if (cli_add_config(&a->config, "verify", argv[i])) {
       return CUVAE_EXIT_USAGE;
-    } else {
-      a->config_path = argv[i];
     }
   }
-  if (!a->config_path) {
+  if (!a->config.path) {
     fprintf(stderr, "error: verify needs a CONFIG (see cuvae verify --help)\n");
     return CUVAE_EXIT_USAGE;
   }
@@ -77,7 +69,7 @@ static int parse_verify_args(int argc, char **argv, verify_args *a) {
 
 static void print_json(const verify_args *a, const cuvae_config *cfg, const cuvae_verify_result *r) {
   printf("{\"config\": ");
-  cli_json_string(stdout, a->config_path);
+  cli_json_string(stdout, a->config.path);
   printf(", \"precision\": \"%s\", \"steps\": %d, \"agree\": %s, \"eval\": [%.3g, %.3g], \"loss\": [%.3g, %.3g], "
          "\"grad\": [%.3g, %.3g], \"grad_worst\": ",
          cuvae_precision_name(cfg->precision), r->steps, r->agree ? "true" : "false", r->eval.diff, r->eval.bound,
@@ -97,7 +89,7 @@ int cmd_verify(int argc, char **argv) {
   const int parsed = parse_verify_args(argc, argv, &a);
   if (parsed) return parsed == HELP_SHOWN ? 0 : parsed;
   cuvae_config cfg;
-  const int loaded = cli_load_config(&cfg, a.config_path, a.sets, a.n_sets);
+  const int loaded = cli_load_config(&cfg, &a.config);
   if (loaded) return loaded;
   cuvae_verify_opts opts = {.steps = a.steps, .log = stderr};
   cuvae_verify_result r;

@@ -158,6 +158,10 @@ static int compare(pair *p, const cuvae_verify_opts *opts, cuvae_verify_result *
   FILE *log = opts->log;
   snprintf(out->cpu_gemm, sizeof out->cpu_gemm, "%s", p->cpu->gemm);
   snprintf(out->cuda_gemm, sizeof out->cuda_gemm, "%s", p->cuda->gemm);
+  for (int i = 0; log && i < 2; i++) {
+    const cuvae_backend *be = i ? p->cuda : p->cpu;
+    if (be->notice[0]) fprintf(log, "note (%s): %s\n", be->name, be->notice);
+  }
   if (log)
     fprintf(log, "cpu:  %s\ncuda: %s\nsame initial parameters on both (%zu values)\n", out->cpu_gemm, out->cuda_gemm,
             p->m->n_values);

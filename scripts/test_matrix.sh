@@ -8,7 +8,8 @@
 # layers' GEMMs run on oneDNN (OpenBLAS: LAPACK, the emulated cuBLAS); the "oneDNN AVX2" cell runs them on oneDNN's
 # AVX2 kernels, as on a CPU without AVX-512, where precision = bf16 is refused and the bf16 tests skip; the "oneDNN
 # AVX512-BF16" cell holds it below AMX, so a Sapphire Rapids runs bf16 on the AVX512-BF16 dot products a Zen 4 or a
-# Cooper Lake uses (on a CPU without AMX the cap changes nothing, and the cell repeats the default run).
+# Cooper Lake uses (on a CPU without AMX the cap changes nothing). A cell's third field, when it has one, is the
+# ctest -R regex of the tests it runs: that cell changes only the bf16 GEMMs, so it runs the bf16 tests alone.
 # --scalar-math adds a cell built without libmvec (BUILD_DIR-scalar, -DCUVAE_MVEC=OFF: glibc's scalar expf/log1pf
 # in the fused CPU loops), a second build of a few minutes. --skip-default leaves out the cell with no variable set,
 # for a caller that has just run the whole suite on the same build as it is (scripts/test.sh's Release stage).
@@ -38,7 +39,7 @@ cells+=("Haswell|OPENBLAS_CORETYPE=Haswell"
         "Cooperlake|OPENBLAS_CORETYPE=Cooperlake"
         "Zen|OPENBLAS_CORETYPE=Zen"
         "oneDNN AVX2|ONEDNN_MAX_CPU_ISA=AVX2"
-        "oneDNN AVX512-BF16|ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16"
+        "oneDNN AVX512-BF16|ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16|[Bb]f16"
         "1 thread|OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1")
 # The pthread build of OpenBLAS (Debian: libopenblas0-pthread) in place of the OpenMP one the binaries link.
 if [ -f "$arch_dir/openblas-pthread/libopenblas.so.0" ]; then
@@ -54,11 +55,16 @@ declare -a results
 failed=0
 for cell in "${cells[@]}"; do
   name="${cell%%|*}"
-  vars="${cell#*|}"
-  echo "== CPU suite: $name ${vars:+($vars)} =="
+  rest="${cell#*|}"
+  vars="${rest%%|*}"
+  only=""
+  [ "$rest" != "$vars" ] && only="${rest#*|}"
+  select=()
+  [ -n "$only" ] && select=(-R "$only")
+  echo "== CPU suite: $name ${vars:+($vars)}${only:+, tests matching $only} =="
   start=$SECONDS
   # shellcheck disable=SC2086  # vars is a list of NAME=VALUE words
-  if env $vars ctest --test-dir "$build_dir" -LE gpu -E "$not_blas" -j2 --output-on-failure \
+  if env $vars ctest --test-dir "$build_dir" -LE gpu -E "$not_blas" "${select[@]}" -j2 --output-on-failure \
        > "$build_dir/test_matrix.log" 2>&1; then
     verdict="green"
   else

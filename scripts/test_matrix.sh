@@ -8,8 +8,9 @@
 # layers' GEMMs run on oneDNN (OpenBLAS: LAPACK, the emulated cuBLAS); the "oneDNN AVX2" cell runs them on oneDNN's
 # AVX2 kernels, as on a CPU without AVX-512, where precision = bf16 is refused and the bf16 tests skip; the "oneDNN
 # AVX512-BF16" cell holds it below AMX, so a Sapphire Rapids runs bf16 on the AVX512-BF16 dot products a Zen 4 or a
-# Cooper Lake uses (on a CPU without AMX the cap changes nothing). A cell's third field, when it has one, is the
-# ctest -R regex of the tests it runs: that cell changes only the bf16 GEMMs, so it runs the bf16 tests alone.
+# Cooper Lake uses (on a CPU without AMX the cap changes nothing): the ctest entries *.Avx512Bf16Kernels already run
+# the CPU's bf16 tests so, this cell adds the CUDA backend's bf16 parity and the bf16 CLI tests. A cell's third
+# field, when it has one, is the ctest -R regex of the tests it runs: that cell changes only the bf16 GEMMs.
 # --scalar-math adds a cell built without libmvec (BUILD_DIR-scalar, -DCUVAE_MVEC=OFF: glibc's scalar expf/log1pf
 # in the fused CPU loops), a second build of a few minutes. --skip-default leaves out the cell with no variable set,
 # for a caller that has just run the whole suite on the same build as it is (scripts/test.sh's Release stage).

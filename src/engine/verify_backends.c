@@ -103,18 +103,23 @@ static int judge_gradient(pair *p, cuvae_verify_check *c) {
   return 0;
 }
 
-/* The same bits at the start (both from cuvae_model_init with the config's seed), else nothing can be compared. */
-static int same_start(pair *p) {
+/* Both backends' parameters into p->a (CPU) and p->b (CUDA); their Adam moments go to a scratch buffer. */
+static int params_of_both(pair *p) {
   const size_t n = p->m->n_params;
   float *scratch = malloc(2 * n * sizeof *scratch);
-  int rc = scratch ? 0 : cuvae_error("out of memory");
-  if (rc == 0 && (p->cpu->get_state(p->cpu, p->a, scratch, scratch + n) ||
-                  p->cuda->get_state(p->cuda, p->b, scratch, scratch + n)))
-    rc = -1;
-  if (rc == 0 && memcmp(p->a, p->b, n * sizeof *p->a) != 0)
-    rc = cuvae_error("internal: the two backends start from different parameters");
+  if (!scratch) return cuvae_error("out of memory");
+  const int rc = p->cpu->get_state(p->cpu, p->a, scratch, scratch + n) ||
+                 p->cuda->get_state(p->cuda, p->b, scratch, scratch + n);
   free(scratch);
-  return rc;
+  return rc ? -1 : 0;
+}
+
+/* The same bits at the start (both from cuvae_model_init with the config's seed), else nothing can be compared. */
+static int same_start(pair *p) {
+  if (params_of_both(p)) return -1;
+  if (memcmp(p->a, p->b, p->m->n_params * sizeof *p->a) != 0)
+    return cuvae_error("internal: the two backends start from different parameters");
+  return 0;
 }
 
 static void log_check(FILE *log, const char *what, const cuvae_verify_check *c) {
@@ -142,15 +147,10 @@ static int run_steps(pair *p, int steps, FILE *log, cuvae_verify_result *out) {
       if (!(d <= out->drift_loss)) out->drift_loss = d, out->drift_step = (int)t;
     }
   }
-  const size_t n = p->m->n_params;
-  float *scratch = malloc(2 * n * sizeof *scratch);
-  if (!scratch) return cuvae_error("out of memory");
-  const int rc = p->cpu->get_state(p->cpu, p->a, scratch, scratch + n) ||
-                 p->cuda->get_state(p->cuda, p->b, scratch, scratch + n);
-  for (size_t i = 0; rc == 0 && i < n; i++)
+  if (params_of_both(p)) return -1;
+  for (size_t i = 0; i < p->m->n_params; i++)
     out->drift_params = fmax(out->drift_params, fabs((double)p->a[i] - (double)p->b[i]) / p->cfg->lr);
-  free(scratch);
-  return rc ? -1 : 0;
+  return 0;
 }
 
 /* The evaluation at the initial parameters, then the steps. */

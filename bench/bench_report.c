@@ -66,6 +66,11 @@ void bench_print_table(FILE *out, const bench_result *res, int n) {
     if (res[i].background > BUSY_WARN)
       fprintf(out, "warning: %s: other processes used %.0f%% of the CPUs during its timed steps; its times are not "
                    "those of an idle machine\n", res[i].name, 100.0 * res[i].background);
+  for (int i = 0; i < n; i++)
+    if (res[i].gflops > bench_result_peak(&res[i]))
+      fprintf(out, "warning: %s: its step ran faster than the GEMM peak measured beside it (%.0f%%): the host was "
+                   "busy while the peak was measured, so %%peak means nothing in this run\n", res[i].name,
+              100.0 * res[i].gflops / bench_result_peak(&res[i]));
   fprintf(out, "FLOPs: dense-layer GEMMs only (2*B*in*out forward, dW, and dX except the first encoder layer); "
                "elementwise work ignored.\n");
   fprintf(out, "H100 SXM peaks used: FP32 %.0f TFLOP/s, TF32 %.0f TFLOP/s (dense tensor core), HBM3 %.2f TB/s; "

@@ -31,7 +31,7 @@ SANITIZER = {"tool": str, "targets": dict, "errors": int}
 COMPARE = {"precision": str, "torch_version": OPT_STR, "configs": dict}
 NUMBERS = {  # the keys each stage's summary always writes, with their types
     "setup": {"bundle_bytes": int, "unpacked_bytes": int, "programs": int, "build_dir": str, "lib_path": str,
-              "links": list, "missing_libs": list, "problems": list},
+              "links": list, "missing_libs": list, "loaded_libs": list, "problems": list},
     "device": {"gpus": list, "tools": dict},
     "gpu_tests": GTEST, "cpu_suite": GTEST,
     "main_job": {"test_nelbo": OPT_NUM, "recon": OPT_NUM, "kl": OPT_NUM, "step": (int, type(None)), "seconds": OPT_NUM,

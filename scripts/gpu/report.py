@@ -285,7 +285,7 @@ def setup_summary(work, ctx):
     numbers = {"bundle_bytes": int(one.get("bundle_bytes", 0)), "unpacked_bytes": int(one.get("unpacked_bytes", 0)),
                "programs": int(one.get("programs", 0)), "build_dir": one.get("build_dir", ""),
                "lib_path": one.get("lib_path", ""), "links": info.get("link", []),
-               "missing_libs": info.get("missing", []),
+               "missing_libs": info.get("missing", []), "loaded_libs": info.get("loaded_lib", []),
                "problems": info.get("problem", [])}
     if numbers["missing_libs"] or numbers["problems"]:
         return "fail", "; ".join(["missing: " + ", ".join(numbers["missing_libs"])] * bool(numbers["missing_libs"])

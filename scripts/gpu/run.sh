@@ -45,6 +45,7 @@ BENCH_WARMUP=10
 SANITIZER_JOBS=8        # sanitizer processes at a time on the one GPU
 DRY_JOB_CAP=6           # dry run: seconds a test program may run before it is stopped (reported as capped)
 DRY_PROGRAMS=8          # dry run: the CPU suite's programs it starts (the first ones by name)
+LOADED_LIBS="libnccl.so.2"  # libraries the programs dlopen (setup finds their folders as it does for linked ones)
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SELF="$HERE/$(basename "${BASH_SOURCE[0]}")"
@@ -148,6 +149,7 @@ stage_setup() {
     done
   fi
   find_cuda_libs
+  find_loaded_libs
   mkdir -p "$WORK/bin"
   local libs="${LIBPATH:+LD_LIBRARY_PATH=$(printf %q "$LIBPATH")\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH} }"
   printf '#!/bin/sh\n%sexec %q "$@"\n' "$libs" "$BUILD/cuvae-bench" > "$WORK/bin/cuvae-bench"
@@ -170,6 +172,26 @@ find_cuda_libs() {  # adds to LIBPATH the folders of the libraries the programs 
     dir=$(lib_dir "$lib") && LIBPATH=${LIBPATH:+$LIBPATH:}$dir
   done
   missing_libs | awk '{ print "missing=" $0 }' >> "$W/info.txt"
+}
+
+find_loaded_libs() {  # the same for the libraries the programs load themselves (dlopen), which ldd cannot list:
+  # libnccl.so.2, loaded when a CUDA backend joins data parallel (test_backend_dp_gpu). It may live outside the
+  # loader's cache, e.g. in a Python package's folder (nvidia-nccl-cu13).
+  local lib dir d found
+  for lib in $LOADED_LIBS; do
+    found=""
+    ldconfig -p | grep -q "^[[:space:]]*$lib " && found=cache
+    for d in ${LIBPATH//:/ }; do [ -z "$found" ] && [ -e "$d/$lib" ] && found=$d; done
+    if [ -z "$found" ] && dir=$(lib_dir "$lib"); then
+      LIBPATH=${LIBPATH:+$LIBPATH:}$dir
+      found=$dir
+    fi
+    if [ -n "$found" ]; then
+      echo "loaded_lib=$lib ($found)" >> "$W/info.txt"
+    else
+      echo "missing=$lib (loaded at run time by the data-parallel CUDA backend)" >> "$W/info.txt"
+    fi
+  done
 }
 
 missing_libs() {  # 'LIB (PROGRAM)' for each library a program of the build cannot load
@@ -392,7 +414,7 @@ main() {
   [ -d /usr/local/cuda/bin ] && PATH="$PATH:/usr/local/cuda/bin"
   rm -rf "$WORK" "$out/gpu_report.json" "$out/gpu_log.txt" "$out/gpu_details.tar.xz" && mkdir -p "$WORK" || exit 2
   LIBPATH=""
-  export MODE HERE WORK BUILD SRCROOT DATA LIBPATH JOBS PATH MAIN_MAX_NELBO MAIN_CPU_NELBO MAIN_TOLERANCE \
+  export MODE HERE WORK BUILD SRCROOT DATA LIBPATH LOADED_LIBS JOBS PATH MAIN_MAX_NELBO MAIN_CPU_NELBO MAIN_TOLERANCE \
     MAIN_DRY_STEPS VERIFY_STEPS VERIFY_PRECISIONS BENCH_STEPS BENCH_WARMUP SANITIZER_JOBS DRY_JOB_CAP DRY_PROGRAMS
   run_all "$out" 2>&1 | tee -a "$out/gpu_log.txt"
   exit "${PIPESTATUS[0]}"

@@ -1,5 +1,5 @@
-/* cuvae-bench: the GEMM peak on the CPU (cblas) and CUDA (cuBLAS), and the GEMM-only replay of a training step on
- * CUDA (cuBLAS; the CPU's replay goes through the library, bench_dnnl.c). */
+/* cuvae-bench: the GEMM peak on the CPU (cblas) and CUDA (cuBLAS). (A step's GEMMs replayed alone: on the CPU
+ * through the library, bench_dnnl.c; on CUDA by the backend itself, its time_step_gemms.) */
 #include "bench_gemm.h"
 
 #include <cblas.h>
@@ -206,52 +206,4 @@ fail:
   return -1;
 }
 
-/* Row-major C[m,n] = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: cublasSgemm(tb, ta, n, m, k, B, A). This
- * gives exactly the calls of src/backend/cuda/backend_cuda.c (its header derives them). */
-int bench_cuda_gemm_replay(const cuvae_model *m, const bench_step_work *w, int reps, int tf32, double *median_s) {
-  const float one = 1.0f, zero = 0.0f;
-  const int ns = bench_slot_count(m);
-  float **s = calloc((size_t)ns, sizeof *s);
-  double *t = malloc((size_t)reps * sizeof *t);
-  cuda_timer tm;
-  memset(&tm, 0, sizeof tm);
-  if (!s || !t) {
-    cuvae_error("out of memory");
-    goto fail;
-  }
-  if (cuda_timer_create(&tm, tf32)) goto fail;
-  for (int i = 0; i < ns; i++) {
-    const size_t n = bench_slot_floats(m, w->B, i);
-    CU_TRY(cudaMalloc((void **)&s[i], (n ? n : 1) * sizeof(float)));
-    if (cuda_fill(s[i], n, (size_t)i * 1000003u)) goto fail;
-  }
-  for (int r = -1; r < reps; r++) {
-    CU_TRY(cudaEventRecord(tm.start, tm.stream));
-    for (int i = 0; i < w->n_gemms; i++) {
-      const bench_gemm *g = &w->gemms[i];
-      CUBLAS_TRY(cublasSgemm(tm.blas, g->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, g->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
-                             g->n, g->m, g->k, &one, s[g->b] + g->b_off, g->ldb, s[g->a] + g->a_off, g->lda, &zero,
-                             s[g->c] + g->c_off, g->ldc));
-    }
-    CU_TRY(cudaEventRecord(tm.stop, tm.stream));
-    CU_TRY(cudaEventSynchronize(tm.stop));
-    float ms = 0.0f;
-    CU_TRY(cudaEventElapsedTime(&ms, tm.start, tm.stop));
-    if (r >= 0) t[r] = 1e-3 * ms;
-  }
-  *median_s = bench_median(t, reps);
-  for (int i = 0; i < ns; i++) cudaFree(s[i]);
-  free(s);
-  free(t);
-  cuda_timer_destroy(&tm);
-  return 0;
-fail:
-  if (s)
-    for (int i = 0; i < ns; i++)
-      if (s[i]) cudaFree(s[i]);
-  free(s);
-  free(t);
-  cuda_timer_destroy(&tm);
-  return -1;
-}
 #endif

@@ -1,7 +1,6 @@
 /* cuvae-bench: measured GEMM speed. The machine's single-precision GEMM peak (OpenBLAS cblas_sgemm on the CPU,
- * cublasSgemm on a CUDA device), and on CUDA the time of one training step's GEMMs replayed alone (the shapes,
- * transposes and buffer sizes of bench_step_work, nothing else; the CPU's replay is bench_dnnl.h's), both as medians
- * over repeated calls. */
+ * cublasSgemm on a CUDA device) as the median over repeated calls, and the timing helpers. (A step's GEMMs replayed
+ * alone: bench_dnnl.h's on the CPU, the CUDA backend's own time_step_gemms on a GPU.) */
 #ifndef CUVAE_BENCH_GEMM_H
 #define CUVAE_BENCH_GEMM_H
 #include <stddef.h>
@@ -40,9 +39,6 @@ int bench_cpu_sgemm_peak(int n, int reps, double *gflops);
 /* cublasSgemm of n x n x n on the current device (TF32 tensor-core math when tf32), timed with CUDA events:
  * GFLOP/s of the median of `reps` calls after one warm-up call. */
 int bench_cuda_sgemm_peak(int n, int reps, int tf32, double *gflops);
-/* The step's GEMMs through cublasSgemm (the CUDA backend's column-major mapping), one pass timed with CUDA events
- * around all of them: median seconds over `reps` passes after one warm-up pass. */
-int bench_cuda_gemm_replay(const cuvae_model *m, const bench_step_work *w, int reps, int tf32, double *median_s);
 #endif
 
 #endif

@@ -45,8 +45,12 @@ void bench_print_table(FILE *out, const bench_result *res, int n) {
   }
   for (int i = 0; i < n; i++)
     if (res[i].bf16 && strcmp(res[i].device, "cpu") != 0)
-      fprintf(out, "\n%s ran precision = bf16 on %s: %%peak and %%GEMM are against cuBLAS fp32 (sgemm peak, sgemm replay), "
-                   "not a bf16 GEMM", res[i].name, res[i].device);
+      fprintf(out, "\n%s ran precision = bf16 on %s: %%peak is against cuBLAS's fp32 sgemm peak, not a bf16 one; "
+                   "%%GEMM is its own bf16 GEMMs (the backend's cuBLASLt calls, epilogues included)", res[i].name,
+              res[i].device);
+    else if (strcmp(res[i].device, "cpu") != 0)
+      fprintf(out, "\n%s ran precision = %s on %s: %%GEMM is the step's GEMMs alone through the backend's own "
+                   "cuBLASLt calls (epilogues included)", res[i].name, res[i].tf32 ? "tf32" : "fp32", res[i].device);
     else if (res[i].bf16)
       fprintf(out, "\n%s ran precision = bf16: %%peak is its step's GEMM FLOP rate against the bf16 matmul peak "
                    "(%.1f%%; %.1f%% of the sgemm peak), %%GEMM its GEMMs replayed through the library's bf16 path",

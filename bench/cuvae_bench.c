@@ -324,6 +324,25 @@ static int measure_peaks(bench_result *r) {
   return cuda ? 0 : bf16_peak(r);
 }
 
+/* Passes of a step's GEMMs replayed alone: as many as the timed steps, 5 to 20. */
+static int replay_reps(const options *o) { return o->steps < 5 ? 5 : o->steps > 20 ? 20 : o->steps; }
+
+/* The step's GEMMs alone through the backend's own pass (its time_step_gemms: the CUDA backend's cuBLASLt calls in
+ * the step's precision, epilogues included): median of reps passes after an untimed one. */
+static int backend_gemm_time(cuvae_backend *be, int B, int reps, double *median_s) {
+  double *t = malloc((size_t)reps * sizeof *t);
+  if (!t) return cuvae_error("out of memory");
+  int rc = 0;
+  for (int i = -1; rc == 0 && i < reps; i++) {
+    double s = 0.0;
+    rc = be->time_step_gemms(be, B, &s);
+    if (i >= 0) t[i] = s;
+  }
+  if (rc == 0) *median_s = bench_median(t, reps);
+  free(t);
+  return rc;
+}
+
 /* The backend, then W + N steps on the trainer's batches (epoch shuffles, consecutive step numbers); each step is
  * timed from train_step to the end of collect, so it is complete on every backend. Fills r's device, memory plan,
  * threads, background load, peak RSS, min and median step time. */
@@ -373,6 +392,7 @@ static int time_steps(const options *o, const cuvae_config *cfg, const cuvae_mod
   r->rss_mib = peak_rss_mib();
   if (!rss_per_config && !o->quiet && rc == 0)
     fprintf(stderr, "(peak RSS is cumulative over the run: /proc/self/clear_refs is not writable) ");
+  if (rc == 0 && be->time_step_gemms) rc = backend_gemm_time(be, B, replay_reps(o), &r->gemm_s);
   if (be) be->destroy(be);
   free(perm);
   if (rc == 0) {
@@ -385,24 +405,16 @@ static int time_steps(const options *o, const cuvae_config *cfg, const cuvae_mod
   return rc ? -1 : 0;
 }
 
-/* The step's GEMMs alone (on the CPU through the library's own fp32 or bf16 calls, as the step), and the
- * machine's GEMM peaks for this device, thread count and precision; then the derived figures of r (FLOPs, bytes,
- * launches, roofline, throughput). */
+/* The step's GEMMs alone on the CPU (through the library's own fp32 or bf16 calls, as the step; a backend with its
+ * own pass timed them in time_steps), and the machine's GEMM peaks for this device, thread count and precision; then
+ * the derived figures of r (FLOPs, bytes, launches, roofline, throughput). */
 static int gemm_figures(const options *o, const cuvae_config *cfg, const cuvae_model *model,
                         const bench_step_work *w, bench_result *r) {
-  const int cuda = strcmp(r->device, "cuda") == 0;
-  const int reps = o->steps < 5 ? 5 : o->steps > 20 ? 20 : o->steps;
   r->batch = cfg->batch_size;
-  r->gemm_s = -1.0;
   int rc = measure_peaks(r);  /* the first of two measurements, the replay between them (gemm_peak) */
   if (rc) return rc;
-  if (cuda) {
-#if CUVAE_HAVE_CUDA
-    rc = bench_cuda_gemm_replay(model, w, reps, r->tf32, &r->gemm_s);
-#endif
-  } else {
-    rc = bench_cpu_step_gemm_replay(model, w, r->bf16, reps, &r->gemm_s);
-  }
+  if (r->gemm_s < 0 && strcmp(r->device, "cpu") == 0)
+    rc = bench_cpu_step_gemm_replay(model, w, r->bf16, replay_reps(o), &r->gemm_s);
   if (rc == 0) rc = measure_peaks(r);
   if (rc) return rc;
   r->flops = w->flops;
@@ -429,6 +441,7 @@ static int run_config(const options *o, const char *path, bench_result *r, int *
   r->tf32 = cfg.precision == CUVAE_PRECISION_TF32;
   r->bf16 = cfg.precision == CUVAE_PRECISION_BF16;  /* on CUDA: replay and peak stay cuBLAS fp32 (a note says) */
   r->bf16_peak_gflops = NAN;
+  r->gemm_s = -1.0;
   const int rc = time_steps(o, &cfg, &model, r, midline) || gemm_figures(o, &cfg, &model, w, r) ? -1 : 0;
   free(w);
   return rc;

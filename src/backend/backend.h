@@ -87,6 +87,12 @@ struct cuvae_backend {
   void (*destroy)(cuvae_backend *be);
   /* Makes be a rank of data-parallel training (cuvae_backend_join_data_parallel); NULL: setting be->dp suffices. */
   int (*join_data_parallel)(cuvae_backend *be, const cuvae_data_parallel *dp);
+  /* One pass of the training step's GEMMs alone for B rows, as train_step runs them (the same library calls, plans,
+   * epilogues, precision and operands; nothing else of the step), timed on the device: *seconds. For cuvae-bench's
+   * GEMM share. Only with no step pending. The GEMMs write the step's activations and gradient buffers, so get_grad
+   * no longer returns the last step's gradient; parameters, Adam state and the next step are untouched. NULL where
+   * the benchmark replays the GEMMs itself (the CPU backend: bench/bench_dnnl.c, through the same calls). */
+  int (*time_step_gemms)(cuvae_backend *be, int B, double *seconds);
 };
 
 /* Checks the labels a conditional model reads: present and in [0, classes) (what: for the message). 0 when the

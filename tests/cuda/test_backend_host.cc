@@ -129,6 +129,58 @@ TEST(CudaHost, GraphCaptureFollowsAWarmUpOfEveryGemm) {
   }
 }
 
+// All the state a step leaves behind that the next step reads: parameters and Adam's moments.
+std::vector<float> state_of(cuvae_backend *be, const cuvae_model &m) {
+  std::vector<float> st(3 * m.n_params);
+  EXPECT_EQ(be->get_state(be, st.data(), st.data() + m.n_params, st.data() + 2 * m.n_params), 0) << cuvae_last_error();
+  return st;
+}
+
+// time_step_gemms (cuvae-bench's GEMM share on CUDA) runs the step's GEMMs and nothing else: step_gemms cuBLASLt
+// calls, no kernel, a positive time, in FP32, bf16 and with separate epilogues. It leaves the parameters and Adam's
+// state as they were, and the next step gives the same bits as in a backend that timed nothing. With a step pending,
+// or more rows than the backend holds, it is refused.
+TEST(CudaHost, TimingTheStepsGemmsRunsThemAloneAndChangesNoStep) {
+  struct Case {
+    void (*tweak)(cuvae_config *);
+    const char *epilogues;
+  };
+  const Case cases[] = {{nullptr, "fused"}, {[](cuvae_config *c) { c->precision = CUVAE_PRECISION_BF16; }, "fused"},
+                        {nullptr, "separate"}};
+  for (const Case &k : cases) {
+    EnvGuard env("CUVAE_CUDA_EPILOGUES", k.epilogues);
+    HostCase s(k.tweak), t(k.tweak);
+    cuvae_backend *be = s.create(), *ref = t.create();
+    ASSERT_TRUE(be && ref);
+    const int B = s.cfg.batch_size;
+    cuvae_step_result a, b;
+    ASSERT_EQ(cuvae_backend_step(be, rows_of_step(0, B).data(), B, 0, &a), 0) << cuvae_last_error();
+    ASSERT_EQ(cuvae_backend_step(ref, rows_of_step(0, B).data(), B, 0, &b), 0) << cuvae_last_error();
+    const std::vector<float> before = state_of(be, s.m);
+    double seconds = -1.0;
+    cuda_emu_counts_reset();
+    ASSERT_EQ(be->time_step_gemms(be, B, &seconds), 0) << cuvae_last_error();
+    const cuda_emu_counts c = counts();
+    EXPECT_EQ(c.blas, (unsigned long long)step_gemms(s.m)) << k.epilogues;
+    EXPECT_EQ(c.kernels, 0ull) << k.epilogues;
+    EXPECT_GT(seconds, 0.0);
+    EXPECT_EQ(state_of(be, s.m), before);
+    ASSERT_EQ(cuvae_backend_step(be, rows_of_step(1, B).data(), B, 1, &a), 0) << cuvae_last_error();
+    ASSERT_EQ(cuvae_backend_step(ref, rows_of_step(1, B).data(), B, 1, &b), 0) << cuvae_last_error();
+    EXPECT_EQ(a.loss.objective, b.loss.objective);
+    EXPECT_EQ(state_of(be, s.m), state_of(ref, t.m)) << k.epilogues;
+    EXPECT_NE(be->time_step_gemms(be, ((const cuda_backend *)be)->max_batch + 1, &seconds), 0);
+    EXPECT_NE(std::string(cuvae_last_error()).find("do not fit the CUDA backend"), std::string::npos)
+        << cuvae_last_error();
+    ASSERT_EQ(be->train_step(be, rows_of_step(2, B).data(), B, 2), 0) << cuvae_last_error();
+    EXPECT_NE(be->time_step_gemms(be, B, &seconds), 0);
+    EXPECT_NE(std::string(cuvae_last_error()).find("1 training steps are pending"), std::string::npos)
+        << cuvae_last_error();
+    be->destroy(be);
+    ref->destroy(ref);
+  }
+}
+
 // IWAE's per-row state and results are allocated at creation: no cudaMalloc per call on the resident set; a set
 // larger than any before grows the results once, and later calls allocate nothing. The estimates repeat bit for bit.
 TEST(CudaHost, IwaeAllocatesNothingPerCall) {

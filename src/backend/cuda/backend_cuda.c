@@ -193,6 +193,37 @@ static int warm_up_gemms(cuda_backend *be, int B) {
   return rc;
 }
 
+/* One warm_up_gemms pass for B rows between two events on the step's stream: its device time in *ms. */
+static int time_gemm_pass(cuda_backend *be, int B, cudaEvent_t start, cudaEvent_t stop, float *ms) {
+  CU_CHECK(cudaEventRecord(start, be->stream));
+  if (warm_up_gemms(be, B)) return -1;
+  CU_CHECK(cudaEventRecord(stop, be->stream));
+  CU_CHECK(cudaEventSynchronize(stop));
+  CU_CHECK(cudaEventElapsedTime(ms, start, stop));
+  return 0;
+}
+
+/* The step's GEMMs alone (the backend interface's time_step_gemms): step_body's gemm_only pass, whose GEMMs are the
+ * step's by construction (warm_up_gemms), timed with CUDA events. A shape met for the first time is planned in the
+ * pass; the caller's untimed first pass takes that. */
+static int cuda_time_step_gemms(cuvae_backend *base, int B, double *seconds) {
+  cuda_backend *be = (cuda_backend *)base;
+  if (B < 1 || (long long)B * be->train_spec.samples > be->max_batch)
+    return cuvae_error("time_step_gemms: %d rows x %d samples do not fit the CUDA backend (max %d)", B,
+                       be->train_spec.samples, be->max_batch);
+  if (be->n_pending)
+    return cuvae_error("time_step_gemms: %d training steps are pending; collect them first", be->n_pending);
+  cudaEvent_t ev[2] = {NULL, NULL};
+  float ms = 0.0f;
+  int rc = cudaEventCreate(&ev[0]) == cudaSuccess && cudaEventCreate(&ev[1]) == cudaSuccess
+               ? time_gemm_pass(be, B, ev[0], ev[1], &ms)
+               : cuvae_error("cudaEventCreate failed");
+  for (int i = 0; i < 2; i++)
+    if (ev[i]) cudaEventDestroy(ev[i]);
+  *seconds = 1e-3 * ms;
+  return rc;
+}
+
 /* CUVAE_CUDA_EPILOGUES: unset, "" or "fused": 0; "separate": 1; anything else is refused (-1). */
 static int separate_requested(void) {
   const char *v = getenv("CUVAE_CUDA_EPILOGUES");
@@ -512,7 +543,7 @@ static const cuvae_backend k_cuda_ops = {
     .get_state = cuda_get_state, .set_state = cuda_set_state, .get_extra_state = cuda_get_extra_state,
     .set_extra_state = cuda_set_extra_state, .get_grad = cuda_get_grad, .encode = cuda_encode,
     .decode = cuda_decode, .iwae = cuda_iwae, .destroy = cuda_destroy,
-    .join_data_parallel = cuda_join_data_parallel};
+    .join_data_parallel = cuda_join_data_parallel, .time_step_gemms = cuda_time_step_gemms};
 
 cuvae_backend *cuvae_backend_cuda_create(const cuvae_model *m, const cuvae_config *cfg, const cuvae_dataset *train,
                                          const cuvae_dataset *eval) {

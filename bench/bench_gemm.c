@@ -11,9 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuvae/bf16.h"
 #include "cuvae/error.h"
 
 #if CUVAE_HAVE_CUDA
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #endif
@@ -114,17 +116,20 @@ int bench_cpu_sgemm_peak(int n, int reps, double *gflops) {
     }                                                                                                          \
   } while (0)
 
-/* Fills n device floats with the pattern, through a host staging buffer of at most 4 Mi floats. cudaMemcpy from
- * pageable memory may return before the device side is written, and the legacy stream it runs on does not order
- * the non-blocking stream the GEMMs run on: the fill waits for the device before it returns. */
-static int cuda_fill(float *dev, size_t n, size_t start) {
-  const size_t chunk = (size_t)4 << 20;
+/* Fills n device floats (or, with bf16, n device bfloat16 values) with the pattern, through a host staging buffer of
+ * at most 4 Mi values. cudaMemcpy from pageable memory may return before the device side is written, and the legacy
+ * stream it runs on does not order the non-blocking stream the GEMMs run on: the fill waits for the device before it
+ * returns. */
+static int cuda_fill(void *dev, size_t n, size_t start, int bf16) {
+  const size_t chunk = (size_t)4 << 20, elem = bf16 ? sizeof(uint16_t) : sizeof(float);
   float *host = malloc((n < chunk ? n : chunk) * sizeof *host + sizeof *host);
   if (!host) return cuvae_error("out of memory staging device buffers");
   for (size_t done = 0; done < n; done += chunk) {
     const size_t len = n - done < chunk ? n - done : chunk;
     bench_fill_pattern(host, len, start + done);
-    const cudaError_t e = cudaMemcpy(dev + done, host, len * sizeof *host, cudaMemcpyHostToDevice);
+    if (bf16)  /* in place, in ascending order: value i's 2 bytes land where floats <= i/2 were, already read */
+      for (size_t i = 0; i < len; i++) ((uint16_t *)host)[i] = cuvae_bf16_from_float(host[i]);
+    const cudaError_t e = cudaMemcpy((char *)dev + done * elem, host, len * elem, cudaMemcpyHostToDevice);
     if (e != cudaSuccess) {
       free(host);
       return cuvae_error("cudaMemcpy of bench operands failed: %s", cudaGetErrorString(e));
@@ -166,24 +171,78 @@ fail:
   return -1;
 }
 
-int bench_cuda_sgemm_peak(int n, int reps, int tf32, double *gflops) {
-  const size_t nn = (size_t)n * n;
+/* A bf16 GEMM of n x n x n through cuBLASLt, as the CUDA backend's bf16 layers run (bf16 A and B, fp32 C and D, fp32
+ * compute): descriptors, the heuristic's algorithm and its workspace, made once. */
+typedef struct lt_gemm {
+  cublasLtHandle_t lt;
+  cublasLtMatmulDesc_t op;
+  cublasLtMatrixLayout_t ab, c;
+  cublasLtMatmulPreference_t pref;
+  cublasLtMatmulAlgo_t algo;
+  void *ws;
+  size_t ws_bytes;
+} lt_gemm;
+
+static void lt_gemm_destroy(lt_gemm *g) {
+  if (g->ws) cudaFree(g->ws);
+  if (g->pref) cublasLtMatmulPreferenceDestroy(g->pref);
+  if (g->c) cublasLtMatrixLayoutDestroy(g->c);
+  if (g->ab) cublasLtMatrixLayoutDestroy(g->ab);
+  if (g->op) cublasLtMatmulDescDestroy(g->op);
+  if (g->lt) cublasLtDestroy(g->lt);
+  memset(g, 0, sizeof *g);
+}
+
+static int lt_gemm_create(lt_gemm *g, int n) {
+  cublasLtMatmulHeuristicResult_t h;
+  int found = 0;
+  memset(g, 0, sizeof *g);
+  g->ws_bytes = (size_t)32 << 20;  /* what the backend gives cuBLASLt (CUBLAS_WORKSPACE_BYTES) */
+  CUBLAS_TRY(cublasLtCreate(&g->lt));
+  CUBLAS_TRY(cublasLtMatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  CUBLAS_TRY(cublasLtMatrixLayoutCreate(&g->ab, CUDA_R_16BF, (uint64_t)n, (uint64_t)n, n));
+  CUBLAS_TRY(cublasLtMatrixLayoutCreate(&g->c, CUDA_R_32F, (uint64_t)n, (uint64_t)n, n));
+  CUBLAS_TRY(cublasLtMatmulPreferenceCreate(&g->pref));
+  CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(g->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &g->ws_bytes,
+                                                  sizeof g->ws_bytes));
+  CUBLAS_TRY(cublasLtMatmulAlgoGetHeuristic(g->lt, g->op, g->ab, g->ab, g->c, g->c, g->pref, 1, &h, &found));
+  if (found < 1) {
+    cuvae_error("cuBLASLt has no algorithm for a bf16 %d^3 GEMM", n);
+    goto fail;
+  }
+  g->algo = h.algo;
+  CU_TRY(cudaMalloc(&g->ws, g->ws_bytes));
+  return 0;
+fail:
+  lt_gemm_destroy(g);
+  return -1;
+}
+
+int bench_cuda_gemm_peak(int n, int reps, int tf32, int bf16, double *gflops) {
+  const size_t nn = (size_t)n * n, elem = bf16 ? sizeof(uint16_t) : sizeof(float);
   const float one = 1.0f, zero = 0.0f;
-  float *a = NULL, *b = NULL, *c = NULL;
+  void *a = NULL, *b = NULL;
+  float *c = NULL;
   double *t = malloc((size_t)reps * sizeof *t);
   cuda_timer tm;
+  lt_gemm lg;
+  memset(&lg, 0, sizeof lg);
   if (!t) return cuvae_error("out of memory");
   if (cuda_timer_create(&tm, tf32)) {
     free(t);
     return -1;
   }
-  CU_TRY(cudaMalloc((void **)&a, nn * sizeof(float)));
-  CU_TRY(cudaMalloc((void **)&b, nn * sizeof(float)));
+  CU_TRY(cudaMalloc(&a, nn * elem));
+  CU_TRY(cudaMalloc(&b, nn * elem));
   CU_TRY(cudaMalloc((void **)&c, nn * sizeof(float)));
-  if (cuda_fill(a, nn, 0) || cuda_fill(b, nn, nn)) goto fail;
+  if (cuda_fill(a, nn, 0, bf16) || cuda_fill(b, nn, nn, bf16) || (bf16 && lt_gemm_create(&lg, n))) goto fail;
   for (int r = -1; r < reps; r++) {
     CU_TRY(cudaEventRecord(tm.start, tm.stream));
-    CUBLAS_TRY(cublasSgemm(tm.blas, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a, n, b, n, &zero, c, n));
+    if (bf16)
+      CUBLAS_TRY(cublasLtMatmul(lg.lt, lg.op, &one, a, lg.ab, b, lg.ab, &zero, c, lg.c, c, lg.c, &lg.algo, lg.ws,
+                                lg.ws_bytes, tm.stream));
+    else
+      CUBLAS_TRY(cublasSgemm(tm.blas, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a, n, b, n, &zero, c, n));
     CU_TRY(cudaEventRecord(tm.stop, tm.stream));
     CU_TRY(cudaEventSynchronize(tm.stop));
     float ms = 0.0f;
@@ -191,6 +250,7 @@ int bench_cuda_sgemm_peak(int n, int reps, int tf32, double *gflops) {
     if (r >= 0) t[r] = 1e-3 * ms;
   }
   *gflops = 2.0 * n * (double)n * n / bench_median(t, reps) * 1e-9;
+  lt_gemm_destroy(&lg);
   cudaFree(a);
   cudaFree(b);
   cudaFree(c);
@@ -198,6 +258,7 @@ int bench_cuda_sgemm_peak(int n, int reps, int tf32, double *gflops) {
   free(t);
   return 0;
 fail:
+  lt_gemm_destroy(&lg);
   if (a) cudaFree(a);
   if (b) cudaFree(b);
   if (c) cudaFree(c);

@@ -36,9 +36,10 @@ double bench_background_load(bench_cpu_clock a, bench_cpu_clock b, double own_se
 int bench_cpu_sgemm_peak(int n, int reps, double *gflops);
 
 #if CUVAE_HAVE_CUDA
-/* cublasSgemm of n x n x n on the current device (TF32 tensor-core math when tf32), timed with CUDA events:
- * GFLOP/s of the median of `reps` calls after one warm-up call. */
-int bench_cuda_sgemm_peak(int n, int reps, int tf32, double *gflops);
+/* A GEMM of n x n x n on the current device, timed with CUDA events: GFLOP/s of the median of `reps` calls after one
+ * warm-up call. cublasSgemm (TF32 tensor-core math when tf32), or with bf16 cuBLASLt on bf16 operands with fp32
+ * results and sums (the CUDA backend's bf16 layers). */
+int bench_cuda_gemm_peak(int n, int reps, int tf32, int bf16, double *gflops);
 #endif
 
 #endif

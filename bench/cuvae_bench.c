@@ -221,8 +221,8 @@ static double peak_rss_mib(void) {
   return (double)ru.ru_maxrss / 1024.0;  /* ru_maxrss is in KiB on Linux */
 }
 
-/* The GEMM peak per (device, threads, precision): cublasSgemm or cblas_sgemm, or (bf16, CPU) oneDNN's bf16 matmul on
- * `threads` OpenMP threads. Each config measures it twice, before and after its GEMM replay (seconds apart), and the
+/* The GEMM peak per (device, threads, precision): cublasSgemm or cblas_sgemm; in bf16 cuBLASLt's bf16 GEMM, or on the
+ * CPU oneDNN's bf16 matmul on `threads` OpenMP threads. Each config measures it twice, before and after its GEMM replay (seconds apart), and the
  * peak is the best measurement of the run so far: a busy moment of the host can only lower a measurement, and one
  * low peak once made a bf16 step read as 151% of it. */
 typedef struct peak_entry {
@@ -236,18 +236,21 @@ static int g_n_peaks;
 
 /* One measurement of the peak into e (its key fields set). */
 static int measure_peak(peak_entry *e, double *gflops) {
-  if (e->bf16) {
-    if (e->threads > 0) omp_set_num_threads(e->threads);  /* oneDNN (OpenMP runtime) runs on OpenMP's thread count */
-    if (bench_dnnl_bf16_peak(BF16_PEAK_N, BF16_PEAK_REPS, gflops, e->desc, sizeof e->desc)) return -1;
-    snprintf(e->desc + strlen(e->desc), sizeof e->desc - strlen(e->desc), ", %d threads", e->threads);
-  } else if (e->cuda) {
+  if (e->cuda) {
 #if CUVAE_HAVE_CUDA
-    if (bench_cuda_sgemm_peak(CUDA_PEAK_N, CUDA_PEAK_REPS, e->tf32, gflops)) return -1;
-    snprintf(e->desc, sizeof e->desc, "cublasSgemm %d^3 (%s), median of %d", CUDA_PEAK_N, e->tf32 ? "tf32" : "fp32",
-             CUDA_PEAK_REPS);
+    if (bench_cuda_gemm_peak(CUDA_PEAK_N, CUDA_PEAK_REPS, e->tf32, e->bf16, gflops)) return -1;
+    if (e->bf16)
+      snprintf(e->desc, sizeof e->desc, "cuBLASLt bf16 %d^3 (fp32 sums), median of %d", CUDA_PEAK_N, CUDA_PEAK_REPS);
+    else
+      snprintf(e->desc, sizeof e->desc, "cublasSgemm %d^3 (%s), median of %d", CUDA_PEAK_N, e->tf32 ? "tf32" : "fp32",
+               CUDA_PEAK_REPS);
 #else
     return cuvae_error("internal: a CUDA backend in a build without CUDA");
 #endif
+  } else if (e->bf16) {
+    if (e->threads > 0) omp_set_num_threads(e->threads);  /* oneDNN (OpenMP runtime) runs on OpenMP's thread count */
+    if (bench_dnnl_bf16_peak(BF16_PEAK_N, BF16_PEAK_REPS, gflops, e->desc, sizeof e->desc)) return -1;
+    snprintf(e->desc + strlen(e->desc), sizeof e->desc - strlen(e->desc), ", %d threads", e->threads);
   } else {
     if (bench_cpu_sgemm_peak(CPU_PEAK_N, CPU_PEAK_REPS, gflops)) return -1;
     snprintf(e->desc, sizeof e->desc, "cblas_sgemm %d^3, %d threads, median of %d", CPU_PEAK_N, e->threads,
@@ -317,11 +320,14 @@ static int bf16_peak(bench_result *r) {
 }
 
 /* The peaks for r's device, thread count and precision (the sgemm or cuBLAS peak; on the CPU also the bf16 matmul
- * peak), measured once more; each is the best of the run so far (gemm_peak). */
+ * peak, on CUDA the cuBLASLt bf16 peak for a bf16 config), measured once more; each is the best of the run so far
+ * (gemm_peak). */
 static int measure_peaks(bench_result *r) {
   const int cuda = strcmp(r->device, "cuda") == 0;
   if (gemm_peak(cuda, r->threads, r->tf32, 0, &r->peak_gflops, r->peak_desc, sizeof r->peak_desc)) return -1;
-  return cuda ? 0 : bf16_peak(r);
+  if (!cuda) return bf16_peak(r);
+  return r->bf16 ? gemm_peak(1, r->threads, 0, 1, &r->bf16_peak_gflops, r->bf16_peak_desc, sizeof r->bf16_peak_desc)
+                 : 0;
 }
 
 /* Passes of a step's GEMMs replayed alone: as many as the timed steps, 5 to 20. */

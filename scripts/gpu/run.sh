@@ -116,7 +116,7 @@ gtest_jobs() {  # gtest_jobs SHARDS FIRST_ONLY PROG...: one job per shard of eac
 }
 
 programs() {  # every program of the build that the stages run
-  find "$BUILD" -maxdepth 3 -type f -perm -u+x \( -name cuvae -o -name cuvae-bench -o -name cuvae-kernels-bench-gpu \
+  find -H "$BUILD" -maxdepth 3 -type f -perm -u+x \( -name cuvae -o -name cuvae-bench -o -name cuvae-kernels-bench-gpu \
     -o -name 'test_*' \) ! -name '*.cmake' | sort
 }
 
@@ -232,7 +232,7 @@ stage_device() {
 
 stage_gpu_tests() {
   local progs
-  mapfile -t progs < <(find "$BUILD" -type f -name 'test_*_gpu' -perm -u+x | sort)
+  mapfile -t progs < <(find -H "$BUILD" -type f -name 'test_*_gpu' -perm -u+x | sort)
   gtest_jobs "$(dry && echo 1 || echo 2)" 0 "${progs[@]}"
   run_jobs "$JOBS"
 }
@@ -332,7 +332,7 @@ stage_sanitizer() {  # stage_sanitizer memcheck|racecheck|synccheck|initcheck
   local san=("$cs" --tool "$tool" --error-exitcode 86 --print-limit 10)
   # cuvae re-executes itself once to pick its OpenBLAS kernels and OpenMP waits: settled here, so it does not
   local env=(env CUVAE_BLAS_SELECTED=1 GOMP_SPINCOUNT=10000)
-  for prog in $(find "$BUILD" -type f -name 'test_kernel_*_gpu' -perm -u+x | sort); do
+  for prog in $(find -H "$BUILD" -type f -name 'test_kernel_*_gpu' -perm -u+x | sort); do
     add_job "$(basename "$prog")" "${env[@]}" "${san[@]}" --log-file "$W/runs/$(basename "$prog").san" "$prog"
   done
   for c in A B; do

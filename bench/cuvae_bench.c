@@ -222,9 +222,9 @@ static double peak_rss_mib(void) {
 }
 
 /* The GEMM peak per (device, threads, precision): cublasSgemm or cblas_sgemm; in bf16 cuBLASLt's bf16 GEMM, or on the
- * CPU oneDNN's bf16 matmul on `threads` OpenMP threads. Each config measures it twice, before and after its GEMM replay (seconds apart), and the
- * peak is the best measurement of the run so far: a busy moment of the host can only lower a measurement, and one
- * low peak once made a bf16 step read as 151% of it. */
+ * CPU oneDNN's bf16 matmul on `threads` OpenMP threads. Each config measures it twice, before and after its GEMM
+ * replay (seconds apart), and the peak is the best measurement of the run so far: a busy moment of the host can only
+ * lower a measurement, and one low peak once made a bf16 step read as 151% of it. */
 typedef struct peak_entry {
   int cuda, threads, tf32, bf16;
   int measurements;

@@ -10,7 +10,8 @@ add_executable(cuvae-bench
 )
 # As the CLI: cuvae, then cuvae_cuda in CUDA builds; the bench itself calls cuBLAS and the runtime there.
 target_link_libraries(cuvae-bench PRIVATE cuvae
-  $<$<BOOL:${CUVAE_CUDA}>:cuvae_cuda> $<$<BOOL:${CUVAE_CUDA}>:CUDA::cudart> $<$<BOOL:${CUVAE_CUDA}>:CUDA::cublas> $<$<BOOL:${CUVAE_CUDA}>:CUDA::cublasLt>)
+  $<$<BOOL:${CUVAE_CUDA}>:cuvae_cuda> $<$<BOOL:${CUVAE_CUDA}>:CUDA::cudart>
+  $<$<BOOL:${CUVAE_CUDA}>:CUDA::cublas> $<$<BOOL:${CUVAE_CUDA}>:CUDA::cublasLt>)
 # backend.h, data_split.h, cli/flags.h, gemm_dnnl.h; and oneDNN's dnnl.h, which bench_dnnl.c calls directly (libcuvae
 # links CUVAE_DNNL publicly)
 target_include_directories(cuvae-bench PRIVATE ${CUVAE_PRIVATE_INCLUDE_DIRS} ${CUVAE_DNNL_INCLUDE})
